@@ -1,0 +1,402 @@
+//! Claims, their evaluation against a receipt at a reference time, and policies.
+//!
+//! A claim holds only when the evidence that proves it is present and checks out against trust
+//! anchors the verifier was given, never against anything the receipt says about itself.
+
+use crate::receipt::{check_signature, BoxStatus, ParsedReceipt, PrivacyPath, SignatureProblem};
+use crate::ids::NodeId;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// A claim a receipt's box can carry (DESIGN.md's table).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum Claim {
+    ArtifactIdentified,
+    ArtifactBound,
+    RoutePrivate,
+    ExecutionSigned,
+    NodeRegistered,
+    EnclaveGenuine,
+    ExecutionCorrect,
+    DataAttested,
+    /// Every admitted data item is at most this many seconds old at the reference time.
+    DataFresh { max_age_s: u64 },
+    MemoryOwned,
+    /// Every memory row used was validated at most this many seconds before the reference time.
+    MemoryFresh { max_age_s: u64 },
+    PaymentAuthorized,
+    PaymentSettled,
+    RunSettled,
+}
+
+impl Claim {
+    /// Every claim, with the default ages `haca verify` uses for the freshness claims.
+    pub fn all(data_max_age_s: u64, memory_max_age_s: u64) -> Vec<Claim> {
+        use Claim::*;
+        vec![
+            ArtifactIdentified,
+            ArtifactBound,
+            RoutePrivate,
+            ExecutionSigned,
+            NodeRegistered,
+            EnclaveGenuine,
+            ExecutionCorrect,
+            DataAttested,
+            DataFresh { max_age_s: data_max_age_s },
+            MemoryOwned,
+            MemoryFresh { max_age_s: memory_max_age_s },
+            PaymentAuthorized,
+            PaymentSettled,
+            RunSettled,
+        ]
+    }
+
+    /// The box that carries this claim.
+    pub fn box_name(self) -> &'static str {
+        use Claim::*;
+        match self {
+            ArtifactIdentified | ArtifactBound => "artifact",
+            RoutePrivate => "route",
+            ExecutionSigned | NodeRegistered => "execution",
+            EnclaveGenuine => "attestation",
+            ExecutionCorrect => "proof",
+            DataAttested | DataFresh { .. } => "data",
+            MemoryOwned | MemoryFresh { .. } => "memory",
+            PaymentAuthorized | PaymentSettled => "payment",
+            RunSettled => "settlement",
+        }
+    }
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Claim::*;
+        match self {
+            ArtifactIdentified => f.write_str("artifact.identified"),
+            ArtifactBound => f.write_str("artifact.bound"),
+            RoutePrivate => f.write_str("route.private"),
+            ExecutionSigned => f.write_str("execution.signed"),
+            NodeRegistered => f.write_str("node.registered"),
+            EnclaveGenuine => f.write_str("enclave.genuine"),
+            ExecutionCorrect => f.write_str("execution.correct"),
+            DataAttested => f.write_str("data.attested"),
+            DataFresh { max_age_s } => write!(f, "data.fresh({})", format_duration(*max_age_s)),
+            MemoryOwned => f.write_str("memory.owned"),
+            MemoryFresh { max_age_s } => write!(f, "memory.fresh({})", format_duration(*max_age_s)),
+            PaymentAuthorized => f.write_str("payment.authorized"),
+            PaymentSettled => f.write_str("payment.settled"),
+            RunSettled => f.write_str("run.settled"),
+        }
+    }
+}
+
+/// Writes seconds in the largest unit that divides them: `30d`, `5m`, `300s` -> `5m`.
+pub fn format_duration(s: u64) -> String {
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s > 0 && s % size == 0 {
+            return format!("{}{unit}", s / size);
+        }
+    }
+    format!("{s}s")
+}
+
+/// Reads `300s`, `5m`, `2h`, `30d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<u64, ClaimParseError> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3_600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| ClaimParseError(format!("duration {s:?}: expected a number with s, m, h or d")))
+}
+
+/// A claim name that is not one of DESIGN.md's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown claim: {0}")]
+pub struct ClaimParseError(pub String);
+
+impl FromStr for Claim {
+    type Err = ClaimParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use Claim::*;
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix("data.fresh(").and_then(|r| r.strip_suffix(')')) {
+            return Ok(DataFresh { max_age_s: parse_duration(rest)? });
+        }
+        if let Some(rest) = s.strip_prefix("memory.fresh(").and_then(|r| r.strip_suffix(')')) {
+            return Ok(MemoryFresh { max_age_s: parse_duration(rest)? });
+        }
+        Ok(match s {
+            "artifact.identified" => ArtifactIdentified,
+            "artifact.bound" => ArtifactBound,
+            "route.private" => RoutePrivate,
+            "execution.signed" => ExecutionSigned,
+            "node.registered" => NodeRegistered,
+            "enclave.genuine" => EnclaveGenuine,
+            "execution.correct" => ExecutionCorrect,
+            "data.attested" => DataAttested,
+            "memory.owned" => MemoryOwned,
+            "payment.authorized" => PaymentAuthorized,
+            "payment.settled" => PaymentSettled,
+            "run.settled" => RunSettled,
+            other => return Err(ClaimParseError(format!("{other:?} (known: artifact.identified, artifact.bound, route.private, execution.signed, node.registered, enclave.genuine, execution.correct, data.attested, data.fresh(AGE), memory.owned, memory.fresh(AGE), payment.authorized, payment.settled, run.settled)"))),
+        })
+    }
+}
+
+impl Serialize for Claim {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Claim {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The state of one claim after checking.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimState {
+    Holds,
+    Fails,
+    /// The box that would carry it is absent.
+    NotPresent,
+    /// It needs a trust anchor or a checker the verifier does not have.
+    Unchecked,
+}
+
+impl ClaimState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimState::Holds => "holds",
+            ClaimState::Fails => "fails",
+            ClaimState::NotPresent => "not present",
+            ClaimState::Unchecked => "unchecked",
+        }
+    }
+}
+
+/// One claim's state with the reason, in plain words.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct ClaimOutcome {
+    pub claim: Claim,
+    pub state: ClaimState,
+    pub detail: String,
+}
+
+/// What the verifier trusts. Never taken from the receipt itself.
+#[derive(Clone, Debug, Default)]
+pub struct TrustAnchors {
+    /// Registered gateway node keys, from a genesis or validator-set history; `None` when the
+    /// verifier was given none, which leaves `node.registered` unchecked.
+    pub registered_nodes: Option<BTreeSet<NodeId>>,
+    /// Accept a dev-enclave root (reported as `holds (dev root)`).
+    pub allow_dev_root: bool,
+}
+
+/// Checks claims of one receipt. Reference time `at_ms` is unix milliseconds.
+pub struct Checker<'a> {
+    parsed: &'a ParsedReceipt,
+    anchors: &'a TrustAnchors,
+    at_ms: u64,
+    signature: Result<NodeId, SignatureProblem>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(parsed: &'a ParsedReceipt, anchors: &'a TrustAnchors, at_ms: u64) -> Self {
+        let signature = check_signature(parsed);
+        Checker { parsed, anchors, at_ms, signature }
+    }
+
+    pub fn check(&self, claim: Claim) -> ClaimOutcome {
+        let (state, detail) = self.evaluate(claim);
+        ClaimOutcome { claim, state, detail }
+    }
+
+    fn evaluate(&self, claim: Claim) -> (ClaimState, String) {
+        use ClaimState::*;
+        let b = &self.parsed.receipt.boxes;
+        let signed = self.signature.as_ref().map_err(|p| format!("not signed by the node: {p}"));
+        match claim {
+            Claim::ExecutionSigned => match &self.signature {
+                Ok(signer) => (Holds, format!("signed by node {signer}")),
+                Err(SignatureProblem::NoExecutionBox) => (NotPresent, "the execution box is absent".into()),
+                Err(p) => (Fails, p.to_string()),
+            },
+            Claim::NodeRegistered => {
+                let Some(exec) = &b.execution.evidence else {
+                    return (NotPresent, "the execution box is absent".into());
+                };
+                if let Err(e) = signed {
+                    return (Fails, e);
+                }
+                match &self.anchors.registered_nodes {
+                    None => (Unchecked, "no validator set given (pass --validators FILE)".into()),
+                    Some(set) if set.contains(&exec.signer) => (Holds, format!("node {} is a registered gateway", exec.signer)),
+                    Some(_) => (Fails, format!("node {} is not in the given validator set's gateway registry", exec.signer)),
+                }
+            }
+            Claim::ArtifactIdentified => match &b.artifact.evidence {
+                None => (NotPresent, "the artifact box is absent".into()),
+                Some(a) => match signed {
+                    Err(e) => (Fails, e),
+                    Ok(_) => {
+                        let label = match (&a.label, a.revision) {
+                            (Some(l), Some(r)) => format!(" as {l} revision {r}"),
+                            (Some(l), None) => format!(" as {l}"),
+                            _ => String::new(),
+                        };
+                        (Holds, format!("blob {}{label}, named by the signing node", a.blob_id))
+                    }
+                },
+            },
+            Claim::ArtifactBound => match (&b.artifact.evidence, &b.attestation.evidence, &b.proof.evidence) {
+                (None, _, _) => (NotPresent, "the artifact box is absent".into()),
+                (Some(_), None, None) => (NotPresent, "no attestation or proof binds the blob id".into()),
+                _ => (Unchecked, "attestation and proof binding are checked by the TEE and ZK verifiers, not in this build".into()),
+            },
+            Claim::RoutePrivate => match &b.route.evidence {
+                None => (NotPresent, "the route box is absent".into()),
+                Some(r) if r.path == PrivacyPath::Direct => {
+                    (Fails, format!("the request took the direct path to {}; no private path is attested", r.provider))
+                }
+                Some(_) if b.attestation.evidence.is_none() => (Fails, "a private path is named but no attestation backs it".into()),
+                Some(_) => (Unchecked, "private paths are attested by the TEE verifier, not in this build".into()),
+            },
+            Claim::EnclaveGenuine => match &b.attestation.evidence {
+                None => (NotPresent, "the attestation box is absent".into()),
+                Some(_) => (Unchecked, "attestation documents are checked by the TEE verifier, not in this build".into()),
+            },
+            Claim::ExecutionCorrect => match &b.proof.evidence {
+                None => (NotPresent, "the proof box is absent".into()),
+                Some(_) => (Unchecked, "proofs are checked by the ZK verifier, not in this build".into()),
+            },
+            Claim::DataAttested => match &b.data.evidence {
+                None => (NotPresent, "the data box is absent".into()),
+                Some(_) => (Unchecked, "data-node attestations are checked by the data verifier, not in this build".into()),
+            },
+            Claim::DataFresh { max_age_s } => match &b.data.evidence {
+                None => (NotPresent, "the data box is absent".into()),
+                Some(d) => self.fresh(d.items.iter().map(|i| (i.source.as_str(), i.fetched_at)), max_age_s, "fetched"),
+            },
+            Claim::MemoryOwned => match &b.memory.evidence {
+                None => (NotPresent, "the memory box is absent".into()),
+                Some(_) => (Unchecked, "memory ownership is checked by MemSync, not in this build".into()),
+            },
+            Claim::MemoryFresh { max_age_s } => match &b.memory.evidence {
+                None => (NotPresent, "the memory box is absent".into()),
+                Some(m) => self.fresh(m.rows.iter().map(|r| (r.id.as_str(), r.last_validated_at)), max_age_s, "validated"),
+            },
+            Claim::PaymentAuthorized | Claim::PaymentSettled => match &b.payment.evidence {
+                None => (NotPresent, "the payment box is absent".into()),
+                Some(_) => (Unchecked, "x402 authorizations are checked by the payment verifier, not in this build".into()),
+            },
+            Claim::RunSettled => match &b.settlement.evidence {
+                None => (NotPresent, "the settlement box is absent: no round has committed this run".into()),
+                Some(_) => (Unchecked, "round certificates are checked by the chain verifier, not in this build".into()),
+            },
+        }
+    }
+
+    fn fresh<'i>(&self, items: impl Iterator<Item = (&'i str, u64)>, max_age_s: u64, verb: &str) -> (ClaimState, String) {
+        if let Err(e) = &self.signature {
+            return (ClaimState::Fails, format!("not signed by the node: {e}"));
+        }
+        let limit_ms = max_age_s.saturating_mul(1000);
+        let mut oldest: Option<(&str, u64)> = None;
+        for (name, t) in items {
+            let age = self.at_ms.saturating_sub(t);
+            if oldest.is_none_or(|(_, a)| age > a) {
+                oldest = Some((name, age));
+            }
+        }
+        match oldest {
+            None => (ClaimState::NotPresent, "the box lists no items".into()),
+            Some((name, age)) if age > limit_ms => (
+                ClaimState::Fails,
+                format!("{name} was {verb} {} ago, over the limit {}", format_duration(age / 1000), format_duration(max_age_s)),
+            ),
+            Some((_, age)) => (ClaimState::Holds, format!("oldest {verb} {} before the reference time", format_duration(age / 1000))),
+        }
+    }
+
+    /// Inconsistencies between stored box statuses and their evidence, in plain words.
+    pub fn problems(&self) -> Vec<String> {
+        let raw = &self.parsed.raw;
+        let mut out = Vec::new();
+        for name in crate::receipt::BOX_NAMES {
+            let bx = &raw["boxes"][name];
+            let status = bx["status"].as_str().unwrap_or("absent");
+            let has_evidence = bx.get("evidence").is_some_and(|e| !e.is_null());
+            if status == BoxStatus::Absent.as_str() && has_evidence {
+                out.push(format!("boxes.{name}: status says absent but the box carries evidence"));
+            }
+            if status != BoxStatus::Absent.as_str() && !has_evidence {
+                out.push(format!("boxes.{name}: status says {status} but the box carries no evidence"));
+            }
+            let settled_backed = self.parsed.receipt.boxes.settlement.evidence.is_some();
+            if (status == BoxStatus::Verified.as_str() || status == BoxStatus::Settled.as_str()) && !settled_backed {
+                out.push(format!("boxes.{name}: status says {status} but no settlement evidence backs it"));
+            }
+        }
+        out
+    }
+}
+
+/// A named set of required claims (a case class's policy).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Policy {
+    pub name: String,
+    pub required: Vec<Claim>,
+}
+
+/// A policy evaluated against one receipt at one reference time.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct PolicyReport {
+    pub policy: String,
+    pub at_ms: u64,
+    pub outcomes: Vec<ClaimOutcome>,
+}
+
+impl PolicyReport {
+    /// The required claims that do not hold.
+    pub fn missing(&self) -> Vec<Claim> {
+        self.outcomes.iter().filter(|o| o.state != ClaimState::Holds).map(|o| o.claim).collect()
+    }
+    pub fn satisfied(&self) -> bool {
+        self.outcomes.iter().all(|o| o.state == ClaimState::Holds)
+    }
+}
+
+impl Policy {
+    /// Evaluates every required claim.
+    ///
+    /// ```
+    /// use haca_core::{claims::*, receipt::*, ids::*, keys::NodeKey, hash::sha256};
+    /// let key = NodeKey::from_seed([7; 32]);
+    /// let mut r = Receipt::new(RunId(sha256(b"run")), 1_000);
+    /// r.boxes.execution = EvidenceBox::with(ExecutionEvidence {
+    ///     mode: ExecMode::Vanilla, runtime: "test".into(), request_hash: sha256(b"q"),
+    ///     input_hash: sha256(b"i"), output_hash: sha256(b"o"), signer: key.node_id(),
+    ///     started_at: 1_000, finished_at: 1_001, signature: None }, BoxStatus::Claimed, 1_001);
+    /// r.sign(&key).unwrap();
+    /// let policy = Policy { name: "default".into(), required: vec!["execution.signed".parse().unwrap(), Claim::RunSettled] };
+    /// let report = policy.evaluate(&ParsedReceipt::from_receipt(r), &TrustAnchors::default(), 2_000);
+    /// assert_eq!(report.missing(), vec![Claim::RunSettled]);
+    /// ```
+    pub fn evaluate(&self, parsed: &ParsedReceipt, anchors: &TrustAnchors, at_ms: u64) -> PolicyReport {
+        let checker = Checker::new(parsed, anchors, at_ms);
+        PolicyReport { policy: self.name.clone(), at_ms, outcomes: self.required.iter().map(|c| checker.check(*c)).collect() }
+    }
+}

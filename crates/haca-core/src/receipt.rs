@@ -1,0 +1,425 @@
+//! The receipt: one box per layer of a run, each with its own status, history and evidence.
+//!
+//! What the gateway signs (`execution.signature`, Ed25519) is the receipt's *signed view*:
+//! the receipt's JSON with the parts removed that land after the answer and carry their own
+//! proof: the `proof` and `settlement` boxes, and the payment box's `status`, `history` and
+//! `evidence.settlement`. The receipt digest is SHA-256 of the signed view's canonical JSON
+//! (RFC 8785); the signature is over `"haca.receipt.v1:"` followed by the digest's 32 bytes.
+//! A verifier computes the signed view from the file as given, so a value changed or added
+//! anywhere in it breaks the signature.
+
+use crate::canonical;
+use crate::hash::{sha256, Digest};
+use crate::ids::{BlobId, NodeId, RunId};
+use crate::keys::{self, KeyError, NodeKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The receipt schema this build writes and reads.
+pub const RECEIPT_VERSION: u32 = 1;
+
+/// Domain separation for the node's signature over a receipt digest.
+pub const SIGNATURE_DOMAIN: &[u8] = b"haca.receipt.v1:";
+
+/// Where a box stands.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxStatus {
+    /// Not produced (yet).
+    Absent,
+    /// Produced and signed by the node that served the run; nobody else checked it yet.
+    Claimed,
+    /// Re-verified by a validator.
+    Verified,
+    /// Committed in a settlement round.
+    Settled,
+    /// Checked and found wrong.
+    Failed,
+}
+
+impl BoxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoxStatus::Absent => "absent",
+            BoxStatus::Claimed => "claimed",
+            BoxStatus::Verified => "verified",
+            BoxStatus::Settled => "settled",
+            BoxStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One status change of a box, with its time (unix milliseconds).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct StatusChange {
+    pub status: BoxStatus,
+    pub at: u64,
+}
+
+/// A box: status, the time of each change, and the evidence once there is some.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+pub struct EvidenceBox<T> {
+    pub status: BoxStatus,
+    #[serde(default)]
+    pub history: Vec<StatusChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<T>,
+}
+
+impl<T> Default for EvidenceBox<T> {
+    fn default() -> Self {
+        EvidenceBox { status: BoxStatus::Absent, history: Vec::new(), evidence: None }
+    }
+}
+
+impl<T> EvidenceBox<T> {
+    /// A box produced at `at` with `status`.
+    pub fn with(evidence: T, status: BoxStatus, at: u64) -> Self {
+        EvidenceBox { status, history: vec![StatusChange { status, at }], evidence: Some(evidence) }
+    }
+    /// Moves the box to `status` at `at`, recording the change.
+    pub fn set_status(&mut self, status: BoxStatus, at: u64) {
+        if self.status != status {
+            self.status = status;
+            self.history.push(StatusChange { status, at });
+        }
+    }
+}
+
+/// How a run was executed.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    Vanilla,
+    Tee,
+    Zkml,
+}
+
+impl ExecMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecMode::Vanilla => "vanilla",
+            ExecMode::Tee => "tee",
+            ExecMode::Zkml => "zkml",
+        }
+    }
+}
+
+/// The path a request took to the executor.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivacyPath {
+    Direct,
+    Ohttp,
+    Tee,
+}
+
+/// artifact box: which bytes ran under which label.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct ArtifactEvidence {
+    /// The label the client asked for, when it asked by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The label's revision that resolved to `blob_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    pub blob_id: BlobId,
+    /// Artifact format, such as `onnx`.
+    pub format: String,
+}
+
+/// One routing attempt (a fallback tried, or the one that served).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct RouteAttempt {
+    pub provider: String,
+    pub path: PrivacyPath,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// route box: who got the request, over which path, under which policy.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct RouteEvidence {
+    pub provider: String,
+    pub node: NodeId,
+    pub path: PrivacyPath,
+    /// The privacy the request required (`any`, `private`, `tee`).
+    pub policy: String,
+    #[serde(default)]
+    pub attempts: Vec<RouteAttempt>,
+}
+
+/// execution box: what ran, on which hashes, signed by which node key.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct ExecutionEvidence {
+    pub mode: ExecMode,
+    /// Runtime and version, such as `tract-onnx 0.23` (runtimes agree to ~1e-6, not bit-exact).
+    pub runtime: String,
+    pub request_hash: Digest,
+    pub input_hash: Digest,
+    pub output_hash: Digest,
+    pub signer: NodeId,
+    pub started_at: u64,
+    pub finished_at: u64,
+    /// Ed25519 over the receipt digest (see the module doc); hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// attestation box: a TEE's evidence that measured code held the signing key.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct AttestationEvidence {
+    /// `nitro`, `tdx`, `sgx` or `dev`.
+    pub kind: String,
+    pub document_digest: Digest,
+    #[serde(default)]
+    pub pcrs: BTreeMap<String, String>,
+    pub key_binding: String,
+    pub timestamp: u64,
+    pub root: String,
+    pub dev: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_b64: Option<String>,
+}
+
+/// proof box: a zero-knowledge proof that the committed model maps the input to the output.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct ProofEvidence {
+    pub system: String,
+    pub proof_digest: Digest,
+    pub verifying_key_digest: Digest,
+    pub model_commitment: Digest,
+    pub input_hash: Digest,
+    pub output_hash: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_b64: Option<String>,
+}
+
+/// One admitted external data item.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct DataItem {
+    pub source: String,
+    pub fetched_at: u64,
+    pub content_hash: Digest,
+    pub signer: NodeId,
+    pub signature: String,
+}
+
+/// data box.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
+pub struct DataEvidence {
+    pub items: Vec<DataItem>,
+}
+
+/// One memory row that steered the run.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct MemoryRow {
+    pub id: String,
+    pub owner: String,
+    pub created_at: u64,
+    pub last_validated_at: u64,
+    pub score: f64,
+}
+
+/// memory box.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
+pub struct MemoryEvidence {
+    pub rows: Vec<MemoryRow>,
+}
+
+/// The settlement of a payment, when it lands.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct PaymentSettlement {
+    pub transaction: String,
+    pub settled_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
+}
+
+/// payment box: what was paid and what it covered; never evidence about execution.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct PaymentEvidence {
+    pub scheme: String,
+    pub network: String,
+    pub asset: String,
+    /// Base units, as a decimal string (amounts can exceed 2^53).
+    pub amount: String,
+    pub payer: String,
+    pub nonce: String,
+    pub resource: String,
+    pub request_hash: Digest,
+    pub verified_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<PaymentSettlement>,
+}
+
+/// settlement box: the round that committed the run.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct SettlementEvidence {
+    pub round: u64,
+    pub leaf_index: u64,
+    pub header: Value,
+    pub inclusion_proof: Vec<Digest>,
+    pub certificate: Value,
+}
+
+/// The nine boxes of DESIGN.md, in its order.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
+pub struct Boxes {
+    pub artifact: EvidenceBox<ArtifactEvidence>,
+    pub route: EvidenceBox<RouteEvidence>,
+    pub execution: EvidenceBox<ExecutionEvidence>,
+    pub attestation: EvidenceBox<AttestationEvidence>,
+    pub proof: EvidenceBox<ProofEvidence>,
+    pub data: EvidenceBox<DataEvidence>,
+    pub memory: EvidenceBox<MemoryEvidence>,
+    pub payment: EvidenceBox<PaymentEvidence>,
+    pub settlement: EvidenceBox<SettlementEvidence>,
+}
+
+/// Box names in DESIGN.md's order.
+pub const BOX_NAMES: [&str; 9] =
+    ["artifact", "route", "execution", "attestation", "proof", "data", "memory", "payment", "settlement"];
+
+/// A run's receipt.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct Receipt {
+    pub version: u32,
+    pub run_id: RunId,
+    /// When the gateway issued it (unix milliseconds).
+    pub issued_at: u64,
+    pub boxes: Boxes,
+}
+
+/// Why a receipt could not be read or signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("receipt is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("receipt field {field}: {reason}")]
+    Field { field: String, reason: String },
+    #[error("receipt version {0} is not supported (this build reads version {RECEIPT_VERSION})")]
+    Version(u32),
+    #[error("receipt has no execution evidence to sign")]
+    NothingToSign,
+}
+
+impl Receipt {
+    /// A receipt with every box `absent`.
+    pub fn new(run_id: RunId, issued_at: u64) -> Self {
+        Receipt { version: RECEIPT_VERSION, run_id, issued_at, boxes: Boxes::default() }
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("a receipt always serializes")
+    }
+
+    /// Signs the receipt's signed view with the node key and stores the signature in the
+    /// execution box. The execution box's `signer` must be that key.
+    pub fn sign(&mut self, key: &NodeKey) -> Result<Digest, ReceiptError> {
+        let exec = self.boxes.execution.evidence.as_mut().ok_or(ReceiptError::NothingToSign)?;
+        exec.signer = key.node_id();
+        exec.signature = None;
+        let digest = receipt_digest(&self.to_value());
+        let sig = key.sign(&signature_message(&digest));
+        self.boxes.execution.evidence.as_mut().expect("checked above").signature = Some(hex::encode(sig));
+        Ok(digest)
+    }
+}
+
+/// A receipt as read from a file: the typed receipt and the JSON exactly as given, which is
+/// what signatures are checked against.
+#[derive(Clone, Debug)]
+pub struct ParsedReceipt {
+    pub receipt: Receipt,
+    pub raw: Value,
+}
+
+impl ParsedReceipt {
+    /// Parses receipt text; errors name the line and column, or the field and the reason.
+    pub fn from_json_str(text: &str) -> Result<Self, ReceiptError> {
+        let raw: Value = serde_json::from_str(text).map_err(|e| {
+            let what = if e.is_eof() { "truncated or incomplete" } else { "malformed" };
+            ReceiptError::NotJson(format!("{what} at line {} column {}: {e}", e.line(), e.column()))
+        })?;
+        Self::from_value(raw)
+    }
+
+    pub fn from_value(raw: Value) -> Result<Self, ReceiptError> {
+        if let Some(v) = raw.get("version").and_then(Value::as_u64) {
+            if v != RECEIPT_VERSION as u64 {
+                return Err(ReceiptError::Version(v as u32));
+            }
+        }
+        let receipt: Receipt = serde_path_to_error::deserialize(&raw).map_err(|e| ReceiptError::Field {
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
+        Ok(ParsedReceipt { receipt, raw })
+    }
+
+    pub fn from_receipt(receipt: Receipt) -> Self {
+        let raw = receipt.to_value();
+        ParsedReceipt { receipt, raw }
+    }
+
+    pub fn digest(&self) -> Digest {
+        receipt_digest(&self.raw)
+    }
+}
+
+/// The signed view of a receipt's JSON (see the module doc).
+pub fn signed_view(receipt: &Value) -> Value {
+    let mut v = receipt.clone();
+    if let Some(boxes) = v.get_mut("boxes").and_then(Value::as_object_mut) {
+        boxes.remove("proof");
+        boxes.remove("settlement");
+        if let Some(payment) = boxes.get_mut("payment").and_then(Value::as_object_mut) {
+            payment.remove("status");
+            payment.remove("history");
+            if let Some(ev) = payment.get_mut("evidence").and_then(Value::as_object_mut) {
+                ev.remove("settlement");
+            }
+        }
+        if let Some(ev) = boxes.get_mut("execution").and_then(|e| e.get_mut("evidence")).and_then(Value::as_object_mut) {
+            ev.remove("signature");
+        }
+    }
+    v
+}
+
+/// SHA-256 of the canonical JSON of the receipt's signed view: what settlement commits to.
+pub fn receipt_digest(receipt: &Value) -> Digest {
+    let text = canonical::to_vec(&signed_view(receipt)).expect("JSON values parsed from text are finite");
+    sha256(&text)
+}
+
+/// The bytes a node signs for a receipt digest.
+pub fn signature_message(digest: &Digest) -> Vec<u8> {
+    let mut m = SIGNATURE_DOMAIN.to_vec();
+    m.extend_from_slice(digest.as_bytes());
+    m
+}
+
+/// Checks the execution box's signature against the receipt as given.
+pub fn check_signature(parsed: &ParsedReceipt) -> Result<NodeId, SignatureProblem> {
+    let exec = parsed.receipt.boxes.execution.evidence.as_ref().ok_or(SignatureProblem::NoExecutionBox)?;
+    let sig = exec.signature.as_deref().ok_or(SignatureProblem::Unsigned)?;
+    let msg = signature_message(&parsed.digest());
+    keys::verify(&exec.signer, &msg, sig).map_err(SignatureProblem::Bad)?;
+    Ok(exec.signer)
+}
+
+/// Why `execution.signed` does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    #[error("the execution box is absent")]
+    NoExecutionBox,
+    #[error("the execution box carries no signature")]
+    Unsigned,
+    #[error("{0}: the receipt was changed after it was signed, or signed by another key")]
+    Bad(KeyError),
+}

@@ -1,0 +1,432 @@
+//! Tensors as they cross the API: the request's `input`, the answer's `output`, and the
+//! fixed binary layout whose SHA-256 is a run's input or output hash.
+//!
+//! Two input shapes are accepted:
+//! - haca's: `{"NAME": {"shape": [1, 784], "data": [...], "dtype": "float32"}}` (`dtype`
+//!   defaults to float32; `data` may be flat or nested, `shape` may be left out when nested);
+//! - OpenGradient's ModelInput: `{"numbers": [{"name", "values": [[value, decimals], ...],
+//!   "shape"}], "strings": [{"name", "values": [...]}]}`, where a number is value × 10^-decimals.
+
+use crate::hash::{sha256, Digest};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Element types haca carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F64,
+    I64,
+    I32,
+    U8,
+    Bool,
+    Str,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::I64 => "int64",
+            DType::I32 => "int32",
+            DType::U8 => "uint8",
+            DType::Bool => "bool",
+            DType::Str => "string",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "float32" | "f32" | "float" => DType::F32,
+            "float64" | "f64" | "double" => DType::F64,
+            "int64" | "i64" => DType::I64,
+            "int32" | "i32" => DType::I32,
+            "uint8" | "u8" => DType::U8,
+            "bool" => DType::Bool,
+            "string" | "str" => DType::Str,
+            _ => return None,
+        })
+    }
+    /// The code used in the hashed binary layout.
+    fn code(self) -> u8 {
+        match self {
+            DType::F32 => 1,
+            DType::F64 => 2,
+            DType::I64 => 3,
+            DType::I32 => 4,
+            DType::U8 => 5,
+            DType::Bool => 6,
+            DType::Str => 7,
+        }
+    }
+}
+
+/// Element storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    Bool(Vec<bool>),
+    Str(Vec<String>),
+}
+
+impl TensorData {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F64(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::Bool(v) => v.len(),
+            TensorData::Str(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::F64(_) => DType::F64,
+            TensorData::I64(_) => DType::I64,
+            TensorData::I32(_) => DType::I32,
+            TensorData::U8(_) => DType::U8,
+            TensorData::Bool(_) => DType::Bool,
+            TensorData::Str(_) => DType::Str,
+        }
+    }
+}
+
+/// One named tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+    /// True when the client did not name a dtype (OpenGradient's ModelInput): the executor
+    /// may then cast the numbers to the type the model declares.
+    pub dtype_implied: bool,
+}
+
+impl Tensor {
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// The JSON form used in answers: `{"dtype", "shape", "data": [flat]}`.
+    pub fn to_json(&self) -> Value {
+        let data = match &self.data {
+            TensorData::F32(v) => json!(v.iter().map(|x| finite_or_null(*x as f64)).collect::<Vec<_>>()),
+            TensorData::F64(v) => json!(v.iter().map(|x| finite_or_null(*x)).collect::<Vec<_>>()),
+            TensorData::I64(v) => json!(v),
+            TensorData::I32(v) => json!(v),
+            TensorData::U8(v) => json!(v),
+            TensorData::Bool(v) => json!(v),
+            TensorData::Str(v) => json!(v),
+        };
+        json!({"dtype": self.dtype().name(), "shape": self.shape, "data": data})
+    }
+}
+
+fn finite_or_null(x: f64) -> Value {
+    // JSON has no NaN; an output NaN is reported as null (its bits are still in the output hash).
+    serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
+}
+
+/// Named tensors, ordered by name.
+pub type TensorMap = BTreeMap<String, Tensor>;
+
+/// A tensor input that could not be read; `field` is the JSON path that was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct TensorError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> TensorError {
+    TensorError { field: field.into(), reason: reason.into() }
+}
+
+/// Reads a request's `input` object in either accepted shape. `at` names the field in errors.
+pub fn parse_input(input: &Value, at: &str) -> Result<TensorMap, TensorError> {
+    let obj = input.as_object().ok_or_else(|| err(at, "must be an object mapping tensor names to tensors"))?;
+    if obj.is_empty() {
+        return Err(err(at, "names no tensor"));
+    }
+    let is_og = obj.iter().all(|(k, v)| (k == "numbers" || k == "strings") && v.is_array());
+    if is_og {
+        parse_og_input(obj, at)
+    } else {
+        obj.iter()
+            .map(|(name, v)| parse_tensor(v, &format!("{at}.{name}")).map(|t| (name.clone(), t)))
+            .collect()
+    }
+}
+
+fn parse_tensor(v: &Value, at: &str) -> Result<Tensor, TensorError> {
+    let obj = v.as_object().ok_or_else(|| err(at, "must be an object {shape, data, dtype}"))?;
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "shape" | "data" | "dtype") {
+            return Err(err(format!("{at}.{key}"), "unknown field (expected shape, data, dtype)"));
+        }
+    }
+    let dtype = match obj.get("dtype") {
+        None | Some(Value::Null) => DType::F32,
+        Some(Value::String(s)) => DType::parse(s).ok_or_else(|| {
+            err(format!("{at}.dtype"), format!("unknown dtype {s:?} (float32, float64, int64, int32, uint8, bool, string)"))
+        })?,
+        Some(_) => return Err(err(format!("{at}.dtype"), "must be a string")),
+    };
+    let data = obj.get("data").ok_or_else(|| err(format!("{at}.data"), "is required"))?;
+    let mut flat = Vec::new();
+    let nested_shape = flatten(data, &format!("{at}.data"), &mut flat, 0)?;
+    let shape = match obj.get("shape") {
+        None | Some(Value::Null) => nested_shape,
+        Some(s) => parse_shape(s, &format!("{at}.shape"))?,
+    };
+    let want: usize = shape.iter().product();
+    if want != flat.len() {
+        return Err(err(
+            format!("{at}.data"),
+            format!("has {} elements but shape {:?} needs {}", flat.len(), shape, want),
+        ));
+    }
+    let data = typed(&flat, dtype, &format!("{at}.data"))?;
+    Ok(Tensor { shape, data, dtype_implied: false })
+}
+
+fn parse_shape(v: &Value, at: &str) -> Result<Vec<usize>, TensorError> {
+    let arr = v.as_array().ok_or_else(|| err(at, "must be an array of non-negative integers"))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            d.as_u64()
+                .filter(|d| *d <= u32::MAX as u64)
+                .map(|d| d as usize)
+                .ok_or_else(|| err(format!("{at}[{i}]"), "must be a non-negative integer"))
+        })
+        .collect()
+}
+
+/// Flattens nested arrays, returning the nested shape; rejects ragged arrays.
+fn flatten<'a>(v: &'a Value, at: &str, out: &mut Vec<&'a Value>, depth: usize) -> Result<Vec<usize>, TensorError> {
+    if depth > 32 {
+        return Err(err(at, "nested more than 32 levels"));
+    }
+    match v {
+        Value::Array(items) => {
+            let mut inner: Option<Vec<usize>> = None;
+            for (i, item) in items.iter().enumerate() {
+                if item.is_array() {
+                    let s = flatten(item, &format!("{at}[{i}]"), out, depth + 1)?;
+                    if let Some(prev) = &inner {
+                        if *prev != s {
+                            return Err(err(format!("{at}[{i}]"), "ragged: rows differ in length"));
+                        }
+                    }
+                    inner = Some(s);
+                } else {
+                    if inner.is_some() {
+                        return Err(err(format!("{at}[{i}]"), "mixes arrays and scalars"));
+                    }
+                    out.push(item);
+                }
+            }
+            let mut shape = vec![items.len()];
+            shape.extend(inner.unwrap_or_default());
+            Ok(shape)
+        }
+        _ => Err(err(at, "must be an array")),
+    }
+}
+
+fn typed(flat: &[&Value], dtype: DType, at: &str) -> Result<TensorData, TensorError> {
+    let num = |i: usize, v: &Value| v.as_f64().ok_or_else(|| err(format!("{at}[{i}]"), format!("is not a number (dtype {})", dtype.name())));
+    let int = |i: usize, v: &Value| v.as_i64().ok_or_else(|| err(format!("{at}[{i}]"), format!("is not an integer (dtype {})", dtype.name())));
+    let e = flat.iter().enumerate();
+    Ok(match dtype {
+        DType::F32 => TensorData::F32(e.map(|(i, v)| num(i, v).map(|x| x as f32)).collect::<Result<_, _>>()?),
+        DType::F64 => TensorData::F64(e.map(|(i, v)| num(i, v)).collect::<Result<_, _>>()?),
+        DType::I64 => TensorData::I64(e.map(|(i, v)| int(i, v)).collect::<Result<_, _>>()?),
+        DType::I32 => TensorData::I32(
+            e.map(|(i, v)| int(i, v).and_then(|x| i32::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of int32 range"))))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::U8 => TensorData::U8(
+            e.map(|(i, v)| int(i, v).and_then(|x| u8::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of uint8 range"))))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::Bool => TensorData::Bool(
+            e.map(|(i, v)| v.as_bool().ok_or_else(|| err(format!("{at}[{i}]"), "is not a boolean")))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::Str => TensorData::Str(
+            e.map(|(i, v)| v.as_str().map(str::to_owned).ok_or_else(|| err(format!("{at}[{i}]"), "is not a string")))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn parse_og_input(obj: &Map<String, Value>, at: &str) -> Result<TensorMap, TensorError> {
+    let mut out = TensorMap::new();
+    for (kind, list) in obj {
+        let list = list.as_array().expect("checked by caller");
+        for (i, item) in list.iter().enumerate() {
+            let here = format!("{at}.{kind}[{i}]");
+            let o = item.as_object().ok_or_else(|| err(&here, "must be an object {name, values, shape}"))?;
+            let name = o
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err(format!("{here}.name"), "is required and must be a string"))?;
+            let values = o
+                .get("values")
+                .and_then(Value::as_array)
+                .ok_or_else(|| err(format!("{here}.values"), "is required and must be an array"))?;
+            let tensor = if kind == "numbers" {
+                let nums = values
+                    .iter()
+                    .enumerate()
+                    .map(|(j, pair)| fixed_point(pair).ok_or_else(|| err(format!("{here}.values[{j}]"), "must be [value, decimals] with integer decimals 0..=38")))
+                    .collect::<Result<Vec<f64>, _>>()?;
+                let shape = match o.get("shape") {
+                    None | Some(Value::Null) => vec![nums.len()],
+                    Some(s) => parse_shape(s, &format!("{here}.shape"))?,
+                };
+                if shape.iter().product::<usize>() != nums.len() {
+                    return Err(err(format!("{here}.values"), format!("has {} elements but shape {:?} needs {}", nums.len(), shape, shape.iter().product::<usize>())));
+                }
+                Tensor { shape, data: TensorData::F64(nums), dtype_implied: true }
+            } else {
+                let strs = values
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| v.as_str().map(str::to_owned).ok_or_else(|| err(format!("{here}.values[{j}]"), "is not a string")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Tensor { shape: vec![strs.len()], data: TensorData::Str(strs), dtype_implied: false }
+            };
+            if out.insert(name.to_owned(), tensor).is_some() {
+                return Err(err(format!("{here}.name"), format!("tensor {name:?} is given twice")));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(err(at, "names no tensor"));
+    }
+    Ok(out)
+}
+
+fn fixed_point(pair: &Value) -> Option<f64> {
+    let arr = pair.as_array()?;
+    if arr.len() != 2 {
+        return None;
+    }
+    let value = arr[0].as_f64()?;
+    let decimals = arr[1].as_u64().filter(|d| *d <= 38)?;
+    Some(value / 10f64.powi(decimals as i32))
+}
+
+/// The output map as JSON: `{NAME: {dtype, shape, data}}`.
+pub fn to_json(map: &TensorMap) -> Value {
+    Value::Object(map.iter().map(|(k, t)| (k.clone(), t.to_json())).collect())
+}
+
+/// SHA-256 of the fixed binary layout of a tensor map:
+///
+/// `"haca.tensors.v1"` ‖ u32be(count) ‖ for each tensor in name order: u32be(name length) ‖
+/// name (UTF-8) ‖ u8(dtype code: f32 1, f64 2, i64 3, i32 4, u8 5, bool 6, string 7) ‖
+/// u32be(rank) ‖ u64be(each dim) ‖ u64be(element count) ‖ elements little-endian (bool as one
+/// byte 0/1; each string as u32be(length) ‖ UTF-8).
+pub fn hash_tensors(map: &TensorMap) -> Digest {
+    let mut buf = Vec::with_capacity(64 + map.values().map(|t| t.data.len() * 8).sum::<usize>());
+    buf.extend_from_slice(b"haca.tensors.v1");
+    buf.extend_from_slice(&(map.len() as u32).to_be_bytes());
+    for (name, t) in map {
+        buf.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(t.dtype().code());
+        buf.extend_from_slice(&(t.shape.len() as u32).to_be_bytes());
+        for d in &t.shape {
+            buf.extend_from_slice(&(*d as u64).to_be_bytes());
+        }
+        buf.extend_from_slice(&(t.data.len() as u64).to_be_bytes());
+        match &t.data {
+            TensorData::F32(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F64(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U8(v) => buf.extend_from_slice(v),
+            TensorData::Bool(v) => v.iter().for_each(|x| buf.push(*x as u8)),
+            TensorData::Str(v) => v.iter().for_each(|s| {
+                buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                buf.extend_from_slice(s.as_bytes());
+            }),
+        }
+    }
+    sha256(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haca_form_defaults_to_float32_and_checks_shape() {
+        let m = parse_input(&json!({"x": {"shape": [1, 3], "data": [1, 2.5, 3]}}), "input").unwrap();
+        assert_eq!(m["x"].data, TensorData::F32(vec![1.0, 2.5, 3.0]));
+        let e = parse_input(&json!({"x": {"shape": [1, 4], "data": [1, 2, 3]}}), "input").unwrap_err();
+        assert_eq!(e.field, "input.x.data");
+        assert!(e.reason.contains("3 elements"), "{e}");
+    }
+
+    #[test]
+    fn nested_data_gives_its_shape_and_ragged_is_refused() {
+        let m = parse_input(&json!({"x": {"data": [[1, 2], [3, 4]], "dtype": "int64"}}), "input").unwrap();
+        assert_eq!(m["x"].shape, vec![2, 2]);
+        assert_eq!(m["x"].data, TensorData::I64(vec![1, 2, 3, 4]));
+        let e = parse_input(&json!({"x": {"data": [[1, 2], [3]]}}), "input").unwrap_err();
+        assert!(e.reason.contains("ragged"), "{e}");
+    }
+
+    #[test]
+    fn bad_dtype_and_values_name_their_field() {
+        let e = parse_input(&json!({"x": {"data": [1], "dtype": "float7"}}), "input").unwrap_err();
+        assert_eq!(e.field, "input.x.dtype");
+        let e = parse_input(&json!({"x": {"data": [1, "a"]}}), "input").unwrap_err();
+        assert_eq!(e.field, "input.x.data[1]");
+        let e = parse_input(&json!([1]), "input").unwrap_err();
+        assert_eq!(e.field, "input");
+    }
+
+    #[test]
+    fn opengradient_model_input_is_fixed_point() {
+        let m = parse_input(
+            &json!({"numbers": [{"name": "x", "values": [[15, 1], [2, 0]], "shape": [1, 2]}], "strings": []}),
+            "input",
+        )
+        .unwrap();
+        assert_eq!(m["x"].data, TensorData::F64(vec![1.5, 2.0]));
+        assert!(m["x"].dtype_implied);
+        let e = parse_input(&json!({"numbers": [{"name": "x", "values": [[1]]}]}), "input").unwrap_err();
+        assert_eq!(e.field, "input.numbers[0].values[0]");
+    }
+
+    /// Computed independently with Python's hashlib and struct over the same layout.
+    const TENSOR_VECTOR_HEX: &str = "d152d7fcab33156e3dba0aad1c42b23f2747aa1371fdf0453a3958cab71d0a8d";
+
+    #[test]
+    fn tensor_hash_has_a_fixed_test_vector() {
+        let mut m = TensorMap::new();
+        m.insert("x".into(), Tensor { shape: vec![2], data: TensorData::F32(vec![1.0, -2.0]), dtype_implied: false });
+        // Layout bytes, written out by hand from the doc comment above.
+        let mut want = b"haca.tensors.v1".to_vec();
+        want.extend([0, 0, 0, 1, 0, 0, 0, 1, b'x', 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2]);
+        want.extend(1.0f32.to_le_bytes());
+        want.extend((-2.0f32).to_le_bytes());
+        assert_eq!(hash_tensors(&m), sha256(&want));
+        assert_eq!(hash_tensors(&m).to_hex(), TENSOR_VECTOR_HEX);
+    }
+}

@@ -1,0 +1,186 @@
+//! A signed receipt detects any changed value in what it signs, and late boxes stay outside
+//! the signature so that settlement can land without re-signing.
+
+use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
+use haca_core::hash::sha256;
+use haca_core::ids::{BlobId, RunId};
+use haca_core::keys::NodeKey;
+use haca_core::receipt::*;
+use proptest::prelude::*;
+use serde_json::Value;
+
+static ANCHORS: TrustAnchors = TrustAnchors { registered_nodes: None, allow_dev_root: false };
+
+fn signed_receipt() -> (Receipt, NodeKey) {
+    let key = NodeKey::from_seed([42; 32]);
+    let mut r = Receipt::new(RunId(sha256(b"run")), 1_764_000_000_000);
+    let t = r.issued_at;
+    r.boxes.artifact = EvidenceBox::with(
+        ArtifactEvidence { label: Some("example/mnist-mlp".into()), revision: Some(1), blob_id: BlobId::of(b"model"), format: "onnx".into() },
+        BoxStatus::Claimed,
+        t,
+    );
+    r.boxes.route = EvidenceBox::with(
+        RouteEvidence {
+            provider: "local/tract".into(),
+            node: key.node_id(),
+            path: PrivacyPath::Direct,
+            policy: "any".into(),
+            attempts: vec![RouteAttempt { provider: "local/tract".into(), path: PrivacyPath::Direct, outcome: "served".into(), error: None }],
+        },
+        BoxStatus::Claimed,
+        t,
+    );
+    r.boxes.execution = EvidenceBox::with(
+        ExecutionEvidence {
+            mode: ExecMode::Vanilla,
+            runtime: "tract-onnx 0.23".into(),
+            request_hash: sha256(b"req"),
+            input_hash: sha256(b"in"),
+            output_hash: sha256(b"out"),
+            signer: key.node_id(),
+            started_at: t,
+            finished_at: t + 1,
+            signature: None,
+        },
+        BoxStatus::Claimed,
+        t + 1,
+    );
+    r.boxes.memory = EvidenceBox::with(
+        MemoryEvidence { rows: vec![MemoryRow { id: "m1".into(), owner: "0xabc".into(), created_at: t - 10, last_validated_at: t - 5, score: 0.5 }] },
+        BoxStatus::Claimed,
+        t,
+    );
+    r.sign(&key).unwrap();
+    (r, key)
+}
+
+/// Paths to every leaf of a JSON value.
+fn leaves(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, c)| {
+            path.push(k.clone());
+            leaves(c, path, out);
+            path.pop();
+        }),
+        Value::Array(a) if !a.is_empty() => a.iter().enumerate().for_each(|(i, c)| {
+            path.push(i.to_string());
+            leaves(c, path, out);
+            path.pop();
+        }),
+        _ => out.push(path.clone()),
+    }
+}
+
+fn at<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
+    path.iter().fold(v, |v, k| match v {
+        Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+        other => &mut other[k.as_str()],
+    })
+}
+
+fn mutate(v: &mut Value, salt: u8) {
+    *v = match v.take() {
+        Value::Null => Value::from(salt),
+        Value::Bool(b) => Value::Bool(!b),
+        Value::Number(n) => Value::from(n.as_f64().unwrap() + 1.0 + salt as f64),
+        Value::String(s) if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) => {
+            // keep it well-formed hex so the parser accepts it and the signature must catch it
+            let flipped = if s.starts_with('0') { "1" } else { "0" };
+            Value::String(format!("{flipped}{}", &s[1..]))
+        }
+        Value::String(s) => Value::String(format!("{s}{}", salt as char)),
+        Value::Array(_) => Value::Array(vec![Value::from(salt)]),
+        Value::Object(_) => Value::from(salt),
+    };
+}
+
+#[test]
+fn untouched_receipt_verifies() {
+    let (r, _) = signed_receipt();
+    let parsed = ParsedReceipt::from_value(r.to_value()).unwrap();
+    let c = Checker::new(&parsed, &ANCHORS, r.issued_at);
+    assert_eq!(c.check(Claim::ExecutionSigned).state, ClaimState::Holds);
+    assert_eq!(c.check(Claim::ArtifactIdentified).state, ClaimState::Holds);
+    assert!(c.problems().is_empty(), "{:?}", c.problems());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_changed_value_in_the_signed_view_is_detected(pick in any::<prop::sample::Index>(), salt in 33u8..126) {
+        let (r, _) = signed_receipt();
+        let raw = r.to_value();
+        let mut paths = Vec::new();
+        leaves(&signed_view(&raw), &mut Vec::new(), &mut paths);
+        let path = pick.get(&paths).clone();
+        let mut tampered = raw.clone();
+        mutate(at(&mut tampered, &path), salt);
+        match ParsedReceipt::from_value(tampered) {
+            Err(_) => {} // refused as malformed: detected
+            Ok(parsed) => {
+                let c = Checker::new(&parsed, &ANCHORS, r.issued_at);
+                prop_assert_eq!(c.check(Claim::ExecutionSigned).state, ClaimState::Fails, "path {:?}", path);
+            }
+        }
+    }
+}
+
+#[test]
+fn adding_a_field_breaks_the_signature() {
+    let (r, _) = signed_receipt();
+    let mut raw = r.to_value();
+    raw["boxes"]["route"]["evidence"]["note"] = Value::from("trust me");
+    let parsed = ParsedReceipt::from_value(raw).unwrap();
+    let c = Checker::new(&parsed, &ANCHORS, r.issued_at);
+    assert_eq!(c.check(Claim::ExecutionSigned).state, ClaimState::Fails);
+}
+
+#[test]
+fn settlement_lands_without_breaking_the_signature_but_a_bare_status_is_flagged() {
+    let (r, _) = signed_receipt();
+    let mut raw = r.to_value();
+    raw["boxes"]["settlement"]["status"] = Value::from("settled");
+    let parsed = ParsedReceipt::from_value(raw).unwrap();
+    let c = Checker::new(&parsed, &ANCHORS, r.issued_at);
+    assert_eq!(c.check(Claim::ExecutionSigned).state, ClaimState::Holds);
+    assert_eq!(c.check(Claim::RunSettled).state, ClaimState::NotPresent);
+    assert!(c.problems().iter().any(|p| p.contains("boxes.settlement")), "{:?}", c.problems());
+}
+
+#[test]
+fn stale_memory_row_fails_freshness_at_the_reference_time() {
+    let (r, _) = signed_receipt();
+    let parsed = ParsedReceipt::from_receipt(r.clone());
+    let anchors = TrustAnchors::default();
+    let fresh = Checker::new(&parsed, &anchors, r.issued_at).check(Claim::MemoryFresh { max_age_s: 60 });
+    assert_eq!(fresh.state, ClaimState::Holds, "{}", fresh.detail);
+    let later = Checker::new(&parsed, &anchors, r.issued_at + 3_600_000).check(Claim::MemoryFresh { max_age_s: 60 });
+    assert_eq!(later.state, ClaimState::Fails);
+    assert!(later.detail.contains("m1"), "{}", later.detail);
+}
+
+#[test]
+fn truncated_and_non_json_receipts_get_clear_errors() {
+    let (r, _) = signed_receipt();
+    let text = serde_json::to_string(&r).unwrap();
+    let e = ParsedReceipt::from_json_str(&text[..text.len() / 2]).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let e = ParsedReceipt::from_json_str("hello").unwrap_err().to_string();
+    assert!(e.contains("not valid JSON"), "{e}");
+    let mut raw = r.to_value();
+    raw["boxes"]["execution"]["evidence"]["input_hash"] = Value::from("xyz");
+    let e = ParsedReceipt::from_value(raw).unwrap_err().to_string();
+    assert!(e.contains("boxes.execution.evidence.input_hash"), "{e}");
+}
+
+#[test]
+fn claims_parse_and_print_round_trip() {
+    for c in Claim::all(300, 30 * 86_400) {
+        assert_eq!(c.to_string().parse::<Claim>().unwrap(), c);
+    }
+    assert_eq!("data.fresh(300s)".parse::<Claim>().unwrap(), Claim::DataFresh { max_age_s: 300 });
+    assert_eq!("memory.fresh(30d)".parse::<Claim>().unwrap().to_string(), "memory.fresh(30d)");
+    assert!("execution.vibes".parse::<Claim>().is_err());
+}

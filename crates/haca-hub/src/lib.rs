@@ -1,0 +1,329 @@
+//! The Model Hub: artifacts stored by content (blob id = SHA-256 of the bytes, the same bytes
+//! stored once) and labels whose history is append-only (label -> blob id, revision, time,
+//! uploader), resolvable now, at a revision, or as of a past time.
+//!
+//! Architecture invariant: the hub never stores bytes it was not able to validate, and a
+//! label's past revisions never change (the database refuses updates and deletes).
+
+use haca_core::BlobId;
+use haca_store::{write_atomic, Store, StoreError};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Validates artifact bytes before they are stored. Returns the format (such as `onnx`).
+pub trait ArtifactCheck: Send + Sync {
+    fn check(&self, bytes: &[u8]) -> Result<String, String>;
+}
+
+/// Hub failures; each names what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("label {label:?}: {reason}")]
+    InvalidLabel { label: String, reason: String },
+    #[error("artifact refused: {0}")]
+    Refused(String),
+    #[error("no model labelled {0:?}")]
+    UnknownLabel(String),
+    #[error("label {label:?} has no revision {revision} (latest is {latest})")]
+    UnknownRevision { label: String, revision: u64, latest: u64 },
+    #[error("label {label:?} had no revision yet at {at} (first revision at {first})")]
+    NotYetAt { label: String, at: String, first: String },
+    #[error("no artifact with blob id {0}")]
+    UnknownBlob(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One revision of a label.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LabelEntry {
+    pub label: String,
+    pub revision: u64,
+    pub blob_id: BlobId,
+    pub created_at: u64,
+    pub uploader: String,
+}
+
+/// A label's latest revision, with how many it has had.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LabelSummary {
+    pub label: String,
+    pub revision: u64,
+    pub blob_id: BlobId,
+    pub updated_at: u64,
+    pub format: String,
+    pub size: u64,
+}
+
+/// What a model reference resolved to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resolved {
+    pub label: Option<String>,
+    pub revision: Option<u64>,
+    pub blob_id: BlobId,
+    pub format: String,
+}
+
+/// The Model Hub over the embedded store and a blob directory.
+pub struct Hub {
+    store: Arc<Store>,
+    blob_dir: PathBuf,
+    checker: Arc<dyn ArtifactCheck>,
+}
+
+/// Labels are `segment(/segment)*`, segments of `[A-Za-z0-9._-]` starting with a letter or
+/// digit, at most 128 characters; `@` is reserved for revisions (`label@3`).
+pub fn validate_label(label: &str) -> Result<(), HubError> {
+    let bad = |reason: &str| Err(HubError::InvalidLabel { label: label.into(), reason: reason.into() });
+    if label.is_empty() || label.len() > 128 {
+        return bad("must be 1 to 128 characters");
+    }
+    if BlobId::looks_like(label) {
+        return bad("must not look like a blob id");
+    }
+    for seg in label.split('/') {
+        let Some(first) = seg.chars().next() else {
+            return bad("has an empty segment between slashes");
+        };
+        if !first.is_ascii_alphanumeric() {
+            return bad("each segment must start with a letter or digit");
+        }
+        if let Some(c) = seg.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return bad(&format!("character {c:?} is not allowed (letters, digits, '.', '_', '-', '/')"));
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Hub {
+    pub fn open(store: Arc<Store>, blob_dir: impl Into<PathBuf>, checker: Arc<dyn ArtifactCheck>) -> Result<Self, HubError> {
+        let blob_dir = blob_dir.into();
+        std::fs::create_dir_all(&blob_dir).map_err(|source| StoreError::Io { path: blob_dir.clone(), source })?;
+        Ok(Hub { store, blob_dir, checker })
+    }
+
+    /// Where a blob's bytes live.
+    pub fn blob_path(&self, id: &BlobId) -> PathBuf {
+        self.blob_dir.join(id.0.to_hex())
+    }
+
+    /// Validates and stores `bytes` as a new revision of `label`.
+    pub async fn upload(&self, label: &str, bytes: &[u8], uploader: &str) -> Result<LabelEntry, HubError> {
+        validate_label(label)?;
+        let format = self.checker.check(bytes).map_err(HubError::Refused)?;
+        let blob_id = BlobId::of(bytes);
+        let path = self.blob_path(&blob_id);
+        if !path.exists() {
+            // Bytes first, then the database rows: a crash in between leaves an unreferenced
+            // blob (harmless), never a label pointing at missing bytes.
+            write_atomic(&path, bytes, false)?;
+        }
+        let size = bytes.len() as u64;
+        let (label, uploader) = (label.to_owned(), uploader.to_owned());
+        let entry = self
+            .store
+            .write(move |tx| {
+                let t = now_ms();
+                tx.execute(
+                    "INSERT OR IGNORE INTO blobs (blob_id, size, format, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![blob_id.to_string(), size as i64, format, t as i64],
+                )?;
+                append_revision(tx, &label, blob_id, &uploader, t)
+            })
+            .await?;
+        tracing::info!(label = %entry.label, revision = entry.revision, blob = %entry.blob_id, "hub: stored artifact");
+        Ok(entry)
+    }
+
+    /// Points `label` at an artifact already in the hub, as a new revision.
+    pub async fn move_label(&self, label: &str, blob_id: BlobId, uploader: &str) -> Result<LabelEntry, HubError> {
+        validate_label(label)?;
+        self.blob_format(&blob_id)?;
+        let (label, uploader) = (label.to_owned(), uploader.to_owned());
+        Ok(self.store.write(move |tx| append_revision(tx, &label, blob_id, &uploader, now_ms())).await?)
+    }
+
+    fn blob_format(&self, blob_id: &BlobId) -> Result<(String, u64), HubError> {
+        self.store
+            .read(|c| {
+                Ok(c.query_row("SELECT format, size FROM blobs WHERE blob_id = ?1", [blob_id.to_string()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .optional()?)
+            })?
+            .ok_or_else(|| HubError::UnknownBlob(blob_id.to_string()))
+    }
+
+    /// Resolves `label`, `label@REVISION` or `sha256:<hex>`, as of `at_ms` when given.
+    pub fn resolve(&self, reference: &str, at_ms: Option<u64>) -> Result<Resolved, HubError> {
+        if BlobId::looks_like(reference) {
+            let blob_id: BlobId = reference.parse().map_err(|e: haca_core::ids::IdParseError| HubError::UnknownBlob(e.to_string()))?;
+            let (format, _) = self.blob_format(&blob_id)?;
+            return Ok(Resolved { label: None, revision: None, blob_id, format });
+        }
+        let (label, revision) = match reference.rsplit_once('@') {
+            Some((l, r)) => {
+                let rev = r.parse::<u64>().map_err(|_| HubError::InvalidLabel {
+                    label: reference.into(),
+                    reason: format!("revision {r:?} after '@' is not a number"),
+                })?;
+                (l, Some(rev))
+            }
+            None => (reference, None),
+        };
+        validate_label(label)?;
+        let history = self.history(label)?;
+        let latest = history.last().ok_or_else(|| HubError::UnknownLabel(label.into()))?;
+        let entry = match (revision, at_ms) {
+            (Some(rev), _) => history.iter().find(|e| e.revision == rev).ok_or(HubError::UnknownRevision {
+                label: label.into(),
+                revision: rev,
+                latest: latest.revision,
+            })?,
+            (None, Some(at)) => history.iter().rev().find(|e| e.created_at <= at).ok_or_else(|| HubError::NotYetAt {
+                label: label.into(),
+                at: haca_core::format_unix_ms(at),
+                first: haca_core::format_unix_ms(history[0].created_at),
+            })?,
+            (None, None) => latest,
+        };
+        let (format, _) = self.blob_format(&entry.blob_id)?;
+        Ok(Resolved { label: Some(label.into()), revision: Some(entry.revision), blob_id: entry.blob_id, format })
+    }
+
+    /// Every revision of `label`, oldest first; empty when the label is unknown.
+    pub fn history(&self, label: &str) -> Result<Vec<LabelEntry>, HubError> {
+        let rows = self.store.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT label, revision, blob_id, created_at, uploader FROM labels WHERE label = ?1 ORDER BY revision",
+            )?;
+            let rows = st.query_map([label], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        rows.into_iter()
+            .map(|(label, rev, blob, t, uploader)| {
+                let blob_id = blob.parse().map_err(|e| StoreError::Corrupt(format!("labels.blob_id {blob:?}: {e}")))?;
+                Ok(LabelEntry { label, revision: rev as u64, blob_id, created_at: t as u64, uploader })
+            })
+            .collect()
+    }
+
+    /// Every label at its latest revision.
+    pub fn list(&self) -> Result<Vec<LabelSummary>, HubError> {
+        let rows = self.store.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT l.label, l.revision, l.blob_id, l.created_at, b.format, b.size FROM labels l
+                 JOIN blobs b ON b.blob_id = l.blob_id
+                 WHERE l.revision = (SELECT MAX(revision) FROM labels WHERE label = l.label)
+                 ORDER BY l.label",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?, r.get::<_, i64>(5)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        rows.into_iter()
+            .map(|(label, rev, blob, t, format, size)| {
+                let blob_id = blob.parse().map_err(|e| StoreError::Corrupt(format!("labels.blob_id {blob:?}: {e}")))?;
+                Ok(LabelSummary { label, revision: rev as u64, blob_id, updated_at: t as u64, format, size: size as u64 })
+            })
+            .collect()
+    }
+
+    /// The artifact's bytes, checked against its blob id on the way out.
+    pub fn read_blob(&self, blob_id: &BlobId) -> Result<Vec<u8>, HubError> {
+        self.blob_format(blob_id)?;
+        let path = self.blob_path(blob_id);
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        if BlobId::of(&bytes) != *blob_id {
+            return Err(StoreError::Corrupt(format!("{} does not hash to {blob_id}", path.display())).into());
+        }
+        Ok(bytes)
+    }
+
+    pub fn blob_dir(&self) -> &Path {
+        &self.blob_dir
+    }
+}
+
+fn append_revision(tx: &rusqlite::Transaction<'_>, label: &str, blob_id: BlobId, uploader: &str, t: u64) -> Result<LabelEntry, StoreError> {
+    let next: i64 = tx.query_row("SELECT COALESCE(MAX(revision), 0) + 1 FROM labels WHERE label = ?1", [label], |r| r.get(0))?;
+    tx.execute(
+        "INSERT INTO labels (label, revision, blob_id, created_at, uploader) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![label, next, blob_id.to_string(), t as i64, uploader],
+    )?;
+    Ok(LabelEntry { label: label.into(), revision: next as u64, blob_id, created_at: t, uploader: uploader.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts bytes starting with "ok" so that hub logic is tested apart from ONNX parsing
+    /// (the ONNX checker itself is tested in haca-exec with real model files).
+    struct PrefixCheck;
+    impl ArtifactCheck for PrefixCheck {
+        fn check(&self, bytes: &[u8]) -> Result<String, String> {
+            if bytes.starts_with(b"ok") { Ok("test".into()) } else { Err("does not start with ok".into()) }
+        }
+    }
+
+    fn hub(dir: &Path) -> Hub {
+        let store = Arc::new(Store::open(dir.join("haca.db")).unwrap());
+        Hub::open(store, dir.join("blobs"), Arc::new(PrefixCheck)).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn same_bytes_are_stored_once_and_history_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let a = hub.upload("team/m", b"ok-one", "alice").await.unwrap();
+        let b = hub.upload("team/m", b"ok-two", "bob").await.unwrap();
+        let c = hub.upload("other/m", b"ok-one", "carol").await.unwrap();
+        assert_eq!((a.revision, b.revision, c.revision), (1, 2, 1));
+        assert_eq!(a.blob_id, c.blob_id);
+        assert_eq!(std::fs::read_dir(hub.blob_dir()).unwrap().count(), 2);
+        assert_eq!(hub.resolve("team/m", None).unwrap().blob_id, b.blob_id);
+        assert_eq!(hub.resolve("team/m@1", None).unwrap().blob_id, a.blob_id);
+        assert_eq!(hub.resolve("team/m", Some(a.created_at)).unwrap().revision.unwrap() >= 1, true);
+        assert!(matches!(hub.resolve("team/m@9", None), Err(HubError::UnknownRevision { latest: 2, .. })));
+        assert!(matches!(hub.resolve("team/m", Some(1)), Err(HubError::NotYetAt { .. })));
+        assert!(matches!(hub.resolve("nope", None), Err(HubError::UnknownLabel(_))));
+        assert_eq!(hub.resolve(&a.blob_id.to_string(), None).unwrap().label, None);
+        let err = hub.store.write(|tx| Ok(tx.execute("UPDATE labels SET blob_id = 'x'", [])?)).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        assert_eq!(hub.history("team/m").unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn refused_bytes_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let e = hub.upload("m", b"bad", "x").await.unwrap_err();
+        assert!(e.to_string().contains("does not start with ok"));
+        assert_eq!(std::fs::read_dir(hub.blob_dir()).unwrap().count(), 0);
+        assert!(hub.list().unwrap().is_empty());
+        assert!(matches!(hub.upload("Bad Label", b"ok", "x").await, Err(HubError::InvalidLabel { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_label_moves_to_an_existing_blob_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let a = hub.upload("m", b"ok-a", "x").await.unwrap();
+        hub.upload("m", b"ok-b", "x").await.unwrap();
+        let moved = hub.move_label("m", a.blob_id, "x").await.unwrap();
+        assert_eq!(moved.revision, 3);
+        assert_eq!(hub.resolve("m", None).unwrap().blob_id, a.blob_id);
+        assert!(matches!(hub.move_label("m", BlobId::of(b"none"), "x").await, Err(HubError::UnknownBlob(_))));
+        assert_eq!(hub.read_blob(&a.blob_id).unwrap(), b"ok-a");
+    }
+}

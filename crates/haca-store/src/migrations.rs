@@ -1,0 +1,62 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+//! A migration is never edited once released: add a new one.
+
+use crate::StoreError;
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: runs with receipts; the Model Hub's blobs and append-only label history.
+    r#"
+    CREATE TABLE runs (
+        run_id          TEXT PRIMARY KEY,
+        created_at      INTEGER NOT NULL,
+        model           TEXT NOT NULL,
+        blob_id         TEXT NOT NULL,
+        mode            TEXT NOT NULL,
+        node_id         TEXT NOT NULL,
+        receipt_digest  TEXT NOT NULL,
+        output          TEXT NOT NULL,
+        receipt         TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_time ON runs(created_at);
+    CREATE INDEX runs_by_blob ON runs(blob_id);
+
+    CREATE TABLE blobs (
+        blob_id     TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        format      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+
+    CREATE TABLE labels (
+        label       TEXT NOT NULL,
+        revision    INTEGER NOT NULL,
+        blob_id     TEXT NOT NULL REFERENCES blobs(blob_id),
+        created_at  INTEGER NOT NULL,
+        uploader    TEXT NOT NULL,
+        PRIMARY KEY (label, revision)
+    );
+    CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels
+        BEGIN SELECT RAISE(ABORT, 'label history is append-only'); END;
+    CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels
+        BEGIN SELECT RAISE(ABORT, 'label history is append-only'); END;
+    "#,
+];
+
+pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
+    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if done as usize > MIGRATIONS.len() {
+        return Err(StoreError::Invalid(format!(
+            "database schema version {done} is newer than this build knows ({}); use a newer haca",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!("store: applied migration {}", i + 1);
+    }
+    Ok(())
+}
