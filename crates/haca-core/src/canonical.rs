@@ -129,7 +129,7 @@ fn write_number(f: f64, out: &mut String) -> Result<(), CanonicalError> {
     let n = int_part.len() as i32 - lead as i32 + exp10; // value = 0.digits × 10^n
     let k = digits.len() as i32;
     if k <= n && n <= 21 {
-        out.push_str(&digits);
+        out.push_str(digits);
         out.extend(std::iter::repeat_n('0', (n - k) as usize));
     } else if 0 < n && n <= 21 {
         out.push_str(&digits[..n as usize]);
@@ -138,7 +138,7 @@ fn write_number(f: f64, out: &mut String) -> Result<(), CanonicalError> {
     } else if -6 < n && n <= 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', (-n) as usize));
-        out.push_str(&digits);
+        out.push_str(digits);
     } else {
         let e = n - 1;
         out.push_str(&digits[..1]);
@@ -189,7 +189,11 @@ mod tests {
             (0x43143ff3c1cb0959, "1424953923781206.2"),
         ];
         for (bits, want) in vectors {
-            assert_eq!(format_number(f64::from_bits(*bits)).unwrap(), *want, "bits {bits:#x}");
+            assert_eq!(
+                format_number(f64::from_bits(*bits)).unwrap(),
+                *want,
+                "bits {bits:#x}"
+            );
         }
         assert!(format_number(f64::NAN).is_err());
         assert!(format_number(f64::INFINITY).is_err());
@@ -222,10 +226,21 @@ mod tests {
         }"#;
         let v: Value = serde_json::from_str(input).unwrap();
         let out = to_string(&v).unwrap();
-        let order: Vec<&str> = ["\\r", "1", "\u{80}", "\u{f6}", "\u{20ac}", "\u{1f600}", "\u{fb33}"].to_vec();
+        let order: Vec<&str> = [
+            "\\r",
+            "1",
+            "\u{80}",
+            "\u{f6}",
+            "\u{20ac}",
+            "\u{1f600}",
+            "\u{fb33}",
+        ]
+        .to_vec();
         let mut last = 0;
         for key in order {
-            let pos = out.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key:?} missing"));
+            let pos = out
+                .find(&format!("\"{key}\":"))
+                .unwrap_or_else(|| panic!("{key:?} missing"));
             assert!(pos >= last, "{key:?} out of order in {out}");
             last = pos;
         }
@@ -233,7 +248,10 @@ mod tests {
 
     #[test]
     fn large_integers_are_written_as_doubles() {
-        assert_eq!(to_string(&json!(9007199254740993u64)).unwrap(), "9007199254740992");
+        assert_eq!(
+            to_string(&json!(9007199254740993u64)).unwrap(),
+            "9007199254740992"
+        );
         assert_eq!(to_string(&json!(-42)).unwrap(), "-42");
     }
 
@@ -242,7 +260,9 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i32>().prop_map(|i| json!(i)),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
             ".*".prop_map(Value::String),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {

@@ -3,8 +3,8 @@
 //! A claim holds only when the evidence that proves it is present and checks out against trust
 //! anchors the verifier was given, never against anything the receipt says about itself.
 
-use crate::receipt::{check_signature, BoxStatus, ParsedReceipt, PrivacyPath, SignatureProblem};
 use crate::ids::NodeId;
+use crate::receipt::{check_signature, BoxStatus, ParsedReceipt, PrivacyPath, SignatureProblem};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -22,10 +22,14 @@ pub enum Claim {
     ExecutionCorrect,
     DataAttested,
     /// Every admitted data item is at most this many seconds old at the reference time.
-    DataFresh { max_age_s: u64 },
+    DataFresh {
+        max_age_s: u64,
+    },
     MemoryOwned,
     /// Every memory row used was validated at most this many seconds before the reference time.
-    MemoryFresh { max_age_s: u64 },
+    MemoryFresh {
+        max_age_s: u64,
+    },
     PaymentAuthorized,
     PaymentSettled,
     RunSettled,
@@ -44,9 +48,13 @@ impl Claim {
             EnclaveGenuine,
             ExecutionCorrect,
             DataAttested,
-            DataFresh { max_age_s: data_max_age_s },
+            DataFresh {
+                max_age_s: data_max_age_s,
+            },
             MemoryOwned,
-            MemoryFresh { max_age_s: memory_max_age_s },
+            MemoryFresh {
+                max_age_s: memory_max_age_s,
+            },
             PaymentAuthorized,
             PaymentSettled,
             RunSettled,
@@ -95,7 +103,7 @@ impl fmt::Display for Claim {
 /// Writes seconds in the largest unit that divides them: `30d`, `5m`, `300s` -> `5m`.
 pub fn format_duration(s: u64) -> String {
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s > 0 && s % size == 0 {
+        if s > 0 && s.is_multiple_of(size) {
             return format!("{}{unit}", s / size);
         }
     }
@@ -115,7 +123,11 @@ pub fn parse_duration(s: &str) -> Result<u64, ClaimParseError> {
     num.parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| ClaimParseError(format!("duration {s:?}: expected a number with s, m, h or d")))
+        .ok_or_else(|| {
+            ClaimParseError(format!(
+                "duration {s:?}: expected a number with s, m, h or d"
+            ))
+        })
 }
 
 /// A claim name that is not one of DESIGN.md's.
@@ -128,11 +140,21 @@ impl FromStr for Claim {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         use Claim::*;
         let s = s.trim();
-        if let Some(rest) = s.strip_prefix("data.fresh(").and_then(|r| r.strip_suffix(')')) {
-            return Ok(DataFresh { max_age_s: parse_duration(rest)? });
+        if let Some(rest) = s
+            .strip_prefix("data.fresh(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            return Ok(DataFresh {
+                max_age_s: parse_duration(rest)?,
+            });
         }
-        if let Some(rest) = s.strip_prefix("memory.fresh(").and_then(|r| r.strip_suffix(')')) {
-            return Ok(MemoryFresh { max_age_s: parse_duration(rest)? });
+        if let Some(rest) = s
+            .strip_prefix("memory.fresh(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            return Ok(MemoryFresh {
+                max_age_s: parse_duration(rest)?,
+            });
         }
         Ok(match s {
             "artifact.identified" => ArtifactIdentified,
@@ -160,7 +182,9 @@ impl Serialize for Claim {
 
 impl<'de> Deserialize<'de> for Claim {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -216,18 +240,30 @@ pub struct Checker<'a> {
 impl<'a> Checker<'a> {
     pub fn new(parsed: &'a ParsedReceipt, anchors: &'a TrustAnchors, at_ms: u64) -> Self {
         let signature = check_signature(parsed);
-        Checker { parsed, anchors, at_ms, signature }
+        Checker {
+            parsed,
+            anchors,
+            at_ms,
+            signature,
+        }
     }
 
     pub fn check(&self, claim: Claim) -> ClaimOutcome {
         let (state, detail) = self.evaluate(claim);
-        ClaimOutcome { claim, state, detail }
+        ClaimOutcome {
+            claim,
+            state,
+            detail,
+        }
     }
 
     fn evaluate(&self, claim: Claim) -> (ClaimState, String) {
         use ClaimState::*;
         let b = &self.parsed.receipt.boxes;
-        let signed = self.signature.as_ref().map_err(|p| format!("not signed by the node: {p}"));
+        let signed = self
+            .signature
+            .as_ref()
+            .map_err(|p| format!("not signed by the node: {p}"));
         match claim {
             Claim::ExecutionSigned => match &self.signature {
                 Ok(signer) => (Holds, format!("signed by node {signer}")),
@@ -269,7 +305,7 @@ impl<'a> Checker<'a> {
             Claim::RoutePrivate => match &b.route.evidence {
                 None => (NotPresent, "the route box is absent".into()),
                 Some(r) if r.path == PrivacyPath::Direct => {
-                    (Fails, format!("the request took the direct path to {}; no private path is attested", r.provider))
+                    (NotPresent, format!("the request took the direct path to {}; the route box does not claim privacy", r.provider))
                 }
                 Some(_) if b.attestation.evidence.is_none() => (Fails, "a private path is named but no attestation backs it".into()),
                 Some(_) => (Unchecked, "private paths are attested by the TEE verifier, not in this build".into()),
@@ -309,7 +345,12 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn fresh<'i>(&self, items: impl Iterator<Item = (&'i str, u64)>, max_age_s: u64, verb: &str) -> (ClaimState, String) {
+    fn fresh<'i>(
+        &self,
+        items: impl Iterator<Item = (&'i str, u64)>,
+        max_age_s: u64,
+        verb: &str,
+    ) -> (ClaimState, String) {
         if let Err(e) = &self.signature {
             return (ClaimState::Fails, format!("not signed by the node: {e}"));
         }
@@ -325,9 +366,19 @@ impl<'a> Checker<'a> {
             None => (ClaimState::NotPresent, "the box lists no items".into()),
             Some((name, age)) if age > limit_ms => (
                 ClaimState::Fails,
-                format!("{name} was {verb} {} ago, over the limit {}", format_duration(age / 1000), format_duration(max_age_s)),
+                format!(
+                    "{name} was {verb} {} ago, over the limit {}",
+                    format_duration(age / 1000),
+                    format_duration(max_age_s)
+                ),
             ),
-            Some((_, age)) => (ClaimState::Holds, format!("oldest {verb} {} before the reference time", format_duration(age / 1000))),
+            Some((_, age)) => (
+                ClaimState::Holds,
+                format!(
+                    "oldest {verb} {} before the reference time",
+                    format_duration(age / 1000)
+                ),
+            ),
         }
     }
 
@@ -340,14 +391,22 @@ impl<'a> Checker<'a> {
             let status = bx["status"].as_str().unwrap_or("absent");
             let has_evidence = bx.get("evidence").is_some_and(|e| !e.is_null());
             if status == BoxStatus::Absent.as_str() && has_evidence {
-                out.push(format!("boxes.{name}: status says absent but the box carries evidence"));
+                out.push(format!(
+                    "boxes.{name}: status says absent but the box carries evidence"
+                ));
             }
             if status != BoxStatus::Absent.as_str() && !has_evidence {
-                out.push(format!("boxes.{name}: status says {status} but the box carries no evidence"));
+                out.push(format!(
+                    "boxes.{name}: status says {status} but the box carries no evidence"
+                ));
             }
             let settled_backed = self.parsed.receipt.boxes.settlement.evidence.is_some();
-            if (status == BoxStatus::Verified.as_str() || status == BoxStatus::Settled.as_str()) && !settled_backed {
-                out.push(format!("boxes.{name}: status says {status} but no settlement evidence backs it"));
+            if (status == BoxStatus::Verified.as_str() || status == BoxStatus::Settled.as_str())
+                && !settled_backed
+            {
+                out.push(format!(
+                    "boxes.{name}: status says {status} but no settlement evidence backs it"
+                ));
             }
         }
         out
@@ -372,7 +431,11 @@ pub struct PolicyReport {
 impl PolicyReport {
     /// The required claims that do not hold.
     pub fn missing(&self) -> Vec<Claim> {
-        self.outcomes.iter().filter(|o| o.state != ClaimState::Holds).map(|o| o.claim).collect()
+        self.outcomes
+            .iter()
+            .filter(|o| o.state != ClaimState::Holds)
+            .map(|o| o.claim)
+            .collect()
     }
     pub fn satisfied(&self) -> bool {
         self.outcomes.iter().all(|o| o.state == ClaimState::Holds)
@@ -395,8 +458,17 @@ impl Policy {
     /// let report = policy.evaluate(&ParsedReceipt::from_receipt(r), &TrustAnchors::default(), 2_000);
     /// assert_eq!(report.missing(), vec![Claim::RunSettled]);
     /// ```
-    pub fn evaluate(&self, parsed: &ParsedReceipt, anchors: &TrustAnchors, at_ms: u64) -> PolicyReport {
+    pub fn evaluate(
+        &self,
+        parsed: &ParsedReceipt,
+        anchors: &TrustAnchors,
+        at_ms: u64,
+    ) -> PolicyReport {
         let checker = Checker::new(parsed, anchors, at_ms);
-        PolicyReport { policy: self.name.clone(), at_ms, outcomes: self.required.iter().map(|c| checker.check(*c)).collect() }
+        PolicyReport {
+            policy: self.name.clone(),
+            at_ms,
+            outcomes: self.required.iter().map(|c| checker.check(*c)).collect(),
+        }
     }
 }

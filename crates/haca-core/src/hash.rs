@@ -113,6 +113,9 @@ mod tests {
         let d = sha256(b"x");
         assert_eq!(d.to_hex().parse::<Digest>().unwrap(), d);
         assert_eq!("ab".parse::<Digest>(), Err(DigestParseError::Length(2)));
-        assert!(matches!("zz".repeat(32).parse::<Digest>(), Err(DigestParseError::NotHex(_))));
+        assert!(matches!(
+            "zz".repeat(32).parse::<Digest>(),
+            Err(DigestParseError::NotHex(_))
+        ));
     }
 }

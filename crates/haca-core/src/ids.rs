@@ -41,8 +41,12 @@ impl fmt::Display for BlobId {
 impl FromStr for BlobId {
     type Err = IdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix(Self::PREFIX).ok_or_else(|| IdParseError::Blob(s.into()))?;
-        hex.parse().map(BlobId).map_err(|e| IdParseError::Blob(format!("{s}: {e}")))
+        let hex = s
+            .strip_prefix(Self::PREFIX)
+            .ok_or_else(|| IdParseError::Blob(s.into()))?;
+        hex.parse()
+            .map(BlobId)
+            .map_err(|e| IdParseError::Blob(format!("{s}: {e}")))
     }
 }
 
@@ -74,7 +78,9 @@ impl fmt::Display for RunId {
 impl FromStr for RunId {
     type Err = IdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(RunId).map_err(|e| IdParseError::Run(format!("{s}: {e}")))
+        s.parse()
+            .map(RunId)
+            .map_err(|e| IdParseError::Run(format!("{s}: {e}")))
     }
 }
 
@@ -91,7 +97,9 @@ impl fmt::Display for NodeId {
 impl FromStr for NodeId {
     type Err = IdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let d: Digest = s.parse().map_err(|e| IdParseError::Node(format!("{s}: {e}")))?;
+        let d: Digest = s
+            .parse()
+            .map_err(|e| IdParseError::Node(format!("{s}: {e}")))?;
         Ok(NodeId(d.0))
     }
 }

@@ -91,12 +91,22 @@ mod tests {
     #[test]
     fn rfc8032_test_vector_1() {
         let mut seed = [0u8; 32];
-        hex::decode_to_slice("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", &mut seed).unwrap();
+        hex::decode_to_slice(
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+            &mut seed,
+        )
+        .unwrap();
         let k = NodeKey::from_seed(seed);
-        assert_eq!(k.node_id().to_string(), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+        assert_eq!(
+            k.node_id().to_string(),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
         let sig = hex::encode(k.sign(b""));
         assert_eq!(sig, "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b");
         verify(&k.node_id(), b"", &sig).unwrap();
-        assert_eq!(verify(&k.node_id(), b"x", &sig), Err(KeyError::BadSignature(k.node_id())));
+        assert_eq!(
+            verify(&k.node_id(), b"x", &sig),
+            Err(KeyError::BadSignature(k.node_id()))
+        );
     }
 }

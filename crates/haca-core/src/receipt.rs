@@ -70,14 +70,22 @@ pub struct EvidenceBox<T> {
 
 impl<T> Default for EvidenceBox<T> {
     fn default() -> Self {
-        EvidenceBox { status: BoxStatus::Absent, history: Vec::new(), evidence: None }
+        EvidenceBox {
+            status: BoxStatus::Absent,
+            history: Vec::new(),
+            evidence: None,
+        }
     }
 }
 
 impl<T> EvidenceBox<T> {
     /// A box produced at `at` with `status`.
     pub fn with(evidence: T, status: BoxStatus, at: u64) -> Self {
-        EvidenceBox { status, history: vec![StatusChange { status, at }], evidence: Some(evidence) }
+        EvidenceBox {
+            status,
+            history: vec![StatusChange { status, at }],
+            evidence: Some(evidence),
+        }
     }
     /// Moves the box to `status` at `at`, recording the change.
     pub fn set_status(&mut self, status: BoxStatus, at: u64) {
@@ -281,8 +289,17 @@ pub struct Boxes {
 }
 
 /// Box names in DESIGN.md's order.
-pub const BOX_NAMES: [&str; 9] =
-    ["artifact", "route", "execution", "attestation", "proof", "data", "memory", "payment", "settlement"];
+pub const BOX_NAMES: [&str; 9] = [
+    "artifact",
+    "route",
+    "execution",
+    "attestation",
+    "proof",
+    "data",
+    "memory",
+    "payment",
+    "settlement",
+];
 
 /// A run's receipt.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
@@ -310,7 +327,12 @@ pub enum ReceiptError {
 impl Receipt {
     /// A receipt with every box `absent`.
     pub fn new(run_id: RunId, issued_at: u64) -> Self {
-        Receipt { version: RECEIPT_VERSION, run_id, issued_at, boxes: Boxes::default() }
+        Receipt {
+            version: RECEIPT_VERSION,
+            run_id,
+            issued_at,
+            boxes: Boxes::default(),
+        }
     }
 
     pub fn to_value(&self) -> Value {
@@ -320,12 +342,22 @@ impl Receipt {
     /// Signs the receipt's signed view with the node key and stores the signature in the
     /// execution box. The execution box's `signer` must be that key.
     pub fn sign(&mut self, key: &NodeKey) -> Result<Digest, ReceiptError> {
-        let exec = self.boxes.execution.evidence.as_mut().ok_or(ReceiptError::NothingToSign)?;
+        let exec = self
+            .boxes
+            .execution
+            .evidence
+            .as_mut()
+            .ok_or(ReceiptError::NothingToSign)?;
         exec.signer = key.node_id();
         exec.signature = None;
         let digest = receipt_digest(&self.to_value());
         let sig = key.sign(&signature_message(&digest));
-        self.boxes.execution.evidence.as_mut().expect("checked above").signature = Some(hex::encode(sig));
+        self.boxes
+            .execution
+            .evidence
+            .as_mut()
+            .expect("checked above")
+            .signature = Some(hex::encode(sig));
         Ok(digest)
     }
 }
@@ -342,8 +374,16 @@ impl ParsedReceipt {
     /// Parses receipt text; errors name the line and column, or the field and the reason.
     pub fn from_json_str(text: &str) -> Result<Self, ReceiptError> {
         let raw: Value = serde_json::from_str(text).map_err(|e| {
-            let what = if e.is_eof() { "truncated or incomplete" } else { "malformed" };
-            ReceiptError::NotJson(format!("{what} at line {} column {}: {e}", e.line(), e.column()))
+            let what = if e.is_eof() {
+                "truncated or incomplete"
+            } else {
+                "malformed"
+            };
+            ReceiptError::NotJson(format!(
+                "{what} at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ))
         })?;
         Self::from_value(raw)
     }
@@ -354,10 +394,11 @@ impl ParsedReceipt {
                 return Err(ReceiptError::Version(v as u32));
             }
         }
-        let receipt: Receipt = serde_path_to_error::deserialize(&raw).map_err(|e| ReceiptError::Field {
-            field: e.path().to_string(),
-            reason: e.inner().to_string(),
-        })?;
+        let receipt: Receipt =
+            serde_path_to_error::deserialize(&raw).map_err(|e| ReceiptError::Field {
+                field: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?;
         Ok(ParsedReceipt { receipt, raw })
     }
 
@@ -384,7 +425,11 @@ pub fn signed_view(receipt: &Value) -> Value {
                 ev.remove("settlement");
             }
         }
-        if let Some(ev) = boxes.get_mut("execution").and_then(|e| e.get_mut("evidence")).and_then(Value::as_object_mut) {
+        if let Some(ev) = boxes
+            .get_mut("execution")
+            .and_then(|e| e.get_mut("evidence"))
+            .and_then(Value::as_object_mut)
+        {
             ev.remove("signature");
         }
     }
@@ -393,7 +438,8 @@ pub fn signed_view(receipt: &Value) -> Value {
 
 /// SHA-256 of the canonical JSON of the receipt's signed view: what settlement commits to.
 pub fn receipt_digest(receipt: &Value) -> Digest {
-    let text = canonical::to_vec(&signed_view(receipt)).expect("JSON values parsed from text are finite");
+    let text =
+        canonical::to_vec(&signed_view(receipt)).expect("JSON values parsed from text are finite");
     sha256(&text)
 }
 
@@ -406,8 +452,17 @@ pub fn signature_message(digest: &Digest) -> Vec<u8> {
 
 /// Checks the execution box's signature against the receipt as given.
 pub fn check_signature(parsed: &ParsedReceipt) -> Result<NodeId, SignatureProblem> {
-    let exec = parsed.receipt.boxes.execution.evidence.as_ref().ok_or(SignatureProblem::NoExecutionBox)?;
-    let sig = exec.signature.as_deref().ok_or(SignatureProblem::Unsigned)?;
+    let exec = parsed
+        .receipt
+        .boxes
+        .execution
+        .evidence
+        .as_ref()
+        .ok_or(SignatureProblem::NoExecutionBox)?;
+    let sig = exec
+        .signature
+        .as_deref()
+        .ok_or(SignatureProblem::Unsigned)?;
     let msg = signature_message(&parsed.digest());
     keys::verify(&exec.signer, &msg, sig).map_err(SignatureProblem::Bad)?;
     Ok(exec.signer)

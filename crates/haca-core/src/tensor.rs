@@ -119,7 +119,10 @@ impl Tensor {
     /// The JSON form used in answers: `{"dtype", "shape", "data": [flat]}`.
     pub fn to_json(&self) -> Value {
         let data = match &self.data {
-            TensorData::F32(v) => json!(v.iter().map(|x| finite_or_null(*x as f64)).collect::<Vec<_>>()),
+            TensorData::F32(v) => json!(v
+                .iter()
+                .map(|x| finite_or_null(*x as f64))
+                .collect::<Vec<_>>()),
             TensorData::F64(v) => json!(v.iter().map(|x| finite_or_null(*x)).collect::<Vec<_>>()),
             TensorData::I64(v) => json!(v),
             TensorData::I32(v) => json!(v),
@@ -133,7 +136,9 @@ impl Tensor {
 
 fn finite_or_null(x: f64) -> Value {
     // JSON has no NaN; an output NaN is reported as null (its bits are still in the output hash).
-    serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
+    serde_json::Number::from_f64(x)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 /// Named tensors, ordered by name.
@@ -148,16 +153,23 @@ pub struct TensorError {
 }
 
 fn err(field: impl Into<String>, reason: impl Into<String>) -> TensorError {
-    TensorError { field: field.into(), reason: reason.into() }
+    TensorError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Reads a request's `input` object in either accepted shape. `at` names the field in errors.
 pub fn parse_input(input: &Value, at: &str) -> Result<TensorMap, TensorError> {
-    let obj = input.as_object().ok_or_else(|| err(at, "must be an object mapping tensor names to tensors"))?;
+    let obj = input
+        .as_object()
+        .ok_or_else(|| err(at, "must be an object mapping tensor names to tensors"))?;
     if obj.is_empty() {
         return Err(err(at, "names no tensor"));
     }
-    let is_og = obj.iter().all(|(k, v)| (k == "numbers" || k == "strings") && v.is_array());
+    let is_og = obj
+        .iter()
+        .all(|(k, v)| (k == "numbers" || k == "strings") && v.is_array());
     if is_og {
         parse_og_input(obj, at)
     } else {
@@ -168,20 +180,32 @@ pub fn parse_input(input: &Value, at: &str) -> Result<TensorMap, TensorError> {
 }
 
 fn parse_tensor(v: &Value, at: &str) -> Result<Tensor, TensorError> {
-    let obj = v.as_object().ok_or_else(|| err(at, "must be an object {shape, data, dtype}"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| err(at, "must be an object {shape, data, dtype}"))?;
     for key in obj.keys() {
         if !matches!(key.as_str(), "shape" | "data" | "dtype") {
-            return Err(err(format!("{at}.{key}"), "unknown field (expected shape, data, dtype)"));
+            return Err(err(
+                format!("{at}.{key}"),
+                "unknown field (expected shape, data, dtype)",
+            ));
         }
     }
     let dtype = match obj.get("dtype") {
         None | Some(Value::Null) => DType::F32,
         Some(Value::String(s)) => DType::parse(s).ok_or_else(|| {
-            err(format!("{at}.dtype"), format!("unknown dtype {s:?} (float32, float64, int64, int32, uint8, bool, string)"))
+            err(
+                format!("{at}.dtype"),
+                format!(
+                    "unknown dtype {s:?} (float32, float64, int64, int32, uint8, bool, string)"
+                ),
+            )
         })?,
         Some(_) => return Err(err(format!("{at}.dtype"), "must be a string")),
     };
-    let data = obj.get("data").ok_or_else(|| err(format!("{at}.data"), "is required"))?;
+    let data = obj
+        .get("data")
+        .ok_or_else(|| err(format!("{at}.data"), "is required"))?;
     let mut flat = Vec::new();
     let nested_shape = flatten(data, &format!("{at}.data"), &mut flat, 0)?;
     let shape = match obj.get("shape") {
@@ -192,15 +216,26 @@ fn parse_tensor(v: &Value, at: &str) -> Result<Tensor, TensorError> {
     if want != flat.len() {
         return Err(err(
             format!("{at}.data"),
-            format!("has {} elements but shape {:?} needs {}", flat.len(), shape, want),
+            format!(
+                "has {} elements but shape {:?} needs {}",
+                flat.len(),
+                shape,
+                want
+            ),
         ));
     }
     let data = typed(&flat, dtype, &format!("{at}.data"))?;
-    Ok(Tensor { shape, data, dtype_implied: false })
+    Ok(Tensor {
+        shape,
+        data,
+        dtype_implied: false,
+    })
 }
 
 fn parse_shape(v: &Value, at: &str) -> Result<Vec<usize>, TensorError> {
-    let arr = v.as_array().ok_or_else(|| err(at, "must be an array of non-negative integers"))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| err(at, "must be an array of non-negative integers"))?;
     arr.iter()
         .enumerate()
         .map(|(i, d)| {
@@ -213,7 +248,12 @@ fn parse_shape(v: &Value, at: &str) -> Result<Vec<usize>, TensorError> {
 }
 
 /// Flattens nested arrays, returning the nested shape; rejects ragged arrays.
-fn flatten<'a>(v: &'a Value, at: &str, out: &mut Vec<&'a Value>, depth: usize) -> Result<Vec<usize>, TensorError> {
+fn flatten<'a>(
+    v: &'a Value,
+    at: &str,
+    out: &mut Vec<&'a Value>,
+    depth: usize,
+) -> Result<Vec<usize>, TensorError> {
     if depth > 32 {
         return Err(err(at, "nested more than 32 levels"));
     }
@@ -245,28 +285,60 @@ fn flatten<'a>(v: &'a Value, at: &str, out: &mut Vec<&'a Value>, depth: usize) -
 }
 
 fn typed(flat: &[&Value], dtype: DType, at: &str) -> Result<TensorData, TensorError> {
-    let num = |i: usize, v: &Value| v.as_f64().ok_or_else(|| err(format!("{at}[{i}]"), format!("is not a number (dtype {})", dtype.name())));
-    let int = |i: usize, v: &Value| v.as_i64().ok_or_else(|| err(format!("{at}[{i}]"), format!("is not an integer (dtype {})", dtype.name())));
+    let num = |i: usize, v: &Value| {
+        v.as_f64().ok_or_else(|| {
+            err(
+                format!("{at}[{i}]"),
+                format!("is not a number (dtype {})", dtype.name()),
+            )
+        })
+    };
+    let int = |i: usize, v: &Value| {
+        v.as_i64().ok_or_else(|| {
+            err(
+                format!("{at}[{i}]"),
+                format!("is not an integer (dtype {})", dtype.name()),
+            )
+        })
+    };
     let e = flat.iter().enumerate();
     Ok(match dtype {
-        DType::F32 => TensorData::F32(e.map(|(i, v)| num(i, v).map(|x| x as f32)).collect::<Result<_, _>>()?),
+        DType::F32 => TensorData::F32(
+            e.map(|(i, v)| num(i, v).map(|x| x as f32))
+                .collect::<Result<_, _>>()?,
+        ),
         DType::F64 => TensorData::F64(e.map(|(i, v)| num(i, v)).collect::<Result<_, _>>()?),
         DType::I64 => TensorData::I64(e.map(|(i, v)| int(i, v)).collect::<Result<_, _>>()?),
         DType::I32 => TensorData::I32(
-            e.map(|(i, v)| int(i, v).and_then(|x| i32::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of int32 range"))))
-                .collect::<Result<_, _>>()?,
+            e.map(|(i, v)| {
+                int(i, v).and_then(|x| {
+                    i32::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of int32 range"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
         ),
         DType::U8 => TensorData::U8(
-            e.map(|(i, v)| int(i, v).and_then(|x| u8::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of uint8 range"))))
-                .collect::<Result<_, _>>()?,
+            e.map(|(i, v)| {
+                int(i, v).and_then(|x| {
+                    u8::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of uint8 range"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
         ),
         DType::Bool => TensorData::Bool(
-            e.map(|(i, v)| v.as_bool().ok_or_else(|| err(format!("{at}[{i}]"), "is not a boolean")))
-                .collect::<Result<_, _>>()?,
+            e.map(|(i, v)| {
+                v.as_bool()
+                    .ok_or_else(|| err(format!("{at}[{i}]"), "is not a boolean"))
+            })
+            .collect::<Result<_, _>>()?,
         ),
         DType::Str => TensorData::Str(
-            e.map(|(i, v)| v.as_str().map(str::to_owned).ok_or_else(|| err(format!("{at}[{i}]"), "is not a string")))
-                .collect::<Result<_, _>>()?,
+            e.map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| err(format!("{at}[{i}]"), "is not a string"))
+            })
+            .collect::<Result<_, _>>()?,
         ),
     })
 }
@@ -277,7 +349,9 @@ fn parse_og_input(obj: &Map<String, Value>, at: &str) -> Result<TensorMap, Tenso
         let list = list.as_array().expect("checked by caller");
         for (i, item) in list.iter().enumerate() {
             let here = format!("{at}.{kind}[{i}]");
-            let o = item.as_object().ok_or_else(|| err(&here, "must be an object {name, values, shape}"))?;
+            let o = item
+                .as_object()
+                .ok_or_else(|| err(&here, "must be an object {name, values, shape}"))?;
             let name = o
                 .get("name")
                 .and_then(Value::as_str)
@@ -290,26 +364,56 @@ fn parse_og_input(obj: &Map<String, Value>, at: &str) -> Result<TensorMap, Tenso
                 let nums = values
                     .iter()
                     .enumerate()
-                    .map(|(j, pair)| fixed_point(pair).ok_or_else(|| err(format!("{here}.values[{j}]"), "must be [value, decimals] with integer decimals 0..=38")))
+                    .map(|(j, pair)| {
+                        fixed_point(pair).ok_or_else(|| {
+                            err(
+                                format!("{here}.values[{j}]"),
+                                "must be [value, decimals] with integer decimals 0..=38",
+                            )
+                        })
+                    })
                     .collect::<Result<Vec<f64>, _>>()?;
                 let shape = match o.get("shape") {
                     None | Some(Value::Null) => vec![nums.len()],
                     Some(s) => parse_shape(s, &format!("{here}.shape"))?,
                 };
                 if shape.iter().product::<usize>() != nums.len() {
-                    return Err(err(format!("{here}.values"), format!("has {} elements but shape {:?} needs {}", nums.len(), shape, shape.iter().product::<usize>())));
+                    return Err(err(
+                        format!("{here}.values"),
+                        format!(
+                            "has {} elements but shape {:?} needs {}",
+                            nums.len(),
+                            shape,
+                            shape.iter().product::<usize>()
+                        ),
+                    ));
                 }
-                Tensor { shape, data: TensorData::F64(nums), dtype_implied: true }
+                Tensor {
+                    shape,
+                    data: TensorData::F64(nums),
+                    dtype_implied: true,
+                }
             } else {
                 let strs = values
                     .iter()
                     .enumerate()
-                    .map(|(j, v)| v.as_str().map(str::to_owned).ok_or_else(|| err(format!("{here}.values[{j}]"), "is not a string")))
+                    .map(|(j, v)| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| err(format!("{here}.values[{j}]"), "is not a string"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                Tensor { shape: vec![strs.len()], data: TensorData::Str(strs), dtype_implied: false }
+                Tensor {
+                    shape: vec![strs.len()],
+                    data: TensorData::Str(strs),
+                    dtype_implied: false,
+                }
             };
             if out.insert(name.to_owned(), tensor).is_some() {
-                return Err(err(format!("{here}.name"), format!("tensor {name:?} is given twice")));
+                return Err(err(
+                    format!("{here}.name"),
+                    format!("tensor {name:?} is given twice"),
+                ));
             }
         }
     }
@@ -354,10 +458,18 @@ pub fn hash_tensors(map: &TensorMap) -> Digest {
         }
         buf.extend_from_slice(&(t.data.len() as u64).to_be_bytes());
         match &t.data {
-            TensorData::F32(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-            TensorData::F64(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I64(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I32(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F32(v) => v
+                .iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F64(v) => v
+                .iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v
+                .iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v
+                .iter()
+                .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
             TensorData::U8(v) => buf.extend_from_slice(v),
             TensorData::Bool(v) => v.iter().for_each(|x| buf.push(*x as u8)),
             TensorData::Str(v) => v.iter().for_each(|s| {
@@ -375,16 +487,25 @@ mod tests {
 
     #[test]
     fn haca_form_defaults_to_float32_and_checks_shape() {
-        let m = parse_input(&json!({"x": {"shape": [1, 3], "data": [1, 2.5, 3]}}), "input").unwrap();
+        let m = parse_input(
+            &json!({"x": {"shape": [1, 3], "data": [1, 2.5, 3]}}),
+            "input",
+        )
+        .unwrap();
         assert_eq!(m["x"].data, TensorData::F32(vec![1.0, 2.5, 3.0]));
-        let e = parse_input(&json!({"x": {"shape": [1, 4], "data": [1, 2, 3]}}), "input").unwrap_err();
+        let e =
+            parse_input(&json!({"x": {"shape": [1, 4], "data": [1, 2, 3]}}), "input").unwrap_err();
         assert_eq!(e.field, "input.x.data");
         assert!(e.reason.contains("3 elements"), "{e}");
     }
 
     #[test]
     fn nested_data_gives_its_shape_and_ragged_is_refused() {
-        let m = parse_input(&json!({"x": {"data": [[1, 2], [3, 4]], "dtype": "int64"}}), "input").unwrap();
+        let m = parse_input(
+            &json!({"x": {"data": [[1, 2], [3, 4]], "dtype": "int64"}}),
+            "input",
+        )
+        .unwrap();
         assert_eq!(m["x"].shape, vec![2, 2]);
         assert_eq!(m["x"].data, TensorData::I64(vec![1, 2, 3, 4]));
         let e = parse_input(&json!({"x": {"data": [[1, 2], [3]]}}), "input").unwrap_err();
@@ -410,20 +531,35 @@ mod tests {
         .unwrap();
         assert_eq!(m["x"].data, TensorData::F64(vec![1.5, 2.0]));
         assert!(m["x"].dtype_implied);
-        let e = parse_input(&json!({"numbers": [{"name": "x", "values": [[1]]}]}), "input").unwrap_err();
+        let e = parse_input(
+            &json!({"numbers": [{"name": "x", "values": [[1]]}]}),
+            "input",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "input.numbers[0].values[0]");
     }
 
     /// Computed independently with Python's hashlib and struct over the same layout.
-    const TENSOR_VECTOR_HEX: &str = "d152d7fcab33156e3dba0aad1c42b23f2747aa1371fdf0453a3958cab71d0a8d";
+    const TENSOR_VECTOR_HEX: &str =
+        "d152d7fcab33156e3dba0aad1c42b23f2747aa1371fdf0453a3958cab71d0a8d";
 
     #[test]
     fn tensor_hash_has_a_fixed_test_vector() {
         let mut m = TensorMap::new();
-        m.insert("x".into(), Tensor { shape: vec![2], data: TensorData::F32(vec![1.0, -2.0]), dtype_implied: false });
+        m.insert(
+            "x".into(),
+            Tensor {
+                shape: vec![2],
+                data: TensorData::F32(vec![1.0, -2.0]),
+                dtype_implied: false,
+            },
+        );
         // Layout bytes, written out by hand from the doc comment above.
         let mut want = b"haca.tensors.v1".to_vec();
-        want.extend([0, 0, 0, 1, 0, 0, 0, 1, b'x', 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2]);
+        want.extend([
+            0, 0, 0, 1, 0, 0, 0, 1, b'x', 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0,
+            0, 2,
+        ]);
         want.extend(1.0f32.to_le_bytes());
         want.extend((-2.0f32).to_le_bytes());
         assert_eq!(hash_tensors(&m), sha256(&want));

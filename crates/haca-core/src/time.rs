@@ -6,7 +6,13 @@ pub fn format_unix_ms(ms: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -28,7 +34,13 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(super::format_unix_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::format_unix_ms(1_764_108_418_123), "2025-11-25T22:06:58.123Z");
-        assert_eq!(super::format_unix_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            super::format_unix_ms(1_764_108_418_123),
+            "2025-11-25T22:06:58.123Z"
+        );
+        assert_eq!(
+            super::format_unix_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

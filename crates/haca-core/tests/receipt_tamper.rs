@@ -9,14 +9,22 @@ use haca_core::receipt::*;
 use proptest::prelude::*;
 use serde_json::Value;
 
-static ANCHORS: TrustAnchors = TrustAnchors { registered_nodes: None, allow_dev_root: false };
+static ANCHORS: TrustAnchors = TrustAnchors {
+    registered_nodes: None,
+    allow_dev_root: false,
+};
 
 fn signed_receipt() -> (Receipt, NodeKey) {
     let key = NodeKey::from_seed([42; 32]);
     let mut r = Receipt::new(RunId(sha256(b"run")), 1_764_000_000_000);
     let t = r.issued_at;
     r.boxes.artifact = EvidenceBox::with(
-        ArtifactEvidence { label: Some("example/mnist-mlp".into()), revision: Some(1), blob_id: BlobId::of(b"model"), format: "onnx".into() },
+        ArtifactEvidence {
+            label: Some("example/mnist-mlp".into()),
+            revision: Some(1),
+            blob_id: BlobId::of(b"model"),
+            format: "onnx".into(),
+        },
         BoxStatus::Claimed,
         t,
     );
@@ -26,7 +34,12 @@ fn signed_receipt() -> (Receipt, NodeKey) {
             node: key.node_id(),
             path: PrivacyPath::Direct,
             policy: "any".into(),
-            attempts: vec![RouteAttempt { provider: "local/tract".into(), path: PrivacyPath::Direct, outcome: "served".into(), error: None }],
+            attempts: vec![RouteAttempt {
+                provider: "local/tract".into(),
+                path: PrivacyPath::Direct,
+                outcome: "served".into(),
+                error: None,
+            }],
         },
         BoxStatus::Claimed,
         t,
@@ -47,7 +60,15 @@ fn signed_receipt() -> (Receipt, NodeKey) {
         t + 1,
     );
     r.boxes.memory = EvidenceBox::with(
-        MemoryEvidence { rows: vec![MemoryRow { id: "m1".into(), owner: "0xabc".into(), created_at: t - 10, last_validated_at: t - 5, score: 0.5 }] },
+        MemoryEvidence {
+            rows: vec![MemoryRow {
+                id: "m1".into(),
+                owner: "0xabc".into(),
+                created_at: t - 10,
+                last_validated_at: t - 5,
+                score: 0.5,
+            }],
+        },
         BoxStatus::Claimed,
         t,
     );
@@ -146,7 +167,11 @@ fn settlement_lands_without_breaking_the_signature_but_a_bare_status_is_flagged(
     let c = Checker::new(&parsed, &ANCHORS, r.issued_at);
     assert_eq!(c.check(Claim::ExecutionSigned).state, ClaimState::Holds);
     assert_eq!(c.check(Claim::RunSettled).state, ClaimState::NotPresent);
-    assert!(c.problems().iter().any(|p| p.contains("boxes.settlement")), "{:?}", c.problems());
+    assert!(
+        c.problems().iter().any(|p| p.contains("boxes.settlement")),
+        "{:?}",
+        c.problems()
+    );
 }
 
 #[test]
@@ -154,9 +179,11 @@ fn stale_memory_row_fails_freshness_at_the_reference_time() {
     let (r, _) = signed_receipt();
     let parsed = ParsedReceipt::from_receipt(r.clone());
     let anchors = TrustAnchors::default();
-    let fresh = Checker::new(&parsed, &anchors, r.issued_at).check(Claim::MemoryFresh { max_age_s: 60 });
+    let fresh =
+        Checker::new(&parsed, &anchors, r.issued_at).check(Claim::MemoryFresh { max_age_s: 60 });
     assert_eq!(fresh.state, ClaimState::Holds, "{}", fresh.detail);
-    let later = Checker::new(&parsed, &anchors, r.issued_at + 3_600_000).check(Claim::MemoryFresh { max_age_s: 60 });
+    let later = Checker::new(&parsed, &anchors, r.issued_at + 3_600_000)
+        .check(Claim::MemoryFresh { max_age_s: 60 });
     assert_eq!(later.state, ClaimState::Fails);
     assert!(later.detail.contains("m1"), "{}", later.detail);
 }
@@ -165,9 +192,13 @@ fn stale_memory_row_fails_freshness_at_the_reference_time() {
 fn truncated_and_non_json_receipts_get_clear_errors() {
     let (r, _) = signed_receipt();
     let text = serde_json::to_string(&r).unwrap();
-    let e = ParsedReceipt::from_json_str(&text[..text.len() / 2]).unwrap_err().to_string();
+    let e = ParsedReceipt::from_json_str(&text[..text.len() / 2])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("truncated"), "{e}");
-    let e = ParsedReceipt::from_json_str("hello").unwrap_err().to_string();
+    let e = ParsedReceipt::from_json_str("hello")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not valid JSON"), "{e}");
     let mut raw = r.to_value();
     raw["boxes"]["execution"]["evidence"]["input_hash"] = Value::from("xyz");
@@ -180,7 +211,13 @@ fn claims_parse_and_print_round_trip() {
     for c in Claim::all(300, 30 * 86_400) {
         assert_eq!(c.to_string().parse::<Claim>().unwrap(), c);
     }
-    assert_eq!("data.fresh(300s)".parse::<Claim>().unwrap(), Claim::DataFresh { max_age_s: 300 });
-    assert_eq!("memory.fresh(30d)".parse::<Claim>().unwrap().to_string(), "memory.fresh(30d)");
+    assert_eq!(
+        "data.fresh(300s)".parse::<Claim>().unwrap(),
+        Claim::DataFresh { max_age_s: 300 }
+    );
+    assert_eq!(
+        "memory.fresh(30d)".parse::<Claim>().unwrap().to_string(),
+        "memory.fresh(30d)"
+    );
     assert!("execution.vibes".parse::<Claim>().is_err());
 }

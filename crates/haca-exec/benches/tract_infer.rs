@@ -10,9 +10,17 @@ const MLP: &[u8] = include_bytes!("../../../fixtures/models/mnist-mlp.onnx");
 fn bench(c: &mut Criterion) {
     let model = OnnxModel::load(MLP).unwrap();
     let data: Vec<f32> = (0..784).map(|i| i as f32 / 783.0).collect();
-    let input = parse_input(&json!({"input": {"shape": [1, 784], "data": data}}), "input").unwrap();
-    c.bench_function("tract_mlp_784_128_10", |b| b.iter(|| model.run(&input, "input").unwrap()));
-    c.bench_function("tract_load_and_optimize_mlp", |b| b.iter(|| OnnxModel::load(MLP).unwrap()));
+    let input = parse_input(
+        &json!({"input": {"shape": [1, 784], "data": data}}),
+        "input",
+    )
+    .unwrap();
+    c.bench_function("tract_mlp_784_128_10", |b| {
+        b.iter(|| model.run(&input, "input").unwrap())
+    });
+    c.bench_function("tract_load_and_optimize_mlp", |b| {
+        b.iter(|| OnnxModel::load(MLP).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

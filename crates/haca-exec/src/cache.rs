@@ -27,7 +27,10 @@ pub struct ModelCache {
 
 impl ModelCache {
     pub fn new(capacity_bytes: u64) -> Self {
-        ModelCache { capacity: capacity_bytes, inner: Mutex::new(Inner::default()) }
+        ModelCache {
+            capacity: capacity_bytes,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// The cached model, or the one `load` returns (bytes of the file, then parsed).
@@ -46,7 +49,14 @@ impl ModelCache {
         let mut inner = self.inner.lock().expect("cache lock");
         inner.tick += 1;
         let tick = inner.tick;
-        if let Some(old) = inner.entries.insert(*id, Entry { model: model.clone(), bytes: size, last_used: tick }) {
+        if let Some(old) = inner.entries.insert(
+            *id,
+            Entry {
+                model: model.clone(),
+                bytes: size,
+                last_used: tick,
+            },
+        ) {
             inner.used -= old.bytes;
         }
         inner.used += size;
@@ -76,7 +86,11 @@ impl ModelCache {
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.inner.lock().expect("cache lock").entries.contains_key(id)
+        self.inner
+            .lock()
+            .expect("cache lock")
+            .entries
+            .contains_key(id)
     }
 
     /// Bytes currently held.

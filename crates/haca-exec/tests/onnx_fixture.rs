@@ -15,14 +15,29 @@ fn linspace_input() -> serde_json::Value {
 #[test]
 fn mlp_output_matches_onnxruntime() {
     // onnxruntime 1.32 on the same file and input (np.linspace(0, 1, 784, dtype=float32)).
-    let ort = [0.5664964, 0.17273903, 0.30998135, -0.7963527, -0.88473994, 0.6710843, 0.20795183, 0.62538743, 0.24523151, 0.41286725];
+    let ort = [
+        0.5664964,
+        0.17273903,
+        0.30998135,
+        -0.7963527,
+        -0.88473994,
+        0.6710843,
+        0.20795183,
+        0.62538743,
+        0.24523151,
+        0.41286725,
+    ];
     let model = OnnxModel::load(MLP).unwrap();
     assert_eq!(model.inputs()[0].name, "input");
     assert_eq!(model.inputs()[0].shape, vec![Some(1), Some(784)]);
-    let out = model.run(&parse_input(&linspace_input(), "input").unwrap(), "input").unwrap();
+    let out = model
+        .run(&parse_input(&linspace_input(), "input").unwrap(), "input")
+        .unwrap();
     let t = &out["output"];
     assert_eq!(t.shape, vec![1, 10]);
-    let TensorData::F32(v) = &t.data else { panic!("expected float32 output") };
+    let TensorData::F32(v) = &t.data else {
+        panic!("expected float32 output")
+    };
     for (got, want) in v.iter().zip(ort) {
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
@@ -31,29 +46,51 @@ fn mlp_output_matches_onnxruntime() {
 #[test]
 fn wrong_name_shape_and_dtype_are_refused_by_field() {
     let model = OnnxModel::load(MLP).unwrap();
-    let run = |v: serde_json::Value| model.run(&parse_input(&v, "input").unwrap(), "input").unwrap_err();
+    let run = |v: serde_json::Value| {
+        model
+            .run(&parse_input(&v, "input").unwrap(), "input")
+            .unwrap_err()
+    };
     let e = run(json!({"pixels": {"shape": [1, 784], "data": vec![0.0; 784]}}));
-    assert!(matches!(&e, ExecError::Input { field, .. } if field == "input.pixels"), "{e}");
+    assert!(
+        matches!(&e, ExecError::Input { field, .. } if field == "input.pixels"),
+        "{e}"
+    );
     let e = run(json!({"input": {"shape": [1, 10], "data": vec![0.0; 10]}}));
-    assert!(matches!(&e, ExecError::Input { field, reason } if field == "input.input.shape" && reason.contains("[1, 784]")), "{e}");
+    assert!(
+        matches!(&e, ExecError::Input { field, reason } if field == "input.input.shape" && reason.contains("[1, 784]")),
+        "{e}"
+    );
     let e = run(json!({"input": {"shape": [1, 784], "data": vec![0; 784], "dtype": "int64"}}));
-    assert!(matches!(&e, ExecError::Input { field, .. } if field == "input.input.dtype"), "{e}");
+    assert!(
+        matches!(&e, ExecError::Input { field, .. } if field == "input.input.dtype"),
+        "{e}"
+    );
 }
 
 #[test]
 fn opengradient_fixed_point_input_is_cast_to_the_model_type() {
     let model = OnnxModel::load(MLP).unwrap();
     let values: Vec<_> = (0..784).map(|i| json!([i * 10, 1])).collect();
-    let og = json!({"numbers": [{"name": "input", "values": values, "shape": [1, 784]}], "strings": []});
-    let out = model.run(&parse_input(&og, "input").unwrap(), "input").unwrap();
+    let og =
+        json!({"numbers": [{"name": "input", "values": values, "shape": [1, 784]}], "strings": []});
+    let out = model
+        .run(&parse_input(&og, "input").unwrap(), "input")
+        .unwrap();
     assert_eq!(out["output"].shape, vec![1, 10]);
 }
 
 #[test]
 fn corrupt_and_non_onnx_bytes_are_refused() {
     assert!(matches!(OnnxModel::load(b""), Err(ExecError::Load(_))));
-    assert!(matches!(OnnxModel::load(b"hello, not a model"), Err(ExecError::Load(_))));
-    assert!(matches!(OnnxModel::load(&MLP[..MLP.len() / 2]), Err(ExecError::Load(_))));
+    assert!(matches!(
+        OnnxModel::load(b"hello, not a model"),
+        Err(ExecError::Load(_))
+    ));
+    assert!(matches!(
+        OnnxModel::load(&MLP[..MLP.len() / 2]),
+        Err(ExecError::Load(_))
+    ));
 }
 
 #[test]
@@ -69,6 +106,9 @@ fn cache_evicts_least_recently_used_by_bytes() {
     assert!(!cache.contains(&ids[1]));
     assert!(cache.contains(&ids[2]));
     assert_eq!(cache.used_bytes(), MLP.len() as u64 * 2);
-    let e = cache.get_or_load(&BlobId::of(b"x"), || Err("blob missing".into())).err().unwrap();
+    let e = cache
+        .get_or_load(&BlobId::of(b"x"), || Err("blob missing".into()))
+        .err()
+        .unwrap();
     assert_eq!(e, ExecError::Load("blob missing".into()));
 }

@@ -27,9 +27,17 @@ pub enum HubError {
     #[error("no model labelled {0:?}")]
     UnknownLabel(String),
     #[error("label {label:?} has no revision {revision} (latest is {latest})")]
-    UnknownRevision { label: String, revision: u64, latest: u64 },
+    UnknownRevision {
+        label: String,
+        revision: u64,
+        latest: u64,
+    },
     #[error("label {label:?} had no revision yet at {at} (first revision at {first})")]
-    NotYetAt { label: String, at: String, first: String },
+    NotYetAt {
+        label: String,
+        at: String,
+        first: String,
+    },
     #[error("no artifact with blob id {0}")]
     UnknownBlob(String),
     #[error(transparent)]
@@ -76,7 +84,12 @@ pub struct Hub {
 /// Labels are `segment(/segment)*`, segments of `[A-Za-z0-9._-]` starting with a letter or
 /// digit, at most 128 characters; `@` is reserved for revisions (`label@3`).
 pub fn validate_label(label: &str) -> Result<(), HubError> {
-    let bad = |reason: &str| Err(HubError::InvalidLabel { label: label.into(), reason: reason.into() });
+    let bad = |reason: &str| {
+        Err(HubError::InvalidLabel {
+            label: label.into(),
+            reason: reason.into(),
+        })
+    };
     if label.is_empty() || label.len() > 128 {
         return bad("must be 1 to 128 characters");
     }
@@ -90,22 +103,41 @@ pub fn validate_label(label: &str) -> Result<(), HubError> {
         if !first.is_ascii_alphanumeric() {
             return bad("each segment must start with a letter or digit");
         }
-        if let Some(c) = seg.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-            return bad(&format!("character {c:?} is not allowed (letters, digits, '.', '_', '-', '/')"));
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return bad(&format!(
+                "character {c:?} is not allowed (letters, digits, '.', '_', '-', '/')"
+            ));
         }
     }
     Ok(())
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Hub {
-    pub fn open(store: Arc<Store>, blob_dir: impl Into<PathBuf>, checker: Arc<dyn ArtifactCheck>) -> Result<Self, HubError> {
+    pub fn open(
+        store: Arc<Store>,
+        blob_dir: impl Into<PathBuf>,
+        checker: Arc<dyn ArtifactCheck>,
+    ) -> Result<Self, HubError> {
         let blob_dir = blob_dir.into();
-        std::fs::create_dir_all(&blob_dir).map_err(|source| StoreError::Io { path: blob_dir.clone(), source })?;
-        Ok(Hub { store, blob_dir, checker })
+        std::fs::create_dir_all(&blob_dir).map_err(|source| StoreError::Io {
+            path: blob_dir.clone(),
+            source,
+        })?;
+        Ok(Hub {
+            store,
+            blob_dir,
+            checker,
+        })
     }
 
     /// Where a blob's bytes live.
@@ -114,7 +146,12 @@ impl Hub {
     }
 
     /// Validates and stores `bytes` as a new revision of `label`.
-    pub async fn upload(&self, label: &str, bytes: &[u8], uploader: &str) -> Result<LabelEntry, HubError> {
+    pub async fn upload(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        uploader: &str,
+    ) -> Result<LabelEntry, HubError> {
         validate_label(label)?;
         let format = self.checker.check(bytes).map_err(HubError::Refused)?;
         let blob_id = BlobId::of(bytes);
@@ -142,19 +179,29 @@ impl Hub {
     }
 
     /// Points `label` at an artifact already in the hub, as a new revision.
-    pub async fn move_label(&self, label: &str, blob_id: BlobId, uploader: &str) -> Result<LabelEntry, HubError> {
+    pub async fn move_label(
+        &self,
+        label: &str,
+        blob_id: BlobId,
+        uploader: &str,
+    ) -> Result<LabelEntry, HubError> {
         validate_label(label)?;
         self.blob_format(&blob_id)?;
         let (label, uploader) = (label.to_owned(), uploader.to_owned());
-        Ok(self.store.write(move |tx| append_revision(tx, &label, blob_id, &uploader, now_ms())).await?)
+        Ok(self
+            .store
+            .write(move |tx| append_revision(tx, &label, blob_id, &uploader, now_ms()))
+            .await?)
     }
 
     fn blob_format(&self, blob_id: &BlobId) -> Result<(String, u64), HubError> {
         self.store
             .read(|c| {
-                Ok(c.query_row("SELECT format, size FROM blobs WHERE blob_id = ?1", [blob_id.to_string()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-                })
+                Ok(c.query_row(
+                    "SELECT format, size FROM blobs WHERE blob_id = ?1",
+                    [blob_id.to_string()],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+                )
                 .optional()?)
             })?
             .ok_or_else(|| HubError::UnknownBlob(blob_id.to_string()))
@@ -163,9 +210,16 @@ impl Hub {
     /// Resolves `label`, `label@REVISION` or `sha256:<hex>`, as of `at_ms` when given.
     pub fn resolve(&self, reference: &str, at_ms: Option<u64>) -> Result<Resolved, HubError> {
         if BlobId::looks_like(reference) {
-            let blob_id: BlobId = reference.parse().map_err(|e: haca_core::ids::IdParseError| HubError::UnknownBlob(e.to_string()))?;
+            let blob_id: BlobId = reference
+                .parse()
+                .map_err(|e: haca_core::ids::IdParseError| HubError::UnknownBlob(e.to_string()))?;
             let (format, _) = self.blob_format(&blob_id)?;
-            return Ok(Resolved { label: None, revision: None, blob_id, format });
+            return Ok(Resolved {
+                label: None,
+                revision: None,
+                blob_id,
+                format,
+            });
         }
         let (label, revision) = match reference.rsplit_once('@') {
             Some((l, r)) => {
@@ -179,22 +233,38 @@ impl Hub {
         };
         validate_label(label)?;
         let history = self.history(label)?;
-        let latest = history.last().ok_or_else(|| HubError::UnknownLabel(label.into()))?;
+        let latest = history
+            .last()
+            .ok_or_else(|| HubError::UnknownLabel(label.into()))?;
         let entry = match (revision, at_ms) {
-            (Some(rev), _) => history.iter().find(|e| e.revision == rev).ok_or(HubError::UnknownRevision {
-                label: label.into(),
-                revision: rev,
-                latest: latest.revision,
-            })?,
-            (None, Some(at)) => history.iter().rev().find(|e| e.created_at <= at).ok_or_else(|| HubError::NotYetAt {
-                label: label.into(),
-                at: haca_core::format_unix_ms(at),
-                first: haca_core::format_unix_ms(history[0].created_at),
-            })?,
+            (Some(rev), _) => {
+                history
+                    .iter()
+                    .find(|e| e.revision == rev)
+                    .ok_or(HubError::UnknownRevision {
+                        label: label.into(),
+                        revision: rev,
+                        latest: latest.revision,
+                    })?
+            }
+            (None, Some(at)) => history
+                .iter()
+                .rev()
+                .find(|e| e.created_at <= at)
+                .ok_or_else(|| HubError::NotYetAt {
+                    label: label.into(),
+                    at: haca_core::format_unix_ms(at),
+                    first: haca_core::format_unix_ms(history[0].created_at),
+                })?,
             (None, None) => latest,
         };
         let (format, _) = self.blob_format(&entry.blob_id)?;
-        Ok(Resolved { label: Some(label.into()), revision: Some(entry.revision), blob_id: entry.blob_id, format })
+        Ok(Resolved {
+            label: Some(label.into()),
+            revision: Some(entry.revision),
+            blob_id: entry.blob_id,
+            format,
+        })
     }
 
     /// Every revision of `label`, oldest first; empty when the label is unknown.
@@ -210,8 +280,16 @@ impl Hub {
         })?;
         rows.into_iter()
             .map(|(label, rev, blob, t, uploader)| {
-                let blob_id = blob.parse().map_err(|e| StoreError::Corrupt(format!("labels.blob_id {blob:?}: {e}")))?;
-                Ok(LabelEntry { label, revision: rev as u64, blob_id, created_at: t as u64, uploader })
+                let blob_id = blob
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("labels.blob_id {blob:?}: {e}")))?;
+                Ok(LabelEntry {
+                    label,
+                    revision: rev as u64,
+                    blob_id,
+                    created_at: t as u64,
+                    uploader,
+                })
             })
             .collect()
     }
@@ -226,14 +304,30 @@ impl Hub {
                  ORDER BY l.label",
             )?;
             let rows = st.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?, r.get::<_, i64>(5)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         rows.into_iter()
             .map(|(label, rev, blob, t, format, size)| {
-                let blob_id = blob.parse().map_err(|e| StoreError::Corrupt(format!("labels.blob_id {blob:?}: {e}")))?;
-                Ok(LabelSummary { label, revision: rev as u64, blob_id, updated_at: t as u64, format, size: size as u64 })
+                let blob_id = blob
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("labels.blob_id {blob:?}: {e}")))?;
+                Ok(LabelSummary {
+                    label,
+                    revision: rev as u64,
+                    blob_id,
+                    updated_at: t as u64,
+                    format,
+                    size: size as u64,
+                })
             })
             .collect()
     }
@@ -242,9 +336,16 @@ impl Hub {
     pub fn read_blob(&self, blob_id: &BlobId) -> Result<Vec<u8>, HubError> {
         self.blob_format(blob_id)?;
         let path = self.blob_path(blob_id);
-        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
         if BlobId::of(&bytes) != *blob_id {
-            return Err(StoreError::Corrupt(format!("{} does not hash to {blob_id}", path.display())).into());
+            return Err(StoreError::Corrupt(format!(
+                "{} does not hash to {blob_id}",
+                path.display()
+            ))
+            .into());
         }
         Ok(bytes)
     }
@@ -254,13 +355,29 @@ impl Hub {
     }
 }
 
-fn append_revision(tx: &rusqlite::Transaction<'_>, label: &str, blob_id: BlobId, uploader: &str, t: u64) -> Result<LabelEntry, StoreError> {
-    let next: i64 = tx.query_row("SELECT COALESCE(MAX(revision), 0) + 1 FROM labels WHERE label = ?1", [label], |r| r.get(0))?;
+fn append_revision(
+    tx: &rusqlite::Transaction<'_>,
+    label: &str,
+    blob_id: BlobId,
+    uploader: &str,
+    t: u64,
+) -> Result<LabelEntry, StoreError> {
+    let next: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(revision), 0) + 1 FROM labels WHERE label = ?1",
+        [label],
+        |r| r.get(0),
+    )?;
     tx.execute(
         "INSERT INTO labels (label, revision, blob_id, created_at, uploader) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![label, next, blob_id.to_string(), t as i64, uploader],
     )?;
-    Ok(LabelEntry { label: label.into(), revision: next as u64, blob_id, created_at: t, uploader: uploader.into() })
+    Ok(LabelEntry {
+        label: label.into(),
+        revision: next as u64,
+        blob_id,
+        created_at: t,
+        uploader: uploader.into(),
+    })
 }
 
 #[cfg(test)]
@@ -272,7 +389,11 @@ mod tests {
     struct PrefixCheck;
     impl ArtifactCheck for PrefixCheck {
         fn check(&self, bytes: &[u8]) -> Result<String, String> {
-            if bytes.starts_with(b"ok") { Ok("test".into()) } else { Err("does not start with ok".into()) }
+            if bytes.starts_with(b"ok") {
+                Ok("test".into())
+            } else {
+                Err("does not start with ok".into())
+            }
         }
     }
 
@@ -286,6 +407,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path());
         let a = hub.upload("team/m", b"ok-one", "alice").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await; // distinct timestamps
         let b = hub.upload("team/m", b"ok-two", "bob").await.unwrap();
         let c = hub.upload("other/m", b"ok-one", "carol").await.unwrap();
         assert_eq!((a.revision, b.revision, c.revision), (1, 2, 1));
@@ -293,12 +415,35 @@ mod tests {
         assert_eq!(std::fs::read_dir(hub.blob_dir()).unwrap().count(), 2);
         assert_eq!(hub.resolve("team/m", None).unwrap().blob_id, b.blob_id);
         assert_eq!(hub.resolve("team/m@1", None).unwrap().blob_id, a.blob_id);
-        assert_eq!(hub.resolve("team/m", Some(a.created_at)).unwrap().revision.unwrap() >= 1, true);
-        assert!(matches!(hub.resolve("team/m@9", None), Err(HubError::UnknownRevision { latest: 2, .. })));
-        assert!(matches!(hub.resolve("team/m", Some(1)), Err(HubError::NotYetAt { .. })));
-        assert!(matches!(hub.resolve("nope", None), Err(HubError::UnknownLabel(_))));
-        assert_eq!(hub.resolve(&a.blob_id.to_string(), None).unwrap().label, None);
-        let err = hub.store.write(|tx| Ok(tx.execute("UPDATE labels SET blob_id = 'x'", [])?)).await.unwrap_err();
+        assert_eq!(
+            hub.resolve("team/m", Some(a.created_at)).unwrap().revision,
+            Some(1)
+        );
+        assert_eq!(
+            hub.resolve("team/m", Some(b.created_at)).unwrap().revision,
+            Some(2)
+        );
+        assert!(matches!(
+            hub.resolve("team/m@9", None),
+            Err(HubError::UnknownRevision { latest: 2, .. })
+        ));
+        assert!(matches!(
+            hub.resolve("team/m", Some(1)),
+            Err(HubError::NotYetAt { .. })
+        ));
+        assert!(matches!(
+            hub.resolve("nope", None),
+            Err(HubError::UnknownLabel(_))
+        ));
+        assert_eq!(
+            hub.resolve(&a.blob_id.to_string(), None).unwrap().label,
+            None
+        );
+        let err = hub
+            .store
+            .write(|tx| Ok(tx.execute("UPDATE labels SET blob_id = 'x'", [])?))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
         assert_eq!(hub.history("team/m").unwrap().len(), 2);
     }
@@ -311,7 +456,10 @@ mod tests {
         assert!(e.to_string().contains("does not start with ok"));
         assert_eq!(std::fs::read_dir(hub.blob_dir()).unwrap().count(), 0);
         assert!(hub.list().unwrap().is_empty());
-        assert!(matches!(hub.upload("Bad Label", b"ok", "x").await, Err(HubError::InvalidLabel { .. })));
+        assert!(matches!(
+            hub.upload("Bad Label", b"ok", "x").await,
+            Err(HubError::InvalidLabel { .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -323,7 +471,10 @@ mod tests {
         let moved = hub.move_label("m", a.blob_id, "x").await.unwrap();
         assert_eq!(moved.revision, 3);
         assert_eq!(hub.resolve("m", None).unwrap().blob_id, a.blob_id);
-        assert!(matches!(hub.move_label("m", BlobId::of(b"none"), "x").await, Err(HubError::UnknownBlob(_))));
+        assert!(matches!(
+            hub.move_label("m", BlobId::of(b"none"), "x").await,
+            Err(HubError::UnknownBlob(_))
+        ));
         assert_eq!(hub.read_blob(&a.blob_id).unwrap(), b"ok-a");
     }
 }

@@ -9,7 +9,10 @@ use std::io::Write;
 use std::path::Path;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_owned(), source }
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
@@ -34,13 +37,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), Stor
 /// Loads the Ed25519 key at `path`, creating one if the file does not exist.
 pub fn load_or_create_key(path: &Path) -> Result<NodeKey, StoreError> {
     match fs::read_to_string(path) {
-        Ok(text) => NodeKey::from_file_string(&text).map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display()))),
+        Ok(text) => NodeKey::from_file_string(&text)
+            .map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = NodeKey::generate();
             write_atomic(path, key.to_file_string().as_bytes(), true)?;
             Ok(key)
         }
-        Err(e) => Err(StoreError::Io { path: path.to_owned(), source: e }),
+        Err(e) => Err(StoreError::Io {
+            path: path.to_owned(),
+            source: e,
+        }),
     }
 }
 
@@ -48,7 +55,10 @@ pub fn load_or_create_key(path: &Path) -> Result<NodeKey, StoreError> {
 pub fn load_or_create_token(path: &Path) -> Result<String, StoreError> {
     match fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
-        Ok(_) => Err(StoreError::Invalid(format!("{}: empty token file", path.display()))),
+        Ok(_) => Err(StoreError::Invalid(format!(
+            "{}: empty token file",
+            path.display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -56,7 +66,10 @@ pub fn load_or_create_token(path: &Path) -> Result<String, StoreError> {
             write_atomic(path, format!("{token}\n").as_bytes(), true)?;
             Ok(token)
         }
-        Err(e) => Err(StoreError::Io { path: path.to_owned(), source: e }),
+        Err(e) => Err(StoreError::Io {
+            path: path.to_owned(),
+            source: e,
+        }),
     }
 }
 
@@ -71,12 +84,18 @@ mod tests {
         let k2 = load_or_create_key(&dir.path().join("node.key")).unwrap();
         assert_eq!(k1.node_id(), k2.node_id());
         let t1 = load_or_create_token(&dir.path().join("op.token")).unwrap();
-        assert_eq!(t1, load_or_create_token(&dir.path().join("op.token")).unwrap());
+        assert_eq!(
+            t1,
+            load_or_create_token(&dir.path().join("op.token")).unwrap()
+        );
         assert_eq!(t1.len(), 64);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join("node.key")).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join("node.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

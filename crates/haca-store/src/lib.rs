@@ -22,11 +22,17 @@ use std::thread;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("the store's writer has stopped")]
@@ -48,8 +54,14 @@ pub struct Store {
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
-        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -68,8 +80,15 @@ impl Store {
         thread::Builder::new()
             .name("haca-store-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        Ok(Store { path, writer: Mutex::new(tx), reader: Mutex::new(reader) })
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Store {
+            path,
+            writer: Mutex::new(tx),
+            reader: Mutex::new(reader),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -92,10 +111,15 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(f)?.blocking_recv().map_err(|_| StoreError::WriterGone)?
+        self.submit(f)?
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterGone)?
     }
 
-    fn submit<T, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    fn submit<T, F>(
+        &self,
+        f: F,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<T, StoreError>>, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -119,24 +143,34 @@ impl Store {
             Box::new(move |commit: Result<(), String>| {
                 let reply = match (commit, result) {
                     (Ok(()), r) => r,
-                    (Err(e), _) => Err(StoreError::Invalid(format!("commit failed, nothing was written: {e}"))),
+                    (Err(e), _) => Err(StoreError::Invalid(format!(
+                        "commit failed, nothing was written: {e}"
+                    ))),
                 };
                 let _ = done_tx.send(reply);
             })
         });
-        self.writer.lock().expect("writer lock").send(job).map_err(|_| StoreError::WriterGone)?;
+        self.writer
+            .lock()
+            .expect("writer lock")
+            .send(job)
+            .map_err(|_| StoreError::WriterGone)?;
         Ok(done_rx)
     }
 
     /// Runs a read-only query on the reader connection (it sees every committed write).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = self.reader.lock().expect("reader lock");
         f(&conn)
     }
 
     /// True when the database answers a query.
     pub fn is_healthy(&self) -> bool {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).is_ok()
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .is_ok()
     }
 }
 

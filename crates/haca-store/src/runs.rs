@@ -84,7 +84,9 @@ impl Store {
     }
 
     pub fn count_runs(&self) -> Result<u64, StoreError> {
-        self.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))? as u64))
+        self.read(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))? as u64)
+        })
     }
 }
 
@@ -113,7 +115,9 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..200u64 {
             let s = store.clone();
-            tasks.push(tokio::spawn(async move { s.insert_run(rec(&format!("r{i}"), i)).await }));
+            tasks.push(tokio::spawn(async move {
+                s.insert_run(rec(&format!("r{i}"), i)).await
+            }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();

@@ -1,0 +1,388 @@
+//! Every subcommand's flags and help, defined once, next to the code that runs it.
+
+mod loadgen;
+mod show;
+mod verify;
+
+use crate::client::{ClientError, NodeClient};
+use crate::devnet::{self, NodeConfig};
+use crate::server::Limits;
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "haca",
+    version,
+    about = "haca: verifiable AI inference. Every run carries a receipt whose evidence sits in separate boxes."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where client commands find their node.
+#[derive(Args, Clone)]
+struct NodeArgs {
+    /// The node's URL.
+    #[arg(
+        long,
+        env = "HACA_NODE",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    node: String,
+    /// Operator token for admin actions on a node that is not on loopback.
+    #[arg(long, env = "HACA_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl NodeArgs {
+    fn client(&self) -> NodeClient {
+        NodeClient::new(&self.node, self.token.clone())
+    }
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Where the store, keys and blobs live.
+    #[arg(long, default_value = "./.haca")]
+    data_dir: PathBuf,
+    /// Largest JSON request body, in bytes (413 beyond).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body_bytes: usize,
+    /// Largest model upload, in bytes.
+    #[arg(long, default_value_t = 512 << 20)]
+    max_upload_bytes: usize,
+    /// Bytes of model files the in-memory model cache may hold.
+    #[arg(long, default_value_t = 1 << 30)]
+    cache_bytes: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process on an embedded store, with the example model.
+    Devnet(ServeArgs),
+    /// Run a node with the given roles (today: gateway). Admin actions need the operator token.
+    Node {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Comma-separated roles.
+        #[arg(long, default_value = "gateway", value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Run an ML model on a node and print its output and run id.
+    Infer {
+        /// A label (example/mnist-mlp), label@REVISION, or a blob id (sha256:...).
+        model: String,
+        /// The `input` object: inline JSON, or a path to a file holding it.
+        #[arg(long)]
+        input: String,
+        /// Print the whole answer object (run_id, output, receipt).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// List recent runs.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Show a run's receipt, box by box (or, with --json, the receipt file itself).
+    Receipt {
+        run: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// The Model Hub: upload, list, history, tag.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Check a receipt file offline; prints each claim as holds / fails / not present / unchecked.
+    Verify(verify::VerifyArgs),
+    /// Send a burst of runs to a node and report runs/s and latency percentiles.
+    Loadgen(loadgen::LoadgenArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Store FILE as a new revision of NAME (an admin action).
+    Upload {
+        name: String,
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Every label at its latest revision.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Every revision of NAME.
+    History {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Point NAME at an artifact already in the hub, as a new revision (an admin action).
+    Tag {
+        name: String,
+        blob_id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// A CLI failure: printed as `error: ...`, exit status 1 (2 for usage, from clap).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Start(#[from] devnet::StartError),
+    #[error("{0}")]
+    Msg(String),
+}
+
+pub fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`haca receipt RUN | head`), as command-line tools do.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HACA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
+    NodeConfig {
+        listen: a.listen,
+        data_dir: a.data_dir.clone(),
+        loopback_admin: devnet,
+        seed_example: devnet,
+        limits: Limits {
+            max_body: a.max_body_bytes,
+            max_upload: a.max_upload_bytes,
+        },
+        cache_bytes: a.cache_bytes,
+    }
+}
+
+async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, CliError> {
+    let mut node = devnet::start(cfg).await?;
+    println!("{title} is up");
+    println!("  url:       {}", node.url);
+    println!("  node id:   {}", node.node_id);
+    println!("  data dir:  {}", node.data_dir.display());
+    if let Some((label, blob)) = &node.example {
+        println!("  example:   {label} -> {blob}");
+        let example_input = node.data_dir.join("example-input.json");
+        println!(
+            "try:       haca infer {label} --input {} --node {}",
+            example_input.display(),
+            node.url
+        );
+    }
+    println!("press ctrl-c to stop");
+    let stop = node.shutdown_handle();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: finishing requests in flight");
+        if let Some(tx) = stop {
+            let _ = tx.send(());
+        }
+    });
+    node.wait()
+        .await
+        .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Inline JSON, or the path of a file that holds it.
+fn json_arg(arg: &str, what: &str) -> Result<Value, CliError> {
+    let text = if arg.trim_start().starts_with(['{', '[']) {
+        arg.to_owned()
+    } else {
+        std::fs::read_to_string(arg)
+            .map_err(|e| CliError::Msg(format!("{what}: cannot read {arg}: {e}")))?
+    };
+    serde_json::from_str(&text).map_err(|e| CliError::Msg(format!("{what}: not valid JSON: {e}")))
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
+}
+
+async fn run(cmd: Command) -> Result<ExitCode, CliError> {
+    match cmd {
+        Command::Devnet(a) => serve_until_ctrl_c(serve_config(&a, true), "haca devnet").await,
+        Command::Node { serve, roles } => {
+            if let Some(r) = roles.iter().find(|r| r.as_str() != "gateway") {
+                return Err(CliError::Msg(format!(
+                    "--roles: {r:?} is not available in this build (available: gateway)"
+                )));
+            }
+            serve_until_ctrl_c(serve_config(&serve, false), "haca node").await
+        }
+        Command::Infer {
+            model,
+            input,
+            json,
+            node,
+        } => {
+            let input = json_arg(&input, "--input")?;
+            let ans = node
+                .client()
+                .send_json(
+                    Method::POST,
+                    "/v1/infer",
+                    json!({"model": model, "input": input}),
+                )
+                .await?;
+            if json {
+                print_json(&ans);
+            } else {
+                show::answer(&ans, node.client().base());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { limit, json, node } => {
+            let v = node
+                .client()
+                .get_json(&format!("/v1/runs?limit={limit}"))
+                .await?;
+            if json {
+                print_json(&v);
+            } else {
+                show::runs(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receipt { run, json, node } => {
+            let text = node
+                .client()
+                .get_text(&format!("/v1/runs/{run}/receipt"))
+                .await?;
+            let receipt: Value = serde_json::from_str(&text).map_err(|e| {
+                CliError::Msg(format!("the node sent a receipt that is not JSON: {e}"))
+            })?;
+            if json {
+                print_json(&receipt);
+            } else {
+                show::receipt(&receipt);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model(m) => model(m).await,
+        Command::Verify(a) => verify::run(&a),
+        Command::Loadgen(a) => loadgen::run(a).await,
+    }
+}
+
+async fn model(cmd: ModelCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        ModelCommand::Upload {
+            name,
+            file,
+            json,
+            node,
+        } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::Msg(format!("{}: {e}", file.display())))?;
+            eprintln!(
+                "uploading {} ({} bytes) as {name}",
+                file.display(),
+                bytes.len()
+            );
+            let v = node
+                .client()
+                .post_bytes(&format!("/v1/hub/models/{name}"), bytes)
+                .await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{name} revision {} -> {}",
+                    v["revision"],
+                    v["blob_id"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        ModelCommand::List { json, node } => {
+            let v = node.client().get_json("/v1/hub/models").await?;
+            if json {
+                print_json(&v);
+            } else {
+                show::models(&v);
+            }
+        }
+        ModelCommand::History { name, json, node } => {
+            let v = node
+                .client()
+                .get_json(&format!("/v1/hub/history/{name}"))
+                .await?;
+            if json {
+                print_json(&v);
+            } else {
+                show::history(&v);
+            }
+        }
+        ModelCommand::Tag {
+            name,
+            blob_id,
+            node,
+        } => {
+            let v = node
+                .client()
+                .send_json(
+                    Method::PUT,
+                    &format!("/v1/hub/labels/{name}"),
+                    json!({"blob_id": blob_id}),
+                )
+                .await?;
+            println!(
+                "{name} revision {} -> {}",
+                v["revision"],
+                v["blob_id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,193 @@
+//! Plain-words output of client commands.
+
+use haca_core::format_unix_ms;
+use serde_json::Value;
+
+fn time(v: &Value) -> String {
+    v.as_u64().map(format_unix_ms).unwrap_or_else(|| "-".into())
+}
+
+fn short(s: &str) -> String {
+    if s.len() > 20 {
+        format!("{}…", &s[..20])
+    } else {
+        s.to_owned()
+    }
+}
+
+pub fn answer(ans: &Value, base: &str) {
+    let id = ans["run_id"].as_str().unwrap_or("?");
+    println!("run {id}");
+    if let Some(outputs) = ans["output"].as_object() {
+        for (name, t) in outputs {
+            let data = t["data"].as_array().map(|d| {
+                let head: Vec<String> = d.iter().take(10).map(|x| x.to_string()).collect();
+                format!(
+                    "[{}{}]",
+                    head.join(", "),
+                    if d.len() > 10 {
+                        format!(", … {} more", d.len() - 10)
+                    } else {
+                        String::new()
+                    }
+                )
+            });
+            println!(
+                "  output {name}: {} {} {}",
+                t["dtype"].as_str().unwrap_or("?"),
+                t["shape"],
+                data.unwrap_or_default()
+            );
+        }
+    }
+    let exec = &ans["receipt"]["boxes"]["execution"];
+    println!(
+        "  executed: {} by node {}",
+        exec["evidence"]["mode"].as_str().unwrap_or("?"),
+        short(exec["evidence"]["signer"].as_str().unwrap_or("?"))
+    );
+    println!("  receipt:  {base}/v1/runs/{id}/receipt  (haca receipt {id})");
+}
+
+pub fn runs(v: &Value) {
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        println!("no runs yet");
+        return;
+    }
+    println!("{:<66} {:<25} {:<8} MODEL", "RUN", "TIME", "MODE");
+    for r in runs {
+        println!(
+            "{:<66} {:<25} {:<8} {}",
+            r["run_id"].as_str().unwrap_or(""),
+            time(&r["created_at"]),
+            r["mode"].as_str().unwrap_or(""),
+            r["model"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// What each box proves and does not, as DESIGN.md's table says.
+const BOX_MEANING: [(&str, &str, &str); 9] = [
+    (
+        "artifact",
+        "which bytes ran under which label",
+        "that the label still means the same bytes today",
+    ),
+    (
+        "route",
+        "which provider and node got the request, over which path",
+        "anything about the answer",
+    ),
+    (
+        "execution",
+        "that the named node key signed these input and output hashes",
+        "that the signer sits in an enclave",
+    ),
+    (
+        "attestation",
+        "that measured enclave code held the signing key",
+        "that the answer is good",
+    ),
+    (
+        "proof",
+        "that the committed model maps this input to this output",
+        "that the input was true",
+    ),
+    (
+        "data",
+        "which external data was admitted, from where, and when",
+        "that the source was right",
+    ),
+    (
+        "memory",
+        "which memory rows steered the run, whose, and how old",
+        "that the row is still relevant",
+    ),
+    (
+        "payment",
+        "what was paid and what it covered",
+        "anything about execution",
+    ),
+    (
+        "settlement",
+        "that a validator round committed this run",
+        "answer quality",
+    ),
+];
+
+pub fn receipt(r: &Value) {
+    println!(
+        "receipt for run {} (schema version {}), issued {}",
+        r["run_id"].as_str().unwrap_or("?"),
+        r["version"],
+        time(&r["issued_at"])
+    );
+    for (name, proves, not) in BOX_MEANING {
+        let b = &r["boxes"][name];
+        let status = b["status"].as_str().unwrap_or("absent");
+        println!();
+        println!("[{name}] {status}");
+        if let Some(h) = b["history"].as_array() {
+            for c in h {
+                println!(
+                    "    {} at {}",
+                    c["status"].as_str().unwrap_or("?"),
+                    time(&c["at"])
+                );
+            }
+        }
+        if let Some(ev) = b["evidence"].as_object() {
+            for (k, v) in ev {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(_) if k.ends_with("_at") => time(v),
+                    other => other.to_string(),
+                };
+                println!("    {k}: {text}");
+            }
+        }
+        println!("    proves: {proves}; does not prove: {not}");
+    }
+    println!();
+    println!(
+        "check it offline: haca receipt {} --json > receipt.json && haca verify receipt.json",
+        r["run_id"].as_str().unwrap_or("RUN")
+    );
+}
+
+pub fn models(v: &Value) {
+    let models = v["models"].as_array().cloned().unwrap_or_default();
+    if models.is_empty() {
+        println!("no models yet");
+        return;
+    }
+    println!(
+        "{:<32} {:>4} {:<8} {:>10}  {:<25} BLOB",
+        "LABEL", "REV", "FORMAT", "BYTES", "UPDATED"
+    );
+    for m in models {
+        println!(
+            "{:<32} {:>4} {:<8} {:>10}  {:<25} {}",
+            m["label"].as_str().unwrap_or(""),
+            m["revision"],
+            m["format"].as_str().unwrap_or(""),
+            m["size"],
+            time(&m["updated_at"]),
+            m["blob_id"].as_str().unwrap_or("")
+        );
+    }
+}
+
+pub fn history(v: &Value) {
+    println!("{}", v["label"].as_str().unwrap_or(""));
+    for e in v["history"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "  rev {:>3}  {}  {}  by {}",
+            e["revision"],
+            time(&e["created_at"]),
+            e["blob_id"].as_str().unwrap_or(""),
+            e["uploader"].as_str().unwrap_or("")
+        );
+    }
+}

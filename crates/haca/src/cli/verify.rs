@@ -1,0 +1,108 @@
+//! `haca verify`: check a receipt file offline.
+
+use super::CliError;
+use clap::Args;
+use haca_core::claims::{parse_duration, Checker, Claim, ClaimState, TrustAnchors};
+use haca_core::{format_unix_ms, ParsedReceipt};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The receipt file (as `haca receipt RUN --json` writes it).
+    receipt: PathBuf,
+    /// Reference time for freshness claims, unix milliseconds (default: now).
+    #[arg(long)]
+    at: Option<u64>,
+    /// Maximum age for data.fresh.
+    #[arg(long, default_value = "300s")]
+    data_max_age: String,
+    /// Maximum age for memory.fresh.
+    #[arg(long, default_value = "30d")]
+    memory_max_age: String,
+    /// Trust a dev-enclave root (reported as `holds (dev root)`).
+    #[arg(long)]
+    allow_dev_root: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
+    let text = std::fs::read_to_string(&a.receipt)
+        .map_err(|e| CliError::Msg(format!("{}: {e}", a.receipt.display())))?;
+    let parsed = ParsedReceipt::from_json_str(&text)
+        .map_err(|e| CliError::Msg(format!("{}: {e}", a.receipt.display())))?;
+    let at = a.at.unwrap_or_else(crate::now_ms);
+    let data_age = parse_duration(&a.data_max_age)
+        .map_err(|e| CliError::Msg(format!("--data-max-age: {e}")))?;
+    let mem_age = parse_duration(&a.memory_max_age)
+        .map_err(|e| CliError::Msg(format!("--memory-max-age: {e}")))?;
+    let anchors = TrustAnchors {
+        registered_nodes: None,
+        allow_dev_root: a.allow_dev_root,
+    };
+    let checker = Checker::new(&parsed, &anchors, at);
+    let outcomes: Vec<_> = Claim::all(data_age, mem_age)
+        .into_iter()
+        .map(|c| checker.check(c))
+        .collect();
+    let problems = checker.problems();
+    let failed = outcomes
+        .iter()
+        .filter(|o| o.state == ClaimState::Fails)
+        .count();
+    let ok = failed == 0 && problems.is_empty();
+    if a.json {
+        let v = json!({
+            "run_id": parsed.receipt.run_id.to_string(),
+            "receipt_digest": parsed.digest().to_hex(),
+            "at": at,
+            "claims": outcomes,
+            "problems": problems,
+            "ok": ok,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON prints"));
+    } else {
+        println!(
+            "receipt for run {} (schema version {})",
+            parsed.receipt.run_id, parsed.receipt.version
+        );
+        println!(
+            "digest {}; claims evaluated at {}",
+            parsed.digest(),
+            format_unix_ms(at)
+        );
+        for o in &outcomes {
+            println!(
+                "  {:<22} {:<12} {}",
+                o.claim.to_string(),
+                o.state.as_str(),
+                o.detail
+            );
+        }
+        for p in &problems {
+            println!("  problem: {p}");
+        }
+        let count = |s: ClaimState| outcomes.iter().filter(|o| o.state == s).count();
+        println!(
+            "{}: {} hold, {} fail, {} not present, {} unchecked{}",
+            if ok { "ok" } else { "FAILED" },
+            count(ClaimState::Holds),
+            failed,
+            count(ClaimState::NotPresent),
+            count(ClaimState::Unchecked),
+            if problems.is_empty() {
+                String::new()
+            } else {
+                format!(", {} problem(s)", problems.len())
+            }
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,134 @@
+//! A small HTTP client for haca nodes, used by the CLI's client commands.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// A client failure in plain words.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the node at {url}: {reason} (is `haca devnet` running? set --node or HACA_NODE)")]
+    Unreachable { url: String, reason: String },
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the node answered HTTP {status} with a body that is not haca's: {body}")]
+    Unexpected { status: u16, body: String },
+}
+
+/// Talks to one node.
+#[derive(Clone)]
+pub struct NodeClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        NodeClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req = match body {
+            Some(Body::Json(v)) => req.json(&v),
+            Some(Body::Bytes(b)) => req
+                .header("content-type", "application/octet-stream")
+                .body(b),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            reason: root_cause(&e),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url,
+            reason: root_cause(&e),
+        })?;
+        if !status.is_success() {
+            let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+            return Err(match parsed.as_ref().and_then(|v| v.get("error")) {
+                Some(err) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: err["code"].as_str().unwrap_or("unknown").to_owned(),
+                    message: err["message"].as_str().unwrap_or("").to_owned(),
+                },
+                None => ClientError::Unexpected {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+                },
+            });
+        }
+        Ok((status, bytes))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        let (status, bytes) = self.send(Method::GET, path, None).await?;
+        serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+        })
+    }
+
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let (_, bytes) = self.send(Method::GET, path, None).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, ClientError> {
+        let (status, bytes) = self.send(method, path, Some(Body::Json(body))).await?;
+        serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+        })
+    }
+
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, ClientError> {
+        let (status, bytes) = self
+            .send(Method::POST, path, Some(Body::Bytes(body)))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+        })
+    }
+}
+
+enum Body {
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

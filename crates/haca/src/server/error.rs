@@ -1,0 +1,98 @@
+//! The one place where errors become HTTP answers: a status and `{error: {code, message}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use haca_exec::ExecError;
+use haca_hub::HubError;
+use haca_store::StoreError;
+use serde_json::{json, Value};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+    pub fn body(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, "{}", self.message);
+        } else {
+            tracing::debug!(status = %self.status, code = self.code, "{}", self.message);
+        }
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        let msg = e.to_string();
+        match e {
+            HubError::InvalidLabel { .. } => {
+                Self::bad_request("invalid_label", format!("model: {msg}"))
+            }
+            HubError::Refused(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_artifact", msg)
+            }
+            HubError::UnknownLabel(_) => Self::not_found("unknown_model", format!("model: {msg}")),
+            HubError::UnknownRevision { .. } => {
+                Self::not_found("unknown_revision", format!("model: {msg}"))
+            }
+            HubError::NotYetAt { .. } => {
+                Self::not_found("unknown_revision", format!("model: {msg}"))
+            }
+            HubError::UnknownBlob(_) => Self::not_found("unknown_blob", format!("model: {msg}")),
+            HubError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Input { field, reason } => {
+                Self::bad_request("invalid_input", format!("{field}: {reason}"))
+            }
+            ExecError::Load(m) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "model_unloadable", m)
+            }
+            ExecError::Run(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "execution_failed", m),
+        }
+    }
+}
+
+impl From<haca_core::tensor::TensorError> for ApiError {
+    fn from(e: haca_core::tensor::TensorError) -> Self {
+        Self::bad_request("invalid_input", e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(format!("store: {e}"))
+    }
+}

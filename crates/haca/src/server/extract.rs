@@ -1,0 +1,112 @@
+//! Request extractors whose refusals speak the API's error shape.
+
+use super::error::ApiError;
+use super::AppState;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, StatusCode};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A JSON body: 413 past the size limit, 415 for another content type, 400 for malformed JSON
+/// (with line and column) or a bad field (with its path).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            if !ct.starts_with("application/json") && !ct.contains("+json") {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("content-type is {ct:?}; send application/json"),
+                ));
+            }
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The raw body, with the size limit turned into a 413 in the API's shape.
+pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body is over this node's limit (see --max-body-bytes)",
+            )
+        } else {
+            ApiError::bad_request(
+                "unreadable_body",
+                format!("request body could not be read: {e}"),
+            )
+        }
+    })
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request("malformed_json", format!("body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::bad_request("invalid_field", format!("body: {inner}"))
+        } else {
+            ApiError::bad_request("invalid_field", format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// Admits operator actions: from loopback when the node allows it (devnet), otherwise only
+/// with `Authorization: Bearer <operator token>`. Carries who acted, for the records.
+pub struct Admin(pub String);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+            let given = auth
+                .to_str()
+                .unwrap_or("")
+                .strip_prefix("Bearer ")
+                .unwrap_or("")
+                .trim();
+            if constant_time_eq(given.as_bytes(), state.operator_token.as_bytes()) {
+                return Ok(Admin("operator".into()));
+            }
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the bearer token is not this node's operator token",
+            ));
+        }
+        match peer {
+            Some(p) if state.loopback_admin && p.ip().is_loopback() => Ok(Admin(format!("loopback:{}", p.ip()))),
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "admin action: send Authorization: Bearer <operator token> (the node writes it to DATA_DIR/operator.token)",
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

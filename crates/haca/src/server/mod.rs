@@ -1,0 +1,78 @@
+//! HTTP: the router, shared state and the handlers.
+
+pub mod error;
+pub mod extract;
+mod routes;
+
+use crate::gateway::Gateway;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use haca_core::BlobId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub gateway: Gateway,
+    pub operator_token: String,
+    /// devnet: admin actions are allowed from loopback without the token.
+    pub loopback_admin: bool,
+    /// The model that /readyz requires to be loaded.
+    pub example_blob: Option<BlobId>,
+}
+
+/// Body limits, in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_body: usize,
+    pub max_upload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 16 << 20,
+            max_upload: 512 << 20,
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
+    let uploads = Router::new()
+        .route("/v1/hub/models/{*label}", post(routes::upload_model))
+        .layer(DefaultBodyLimit::max(limits.max_upload));
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/v1/infer", post(routes::infer))
+        .route("/v1/runs", get(routes::list_runs))
+        .route("/v1/runs/{run_id}", get(routes::get_run))
+        .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))
+        .route("/v1/hub/models", get(routes::list_models))
+        .route("/v1/hub/history/{*label}", get(routes::label_history))
+        .route("/v1/hub/resolve/{*reference}", get(routes::resolve_model))
+        .route("/v1/hub/labels/{*label}", put(routes::move_label))
+        .route("/v1/hub/blobs/{blob_id}", get(routes::get_blob))
+        .route("/v1/node", get(routes::node_info))
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        .merge(uploads)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,93 @@
+//! Starts the real `haca` binary as a devnet on a free port and talks to it over HTTP.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_haca");
+
+pub struct Devnet {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Devnet {
+    /// Starts `haca devnet` on 127.0.0.1:0 over `data_dir`, waiting until it prints its URL.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Devnet {
+        let mut child = Command::new(BIN)
+            .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("HACA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn haca devnet");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("url:") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("devnet printed its url within 60 s");
+        Devnet {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// SIGKILL, as `kill -9` does.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    pub fn haca(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .env("HACA_NODE", &self.url)
+            .env("HACA_LOG", "warn")
+            .output()
+            .expect("run haca")
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn mlp_input(seed: u32) -> Value {
+    let data: Vec<f32> = (0..784)
+        .map(|i| ((i as u32 * 31 + seed) % 256) as f32 / 255.0)
+        .collect();
+    json!({"input": {"shape": [1, 784], "data": data}})
+}
+
+pub fn wait_ready(client: &reqwest::blocking::Client, url: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if client
+            .get(format!("{url}/readyz"))
+            .send()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("node at {url} did not become ready");
+}
