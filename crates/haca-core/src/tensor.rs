@@ -212,24 +212,22 @@ fn parse_tensor(v: &Value, at: &str) -> Result<Tensor, TensorError> {
         None | Some(Value::Null) => nested_shape,
         Some(s) => parse_shape(s, &format!("{at}.shape"))?,
     };
-    let want: usize = shape.iter().product();
-    if want != flat.len() {
-        return Err(err(
-            format!("{at}.data"),
-            format!(
-                "has {} elements but shape {:?} needs {}",
-                flat.len(),
-                shape,
-                want
-            ),
-        ));
-    }
+    check_count(&shape, flat.len(), &format!("{at}.data"))?;
     let data = typed(&flat, dtype, &format!("{at}.data"))?;
     Ok(Tensor {
         shape,
         data,
         dtype_implied: false,
     })
+}
+
+/// Checks that `shape` holds exactly `len` elements (without overflowing on huge dims).
+fn check_count(shape: &[usize], len: usize, at: &str) -> Result<(), TensorError> {
+    match shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)) {
+        Some(want) if want == len => Ok(()),
+        Some(want) => Err(err(at, format!("has {len} elements but shape {shape:?} needs {want}"))),
+        None => Err(err(at, format!("has {len} elements but shape {shape:?} is too large to hold"))),
+    }
 }
 
 fn parse_shape(v: &Value, at: &str) -> Result<Vec<usize>, TensorError> {
@@ -377,17 +375,7 @@ fn parse_og_input(obj: &Map<String, Value>, at: &str) -> Result<TensorMap, Tenso
                     None | Some(Value::Null) => vec![nums.len()],
                     Some(s) => parse_shape(s, &format!("{here}.shape"))?,
                 };
-                if shape.iter().product::<usize>() != nums.len() {
-                    return Err(err(
-                        format!("{here}.values"),
-                        format!(
-                            "has {} elements but shape {:?} needs {}",
-                            nums.len(),
-                            shape,
-                            shape.iter().product::<usize>()
-                        ),
-                    ));
-                }
+                check_count(&shape, nums.len(), &format!("{here}.values"))?;
                 Tensor {
                     shape,
                     data: TensorData::F64(nums),

@@ -2,7 +2,9 @@
 
 use crate::ExecError;
 use haca_core::tensor::{DType, Tensor, TensorData, TensorMap};
+use std::sync::Mutex;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 /// Written into receipts: runtimes agree to about 1e-6, not bit for bit.
 pub const RUNTIME: &str = "tract-onnx 0.23";
@@ -17,11 +19,22 @@ pub struct InputSpec {
     pub shape: Vec<Option<usize>>,
 }
 
-/// A loaded, optimized ONNX model, ready to run from many threads.
+/// A loaded ONNX model, ready to run from many threads.
 pub struct OnnxModel {
-    plan: Plan,
+    compiled: Compiled,
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
+}
+
+/// How many concrete input shapes a symbolic-shape model keeps compiled plans for.
+const MAX_SHAPE_PLANS: usize = 8;
+
+enum Compiled {
+    /// Optimized once, ahead of time.
+    Fixed(Plan),
+    /// Symbolic input dims that tract cannot optimize ahead of time (exporters write shape
+    /// expressions it cannot unify): optimized per concrete input shape, most recent first.
+    PerShape { model: InferenceModel, plans: Mutex<Vec<(Vec<Vec<usize>>, Plan)>> },
 }
 
 fn dtype_of(dt: DatumType) -> Option<DType> {
@@ -37,59 +50,69 @@ fn dtype_of(dt: DatumType) -> Option<DType> {
     })
 }
 
+fn datum_of(dt: DType) -> DatumType {
+    match dt {
+        DType::F32 => DatumType::F32,
+        DType::F64 => DatumType::F64,
+        DType::I64 => DatumType::I64,
+        DType::I32 => DatumType::I32,
+        DType::U8 => DatumType::U8,
+        DType::Bool => DatumType::Bool,
+        DType::Str => DatumType::String,
+    }
+}
+
+/// tract's errors carry the failing node and op in their first lines.
+fn brief(e: &TractError) -> String {
+    format!("{e:#}").lines().take(3).collect::<Vec<_>>().join("; ")
+}
+
+fn parse(bytes: &[u8], ignore_value_info: bool) -> TractResult<InferenceModel> {
+    tract_onnx::onnx().with_ignore_value_info(ignore_value_info).model_for_read(&mut &bytes[..])
+}
+
+fn specs(model: &InferenceModel) -> TractResult<(Vec<InputSpec>, Vec<String>)> {
+    let mut inputs = Vec::new();
+    for outlet in model.input_outlets()? {
+        let fact = model.outlet_fact(*outlet)?;
+        let shape = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok()).map(|v| v as usize)).collect();
+        inputs.push(InputSpec { name: model.node(outlet.node).name.clone(), dtype: fact.datum_type.concretize().and_then(dtype_of), shape });
+    }
+    // An output's ONNX tensor name is its outlet label; its node is named after the op.
+    let outputs = model
+        .output_outlets()?
+        .iter()
+        .map(|o| model.outlet_label(*o).map(str::to_owned).unwrap_or_else(|| model.node(o.node).name.clone()))
+        .collect();
+    Ok((inputs, outputs))
+}
+
 impl OnnxModel {
-    /// Parses, type-checks and optimizes ONNX bytes.
+    /// Parses and type-checks ONNX bytes, and optimizes them when the input shapes allow.
     pub fn load(bytes: &[u8]) -> Result<Self, ExecError> {
         if bytes.is_empty() {
             return Err(ExecError::Load("the file is empty".into()));
         }
-        let load = || -> TractResult<(Plan, Vec<InputSpec>, Vec<String>)> {
-            let model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
-            let typed = model.into_typed()?;
-            let mut inputs = Vec::new();
-            for outlet in typed.input_outlets()? {
-                let fact = typed.outlet_fact(*outlet)?;
-                let name = typed.node(outlet.node).name.clone();
-                let shape = fact
-                    .shape
-                    .iter()
-                    .map(|d| d.to_i64().ok().map(|v| v as usize))
-                    .collect();
-                inputs.push(InputSpec {
-                    name,
-                    dtype: dtype_of(fact.datum_type),
-                    shape,
-                });
+        let model = parse(bytes, false).map_err(|e| ExecError::Load(brief(&e)))?;
+        let (inputs, outputs) = specs(&model).map_err(|e| ExecError::Load(brief(&e)))?;
+        let compiled = match model.clone().into_optimized().and_then(|m| m.into_runnable()) {
+            Ok(plan) => Compiled::Fixed(plan),
+            Err(first) => {
+                if !inputs.iter().any(|s| s.shape.iter().any(Option::is_none)) {
+                    return Err(ExecError::Load(brief(&first)));
+                }
+                // Without the exporter's intermediate shape annotations, tract infers its own.
+                let model = parse(bytes, true).map_err(|e| ExecError::Load(brief(&e)))?;
+                let compiled = Compiled::PerShape { model, plans: Mutex::new(Vec::new()) };
+                // Prove that it can run at all: compile once with every symbolic dim at 32.
+                let sample: Vec<Vec<usize>> = inputs.iter().map(|s| s.shape.iter().map(|d| d.unwrap_or(32)).collect()).collect();
+                compiled
+                    .plan_for(&inputs, &sample)
+                    .map_err(|e| ExecError::Load(format!("{} (tried with symbolic dims at 32)", brief(&e))))?;
+                compiled
             }
-            // An output's ONNX tensor name is its outlet label; its node is named after the op.
-            let outputs = typed
-                .output_outlets()?
-                .iter()
-                .map(|o| {
-                    typed
-                        .outlet_label(*o)
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| typed.node(o.node).name.clone())
-                })
-                .collect::<Vec<_>>();
-            let plan = typed.into_optimized()?.into_runnable()?;
-            Ok((plan, inputs, outputs))
         };
-        // tract reports the failing node and op; keep its first lines, they say what broke.
-        let (plan, inputs, outputs) = load().map_err(|e| {
-            ExecError::Load(
-                format!("{e:#}")
-                    .lines()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        Ok(OnnxModel {
-            plan,
-            inputs,
-            outputs,
-        })
+        Ok(OnnxModel { compiled, inputs, outputs })
     }
 
     pub fn inputs(&self) -> &[InputSpec] {
@@ -137,10 +160,9 @@ impl OnnxModel {
             }
             values.push(to_tract(t, spec, &field)?.into());
         }
-        let outputs = self
-            .plan
-            .run(values)
-            .map_err(|e| ExecError::Run(format!("{e:#}")))?;
+        let shapes: Vec<Vec<usize>> = self.inputs.iter().map(|s| inputs[&s.name].shape.clone()).collect();
+        let plan = self.compiled.plan_for(&self.inputs, &shapes).map_err(|e| ExecError::Run(brief(&e)))?;
+        let outputs = plan.run(values).map_err(|e| ExecError::Run(brief(&e)))?;
         let mut map = TensorMap::new();
         for (name, value) in self.outputs.iter().zip(outputs) {
             map.insert(
@@ -149,6 +171,36 @@ impl OnnxModel {
             );
         }
         Ok(map)
+    }
+}
+
+impl Compiled {
+    fn plan_for(&self, specs: &[InputSpec], shapes: &[Vec<usize>]) -> TractResult<Plan> {
+        match self {
+            Compiled::Fixed(plan) => Ok(plan.clone()),
+            Compiled::PerShape { model, plans } => {
+                {
+                    let mut plans = plans.lock().expect("plan lock");
+                    if let Some(i) = plans.iter().position(|(s, _)| s.as_slice() == shapes) {
+                        let hit = plans.remove(i);
+                        let plan = hit.1.clone();
+                        plans.insert(0, hit);
+                        return Ok(plan);
+                    }
+                }
+                // Compiled outside the lock: other shapes keep running meanwhile.
+                let mut m = model.clone();
+                for (i, (spec, shape)) in specs.iter().zip(shapes).enumerate() {
+                    let dt = spec.dtype.map(datum_of).unwrap_or(DatumType::F32);
+                    m.set_input_fact(i, InferenceFact::dt_shape(dt, shape.clone()))?;
+                }
+                let plan = m.into_optimized()?.into_runnable()?;
+                let mut plans = plans.lock().expect("plan lock");
+                plans.insert(0, (shapes.to_vec(), plan.clone()));
+                plans.truncate(MAX_SHAPE_PLANS);
+                Ok(plan)
+            }
+        }
     }
 }
 
