@@ -225,8 +225,14 @@ fn parse_tensor(v: &Value, at: &str) -> Result<Tensor, TensorError> {
 fn check_count(shape: &[usize], len: usize, at: &str) -> Result<(), TensorError> {
     match shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)) {
         Some(want) if want == len => Ok(()),
-        Some(want) => Err(err(at, format!("has {len} elements but shape {shape:?} needs {want}"))),
-        None => Err(err(at, format!("has {len} elements but shape {shape:?} is too large to hold"))),
+        Some(want) => Err(err(
+            at,
+            format!("has {len} elements but shape {shape:?} needs {want}"),
+        )),
+        None => Err(err(
+            at,
+            format!("has {len} elements but shape {shape:?} is too large to hold"),
+        )),
     }
 }
 

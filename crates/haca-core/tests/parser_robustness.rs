@@ -13,7 +13,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|i| json!(i)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "[a-z0-9:._-]{0,70}".prop_map(Value::String),
     ];
     leaf.prop_recursive(5, 128, 8, |inner| {
@@ -75,7 +77,11 @@ proptest! {
 
 #[test]
 fn huge_declared_shapes_are_refused_without_allocating() {
-    let e = parse_input(&json!({"x": {"shape": [4294967295u64, 4294967295u64, 4294967295u64], "data": [1]}}), "input").unwrap_err();
+    let e = parse_input(
+        &json!({"x": {"shape": [4294967295u64, 4294967295u64, 4294967295u64], "data": [1]}}),
+        "input",
+    )
+    .unwrap_err();
     assert_eq!(e.field, "input.x.data");
 }
 

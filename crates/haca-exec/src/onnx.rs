@@ -34,7 +34,10 @@ enum Compiled {
     Fixed(Plan),
     /// Symbolic input dims that tract cannot optimize ahead of time (exporters write shape
     /// expressions it cannot unify): optimized per concrete input shape, most recent first.
-    PerShape { model: InferenceModel, plans: Mutex<Vec<(Vec<Vec<usize>>, Plan)>> },
+    PerShape {
+        model: InferenceModel,
+        plans: Mutex<Vec<(Vec<Vec<usize>>, Plan)>>,
+    },
 }
 
 fn dtype_of(dt: DatumType) -> Option<DType> {
@@ -64,25 +67,48 @@ fn datum_of(dt: DType) -> DatumType {
 
 /// tract's errors carry the failing node and op in their first lines.
 fn brief(e: &TractError) -> String {
-    format!("{e:#}").lines().take(3).collect::<Vec<_>>().join("; ")
+    format!("{e:#}")
+        .lines()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn parse(bytes: &[u8], ignore_value_info: bool) -> TractResult<InferenceModel> {
-    tract_onnx::onnx().with_ignore_value_info(ignore_value_info).model_for_read(&mut &bytes[..])
+    tract_onnx::onnx()
+        .with_ignore_value_info(ignore_value_info)
+        .model_for_read(&mut &bytes[..])
 }
 
 fn specs(model: &InferenceModel) -> TractResult<(Vec<InputSpec>, Vec<String>)> {
     let mut inputs = Vec::new();
     for outlet in model.input_outlets()? {
         let fact = model.outlet_fact(*outlet)?;
-        let shape = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok()).map(|v| v as usize)).collect();
-        inputs.push(InputSpec { name: model.node(outlet.node).name.clone(), dtype: fact.datum_type.concretize().and_then(dtype_of), shape });
+        let shape = fact
+            .shape
+            .dims()
+            .map(|d| {
+                d.concretize()
+                    .and_then(|d| d.to_i64().ok())
+                    .map(|v| v as usize)
+            })
+            .collect();
+        inputs.push(InputSpec {
+            name: model.node(outlet.node).name.clone(),
+            dtype: fact.datum_type.concretize().and_then(dtype_of),
+            shape,
+        });
     }
     // An output's ONNX tensor name is its outlet label; its node is named after the op.
     let outputs = model
         .output_outlets()?
         .iter()
-        .map(|o| model.outlet_label(*o).map(str::to_owned).unwrap_or_else(|| model.node(o.node).name.clone()))
+        .map(|o| {
+            model
+                .outlet_label(*o)
+                .map(str::to_owned)
+                .unwrap_or_else(|| model.node(o.node).name.clone())
+        })
         .collect();
     Ok((inputs, outputs))
 }
@@ -95,7 +121,11 @@ impl OnnxModel {
         }
         let model = parse(bytes, false).map_err(|e| ExecError::Load(brief(&e)))?;
         let (inputs, outputs) = specs(&model).map_err(|e| ExecError::Load(brief(&e)))?;
-        let compiled = match model.clone().into_optimized().and_then(|m| m.into_runnable()) {
+        let compiled = match model
+            .clone()
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+        {
             Ok(plan) => Compiled::Fixed(plan),
             Err(first) => {
                 if !inputs.iter().any(|s| s.shape.iter().any(Option::is_none)) {
@@ -103,16 +133,26 @@ impl OnnxModel {
                 }
                 // Without the exporter's intermediate shape annotations, tract infers its own.
                 let model = parse(bytes, true).map_err(|e| ExecError::Load(brief(&e)))?;
-                let compiled = Compiled::PerShape { model, plans: Mutex::new(Vec::new()) };
+                let compiled = Compiled::PerShape {
+                    model,
+                    plans: Mutex::new(Vec::new()),
+                };
                 // Prove that it can run at all: compile once with every symbolic dim at 32.
-                let sample: Vec<Vec<usize>> = inputs.iter().map(|s| s.shape.iter().map(|d| d.unwrap_or(32)).collect()).collect();
-                compiled
-                    .plan_for(&inputs, &sample)
-                    .map_err(|e| ExecError::Load(format!("{} (tried with symbolic dims at 32)", brief(&e))))?;
+                let sample: Vec<Vec<usize>> = inputs
+                    .iter()
+                    .map(|s| s.shape.iter().map(|d| d.unwrap_or(32)).collect())
+                    .collect();
+                compiled.plan_for(&inputs, &sample).map_err(|e| {
+                    ExecError::Load(format!("{} (tried with symbolic dims at 32)", brief(&e)))
+                })?;
                 compiled
             }
         };
-        Ok(OnnxModel { compiled, inputs, outputs })
+        Ok(OnnxModel {
+            compiled,
+            inputs,
+            outputs,
+        })
     }
 
     pub fn inputs(&self) -> &[InputSpec] {
@@ -160,8 +200,15 @@ impl OnnxModel {
             }
             values.push(to_tract(t, spec, &field)?.into());
         }
-        let shapes: Vec<Vec<usize>> = self.inputs.iter().map(|s| inputs[&s.name].shape.clone()).collect();
-        let plan = self.compiled.plan_for(&self.inputs, &shapes).map_err(|e| ExecError::Run(brief(&e)))?;
+        let shapes: Vec<Vec<usize>> = self
+            .inputs
+            .iter()
+            .map(|s| inputs[&s.name].shape.clone())
+            .collect();
+        let plan = self
+            .compiled
+            .plan_for(&self.inputs, &shapes)
+            .map_err(|e| ExecError::Run(brief(&e)))?;
         let outputs = plan.run(values).map_err(|e| ExecError::Run(brief(&e)))?;
         let mut map = TensorMap::new();
         for (name, value) in self.outputs.iter().zip(outputs) {

@@ -1,1 +1,137 @@
-fn main() {}
+//! The receipt path: build + sign, build + sign + persist, and a whole HTTP run against an
+//! in-process node, beside a direct tract call on the same model and input (the floor).
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use haca::devnet::{self, NodeConfig, EXAMPLE_MODEL};
+use haca_core::receipt::*;
+use haca_core::tensor::parse_input;
+use haca_core::{sha256, BlobId, NodeKey, RunId};
+use haca_exec::OnnxModel;
+use haca_store::{RunRecord, Store};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn input() -> serde_json::Value {
+    let data: Vec<f32> = (0..784).map(|i| (i % 255) as f32 / 255.0).collect();
+    json!({"input": {"shape": [1, 784], "data": data}})
+}
+
+fn receipt(key: &NodeKey, n: u64) -> Receipt {
+    let t = 1_764_000_000_000 + n;
+    let mut r = Receipt::new(RunId(sha256(&n.to_le_bytes())), t);
+    r.boxes.artifact = EvidenceBox::with(
+        ArtifactEvidence {
+            label: Some("example/mnist-mlp".into()),
+            revision: Some(1),
+            blob_id: BlobId::of(EXAMPLE_MODEL),
+            format: "onnx".into(),
+        },
+        BoxStatus::Claimed,
+        t,
+    );
+    r.boxes.route = EvidenceBox::with(
+        RouteEvidence {
+            provider: "local/tract".into(),
+            node: key.node_id(),
+            path: PrivacyPath::Direct,
+            policy: "any".into(),
+            attempts: vec![],
+        },
+        BoxStatus::Claimed,
+        t,
+    );
+    r.boxes.execution = EvidenceBox::with(
+        ExecutionEvidence {
+            mode: ExecMode::Vanilla,
+            runtime: "tract-onnx 0.23".into(),
+            request_hash: sha256(b"q"),
+            input_hash: sha256(b"i"),
+            output_hash: sha256(b"o"),
+            signer: key.node_id(),
+            started_at: t,
+            finished_at: t,
+            signature: None,
+        },
+        BoxStatus::Claimed,
+        t,
+    );
+    r
+}
+
+fn bench(c: &mut Criterion) {
+    let key = NodeKey::generate();
+    let counter = AtomicU64::new(0);
+    c.bench_function("receipt_build_sign", |b| {
+        b.iter(|| {
+            let mut r = receipt(&key, counter.fetch_add(1, Ordering::Relaxed));
+            r.sign(&key).unwrap()
+        })
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("bench.db")).unwrap();
+    c.bench_function("receipt_build_sign_persist", |b| {
+        b.iter(|| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let mut r = receipt(&key, n);
+            let digest = r.sign(&key).unwrap();
+            let rec = RunRecord {
+                run_id: r.run_id.to_string(),
+                created_at: r.issued_at,
+                model: "example/mnist-mlp".into(),
+                blob_id: BlobId::of(EXAMPLE_MODEL).to_string(),
+                mode: "vanilla".into(),
+                node_id: key.node_id().to_string(),
+                receipt_digest: digest.to_hex(),
+                output: "{}".into(),
+                receipt: serde_json::to_string(&r).unwrap(),
+            };
+            store
+                .write_blocking(move |tx| {
+                    tx.execute(
+                        "INSERT INTO runs (run_id, created_at, model, blob_id, mode, node_id, receipt_digest, output, receipt) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                        rusqlite::params![rec.run_id, rec.created_at as i64, rec.model, rec.blob_id, rec.mode, rec.node_id, rec.receipt_digest, rec.output, rec.receipt],
+                    )?;
+                    Ok(())
+                })
+                .unwrap()
+        })
+    });
+
+    // The floor: tract alone on the same model and input.
+    let model = OnnxModel::load(EXAMPLE_MODEL).unwrap();
+    let tensors = parse_input(&input(), "input").unwrap();
+    c.bench_function("tract_direct_mlp", |b| {
+        b.iter(|| model.run(&tensors, "input").unwrap())
+    });
+
+    // The whole path over HTTP on loopback: parse, resolve, run, hash, sign, commit, answer.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = rt
+        .block_on(devnet::start(NodeConfig::devnet(
+            "127.0.0.1:0".parse().unwrap(),
+            node_dir.path().to_owned(),
+        )))
+        .unwrap();
+    let http = reqwest::blocking::Client::new();
+    let body =
+        serde_json::to_vec(&json!({"model": "example/mnist-mlp", "input": input()})).unwrap();
+    let url = format!("{}/v1/infer", node.url);
+    c.bench_function("http_infer_mlp_with_receipt", |b| {
+        b.iter(|| {
+            let resp = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .unwrap();
+            assert!(resp.status().is_success());
+            resp.bytes().unwrap()
+        })
+    });
+    rt.block_on(node.stop()).unwrap();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
