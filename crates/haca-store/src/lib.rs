@@ -128,10 +128,10 @@ impl Store {
         let job: Job = Box::new(move |tx: &Transaction<'_>| {
             // Each job runs under a savepoint so that one failing job leaves the batch intact.
             let result = (|| {
-                tx.execute_batch("SAVEPOINT job")?;
+                tx.prepare_cached("SAVEPOINT job")?.execute([])?;
                 match f(tx) {
                     Ok(v) => {
-                        tx.execute_batch("RELEASE job")?;
+                        tx.prepare_cached("RELEASE job")?.execute([])?;
                         Ok(v)
                     }
                     Err(e) => {

@@ -46,11 +46,22 @@ impl Store {
     /// of the same id is refused.
     pub async fn insert_run(&self, rec: RunRecord) -> Result<(), StoreError> {
         self.write(move |tx| {
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO runs (run_id, created_at, model, blob_id, mode, node_id, receipt_digest, output, receipt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![rec.run_id, rec.created_at as i64, rec.model, rec.blob_id, rec.mode, rec.node_id, rec.receipt_digest, rec.output, rec.receipt],
-            )?;
+            let n = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO runs (run_id, created_at, model, blob_id, mode, node_id, receipt_digest, output, receipt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    rec.run_id,
+                    rec.created_at as i64,
+                    rec.model,
+                    rec.blob_id,
+                    rec.mode,
+                    rec.node_id,
+                    rec.receipt_digest,
+                    rec.output,
+                    rec.receipt
+                ])?;
             if n == 0 {
                 return Err(StoreError::Invalid(format!("run {} is already stored", rec.run_id)));
             }

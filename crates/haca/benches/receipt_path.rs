@@ -16,14 +16,14 @@ fn input() -> serde_json::Value {
     json!({"input": {"shape": [1, 784], "data": data}})
 }
 
-fn receipt(key: &NodeKey, n: u64) -> Receipt {
+fn receipt(key: &NodeKey, blob_id: BlobId, n: u64) -> Receipt {
     let t = 1_764_000_000_000 + n;
     let mut r = Receipt::new(RunId(sha256(&n.to_le_bytes())), t);
     r.boxes.artifact = EvidenceBox::with(
         ArtifactEvidence {
             label: Some("example/mnist-mlp".into()),
             revision: Some(1),
-            blob_id: BlobId::of(EXAMPLE_MODEL),
+            blob_id,
             format: "onnx".into(),
         },
         BoxStatus::Claimed,
@@ -60,41 +60,35 @@ fn receipt(key: &NodeKey, n: u64) -> Receipt {
 
 fn bench(c: &mut Criterion) {
     let key = NodeKey::generate();
+    let blob_id = BlobId::of(EXAMPLE_MODEL); // hashed once: the gateway gets it from the hub
     let counter = AtomicU64::new(0);
     c.bench_function("receipt_build_sign", |b| {
         b.iter(|| {
-            let mut r = receipt(&key, counter.fetch_add(1, Ordering::Relaxed));
+            let mut r = receipt(&key, blob_id, counter.fetch_add(1, Ordering::Relaxed));
             r.sign(&key).unwrap()
         })
     });
 
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("bench.db")).unwrap();
     c.bench_function("receipt_build_sign_persist", |b| {
         b.iter(|| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
-            let mut r = receipt(&key, n);
+            let mut r = receipt(&key, blob_id, n);
             let digest = r.sign(&key).unwrap();
             let rec = RunRecord {
                 run_id: r.run_id.to_string(),
                 created_at: r.issued_at,
                 model: "example/mnist-mlp".into(),
-                blob_id: BlobId::of(EXAMPLE_MODEL).to_string(),
+                blob_id: blob_id.to_string(),
                 mode: "vanilla".into(),
                 node_id: key.node_id().to_string(),
                 receipt_digest: digest.to_hex(),
                 output: "{}".into(),
                 receipt: serde_json::to_string(&r).unwrap(),
             };
-            store
-                .write_blocking(move |tx| {
-                    tx.execute(
-                        "INSERT INTO runs (run_id, created_at, model, blob_id, mode, node_id, receipt_digest, output, receipt) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-                        rusqlite::params![rec.run_id, rec.created_at as i64, rec.model, rec.blob_id, rec.mode, rec.node_id, rec.receipt_digest, rec.output, rec.receipt],
-                    )?;
-                    Ok(())
-                })
-                .unwrap()
+            rt.block_on(store.insert_run(rec)).unwrap()
         })
     });
 
@@ -106,7 +100,6 @@ fn bench(c: &mut Criterion) {
     });
 
     // The whole path over HTTP on loopback: parse, resolve, run, hash, sign, commit, answer.
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let node_dir = tempfile::tempdir().unwrap();
     let node = rt
         .block_on(devnet::start(NodeConfig::devnet(
