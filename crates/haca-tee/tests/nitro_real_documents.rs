@@ -5,8 +5,7 @@ mod common;
 
 use common::*;
 use haca_tee::nitro::{
-    parse, verify, KeyBinding, NitridingUserData, Policy, TrustedRoot, AWS_NITRO_ROOT_G1_DER,
-    AWS_NITRO_ROOT_G1_SHA256,
+    parse, verify, KeyBinding, Policy, TrustedRoot, AWS_NITRO_ROOT_G1_DER, AWS_NITRO_ROOT_G1_SHA256,
 };
 
 const AWS_ROOT_HEX: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";

@@ -133,6 +133,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         operator_token,
         loopback_admin: cfg.loopback_admin,
         example_blob: example.as_ref().map(|(_, b)| *b),
+        limits: cfg.limits,
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -141,7 +142,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .local_addr()
         .map_err(|e| StartError::Listen(cfg.listen, e))?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = server::router(state, cfg.limits);
+    let app = server::router(state);
     let task = tokio::spawn(server::serve(listener, app, async move {
         let _ = rx.await;
     }));

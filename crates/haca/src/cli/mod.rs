@@ -1,5 +1,6 @@
 //! Every subcommand's flags and help, defined once, next to the code that runs it.
 
+mod attest;
 mod loadgen;
 mod show;
 mod verify;
@@ -113,6 +114,9 @@ enum Command {
     Model(ModelCommand),
     /// Check a receipt file offline; prints each claim as holds / fails / not present / unchecked.
     Verify(verify::VerifyArgs),
+    /// TEE attestation documents.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
     /// Send a burst of runs to a node and report runs/s and latency percentiles.
     Loadgen(loadgen::LoadgenArgs),
 }
@@ -312,6 +316,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         }
         Command::Model(m) => model(m).await,
         Command::Verify(a) => verify::run(&a),
+        Command::Attest(a) => attest::run(&a),
         Command::Loadgen(a) => loadgen::run(a).await,
     }
 }

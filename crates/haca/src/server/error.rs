@@ -13,6 +13,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Answer with `Connection: close`: set when the request body was left unread, so that
+    /// a client does not reuse a connection the server is about to drop.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -21,7 +24,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            close: false,
         }
+    }
+    /// Marks the answer `Connection: close` (see [`ApiError::close`]).
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -44,7 +53,14 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, code = self.code, "{}", self.message);
         }
-        (self.status, axum::Json(self.body())).into_response()
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if self.close {
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }
 

@@ -5,6 +5,7 @@ use super::AppState;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,10 +14,10 @@ use std::sync::Arc;
 /// (with line and column) or a bad field (with its path).
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
             if !ct.starts_with("application/json") && !ct.contains("+json") {
@@ -24,30 +25,62 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
                     format!("content-type is {ct:?}; send application/json"),
-                ));
+                )
+                .closing());
             }
         }
-        let bytes = body_bytes(req, state).await?;
+        let bytes = body_bytes(req, state.limits.max_body).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// The raw body, with the size limit turned into a 413 in the API's shape.
-pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "request body is over this node's limit (see --max-body-bytes)",
-            )
-        } else {
+/// How much of an oversized body is read and dropped before the 413 goes out. Reading it
+/// lets the client finish sending and then read the answer; closing on unread data would
+/// reset the connection under the client's feet.
+const DRAIN_CAP: usize = 64 << 20;
+
+/// The raw body, at most `limit` bytes; over that, a 413 in the API's shape.
+pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is over this node's limit of {limit} bytes"),
+        )
+        .closing()
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_CAP)) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
             ApiError::bad_request(
                 "unreadable_body",
                 format!("request body could not be read: {e}"),
             )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > limit.saturating_add(DRAIN_CAP) {
+            break;
         }
-    })
+        if seen <= limit {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -94,7 +127,8 @@ impl FromRequestParts<Arc<AppState>> for Admin {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "the bearer token is not this node's operator token",
-            ));
+            )
+            .closing());
         }
         match peer {
             Some(p) if state.loopback_admin && p.ip().is_loopback() => Ok(Admin(format!("loopback:{}", p.ip()))),
@@ -102,7 +136,8 @@ impl FromRequestParts<Arc<AppState>> for Admin {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "admin action: send Authorization: Bearer <operator token> (the node writes it to DATA_DIR/operator.token)",
-            )),
+            )
+            .closing()),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct AppState {
     pub loopback_admin: bool,
     /// The model that /readyz requires to be loaded.
     pub example_blob: Option<BlobId>,
+    /// Body limits (enforced by the extractors, which answer 413 in the API's shape).
+    pub limits: Limits,
 }
 
 /// Body limits, in bytes.
@@ -38,10 +40,7 @@ impl Default for Limits {
     }
 }
 
-pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
-    let uploads = Router::new()
-        .route("/v1/hub/models/{*label}", post(routes::upload_model))
-        .layer(DefaultBodyLimit::max(limits.max_upload));
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
@@ -50,13 +49,14 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/v1/runs/{run_id}", get(routes::get_run))
         .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))
         .route("/v1/hub/models", get(routes::list_models))
+        .route("/v1/hub/models/{*label}", post(routes::upload_model))
         .route("/v1/hub/history/{*label}", get(routes::label_history))
         .route("/v1/hub/resolve/{*reference}", get(routes::resolve_model))
         .route("/v1/hub/labels/{*label}", put(routes::move_label))
         .route("/v1/hub/blobs/{blob_id}", get(routes::get_blob))
         .route("/v1/node", get(routes::node_info))
-        .layer(DefaultBodyLimit::max(limits.max_body))
-        .merge(uploads)
+        // Limits are enforced where bodies are read (extract::body_bytes), per route.
+        .layer(DefaultBodyLimit::disable())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -116,7 +116,7 @@ pub async fn upload_model(
     Path(label): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let bytes = body_bytes(req, &()).await?;
+    let bytes = body_bytes(req, st.limits.max_upload).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
