@@ -8,6 +8,7 @@ pub mod ids;
 pub mod keys;
 pub mod receipt;
 pub mod tensor;
+pub mod testing;
 mod time;
 
 pub use claims::{Claim, ClaimOutcome, ClaimState, Policy, PolicyReport, TrustAnchors};

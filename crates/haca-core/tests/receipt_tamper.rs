@@ -2,8 +2,7 @@
 //! the signature so that settlement can land without re-signing.
 
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
-use haca_core::hash::sha256;
-use haca_core::ids::{BlobId, RunId};
+use haca_core::ids::BlobId;
 use haca_core::keys::NodeKey;
 use haca_core::receipt::*;
 use proptest::prelude::*;
@@ -16,49 +15,9 @@ static ANCHORS: TrustAnchors = TrustAnchors {
 
 fn signed_receipt() -> (Receipt, NodeKey) {
     let key = NodeKey::from_seed([42; 32]);
-    let mut r = Receipt::new(RunId(sha256(b"run")), 1_764_000_000_000);
+    let mut r =
+        haca_core::testing::vanilla_receipt(&key, BlobId::of(b"model"), 1_764_000_000_000, 0);
     let t = r.issued_at;
-    r.boxes.artifact = EvidenceBox::with(
-        ArtifactEvidence {
-            label: Some("example/mnist-mlp".into()),
-            revision: Some(1),
-            blob_id: BlobId::of(b"model"),
-            format: "onnx".into(),
-        },
-        BoxStatus::Claimed,
-        t,
-    );
-    r.boxes.route = EvidenceBox::with(
-        RouteEvidence {
-            provider: "local/tract".into(),
-            node: key.node_id(),
-            path: PrivacyPath::Direct,
-            policy: "any".into(),
-            attempts: vec![RouteAttempt {
-                provider: "local/tract".into(),
-                path: PrivacyPath::Direct,
-                outcome: "served".into(),
-                error: None,
-            }],
-        },
-        BoxStatus::Claimed,
-        t,
-    );
-    r.boxes.execution = EvidenceBox::with(
-        ExecutionEvidence {
-            mode: ExecMode::Vanilla,
-            runtime: "tract-onnx 0.23".into(),
-            request_hash: sha256(b"req"),
-            input_hash: sha256(b"in"),
-            output_hash: sha256(b"out"),
-            signer: key.node_id(),
-            started_at: t,
-            finished_at: t + 1,
-            signature: None,
-        },
-        BoxStatus::Claimed,
-        t + 1,
-    );
     r.boxes.memory = EvidenceBox::with(
         MemoryEvidence {
             rows: vec![MemoryRow {

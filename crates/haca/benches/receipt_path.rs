@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use haca::devnet::{self, NodeConfig, EXAMPLE_MODEL};
 use haca_core::receipt::*;
 use haca_core::tensor::parse_input;
-use haca_core::{sha256, BlobId, NodeKey, RunId};
+use haca_core::{BlobId, NodeKey};
 use haca_exec::OnnxModel;
 use haca_store::{RunRecord, Store};
 use serde_json::json;
@@ -17,45 +17,7 @@ fn input() -> serde_json::Value {
 }
 
 fn receipt(key: &NodeKey, blob_id: BlobId, n: u64) -> Receipt {
-    let t = 1_764_000_000_000 + n;
-    let mut r = Receipt::new(RunId(sha256(&n.to_le_bytes())), t);
-    r.boxes.artifact = EvidenceBox::with(
-        ArtifactEvidence {
-            label: Some("example/mnist-mlp".into()),
-            revision: Some(1),
-            blob_id,
-            format: "onnx".into(),
-        },
-        BoxStatus::Claimed,
-        t,
-    );
-    r.boxes.route = EvidenceBox::with(
-        RouteEvidence {
-            provider: "local/tract".into(),
-            node: key.node_id(),
-            path: PrivacyPath::Direct,
-            policy: "any".into(),
-            attempts: vec![],
-        },
-        BoxStatus::Claimed,
-        t,
-    );
-    r.boxes.execution = EvidenceBox::with(
-        ExecutionEvidence {
-            mode: ExecMode::Vanilla,
-            runtime: "tract-onnx 0.23".into(),
-            request_hash: sha256(b"q"),
-            input_hash: sha256(b"i"),
-            output_hash: sha256(b"o"),
-            signer: key.node_id(),
-            started_at: t,
-            finished_at: t,
-            signature: None,
-        },
-        BoxStatus::Claimed,
-        t,
-    );
-    r
+    haca_core::testing::vanilla_receipt(key, blob_id, 1_764_000_000_000 + n, n)
 }
 
 fn bench(c: &mut Criterion) {
