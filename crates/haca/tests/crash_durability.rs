@@ -56,7 +56,12 @@ fn every_acknowledged_run_survives_kill_9() {
         }));
     }
     // Let the burst run, then kill the node mid-flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while acked.lock().unwrap().len() < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node acknowledged fewer than 300 runs in 120 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     node.kill9();
