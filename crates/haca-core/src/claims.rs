@@ -386,6 +386,7 @@ impl<'a> Checker<'a> {
     pub fn problems(&self) -> Vec<String> {
         let raw = &self.parsed.raw;
         let mut out = Vec::new();
+        let settled_backed = self.parsed.receipt.boxes.settlement.evidence.is_some();
         for name in crate::receipt::BOX_NAMES {
             let bx = &raw["boxes"][name];
             let status = bx["status"].as_str().unwrap_or("absent");
@@ -400,7 +401,6 @@ impl<'a> Checker<'a> {
                     "boxes.{name}: status says {status} but the box carries no evidence"
                 ));
             }
-            let settled_backed = self.parsed.receipt.boxes.settlement.evidence.is_some();
             if (status == BoxStatus::Verified.as_str() || status == BoxStatus::Settled.as_str())
                 && !settled_backed
             {

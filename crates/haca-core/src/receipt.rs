@@ -160,6 +160,25 @@ pub struct RouteEvidence {
     pub attempts: Vec<RouteAttempt>,
 }
 
+impl RouteEvidence {
+    /// A request served by `provider` on `node` over the direct path, with no privacy
+    /// requirement and no fallback: the one attempt that served it.
+    pub fn direct(provider: &str, node: NodeId) -> Self {
+        RouteEvidence {
+            provider: provider.into(),
+            node,
+            path: PrivacyPath::Direct,
+            policy: "any".into(),
+            attempts: vec![RouteAttempt {
+                provider: provider.into(),
+                path: PrivacyPath::Direct,
+                outcome: "served".into(),
+                error: None,
+            }],
+        }
+    }
+}
+
 /// execution box: what ran, on which hashes, signed by which node key.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 pub struct ExecutionEvidence {

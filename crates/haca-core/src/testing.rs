@@ -23,18 +23,7 @@ pub fn vanilla_receipt(key: &NodeKey, blob_id: BlobId, at: u64, seed: u64) -> Re
         at,
     );
     r.boxes.route = EvidenceBox::with(
-        RouteEvidence {
-            provider: "local/tract".into(),
-            node: key.node_id(),
-            path: PrivacyPath::Direct,
-            policy: "any".into(),
-            attempts: vec![RouteAttempt {
-                provider: "local/tract".into(),
-                path: PrivacyPath::Direct,
-                outcome: "served".into(),
-                error: None,
-            }],
-        },
+        RouteEvidence::direct("local/tract", key.node_id()),
         BoxStatus::Claimed,
         at,
     );

@@ -76,7 +76,7 @@ impl NodeClient {
                 },
                 None => ClientError::Unexpected {
                     status: status.as_u16(),
-                    body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+                    body: excerpt(&bytes),
                 },
             });
         }
@@ -85,10 +85,7 @@ impl NodeClient {
 
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
         let (status, bytes) = self.send(Method::GET, path, None).await?;
-        serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-        })
+        parse_answer(status, &bytes)
     }
 
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
@@ -103,21 +100,27 @@ impl NodeClient {
         body: Value,
     ) -> Result<Value, ClientError> {
         let (status, bytes) = self.send(method, path, Some(Body::Json(body))).await?;
-        serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-        })
+        parse_answer(status, &bytes)
     }
 
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, ClientError> {
         let (status, bytes) = self
             .send(Method::POST, path, Some(Body::Bytes(body)))
             .await?;
-        serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-        })
+        parse_answer(status, &bytes)
     }
+}
+
+/// An answer's JSON body, or the body itself in the error when it is not JSON.
+fn parse_answer(status: StatusCode, bytes: &[u8]) -> Result<Value, ClientError> {
+    serde_json::from_slice(bytes).map_err(|_| ClientError::Unexpected {
+        status: status.as_u16(),
+        body: excerpt(bytes),
+    })
+}
+
+fn excerpt(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().take(300).collect()
 }
 
 enum Body {

@@ -7,7 +7,7 @@ use haca_core::canonical;
 use haca_core::receipt::*;
 use haca_core::tensor::{self, TensorMap};
 use haca_core::{sha256, BlobId, NodeKey, RunId};
-use haca_exec::{ModelCache, RUNTIME};
+use haca_exec::{ModelCache, OnnxModel, RUNTIME};
 use haca_hub::Hub;
 use haca_store::{RunRecord, Store};
 use rand::RngCore;
@@ -45,15 +45,9 @@ impl Gateway {
     /// Loads (or finds cached) the model behind `blob_id`.
     pub async fn warm(&self, blob_id: BlobId) -> Result<(), ApiError> {
         let (hub, models) = (self.hub.clone(), self.models.clone());
-        tokio::task::spawn_blocking(move || {
-            models
-                .get_or_load(&blob_id, || {
-                    hub.read_blob(&blob_id).map_err(|e| e.to_string())
-                })
-                .map(|_| ())
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("model loader stopped: {e}")))??;
+        tokio::task::spawn_blocking(move || load_model(&hub, &models, blob_id).map(|_| ()))
+            .await
+            .map_err(|e| ApiError::internal(format!("model loader stopped: {e}")))??;
         Ok(())
     }
 
@@ -81,9 +75,7 @@ impl Gateway {
         let (hub, models) = (self.hub.clone(), self.models.clone());
         let (inputs, outputs) =
             tokio::task::spawn_blocking(move || -> Result<(TensorMap, TensorMap), ApiError> {
-                let model = models.get_or_load(&blob_id, || {
-                    hub.read_blob(&blob_id).map_err(|e| e.to_string())
-                })?;
+                let model = load_model(&hub, &models, blob_id)?;
                 let out = model.run(&inputs, "input")?;
                 Ok((inputs, out))
             })
@@ -114,18 +106,7 @@ impl Gateway {
             started_at,
         );
         receipt.boxes.route = EvidenceBox::with(
-            RouteEvidence {
-                provider: "local/tract".into(),
-                node,
-                path: PrivacyPath::Direct,
-                policy: "any".into(),
-                attempts: vec![RouteAttempt {
-                    provider: "local/tract".into(),
-                    path: PrivacyPath::Direct,
-                    outcome: "served".into(),
-                    error: None,
-                }],
-            },
+            RouteEvidence::direct("local/tract", node),
             BoxStatus::Claimed,
             started_at,
         );
@@ -166,4 +147,11 @@ impl Gateway {
             receipt,
         })
     }
+}
+
+/// The cached model for `blob_id`, read from the hub and loaded on a miss. Blocking.
+fn load_model(hub: &Hub, models: &ModelCache, blob_id: BlobId) -> Result<Arc<OnnxModel>, ApiError> {
+    Ok(models.get_or_load(&blob_id, || {
+        hub.read_blob(&blob_id).map_err(|e| e.to_string())
+    })?)
 }

@@ -254,6 +254,15 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
 }
 
+/// `--json` prints the answer as the node sent it; otherwise `show` puts it in plain words.
+fn print_or(json: bool, v: &Value, show: impl FnOnce(&Value)) {
+    if json {
+        print_json(v);
+    } else {
+        show(v);
+    }
+}
+
 async fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Devnet(a) => serve_until_ctrl_c(serve_config(&a, true), "haca devnet").await,
@@ -280,11 +289,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                     json!({"model": model, "input": input}),
                 )
                 .await?;
-            if json {
-                print_json(&ans);
-            } else {
-                show::answer(&ans, node.client().base());
-            }
+            print_or(json, &ans, |v| show::answer(v, node.client().base()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs { limit, json, node } => {
@@ -292,11 +297,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .client()
                 .get_json(&format!("/v1/runs?limit={limit}"))
                 .await?;
-            if json {
-                print_json(&v);
-            } else {
-                show::runs(&v);
-            }
+            print_or(json, &v, show::runs);
             Ok(ExitCode::SUCCESS)
         }
         Command::Receipt { run, json, node } => {
@@ -307,11 +308,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             let receipt: Value = serde_json::from_str(&text).map_err(|e| {
                 CliError::Msg(format!("the node sent a receipt that is not JSON: {e}"))
             })?;
-            if json {
-                print_json(&receipt);
-            } else {
-                show::receipt(&receipt);
-            }
+            print_or(json, &receipt, show::receipt);
             Ok(ExitCode::SUCCESS)
         }
         Command::Model(m) => model(m).await,
@@ -352,22 +349,14 @@ async fn model(cmd: ModelCommand) -> Result<ExitCode, CliError> {
         }
         ModelCommand::List { json, node } => {
             let v = node.client().get_json("/v1/hub/models").await?;
-            if json {
-                print_json(&v);
-            } else {
-                show::models(&v);
-            }
+            print_or(json, &v, show::models);
         }
         ModelCommand::History { name, json, node } => {
             let v = node
                 .client()
                 .get_json(&format!("/v1/hub/history/{name}"))
                 .await?;
-            if json {
-                print_json(&v);
-            } else {
-                show::history(&v);
-            }
+            print_or(json, &v, show::history);
         }
         ModelCommand::Tag {
             name,

@@ -8,10 +8,9 @@ fn time(v: &Value) -> String {
 }
 
 fn short(s: &str) -> String {
-    if s.len() > 20 {
-        format!("{}…", &s[..20])
-    } else {
-        s.to_owned()
+    match s.char_indices().nth(20) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
     }
 }
 

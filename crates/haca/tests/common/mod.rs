@@ -52,6 +52,18 @@ impl Devnet {
         self.child.wait().expect("wait");
     }
 
+    /// Runs a haca client command against this node and asserts that it succeeded.
+    pub fn haca_ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.haca(args);
+        assert!(
+            out.status.success(),
+            "haca {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub fn haca(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
             .args(args)
