@@ -48,7 +48,6 @@ type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// The embedded store. Cheap to share behind an `Arc`.
 pub struct Store {
-    path: PathBuf,
     writer: Mutex<mpsc::Sender<Job>>,
     reader: Mutex<Connection>,
 }
@@ -85,14 +84,9 @@ impl Store {
                 source,
             })?;
         Ok(Store {
-            path,
             writer: Mutex::new(tx),
             reader: Mutex::new(reader),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs `f` in a write transaction and returns once that transaction has committed.
@@ -103,17 +97,6 @@ impl Store {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f)?.await.map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// Blocking form of [`Store::write`], for threads outside an async runtime.
-    pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit(f)?
-            .blocking_recv()
-            .map_err(|_| StoreError::WriterGone)?
     }
 
     fn submit<T, F>(

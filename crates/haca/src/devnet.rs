@@ -46,7 +46,6 @@ impl NodeConfig {
 /// A node that is serving.
 pub struct RunningNode {
     pub url: String,
-    pub addr: SocketAddr,
     pub node_id: NodeId,
     pub data_dir: PathBuf,
     pub example: Option<(String, BlobId)>,
@@ -148,7 +147,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     }));
     Ok(RunningNode {
         url: format!("http://{addr}"),
-        addr,
         node_id,
         data_dir: cfg.data_dir,
         example,
