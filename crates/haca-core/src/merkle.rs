@@ -1,0 +1,470 @@
+//! Merkle trees of RFC 6962 / RFC 9162 (the transparency log and settlement rounds): tree
+//! heads, inclusion and consistency proofs, and their verification.
+//!
+//! Leaf hash = SHA-256(0x00 || data); interior node = SHA-256(0x01 || left || right); the tree
+//! over `n` leaves splits at the largest power of two below `n`. The empty tree's hash is
+//! SHA-256 of nothing.
+
+use crate::hash::{sha256, sha256_parts, Digest};
+
+/// Why a proof does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("leaf index {index} is not inside a tree of size {size}")]
+    IndexOutOfRange { index: u64, size: u64 },
+    #[error("proof has {got} hashes; a proof for these sizes has {want}")]
+    WrongLength { got: usize, want: usize },
+    #[error("first size {first} is larger than second size {second}")]
+    SizesOutOfOrder { first: u64, second: u64 },
+    #[error("the proof leads to root {computed}, not to the expected {expected}")]
+    RootMismatch { computed: Digest, expected: Digest },
+    #[error("{0}")]
+    Shape(String),
+    #[error("equal sizes need equal roots and an empty proof")]
+    EqualSizes,
+}
+
+pub fn leaf_hash(data: &[u8]) -> Digest {
+    sha256_parts(&[&[0x00], data])
+}
+
+pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
+    sha256_parts(&[&[0x01], left.as_bytes(), right.as_bytes()])
+}
+
+pub fn empty_root() -> Digest {
+    sha256(b"")
+}
+
+/// Largest power of two strictly below `n` (n >= 2).
+fn split(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// The tree head over these leaf hashes.
+pub fn root(leaves: &[Digest]) -> Digest {
+    match leaves.len() {
+        0 => empty_root(),
+        1 => leaves[0],
+        n => {
+            let k = split(n as u64) as usize;
+            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
+        }
+    }
+}
+
+/// The audit path of leaf `index` (RFC 6962 §2.1.1 PATH), leaf-side first.
+pub fn inclusion_proof(leaves: &[Digest], index: u64) -> Result<Vec<Digest>, ProofError> {
+    let size = leaves.len() as u64;
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
+    let mut out = Vec::new();
+    path(leaves, index as usize, &mut out);
+    Ok(out)
+}
+
+fn path(leaves: &[Digest], m: usize, out: &mut Vec<Digest>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = split(n as u64) as usize;
+    if m < k {
+        path(&leaves[..k], m, out);
+        out.push(root(&leaves[k..]));
+    } else {
+        path(&leaves[k..], m - k, out);
+        out.push(root(&leaves[..k]));
+    }
+}
+
+/// Proof that the tree of the first `first` leaves is a prefix of the tree of all `leaves`
+/// (RFC 6962 §2.1.2 PROOF).
+pub fn consistency_proof(leaves: &[Digest], first: u64) -> Result<Vec<Digest>, ProofError> {
+    let second = leaves.len() as u64;
+    if first > second {
+        return Err(ProofError::SizesOutOfOrder { first, second });
+    }
+    let mut out = Vec::new();
+    if first > 0 && first < second {
+        subproof(first as usize, leaves, true, &mut out);
+    }
+    Ok(out)
+}
+
+fn subproof(m: usize, leaves: &[Digest], complete: bool, out: &mut Vec<Digest>) {
+    let n = leaves.len();
+    if m == n {
+        if !complete {
+            out.push(root(leaves));
+        }
+        return;
+    }
+    let k = split(n as u64) as usize;
+    if m <= k {
+        subproof(m, &leaves[..k], complete, out);
+        out.push(root(&leaves[k..]));
+    } else {
+        subproof(m - k, &leaves[k..], false, out);
+        out.push(root(&leaves[..k]));
+    }
+}
+
+/// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
+pub fn verify_inclusion(
+    leaf: &Digest,
+    index: u64,
+    size: u64,
+    proof: &[Digest],
+    expected: &Digest,
+) -> Result<(), ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
+    let want = inclusion_len(index, size);
+    if proof.len() != want {
+        return Err(ProofError::WrongLength {
+            got: proof.len(),
+            want,
+        });
+    }
+    let (mut fn_, mut sn) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            while fn_ & 1 == 0 && fn_ != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if r != *expected {
+        return Err(ProofError::RootMismatch {
+            computed: r,
+            expected: *expected,
+        });
+    }
+    Ok(())
+}
+
+/// Length of the audit path of leaf `index` in a tree of `size` leaves.
+fn inclusion_len(index: u64, size: u64) -> usize {
+    let (mut n, mut m, mut len) = (size, index, 0);
+    while n > 1 {
+        let k = split(n);
+        if m < k {
+            n = k;
+        } else {
+            m -= k;
+            n -= k;
+        }
+        len += 1;
+    }
+    len
+}
+
+/// Verifies a consistency proof between tree heads (RFC 9162 §2.1.4.2).
+pub fn verify_consistency(
+    first: u64,
+    second: u64,
+    first_root: &Digest,
+    second_root: &Digest,
+    proof: &[Digest],
+) -> Result<(), ProofError> {
+    if first > second {
+        return Err(ProofError::SizesOutOfOrder { first, second });
+    }
+    if first == second {
+        return if first_root == second_root && proof.is_empty() {
+            Ok(())
+        } else {
+            Err(ProofError::EqualSizes)
+        };
+    }
+    if first == 0 {
+        // Every tree extends the empty tree; there is nothing to prove.
+        return if proof.is_empty() && *first_root == empty_root() {
+            Ok(())
+        } else {
+            Err(ProofError::Shape(
+                "a proof from the empty tree is empty and starts at the empty root".into(),
+            ))
+        };
+    }
+    // When `first` is a power of two its root is a node of the second tree, and RFC 9162
+    // leaves it out of the proof.
+    let path: Vec<Digest> = if first.is_power_of_two() {
+        std::iter::once(*first_root)
+            .chain(proof.iter().copied())
+            .collect()
+    } else {
+        proof.to_vec()
+    };
+    if path.is_empty() {
+        return Err(ProofError::Shape("the proof is empty".into()));
+    }
+    let (mut fn_, mut sn) = (first - 1, second - 1);
+    while fn_ & 1 == 1 {
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        if sn == 0 {
+            return Err(ProofError::Shape(
+                "the proof has more hashes than the tree sizes allow".into(),
+            ));
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            while fn_ & 1 == 0 && fn_ != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if sn != 0 {
+        return Err(ProofError::Shape(
+            "the proof has fewer hashes than the tree sizes need".into(),
+        ));
+    }
+    if fr != *first_root {
+        return Err(ProofError::RootMismatch {
+            computed: fr,
+            expected: *first_root,
+        });
+    }
+    if sr != *second_root {
+        return Err(ProofError::RootMismatch {
+            computed: sr,
+            expected: *second_root,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Certificate Transparency reference inputs (certificate-transparency's merkle tree
+    /// tests, reused by transparency-dev/merkle).
+    const CT_INPUTS: [&str; 8] = [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ];
+    /// Their tree heads for sizes 1..=8.
+    const CT_ROOTS: [&str; 8] = [
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    ];
+
+    fn d(s: &str) -> Digest {
+        s.parse().unwrap()
+    }
+    fn ds(v: &[&str]) -> Vec<Digest> {
+        v.iter().map(|s| d(s)).collect()
+    }
+    fn ct_leaves() -> Vec<Digest> {
+        CT_INPUTS
+            .iter()
+            .map(|h| leaf_hash(&hex::decode(h).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn tree_heads_match_certificate_transparency() {
+        let leaves = ct_leaves();
+        assert_eq!(
+            root(&[]).to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        for n in 1..=8 {
+            assert_eq!(root(&leaves[..n]).to_hex(), CT_ROOTS[n - 1], "size {n}");
+        }
+    }
+
+    #[test]
+    fn inclusion_proofs_match_certificate_transparency() {
+        let leaves = ct_leaves();
+        let cases: [(u64, usize, Vec<Digest>); 5] = [
+            (0, 1, vec![]),
+            (
+                0,
+                8,
+                ds(&[
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ]),
+            ),
+            (
+                5,
+                8,
+                ds(&[
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ]),
+            ),
+            (
+                2,
+                3,
+                ds(&["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
+            ),
+            (
+                1,
+                5,
+                ds(&[
+                    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ]),
+            ),
+        ];
+        for (index, size, want) in cases {
+            let got = inclusion_proof(&leaves[..size], index).unwrap();
+            assert_eq!(got, want, "leaf {index} of {size}");
+            verify_inclusion(
+                &leaves[index as usize],
+                index,
+                size as u64,
+                &got,
+                &d(CT_ROOTS[size - 1]),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn consistency_proofs_match_certificate_transparency() {
+        let leaves = ct_leaves();
+        let cases: [(u64, usize, Vec<Digest>); 3] = [
+            (1, 1, vec![]),
+            (
+                2,
+                8,
+                ds(&[
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ]),
+            ),
+            (
+                6,
+                8,
+                ds(&[
+                    "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ]),
+            ),
+        ];
+        for (first, second, want) in cases {
+            let got = consistency_proof(&leaves[..second], first).unwrap();
+            assert_eq!(got, want, "{first} -> {second}");
+            verify_consistency(
+                first,
+                second as u64,
+                &d(CT_ROOTS[first as usize - 1]),
+                &d(CT_ROOTS[second - 1]),
+                &got,
+            )
+            .unwrap();
+        }
+    }
+
+    fn many(n: usize) -> Vec<Digest> {
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn every_proof_round_trips_and_every_mangling_fails() {
+        let leaves = many(40);
+        let roots: Vec<Digest> = (0..=40).map(|n| root(&leaves[..n])).collect();
+        for n in 1..=40u64 {
+            for i in 0..n {
+                let p = inclusion_proof(&leaves[..n as usize], i).unwrap();
+                let (leaf, r) = (&leaves[i as usize], &roots[n as usize]);
+                verify_inclusion(leaf, i, n, &p, r).unwrap();
+                assert!(
+                    verify_inclusion(&leaves[(i as usize + 1) % 40], i, n, &p, r).is_err()
+                        || n == 1
+                );
+                if !p.is_empty() {
+                    let mut flipped = p.clone();
+                    flipped[0].0[0] ^= 1;
+                    assert!(verify_inclusion(leaf, i, n, &flipped, r).is_err());
+                    assert!(verify_inclusion(leaf, i, n, &p[1..], r).is_err());
+                }
+                let mut longer = p.clone();
+                longer.push(Digest([7; 32]));
+                assert!(verify_inclusion(leaf, i, n, &longer, r).is_err());
+            }
+            for m in 0..=n {
+                let p = consistency_proof(&leaves[..n as usize], m).unwrap();
+                let (r1, r2) = (&roots[m as usize], &roots[n as usize]);
+                verify_consistency(m, n, r1, r2, &p).unwrap_or_else(|e| panic!("{m}->{n}: {e}"));
+                if m > 0 && m < n {
+                    let mut flipped = p.clone();
+                    let last = flipped.len() - 1;
+                    flipped[last].0[5] ^= 1;
+                    assert!(verify_consistency(m, n, r1, r2, &flipped).is_err());
+                    assert!(verify_consistency(m, n, r1, r2, &p[..p.len() - 1]).is_err());
+                    let mut longer = p.clone();
+                    longer.push(Digest([9; 32]));
+                    assert!(
+                        verify_consistency(m, n, r1, r2, &longer).is_err(),
+                        "{m}->{n} longer"
+                    );
+                    assert!(verify_consistency(m, n, r2, r1, &p).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_cases_are_refused_with_reasons() {
+        let leaves = many(4);
+        assert_eq!(
+            inclusion_proof(&leaves, 4),
+            Err(ProofError::IndexOutOfRange { index: 4, size: 4 })
+        );
+        assert!(matches!(
+            verify_consistency(5, 4, &Digest::default(), &Digest::default(), &[]),
+            Err(ProofError::SizesOutOfOrder { .. })
+        ));
+        let r = root(&leaves);
+        assert_eq!(verify_consistency(4, 4, &r, &r, &[]), Ok(()));
+        assert_eq!(
+            verify_consistency(4, 4, &r, &r, &[r]),
+            Err(ProofError::EqualSizes)
+        );
+        assert_eq!(verify_consistency(0, 4, &empty_root(), &r, &[]), Ok(()));
+    }
+}
