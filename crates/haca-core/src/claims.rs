@@ -5,6 +5,7 @@
 
 use crate::ids::NodeId;
 use crate::receipt::{check_signature, BoxStatus, ParsedReceipt, PrivacyPath, SignatureProblem};
+use crate::settlement::ValidatorHistory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -227,6 +228,19 @@ pub struct TrustAnchors {
     pub registered_nodes: Option<BTreeSet<NodeId>>,
     /// Accept a dev-enclave root (reported as `holds (dev root)`).
     pub allow_dev_root: bool,
+    /// Validator sets of the chain that settles runs; `None` leaves `run.settled` unchecked.
+    pub validators: Option<ValidatorHistory>,
+}
+
+impl TrustAnchors {
+    /// Anchors from a genesis or validator-set history: its validators and gateway keys.
+    pub fn from_history(history: ValidatorHistory, allow_dev_root: bool) -> Self {
+        TrustAnchors {
+            registered_nodes: Some(history.gateway_keys()),
+            allow_dev_root,
+            validators: Some(history),
+        }
+    }
 }
 
 /// Checks claims of one receipt. Reference time `at_ms` is unix milliseconds.
@@ -338,9 +352,13 @@ impl<'a> Checker<'a> {
                 None => (NotPresent, "the payment box is absent".into()),
                 Some(_) => (Unchecked, "x402 authorizations are checked by the payment verifier, not in this build".into()),
             },
-            Claim::RunSettled => match &b.settlement.evidence {
-                None => (NotPresent, "the settlement box is absent: no round has committed this run".into()),
-                Some(_) => (Unchecked, "round certificates are checked by the chain verifier, not in this build".into()),
+            Claim::RunSettled => match (&b.settlement.evidence, &self.anchors.validators) {
+                (None, _) => (NotPresent, "the settlement box is absent: no round has committed this run".into()),
+                (Some(_), None) => (Unchecked, "no validator set given (pass --validators FILE)".into()),
+                (Some(ev), Some(history)) => match ev.verify(&self.parsed.receipt.run_id, &self.parsed.digest(), history) {
+                    Ok(detail) => (Holds, detail),
+                    Err(e) => (Fails, e),
+                },
             },
         }
     }

@@ -283,15 +283,7 @@ pub struct PaymentEvidence {
     pub settlement: Option<PaymentSettlement>,
 }
 
-/// settlement box: the round that committed the run.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
-pub struct SettlementEvidence {
-    pub round: u64,
-    pub leaf_index: u64,
-    pub header: Value,
-    pub inclusion_proof: Vec<Digest>,
-    pub certificate: Value,
-}
+pub use crate::settlement::{SettlementEvidence, SettlementMode};
 
 /// The nine boxes of DESIGN.md, in its order.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
@@ -327,6 +319,9 @@ pub struct Receipt {
     pub run_id: RunId,
     /// When the gateway issued it (unix milliseconds).
     pub issued_at: u64,
+    /// How the run is settled; signed, so the gateway cannot change it afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_mode: Option<SettlementMode>,
     pub boxes: Boxes,
 }
 
@@ -350,6 +345,7 @@ impl Receipt {
             version: RECEIPT_VERSION,
             run_id,
             issued_at,
+            settlement_mode: None,
             boxes: Boxes::default(),
         }
     }

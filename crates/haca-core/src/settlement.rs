@@ -8,8 +8,10 @@
 
 use crate::canonical;
 use crate::hash::{sha256, Digest};
-use crate::ids::NodeId;
+use crate::ids::{NodeId, RunId};
 use crate::keys;
+use crate::merkle;
+use crate::oz::OzProof;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -253,6 +255,240 @@ impl Certificate {
             });
         }
         Ok(())
+    }
+}
+
+/// How a request's run is settled (OpenGradient's `X-SETTLEMENT-TYPE`).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SettlementMode {
+    /// Only hashes leave the gateway; input and output are not retained after the answer.
+    Private,
+    /// The receipt's signed view is settled in a round (the default).
+    #[default]
+    Batch,
+    /// Input and output are kept and settled in full, so validators re-check their hashes.
+    Individual,
+}
+
+impl SettlementMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettlementMode::Private => "private",
+            SettlementMode::Batch => "batch",
+            SettlementMode::Individual => "individual",
+        }
+    }
+
+    /// Reads the header value (case-insensitive).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "private" => Ok(SettlementMode::Private),
+            "batch" => Ok(SettlementMode::Batch),
+            "individual" => Ok(SettlementMode::Individual),
+            other => Err(format!(
+                "{other:?} is not a settlement type; use private, batch or individual"
+            )),
+        }
+    }
+}
+
+/// Settlement parameters fixed at genesis.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SettlementParams {
+    /// A round closes when it holds this many records...
+    pub max_round_records: u64,
+    /// ...or when its oldest record has waited this long.
+    pub round_interval_ms: u64,
+}
+
+impl Default for SettlementParams {
+    fn default() -> Self {
+        SettlementParams {
+            max_round_records: 10_000,
+            round_interval_ms: 250,
+        }
+    }
+}
+
+/// A chain's genesis: its id, first validator set and registered gateway keys.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub chain_id: String,
+    pub genesis_time_ms: u64,
+    pub validators: ValidatorSet,
+    /// Gateway node keys registered from the start (`node.registered`).
+    pub gateways: Vec<NodeId>,
+    #[serde(default)]
+    pub settlement: SettlementParams,
+}
+
+/// A validator set and the first height it signs.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct ValidatorEpoch {
+    pub from_height: u64,
+    pub validators: ValidatorSet,
+}
+
+/// A gateway key and the height from which it is registered.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct GatewayEntry {
+    pub node: NodeId,
+    pub from_height: u64,
+}
+
+/// What a verifier trusts about a chain: every validator set it has had, and the gateway
+/// keys it registered. Written by `haca chain validators --export`; a genesis reads as the
+/// history of a chain whose set never changed.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorHistory {
+    pub chain_id: String,
+    pub validator_sets: Vec<ValidatorEpoch>,
+    pub gateways: Vec<GatewayEntry>,
+}
+
+impl From<&Genesis> for ValidatorHistory {
+    fn from(g: &Genesis) -> Self {
+        ValidatorHistory {
+            chain_id: g.chain_id.clone(),
+            validator_sets: vec![ValidatorEpoch {
+                from_height: 1,
+                validators: g.validators.clone(),
+            }],
+            gateways: g
+                .gateways
+                .iter()
+                .map(|n| GatewayEntry {
+                    node: *n,
+                    from_height: 0,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ValidatorHistory {
+    /// Reads either a genesis or an exported history; errors name the field and the reason.
+    pub fn from_json_str(text: &str) -> Result<Self, String> {
+        let raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let history = if raw.get("validator_sets").is_some() {
+            serde_path_to_error::deserialize::<_, ValidatorHistory>(&raw)
+                .map_err(|e| format!("validator history field {}: {}", e.path(), e.inner()))?
+        } else {
+            let g: Genesis = serde_path_to_error::deserialize(&raw)
+                .map_err(|e| format!("genesis field {}: {}", e.path(), e.inner()))?;
+            ValidatorHistory::from(&g)
+        };
+        if history.validator_sets.is_empty() {
+            return Err("validator_sets: the history lists no validator set".into());
+        }
+        Ok(history)
+    }
+
+    /// The set that signs `height`: the last epoch starting at or before it.
+    pub fn set_at(&self, height: u64) -> Option<&ValidatorSet> {
+        self.validator_sets
+            .iter()
+            .filter(|e| e.from_height <= height)
+            .max_by_key(|e| e.from_height)
+            .map(|e| &e.validators)
+    }
+
+    /// Every gateway key ever registered.
+    pub fn gateway_keys(&self) -> BTreeSet<NodeId> {
+        self.gateways.iter().map(|g| g.node).collect()
+    }
+}
+
+/// The RFC 6962 leaf data of a settled run: run id (32 bytes) followed by receipt digest.
+pub fn round_leaf(run_id: &RunId, receipt_digest: &Digest) -> Digest {
+    let mut data = [0u8; 64];
+    data[..32].copy_from_slice(run_id.0.as_bytes());
+    data[32..].copy_from_slice(receipt_digest.as_bytes());
+    merkle::leaf_hash(&data)
+}
+
+/// The settlement box's evidence: where a run sits in a committed round, and the proof.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct SettlementEvidence {
+    pub round: u64,
+    pub leaf_index: u64,
+    /// The header of the block that closed the round (its id is what validators signed).
+    pub header: BlockHeader,
+    /// RFC 6962 audit path from the run's leaf to `header.settlement.rfc6962_root`.
+    pub inclusion_proof: Vec<Digest>,
+    /// The same round as an OpenZeppelin StandardMerkleTree.
+    pub oz: OzProof,
+    pub certificate: Certificate,
+}
+
+impl SettlementEvidence {
+    /// Checks that this evidence settles the run `run_id` with receipt digest `digest`
+    /// under the trusted validator history. Returns what was checked, in plain words.
+    pub fn verify(
+        &self,
+        run_id: &RunId,
+        digest: &Digest,
+        trust: &ValidatorHistory,
+    ) -> Result<String, String> {
+        let h = &self.header;
+        if h.chain_id != trust.chain_id {
+            return Err(format!(
+                "header is for chain {:?}, the validator file is for chain {:?}",
+                h.chain_id, trust.chain_id
+            ));
+        }
+        let round = h
+            .settlement
+            .as_ref()
+            .ok_or("the header closes no settlement round")?;
+        if round.round != self.round {
+            return Err(format!(
+                "evidence names round {}, the header closes round {}",
+                self.round, round.round
+            ));
+        }
+        let leaf = round_leaf(run_id, digest);
+        merkle::verify_inclusion(
+            &leaf,
+            self.leaf_index,
+            round.records,
+            &self.inclusion_proof,
+            &round.rfc6962_root,
+        )
+        .map_err(|e| format!("RFC 6962 inclusion of this receipt's leaf: {e}"))?;
+        let (oz_run, oz_digest) = self.oz.values()?;
+        if oz_run != run_id.0 || oz_digest != *digest {
+            return Err("the OpenZeppelin leaf is not (this run id, this receipt digest)".into());
+        }
+        if self.oz.root != format!("0x{}", round.oz_root) {
+            return Err(format!(
+                "the OpenZeppelin proof's root {} is not the header's {}",
+                self.oz.root, round.oz_root
+            ));
+        }
+        self.oz
+            .verify()
+            .map_err(|e| format!("OpenZeppelin proof: {e}"))?;
+        let set = trust
+            .set_at(h.height)
+            .ok_or_else(|| format!("the validator file has no set for height {}", h.height))?;
+        self.certificate
+            .verify(h, set)
+            .map_err(|e| format!("commit certificate: {e}"))?;
+        Ok(format!(
+            "round {} at height {} of {}, leaf {} of {}, certified by {} of {} validators",
+            self.round,
+            h.height,
+            h.chain_id,
+            self.leaf_index,
+            round.records,
+            self.certificate.signatures.len(),
+            set.validators().len()
+        ))
     }
 }
 

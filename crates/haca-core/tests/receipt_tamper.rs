@@ -11,6 +11,7 @@ use serde_json::Value;
 static ANCHORS: TrustAnchors = TrustAnchors {
     registered_nodes: None,
     allow_dev_root: false,
+    validators: None,
 };
 
 fn signed_receipt() -> (Receipt, NodeKey) {

@@ -6,10 +6,12 @@
 //! reached the WAL file, so it survives `kill -9` of the process (`synchronous=NORMAL`; a
 //! power cut may lose the last transactions, which is SQLite's documented WAL trade-off).
 
+mod chain;
 mod files;
 mod migrations;
 mod runs;
 
+pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
 pub use runs::{RunRecord, RunSummary};
 
@@ -99,6 +101,21 @@ impl Store {
         self.submit(f)?.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// [`Store::write`] for synchronous callers (a consensus engine's commit hook): blocks
+    /// the calling thread until the transaction has committed.
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        // The writer is its own thread, so waiting here cannot deadlock it.
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
     fn submit<T, F>(
         &self,
         f: F,
@@ -108,6 +125,21 @@ impl Store {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        self.enqueue(f, move |r| {
+            let _ = done_tx.send(r);
+        })?;
+        Ok(done_rx)
+    }
+
+    fn enqueue<T, F>(
+        &self,
+        f: F,
+        reply: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let job: Job = Box::new(move |tx: &Transaction<'_>| {
             // Each job runs under a savepoint so that one failing job leaves the batch intact.
             let result = (|| {
@@ -124,21 +156,20 @@ impl Store {
                 }
             })();
             Box::new(move |commit: Result<(), String>| {
-                let reply = match (commit, result) {
+                let reply_value = match (commit, result) {
                     (Ok(()), r) => r,
                     (Err(e), _) => Err(StoreError::Invalid(format!(
                         "commit failed, nothing was written: {e}"
                     ))),
                 };
-                let _ = done_tx.send(reply);
+                reply(reply_value);
             })
         });
         self.writer
             .lock()
             .expect("writer lock")
             .send(job)
-            .map_err(|_| StoreError::WriterGone)?;
-        Ok(done_rx)
+            .map_err(|_| StoreError::WriterGone)
     }
 
     /// Runs a read-only query on the reader connection (it sees every committed write).

@@ -41,6 +41,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels
         BEGIN SELECT RAISE(ABORT, 'label history is append-only'); END;
     "#,
+    // 2: the chain (committed blocks with their certificates), each run's settlement outcome,
+    // and the gateway's outbox of records not yet decided by a committed block.
+    r#"
+    CREATE TABLE chain_blocks (
+        height        INTEGER PRIMARY KEY,
+        block_id      TEXT NOT NULL,
+        block         BLOB NOT NULL,
+        certificate   TEXT NOT NULL,
+        committed_at  INTEGER NOT NULL
+    );
+    CREATE TRIGGER chain_blocks_no_update BEFORE UPDATE ON chain_blocks
+        BEGIN SELECT RAISE(ABORT, 'committed blocks never change'); END;
+    CREATE TRIGGER chain_blocks_no_delete BEFORE DELETE ON chain_blocks
+        BEGIN SELECT RAISE(ABORT, 'committed blocks never change'); END;
+
+    CREATE TABLE settlements (
+        run_id      TEXT PRIMARY KEY,
+        status      TEXT NOT NULL CHECK (status IN ('settled', 'rejected')),
+        height      INTEGER NOT NULL,
+        round       INTEGER,
+        leaf_index  INTEGER,
+        reason      TEXT
+    );
+
+    CREATE TABLE outbox (
+        run_id      TEXT PRIMARY KEY,
+        record      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

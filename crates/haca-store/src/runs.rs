@@ -15,6 +15,9 @@ pub struct RunRecord {
     pub receipt_digest: String,
     pub output: String,
     pub receipt: String,
+    /// The settlement record to queue in the outbox with the run (same transaction), so
+    /// every acknowledged run is eventually submitted. Not read back by `get_run`.
+    pub outbox: Option<String>,
 }
 
 /// A run without its output and receipt, for listings.
@@ -38,6 +41,7 @@ fn record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
         receipt_digest: r.get(6)?,
         output: r.get(7)?,
         receipt: r.get(8)?,
+        outbox: None,
     })
 }
 
@@ -64,6 +68,10 @@ impl Store {
                 ])?;
             if n == 0 {
                 return Err(StoreError::Invalid(format!("run {} is already stored", rec.run_id)));
+            }
+            if let Some(record) = &rec.outbox {
+                tx.prepare_cached("INSERT INTO outbox (run_id, record, created_at) VALUES (?1, ?2, ?3)")?
+                    .execute(params![rec.run_id, record, rec.created_at as i64])?;
             }
             Ok(())
         })
@@ -116,7 +124,51 @@ mod tests {
             receipt_digest: "d".into(),
             output: "{}".into(),
             receipt: "{}".into(),
+            outbox: Some(format!("{{\"run\": \"{id}\"}}")),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn outbox_rows_leave_when_a_block_decides_their_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db")).unwrap();
+        store.insert_run(rec("a", 1)).await.unwrap();
+        store.insert_run(rec("b", 2)).await.unwrap();
+        assert_eq!(store.outbox().unwrap().len(), 2);
+        let block = |h: u64| crate::StoredBlock {
+            height: h,
+            block_id: format!("id{h}"),
+            block: vec![h as u8],
+            certificate: "{}".into(),
+            committed_at: 3,
+        };
+        let row = |id: &str, status: &str| crate::SettlementRow {
+            run_id: id.into(),
+            status: status.into(),
+            height: 1,
+            round: Some(1),
+            leaf_index: Some(0),
+            reason: None,
+        };
+        store
+            .commit_block(block(1), vec![row("a", "settled")])
+            .unwrap();
+        assert_eq!(
+            store.outbox().unwrap(),
+            vec![("b".to_string(), "{\"run\": \"b\"}".to_string())]
+        );
+        assert_eq!(store.last_height().unwrap(), 1);
+        // A height commits once, and a later rejection never overwrites a settlement.
+        assert!(store.commit_block(block(1), vec![]).is_err());
+        store
+            .commit_block(block(2), vec![row("a", "rejected")])
+            .unwrap();
+        assert_eq!(store.settlement("a").unwrap().unwrap().status, "settled");
+        // Committed blocks are append-only.
+        let err = store
+            .write_blocking(|tx| Ok(tx.execute("DELETE FROM chain_blocks", [])?))
+            .unwrap_err();
+        assert!(err.to_string().contains("never change"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread")]

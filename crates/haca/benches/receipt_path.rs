@@ -49,6 +49,14 @@ fn bench(c: &mut Criterion) {
                 receipt_digest: digest.to_hex(),
                 output: "{}".into(),
                 receipt: serde_json::to_string(&r).unwrap(),
+                // The settlement record goes to the outbox in the same transaction, as on
+                // the gateway.
+                outbox: Some(
+                    serde_json::to_string(
+                        &haca_chain::RunRecord::new(&r, Default::default(), None).unwrap(),
+                    )
+                    .unwrap(),
+                ),
             };
             rt.block_on(store.insert_run(rec)).unwrap()
         })

@@ -45,8 +45,21 @@ impl NodeClient {
         path: &str,
         body: Option<Body>,
     ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -100,6 +113,19 @@ impl NodeClient {
         body: Value,
     ) -> Result<Value, ClientError> {
         let (status, bytes) = self.send(method, path, Some(Body::Json(body))).await?;
+        parse_answer(status, &bytes)
+    }
+
+    /// POSTs JSON with extra request headers (such as `X-SETTLEMENT-TYPE`).
+    pub async fn post_json_with(
+        &self,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, ClientError> {
+        let (status, bytes) = self
+            .send_with(Method::POST, path, Some(Body::Json(body)), headers)
+            .await?;
         parse_answer(status, &bytes)
     }
 

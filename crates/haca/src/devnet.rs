@@ -3,13 +3,18 @@
 
 use crate::gateway::Gateway;
 use crate::server::{self, AppState, Limits};
+use haca_chain::consensus::{EngineConfig, EngineHandle};
+use haca_chain::SignatureAndHashes;
+use haca_core::settlement::{Genesis, SettlementParams, Validator, ValidatorSet};
+use haca_core::NodeKey;
 use haca_core::{BlobId, NodeId};
 use haca_exec::{ModelCache, OnnxCheck};
 use haca_hub::Hub;
 use haca_store::{load_or_create_key, load_or_create_token, Store};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -28,6 +33,8 @@ pub struct NodeConfig {
     pub seed_example: bool,
     pub limits: Limits,
     pub cache_bytes: u64,
+    /// Run a validator in-process and settle this gateway's runs on it (devnet).
+    pub validator: bool,
 }
 
 impl NodeConfig {
@@ -39,6 +46,7 @@ impl NodeConfig {
             seed_example: true,
             limits: Limits::default(),
             cache_bytes: 1 << 30,
+            validator: true,
         }
     }
 }
@@ -51,6 +59,7 @@ pub struct RunningNode {
     pub example: Option<(String, BlobId)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    engine: Option<EngineHandle>,
 }
 
 impl RunningNode {
@@ -59,12 +68,20 @@ impl RunningNode {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.task.await.unwrap_or(Ok(()))
+        let served = self.task.await.unwrap_or(Ok(()));
+        if let Some(engine) = self.engine.take() {
+            engine.stop().await;
+        }
+        served
     }
 
     /// Serves until the server ends (or ctrl-c, wired by the caller).
-    pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.unwrap_or(Ok(()))
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let served = (&mut self.task).await.unwrap_or(Ok(()));
+        if let Some(engine) = self.engine.take() {
+            engine.stop().await;
+        }
+        served
     }
 
     pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
@@ -85,6 +102,62 @@ pub enum StartError {
     Example(String),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    #[error("genesis {0}: {1}")]
+    Genesis(PathBuf, String),
+    #[error("validator: {0}")]
+    Validator(#[from] haca_chain::validator::ValidatorError),
+    #[error("consensus engine: {0}")]
+    Engine(#[from] haca_chain::consensus::EngineError),
+}
+
+/// Loads `DATA_DIR/genesis.json`, or writes a new one-validator genesis that registers this
+/// gateway.
+fn load_or_create_genesis(
+    path: &Path,
+    validator: &NodeKey,
+    gateway: NodeId,
+) -> Result<Genesis, StartError> {
+    let err = |e: String| StartError::Genesis(path.to_owned(), e);
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let g: Genesis = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+            if !g.gateways.contains(&gateway) {
+                tracing::warn!(
+                    "gateway {gateway} is not registered in {}: its runs will be rejected",
+                    path.display()
+                );
+            }
+            Ok(g)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = validator.node_id();
+            let g = Genesis {
+                chain_id: format!("haca-devnet-{}", &id.to_string()[..8]),
+                genesis_time_ms: crate::now_ms(),
+                validators: ValidatorSet::new(vec![Validator {
+                    public_key: id,
+                    power: 1,
+                }])
+                .map_err(err)?,
+                gateways: vec![gateway],
+                settlement: SettlementParams {
+                    max_round_records: 10_000,
+                    round_interval_ms: 200,
+                },
+            };
+            let text = serde_json::to_string_pretty(&g).expect("genesis serializes");
+            haca_store::write_atomic(path, text.as_bytes(), false)?;
+            Ok(g)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// A free loopback port for the consensus engine's peer-to-peer listener.
+fn free_loopback_port() -> Result<SocketAddr, StartError> {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    let l = std::net::TcpListener::bind(addr).map_err(|e| StartError::Listen(addr, e))?;
+    l.local_addr().map_err(|e| StartError::Listen(addr, e))
 }
 
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
@@ -93,6 +166,51 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let key = load_or_create_key(&cfg.data_dir.join("node.key"))?;
     let operator_token = load_or_create_token(&cfg.data_dir.join("operator.token"))?;
     let store = Arc::new(Store::open(cfg.data_dir.join("haca.db"))?);
+    let (chain, engine) = if cfg.validator {
+        let validator_key = load_or_create_key(&cfg.data_dir.join("validator.key"))?;
+        let genesis = load_or_create_genesis(
+            &cfg.data_dir.join("genesis.json"),
+            &validator_key,
+            key.node_id(),
+        )?;
+        let validator = Arc::new(haca_chain::validator::Validator::open(
+            genesis.clone(),
+            store.clone(),
+            Box::new(SignatureAndHashes),
+        )?);
+        // Records acknowledged before a crash and not yet in a committed block.
+        let mut resubmitted = 0;
+        for (run_id, text) in store.outbox()? {
+            match haca_chain::RunRecord::from_json_slice(text.as_bytes()) {
+                Ok(r) => {
+                    validator.submit(r)?;
+                    resubmitted += 1;
+                }
+                Err(e) => tracing::error!("outbox record of run {run_id} is damaged: {e}"),
+            }
+        }
+        if resubmitted > 0 {
+            tracing::info!("resubmitted {resubmitted} records from the outbox");
+        }
+        let engine = haca_chain::consensus::start(
+            EngineConfig {
+                chain_id: genesis.chain_id.clone(),
+                home: cfg.data_dir.join("consensus"),
+                key: validator_key,
+                validators: genesis.validators.clone(),
+                listen: free_loopback_port()?,
+                peers: vec![],
+                timeout_propose: Duration::from_secs(3),
+                timeout_prevote: Duration::from_secs(1),
+                timeout_precommit: Duration::from_secs(1),
+            },
+            validator.clone(),
+        )
+        .await?;
+        (Some(validator), Some(engine))
+    } else {
+        (None, None)
+    };
     let hub = Arc::new(Hub::open(
         store.clone(),
         cfg.data_dir.join("blobs"),
@@ -103,6 +221,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         store,
         hub: hub.clone(),
         models: Arc::new(ModelCache::new(cfg.cache_bytes)),
+        chain,
     };
 
     let mut example = None;
@@ -152,5 +271,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         example,
         shutdown: Some(tx),
         task,
+        engine,
     })
 }

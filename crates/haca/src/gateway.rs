@@ -3,8 +3,11 @@
 
 use crate::now_ms;
 use crate::server::error::ApiError;
+use haca_chain::record::RecordContent;
+use haca_chain::validator::Validator;
 use haca_core::canonical;
 use haca_core::receipt::*;
+use haca_core::settlement::SettlementMode;
 use haca_core::tensor::{self, TensorMap};
 use haca_core::{sha256, BlobId, NodeKey, RunId};
 use haca_exec::{ModelCache, OnnxModel, RUNTIME};
@@ -39,6 +42,9 @@ pub struct Gateway {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub models: Arc<ModelCache>,
+    /// The in-process validator run records are submitted to (devnet); `None` when this
+    /// node settles nothing.
+    pub chain: Option<Arc<Validator>>,
 }
 
 impl Gateway {
@@ -51,7 +57,11 @@ impl Gateway {
         Ok(())
     }
 
-    pub async fn infer(&self, req: InferRequest) -> Result<InferAnswer, ApiError> {
+    pub async fn infer(
+        &self,
+        req: InferRequest,
+        settlement: SettlementMode,
+    ) -> Result<InferAnswer, ApiError> {
         let mode = req.mode.unwrap_or(ExecMode::Vanilla);
         if mode != ExecMode::Vanilla {
             return Err(ApiError::bad_request(
@@ -95,6 +105,7 @@ impl Gateway {
         let run_id = RunId::derive(&request_hash, &node, &nonce);
 
         let mut receipt = Receipt::new(run_id, finished_at);
+        receipt.settlement_mode = Some(settlement);
         receipt.boxes.artifact = EvidenceBox::with(
             ArtifactEvidence {
                 label: resolved.label.clone(),
@@ -129,6 +140,12 @@ impl Gateway {
             .sign(&self.key)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let output = tensor::to_json(&outputs);
+        let content = (settlement == SettlementMode::Individual).then(|| RecordContent {
+            input: tensor::to_json(&inputs),
+            output: output.clone(),
+        });
+        let chain_record = haca_chain::RunRecord::new(&receipt, settlement, content)
+            .map_err(ApiError::internal)?;
         let record = RunRecord {
             run_id: run_id.to_string(),
             created_at: finished_at,
@@ -137,10 +154,25 @@ impl Gateway {
             mode: mode.as_str().into(),
             node_id: node.to_string(),
             receipt_digest: digest.to_hex(),
-            output: output.to_string(),
+            // A private run's answer is not retained after the response.
+            output: if settlement == SettlementMode::Private {
+                "null".into()
+            } else {
+                output.to_string()
+            },
             receipt: serde_json::to_string(&receipt).expect("receipt serializes"),
+            outbox: self
+                .chain
+                .as_ref()
+                .map(|_| serde_json::to_string(&chain_record).expect("records serialize")),
         };
         self.store.insert_run(record).await?;
+        // The record is in the outbox already; a failed submission is retried at restart.
+        if let Some(chain) = &self.chain {
+            if let Err(e) = chain.submit(chain_record) {
+                tracing::warn!("run {run_id}: not submitted for settlement yet: {e}");
+            }
+        }
         Ok(InferAnswer {
             run_id,
             output,

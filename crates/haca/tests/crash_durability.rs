@@ -1,5 +1,6 @@
 //! `kill -9` during a burst of runs: after restart, every acknowledged run is there with a
-//! receipt that still verifies.
+//! receipt that still verifies, no committed block changed, and every acknowledged run
+//! settles (the outbox is resubmitted).
 
 mod common;
 
@@ -64,6 +65,13 @@ fn every_acknowledged_run_survives_kill_9() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Blocks committed before the kill (more may commit between this read and the kill).
+    let status: serde_json::Value = http
+        .get(format!("{}/v1/chain/status", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     node.kill9();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -74,8 +82,43 @@ fn every_acknowledged_run_survives_kill_9() {
 
     let node = Devnet::start(dir.path(), &[]);
     wait_ready(&http, &node.url);
-    let anchors = TrustAnchors::default();
+    for b in status["recent_blocks"].as_array().unwrap() {
+        let after: serde_json::Value = http
+            .get(format!("{}/v1/chain/blocks/{}", node.url, b["height"]))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            after["block_id"], b["block_id"],
+            "block {} changed",
+            b["height"]
+        );
+    }
+    let genesis = std::fs::read_to_string(dir.path().join("genesis.json")).unwrap();
+    let anchors = TrustAnchors::from_history(
+        haca_core::settlement::ValidatorHistory::from_json_str(&genesis).unwrap(),
+        false,
+    );
+    let settle_deadline = std::time::Instant::now() + Duration::from_secs(120);
     for id in &acked {
+        loop {
+            let v: serde_json::Value = http
+                .get(format!("{}/v1/chain/records/{id}", node.url))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if v["status"] == "settled" {
+                break;
+            }
+            assert_eq!(v["status"], "pending", "run {id}: {v}");
+            assert!(
+                std::time::Instant::now() < settle_deadline,
+                "acknowledged run {id} did not settle within 120 s of the restart"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let resp = http
             .get(format!("{}/v1/runs/{id}/receipt", node.url))
             .send()
@@ -91,6 +134,13 @@ fn every_acknowledged_run_survives_kill_9() {
             c.check(Claim::ExecutionSigned).state,
             ClaimState::Holds,
             "run {id}"
+        );
+        let settled = c.check(Claim::RunSettled);
+        assert_eq!(
+            settled.state,
+            ClaimState::Holds,
+            "run {id}: {}",
+            settled.detail
         );
     }
 }

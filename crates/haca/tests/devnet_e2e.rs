@@ -126,12 +126,13 @@ fn cli_tour_infer_runs_and_model_hub() {
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
     assert_eq!(runs["runs"][0]["run_id"], run_id.as_str());
 
-    let receipt = node.haca(&["receipt", &run_id]);
+    let receipt = node.haca_ok(&["receipt", &run_id, "--wait", "settled"]);
     let text = String::from_utf8_lossy(&receipt.stdout);
     assert!(
-        text.contains("[execution] claimed") && text.contains("[settlement] absent"),
+        text.contains("[execution] claimed") && text.contains("[settlement] settled"),
         "{text}"
     );
+    assert!(text.contains("validator signature(s) over block"), "{text}");
 
     // Upload a second revision (the same model file under a new label, then a move).
     let model = dir.path().join("m.onnx");

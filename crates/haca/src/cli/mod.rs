@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -71,7 +72,8 @@ struct ServeArgs {
 enum Command {
     /// Run every role in one process on an embedded store, with the example model.
     Devnet(ServeArgs),
-    /// Run a node with the given roles (today: gateway). Admin actions need the operator token.
+    /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
+    /// Admin actions need the operator token.
     Node {
         #[command(flatten)]
         serve: ServeArgs,
@@ -89,6 +91,9 @@ enum Command {
         /// Print the whole answer object (run_id, output, receipt).
         #[arg(long)]
         json: bool,
+        /// How the run settles (sent as X-SETTLEMENT-TYPE): private, batch or individual.
+        #[arg(long, default_value = "batch")]
+        settlement: String,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -106,9 +111,18 @@ enum Command {
         run: String,
         #[arg(long)]
         json: bool,
+        /// Wait until the run reaches this state first (`settled`: its round has committed).
+        #[arg(long, value_parser = ["settled"])]
+        wait: Option<String>,
+        /// How long --wait waits, such as 30s or 2m.
+        #[arg(long, default_value = "60s")]
+        timeout: String,
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// The chain a node's validator keeps.
+    #[command(subcommand)]
+    Chain(ChainCommand),
     /// The Model Hub: upload, list, history, tag.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -119,6 +133,26 @@ enum Command {
     Attest(attest::AttestCommand),
     /// Send a burst of runs to a node and report runs/s and latency percentiles.
     Loadgen(loadgen::LoadgenArgs),
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Height, state hash, pending records and recent blocks.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// The validator-set history (with registered gateways), the file `haca verify
+    /// --validators` takes.
+    Validators {
+        /// Print the history as JSON (the export format).
+        #[arg(long)]
+        export: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,8 +208,11 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HACA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HACA_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,tower_http=warn,informalsystems_malachitebft=warn,libp2p=warn",
+        )
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -206,6 +243,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
             max_upload: a.max_upload_bytes,
         },
         cache_bytes: a.cache_bytes,
+        validator: devnet,
     }
 }
 
@@ -263,30 +301,85 @@ fn print_or(json: bool, v: &Value, show: impl FnOnce(&Value)) {
     }
 }
 
+/// Polls the run's settlement until its round commits; a rejection or the time limit is an
+/// error that says which.
+async fn wait_settled(client: &NodeClient, run: &str, limit: Duration) -> Result<(), CliError> {
+    let start = std::time::Instant::now();
+    loop {
+        let v = client
+            .get_json(&format!("/v1/runs/{run}/settlement"))
+            .await?;
+        match v["status"].as_str() {
+            Some("settled") => return Ok(()),
+            Some("rejected") => {
+                return Err(CliError::Msg(format!(
+                    "run {run} was rejected by the validators at height {}: {}",
+                    v["height"],
+                    v["reason"].as_str().unwrap_or("no reason given")
+                )))
+            }
+            _ if start.elapsed() >= limit => {
+                return Err(CliError::Msg(format!(
+                    "run {run} is still pending settlement after {}s",
+                    limit.as_secs()
+                )))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
+    match c {
+        ChainCommand::Status { json, node } => {
+            let v = node.client().get_json("/v1/chain/status").await?;
+            print_or(json, &v, show::chain_status);
+        }
+        ChainCommand::Validators { export, node } => {
+            let v = node.client().get_json("/v1/chain/validators").await?;
+            print_or(export, &v, show::validators);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Devnet(a) => serve_until_ctrl_c(serve_config(&a, true), "haca devnet").await,
         Command::Node { serve, roles } => {
-            if let Some(r) = roles.iter().find(|r| r.as_str() != "gateway") {
+            if let Some(r) = roles
+                .iter()
+                .find(|r| !matches!(r.as_str(), "gateway" | "validator"))
+            {
                 return Err(CliError::Msg(format!(
-                    "--roles: {r:?} is not available in this build (available: gateway)"
+                    "--roles: {r:?} is not available in this build (available: gateway, validator)"
                 )));
             }
-            serve_until_ctrl_c(serve_config(&serve, false), "haca node").await
+            if !roles.iter().any(|r| r == "gateway") {
+                return Err(CliError::Msg(
+                    "--roles: a node serves the gateway role; a validator-only node comes with the validator network".into(),
+                ));
+            }
+            let mut cfg = serve_config(&serve, false);
+            cfg.validator = roles.iter().any(|r| r == "validator");
+            serve_until_ctrl_c(cfg, "haca node").await
         }
         Command::Infer {
             model,
             input,
             json,
+            settlement,
             node,
         } => {
             let input = json_arg(&input, "--input")?;
+            let mode = haca_core::settlement::SettlementMode::parse(&settlement)
+                .map_err(|e| CliError::Msg(format!("--settlement: {e}")))?;
             let ans = node
                 .client()
-                .send_json(
-                    Method::POST,
+                .post_json_with(
                     "/v1/infer",
                     json!({"model": model, "input": input}),
+                    &[("x-settlement-type", mode.as_str())],
                 )
                 .await?;
             print_or(json, &ans, |v| show::answer(v, node.client().base()));
@@ -300,7 +393,18 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             print_or(json, &v, show::runs);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Receipt { run, json, node } => {
+        Command::Receipt {
+            run,
+            json,
+            wait,
+            timeout,
+            node,
+        } => {
+            if wait.is_some() {
+                let limit = haca_core::claims::parse_duration(&timeout)
+                    .map_err(|e| CliError::Msg(format!("--timeout: {e}")))?;
+                wait_settled(&node.client(), &run, Duration::from_secs(limit)).await?;
+            }
             let text = node
                 .client()
                 .get_text(&format!("/v1/runs/{run}/receipt"))
@@ -312,6 +416,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Model(m) => model(m).await,
+        Command::Chain(c) => chain(c).await,
         Command::Verify(a) => verify::run(&a),
         Command::Attest(a) => attest::run(&a),
         Command::Loadgen(a) => loadgen::run(a).await,

@@ -136,7 +136,9 @@ pub fn receipt(r: &Value) {
                 );
             }
         }
-        if let Some(ev) = b["evidence"].as_object() {
+        if name == "settlement" && b["evidence"].is_object() {
+            settlement(&b["evidence"]);
+        } else if let Some(ev) = b["evidence"].as_object() {
             for (k, v) in ev {
                 let text = match v {
                     Value::String(s) => s.clone(),
@@ -153,6 +155,66 @@ pub fn receipt(r: &Value) {
         "check it offline: haca receipt {} --json > receipt.json && haca verify receipt.json",
         r["run_id"].as_str().unwrap_or("RUN")
     );
+}
+
+fn settlement(ev: &Value) {
+    let h = &ev["header"];
+    println!(
+        "    round {} at height {} of chain {}, committed {}",
+        ev["round"],
+        h["height"],
+        h["chain_id"].as_str().unwrap_or("?"),
+        time(&h["time_ms"])
+    );
+    println!(
+        "    leaf {} of {}; RFC 6962 root {}",
+        ev["leaf_index"],
+        h["settlement"]["records"],
+        h["settlement"]["rfc6962_root"].as_str().unwrap_or("?")
+    );
+    println!(
+        "    OpenZeppelin root {}",
+        ev["oz"]["root"].as_str().unwrap_or("?")
+    );
+    println!(
+        "    certificate: {} validator signature(s) over block {}",
+        ev["certificate"]["signatures"]
+            .as_array()
+            .map_or(0, |a| a.len()),
+        ev["certificate"]["block_id"].as_str().unwrap_or("?")
+    );
+}
+
+pub fn chain_status(v: &Value) {
+    println!("chain {}", v["chain_id"].as_str().unwrap_or("?"));
+    println!("  height:      {}", v["height"]);
+    println!("  state hash:  {}", v["state_hash"].as_str().unwrap_or("?"));
+    println!("  pending:     {} records", v["pending"]);
+    for b in v["recent_blocks"].as_array().into_iter().flatten() {
+        println!(
+            "  block {:>8}  {}",
+            b["height"],
+            b["block_id"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+pub fn validators(v: &Value) {
+    println!("chain {}", v["chain_id"].as_str().unwrap_or("?"));
+    for e in v["validator_sets"].as_array().into_iter().flatten() {
+        println!("  from height {}:", e["from_height"]);
+        for val in e["validators"].as_array().into_iter().flatten() {
+            println!(
+                "    validator {}  power {}",
+                val["public_key"].as_str().unwrap_or("?"),
+                val["power"]
+            );
+        }
+    }
+    for g in v["gateways"].as_array().into_iter().flatten() {
+        println!("  gateway {}", g["node"].as_str().unwrap_or("?"));
+    }
+    println!("export it for offline checks: haca chain validators --export > validators.json");
 }
 
 pub fn models(v: &Value) {

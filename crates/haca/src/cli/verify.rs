@@ -3,6 +3,7 @@
 use super::CliError;
 use clap::Args;
 use haca_core::claims::{parse_duration, Checker, Claim, ClaimState, TrustAnchors};
+use haca_core::settlement::ValidatorHistory;
 use haca_core::{format_unix_ms, ParsedReceipt};
 use serde_json::json;
 use std::path::PathBuf;
@@ -24,6 +25,10 @@ pub struct VerifyArgs {
     /// Trust a dev-enclave root (reported as `holds (dev root)`).
     #[arg(long)]
     allow_dev_root: bool,
+    /// A genesis or validator-set history (`haca chain validators --export`): the trust
+    /// anchor for `run.settled` and `node.registered`. Without it they print `unchecked`.
+    #[arg(long)]
+    validators: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -39,9 +44,18 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Msg(format!("--data-max-age: {e}")))?;
     let mem_age = parse_duration(&a.memory_max_age)
         .map_err(|e| CliError::Msg(format!("--memory-max-age: {e}")))?;
-    let anchors = TrustAnchors {
-        registered_nodes: None,
-        allow_dev_root: a.allow_dev_root,
+    let anchors = match &a.validators {
+        None => TrustAnchors {
+            allow_dev_root: a.allow_dev_root,
+            ..TrustAnchors::default()
+        },
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Msg(format!("--validators {}: {e}", path.display())))?;
+            let history = ValidatorHistory::from_json_str(&text)
+                .map_err(|e| CliError::Msg(format!("--validators {}: {e}", path.display())))?;
+            TrustAnchors::from_history(history, a.allow_dev_root)
+        }
     };
     let checker = Checker::new(&parsed, &anchors, at);
     let outcomes: Vec<_> = Claim::all(data_age, mem_age)

@@ -1,0 +1,10 @@
+//! The validator's side of haca: the chain state machine, settlement rounds,
+//! the transparency log, and the adapter onto the Malachite consensus engine.
+
+pub mod consensus;
+pub mod record;
+pub mod state;
+pub mod validator;
+
+pub use record::{EvidenceVerifier, RunRecord, SignatureAndHashes};
+pub use state::{Block, ChainState, Outcome, Tx};

@@ -1,0 +1,199 @@
+//! Run records, what a gateway submits for settlement, and the one trait through which
+//! validators re-verify their evidence without re-running the model.
+
+use crate::state::ChainState;
+use haca_core::receipt::{check_signature, receipt_digest, signature_message, ParsedReceipt};
+use haca_core::settlement::SettlementMode;
+use haca_core::{keys, tensor, Digest, NodeId, RunId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Largest record a validator accepts, encoded.
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
+
+/// Input and output of an `individual` run, in haca's tensor JSON.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RecordContent {
+    pub input: Value,
+    pub output: Value,
+}
+
+/// What a gateway submits for one run. Resubmitting the same run id is a no-op.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub mode: SettlementMode,
+    /// The digest the gateway signed (SHA-256 of the receipt's signed view).
+    pub receipt_digest: Digest,
+    pub gateway: NodeId,
+    /// The gateway's Ed25519 signature over `"haca.receipt.v1:" || receipt_digest`, hex.
+    pub signature: String,
+    /// The receipt (`batch`, `individual`); absent for `private`, where only hashes leave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Value>,
+    /// Input and output (`individual` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<RecordContent>,
+}
+
+impl RunRecord {
+    /// The record of a signed receipt, carrying what `mode` lets leave the gateway:
+    /// `private` only the digest and signature, `batch` the receipt, `individual` the
+    /// receipt with `content`.
+    pub fn new(
+        receipt: &haca_core::Receipt,
+        mode: SettlementMode,
+        content: Option<RecordContent>,
+    ) -> Result<Self, String> {
+        let exec = receipt
+            .boxes
+            .execution
+            .evidence
+            .as_ref()
+            .ok_or("the receipt has no execution box")?;
+        let signature = exec.signature.clone().ok_or("the receipt is not signed")?;
+        let raw = receipt.to_value();
+        Ok(RunRecord {
+            run_id: receipt.run_id,
+            mode,
+            receipt_digest: receipt_digest(&raw),
+            gateway: exec.signer,
+            signature,
+            receipt: (mode != SettlementMode::Private).then_some(raw),
+            content: if mode == SettlementMode::Individual {
+                Some(content.ok_or("an individual record needs its input and output")?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Parses a submitted record; errors name the field and the reason.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(format!(
+                "record is {} bytes, over the limit of {MAX_RECORD_BYTES}",
+                bytes.len()
+            ));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let r: RunRecord = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("record field {}: {}", e.path(), e.inner()))?;
+        de.end()
+            .map_err(|e| format!("record: trailing data: {e}"))?;
+        Ok(r)
+    }
+}
+
+/// Re-verifies a record's evidence against chain state, deterministically: every validator
+/// must reach the same verdict and the same reason. Attestation and proof verifiers
+/// implement it too and run after the signature check.
+pub trait EvidenceVerifier: Send + Sync {
+    fn verify(&self, record: &RunRecord, state: &ChainState) -> Result<(), String>;
+}
+
+/// Several verifiers in order; the first refusal wins.
+pub struct AllOf(pub Vec<Box<dyn EvidenceVerifier>>);
+
+impl EvidenceVerifier for AllOf {
+    fn verify(&self, record: &RunRecord, state: &ChainState) -> Result<(), String> {
+        self.0.iter().try_for_each(|v| v.verify(record, state))
+    }
+}
+
+/// Today's checks: the gateway is registered, its signature covers the receipt digest, and
+/// every hash the mode lets validators see matches (receipt digest, run id, input and output
+/// hashes).
+pub struct SignatureAndHashes;
+
+impl EvidenceVerifier for SignatureAndHashes {
+    fn verify(&self, r: &RunRecord, state: &ChainState) -> Result<(), String> {
+        if !state.gateways.contains_key(&r.gateway) {
+            return Err(format!(
+                "gateway {} is not registered on this chain",
+                r.gateway
+            ));
+        }
+        keys::verify(
+            &r.gateway,
+            &signature_message(&r.receipt_digest),
+            &r.signature,
+        )
+        .map_err(|e| format!("gateway signature over the receipt digest: {e}"))?;
+        match (r.mode, &r.receipt, &r.content) {
+            (SettlementMode::Private, None, None) => return Ok(()),
+            (SettlementMode::Private, _, _) => {
+                return Err(
+                    "a private record carries only hashes, but this one carries content".into(),
+                )
+            }
+            (_, None, _) => {
+                return Err(format!(
+                    "a {} record must carry its receipt",
+                    r.mode.as_str()
+                ))
+            }
+            (SettlementMode::Batch, _, Some(_)) => {
+                return Err("a batch record must not carry input and output".into())
+            }
+            (SettlementMode::Individual, _, None) => {
+                return Err("an individual record must carry its input and output".into())
+            }
+            _ => {}
+        }
+        let raw = r.receipt.clone().expect("matched above");
+        let digest = receipt_digest(&raw);
+        if digest != r.receipt_digest {
+            return Err(format!(
+                "receipt digest is {digest}, the record says {}",
+                r.receipt_digest
+            ));
+        }
+        let parsed = ParsedReceipt::from_value(raw).map_err(|e| format!("receipt: {e}"))?;
+        let receipt = &parsed.receipt;
+        if receipt.run_id != r.run_id {
+            return Err(format!(
+                "receipt is for run {}, the record for {}",
+                receipt.run_id, r.run_id
+            ));
+        }
+        let signer = check_signature(&parsed).map_err(|e| format!("receipt signature: {e}"))?;
+        if signer != r.gateway {
+            return Err(format!(
+                "receipt is signed by {signer}, the record names {}",
+                r.gateway
+            ));
+        }
+        if receipt.settlement_mode.unwrap_or_default() != r.mode {
+            return Err(format!(
+                "receipt says settlement mode {}, the record says {}",
+                receipt.settlement_mode.unwrap_or_default().as_str(),
+                r.mode.as_str()
+            ));
+        }
+        if let Some(content) = &r.content {
+            let exec = receipt
+                .boxes
+                .execution
+                .evidence
+                .as_ref()
+                .ok_or("receipt has no execution box")?;
+            for (name, value, want) in [
+                ("input", &content.input, exec.input_hash),
+                ("output", &content.output, exec.output_hash),
+            ] {
+                let tensors = tensor::parse_input(value, &format!("content.{name}"))
+                    .map_err(|e| e.to_string())?;
+                let got = tensor::hash_tensors(&tensors);
+                if got != want {
+                    return Err(format!(
+                        "content.{name} hashes to {got}, the receipt's {name}_hash is {want}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

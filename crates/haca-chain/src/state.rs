@@ -1,0 +1,516 @@
+//! The chain state machine: genesis, blocks, and the deterministic transition between them.
+//!
+//! Pure: no I/O, no clock. The same genesis and the same committed blocks always give the same
+//! state hash, which is how a restarted or new validator proves it replayed the chain right.
+
+use crate::record::{EvidenceVerifier, RunRecord};
+use haca_core::canonical;
+use haca_core::merkle::{self, Levels};
+use haca_core::oz::{OzProof, StandardTree};
+use haca_core::settlement::{
+    round_leaf, BlockHeader, Certificate, Genesis, RoundSummary, SettlementEvidence,
+    SettlementParams, ValidatorSet,
+};
+use haca_core::{sha256, Digest, NodeId, RunId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+
+/// Largest encoded block a validator accepts.
+pub const MAX_BLOCK_BYTES: usize = 64 << 20;
+
+/// A record the validators refused, kept with the reason.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct Rejected {
+    pub record: RunRecord,
+    pub reason: String,
+}
+
+/// A transaction other than a run record.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Tx {
+    /// Points a model label at a blob (the model registry); signed by a registered gateway
+    /// over `"haca.label.v1:" || JCS({label, blob_id, at_ms})`.
+    MoveLabel {
+        label: String,
+        blob_id: haca_core::BlobId,
+        at_ms: u64,
+        gateway: NodeId,
+        signature: String,
+    },
+}
+
+/// Bytes a gateway signs to move a label.
+pub fn label_message(label: &str, blob_id: &haca_core::BlobId, at_ms: u64) -> Vec<u8> {
+    let mut m = b"haca.label.v1:".to_vec();
+    m.extend(
+        canonical::to_vec(&json!({"label": label, "blob_id": blob_id, "at_ms": at_ms}))
+            .expect("strings canonicalize"),
+    );
+    m
+}
+
+/// A block: its header, the records it settles (in leaf order), the records it refused, and
+/// other transactions.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub records: Vec<RunRecord>,
+    pub rejected: Vec<Rejected>,
+    pub txs: Vec<Tx>,
+}
+
+impl Block {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("blocks serialize")
+    }
+
+    /// Decodes a block; errors name the field and the reason.
+    pub fn decode(bytes: &[u8]) -> Result<Block, String> {
+        if bytes.len() > MAX_BLOCK_BYTES {
+            return Err(format!(
+                "block is {} bytes, over the limit of {MAX_BLOCK_BYTES}",
+                bytes.len()
+            ));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("block field {}: {}", e.path(), e.inner()))
+    }
+
+    /// SHA-256 over the canonical JSON of the block body (records, rejected, txs).
+    pub fn body_root(records: &[RunRecord], rejected: &[Rejected], txs: &[Tx]) -> Digest {
+        sha256(
+            &canonical::to_vec(&json!({"records": records, "rejected": rejected, "txs": txs}))
+                .expect("block bodies canonicalize"),
+        )
+    }
+
+    /// The settlement evidence of every record this block settled, given its certificate.
+    pub fn settlement_evidence(
+        &self,
+        certificate: &Certificate,
+    ) -> Vec<(RunId, SettlementEvidence)> {
+        let Some(trees) = RoundTrees::build(self) else {
+            return Vec::new();
+        };
+        self.records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.run_id, trees.evidence(self, i, certificate)))
+            .collect()
+    }
+
+    /// The settlement evidence of the record at leaf `index`.
+    pub fn settlement_evidence_for(
+        &self,
+        index: usize,
+        certificate: &Certificate,
+    ) -> Option<SettlementEvidence> {
+        if index >= self.records.len() {
+            return None;
+        }
+        RoundTrees::build(self).map(|t| t.evidence(self, index, certificate))
+    }
+}
+
+/// Both trees of a block's round, built once for many proofs.
+struct RoundTrees {
+    levels: Levels,
+    oz: StandardTree,
+}
+
+impl RoundTrees {
+    fn build(block: &Block) -> Option<Self> {
+        block.header.settlement.as_ref()?;
+        let pairs: Vec<(Digest, Digest)> = block
+            .records
+            .iter()
+            .map(|r| (r.run_id.0, r.receipt_digest))
+            .collect();
+        let levels = Levels::build(
+            block
+                .records
+                .iter()
+                .map(|r| round_leaf(&r.run_id, &r.receipt_digest))
+                .collect(),
+        );
+        Some(RoundTrees {
+            levels,
+            oz: StandardTree::build(&pairs)?,
+        })
+    }
+
+    fn evidence(&self, block: &Block, i: usize, certificate: &Certificate) -> SettlementEvidence {
+        let r = &block.records[i];
+        let summary = block.header.settlement.as_ref().expect("checked in build");
+        SettlementEvidence {
+            round: summary.round,
+            leaf_index: i as u64,
+            header: block.header.clone(),
+            inclusion_proof: self.levels.proof(i as u64).expect("index in range"),
+            oz: OzProof::new(
+                &self.oz.root(),
+                (&r.run_id.0, &r.receipt_digest),
+                &self.oz.proof(i),
+            ),
+            certificate: certificate.clone(),
+        }
+    }
+}
+
+/// A label's revision in the model registry.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct LabelRevision {
+    pub revision: u64,
+    pub blob_id: haca_core::BlobId,
+    pub at_ms: u64,
+    pub height: u64,
+    pub gateway: NodeId,
+}
+
+/// Where a run's record ended up.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    Settled { height: u64, round: u64, leaf: u64 },
+    Rejected { height: u64 },
+}
+
+/// The chain state. TEE registry and payment ledger state join it with their issues.
+#[derive(Clone, Debug)]
+pub struct ChainState {
+    pub chain_id: String,
+    pub params: SettlementParams,
+    pub height: u64,
+    pub last_block_id: Digest,
+    pub last_time_ms: u64,
+    pub validators: ValidatorSet,
+    /// Registered gateway keys and the height they were registered at.
+    pub gateways: BTreeMap<NodeId, u64>,
+    pub models: BTreeMap<String, Vec<LabelRevision>>,
+    /// Settlement rounds closed so far.
+    pub rounds: u64,
+    /// Every run id a block has settled or rejected. Resubmitting a settled run is a no-op;
+    /// a rejected run id can still settle with a record that verifies.
+    pub outcomes: HashMap<RunId, Outcome>,
+    /// Hash chain over every outcome, in commit order (folds `outcomes` into the state hash
+    /// without rehashing the whole map each block).
+    pub outcomes_acc: Digest,
+}
+
+impl ChainState {
+    pub fn genesis(g: &Genesis) -> Self {
+        ChainState {
+            chain_id: g.chain_id.clone(),
+            params: g.settlement,
+            height: 0,
+            last_block_id: Digest::default(),
+            last_time_ms: g.genesis_time_ms,
+            validators: g.validators.clone(),
+            gateways: g.gateways.iter().map(|n| (*n, 0)).collect(),
+            models: BTreeMap::new(),
+            rounds: 0,
+            outcomes: HashMap::new(),
+            outcomes_acc: Digest::default(),
+        }
+    }
+
+    /// SHA-256 of the canonical JSON of the state: everything but the last block id (the
+    /// header holds it as `prev_block`) and the outcome map, which enters through its hash
+    /// chain.
+    pub fn hash(&self) -> Digest {
+        let v = json!({
+            "chain_id": self.chain_id,
+            "params": self.params,
+            "height": self.height,
+            "last_time_ms": self.last_time_ms,
+            "validators": self.validators,
+            "gateways": self.gateways.iter().map(|(k, h)| json!({"node": k, "from_height": h})).collect::<Vec<_>>(),
+            "models": self.models,
+            "rounds": self.rounds,
+            "outcomes": self.outcomes.len(),
+            "outcomes_acc": self.outcomes_acc,
+        });
+        sha256(&canonical::to_vec(&v).expect("state canonicalizes"))
+    }
+
+    fn is_settled(&self, run: &RunId) -> bool {
+        matches!(self.outcomes.get(run), Some(Outcome::Settled { .. }))
+    }
+
+    /// Where a run id's latest record ended up.
+    pub fn outcome(&self, run: &RunId) -> Option<Outcome> {
+        self.outcomes.get(run).copied()
+    }
+
+    /// Builds the next block from candidate records (in arrival order) and transactions:
+    /// duplicates and already-decided runs are dropped, every other record is verified and
+    /// either settled or rejected with its reason. Returns the block and the state after it.
+    pub fn propose(
+        &self,
+        time_ms: u64,
+        candidates: Vec<RunRecord>,
+        txs: Vec<Tx>,
+        verifier: &dyn EvidenceVerifier,
+    ) -> (Block, ChainState) {
+        // A refused record does not block the run id: a forged record under someone else's
+        // run id must not keep the genuine one from settling.
+        let mut settled = std::collections::HashSet::new();
+        let (mut records, mut rejected) = (Vec::new(), Vec::<Rejected>::new());
+        for r in candidates {
+            if self.is_settled(&r.run_id) || settled.contains(&r.run_id) {
+                continue;
+            }
+            if rejected.iter().any(|x| x.record == r) {
+                continue;
+            }
+            match verifier.verify(&r, self) {
+                Ok(()) => {
+                    settled.insert(r.run_id);
+                    records.push(r)
+                }
+                Err(reason) => rejected.push(Rejected { record: r, reason }),
+            }
+        }
+        let txs: Vec<Tx> = txs
+            .into_iter()
+            .filter(|t| self.check_tx(t).is_ok())
+            .collect();
+        let time_ms = time_ms.max(self.last_time_ms);
+        let mut next = self.clone();
+        let summary = next.apply_body(&records, &rejected, &txs);
+        let header = BlockHeader {
+            chain_id: self.chain_id.clone(),
+            height: self.height + 1,
+            time_ms,
+            prev_block: self.last_block_id,
+            txs_root: Block::body_root(&records, &rejected, &txs),
+            state_hash: Digest::default(),
+            validator_set_hash: self.validators.hash(),
+            settlement: summary,
+        };
+        let mut block = Block {
+            header,
+            records,
+            rejected,
+            txs,
+        };
+        next.finish(&mut block.header);
+        (block, next)
+    }
+
+    /// Re-checks a block someone proposed, the way [`ChainState::propose`] built it, and
+    /// returns the state after it. Replaying committed blocks goes through here too.
+    pub fn check(
+        &self,
+        block: &Block,
+        verifier: &dyn EvidenceVerifier,
+    ) -> Result<ChainState, String> {
+        let h = &block.header;
+        if h.chain_id != self.chain_id {
+            return Err(format!(
+                "block is for chain {:?}, not {:?}",
+                h.chain_id, self.chain_id
+            ));
+        }
+        if h.height != self.height + 1 {
+            return Err(format!(
+                "block height {} does not follow {}",
+                h.height, self.height
+            ));
+        }
+        if h.prev_block != self.last_block_id {
+            return Err(format!(
+                "block names previous block {}, the chain's last block is {}",
+                h.prev_block, self.last_block_id
+            ));
+        }
+        if h.time_ms < self.last_time_ms {
+            return Err(format!(
+                "block time {} is before the previous block's {}",
+                h.time_ms, self.last_time_ms
+            ));
+        }
+        if h.validator_set_hash != self.validators.hash() {
+            return Err("block names a validator set other than the chain's".into());
+        }
+        for r in block
+            .records
+            .iter()
+            .chain(block.rejected.iter().map(|x| &x.record))
+        {
+            if self.is_settled(&r.run_id) {
+                return Err(format!(
+                    "run {} was already settled in an earlier block",
+                    r.run_id
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &block.records {
+            if !seen.insert(r.run_id) {
+                return Err(format!("run {} is settled twice in the block", r.run_id));
+            }
+        }
+        for r in &block.records {
+            verifier.verify(r, self).map_err(|e| {
+                format!(
+                    "the block settles run {} but its evidence fails: {e}",
+                    r.run_id
+                )
+            })?;
+        }
+        for x in &block.rejected {
+            match verifier.verify(&x.record, self) {
+                Ok(()) => {
+                    return Err(format!(
+                        "the block rejects run {} but its evidence holds",
+                        x.record.run_id
+                    ))
+                }
+                Err(reason) if reason != x.reason => {
+                    return Err(format!(
+                        "the block rejects run {} for {:?}; this validator finds {:?}",
+                        x.record.run_id, x.reason, reason
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        for t in &block.txs {
+            self.check_tx(t)?;
+        }
+        if h.txs_root != Block::body_root(&block.records, &block.rejected, &block.txs) {
+            return Err("txs_root does not match the block's body".into());
+        }
+        let mut next = self.clone();
+        let summary = next.apply_body(&block.records, &block.rejected, &block.txs);
+        if summary != h.settlement {
+            return Err("the settlement round in the header does not match its records".into());
+        }
+        let mut expected = h.clone();
+        next.finish(&mut expected);
+        if expected.state_hash != h.state_hash {
+            return Err(format!(
+                "state hash after the block is {}, the header says {}",
+                expected.state_hash, h.state_hash
+            ));
+        }
+        Ok(next)
+    }
+
+    fn check_tx(&self, tx: &Tx) -> Result<(), String> {
+        match tx {
+            Tx::MoveLabel {
+                label,
+                blob_id,
+                at_ms,
+                gateway,
+                signature,
+            } => {
+                if !self.gateways.contains_key(gateway) {
+                    return Err(format!("label move by {gateway}: not a registered gateway"));
+                }
+                haca_core::keys::verify(gateway, &label_message(label, blob_id, *at_ms), signature)
+                    .map_err(|e| format!("label move of {label}: {e}"))
+            }
+        }
+    }
+
+    /// Applies a checked body; returns the settlement round it closes, if any.
+    fn apply_body(
+        &mut self,
+        records: &[RunRecord],
+        rejected: &[Rejected],
+        txs: &[Tx],
+    ) -> Option<RoundSummary> {
+        let height = self.height + 1;
+        let summary = if records.is_empty() && rejected.is_empty() {
+            None
+        } else {
+            self.rounds += 1;
+            let leaves: Vec<Digest> = records
+                .iter()
+                .map(|r| round_leaf(&r.run_id, &r.receipt_digest))
+                .collect();
+            let pairs: Vec<(Digest, Digest)> = records
+                .iter()
+                .map(|r| (r.run_id.0, r.receipt_digest))
+                .collect();
+            Some(RoundSummary {
+                round: self.rounds,
+                records: records.len() as u64,
+                rejected: rejected.len() as u64,
+                rfc6962_root: merkle::root(&leaves),
+                oz_root: StandardTree::build(&pairs)
+                    .map(|t| t.root())
+                    .unwrap_or_default(),
+            })
+        };
+        for (i, r) in records.iter().enumerate() {
+            let o = Outcome::Settled {
+                height,
+                round: self.rounds,
+                leaf: i as u64,
+            };
+            self.record_outcome(r.run_id, o, &r.receipt_digest);
+        }
+        for x in rejected {
+            if self.is_settled(&x.record.run_id) {
+                continue; // the genuine record of this run settled in this same block
+            }
+            self.record_outcome(
+                x.record.run_id,
+                Outcome::Rejected { height },
+                &x.record.receipt_digest,
+            );
+        }
+        for t in txs {
+            match t {
+                Tx::MoveLabel {
+                    label,
+                    blob_id,
+                    at_ms,
+                    gateway,
+                    ..
+                } => {
+                    let revs = self.models.entry(label.clone()).or_default();
+                    let revision = revs.len() as u64 + 1;
+                    revs.push(LabelRevision {
+                        revision,
+                        blob_id: *blob_id,
+                        at_ms: *at_ms,
+                        height,
+                        gateway: *gateway,
+                    });
+                }
+            }
+        }
+        summary
+    }
+
+    fn record_outcome(&mut self, run: RunId, o: Outcome, digest: &Digest) {
+        let tag = match o {
+            Outcome::Settled { .. } => b"S",
+            Outcome::Rejected { .. } => b"R",
+        };
+        self.outcomes_acc = haca_core::hash::sha256_parts(&[
+            self.outcomes_acc.as_bytes(),
+            tag,
+            run.0.as_bytes(),
+            digest.as_bytes(),
+        ]);
+        self.outcomes.insert(run, o);
+    }
+
+    /// Advances height and block id and fills the header's state hash.
+    fn finish(&mut self, header: &mut BlockHeader) {
+        self.height = header.height;
+        self.last_time_ms = header.time_ms;
+        // `hash` leaves out `last_block_id`: a header cannot contain its own id.
+        header.state_hash = self.hash();
+        self.last_block_id = header.id();
+    }
+}

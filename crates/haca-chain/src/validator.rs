@@ -1,0 +1,397 @@
+//! One validator's application: the mempool of submitted records, the chain state rebuilt
+//! from committed blocks, and the consensus [`Host`] that proposes, checks and commits.
+
+use crate::consensus::{EncodedBlock, Host};
+use crate::record::{EvidenceVerifier, RunRecord};
+use crate::state::{Block, ChainState, Outcome};
+use haca_core::settlement::{Certificate, Genesis, SettlementEvidence};
+use haca_core::{Digest, RunId};
+use haca_store::{SettlementRow, Store, StoredBlock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+
+/// Most records waiting in the mempool before submissions are refused.
+pub const MAX_MEMPOOL: usize = 1_000_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a validator could not open or take a submission.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    #[error("store: {0}")]
+    Store(#[from] haca_store::StoreError),
+    #[error("committed block at height {height} does not replay: {reason}")]
+    Replay { height: u64, reason: String },
+    #[error("the mempool holds {MAX_MEMPOOL} records; try again after the next round")]
+    MempoolFull,
+}
+
+/// What a submission did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Submitted {
+    /// Queued for the next round.
+    Queued,
+    /// Already waiting in the mempool.
+    AlreadyQueued,
+    /// Already settled: resubmission is a no-op.
+    AlreadySettled,
+}
+
+/// Where a run stands on this chain.
+#[derive(Clone, Debug)]
+pub enum RunSettlement {
+    Pending,
+    Settled(Box<SettlementEvidence>),
+    Rejected { height: u64, reason: String },
+}
+
+#[derive(Default)]
+struct Mempool {
+    queue: VecDeque<(RunRecord, Instant)>,
+    index: HashMap<RunId, usize>,
+}
+
+impl Mempool {
+    /// Drops every record the committed block decided (settled or rejected).
+    fn remove_decided(&mut self, block: &Block) {
+        let decided: std::collections::HashSet<RunId> = block
+            .records
+            .iter()
+            .chain(block.rejected.iter().map(|x| &x.record))
+            .map(|r| r.run_id)
+            .collect();
+        if decided.is_empty() {
+            return;
+        }
+        self.queue.retain(|(r, _)| !decided.contains(&r.run_id));
+        self.index = self
+            .queue
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| (r.run_id, i))
+            .collect();
+    }
+}
+
+/// One validator's application state.
+pub struct Validator {
+    genesis: Genesis,
+    store: Arc<Store>,
+    verifier: Box<dyn EvidenceVerifier>,
+    state: Mutex<ChainState>,
+    mempool: Mutex<Mempool>,
+    arrivals: Notify,
+    /// Blocks this validator proposed or checked, by id, with the state after them: commit
+    /// applies the checked result instead of re-verifying.
+    checked: Mutex<HashMap<Digest, (Block, ChainState)>>,
+    height: watch::Sender<u64>,
+}
+
+impl Validator {
+    /// Opens the validator: starts from genesis and replays every committed block, checking
+    /// each again (so a damaged store is found here, not later).
+    pub fn open(
+        genesis: Genesis,
+        store: Arc<Store>,
+        verifier: Box<dyn EvidenceVerifier>,
+    ) -> Result<Self, ValidatorError> {
+        let mut state = ChainState::genesis(&genesis);
+        let last = store.last_height()?;
+        for h in 1..=last {
+            let stored = store.block(h)?.ok_or_else(|| ValidatorError::Replay {
+                height: h,
+                reason: "missing from the store".into(),
+            })?;
+            let block = Block::decode(&stored.block)
+                .map_err(|reason| ValidatorError::Replay { height: h, reason })?;
+            state = state
+                .check(&block, verifier.as_ref())
+                .map_err(|reason| ValidatorError::Replay { height: h, reason })?;
+        }
+        if last > 0 {
+            tracing::info!(
+                "chain {}: replayed {last} blocks, state hash {}",
+                genesis.chain_id,
+                state.hash()
+            );
+        }
+        let (height, _) = watch::channel(last);
+        Ok(Validator {
+            genesis,
+            store,
+            verifier,
+            state: Mutex::new(state),
+            mempool: Mutex::new(Mempool::default()),
+            arrivals: Notify::new(),
+            checked: Mutex::new(HashMap::new()),
+            height,
+        })
+    }
+
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// A receiver that sees every new committed height.
+    pub fn heights(&self) -> watch::Receiver<u64> {
+        self.height.subscribe()
+    }
+
+    pub fn state_hash(&self) -> (u64, Digest) {
+        let s = self.state.lock().expect("state lock");
+        (s.height, s.hash())
+    }
+
+    /// Queues a record for the next round. Idempotent by run id.
+    pub fn submit(&self, record: RunRecord) -> Result<Submitted, ValidatorError> {
+        if matches!(
+            self.state
+                .lock()
+                .expect("state lock")
+                .outcome(&record.run_id),
+            Some(Outcome::Settled { .. })
+        ) {
+            return Ok(Submitted::AlreadySettled);
+        }
+        let mut pool = self.mempool.lock().expect("mempool lock");
+        if pool.index.contains_key(&record.run_id) {
+            return Ok(Submitted::AlreadyQueued);
+        }
+        if pool.queue.len() >= MAX_MEMPOOL {
+            return Err(ValidatorError::MempoolFull);
+        }
+        let at = pool.queue.len();
+        pool.index.insert(record.run_id, at);
+        pool.queue.push_back((record, Instant::now()));
+        drop(pool);
+        self.arrivals.notify_one();
+        Ok(Submitted::Queued)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.mempool.lock().expect("mempool lock").queue.len()
+    }
+
+    /// Where `run` stands, with its settlement evidence once its round has committed.
+    pub fn settlement(&self, run: &RunId) -> Result<RunSettlement, ValidatorError> {
+        let Some(row) = self.store.settlement(&run.to_string())? else {
+            return Ok(RunSettlement::Pending);
+        };
+        if row.status != "settled" {
+            return Ok(RunSettlement::Rejected {
+                height: row.height,
+                reason: row.reason.unwrap_or_default(),
+            });
+        }
+        let stored = self
+            .store
+            .block(row.height)?
+            .ok_or_else(|| ValidatorError::Replay {
+                height: row.height,
+                reason: "a settled run names a block the store does not hold".into(),
+            })?;
+        let corrupt = |reason: String| ValidatorError::Replay {
+            height: row.height,
+            reason,
+        };
+        let block = Block::decode(&stored.block).map_err(corrupt)?;
+        let cert: Certificate = serde_json::from_str(&stored.certificate)
+            .map_err(|e| corrupt(format!("stored certificate: {e}")))?;
+        let leaf = row.leaf_index.unwrap_or(0) as usize;
+        if block.records.get(leaf).map(|r| r.run_id) != Some(*run) {
+            return Err(corrupt(format!(
+                "leaf {leaf} of the block is not run {run}"
+            )));
+        }
+        let ev = block
+            .settlement_evidence_for(leaf, &cert)
+            .ok_or_else(|| corrupt("the block closes no settlement round".into()))?;
+        Ok(RunSettlement::Settled(Box::new(ev)))
+    }
+
+    /// Picks the records for a block: everything waiting once the round is due (full, or
+    /// its oldest record has waited the round interval), at most a round's worth.
+    fn due_records(&self, force: bool) -> Option<Vec<RunRecord>> {
+        let params = self.genesis.settlement;
+        let pool = self.mempool.lock().expect("mempool lock");
+        let oldest = pool.queue.front().map(|(_, t)| t.elapsed());
+        let due = pool.queue.len() as u64 >= params.max_round_records
+            || oldest.is_some_and(|a| a >= Duration::from_millis(params.round_interval_ms));
+        (due || force).then(|| {
+            pool.queue
+                .iter()
+                .take(params.max_round_records as usize)
+                .map(|(r, _)| r.clone())
+                .collect()
+        })
+    }
+
+    fn time_until_due(&self) -> Option<Duration> {
+        let interval = Duration::from_millis(self.genesis.settlement.round_interval_ms);
+        let pool = self.mempool.lock().expect("mempool lock");
+        pool.queue
+            .front()
+            .map(|(_, t)| interval.saturating_sub(t.elapsed()))
+    }
+
+    fn build(&self, records: Vec<RunRecord>) -> EncodedBlock {
+        let state = self.state.lock().expect("state lock").clone();
+        let (block, next) = state.propose(now_ms(), records, vec![], self.verifier.as_ref());
+        let id = block.header.id();
+        let bytes = block.encode();
+        self.checked
+            .lock()
+            .expect("checked lock")
+            .insert(id, (block, next));
+        EncodedBlock { id, bytes }
+    }
+}
+
+impl Host for Validator {
+    async fn propose(
+        &self,
+        height: u64,
+        round: u32,
+        deadline: tokio::time::Instant,
+    ) -> EncodedBlock {
+        tracing::debug!("proposing height {height} round {round}");
+        loop {
+            if let Some(records) = self.due_records(false) {
+                return self.build(records);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                // Out of time: propose what is waiting (maybe nothing) rather than time out.
+                return self.build(self.due_records(true).unwrap_or_default());
+            }
+            let wake = match self.time_until_due() {
+                Some(d) => (now + d).min(deadline),
+                None => deadline,
+            };
+            tokio::select! {
+                _ = self.arrivals.notified() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn check(&self, height: u64, bytes: &[u8]) -> Result<Digest, String> {
+        let block = Block::decode(bytes)?;
+        if block.header.height != height {
+            return Err(format!(
+                "block says height {}, consensus is at {height}",
+                block.header.height
+            ));
+        }
+        let id = block.header.id();
+        if self.checked.lock().expect("checked lock").contains_key(&id) {
+            return Ok(id);
+        }
+        let state = self.state.lock().expect("state lock").clone();
+        let next = state.check(&block, self.verifier.as_ref())?;
+        self.checked
+            .lock()
+            .expect("checked lock")
+            .insert(id, (block, next));
+        Ok(id)
+    }
+
+    fn commit(&self, height: u64, bytes: &[u8], certificate: Certificate) -> Result<(), String> {
+        let cached = self
+            .checked
+            .lock()
+            .expect("checked lock")
+            .remove(&certificate.block_id);
+        let (block, next) = match cached {
+            Some(c) => c,
+            None => {
+                let block = Block::decode(bytes)?;
+                let state = self.state.lock().expect("state lock").clone();
+                let next = state.check(&block, self.verifier.as_ref())?;
+                (block, next)
+            }
+        };
+        if block.header.height != height || block.header.id() != certificate.block_id {
+            return Err(format!(
+                "decided block {} at height {height} is not the block certified ({} at {})",
+                block.header.id(),
+                certificate.block_id,
+                certificate.height
+            ));
+        }
+        let mut outcomes = Vec::with_capacity(block.records.len() + block.rejected.len());
+        let round = block.header.settlement.as_ref().map(|s| s.round);
+        for (i, r) in block.records.iter().enumerate() {
+            outcomes.push(SettlementRow {
+                run_id: r.run_id.to_string(),
+                status: "settled".into(),
+                height,
+                round,
+                leaf_index: Some(i as u64),
+                reason: None,
+            });
+        }
+        for x in &block.rejected {
+            outcomes.push(SettlementRow {
+                run_id: x.record.run_id.to_string(),
+                status: "rejected".into(),
+                height,
+                round,
+                leaf_index: None,
+                reason: Some(x.reason.clone()),
+            });
+        }
+        self.store
+            .commit_block(
+                StoredBlock {
+                    height,
+                    block_id: certificate.block_id.to_hex(),
+                    block: bytes.to_vec(),
+                    certificate: serde_json::to_string(&certificate)
+                        .expect("certificates serialize"),
+                    committed_at: now_ms(),
+                },
+                outcomes,
+            )
+            .map_err(|e| format!("store: {e}"))?;
+        if !block.records.is_empty() || !block.rejected.is_empty() {
+            tracing::info!(
+                "height {height}: settled {} records, rejected {}",
+                block.records.len(),
+                block.rejected.len()
+            );
+        }
+        for x in &block.rejected {
+            tracing::warn!("run {} rejected: {}", x.record.run_id, x.reason);
+        }
+        self.mempool
+            .lock()
+            .expect("mempool lock")
+            .remove_decided(&block);
+        *self.state.lock().expect("state lock") = next;
+        // Blocks checked for this height lost the vote; drop them.
+        self.checked
+            .lock()
+            .expect("checked lock")
+            .retain(|_, (b, _)| b.header.height > height);
+        self.height.send_replace(height);
+        Ok(())
+    }
+
+    fn committed_height(&self) -> u64 {
+        self.state.lock().expect("state lock").height
+    }
+
+    fn committed_block(&self, height: u64) -> Option<(Vec<u8>, Certificate)> {
+        let stored = self.store.block(height).ok()??;
+        let cert = serde_json::from_str(&stored.certificate).ok()?;
+        Some((stored.block, cert))
+    }
+}
