@@ -2,6 +2,7 @@
 //! the transparency log, and the adapter onto the Malachite consensus engine.
 
 pub mod consensus;
+pub mod log;
 pub mod record;
 pub mod state;
 pub mod validator;

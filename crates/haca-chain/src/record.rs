@@ -2,7 +2,7 @@
 //! validators re-verify their evidence without re-running the model.
 
 use crate::state::ChainState;
-use haca_core::receipt::{check_signature, receipt_digest, signature_message, ParsedReceipt};
+use haca_core::receipt::{receipt_digest, signature_message, ParsedReceipt};
 use haca_core::settlement::SettlementMode;
 use haca_core::{keys, tensor, Digest, NodeId, RunId};
 use serde::{Deserialize, Serialize};
@@ -159,12 +159,22 @@ impl EvidenceVerifier for SignatureAndHashes {
                 receipt.run_id, r.run_id
             ));
         }
-        let signer = check_signature(&parsed).map_err(|e| format!("receipt signature: {e}"))?;
-        if signer != r.gateway {
+        // The record's signature was verified over this very digest above; the receipt must
+        // carry the same signer and signature (no second verification needed).
+        let exec = receipt
+            .boxes
+            .execution
+            .evidence
+            .as_ref()
+            .ok_or("receipt has no execution box")?;
+        if exec.signer != r.gateway {
             return Err(format!(
-                "receipt is signed by {signer}, the record names {}",
-                r.gateway
+                "receipt is signed by {}, the record names {}",
+                exec.signer, r.gateway
             ));
+        }
+        if exec.signature.as_deref() != Some(r.signature.as_str()) {
+            return Err("the receipt's signature is not the record's signature".into());
         }
         if receipt.settlement_mode.unwrap_or_default() != r.mode {
             return Err(format!(
@@ -174,12 +184,6 @@ impl EvidenceVerifier for SignatureAndHashes {
             ));
         }
         if let Some(content) = &r.content {
-            let exec = receipt
-                .boxes
-                .execution
-                .evidence
-                .as_ref()
-                .ok_or("receipt has no execution box")?;
             for (name, value, want) in [
                 ("input", &content.input, exec.input_hash),
                 ("output", &content.output, exec.output_hash),

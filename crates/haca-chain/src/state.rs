@@ -15,6 +15,7 @@ use haca_core::{sha256, Digest, NodeId, RunId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Largest encoded block a validator accepts.
 pub const MAX_BLOCK_BYTES: usize = 64 << 20;
@@ -178,6 +179,45 @@ pub enum Outcome {
     Rejected { height: u64 },
 }
 
+/// Outcomes by run id: a large map shared between a state and the states built from it, plus
+/// the few outcomes added since, so that proposing or checking a block never copies the map.
+#[derive(Clone, Debug, Default)]
+pub struct Outcomes {
+    base: Arc<HashMap<RunId, Outcome>>,
+    recent: HashMap<RunId, Outcome>,
+    len: usize,
+}
+
+impl Outcomes {
+    pub fn get(&self, run: &RunId) -> Option<Outcome> {
+        self.recent.get(run).or_else(|| self.base.get(run)).copied()
+    }
+
+    fn insert(&mut self, run: RunId, o: Outcome) {
+        if self.get(&run).is_none() {
+            self.len += 1;
+        }
+        self.recent.insert(run, o);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Folds recent outcomes into the shared map. Copies the map only if another state still
+    /// shares it, so call it once the older states are dropped.
+    pub fn compact(&mut self) {
+        if !self.recent.is_empty() {
+            let recent = std::mem::take(&mut self.recent);
+            Arc::make_mut(&mut self.base).extend(recent);
+        }
+    }
+}
+
 /// The chain state. TEE registry and payment ledger state join it with their issues.
 #[derive(Clone, Debug)]
 pub struct ChainState {
@@ -194,7 +234,7 @@ pub struct ChainState {
     pub rounds: u64,
     /// Every run id a block has settled or rejected. Resubmitting a settled run is a no-op;
     /// a rejected run id can still settle with a record that verifies.
-    pub outcomes: HashMap<RunId, Outcome>,
+    pub outcomes: Outcomes,
     /// Hash chain over every outcome, in commit order (folds `outcomes` into the state hash
     /// without rehashing the whole map each block).
     pub outcomes_acc: Digest,
@@ -212,7 +252,7 @@ impl ChainState {
             gateways: g.gateways.iter().map(|n| (*n, 0)).collect(),
             models: BTreeMap::new(),
             rounds: 0,
-            outcomes: HashMap::new(),
+            outcomes: Outcomes::default(),
             outcomes_acc: Digest::default(),
         }
     }
@@ -236,13 +276,31 @@ impl ChainState {
         sha256(&canonical::to_vec(&v).expect("state canonicalizes"))
     }
 
+    /// This state without its outcome map: what evidence verifiers look at (registries,
+    /// validator set), cheap to share.
+    pub fn registries(&self) -> ChainState {
+        ChainState {
+            chain_id: self.chain_id.clone(),
+            params: self.params,
+            height: self.height,
+            last_block_id: self.last_block_id,
+            last_time_ms: self.last_time_ms,
+            validators: self.validators.clone(),
+            gateways: self.gateways.clone(),
+            models: self.models.clone(),
+            rounds: self.rounds,
+            outcomes: Outcomes::default(),
+            outcomes_acc: self.outcomes_acc,
+        }
+    }
+
     fn is_settled(&self, run: &RunId) -> bool {
         matches!(self.outcomes.get(run), Some(Outcome::Settled { .. }))
     }
 
     /// Where a run id's latest record ended up.
     pub fn outcome(&self, run: &RunId) -> Option<Outcome> {
-        self.outcomes.get(run).copied()
+        self.outcomes.get(run)
     }
 
     /// Builds the next block from candidate records (in arrival order) and transactions:

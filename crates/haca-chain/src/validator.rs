@@ -52,10 +52,48 @@ pub enum RunSettlement {
     Rejected { height: u64, reason: String },
 }
 
+/// A record waiting for its round, with the verdict computed when it arrived (so the
+/// proposer does not re-verify thousands of records inside its propose timeout).
+struct Pending {
+    record: RunRecord,
+    arrived: Instant,
+    verdict: Verdict,
+}
+
+/// An evidence verdict and the gateway registry it was reached against.
+#[derive(Clone)]
+struct Verdict {
+    registry: Digest,
+    result: Result<(), String>,
+}
+
 #[derive(Default)]
 struct Mempool {
-    queue: VecDeque<(RunRecord, Instant)>,
+    queue: VecDeque<Pending>,
     index: HashMap<RunId, usize>,
+}
+
+/// Hash of the registered gateways: a verdict stays valid while it does not change.
+fn registry_hash(state: &ChainState) -> Digest {
+    let keys: Vec<String> = state.gateways.keys().map(|k| k.to_string()).collect();
+    haca_core::sha256(keys.join(",").as_bytes())
+}
+
+/// Answers from verdicts reached at submission while the registry is unchanged; asks the
+/// inner verifier otherwise.
+struct Prejudged<'a> {
+    verdicts: HashMap<RunId, Verdict>,
+    registry: Digest,
+    inner: &'a dyn EvidenceVerifier,
+}
+
+impl EvidenceVerifier for Prejudged<'_> {
+    fn verify(&self, record: &RunRecord, state: &ChainState) -> Result<(), String> {
+        match self.verdicts.get(&record.run_id) {
+            Some(v) if v.registry == self.registry => v.result.clone(),
+            _ => self.inner.verify(record, state),
+        }
+    }
 }
 
 impl Mempool {
@@ -70,12 +108,12 @@ impl Mempool {
         if decided.is_empty() {
             return;
         }
-        self.queue.retain(|(r, _)| !decided.contains(&r.run_id));
+        self.queue.retain(|p| !decided.contains(&p.record.run_id));
         self.index = self
             .queue
             .iter()
             .enumerate()
-            .map(|(i, (r, _))| (r.run_id, i))
+            .map(|(i, p)| (p.record.run_id, i))
             .collect();
     }
 }
@@ -86,6 +124,9 @@ pub struct Validator {
     store: Arc<Store>,
     verifier: Box<dyn EvidenceVerifier>,
     state: Mutex<ChainState>,
+    /// The state's registries without its outcome map, for verifying submissions outside
+    /// the state lock.
+    registries: Mutex<Arc<ChainState>>,
     mempool: Mutex<Mempool>,
     arrivals: Notify,
     /// Blocks this validator proposed or checked, by id, with the state after them: commit
@@ -114,6 +155,7 @@ impl Validator {
             state = state
                 .check(&block, verifier.as_ref())
                 .map_err(|reason| ValidatorError::Replay { height: h, reason })?;
+            state.outcomes.compact();
         }
         if last > 0 {
             tracing::info!(
@@ -127,6 +169,7 @@ impl Validator {
             genesis,
             store,
             verifier,
+            registries: Mutex::new(Arc::new(state.registries())),
             state: Mutex::new(state),
             mempool: Mutex::new(Mempool::default()),
             arrivals: Notify::new(),
@@ -149,7 +192,8 @@ impl Validator {
         (s.height, s.hash())
     }
 
-    /// Queues a record for the next round. Idempotent by run id.
+    /// Queues a record for the next round, verifying its evidence now, on the caller's
+    /// thread. Idempotent by run id.
     pub fn submit(&self, record: RunRecord) -> Result<Submitted, ValidatorError> {
         if matches!(
             self.state
@@ -160,6 +204,20 @@ impl Validator {
         ) {
             return Ok(Submitted::AlreadySettled);
         }
+        if self
+            .mempool
+            .lock()
+            .expect("mempool lock")
+            .index
+            .contains_key(&record.run_id)
+        {
+            return Ok(Submitted::AlreadyQueued);
+        }
+        let registries = self.registries.lock().expect("registries lock").clone();
+        let verdict = Verdict {
+            registry: registry_hash(&registries),
+            result: self.verifier.verify(&record, &registries),
+        };
         let mut pool = self.mempool.lock().expect("mempool lock");
         if pool.index.contains_key(&record.run_id) {
             return Ok(Submitted::AlreadyQueued);
@@ -169,10 +227,19 @@ impl Validator {
         }
         let at = pool.queue.len();
         pool.index.insert(record.run_id, at);
-        pool.queue.push_back((record, Instant::now()));
+        pool.queue.push_back(Pending {
+            record,
+            arrived: Instant::now(),
+            verdict,
+        });
         drop(pool);
         self.arrivals.notify_one();
         Ok(Submitted::Queued)
+    }
+
+    /// Where the chain state says `run` ended up (no store read).
+    pub fn outcome(&self, run: &RunId) -> Option<Outcome> {
+        self.state.lock().expect("state lock").outcome(run)
     }
 
     pub fn pending(&self) -> usize {
@@ -217,19 +284,21 @@ impl Validator {
     }
 
     /// Picks the records for a block: everything waiting once the round is due (full, or
-    /// its oldest record has waited the round interval), at most a round's worth.
-    fn due_records(&self, force: bool) -> Option<Vec<RunRecord>> {
+    /// its oldest record has waited the round interval), at most a round's worth, with the
+    /// verdicts reached when they arrived.
+    fn due_records(&self, force: bool) -> Option<(Vec<RunRecord>, HashMap<RunId, Verdict>)> {
         let params = self.genesis.settlement;
         let pool = self.mempool.lock().expect("mempool lock");
-        let oldest = pool.queue.front().map(|(_, t)| t.elapsed());
+        let oldest = pool.queue.front().map(|p| p.arrived.elapsed());
         let due = pool.queue.len() as u64 >= params.max_round_records
             || oldest.is_some_and(|a| a >= Duration::from_millis(params.round_interval_ms));
         (due || force).then(|| {
-            pool.queue
-                .iter()
-                .take(params.max_round_records as usize)
-                .map(|(r, _)| r.clone())
-                .collect()
+            let take = pool.queue.iter().take(params.max_round_records as usize);
+            let verdicts = take
+                .clone()
+                .map(|p| (p.record.run_id, p.verdict.clone()))
+                .collect();
+            (take.map(|p| p.record.clone()).collect(), verdicts)
         })
     }
 
@@ -238,14 +307,30 @@ impl Validator {
         let pool = self.mempool.lock().expect("mempool lock");
         pool.queue
             .front()
-            .map(|(_, t)| interval.saturating_sub(t.elapsed()))
+            .map(|p| interval.saturating_sub(p.arrived.elapsed()))
     }
 
-    fn build(&self, records: Vec<RunRecord>) -> EncodedBlock {
+    fn build(
+        &self,
+        (records, verdicts): (Vec<RunRecord>, HashMap<RunId, Verdict>),
+    ) -> EncodedBlock {
+        let t = Instant::now();
         let state = self.state.lock().expect("state lock").clone();
-        let (block, next) = state.propose(now_ms(), records, vec![], self.verifier.as_ref());
+        let verifier = Prejudged {
+            verdicts,
+            registry: registry_hash(&state),
+            inner: self.verifier.as_ref(),
+        };
+        let (block, next) = state.propose(now_ms(), records, vec![], &verifier);
         let id = block.header.id();
         let bytes = block.encode();
+        tracing::debug!(
+            "built block {} ({} records, {} bytes) in {:?}",
+            block.header.height,
+            block.records.len() + block.rejected.len(),
+            bytes.len(),
+            t.elapsed()
+        );
         self.checked
             .lock()
             .expect("checked lock")
@@ -304,6 +389,7 @@ impl Host for Validator {
     }
 
     fn commit(&self, height: u64, bytes: &[u8], certificate: Certificate) -> Result<(), String> {
+        let t = Instant::now();
         let cached = self
             .checked
             .lock()
@@ -375,12 +461,18 @@ impl Host for Validator {
             .lock()
             .expect("mempool lock")
             .remove_decided(&block);
-        *self.state.lock().expect("state lock") = next;
-        // Blocks checked for this height lost the vote; drop them.
+        let mut state = self.state.lock().expect("state lock");
+        *state = next;
+        // Blocks checked for this height lost the vote; drop them (and their share of the
+        // outcome map, so that compacting it does not copy it).
         self.checked
             .lock()
             .expect("checked lock")
             .retain(|_, (b, _)| b.header.height > height);
+        state.outcomes.compact();
+        *self.registries.lock().expect("registries lock") = Arc::new(state.registries());
+        drop(state);
+        tracing::debug!("committed block {height} in {:?}", t.elapsed());
         self.height.send_replace(height);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! Receipt and its boxes, claims and policy evaluation. Pure: this crate does no I/O.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod claims;
 pub mod hash;
 pub mod ids;

@@ -312,6 +312,187 @@ impl Levels {
     }
 }
 
+/// Why a [`LogTree`] cannot answer for a size or index.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("size {size} is beyond the tree's {tree_size} leaves")]
+    SizeBeyondTree { size: u64, tree_size: u64 },
+    #[error("leaf index {index} is not inside a tree of size {size}")]
+    IndexOutOfRange { index: u64, size: u64 },
+    #[error("first size {first} is larger than second size {second}")]
+    SizesOutOfOrder { first: u64, second: u64 },
+}
+
+/// An append-only RFC 6962 tree that answers for every size it has ever had.
+///
+/// It keeps the hash of every complete, aligned subtree (level `h` holds the hashes of the
+/// subtrees over leaves `[i·2^h, (i+1)·2^h)`): about 2n hashes. Appending is amortized O(1)
+/// hashes. Every node of the tree at any past size is either such a subtree or a right spine of
+/// at most log n of them, so `root_at` is O(log n) and both proofs are O(log² n); none of them
+/// depends on the current size.
+#[derive(Clone, Debug, Default)]
+pub struct LogTree {
+    /// `levels[h].len() == size >> h` always holds.
+    levels: Vec<Vec<Digest>>,
+}
+
+impl LogTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn from_leaves(leaves: impl IntoIterator<Item = Digest>) -> Self {
+        let mut t = Self::new();
+        t.extend(leaves);
+        t
+    }
+
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// Appends one leaf hash and returns its index.
+    pub fn push(&mut self, leaf: Digest) -> u64 {
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        self.levels[0].push(leaf);
+        let index = self.levels[0].len() as u64 - 1;
+        let mut h = 0;
+        // A level that reaches an even length has completed a subtree one level up.
+        while self.levels[h].len() & 1 == 0 {
+            let n = self.levels[h].len();
+            let up = node_hash(&self.levels[h][n - 2], &self.levels[h][n - 1]);
+            if self.levels.len() == h + 1 {
+                self.levels.push(Vec::new());
+            }
+            self.levels[h + 1].push(up);
+            h += 1;
+        }
+        index
+    }
+
+    pub fn extend(&mut self, leaves: impl IntoIterator<Item = Digest>) {
+        for leaf in leaves {
+            self.push(leaf);
+        }
+    }
+
+    pub fn leaf(&self, index: u64) -> Option<Digest> {
+        self.levels
+            .first()?
+            .get(usize::try_from(index).ok()?)
+            .copied()
+    }
+
+    /// Forgets every leaf from `size` on (a no-op when the tree is not larger), so that a
+    /// writer whose append did not become durable can return to the durable state.
+    pub fn truncate(&mut self, size: u64) {
+        if size >= self.size() {
+            return;
+        }
+        for (h, level) in self.levels.iter_mut().enumerate() {
+            level.truncate((size >> h) as usize);
+        }
+        while self.levels.last().is_some_and(|l| l.is_empty()) {
+            self.levels.pop();
+        }
+    }
+
+    /// The current tree head.
+    pub fn root(&self) -> Digest {
+        self.root_at(self.size())
+            .expect("the current size is inside the tree")
+    }
+
+    /// The tree head the log had at `size` leaves.
+    pub fn root_at(&self, size: u64) -> Result<Digest, TreeError> {
+        self.check_size(size)?;
+        Ok(if size == 0 {
+            empty_root()
+        } else {
+            self.subtree(0, size)
+        })
+    }
+
+    /// The audit path of leaf `index` in the tree of the first `size` leaves, as
+    /// [`inclusion_proof`] gives it over those leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Digest>, TreeError> {
+        self.check_size(size)?;
+        if index >= size {
+            return Err(TreeError::IndexOutOfRange { index, size });
+        }
+        let mut out = Vec::new();
+        self.path(0, size, index, &mut out);
+        Ok(out)
+    }
+
+    /// The proof that the tree at `first` leaves is a prefix of the tree at `second`, as
+    /// [`consistency_proof`] gives it.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Digest>, TreeError> {
+        self.check_size(second)?;
+        if first > second {
+            return Err(TreeError::SizesOutOfOrder { first, second });
+        }
+        let mut out = Vec::new();
+        if first > 0 && first < second {
+            self.subproof(first, 0, second, true, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), TreeError> {
+        let tree_size = self.size();
+        if size > tree_size {
+            return Err(TreeError::SizeBeyondTree { size, tree_size });
+        }
+        Ok(())
+    }
+
+    /// Hash of the RFC 6962 node over leaves `[start, start + n)`, n >= 1. Such a node's
+    /// `start` is a multiple of the power of two at or above `n`, so its left child is always a
+    /// stored complete subtree and only the right spine needs hashing.
+    fn subtree(&self, start: u64, n: u64) -> Digest {
+        if n.is_power_of_two() {
+            let h = n.trailing_zeros() as usize;
+            return self.levels[h][(start >> h) as usize];
+        }
+        let k = split(n);
+        node_hash(&self.subtree(start, k), &self.subtree(start + k, n - k))
+    }
+
+    fn path(&self, start: u64, n: u64, m: u64, out: &mut Vec<Digest>) {
+        if n <= 1 {
+            return;
+        }
+        let k = split(n);
+        if m < k {
+            self.path(start, k, m, out);
+            out.push(self.subtree(start + k, n - k));
+        } else {
+            self.path(start + k, n - k, m - k, out);
+            out.push(self.subtree(start, k));
+        }
+    }
+
+    fn subproof(&self, m: u64, start: u64, n: u64, complete: bool, out: &mut Vec<Digest>) {
+        if m == n {
+            if !complete {
+                out.push(self.subtree(start, n));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            self.subproof(m, start, k, complete, out);
+            out.push(self.subtree(start + k, n - k));
+        } else {
+            self.subproof(m - k, start + k, n - k, false, out);
+            out.push(self.subtree(start, k));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,5 +720,98 @@ mod tests {
             Err(ProofError::EqualSizes)
         );
         assert_eq!(verify_consistency(0, 4, &empty_root(), &r, &[]), Ok(()));
+    }
+
+    /// Every root and proof of a [`LogTree`], at every past size, equals the recursive
+    /// definition's over the same prefix.
+    fn assert_log_tree_matches(leaves: &[Digest]) {
+        let tree = LogTree::from_leaves(leaves.iter().copied());
+        let n = leaves.len() as u64;
+        assert_eq!(tree.size(), n);
+        assert_eq!(tree.root(), root(leaves));
+        for second in 0..=n {
+            let prefix = &leaves[..second as usize];
+            assert_eq!(
+                tree.root_at(second).unwrap(),
+                root(prefix),
+                "root at {second}"
+            );
+            for i in 0..second {
+                assert_eq!(
+                    tree.inclusion_proof(i, second).unwrap(),
+                    inclusion_proof(prefix, i).unwrap(),
+                    "leaf {i} at {second}"
+                );
+            }
+            for first in 0..=second {
+                assert_eq!(
+                    tree.consistency_proof(first, second).unwrap(),
+                    consistency_proof(prefix, first).unwrap(),
+                    "{first} -> {second}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn log_tree_matches_the_recursive_definition_at_every_past_size() {
+        assert_log_tree_matches(&many(70));
+    }
+
+    #[test]
+    fn log_tree_refuses_sizes_it_never_had() {
+        let tree = LogTree::from_leaves(many(5));
+        assert_eq!(
+            tree.root_at(6),
+            Err(TreeError::SizeBeyondTree {
+                size: 6,
+                tree_size: 5
+            })
+        );
+        assert_eq!(
+            tree.inclusion_proof(3, 3),
+            Err(TreeError::IndexOutOfRange { index: 3, size: 3 })
+        );
+        assert_eq!(
+            tree.inclusion_proof(0, 6),
+            Err(TreeError::SizeBeyondTree {
+                size: 6,
+                tree_size: 5
+            })
+        );
+        assert_eq!(
+            tree.consistency_proof(4, 3),
+            Err(TreeError::SizesOutOfOrder {
+                first: 4,
+                second: 3
+            })
+        );
+        assert!(tree.consistency_proof(1, 6).is_err());
+        assert_eq!(LogTree::new().root(), empty_root());
+        assert_eq!(LogTree::new().leaf(0), None);
+    }
+
+    proptest::proptest! {
+        // Each case checks every proof at every size up to 70, so fewer cases suffice.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn log_tree_matches_for_random_leaves(seeds in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..70)) {
+            let leaves: Vec<Digest> = seeds.iter().map(|s| leaf_hash(&s.to_le_bytes())).collect();
+            assert_log_tree_matches(&leaves);
+        }
+
+        #[test]
+        fn truncating_returns_to_the_earlier_tree(n in 0usize..70, keep in 0usize..70, more in 0usize..20) {
+            let leaves = many(n + more);
+            let mut tree = LogTree::from_leaves(leaves[..n].iter().copied());
+            tree.truncate(keep as u64);
+            let kept = keep.min(n);
+            proptest::prop_assert_eq!(tree.size(), kept as u64);
+            proptest::prop_assert_eq!(tree.root(), root(&leaves[..kept]));
+            tree.extend(leaves[kept..].iter().copied());
+            proptest::prop_assert_eq!(tree.root(), root(&leaves));
+            proptest::prop_assert_eq!(tree.leaf(kept as u64), leaves.get(kept).copied());
+        }
     }
 }

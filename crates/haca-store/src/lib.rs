@@ -8,11 +8,13 @@
 
 mod chain;
 mod files;
+mod log;
 mod migrations;
 mod runs;
 
 pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
+pub use log::{LogCheckpointRow, LogEntryRow};
 pub use runs::{RunRecord, RunSummary};
 
 use rusqlite::{Connection, OpenFlags, Transaction};

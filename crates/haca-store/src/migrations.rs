@@ -71,6 +71,31 @@ const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     );
     "#,
+    // 3: the transparency log: entries by index with their canonical JSON and RFC 6962 leaf
+    // hash, and every checkpoint the log signed (its note text). Both are append-only.
+    r#"
+    CREATE TABLE log_entries (
+        idx         INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        leaf_hash   BLOB NOT NULL CHECK (length(leaf_hash) = 32),
+        data        TEXT NOT NULL
+    );
+    CREATE TRIGGER log_entries_no_update BEFORE UPDATE ON log_entries
+        BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+    CREATE TRIGGER log_entries_no_delete BEFORE DELETE ON log_entries
+        BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+
+    CREATE TABLE log_checkpoints (
+        size          INTEGER PRIMARY KEY,
+        root          BLOB NOT NULL CHECK (length(root) = 32),
+        timestamp_ms  INTEGER NOT NULL,
+        note          TEXT NOT NULL
+    );
+    CREATE TRIGGER log_checkpoints_no_update BEFORE UPDATE ON log_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'signed checkpoints never change'); END;
+    CREATE TRIGGER log_checkpoints_no_delete BEFORE DELETE ON log_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'signed checkpoints never change'); END;
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

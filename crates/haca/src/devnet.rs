@@ -4,6 +4,7 @@
 use crate::gateway::Gateway;
 use crate::server::{self, AppState, Limits};
 use haca_chain::consensus::{EngineConfig, EngineHandle};
+use haca_chain::log::{LogEntry, TransparencyLog};
 use haca_chain::SignatureAndHashes;
 use haca_core::settlement::{Genesis, SettlementParams, Validator, ValidatorSet};
 use haca_core::NodeKey;
@@ -60,6 +61,7 @@ pub struct RunningNode {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     engine: Option<EngineHandle>,
+    logger: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -71,6 +73,9 @@ impl RunningNode {
         let served = self.task.await.unwrap_or(Ok(()));
         if let Some(engine) = self.engine.take() {
             engine.stop().await;
+        }
+        if let Some(logger) = self.logger.take() {
+            logger.abort();
         }
         served
     }
@@ -108,6 +113,108 @@ pub enum StartError {
     Validator(#[from] haca_chain::validator::ValidatorError),
     #[error("consensus engine: {0}")]
     Engine(#[from] haca_chain::consensus::EngineError),
+    #[error("transparency log: {0}")]
+    Log(#[from] haca_chain::log::LogError),
+}
+
+/// The log entries of one committed block: its decided runs, then its round.
+fn block_log_entries(block: &haca_chain::Block, block_id: &str) -> Vec<LogEntry> {
+    let Some(s) = &block.header.settlement else {
+        return Vec::new();
+    };
+    let h = block.header.height;
+    let mut out: Vec<LogEntry> = block
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            LogEntry::new(
+                "run",
+                serde_json::json!({"run_id": r.run_id, "receipt_digest": r.receipt_digest,
+                    "settlement_mode": r.mode.as_str(), "gateway": r.gateway,
+                    "outcome": "settled", "height": h, "leaf_index": i}),
+            )
+        })
+        .collect();
+    out.extend(block.rejected.iter().map(|x| {
+        LogEntry::new(
+            "run",
+            serde_json::json!({"run_id": x.record.run_id, "receipt_digest": x.record.receipt_digest,
+                "settlement_mode": x.record.mode.as_str(), "gateway": x.record.gateway,
+                "outcome": "rejected", "reason": x.reason, "height": h}),
+        )
+    }));
+    out.push(LogEntry::new(
+        "settlement",
+        serde_json::json!({
+            "height": h,
+            "block_id": block_id,
+            "time_ms": block.header.time_ms,
+            "round": s.round,
+            "records": s.records,
+            "rejected": s.rejected,
+            "rfc6962_root": s.rfc6962_root,
+            "oz_root": s.oz_root,
+        }),
+    ));
+    out
+}
+
+/// The height of the last block whose round the log records (0 when none).
+fn last_logged_height(log: &TransparencyLog) -> Result<u64, haca_chain::log::LogError> {
+    for index in (0..log.size()).rev() {
+        if let Some(e) = log.entry(index)? {
+            if e.kind == "settlement" {
+                return Ok(e.data["height"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Appends, for each committed block that closes a round and in height order, one `run` entry
+/// per record it decided (settled or rejected, with the reason) and one `settlement` entry, in
+/// one append: a block's entries land together or not at all, and a restart catches up from
+/// the last logged height.
+async fn log_settlements(
+    validator: Arc<haca_chain::validator::Validator>,
+    store: Arc<Store>,
+    log: Arc<TransparencyLog>,
+) {
+    let mut heights = validator.heights();
+    let mut logged = match last_logged_height(&log) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("transparency log: cannot find the last settlement entry: {e}");
+            return;
+        }
+    };
+    loop {
+        let committed = *heights.borrow_and_update();
+        while logged < committed {
+            let h = logged + 1;
+            let entries = match store.block(h) {
+                Ok(Some(b)) => haca_chain::Block::decode(&b.block)
+                    .ok()
+                    .map(|block| block_log_entries(&block, &b.block_id))
+                    .unwrap_or_default(),
+                other => {
+                    tracing::error!("transparency log: block {h} unreadable: {other:?}");
+                    return;
+                }
+            };
+            if !entries.is_empty() {
+                if let Err(e) = log.append(entries).await {
+                    tracing::error!("transparency log: settlement of block {h} not appended: {e}");
+                    return;
+                }
+            }
+            logged = h;
+        }
+        if heights.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Loads `DATA_DIR/genesis.json`, or writes a new one-validator genesis that registers this
@@ -216,12 +323,21 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         cfg.data_dir.join("blobs"),
         Arc::new(OnnxCheck),
     )?);
+    let log = Arc::new(TransparencyLog::open(
+        store.clone(),
+        key.clone(),
+        format!("haca/{}", key.node_id()),
+    )?);
+    let logger = chain
+        .as_ref()
+        .map(|v| tokio::spawn(log_settlements(v.clone(), store.clone(), log.clone())));
     let gateway = Gateway {
         key,
         store,
         hub: hub.clone(),
         models: Arc::new(ModelCache::new(cfg.cache_bytes)),
         chain,
+        log,
     };
 
     let mut example = None;
@@ -272,5 +388,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         shutdown: Some(tx),
         task,
         engine,
+        logger,
     })
 }

@@ -3,6 +3,7 @@
 
 use crate::now_ms;
 use crate::server::error::ApiError;
+use haca_chain::log::TransparencyLog;
 use haca_chain::record::RecordContent;
 use haca_chain::validator::Validator;
 use haca_core::canonical;
@@ -45,6 +46,8 @@ pub struct Gateway {
     /// The in-process validator run records are submitted to (devnet); `None` when this
     /// node settles nothing.
     pub chain: Option<Arc<Validator>>,
+    /// The node's transparency log (run and settlement events, appended as blocks commit).
+    pub log: Arc<TransparencyLog>,
 }
 
 impl Gateway {
@@ -167,11 +170,15 @@ impl Gateway {
                 .map(|_| serde_json::to_string(&chain_record).expect("records serialize")),
         };
         self.store.insert_run(record).await?;
-        // The record is in the outbox already; a failed submission is retried at restart.
+        // The record is in the outbox already (a lost submission is retried at restart), so
+        // it is verified and queued off the answer's path.
         if let Some(chain) = &self.chain {
-            if let Err(e) = chain.submit(chain_record) {
-                tracing::warn!("run {run_id}: not submitted for settlement yet: {e}");
-            }
+            let chain = chain.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = chain.submit(chain_record) {
+                    tracing::warn!("run {run_id}: not submitted for settlement yet: {e}");
+                }
+            });
         }
         Ok(InferAnswer {
             run_id,

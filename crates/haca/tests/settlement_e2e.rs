@@ -219,3 +219,95 @@ fn bad_records_are_refused_or_rejected_with_their_reason() {
     let r = post(serde_json::to_vec(&rec).unwrap());
     assert_eq!(r.status(), 202);
 }
+
+#[test]
+fn the_transparency_log_records_runs_and_settlements_with_proofs() {
+    use haca_core::checkpoint::SignedCheckpoint;
+    use haca_core::merkle::{verify_consistency, verify_inclusion};
+    use haca_core::Digest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &[]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let get = |path: &str| -> Value {
+        http.get(format!("{}{path}", node.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+
+    // A block's entries (its runs, then its round) are appended after it commits.
+    let logged = |after: u64| -> Value {
+        let t = Instant::now();
+        loop {
+            let head = get("/v1/log");
+            let size = head["size"].as_u64().unwrap();
+            if size > after && get(&format!("/v1/log/entries/{}", size - 1))["kind"] == "settlement"
+            {
+                return head;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no settlement entry after {after}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let run = infer(&http, &node.url, "batch", 1);
+    wait_status(&http, &node.url, &run, "settled");
+    let early = logged(0);
+    let second = infer(&http, &node.url, "private", 2);
+    wait_status(&http, &node.url, &second, "settled");
+    let head = logged(early["size"].as_u64().unwrap());
+    let size = head["size"].as_u64().unwrap();
+
+    // The checkpoint is a signed note under the node's key.
+    let node_id: haca_core::NodeId = get("/v1/node")["node_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let note = http
+        .get(format!("{}/v1/log/checkpoint", node.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let signed = SignedCheckpoint::parse(&note).unwrap();
+    signed.verify(&node_id).unwrap();
+    assert!(signed.checkpoint.size >= size);
+    let tampered = note.replacen(&format!("\n{}\n", signed.checkpoint.size), "\n1\n", 1);
+    assert!(SignedCheckpoint::parse(&tampered)
+        .and_then(|c| c.verify(&node_id))
+        .is_err());
+
+    // The run's entry is included in the tree, and the early tree is a prefix of today's.
+    let first = get("/v1/log/entries/0");
+    assert_eq!(first["kind"], "run");
+    assert_eq!(first["data"]["run_id"], run.as_str());
+    assert_eq!(first["data"]["outcome"], "settled");
+    let inc = get(&format!("/v1/log/proofs/inclusion?index=0&size={size}"));
+    let d = |v: &Value| -> Digest { v.as_str().unwrap().parse().unwrap() };
+    let proof: Vec<Digest> = inc["proof"].as_array().unwrap().iter().map(d).collect();
+    verify_inclusion(&d(&first["leaf_hash"]), 0, size, &proof, &d(&inc["root"])).unwrap();
+    assert_eq!(d(&inc["root"]), d(&head["root"]));
+    let e = early["size"].as_u64().unwrap();
+    let con = get(&format!(
+        "/v1/log/proofs/consistency?first={e}&second={size}"
+    ));
+    let proof: Vec<Digest> = con["proof"].as_array().unwrap().iter().map(d).collect();
+    verify_consistency(e, size, &d(&early["root"]), &d(&head["root"]), &proof).unwrap();
+
+    // Out-of-range requests are refused with the argument named.
+    let r = http
+        .get(format!(
+            "{}/v1/log/proofs/inclusion?index={size}&size={size}",
+            node.url
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains(&format!("index {size}")));
+}

@@ -593,6 +593,24 @@ pub(crate) fn decode<T: Wire>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(v)
 }
 
+/// Reads `bytes` as each kind of message a peer can send and reports how many parsed: what
+/// the fuzz target drives (no input may panic a decoder).
+pub fn decode_untrusted(bytes: &[u8]) -> usize {
+    [
+        decode::<ProposalPart>(bytes).is_ok(),
+        decode::<SignedConsensusMsg<HacaContext>>(bytes).is_ok(),
+        decode::<LivenessMsg<HacaContext>>(bytes).is_ok(),
+        decode::<StreamMessage<ProposalPart>>(bytes).is_ok(),
+        decode::<Status<HacaContext>>(bytes).is_ok(),
+        decode::<Request<HacaContext>>(bytes).is_ok(),
+        decode::<Response<HacaContext>>(bytes).is_ok(),
+        decode::<ProposedValue<HacaContext>>(bytes).is_ok(),
+    ]
+    .iter()
+    .filter(|ok| **ok)
+    .count()
+}
+
 macro_rules! wire_codec {
     ($($t:ty),* $(,)?) => {$(
         impl Codec<$t> for HacaCodec {
@@ -661,5 +679,38 @@ mod tests {
         long.push(0);
         assert!(decode::<StreamMessage<ProposalPart>>(&long).is_err());
         assert!(decode::<StreamMessage<ProposalPart>>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    fn decode_all(bytes: &[u8]) {
+        let _ = decode_untrusted(bytes);
+    }
+
+    proptest::proptest! {
+        /// Peers send anything: no byte string may panic a decoder.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            decode_all(&bytes);
+        }
+
+        /// A valid message cut short or with one byte changed is refused or read, never a panic.
+        #[test]
+        fn mangled_votes_never_panic(cut in 0usize..200, flip in 0usize..200, bit in 0u8..8) {
+            let vote = Vote {
+                typ: VoteType::Prevote,
+                height: Height(9),
+                round: Round::new(1),
+                value: NilOrVal::Val(BlockId(Digest([7; 32]))),
+                validator: Address(NodeId([8; 32])),
+                extension: None,
+            };
+            let msg = SignedConsensusMsg::Vote(SignedMessage::new(vote, Signature([1; 64])));
+            let mut bytes = encode(&msg);
+            if flip < bytes.len() {
+                bytes[flip] ^= 1 << bit;
+            }
+            decode_all(&bytes);
+            let cut = cut.min(bytes.len());
+            proptest::prop_assert!(decode::<SignedConsensusMsg<HacaContext>>(&encode(&msg)[..cut]).is_err() || cut == encode(&msg).len());
+        }
     }
 }

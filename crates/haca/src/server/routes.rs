@@ -354,3 +354,99 @@ pub async fn method_not_allowed(req: Request) -> ApiError {
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
 }
+
+fn log_error(e: haca_chain::log::LogError) -> ApiError {
+    use haca_chain::log::LogError::*;
+    match e {
+        IndexOutOfRange { .. } | SizeBeyondLog { .. } | SizesOutOfOrder { .. } => {
+            ApiError::bad_request("invalid_log_range", e.to_string())
+        }
+        other => ApiError::internal(format!("transparency log: {other}")),
+    }
+}
+
+/// The log's latest signed checkpoint, as JSON with the C2SP note text in `note`.
+pub async fn log_head(State(st): S) -> Json<Value> {
+    let log = &st.gateway.log;
+    let c = log.checkpoint();
+    Json(json!({
+        "origin": log.origin(),
+        "public_key": log.public_key(),
+        "size": c.checkpoint.size,
+        "root": c.checkpoint.root,
+        "timestamp_ms": c.checkpoint.timestamp_ms,
+        "note": c.to_note(),
+    }))
+}
+
+/// The latest checkpoint as a C2SP signed note (text/plain).
+pub async fn log_checkpoint(State(st): S) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        st.gateway.log.checkpoint().to_note(),
+    )
+        .into_response()
+}
+
+pub async fn log_entry(State(st): S, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    let log = &st.gateway.log;
+    let i: u64 = index.parse().map_err(|_| {
+        ApiError::bad_request("invalid_index", format!("index: {index:?} is not a number"))
+    })?;
+    let entry = log
+        .entry(i)
+        .map_err(log_error)?
+        .ok_or_else(|| ApiError::not_found("unknown_entry", format!("the log has no entry {i}")))?;
+    Ok(Json(json!({
+        "index": i,
+        "kind": entry.kind,
+        "data": entry.data,
+        "leaf_hash": log.leaf_hash(i).map_err(log_error)?,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct InclusionQuery {
+    index: u64,
+    size: Option<u64>,
+}
+
+/// RFC 6962 audit path of entry `index` in the tree of `size` entries (default: the latest).
+pub async fn log_inclusion(
+    State(st): S,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let log = &st.gateway.log;
+    let size = q.size.unwrap_or_else(|| log.size());
+    let proof = log.inclusion_proof(q.index, size).map_err(log_error)?;
+    Ok(Json(json!({
+        "index": q.index,
+        "size": size,
+        "leaf_hash": log.leaf_hash(q.index).map_err(log_error)?,
+        "root": log.root_at(size).map_err(log_error)?,
+        "proof": proof,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ConsistencyQuery {
+    first: u64,
+    second: Option<u64>,
+}
+
+/// RFC 6962 consistency proof between the trees of `first` and `second` entries.
+pub async fn log_consistency(
+    State(st): S,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let log = &st.gateway.log;
+    let second = q.second.unwrap_or_else(|| log.size());
+    let proof = log.consistency_proof(q.first, second).map_err(log_error)?;
+    Ok(Json(json!({
+        "first": q.first,
+        "second": second,
+        "first_root": log.root_at(q.first).map_err(log_error)?,
+        "second_root": log.root_at(second).map_err(log_error)?,
+        "proof": proof,
+    })))
+}
