@@ -459,7 +459,8 @@ impl ChainState {
         Ok(next)
     }
 
-    fn check_tx(&self, tx: &Tx) -> Result<(), String> {
+    /// Checks a transaction against this state (signature by a registered gateway).
+    pub fn check_tx(&self, tx: &Tx) -> Result<(), String> {
         match tx {
             Tx::MoveLabel {
                 label,
@@ -470,6 +471,16 @@ impl ChainState {
             } => {
                 if !self.gateways.contains_key(gateway) {
                     return Err(format!("label move by {gateway}: not a registered gateway"));
+                }
+                if let Some(r) = self.models.get(label).and_then(|revs| {
+                    revs.iter().find(|r| {
+                        r.blob_id == *blob_id && r.at_ms == *at_ms && r.gateway == *gateway
+                    })
+                }) {
+                    return Err(format!(
+                        "label move of {label}: already recorded as revision {} (a replay)",
+                        r.revision
+                    ));
                 }
                 haca_core::keys::verify(gateway, &label_message(label, blob_id, *at_ms), signature)
                     .map_err(|e| format!("label move of {label}: {e}"))

@@ -3,7 +3,7 @@
 
 use crate::consensus::{EncodedBlock, Host};
 use crate::record::{EvidenceVerifier, RunRecord};
-use crate::state::{Block, ChainState, Outcome};
+use crate::state::{Block, ChainState, Outcome, Tx};
 use haca_core::settlement::{Certificate, Genesis, SettlementEvidence};
 use haca_core::{Digest, RunId};
 use haca_store::{SettlementRow, Store, StoredBlock};
@@ -71,6 +71,16 @@ struct Verdict {
 struct Mempool {
     queue: VecDeque<Pending>,
     index: HashMap<RunId, usize>,
+    /// Transactions other than records (label moves), in arrival order.
+    txs: Vec<Tx>,
+}
+
+/// What a block will carry: records with their verdicts, and transactions.
+#[derive(Default)]
+struct Batch {
+    records: Vec<RunRecord>,
+    verdicts: HashMap<RunId, Verdict>,
+    txs: Vec<Tx>,
 }
 
 /// Hash of the registered gateways: a verdict stays valid while it does not change.
@@ -286,20 +296,49 @@ impl Validator {
     /// Picks the records for a block: everything waiting once the round is due (full, or
     /// its oldest record has waited the round interval), at most a round's worth, with the
     /// verdicts reached when they arrived.
-    fn due_records(&self, force: bool) -> Option<(Vec<RunRecord>, HashMap<RunId, Verdict>)> {
+    fn due_records(&self, force: bool) -> Option<Batch> {
         let params = self.genesis.settlement;
         let pool = self.mempool.lock().expect("mempool lock");
         let oldest = pool.queue.front().map(|p| p.arrived.elapsed());
+        // A transaction (a label move) is waited on by an operator: it never waits for a round.
         let due = pool.queue.len() as u64 >= params.max_round_records
-            || oldest.is_some_and(|a| a >= Duration::from_millis(params.round_interval_ms));
+            || oldest.is_some_and(|a| a >= Duration::from_millis(params.round_interval_ms))
+            || !pool.txs.is_empty();
         (due || force).then(|| {
             let take = pool.queue.iter().take(params.max_round_records as usize);
-            let verdicts = take
-                .clone()
-                .map(|p| (p.record.run_id, p.verdict.clone()))
-                .collect();
-            (take.map(|p| p.record.clone()).collect(), verdicts)
+            Batch {
+                verdicts: take
+                    .clone()
+                    .map(|p| (p.record.run_id, p.verdict.clone()))
+                    .collect(),
+                records: take.map(|p| p.record.clone()).collect(),
+                txs: pool.txs.clone(),
+            }
         })
+    }
+
+    /// Queues a transaction (a label move) for the next block. Refused at once when it
+    /// does not check against the current state.
+    pub fn submit_tx(&self, tx: Tx) -> Result<(), String> {
+        self.state.lock().expect("state lock").check_tx(&tx)?;
+        let mut pool = self.mempool.lock().expect("mempool lock");
+        if !pool.txs.contains(&tx) {
+            pool.txs.push(tx);
+        }
+        drop(pool);
+        self.arrivals.notify_one();
+        Ok(())
+    }
+
+    /// A label's revisions in the chain's model registry.
+    pub fn label_revisions(&self, label: &str) -> Vec<crate::state::LabelRevision> {
+        let state = self.state.lock().expect("state lock");
+        state.models.get(label).cloned().unwrap_or_default()
+    }
+
+    /// Every label in the chain's model registry with its revisions.
+    pub fn models(&self) -> std::collections::BTreeMap<String, Vec<crate::state::LabelRevision>> {
+        self.state.lock().expect("state lock").models.clone()
     }
 
     fn time_until_due(&self) -> Option<Duration> {
@@ -310,18 +349,22 @@ impl Validator {
             .map(|p| interval.saturating_sub(p.arrived.elapsed()))
     }
 
-    fn build(
-        &self,
-        (records, verdicts): (Vec<RunRecord>, HashMap<RunId, Verdict>),
-    ) -> EncodedBlock {
+    fn build(&self, batch: Batch) -> EncodedBlock {
         let t = Instant::now();
         let state = self.state.lock().expect("state lock").clone();
         let verifier = Prejudged {
-            verdicts,
+            verdicts: batch.verdicts,
             registry: registry_hash(&state),
             inner: self.verifier.as_ref(),
         };
-        let (block, next) = state.propose(now_ms(), records, vec![], &verifier);
+        let offered = batch.txs.len();
+        let (block, next) = state.propose(now_ms(), batch.records, batch.txs, &verifier);
+        if block.txs.len() < offered {
+            tracing::warn!(
+                "{} transaction(s) no longer check against the state and were left out",
+                offered - block.txs.len()
+            );
+        }
         let id = block.header.id();
         let bytes = block.encode();
         tracing::debug!(
@@ -457,10 +500,14 @@ impl Host for Validator {
         for x in &block.rejected {
             tracing::warn!("run {} rejected: {}", x.record.run_id, x.reason);
         }
-        self.mempool
-            .lock()
-            .expect("mempool lock")
-            .remove_decided(&block);
+        {
+            let mut pool = self.mempool.lock().expect("mempool lock");
+            pool.remove_decided(&block);
+            // Included transactions leave; so do ones that no longer check.
+            let state_after = &next;
+            pool.txs
+                .retain(|t| !block.txs.contains(t) && state_after.check_tx(t).is_ok());
+        }
         let mut state = self.state.lock().expect("state lock");
         *state = next;
         // Blocks checked for this height lost the vote; drop them (and their share of the

@@ -353,3 +353,34 @@ fn every_verifier_in_the_chain_is_consulted() {
     let (block, _) = state.propose(1, vec![batch(&f.gateway, 1).1], vec![], &all);
     assert_eq!(block.rejected[0].reason, "attestation missing");
 }
+
+#[test]
+fn label_moves_need_a_registered_signer_and_cannot_be_replayed() {
+    let f = fixture();
+    let state = ChainState::genesis(&f.genesis);
+    let blob = BlobId::of(b"weights");
+    let mv = |key: &NodeKey| Tx::MoveLabel {
+        label: "team/m".into(),
+        blob_id: blob,
+        at_ms: 7,
+        gateway: key.node_id(),
+        signature: hex::encode(key.sign(&haca_chain::state::label_message("team/m", &blob, 7))),
+    };
+    let stranger = NodeKey::from_seed([5; 32]);
+    assert!(state
+        .check_tx(&mv(&stranger))
+        .unwrap_err()
+        .contains("not a registered gateway"));
+    let mut forged = mv(&f.gateway);
+    let Tx::MoveLabel { at_ms, .. } = &mut forged;
+    *at_ms = 8;
+    assert!(state.check_tx(&forged).is_err());
+
+    let (block, next) = state.propose(1, vec![], vec![mv(&f.gateway)], &SignatureAndHashes);
+    assert_eq!(block.txs.len(), 1);
+    assert_eq!(next.models["team/m"][0].revision, 1);
+    let err = next.check_tx(&mv(&f.gateway)).unwrap_err();
+    assert!(err.contains("replay"), "{err}");
+    let (again, _) = next.propose(2, vec![], vec![mv(&f.gateway)], &SignatureAndHashes);
+    assert!(again.txs.is_empty());
+}

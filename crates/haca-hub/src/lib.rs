@@ -40,6 +40,8 @@ pub enum HubError {
     },
     #[error("no artifact with blob id {0}")]
     UnknownBlob(String),
+    #[error("the model registry did not record label {label:?}: {reason}")]
+    Registry { label: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -79,6 +81,19 @@ pub struct Hub {
     store: Arc<Store>,
     blob_dir: PathBuf,
     checker: Arc<dyn ArtifactCheck>,
+    authority: Option<Arc<dyn LabelAuthority>>,
+}
+
+/// Who numbers label revisions when the hub is not the authority: the chain's model registry.
+pub trait LabelAuthority: Send + Sync {
+    /// Records that `label` points at `blob_id` (at `at_ms`) and returns the revision the
+    /// authority assigned, once it is final.
+    fn record(
+        &self,
+        label: &str,
+        blob_id: BlobId,
+        at_ms: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + '_>>;
 }
 
 /// Labels are `segment(/segment)*`, segments of `[A-Za-z0-9._-]` starting with a letter or
@@ -137,7 +152,69 @@ impl Hub {
             store,
             blob_dir,
             checker,
+            authority: None,
         })
+    }
+
+    /// Makes `authority` (the chain's model registry) the owner of label history: every label
+    /// move is recorded there first, and this hub's history mirrors the revision it assigned.
+    pub fn with_authority(mut self, authority: Arc<dyn LabelAuthority>) -> Self {
+        self.authority = Some(authority);
+        self
+    }
+
+    /// Appends a revision the authority already holds, if this hub lacks it (catching up
+    /// after a crash between the authority's commit and the mirror's write).
+    pub async fn mirror(
+        &self,
+        label: &str,
+        revision: u64,
+        blob_id: BlobId,
+        at_ms: u64,
+    ) -> Result<bool, HubError> {
+        self.blob_format(&blob_id)?;
+        let label = label.to_owned();
+        Ok(self
+            .store
+            .write(move |tx| {
+                let next: i64 = tx.query_row(
+                    "SELECT COALESCE(MAX(revision), 0) + 1 FROM labels WHERE label = ?1",
+                    [&label],
+                    |r| r.get(0),
+                )?;
+                if (next as u64) > revision {
+                    return Ok(false);
+                }
+                if next as u64 != revision {
+                    return Err(StoreError::Invalid(format!(
+                        "label {label:?}: the registry's revision {revision} does not follow this hub's {}",
+                        next - 1
+                    )));
+                }
+                append_revision(tx, &label, blob_id, "registry", at_ms)?;
+                Ok(true)
+            })
+            .await?)
+    }
+
+    /// Records the move with the authority (if any) and returns the revision it assigned.
+    async fn register(
+        &self,
+        label: &str,
+        blob_id: BlobId,
+        at_ms: u64,
+    ) -> Result<Option<u64>, HubError> {
+        match &self.authority {
+            None => Ok(None),
+            Some(a) => a
+                .record(label, blob_id, at_ms)
+                .await
+                .map(Some)
+                .map_err(|reason| HubError::Registry {
+                    label: label.to_owned(),
+                    reason,
+                }),
+        }
     }
 
     /// Where a blob's bytes live.
@@ -162,18 +239,17 @@ impl Hub {
             write_atomic(&path, bytes, false)?;
         }
         let size = bytes.len() as u64;
-        let (label, uploader) = (label.to_owned(), uploader.to_owned());
-        let entry = self
-            .store
+        let t = now_ms();
+        self.store
             .write(move |tx| {
-                let t = now_ms();
                 tx.execute(
                     "INSERT OR IGNORE INTO blobs (blob_id, size, format, created_at) VALUES (?1, ?2, ?3, ?4)",
                     params![blob_id.to_string(), size as i64, format, t as i64],
                 )?;
-                append_revision(tx, &label, blob_id, &uploader, t)
+                Ok(())
             })
             .await?;
+        let entry = self.append(label, blob_id, uploader, t).await?;
         tracing::info!(label = %entry.label, revision = entry.revision, blob = %entry.blob_id, "hub: stored artifact");
         Ok(entry)
     }
@@ -187,10 +263,32 @@ impl Hub {
     ) -> Result<LabelEntry, HubError> {
         validate_label(label)?;
         self.blob_format(&blob_id)?;
+        self.append(label, blob_id, uploader, now_ms()).await
+    }
+
+    /// A new revision of `label`: numbered by the authority when there is one, which this
+    /// hub's history then mirrors.
+    async fn append(
+        &self,
+        label: &str,
+        blob_id: BlobId,
+        uploader: &str,
+        t: u64,
+    ) -> Result<LabelEntry, HubError> {
+        let assigned = self.register(label, blob_id, t).await?;
         let (label, uploader) = (label.to_owned(), uploader.to_owned());
         Ok(self
             .store
-            .write(move |tx| append_revision(tx, &label, blob_id, &uploader, now_ms()))
+            .write(move |tx| {
+                let entry = append_revision(tx, &label, blob_id, &uploader, t)?;
+                match assigned {
+                    Some(r) if r != entry.revision => Err(StoreError::Invalid(format!(
+                        "label {label:?}: the registry assigned revision {r}, this hub's history is at {}; restart to resynchronize",
+                        entry.revision - 1
+                    ))),
+                    _ => Ok(entry),
+                }
+            })
             .await?)
     }
 

@@ -2,6 +2,7 @@
 //! `haca devnet` is this with every role that exists, loopback admin, and the example model.
 
 use crate::gateway::Gateway;
+use crate::registry::ChainRegistry;
 use crate::server::{self, AppState, Limits};
 use haca_chain::consensus::{EngineConfig, EngineHandle};
 use haca_chain::log::{LogEntry, TransparencyLog};
@@ -115,6 +116,8 @@ pub enum StartError {
     Engine(#[from] haca_chain::consensus::EngineError),
     #[error("transparency log: {0}")]
     Log(#[from] haca_chain::log::LogError),
+    #[error("model registry: {0}")]
+    Registry(String),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -318,11 +321,23 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     } else {
         (None, None)
     };
-    let hub = Arc::new(Hub::open(
+    let mut hub = Hub::open(
         store.clone(),
         cfg.data_dir.join("blobs"),
         Arc::new(OnnxCheck),
-    )?);
+    )?;
+    if let Some(v) = &chain {
+        // The chain's model registry owns label history; the hub mirrors it.
+        let registry = Arc::new(ChainRegistry {
+            validator: v.clone(),
+            key: key.clone(),
+        });
+        crate::registry::reconcile(&hub, &registry)
+            .await
+            .map_err(StartError::Registry)?;
+        hub = hub.with_authority(registry);
+    }
+    let hub = Arc::new(hub);
     let log = Arc::new(TransparencyLog::open(
         store.clone(),
         key.clone(),

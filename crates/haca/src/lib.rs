@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client;
 pub mod devnet;
 pub mod gateway;
+pub mod registry;
 pub mod server;
 
 /// Unix milliseconds now.

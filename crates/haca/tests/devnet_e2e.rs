@@ -160,6 +160,25 @@ fn cli_tour_infer_runs_and_model_hub() {
     )
     .unwrap();
     assert_eq!(hist["history"].as_array().unwrap().len(), 2);
+    // The chain's model registry is the authority; the hub's history mirrors it.
+    let registry: Value = reqwest::blocking::get(format!("{}/v1/chain/models", node.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    let revs = registry["models"]["team/mlp"].as_array().unwrap();
+    assert_eq!(revs.len(), 2);
+    for (chain, hub) in revs.iter().zip(hist["history"].as_array().unwrap()) {
+        assert_eq!(chain["revision"], hub["revision"]);
+        assert_eq!(chain["blob_id"], hub["blob_id"]);
+        assert_eq!(chain["at_ms"], hub["created_at"]);
+    }
+    assert_eq!(
+        registry["models"]["example/mnist-mlp"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let list = String::from_utf8_lossy(&node.haca(&["model", "list"]).stdout).into_owned();
     assert!(
         list.contains("example/mnist-mlp") && list.contains("team/mlp"),

@@ -85,6 +85,7 @@ impl From<HubError> for ApiError {
                 Self::not_found("unknown_revision", format!("model: {msg}"))
             }
             HubError::UnknownBlob(_) => Self::not_found("unknown_blob", format!("model: {msg}")),
+            HubError::Registry { .. } => Self::unavailable("registry_unavailable", msg),
             HubError::Store(s) => s.into(),
         }
     }

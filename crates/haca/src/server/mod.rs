@@ -55,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chain/status", get(routes::chain_status))
         .route("/v1/chain/genesis", get(routes::chain_genesis))
         .route("/v1/chain/validators", get(routes::chain_validators))
+        .route("/v1/chain/models", get(routes::chain_models))
         .route("/v1/log", get(routes::log_head))
         .route("/v1/log/checkpoint", get(routes::log_checkpoint))
         .route("/v1/log/entries/{index}", get(routes::log_entry))

@@ -247,6 +247,11 @@ pub async fn chain_block(State(st): S, Path(height): Path<String>) -> Result<Res
     .into_response())
 }
 
+/// The chain's model registry: every label with its revisions (the hub mirrors it).
+pub async fn chain_models(State(st): S) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"models": chain_of(&st)?.models()})))
+}
+
 pub async fn chain_genesis(State(st): S) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(chain_of(&st)?.genesis())))
 }
