@@ -72,19 +72,29 @@ impl RunRecord {
 
     /// Parses a submitted record; errors name the field and the reason.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() > MAX_RECORD_BYTES {
-            return Err(format!(
-                "record is {} bytes, over the limit of {MAX_RECORD_BYTES}",
-                bytes.len()
-            ));
-        }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let r: RunRecord = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| format!("record field {}: {}", e.path(), e.inner()))?;
-        de.end()
-            .map_err(|e| format!("record: trailing data: {e}"))?;
-        Ok(r)
+        decode_json(bytes, MAX_RECORD_BYTES, "record")
     }
+}
+
+/// Decodes JSON that arrived from the network: bounded in size, the whole input one value,
+/// and errors that name the field (`record field run_id: ...`).
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+    what: &str,
+) -> Result<T, String> {
+    if bytes.len() > limit {
+        return Err(format!(
+            "{what} is {} bytes, over the limit of {limit}",
+            bytes.len()
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| format!("{what} field {}: {}", e.path(), e.inner()))?;
+    de.end()
+        .map_err(|e| format!("{what}: trailing data: {e}"))?;
+    Ok(v)
 }
 
 /// Re-verifies a record's evidence against chain state, deterministically: every validator

@@ -70,15 +70,7 @@ impl Block {
 
     /// Decodes a block; errors name the field and the reason.
     pub fn decode(bytes: &[u8]) -> Result<Block, String> {
-        if bytes.len() > MAX_BLOCK_BYTES {
-            return Err(format!(
-                "block is {} bytes, over the limit of {MAX_BLOCK_BYTES}",
-                bytes.len()
-            ));
-        }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| format!("block field {}: {}", e.path(), e.inner()))
+        crate::record::decode_json(bytes, MAX_BLOCK_BYTES, "block")
     }
 
     /// SHA-256 over the canonical JSON of the block body (records, rejected, txs).
