@@ -95,28 +95,17 @@ impl Block {
             .map(|(i, r)| (r.run_id, trees.evidence(self, i, certificate)))
             .collect()
     }
-
-    /// The settlement evidence of the record at leaf `index`.
-    pub fn settlement_evidence_for(
-        &self,
-        index: usize,
-        certificate: &Certificate,
-    ) -> Option<SettlementEvidence> {
-        if index >= self.records.len() {
-            return None;
-        }
-        RoundTrees::build(self).map(|t| t.evidence(self, index, certificate))
-    }
 }
 
 /// Both trees of a block's round, built once for many proofs.
-struct RoundTrees {
+pub struct RoundTrees {
     levels: Levels,
     oz: StandardTree,
 }
 
 impl RoundTrees {
-    fn build(block: &Block) -> Option<Self> {
+    /// Both trees of `block`'s round; `None` when it closes no round or settled nothing.
+    pub fn build(block: &Block) -> Option<Self> {
         block.header.settlement.as_ref()?;
         let pairs: Vec<(Digest, Digest)> = block
             .records
@@ -136,7 +125,13 @@ impl RoundTrees {
         })
     }
 
-    fn evidence(&self, block: &Block, i: usize, certificate: &Certificate) -> SettlementEvidence {
+    /// The evidence of leaf `i` (`i` below the block's record count).
+    pub fn evidence(
+        &self,
+        block: &Block,
+        i: usize,
+        certificate: &Certificate,
+    ) -> SettlementEvidence {
         let r = &block.records[i];
         let summary = block.header.settlement.as_ref().expect("checked in build");
         SettlementEvidence {

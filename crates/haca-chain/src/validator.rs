@@ -3,7 +3,7 @@
 
 use crate::consensus::{EncodedBlock, Host};
 use crate::record::{EvidenceVerifier, RunRecord};
-use crate::state::{Block, ChainState, Outcome, Tx};
+use crate::state::{Block, ChainState, Outcome, RoundTrees, Tx};
 use haca_core::settlement::{Certificate, Genesis, SettlementEvidence};
 use haca_core::{Digest, RunId};
 use haca_store::{SettlementRow, Store, StoredBlock};
@@ -128,6 +128,14 @@ impl Mempool {
     }
 }
 
+/// A committed round, decoded, with its trees built.
+struct CachedRound {
+    height: u64,
+    block: Block,
+    certificate: Certificate,
+    trees: RoundTrees,
+}
+
 /// One validator's application state.
 pub struct Validator {
     genesis: Genesis,
@@ -143,6 +151,7 @@ pub struct Validator {
     /// applies the checked result instead of re-verifying.
     checked: Mutex<HashMap<Digest, (Block, ChainState)>>,
     height: watch::Sender<u64>,
+    round_cache: Mutex<Option<Arc<CachedRound>>>,
 }
 
 impl Validator {
@@ -185,6 +194,7 @@ impl Validator {
             arrivals: Notify::new(),
             checked: Mutex::new(HashMap::new()),
             height,
+            round_cache: Mutex::new(None),
         })
     }
 
@@ -278,18 +288,39 @@ impl Validator {
             height: row.height,
             reason,
         };
-        let block = Block::decode(&stored.block).map_err(corrupt)?;
-        let cert: Certificate = serde_json::from_str(&stored.certificate)
-            .map_err(|e| corrupt(format!("stored certificate: {e}")))?;
+        // Receipts of one round are usually read together: keep the last round's decoded
+        // block and trees rather than decoding a block of thousands of records per receipt.
+        let cached = self
+            .round_cache
+            .lock()
+            .expect("round cache lock")
+            .clone()
+            .filter(|r| r.height == row.height);
+        let round = match cached {
+            Some(r) => r,
+            None => {
+                let block = Block::decode(&stored.block).map_err(corrupt)?;
+                let certificate: Certificate = serde_json::from_str(&stored.certificate)
+                    .map_err(|e| corrupt(format!("stored certificate: {e}")))?;
+                let trees = RoundTrees::build(&block)
+                    .ok_or_else(|| corrupt("the block closes no settlement round".into()))?;
+                let r = Arc::new(CachedRound {
+                    height: row.height,
+                    block,
+                    certificate,
+                    trees,
+                });
+                *self.round_cache.lock().expect("round cache lock") = Some(r.clone());
+                r
+            }
+        };
         let leaf = row.leaf_index.unwrap_or(0) as usize;
-        if block.records.get(leaf).map(|r| r.run_id) != Some(*run) {
+        if round.block.records.get(leaf).map(|r| r.run_id) != Some(*run) {
             return Err(corrupt(format!(
                 "leaf {leaf} of the block is not run {run}"
             )));
         }
-        let ev = block
-            .settlement_evidence_for(leaf, &cert)
-            .ok_or_else(|| corrupt("the block closes no settlement round".into()))?;
+        let ev = round.trees.evidence(&round.block, leaf, &round.certificate);
         Ok(RunSettlement::Settled(Box::new(ev)))
     }
 
