@@ -59,6 +59,8 @@ pub struct RunningNode {
     pub node_id: NodeId,
     pub data_dir: PathBuf,
     pub example: Option<(String, BlobId)>,
+    /// The chain this node's validator keeps, if it runs one.
+    pub chain_id: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     engine: Option<EngineHandle>,
@@ -377,6 +379,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     }
 
     let node_id = gateway.key.node_id();
+    let chain_id = gateway.chain.as_ref().map(|v| v.genesis().chain_id.clone());
     let state = Arc::new(AppState {
         gateway,
         operator_token,
@@ -400,6 +403,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         node_id,
         data_dir: cfg.data_dir,
         example,
+        chain_id,
         shutdown: Some(tx),
         task,
         engine,

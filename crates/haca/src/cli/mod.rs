@@ -253,6 +253,12 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
     println!("  url:       {}", node.url);
     println!("  node id:   {}", node.node_id);
     println!("  data dir:  {}", node.data_dir.display());
+    if let Some(chain_id) = &node.chain_id {
+        println!(
+            "  chain:     {chain_id}, one validator in this process; trust file {}",
+            node.data_dir.join("genesis.json").display()
+        );
+    }
     if let Some((label, blob)) = &node.example {
         println!("  example:   {label} -> {blob}");
         let example_input = node.data_dir.join("example-input.json");
