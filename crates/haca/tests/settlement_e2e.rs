@@ -172,6 +172,30 @@ fn bad_records_are_refused_or_rejected_with_their_reason() {
             .unwrap()
     };
 
+    // An unknown settlement type is refused, naming the header; nothing runs.
+    let r = http
+        .post(format!("{}/v1/infer", node.url))
+        .header("X-SETTLEMENT-TYPE", "eventually")
+        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(1)}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().unwrap();
+    assert!(
+        text.contains("X-SETTLEMENT-TYPE") && text.contains("eventually"),
+        "{text}"
+    );
+    let out = node.haca(&[
+        "infer",
+        "example/mnist-mlp",
+        "--input",
+        "{}",
+        "--settlement",
+        "later",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--settlement"));
+
     // Malformed and oversized: refused at the door, naming the problem.
     let r = post(br#"{"run_id": "nope"}"#.to_vec());
     assert_eq!(r.status(), 400);
