@@ -155,8 +155,9 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// Opens the validator: starts from genesis and replays every committed block, checking
-    /// each again (so a damaged store is found here, not later).
+    /// Opens the validator: starts from genesis and replays every committed block through
+    /// [`ChainState::replay`] (body root, round roots, state hash), so a damaged store is
+    /// found here, not later.
     pub fn open(
         genesis: Genesis,
         store: Arc<Store>,
@@ -172,7 +173,7 @@ impl Validator {
             let block = Block::decode(&stored.block)
                 .map_err(|reason| ValidatorError::Replay { height: h, reason })?;
             state = state
-                .check(&block, verifier.as_ref())
+                .replay(&block)
                 .map_err(|reason| ValidatorError::Replay { height: h, reason })?;
             state.outcomes.compact();
         }
