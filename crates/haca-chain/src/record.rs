@@ -47,6 +47,19 @@ impl RunRecord {
         mode: SettlementMode,
         content: Option<RecordContent>,
     ) -> Result<Self, String> {
+        let digest = receipt_digest(&receipt.to_value());
+        Self::signed(receipt, digest, mode, content)
+    }
+
+    /// [`RunRecord::new`] for the signer, which already holds the digest `Receipt::sign`
+    /// returned (canonicalizing the receipt again would be wasted work on the answer's path).
+    /// Validators recompute the digest in any case.
+    pub fn signed(
+        receipt: &haca_core::Receipt,
+        receipt_digest: Digest,
+        mode: SettlementMode,
+        content: Option<RecordContent>,
+    ) -> Result<Self, String> {
         let exec = receipt
             .boxes
             .execution
@@ -58,7 +71,7 @@ impl RunRecord {
         Ok(RunRecord {
             run_id: receipt.run_id,
             mode,
-            receipt_digest: receipt_digest(&raw),
+            receipt_digest,
             gateway: exec.signer,
             signature,
             receipt: (mode != SettlementMode::Private).then_some(raw),

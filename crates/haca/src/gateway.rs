@@ -147,7 +147,7 @@ impl Gateway {
             input: tensor::to_json(&inputs),
             output: output.clone(),
         });
-        let chain_record = haca_chain::RunRecord::new(&receipt, settlement, content)
+        let chain_record = haca_chain::RunRecord::signed(&receipt, digest, settlement, content)
             .map_err(ApiError::internal)?;
         let record = RunRecord {
             run_id: run_id.to_string(),
