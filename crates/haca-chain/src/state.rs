@@ -303,12 +303,19 @@ impl ChainState {
         // A refused record does not block the run id: a forged record under someone else's
         // run id must not keep the genuine one from settling.
         let mut settled = std::collections::HashSet::new();
+        // Positions in `rejected` by run id: an identical copy is refused once, compared only
+        // against copies with its own run id.
+        let mut refused: HashMap<RunId, Vec<usize>> = HashMap::new();
         let (mut records, mut rejected) = (Vec::new(), Vec::<Rejected>::new());
         for r in candidates {
             if self.is_settled(&r.run_id) || settled.contains(&r.run_id) {
                 continue;
             }
-            if rejected.iter().any(|x| x.record == r) {
+            let same_run = refused
+                .get(&r.run_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if same_run.iter().any(|&i| rejected[i].record == r) {
                 continue;
             }
             match verifier.verify(&r, self) {
@@ -316,7 +323,10 @@ impl ChainState {
                     settled.insert(r.run_id);
                     records.push(r)
                 }
-                Err(reason) => rejected.push(Rejected { record: r, reason }),
+                Err(reason) => {
+                    refused.entry(r.run_id).or_default().push(rejected.len());
+                    rejected.push(Rejected { record: r, reason })
+                }
             }
         }
         let txs: Vec<Tx> = txs

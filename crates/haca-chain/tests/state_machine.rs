@@ -209,6 +209,15 @@ fn bad_records_are_rejected_with_their_reason_and_never_settled() {
     assert!(again.records.is_empty());
     // A rejected record sent again is judged again: rejection never blocks a run id.
     assert_eq!(again.rejected.len(), 1);
+    // Identical copies in one batch are judged once.
+    let copies = again.rejected[0].record.clone();
+    let (once, _) = next.propose(
+        3,
+        vec![copies.clone(), copies.clone(), copies],
+        vec![],
+        &SignatureAndHashes,
+    );
+    assert_eq!(once.rejected.len(), 1);
 }
 
 #[test]
