@@ -3,6 +3,7 @@
 
 use crate::gateway::Gateway;
 use crate::registry::ChainRegistry;
+use crate::server::chain::{ChainApi, ChainRole};
 use crate::server::{self, AppState, Limits};
 use haca_chain::consensus::{EngineConfig, EngineHandle};
 use haca_chain::log::{LogEntry, TransparencyLog};
@@ -348,6 +349,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let logger = chain
         .as_ref()
         .map(|v| tokio::spawn(log_settlements(v.clone(), store.clone(), log.clone())));
+    let chain_api = chain.as_ref().map(|v| {
+        Arc::new(ChainApi {
+            validator: v.clone(),
+            store: store.clone(),
+            role: ChainRole::Validator { forward: None },
+        })
+    });
     let gateway = Gateway {
         key,
         store,
@@ -394,7 +402,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .local_addr()
         .map_err(|e| StartError::Listen(cfg.listen, e))?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = server::router(state);
+    let app = server::router(state, chain_api);
     let task = tokio::spawn(server::serve(listener, app, async move {
         let _ = rx.await;
     }));

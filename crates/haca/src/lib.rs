@@ -4,9 +4,11 @@
 pub mod cli;
 pub mod client;
 pub mod devnet;
+pub mod forward;
 pub mod gateway;
 pub mod registry;
 pub mod server;
+pub mod validator_node;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {

@@ -3,6 +3,7 @@
 mod attest;
 mod loadgen;
 mod show;
+mod testnet;
 mod verify;
 
 use crate::client::{ClientError, NodeClient};
@@ -77,10 +78,18 @@ enum Command {
     Node {
         #[command(flatten)]
         serve: ServeArgs,
-        /// Comma-separated roles.
+        /// Comma-separated roles: `gateway`, `gateway,validator` (a one-validator chain in
+        /// this process), or `validator` alone with --config (one validator of a network).
         #[arg(long, default_value = "gateway", value_delimiter = ',')]
         roles: Vec<String>,
+        /// A validator's config file (genesis, listen addresses, peers), as `haca testnet
+        /// up` writes them.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
+    /// A network of validator processes on loopback: up, status, stop.
+    #[command(subcommand)]
+    Testnet(testnet::TestnetCommand),
     /// Run an ML model on a node and print its output and run id.
     Infer {
         /// A label (example/mnist-mlp), label@REVISION, or a blob id (sha256:...).
@@ -271,13 +280,47 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
     println!("press ctrl-c to stop");
     let stop = node.shutdown_handle();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         eprintln!("stopping: finishing requests in flight");
         if let Some(tx) = stop {
             let _ = tx.send(());
         }
     });
     node.wait()
+        .await
+        .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on ctrl-c or SIGTERM (how `haca testnet stop` asks a validator to stop).
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn serve_validator(config: &std::path::Path) -> Result<ExitCode, CliError> {
+    let cfg = crate::validator_node::ValidatorConfig::load(config)
+        .map_err(|e| CliError::Msg(e.to_string()))?;
+    let mut v = crate::validator_node::start(cfg)
+        .await
+        .map_err(|e| CliError::Msg(e.to_string()))?;
+    println!("haca validator is up");
+    println!("  url:       {}", v.url);
+    println!("  validator: {}", v.validator_id);
+    println!("  chain:     {}", v.chain_id);
+    let stop = v.shutdown_handle();
+    tokio::spawn(async move {
+        stop_signal().await;
+        eprintln!("stopping: the engine ends after the requests in flight");
+        if let Some(tx) = stop {
+            let _ = tx.send(());
+        }
+    });
+    v.wait()
         .await
         .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;
     Ok(ExitCode::SUCCESS)
@@ -352,7 +395,12 @@ async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
 async fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Devnet(a) => serve_until_ctrl_c(serve_config(&a, true), "haca devnet").await,
-        Command::Node { serve, roles } => {
+        Command::Testnet(t) => testnet::run(t).await,
+        Command::Node {
+            serve,
+            roles,
+            config,
+        } => {
             if let Some(r) = roles
                 .iter()
                 .find(|r| !matches!(r.as_str(), "gateway" | "validator"))
@@ -362,8 +410,15 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 )));
             }
             if !roles.iter().any(|r| r == "gateway") {
+                let config = config.ok_or_else(|| {
+                    CliError::Msg("--roles validator: give the validator's --config FILE (`haca testnet up` writes them)".into())
+                })?;
+                return serve_validator(&config).await;
+            }
+            if config.is_some() {
                 return Err(CliError::Msg(
-                    "--roles: a node serves the gateway role; a validator-only node comes with the validator network".into(),
+                    "--config: only a validator-only node (--roles validator) takes a config file"
+                        .into(),
                 ));
             }
             let mut cfg = serve_config(&serve, false);

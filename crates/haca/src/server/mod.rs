@@ -1,5 +1,6 @@
 //! HTTP: the router, shared state and the handlers.
 
+pub mod chain;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -40,22 +41,19 @@ impl Default for Limits {
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(routes::healthz))
+/// The node's routes; `chain` adds `/v1/chain/*` when the node keeps or follows a chain.
+pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Router {
+    let mut r = Router::new();
+    if let Some(api) = chain {
+        r = r.merge(chain::router(api));
+    }
+    r.route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/v1/infer", post(routes::infer))
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{run_id}", get(routes::get_run))
         .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))
         .route("/v1/runs/{run_id}/settlement", get(routes::get_settlement))
-        .route("/v1/chain/records", post(routes::submit_record))
-        .route("/v1/chain/records/{run_id}", get(routes::get_settlement))
-        .route("/v1/chain/blocks/{height}", get(routes::chain_block))
-        .route("/v1/chain/status", get(routes::chain_status))
-        .route("/v1/chain/genesis", get(routes::chain_genesis))
-        .route("/v1/chain/validators", get(routes::chain_validators))
-        .route("/v1/chain/models", get(routes::chain_models))
         .route("/v1/log", get(routes::log_head))
         .route("/v1/log/checkpoint", get(routes::log_checkpoint))
         .route("/v1/log/entries/{index}", get(routes::log_entry))

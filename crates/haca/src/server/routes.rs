@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use haca_chain::validator::{RunSettlement, Submitted};
+use haca_chain::validator::RunSettlement;
 use haca_core::receipt::{BoxStatus, EvidenceBox};
 use haca_core::settlement::SettlementMode;
 use haca_core::{BlobId, RunId};
@@ -151,118 +151,17 @@ pub async fn get_receipt(State(st): S, Path(id): Path<String>) -> Result<Respons
 /// Where a run's settlement stands: `pending`, `settled` (round, height) or `rejected`
 /// (with the validators' reason). Any run id the chain has seen, not only this gateway's.
 pub async fn get_settlement(State(st): S, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let chain = chain_of(&st)?;
-    let run = parse_run_id(&id)?;
-    let id = run.to_string();
-    let v = match chain
-        .settlement(&run)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-    {
-        RunSettlement::Pending => json!({"run_id": id, "status": "pending"}),
-        RunSettlement::Settled(ev) => json!({
-            "run_id": id,
-            "status": "settled",
-            "round": ev.round,
-            "height": ev.header.height,
-            "leaf_index": ev.leaf_index,
-            "settled_at": ev.header.time_ms,
-        }),
-        RunSettlement::Rejected { height, reason } => {
-            json!({"run_id": id, "status": "rejected", "height": height, "reason": reason})
-        }
-    };
-    Ok(Json(v))
-}
-
-fn chain_of(st: &AppState) -> Result<&std::sync::Arc<haca_chain::validator::Validator>, ApiError> {
-    st.gateway.chain.as_ref().ok_or_else(|| {
+    let chain = st.gateway.chain.as_ref().ok_or_else(|| {
         ApiError::not_found(
             "no_chain",
-            "this node runs no validator (start it with the validator role)",
-        )
-    })
-}
-
-/// Submits a run record for settlement. Idempotent by run id.
-pub async fn submit_record(State(st): S, req: Request) -> Result<Response, ApiError> {
-    let chain = chain_of(&st)?;
-    let bytes = body_bytes(req, haca_chain::record::MAX_RECORD_BYTES).await?;
-    let record = haca_chain::RunRecord::from_json_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_record", e))?;
-    let run_id = record.run_id.to_string();
-    let status = match chain.submit(record) {
-        Ok(Submitted::Queued) => "queued",
-        Ok(Submitted::AlreadyQueued) => "already_queued",
-        Ok(Submitted::AlreadySettled) => "already_settled",
-        Err(e) => return Err(ApiError::unavailable("mempool_full", e.to_string())),
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"run_id": run_id, "status": status})),
-    )
-        .into_response())
-}
-
-/// The chain's id, height, state hash and mempool size.
-pub async fn chain_status(State(st): S) -> Result<Json<Value>, ApiError> {
-    let chain = chain_of(&st)?;
-    let (height, state_hash) = chain.state_hash();
-    let recent: Vec<Value> = st
-        .gateway
-        .store
-        .recent_blocks(10)?
-        .into_iter()
-        .map(|(h, id)| json!({"height": h, "block_id": id}))
-        .collect();
-    Ok(Json(json!({
-        "chain_id": chain.genesis().chain_id,
-        "height": height,
-        "state_hash": state_hash,
-        "pending": chain.pending(),
-        "recent_blocks": recent,
-    })))
-}
-
-/// A committed block: header, certificate and body.
-pub async fn chain_block(State(st): S, Path(height): Path<String>) -> Result<Response, ApiError> {
-    chain_of(&st)?;
-    let h: u64 = height.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_height",
-            format!("height: {height:?} is not a number"),
+            "this node settles on no chain (start it with the validator role, or devnet)",
         )
     })?;
-    let stored = st.gateway.store.block(h)?.ok_or_else(|| {
-        ApiError::not_found("unknown_block", format!("no committed block at height {h}"))
-    })?;
-    let block: Value = serde_json::from_slice(&stored.block)
-        .map_err(|e| ApiError::internal(format!("stored block {h} is damaged: {e}")))?;
-    let cert: Value = stored_json(&stored.certificate, "certificate")?;
-    Ok(Json(json!({
-        "height": stored.height,
-        "block_id": stored.block_id,
-        "committed_at": stored.committed_at,
-        "block": block,
-        "certificate": cert,
-    }))
-    .into_response())
-}
-
-/// The chain's model registry: every label with its revisions (the hub mirrors it).
-pub async fn chain_models(State(st): S) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"models": chain_of(&st)?.models()})))
-}
-
-pub async fn chain_genesis(State(st): S) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(chain_of(&st)?.genesis())))
-}
-
-/// The validator-set history, the file `haca verify --validators` takes.
-pub async fn chain_validators(State(st): S) -> Result<Json<Value>, ApiError> {
-    let g = chain_of(&st)?.genesis();
-    Ok(Json(json!(haca_core::settlement::ValidatorHistory::from(
-        g
-    ))))
+    let run = parse_run_id(&id)?;
+    let s = chain
+        .settlement(&run)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(super::chain::settlement_json(&run, s, false)))
 }
 
 pub async fn upload_model(

@@ -103,3 +103,4 @@ pub fn wait_ready(client: &reqwest::blocking::Client, url: &str) {
     }
     panic!("node at {url} did not become ready");
 }
+pub mod testnet;

@@ -1,0 +1,399 @@
+//! `haca testnet`: a validator network of separate processes on loopback, for trying the
+//! chain and for fault tests. `up` writes a genesis and one config per validator (once) and
+//! starts every validator that is not running; `status` asks each for its recent blocks;
+//! `stop` ends them.
+
+use super::{print_json, CliError};
+use crate::validator_node::{Peer, TestnetFile, TestnetValidator, TimeoutsMs, ValidatorConfig};
+use clap::{Args, Subcommand};
+use haca_core::settlement::{Genesis, SettlementParams, Validator, ValidatorSet};
+use haca_core::NodeId;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum TestnetCommand {
+    /// Create the testnet in DIR (first time) and start every validator that is not running.
+    Up(UpArgs),
+    /// Each validator's height and the block ids it committed at its recent heights.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every validator, or one.
+    Stop {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The index of the validator to stop (all when absent).
+        #[arg(long)]
+        validator: Option<usize>,
+        /// Kill at once (SIGKILL) instead of asking the process to stop.
+        #[arg(long)]
+        kill: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// How many validators (when creating the testnet).
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
+    /// A gateway key (node id) to register in the genesis; repeat for several.
+    #[arg(long)]
+    gateway: Vec<NodeId>,
+    /// A round closes when its oldest record has waited this long...
+    #[arg(long, default_value_t = 100)]
+    round_interval_ms: u64,
+    /// ...or when this many records wait.
+    #[arg(long, default_value_t = 10_000)]
+    max_round_records: u64,
+    #[arg(long, default_value_t = 1_000)]
+    timeout_propose_ms: u64,
+    #[arg(long, default_value_t = 500)]
+    timeout_vote_ms: u64,
+}
+
+fn free_port() -> Result<u16, CliError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| CliError::Msg(format!("no free loopback port: {e}")))?;
+    Ok(l.local_addr()
+        .map_err(|e| CliError::Msg(e.to_string()))?
+        .port())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    haca_store::write_atomic(path, text.as_bytes(), false)
+        .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))
+}
+
+/// Writes keys, genesis, configs and `testnet.json` for a new testnet.
+fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
+    if a.validators == 0 {
+        return Err(CliError::Msg("--validators: at least one".into()));
+    }
+    std::fs::create_dir_all(&a.dir)
+        .map_err(|e| CliError::Msg(format!("{}: {e}", a.dir.display())))?;
+    let mut members = Vec::new();
+    for i in 0..a.validators {
+        let dir = PathBuf::from(format!("v{i}"));
+        std::fs::create_dir_all(a.dir.join(&dir))
+            .map_err(|e| CliError::Msg(format!("{}: {e}", a.dir.join(&dir).display())))?;
+        let key = haca_store::load_or_create_key(&a.dir.join(&dir).join("validator.key"))
+            .map_err(|e| CliError::Msg(e.to_string()))?;
+        members.push(TestnetValidator {
+            index: i,
+            validator_id: key.node_id(),
+            http: format!("http://127.0.0.1:{}", free_port()?),
+            p2p: format!("127.0.0.1:{}", free_port()?)
+                .parse()
+                .expect("loopback address"),
+            dir,
+        });
+    }
+    let set = ValidatorSet::new(
+        members
+            .iter()
+            .map(|m| Validator {
+                public_key: m.validator_id,
+                power: 1,
+            })
+            .collect(),
+    )
+    .map_err(CliError::Msg)?;
+    let chain_id = format!("haca-testnet-{}", &set.hash().to_hex()[..8]);
+    let genesis = Genesis {
+        chain_id: chain_id.clone(),
+        genesis_time_ms: crate::now_ms(),
+        validators: set,
+        gateways: a.gateway.clone(),
+        settlement: SettlementParams {
+            max_round_records: a.max_round_records,
+            round_interval_ms: a.round_interval_ms,
+        },
+    };
+    write(
+        &a.dir.join("genesis.json"),
+        &serde_json::to_string_pretty(&genesis).expect("genesis serializes"),
+    )?;
+    for m in &members {
+        let cfg = ValidatorConfig {
+            data_dir: PathBuf::from("."),
+            genesis: PathBuf::from("../genesis.json"),
+            http_listen: m
+                .http
+                .trim_start_matches("http://")
+                .parse()
+                .expect("loopback address"),
+            p2p_listen: m.p2p,
+            peers: members
+                .iter()
+                .filter(|o| o.index != m.index)
+                .map(|o| Peer {
+                    p2p: o.p2p,
+                    http: o.http.clone(),
+                })
+                .collect(),
+            timeouts_ms: TimeoutsMs {
+                propose: a.timeout_propose_ms,
+                prevote: a.timeout_vote_ms,
+                precommit: a.timeout_vote_ms,
+            },
+        };
+        write(
+            &a.dir.join(&m.dir).join("config.json"),
+            &serde_json::to_string_pretty(&cfg).expect("configs serialize"),
+        )?;
+    }
+    let file = TestnetFile {
+        chain_id,
+        validators: members,
+    };
+    write(
+        &a.dir.join("testnet.json"),
+        &serde_json::to_string_pretty(&file).expect("testnet file serializes"),
+    )?;
+    Ok(file)
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesized command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+fn pid_of(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join("pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p| alive(p))
+}
+
+fn spawn(dir: &Path, m: &TestnetValidator) -> Result<i32, CliError> {
+    use std::os::unix::process::CommandExt;
+    let vdir = dir.join(&m.dir);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(vdir.join("node.log"))
+        .map_err(|e| CliError::Msg(format!("{}: {e}", vdir.join("node.log").display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Msg(format!("cannot find the haca binary: {e}")))?;
+    let child = std::process::Command::new(exe)
+        .args(["node", "--roles", "validator", "--config"])
+        .arg(vdir.join("config.json"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| CliError::Msg(e.to_string()))?)
+        .stderr(log)
+        // Its own process group: the validator outlives this command and a ctrl-c on it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::Msg(format!("cannot start validator {}: {e}", m.index)))?;
+    let pid = child.id() as i32;
+    write(&vdir.join("pid"), &pid.to_string())?;
+    Ok(pid)
+}
+
+async fn wait_healthy(m: &TestnetValidator, pid: i32, vdir: &Path) -> Result<(), CliError> {
+    let client = reqwest::Client::new();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client
+            .get(format!("{}/healthz", m.http))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if !alive(pid) || Instant::now() >= give_up {
+            let log = std::fs::read_to_string(vdir.join("node.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            return Err(CliError::Msg(format!(
+                "validator {} did not come up; the end of {}:\n{}",
+                m.index,
+                vdir.join("node.log").display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn up(a: UpArgs) -> Result<ExitCode, CliError> {
+    let file = if a.dir.join("testnet.json").exists() {
+        TestnetFile::load(&a.dir).map_err(CliError::Msg)?
+    } else {
+        let f = create(&a)?;
+        eprintln!(
+            "created testnet {} with {} validators in {}",
+            f.chain_id,
+            f.validators.len(),
+            a.dir.display()
+        );
+        f
+    };
+    let mut started = Vec::new();
+    for m in &file.validators {
+        let vdir = a.dir.join(&m.dir);
+        if let Some(pid) = pid_of(&vdir) {
+            eprintln!("validator {} is already running (pid {pid})", m.index);
+            continue;
+        }
+        let pid = spawn(&a.dir, m)?;
+        eprintln!("validator {}: started, pid {pid}, {}", m.index, m.http);
+        started.push((m, pid, vdir));
+    }
+    for (m, pid, vdir) in &started {
+        wait_healthy(m, *pid, vdir).await?;
+    }
+    println!("testnet {} is up", file.chain_id);
+    for m in &file.validators {
+        println!(
+            "  validator {}: {} (p2p {}) id {}",
+            m.index, m.http, m.p2p, m.validator_id
+        );
+    }
+    println!("  genesis:  {}", a.dir.join("genesis.json").display());
+    println!(
+        "try:       haca testnet status --dir {}   |   haca devnet --chain {}",
+        a.dir.display(),
+        a.dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One validator's view, as `status --json` prints it.
+async fn validator_status(client: &reqwest::Client, dir: &Path, m: &TestnetValidator) -> Value {
+    let running = pid_of(&dir.join(&m.dir)).is_some();
+    let status: Option<Value> = async {
+        let r = client
+            .get(format!("{}/v1/chain/status", m.http))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+    .await;
+    let mut v = json!({"index": m.index, "validator_id": m.validator_id, "url": m.http,
+        "up": running && status.is_some(), "height": Value::Null, "hashes": {}});
+    if let Some(s) = status {
+        v["height"] = s["height"].clone();
+        v["pending"] = s["pending"].clone();
+        let mut hashes = serde_json::Map::new();
+        for b in s["recent_blocks"].as_array().into_iter().flatten() {
+            if let (Some(h), Some(id)) = (b["height"].as_u64(), b["block_id"].as_str()) {
+                hashes.insert(h.to_string(), json!(id));
+            }
+        }
+        v["hashes"] = Value::Object(hashes);
+    }
+    v
+}
+
+async fn status(dir: &Path, as_json: bool) -> Result<ExitCode, CliError> {
+    let file = TestnetFile::load(dir).map_err(CliError::Msg)?;
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    for m in &file.validators {
+        out.push(validator_status(&client, dir, m).await);
+    }
+    let v = json!({"chain_id": file.chain_id, "validators": out});
+    if as_json {
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("testnet {}", file.chain_id);
+    for s in &out {
+        let last = s["hashes"]
+            .as_object()
+            .and_then(|m| m.iter().max_by_key(|(h, _)| h.parse::<u64>().unwrap_or(0)))
+            .map(|(h, id)| {
+                format!(
+                    "block {h} {}",
+                    &id.as_str().unwrap_or("")[..12.min(id.as_str().unwrap_or("").len())]
+                )
+            })
+            .unwrap_or_default();
+        if s["up"].as_bool() == Some(true) {
+            println!(
+                "  validator {}: up    height {:>6}  pending {:>6}  {last}",
+                s["index"], s["height"], s["pending"]
+            );
+        } else {
+            println!("  validator {}: down", s["index"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop(dir: &Path, only: Option<usize>, kill: bool) -> Result<ExitCode, CliError> {
+    let file = TestnetFile::load(dir).map_err(CliError::Msg)?;
+    if let Some(i) = only {
+        if i >= file.validators.len() {
+            return Err(CliError::Msg(format!(
+                "--validator: {i} is not a validator of this testnet (0..{})",
+                file.validators.len()
+            )));
+        }
+    }
+    let mut stopping = Vec::new();
+    for m in file
+        .validators
+        .iter()
+        .filter(|m| only.is_none_or(|i| i == m.index))
+    {
+        let vdir = dir.join(&m.dir);
+        match pid_of(&vdir) {
+            Some(pid) => {
+                let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
+                // SAFETY: signalling a pid this testnet started; no memory is involved.
+                unsafe { libc::kill(pid, sig) };
+                stopping.push((m.index, pid, vdir));
+            }
+            None => eprintln!("validator {} is not running", m.index),
+        }
+    }
+    for (index, pid, vdir) in stopping {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while alive(pid) && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if alive(pid) {
+            eprintln!("validator {index} did not stop within 20 s; killing it");
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(vdir.join("pid"));
+        println!("validator {index} stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(cmd: TestnetCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        TestnetCommand::Up(a) => up(a).await,
+        TestnetCommand::Status { dir, json } => status(&dir, json).await,
+        TestnetCommand::Stop {
+            dir,
+            validator,
+            kill,
+        } => stop(&dir, validator, kill).await,
+    }
+}
