@@ -8,10 +8,10 @@ use haca_core::canonical;
 use haca_core::merkle::{self, Levels};
 use haca_core::oz::{OzProof, StandardTree};
 use haca_core::settlement::{
-    round_leaf, BlockHeader, Certificate, Genesis, RoundSummary, SettlementEvidence,
-    SettlementParams, ValidatorSet,
+    round_leaf, BlockHeader, Certificate, GatewayEntry, Genesis, RoundSummary, SettlementEvidence,
+    SettlementParams, Validator, ValidatorEpoch, ValidatorHistory, ValidatorSet,
 };
-use haca_core::{sha256, Digest, NodeId, RunId};
+use haca_core::{sha256, Digest, NodeId, NodeKey, RunId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +40,60 @@ pub enum Tx {
         gateway: NodeId,
         signature: String,
     },
+    /// A change to the validator set or the gateway registry, approved by validators holding
+    /// more than 2/3 of the current set's voting power, each signing
+    /// [`governance_message`]. `seq` numbers governance changes 1, 2, ... so that an approved
+    /// change applies once. A block carries at most one governance transaction; a validator
+    /// set change takes effect from the next height.
+    Governance {
+        seq: u64,
+        action: GovAction,
+        approvals: Vec<Approval>,
+    },
+}
+
+/// What a governance transaction changes.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GovAction {
+    /// Adds a validator with `power` (> 0); it signs from the height after the block.
+    AddValidator { public_key: NodeId, power: u64 },
+    /// Removes a validator; it signs no block after the one that removes it.
+    RemoveValidator { public_key: NodeId },
+    /// Registers a gateway key: its records settle from the next block.
+    RegisterGateway { node: NodeId },
+    /// Removes a gateway key: its records settled so far stay settled, later ones are refused.
+    RemoveGateway { node: NodeId },
+}
+
+/// One validator's approval of a governance transaction: a hex Ed25519 signature over
+/// [`governance_message`].
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub validator: NodeId,
+    pub signature: String,
+}
+
+impl Approval {
+    /// `key`'s approval of governance change `seq` doing `action` on chain `chain_id`.
+    pub fn sign(key: &NodeKey, chain_id: &str, seq: u64, action: &GovAction) -> Approval {
+        Approval {
+            validator: key.node_id(),
+            signature: hex::encode(key.sign(&governance_message(chain_id, seq, action))),
+        }
+    }
+}
+
+/// Bytes a validator signs to approve a governance change:
+/// `"haca.gov.v1:" || JCS({chain_id, seq, action})`.
+pub fn governance_message(chain_id: &str, seq: u64, action: &GovAction) -> Vec<u8> {
+    let mut m = b"haca.gov.v1:".to_vec();
+    m.extend(
+        canonical::to_vec(&json!({"chain_id": chain_id, "seq": seq, "action": action}))
+            .expect("governance actions canonicalize"),
+    );
+    m
 }
 
 /// Bytes a gateway signs to move a label.
@@ -149,6 +203,13 @@ impl RoundTrees {
     }
 }
 
+/// What a governance action changes: the new validator set, or the new gateway map with
+/// the entry of a removed gateway.
+struct Registries {
+    validators: Option<ValidatorSet>,
+    gateways: Option<(BTreeMap<NodeId, u64>, Option<GatewayEntry>)>,
+}
+
 /// A label's revision in the model registry.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct LabelRevision {
@@ -213,9 +274,18 @@ pub struct ChainState {
     pub height: u64,
     pub last_block_id: Digest,
     pub last_time_ms: u64,
+    /// The validator set that signs the next block (`height + 1`).
     pub validators: ValidatorSet,
-    /// Registered gateway keys and the height they were registered at.
+    /// Every validator set the chain has had, oldest first, each with the first height it
+    /// signs (the genesis set from height 1); the last one is `validators`.
+    pub validator_history: Vec<ValidatorEpoch>,
+    /// Governance changes applied so far (the last applied `seq`).
+    pub governance_seq: u64,
+    /// Registered gateway keys and the height they were registered at (0: genesis).
     pub gateways: BTreeMap<NodeId, u64>,
+    /// Gateways removed by governance, with the heights they were registered for, so that
+    /// the exported history still lets their old receipts verify.
+    pub removed_gateways: Vec<GatewayEntry>,
     pub models: BTreeMap<String, Vec<LabelRevision>>,
     /// Settlement rounds closed so far.
     pub rounds: u64,
@@ -236,7 +306,13 @@ impl ChainState {
             last_block_id: Digest::default(),
             last_time_ms: g.genesis_time_ms,
             validators: g.validators.clone(),
+            validator_history: vec![ValidatorEpoch {
+                from_height: 1,
+                validators: g.validators.clone(),
+            }],
+            governance_seq: 0,
             gateways: g.gateways.iter().map(|n| (*n, 0)).collect(),
+            removed_gateways: Vec::new(),
             models: BTreeMap::new(),
             rounds: 0,
             outcomes: Outcomes::default(),
@@ -254,7 +330,10 @@ impl ChainState {
             "height": self.height,
             "last_time_ms": self.last_time_ms,
             "validators": self.validators,
+            "validator_history": self.validator_history,
+            "governance_seq": self.governance_seq,
             "gateways": self.gateways.iter().map(|(k, h)| json!({"node": k, "from_height": h})).collect::<Vec<_>>(),
+            "removed_gateways": self.removed_gateways,
             "models": self.models,
             "rounds": self.rounds,
             "outcomes": self.outcomes.len(),
@@ -273,12 +352,49 @@ impl ChainState {
             last_block_id: self.last_block_id,
             last_time_ms: self.last_time_ms,
             validators: self.validators.clone(),
+            validator_history: self.validator_history.clone(),
+            governance_seq: self.governance_seq,
             gateways: self.gateways.clone(),
+            removed_gateways: self.removed_gateways.clone(),
             models: self.models.clone(),
             rounds: self.rounds,
             outcomes: Outcomes::default(),
             outcomes_acc: self.outcomes_acc,
         }
+    }
+
+    /// What a verifier trusts about this chain: every validator set with the first height it
+    /// signs, and every gateway ever registered (removed ones with their last height).
+    pub fn history(&self) -> ValidatorHistory {
+        let mut gateways: Vec<GatewayEntry> = self
+            .removed_gateways
+            .iter()
+            .cloned()
+            .chain(self.gateways.iter().map(|(node, from)| GatewayEntry {
+                node: *node,
+                from_height: *from,
+                until_height: None,
+            }))
+            .collect();
+        gateways.sort_by_key(|g| (g.from_height, g.node));
+        ValidatorHistory {
+            chain_id: self.chain_id.clone(),
+            validator_sets: self.validator_history.clone(),
+            gateways,
+        }
+    }
+
+    /// The validator set that signs `height`, for heights up to the next one (`None` for
+    /// height 0 and for heights further ahead, whose set the chain has not decided yet).
+    pub fn validator_set_at(&self, height: u64) -> Option<&ValidatorSet> {
+        if height == 0 || height > self.height + 1 {
+            return None;
+        }
+        self.validator_history
+            .iter()
+            .rev()
+            .find(|e| e.from_height <= height)
+            .map(|e| &e.validators)
     }
 
     fn is_settled(&self, run: &RunId) -> bool {
@@ -329,9 +445,17 @@ impl ChainState {
                 }
             }
         }
+        // At most one governance transaction per block: the next one needs the seq after it
+        // and approvals from the set it leaves, so it waits for a later block.
+        let mut governance = false;
         let txs: Vec<Tx> = txs
             .into_iter()
-            .filter(|t| self.check_tx(t).is_ok())
+            .filter(|t| {
+                let gov = matches!(t, Tx::Governance { .. });
+                let keep = !(gov && governance) && self.check_tx(t).is_ok();
+                governance |= gov && keep;
+                keep
+            })
             .collect();
         let time_ms = time_ms.max(self.last_time_ms);
         let mut next = self.clone();
@@ -452,6 +576,16 @@ impl ChainState {
                 }
             }
         }
+        let governance = block
+            .txs
+            .iter()
+            .filter(|t| matches!(t, Tx::Governance { .. }))
+            .count();
+        if governance > 1 {
+            return Err(format!(
+                "the block carries {governance} governance transactions; at most one is allowed"
+            ));
+        }
         for t in &block.txs {
             self.check_tx(t)?;
         }
@@ -500,7 +634,134 @@ impl ChainState {
                 haca_core::keys::verify(gateway, &label_message(label, blob_id, *at_ms), signature)
                     .map_err(|e| format!("label move of {label}: {e}"))
             }
+            Tx::Governance {
+                seq,
+                action,
+                approvals,
+            } => self.check_governance(*seq, action, approvals),
         }
+    }
+
+    /// Checks a governance transaction: the next seq, a valid action, and approvals signed
+    /// by validators of the current set holding more than 2/3 of its power. Approvals by keys
+    /// outside the set do not count; a signature that does not verify refuses the whole
+    /// transaction; a validator approving twice counts once.
+    fn check_governance(
+        &self,
+        seq: u64,
+        action: &GovAction,
+        approvals: &[Approval],
+    ) -> Result<(), String> {
+        let expected = self.governance_seq + 1;
+        if seq <= self.governance_seq {
+            return Err(format!(
+                "governance seq {seq} was already applied; the next governance change is seq {expected}"
+            ));
+        }
+        if seq != expected {
+            return Err(format!(
+                "governance seq {seq} is out of order: expected seq {expected}"
+            ));
+        }
+        self.apply_action(action, self.height + 1)
+            .map(drop)
+            .map_err(|e| format!("governance seq {seq}: {e}"))?;
+        let message = governance_message(&self.chain_id, seq, action);
+        let mut counted = std::collections::BTreeSet::new();
+        let (mut power, mut outsiders) = (0u64, 0usize);
+        for a in approvals {
+            haca_core::keys::verify(&a.validator, &message, &a.signature).map_err(|e| {
+                format!(
+                    "governance seq {seq}: the approval of {} does not verify: {e}",
+                    a.validator
+                )
+            })?;
+            match self.validators.power_of(&a.validator) {
+                Some(p) if counted.insert(a.validator) => power += p,
+                Some(_) => {}
+                None => outsiders += 1,
+            }
+        }
+        if !self.validators.is_quorum(power) {
+            let mut e = format!(
+                "governance seq {seq}: approvals hold {power} of {} voting power; more than 2/3 is needed",
+                self.validators.total_power()
+            );
+            if outsiders > 0 {
+                e.push_str(&format!(
+                    " ({outsiders} approval(s) by keys outside the validator set do not count)"
+                ));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Applies a governance action to a copy of the registries; `height` is the block that
+    /// carries it. Errors say why the action does not apply to this state.
+    fn apply_action(&self, action: &GovAction, height: u64) -> Result<Registries, String> {
+        let mut r = Registries {
+            validators: None,
+            gateways: None,
+        };
+        match action {
+            GovAction::AddValidator { public_key, power } => {
+                if *power == 0 {
+                    return Err(format!(
+                        "validator {public_key} cannot be added with zero voting power"
+                    ));
+                }
+                if self.validators.power_of(public_key).is_some() {
+                    return Err(format!("{public_key} is already a validator"));
+                }
+                let mut list = self.validators.validators().to_vec();
+                list.push(Validator {
+                    public_key: *public_key,
+                    power: *power,
+                });
+                r.validators = Some(ValidatorSet::new(list)?);
+            }
+            GovAction::RemoveValidator { public_key } => {
+                if self.validators.power_of(public_key).is_none() {
+                    return Err(format!("{public_key} is not a validator"));
+                }
+                let list: Vec<Validator> = self
+                    .validators
+                    .validators()
+                    .iter()
+                    .filter(|v| v.public_key != *public_key)
+                    .copied()
+                    .collect();
+                if list.is_empty() {
+                    return Err(format!(
+                        "removing {public_key} would leave the validator set empty"
+                    ));
+                }
+                r.validators = Some(ValidatorSet::new(list)?);
+            }
+            GovAction::RegisterGateway { node } => {
+                if self.gateways.contains_key(node) {
+                    return Err(format!("gateway {node} is already registered"));
+                }
+                let mut g = self.gateways.clone();
+                g.insert(*node, height);
+                r.gateways = Some((g, None));
+            }
+            GovAction::RemoveGateway { node } => {
+                let Some(from) = self.gateways.get(node) else {
+                    return Err(format!("gateway {node} is not registered"));
+                };
+                let entry = GatewayEntry {
+                    node: *node,
+                    from_height: *from,
+                    until_height: Some(height),
+                };
+                let mut g = self.gateways.clone();
+                g.remove(node);
+                r.gateways = Some((g, Some(entry)));
+            }
+        }
+        Ok(r)
     }
 
     /// Applies a checked body; returns the settlement round it closes, if any.
@@ -569,6 +830,23 @@ impl ChainState {
                         height,
                         gateway: *gateway,
                     });
+                }
+                Tx::Governance { seq, action, .. } => {
+                    let r = self
+                        .apply_action(action, height)
+                        .expect("governance transactions are checked before they apply");
+                    if let Some(set) = r.validators {
+                        self.validator_history.push(ValidatorEpoch {
+                            from_height: height + 1,
+                            validators: set.clone(),
+                        });
+                        self.validators = set;
+                    }
+                    if let Some((gateways, removed)) = r.gateways {
+                        self.gateways = gateways;
+                        self.removed_gateways.extend(removed);
+                    }
+                    self.governance_seq = *seq;
                 }
             }
         }

@@ -4,7 +4,9 @@
 use crate::consensus::{EncodedBlock, Host};
 use crate::record::{EvidenceVerifier, RunRecord};
 use crate::state::{Block, ChainState, Outcome, RoundTrees, Tx};
-use haca_core::settlement::{Certificate, Genesis, SettlementEvidence};
+use haca_core::settlement::{
+    Certificate, Genesis, SettlementEvidence, ValidatorHistory, ValidatorSet,
+};
 use haca_core::{Digest, RunId};
 use haca_store::{SettlementRow, Store, StoredBlock};
 use std::collections::{HashMap, VecDeque};
@@ -83,9 +85,15 @@ struct Batch {
     txs: Vec<Tx>,
 }
 
-/// Hash of the registered gateways: a verdict stays valid while it does not change.
+/// Hash of the registered gateways (keys and the heights they were registered at, so a
+/// gateway removed and registered again also changes it): a verdict stays valid while it
+/// does not change.
 fn registry_hash(state: &ChainState) -> Digest {
-    let keys: Vec<String> = state.gateways.keys().map(|k| k.to_string()).collect();
+    let keys: Vec<String> = state
+        .gateways
+        .iter()
+        .map(|(k, from)| format!("{k}@{from}"))
+        .collect();
     haca_core::sha256(keys.join(",").as_bytes())
 }
 
@@ -206,6 +214,30 @@ impl Validator {
     /// A receiver that sees every new committed height.
     pub fn heights(&self) -> watch::Receiver<u64> {
         self.height.subscribe()
+    }
+
+    /// Every validator set this chain has had and every gateway it registered: what a
+    /// verifier needs to check settlement evidence from any height (`haca chain validators
+    /// --export`).
+    pub fn validator_history(&self) -> ValidatorHistory {
+        self.state.lock().expect("state lock").history()
+    }
+
+    /// The validator set that signs `height`, for every committed height and the next one;
+    /// `None` for height 0 and heights further ahead (a block not yet committed may change
+    /// the set).
+    pub fn validator_set(&self, height: u64) -> Option<ValidatorSet> {
+        self.state
+            .lock()
+            .expect("state lock")
+            .validator_set_at(height)
+            .cloned()
+    }
+
+    /// The governance changes applied so far: the next governance transaction needs
+    /// `seq = governance_seq() + 1`.
+    pub fn governance_seq(&self) -> u64 {
+        self.state.lock().expect("state lock").governance_seq
     }
 
     pub fn state_hash(&self) -> (u64, Digest) {
@@ -349,8 +381,9 @@ impl Validator {
         })
     }
 
-    /// Queues a transaction (a label move) for the next block. Refused at once when it
-    /// does not check against the current state.
+    /// Queues a transaction (a label move, a governance change) for the next block. Refused
+    /// at once when it does not check against the current state (so a governance change is
+    /// taken only once the one before it has committed).
     pub fn submit_tx(&self, tx: Tx) -> Result<(), String> {
         self.state.lock().expect("state lock").check_tx(&tx)?;
         let mut pool = self.mempool.lock().expect("mempool lock");
@@ -487,6 +520,73 @@ impl Host for Validator {
                 certificate.height
             ));
         }
+        self.persist(height, bytes, block, next, certificate, t)
+    }
+
+    fn committed_height(&self) -> u64 {
+        self.state.lock().expect("state lock").height
+    }
+
+    fn committed_block(&self, height: u64) -> Option<(Vec<u8>, Certificate)> {
+        let stored = self.store.block(height).ok()??;
+        let cert = serde_json::from_str(&stored.certificate).ok()?;
+        Some((stored.block, cert))
+    }
+
+    fn validator_set(&self, height: u64) -> Option<ValidatorSet> {
+        Validator::validator_set(self, height)
+    }
+}
+
+impl Validator {
+    /// Applies a block a validator network committed, on a node that follows the chain
+    /// without voting (a gateway settling on a remote chain). The certificate must carry
+    /// signatures of more than 2/3 of the set that signs `height`; the block then replays
+    /// (structure, roots, state hash) without re-verifying each record's evidence, which
+    /// the certificate's signers checked before voting.
+    pub fn apply_certified(
+        &self,
+        height: u64,
+        bytes: &[u8],
+        certificate: Certificate,
+    ) -> Result<(), String> {
+        let t = Instant::now();
+        let block = Block::decode(bytes)?;
+        let state = self.state.lock().expect("state lock").clone();
+        if height != state.height + 1 || block.header.height != height {
+            return Err(format!(
+                "block {} at height {height} does not follow this node's height {}",
+                block.header.height, state.height
+            ));
+        }
+        let set = state
+            .validator_set_at(height)
+            .ok_or_else(|| format!("no validator set is known for height {height}"))?;
+        if certificate.height != height {
+            return Err(format!(
+                "the certificate is for height {}, the block for {height}",
+                certificate.height
+            ));
+        }
+        certificate
+            .verify(&block.header, set)
+            .map_err(|e| format!("certificate of block {height}: {e}"))?;
+        let next = state.replay(&block)?;
+        drop(state);
+        self.persist(height, bytes, block, next, certificate, t)
+    }
+
+    /// Makes a checked block durable (block, certificate and every outcome in one store
+    /// transaction), then moves the state, mempool and height watchers past it.
+    fn persist(
+        &self,
+        height: u64,
+        bytes: &[u8],
+        block: Block,
+        next: ChainState,
+        certificate: Certificate,
+        t: Instant,
+    ) -> Result<(), String> {
         let mut outcomes = Vec::with_capacity(block.records.len() + block.rejected.len());
         let round = block.header.settlement.as_ref().map(|s| s.round);
         for (i, r) in block.records.iter().enumerate() {
@@ -554,15 +654,5 @@ impl Host for Validator {
         tracing::debug!("committed block {height} in {:?}", t.elapsed());
         self.height.send_replace(height);
         Ok(())
-    }
-
-    fn committed_height(&self) -> u64 {
-        self.state.lock().expect("state lock").height
-    }
-
-    fn committed_block(&self, height: u64) -> Option<(Vec<u8>, Certificate)> {
-        let stored = self.store.block(height).ok()??;
-        let cert = serde_json::from_str(&stored.certificate).ok()?;
-        Some((stored.block, cert))
     }
 }

@@ -387,7 +387,9 @@ fn label_moves_need_a_registered_signer_and_cannot_be_replayed() {
         .unwrap_err()
         .contains("not a registered gateway"));
     let mut forged = mv(&f.gateway);
-    let Tx::MoveLabel { at_ms, .. } = &mut forged;
+    let Tx::MoveLabel { at_ms, .. } = &mut forged else {
+        unreachable!("mv builds a label move")
+    };
     *at_ms = 8;
     assert!(state.check_tx(&forged).is_err());
 

@@ -331,11 +331,23 @@ pub struct ValidatorEpoch {
     pub validators: ValidatorSet,
 }
 
-/// A gateway key and the height from which it is registered.
+/// A gateway key and the heights it was registered for: registered by the block at
+/// `from_height` (0: at genesis), so its records settle from block `from_height + 1`, and,
+/// once removed, by the block at `until_height`, the last block that could settle its
+/// records. An entry without `until_height` is still registered.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct GatewayEntry {
     pub node: NodeId,
     pub from_height: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_height: Option<u64>,
+}
+
+impl GatewayEntry {
+    /// Whether a record of this gateway could settle in the block at `height`.
+    pub fn covers(&self, height: u64) -> bool {
+        height > self.from_height && self.until_height.is_none_or(|u| height <= u)
+    }
 }
 
 /// What a verifier trusts about a chain: every validator set it has had, and the gateway
@@ -363,6 +375,7 @@ impl From<&Genesis> for ValidatorHistory {
                 .map(|n| GatewayEntry {
                     node: *n,
                     from_height: 0,
+                    until_height: None,
                 })
                 .collect(),
         }
@@ -397,9 +410,16 @@ impl ValidatorHistory {
             .map(|e| &e.validators)
     }
 
-    /// Every gateway key ever registered.
+    /// Every gateway key ever registered (removed ones too: their old receipts still verify).
     pub fn gateway_keys(&self) -> BTreeSet<NodeId> {
         self.gateways.iter().map(|g| g.node).collect()
+    }
+
+    /// Whether `node` was a registered gateway for records settled in the block at `height`.
+    pub fn gateway_at(&self, node: &NodeId, height: u64) -> bool {
+        self.gateways
+            .iter()
+            .any(|g| g.node == *node && g.covers(height))
     }
 }
 

@@ -3,8 +3,10 @@
 
 use crate::gateway::Gateway;
 use crate::registry::ChainRegistry;
+use crate::remote::RemoteChain;
 use crate::server::chain::{ChainApi, ChainRole};
 use crate::server::{self, AppState, Limits};
+use crate::validator_node::TestnetFile;
 use haca_chain::consensus::{EngineConfig, EngineHandle};
 use haca_chain::log::{LogEntry, TransparencyLog};
 use haca_chain::SignatureAndHashes;
@@ -38,6 +40,10 @@ pub struct NodeConfig {
     pub cache_bytes: u64,
     /// Run a validator in-process and settle this gateway's runs on it (devnet).
     pub validator: bool,
+    /// Settle on the validator network of this testnet directory instead (`haca testnet
+    /// up` wrote it); the gateway registers itself by governance if the chain does not know
+    /// it.
+    pub chain_dir: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -50,6 +56,7 @@ impl NodeConfig {
             limits: Limits::default(),
             cache_bytes: 1 << 30,
             validator: true,
+            chain_dir: None,
         }
     }
 }
@@ -66,6 +73,8 @@ pub struct RunningNode {
     task: JoinHandle<std::io::Result<()>>,
     engine: Option<EngineHandle>,
     logger: Option<JoinHandle<()>>,
+    /// Tasks that connect the gateway to a remote chain (outbox pusher, follower).
+    remote_tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -80,6 +89,9 @@ impl RunningNode {
         }
         if let Some(logger) = self.logger.take() {
             logger.abort();
+        }
+        for t in self.remote_tasks.drain(..) {
+            t.abort();
         }
         served
     }
@@ -121,6 +133,8 @@ pub enum StartError {
     Log(#[from] haca_chain::log::LogError),
     #[error("model registry: {0}")]
     Registry(String),
+    #[error("chain {0}: {1}")]
+    RemoteChain(PathBuf, String),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -279,7 +293,26 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let key = load_or_create_key(&cfg.data_dir.join("node.key"))?;
     let operator_token = load_or_create_token(&cfg.data_dir.join("operator.token"))?;
     let store = Arc::new(Store::open(cfg.data_dir.join("haca.db"))?);
-    let (chain, engine) = if cfg.validator {
+    let mut remote = None;
+    let (chain, engine) = if let Some(dir) = &cfg.chain_dir {
+        let err = |e: String| StartError::RemoteChain(dir.clone(), e);
+        let file = TestnetFile::load(dir).map_err(err)?;
+        let genesis = crate::validator_node::read_genesis(&dir.join("genesis.json"))
+            .map_err(|e| err(e.to_string()))?;
+        if file.chain_id != genesis.chain_id {
+            return Err(err(format!(
+                "testnet.json is for chain {}, genesis.json for {}",
+                file.chain_id, genesis.chain_id
+            )));
+        }
+        let follower = Arc::new(haca_chain::validator::Validator::open(
+            genesis,
+            store.clone(),
+            Box::new(SignatureAndHashes),
+        )?);
+        remote = Some(Arc::new(RemoteChain::new(file.urls())));
+        (Some(follower), None)
+    } else if cfg.validator {
         let validator_key = load_or_create_key(&cfg.data_dir.join("validator.key"))?;
         let genesis = load_or_create_genesis(
             &cfg.data_dir.join("genesis.json"),
@@ -329,11 +362,28 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         cfg.data_dir.join("blobs"),
         Arc::new(OnnxCheck),
     )?;
+    let mut remote_tasks = Vec::new();
+    let remote_outbox = remote
+        .as_ref()
+        .map(|_| Arc::new(tokio::sync::Notify::new()));
+    if let (Some(r), Some(v), Some(wake)) = (&remote, &chain, &remote_outbox) {
+        remote_tasks.push(tokio::spawn(crate::remote::follow(r.clone(), v.clone())));
+        remote_tasks.push(tokio::spawn(crate::remote::push_outbox(
+            r.clone(),
+            store.clone(),
+            wake.clone(),
+        )));
+        let dir = cfg.chain_dir.as_ref().expect("remote chain has a dir");
+        crate::remote::ensure_registered(r, v, dir, key.node_id())
+            .await
+            .map_err(|e| StartError::RemoteChain(dir.clone(), e))?;
+    }
     if let Some(v) = &chain {
         // The chain's model registry owns label history; the hub mirrors it.
         let registry = Arc::new(ChainRegistry {
             validator: v.clone(),
             key: key.clone(),
+            remote: remote.clone(),
         });
         crate::registry::reconcile(&hub, &registry)
             .await
@@ -353,7 +403,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         Arc::new(ChainApi {
             validator: v.clone(),
             store: store.clone(),
-            role: ChainRole::Validator { forward: None },
+            role: if remote.is_some() {
+                ChainRole::Follower
+            } else {
+                ChainRole::Validator { forward: None }
+            },
         })
     });
     let gateway = Gateway {
@@ -362,6 +416,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         hub: hub.clone(),
         models: Arc::new(ModelCache::new(cfg.cache_bytes)),
         chain,
+        remote_outbox,
         log,
     };
 
@@ -416,5 +471,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         task,
         engine,
         logger,
+        remote_tasks,
     })
 }

@@ -43,9 +43,12 @@ pub struct Gateway {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub models: Arc<ModelCache>,
-    /// The in-process validator run records are submitted to (devnet); `None` when this
-    /// node settles nothing.
+    /// The chain this gateway settles on: its in-process validator (devnet), or a
+    /// non-voting copy that follows a remote validator network; `None` when this node
+    /// settles nothing.
     pub chain: Option<Arc<Validator>>,
+    /// Set when the chain is remote: wakes the task that submits the outbox to it.
+    pub remote_outbox: Option<Arc<tokio::sync::Notify>>,
     /// The node's transparency log (run and settlement events, appended as blocks commit).
     pub log: Arc<TransparencyLog>,
 }
@@ -172,7 +175,9 @@ impl Gateway {
         self.store.insert_run(record).await?;
         // The record is in the outbox already (a lost submission is retried at restart), so
         // it is verified and queued off the answer's path.
-        if let Some(chain) = &self.chain {
+        if let Some(wake) = &self.remote_outbox {
+            wake.notify_one();
+        } else if let Some(chain) = &self.chain {
             let chain = chain.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = chain.submit(chain_record) {

@@ -7,6 +7,7 @@ pub mod devnet;
 pub mod forward;
 pub mod gateway;
 pub mod registry;
+pub mod remote;
 pub mod server;
 pub mod validator_node;
 

@@ -1,6 +1,7 @@
 //! The chain's model registry as the Model Hub's label authority: a label move is a signed
 //! transaction; the hub mirrors the revision once the block that records it has committed.
 
+use crate::remote::RemoteChain;
 use haca_chain::state::{label_message, Tx};
 use haca_chain::validator::Validator;
 use haca_core::{BlobId, NodeKey};
@@ -14,9 +15,12 @@ use std::time::Duration;
 const COMMIT_PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct ChainRegistry {
+    /// The chain's state: the in-process validator, or a copy following a remote chain.
     pub validator: Arc<Validator>,
     /// The gateway key that signs label moves (a registered gateway).
     pub key: NodeKey,
+    /// Where moves are submitted when the chain is remote.
+    pub remote: Option<Arc<RemoteChain>>,
 }
 
 impl ChainRegistry {
@@ -24,13 +28,17 @@ impl ChainRegistry {
         let gateway = self.key.node_id();
         let signature = hex::encode(self.key.sign(&label_message(label, &blob_id, at_ms)));
         let mut heights = self.validator.heights();
-        self.validator.submit_tx(Tx::MoveLabel {
+        let tx = Tx::MoveLabel {
             label: label.to_owned(),
             blob_id,
             at_ms,
             gateway,
             signature,
-        })?;
+        };
+        match &self.remote {
+            Some(remote) => remote.submit_tx(&tx).await?,
+            None => self.validator.submit_tx(tx)?,
+        }
         let wait = async {
             loop {
                 let revs = self.validator.label_revisions(label);

@@ -217,3 +217,75 @@ fn bad_input_is_refused_and_the_network_keeps_going() {
     net.wait_height(&[0, 1, 2, 3], h + 2, LIMIT);
     net.assert_agree(&[0, 1, 2, 3]);
 }
+
+#[test]
+fn a_devnet_gateway_settles_on_the_testnet_and_its_receipts_verify() {
+    // The gateway is not in the genesis: it registers itself by governance.
+    let net = Testnet::up(4, &NodeKey::generate(), &[]);
+    let gw_dir = net.path("gw");
+    let gw = common::Devnet::start(&gw_dir, &["--chain", net.dir()]);
+    let out = gw.haca_ok(&[
+        "infer",
+        "example/mnist-mlp",
+        "--input",
+        gw_dir.join("example-input.json").to_str().unwrap(),
+        "--json",
+        "--settlement",
+        "private",
+    ]);
+    let ans: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = ans["run_id"].as_str().unwrap();
+    let out = gw.haca_ok(&[
+        "receipt",
+        run,
+        "--wait",
+        "settled",
+        "--json",
+        "--timeout",
+        "60s",
+    ]);
+    let receipt = net.path("receipt.json");
+    std::fs::write(&receipt, &out.stdout).unwrap();
+
+    // Every validator has the run settled; the exported history names the gateway.
+    let decided = net.wait_decided(2, &[run.to_owned()], LIMIT);
+    assert_eq!(decided[0]["status"], "settled");
+    let history = gw.haca_ok(&["chain", "validators", "--export", "--node", &net.urls[1]]);
+    let history_file = net.path("validators.json");
+    std::fs::write(&history_file, &history.stdout).unwrap();
+    let h: Value = serde_json::from_slice(&history.stdout).unwrap();
+    let node_id = ans["receipt"]["boxes"]["execution"]["evidence"]["signer"].clone();
+    assert!(
+        h["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["node"] == node_id),
+        "{h}"
+    );
+
+    // Offline: the settlement holds against the testnet's validators, not against another
+    // chain's.
+    let out = gw.haca(&[
+        "verify",
+        receipt.to_str().unwrap(),
+        "--validators",
+        history_file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("run.settled")
+            && l.contains("holds")
+            && l.contains("haca-testnet-")),
+        "{text}"
+    );
+    let other = Testnet::up(1, &NodeKey::generate(), &[]);
+    let out = gw.haca(&[
+        "verify",
+        receipt.to_str().unwrap(),
+        "--validators",
+        other.path("genesis.json").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+}

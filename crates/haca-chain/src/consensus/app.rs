@@ -72,7 +72,9 @@ pub(crate) struct App<H: Host> {
     pub host: Arc<H>,
     pub signer: Signer,
     pub address: Address,
-    pub validators: ValidatorSet,
+    /// The last set the host named for its next height: used only if the host names none
+    /// (a host bug), since Malachite needs a set to start a height.
+    pub fallback: ValidatorSet,
     pub store: BlockStore,
     pub streams: Streams,
     /// The height consensus is working on.
@@ -171,11 +173,43 @@ impl<H: Host> App<H> {
         value
     }
 
-    fn verify_stream(&self, a: &Assembled) -> Result<(), String> {
-        let proposer = self
-            .validators
-            .get(&a.init.proposer)
-            .ok_or_else(|| format!("proposer {} is not a validator", a.init.proposer))?;
+    /// The validator set that signs `height`, from the host. For heights past the next one
+    /// (not yet known) the next height's set stands in: Malachite re-checks buffered votes
+    /// against the right set once it starts that height, and the adapter re-checks buffered
+    /// proposal streams.
+    fn set_for(&mut self, height: u64) -> ValidatorSet {
+        let next = self.host.committed_height() + 1;
+        if let Some(set) = self.host.validator_set(height) {
+            let set = ValidatorSet::from_settlement(&set);
+            if height == next {
+                self.fallback = set.clone();
+            }
+            return set;
+        }
+        match self.host.validator_set(next) {
+            Some(set) => {
+                self.fallback = ValidatorSet::from_settlement(&set);
+                self.fallback.clone()
+            }
+            None => {
+                error!(
+                    height,
+                    "the host names no validator set for its next height; using the last known"
+                );
+                self.fallback.clone()
+            }
+        }
+    }
+
+    fn verify_stream(&mut self, a: &Assembled) -> Result<(), String> {
+        let h = a.init.height.0;
+        let set = self.set_for(h);
+        let proposer = set.get(&a.init.proposer).ok_or_else(|| {
+            format!(
+                "proposer {} is not a validator at height {h}",
+                a.init.proposer
+            )
+        })?;
         if !verify_signature(
             &proposer.public_key,
             &parts::fin_sign_bytes(&a.init, &a.block),
@@ -222,8 +256,14 @@ impl<H: Host> App<H> {
                 let committed = self.host.committed_height();
                 self.current = committed + 1;
                 self.forget_through(committed);
-                info!(start_height = self.current, "consensus ready");
-                let _ = reply.send((Height(self.current), self.validators.clone()));
+                let set = self.set_for(self.current);
+                info!(
+                    start_height = self.current,
+                    validators = set.validators.len(),
+                    voting = set.get(&self.address).is_some(),
+                    "consensus ready"
+                );
+                let _ = reply.send((Height(self.current), set));
             }
 
             AppMsg::StartedRound {
@@ -241,7 +281,14 @@ impl<H: Host> App<H> {
                 self.current = h;
                 if let Some(streams) = self.future.remove(&h) {
                     for a in streams {
-                        self.check_stream(a);
+                        // Buffered against a guessed set: check the proposer against the
+                        // height's own set now that it is known.
+                        match self.verify_stream(&a) {
+                            Ok(()) => {
+                                self.check_stream(a);
+                            }
+                            Err(e) => warn!(height = h, "buffered proposal dropped: {e}"),
+                        }
                     }
                 }
                 let r = round.as_u32().unwrap_or(0);
@@ -331,8 +378,9 @@ impl<H: Host> App<H> {
                 let _ = reply.send(value);
             }
 
-            AppMsg::GetValidatorSet { height: _, reply } => {
-                let _ = reply.send(Some(self.validators.clone()));
+            AppMsg::GetValidatorSet { height, reply } => {
+                let set = self.set_for(height.0);
+                let _ = reply.send(Some(set));
             }
 
             AppMsg::Decided {
@@ -345,14 +393,28 @@ impl<H: Host> App<H> {
                 let _ = reply.send(match next {
                     Ok(()) => {
                         self.current = h + 1;
-                        Next::Start(Height(h + 1), self.validators.clone())
+                        let set = self.set_for(h + 1);
+                        let voting = set.get(&self.address).is_some();
+                        let was_voting = self
+                            .host
+                            .validator_set(h)
+                            .is_some_and(|s| s.power_of(&self.address.0).is_some());
+                        if voting != was_voting {
+                            info!(
+                                height = h + 1,
+                                voting,
+                                "this node's key {} the validator set",
+                                if voting { "joined" } else { "left" }
+                            );
+                        }
+                        Next::Start(Height(h + 1), set)
                     }
                     Err(e) => {
                         error!(
                             height = h,
                             "could not commit a decided block: {e}; restarting the height"
                         );
-                        Next::Restart(Height(h), self.validators.clone())
+                        Next::Restart(Height(h), self.set_for(h))
                     }
                 });
             }

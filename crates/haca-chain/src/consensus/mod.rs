@@ -74,6 +74,11 @@ pub trait Host: Send + Sync + 'static {
 
     /// A committed block and its certificate, for a peer that is catching up.
     fn committed_block(&self, height: u64) -> Option<(Vec<u8>, Certificate)>;
+
+    /// The validator set that signs `height`: known for every committed height and for
+    /// `committed_height() + 1` (the current state's set); `None` for heights further ahead
+    /// (the blocks before them may still change the set) and for height 0.
+    fn validator_set(&self, height: u64) -> Option<ValidatorSet>;
 }
 
 /// How to run one validator.
@@ -82,8 +87,12 @@ pub struct EngineConfig {
     pub chain_id: String,
     /// Where the engine keeps its write-ahead log.
     pub home: PathBuf,
-    /// This validator's consensus key (its public key must be in `validators`).
+    /// This node's consensus key. While its public key is not in the set of the height
+    /// being decided, the node follows the chain without voting (how a validator added by
+    /// governance catches up); it votes from the first height whose set includes it.
     pub key: NodeKey,
+    /// The genesis (or start) validator set. The engine takes each height's set from
+    /// [`Host::validator_set`]; this one is only a fallback should the host not name one.
     pub validators: ValidatorSet,
     /// Peer-to-peer listen address (loopback on devnet).
     pub listen: SocketAddr,
@@ -97,8 +106,6 @@ pub struct EngineConfig {
 /// Why the engine did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("this validator's key {0} is not in the validator set")]
-    NotAValidator(haca_core::NodeId),
     #[error("engine home {path}: {source}")]
     Home {
         path: PathBuf,
@@ -232,7 +239,10 @@ fn engine_config(config: &EngineConfig) -> Result<node::Config, EngineError> {
 }
 
 /// Starts the engine at `host.committed_height() + 1`; decided blocks go to
-/// [`Host::commit`].
+/// [`Host::commit`]. A key outside the validator set runs as a non-voting follower: Malachite
+/// gives it no role (it neither proposes nor votes) but it still receives proposals and votes
+/// and syncs decided blocks from its peers, and becomes a voting validator at the first
+/// height whose set (from [`Host::validator_set`]) includes it.
 pub async fn start<H: Host>(
     config: EngineConfig,
     host: Arc<H>,
@@ -240,9 +250,6 @@ pub async fn start<H: Host>(
     use malachitebft_app_channel::app::types::core::Height as _;
 
     let me = config.key.node_id();
-    if config.validators.power_of(&me).is_none() {
-        return Err(EngineError::NotAValidator(me));
-    }
     std::fs::create_dir_all(&config.home).map_err(|source| EngineError::Home {
         path: config.home.clone(),
         source,
@@ -258,7 +265,17 @@ pub async fn start<H: Host>(
         return Err(EngineError::WalLocked(wal_path(&config.home)));
     }
 
-    let validators = context::ValidatorSet::from_settlement(&config.validators);
+    let start_set = host
+        .validator_set(host.committed_height() + 1)
+        .unwrap_or_else(|| config.validators.clone());
+    if start_set.power_of(&me).is_none() {
+        tracing::info!(
+            key = %me,
+            height = host.committed_height() + 1,
+            "this node's key is not in the validator set: it follows the chain without voting"
+        );
+    }
+    let validators = context::ValidatorSet::from_settlement(&start_set);
     let node = node::HacaNode {
         home: config.home.clone(),
         key: config.key.clone(),
@@ -281,7 +298,7 @@ pub async fn start<H: Host>(
         host,
         signer: context::Signer::new(config.key.clone()),
         address: context::Address(me),
-        validators,
+        fallback: validators,
         store,
         streams: parts::Streams::default(),
         current: start_height.0,

@@ -153,6 +153,10 @@ impl Host for HeaderHost {
             .get(&height)
             .map(|c| (c.bytes.clone(), c.certificate.clone()))
     }
+
+    fn validator_set(&self, _height: u64) -> Option<ValidatorSet> {
+        Some(self.set.clone()) // the set never changes on this host
+    }
 }
 
 pub fn free_addr() -> SocketAddr {

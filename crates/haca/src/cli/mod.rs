@@ -55,9 +55,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Where the store, keys and blobs live.
-    #[arg(long, default_value = "./.haca")]
-    data_dir: PathBuf,
+    /// Where the store, keys and blobs live [default: ./.haca; with --chain DIR: DIR/gateway].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Largest JSON request body, in bytes (413 beyond).
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
@@ -72,7 +72,14 @@ struct ServeArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run every role in one process on an embedded store, with the example model.
-    Devnet(ServeArgs),
+    Devnet {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Settle on the validator network in this `haca testnet` directory instead of a
+        /// validator in this process.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+    },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
     Node {
@@ -244,7 +251,10 @@ pub fn main() -> ExitCode {
 fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
     NodeConfig {
         listen: a.listen,
-        data_dir: a.data_dir.clone(),
+        data_dir: a
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./.haca")),
         loopback_admin: devnet,
         seed_example: devnet,
         limits: Limits {
@@ -253,20 +263,28 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
         },
         cache_bytes: a.cache_bytes,
         validator: devnet,
+        chain_dir: None,
     }
 }
 
 async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, CliError> {
+    let cfg_chain = cfg.chain_dir.clone();
     let mut node = devnet::start(cfg).await?;
     println!("{title} is up");
     println!("  url:       {}", node.url);
     println!("  node id:   {}", node.node_id);
     println!("  data dir:  {}", node.data_dir.display());
-    if let Some(chain_id) = &node.chain_id {
-        println!(
+    match (&node.chain_id, &cfg_chain) {
+        (Some(chain_id), Some(dir)) => println!(
+            "  chain:     {chain_id}, the validators of {}; trust file {}",
+            dir.display(),
+            dir.join("genesis.json").display()
+        ),
+        (Some(chain_id), None) => println!(
             "  chain:     {chain_id}, one validator in this process; trust file {}",
             node.data_dir.join("genesis.json").display()
-        );
+        ),
+        _ => {}
     }
     if let Some((label, blob)) = &node.example {
         println!("  example:   {label} -> {blob}");
@@ -394,7 +412,17 @@ async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
 
 async fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
-        Command::Devnet(a) => serve_until_ctrl_c(serve_config(&a, true), "haca devnet").await,
+        Command::Devnet { serve, chain } => {
+            let mut cfg = serve_config(&serve, true);
+            if let Some(dir) = chain {
+                if serve.data_dir.is_none() {
+                    cfg.data_dir = dir.join("gateway");
+                }
+                cfg.validator = false;
+                cfg.chain_dir = Some(dir);
+            }
+            serve_until_ctrl_c(cfg, "haca devnet").await
+        }
         Command::Testnet(t) => testnet::run(t).await,
         Command::Node {
             serve,

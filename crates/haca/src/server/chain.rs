@@ -112,11 +112,15 @@ fn parse_records(bytes: &[u8]) -> Result<(Vec<RunRecord>, bool), ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'[') {
         if bytes.len() > haca_chain::record::MAX_RECORD_BYTES {
-            return Err(bad(format!(
-                "record is {} bytes, over the limit of {}",
-                bytes.len(),
-                haca_chain::record::MAX_RECORD_BYTES
-            )));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "a record is at most {} bytes; this one is {} (send batches as a JSON array)",
+                    haca_chain::record::MAX_RECORD_BYTES,
+                    bytes.len()
+                ),
+            ));
         }
         return Ok((vec![RunRecord::from_json_slice(bytes).map_err(bad)?], false));
     }
@@ -265,8 +269,5 @@ async fn genesis(State(api): S) -> Json<Value> {
 
 /// The validator-set history, the file `haca verify --validators` takes.
 async fn validators(State(api): S) -> Json<Value> {
-    // TODO(governance): the chain state's history once validator sets change.
-    Json(json!(haca_core::settlement::ValidatorHistory::from(
-        api.validator.genesis()
-    )))
+    Json(json!(api.validator.validator_history()))
 }
