@@ -1,7 +1,7 @@
 //! One validator's application: the mempool of submitted records, the chain state rebuilt
 //! from committed blocks, and the consensus [`Host`] that proposes, checks and commits.
 
-use crate::consensus::{EncodedBlock, Host};
+use crate::consensus::{EncodedBlock, Fault, Host};
 use crate::record::{EvidenceVerifier, RunRecord};
 use crate::state::{Block, ChainState, Outcome, RoundTrees, Tx};
 use haca_core::settlement::{
@@ -57,7 +57,7 @@ pub enum RunSettlement {
 /// A record waiting for its round, with the verdict computed when it arrived (so the
 /// proposer does not re-verify thousands of records inside its propose timeout).
 struct Pending {
-    record: RunRecord,
+    record: Arc<RunRecord>,
     arrived: Instant,
     verdict: Verdict,
 }
@@ -81,7 +81,7 @@ struct Mempool {
 #[derive(Default)]
 struct Batch {
     records: Vec<RunRecord>,
-    verdicts: HashMap<RunId, Verdict>,
+    verdicts: HashMap<RunId, (Arc<RunRecord>, Verdict)>,
     txs: Vec<Tx>,
 }
 
@@ -100,7 +100,9 @@ fn registry_hash(state: &ChainState) -> Digest {
 /// Answers from verdicts reached at submission while the registry is unchanged; asks the
 /// inner verifier otherwise.
 struct Prejudged<'a> {
-    verdicts: HashMap<RunId, Verdict>,
+    /// The record each verdict is about: a block may carry another record under the same
+    /// run id (a forgery), which gets its own verification.
+    verdicts: HashMap<RunId, (Arc<RunRecord>, Verdict)>,
     registry: Digest,
     inner: &'a dyn EvidenceVerifier,
 }
@@ -108,7 +110,9 @@ struct Prejudged<'a> {
 impl EvidenceVerifier for Prejudged<'_> {
     fn verify(&self, record: &RunRecord, state: &ChainState) -> Result<(), String> {
         match self.verdicts.get(&record.run_id) {
-            Some(v) if v.registry == self.registry => v.result.clone(),
+            Some((judged, v)) if v.registry == self.registry && **judged == *record => {
+                v.result.clone()
+            }
             _ => self.inner.verify(record, state),
         }
     }
@@ -160,6 +164,46 @@ pub struct Validator {
     checked: Mutex<HashMap<Digest, (Block, ChainState)>>,
     height: watch::Sender<u64>,
     round_cache: Mutex<Option<Arc<CachedRound>>>,
+    /// Deliberate misbehaviour for fault tests ([`Validator::with_fault`]); `None` in
+    /// production.
+    fault: Option<Fault>,
+}
+
+/// A verifier that accepts every record: what a Byzantine proposer "verifies" with
+/// ([`Fault::SettleForged`]).
+struct AcceptAll;
+
+impl EvidenceVerifier for AcceptAll {
+    fn verify(&self, _: &RunRecord, _: &ChainState) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// For [`Fault::SettleForged`]: a record no honest validator accepts, under a run id of its
+/// own (unique per block built): a private record naming a registered gateway (an
+/// unregistered one if the chain has none) with a signature that gateway never made.
+fn forged_record(state: &ChainState, time_ms: u64) -> RunRecord {
+    let seed = format!(
+        "haca.fault.settle-forged:{}:{}:{time_ms}",
+        state.chain_id,
+        state.height + 1
+    );
+    let run_id = RunId(haca_core::sha256(seed.as_bytes()));
+    let gateway = state
+        .gateways
+        .keys()
+        .next()
+        .copied()
+        .unwrap_or_else(|| haca_core::NodeKey::generate().node_id());
+    RunRecord {
+        run_id,
+        mode: haca_core::settlement::SettlementMode::Private,
+        receipt_digest: haca_core::sha256(run_id.0.as_bytes()),
+        gateway,
+        signature: hex::encode([0x5a; 64]),
+        receipt: None,
+        content: None,
+    }
 }
 
 impl Validator {
@@ -204,7 +248,19 @@ impl Validator {
             checked: Mutex::new(HashMap::new()),
             height,
             round_cache: Mutex::new(None),
+            fault: None,
         })
+    }
+
+    /// Deliberate misbehaviour, for fault tests only. With [`Fault::SettleForged`], every
+    /// block this validator proposes settles a forged record (and every waiting record, its
+    /// verdict ignored), built with a verifier that accepts everything so that the block is
+    /// otherwise consistent (body root, round roots, state hash); honest validators refuse
+    /// it and vote nil. Checking and committing others' blocks stay honest. Other faults act
+    /// in the consensus adapter and change nothing here; `None` is the honest validator.
+    pub fn with_fault(mut self, fault: Option<Fault>) -> Self {
+        self.fault = fault;
+        self
     }
 
     pub fn genesis(&self) -> &Genesis {
@@ -281,7 +337,7 @@ impl Validator {
         let at = pool.queue.len();
         pool.index.insert(record.run_id, at);
         pool.queue.push_back(Pending {
-            record,
+            record: Arc::new(record),
             arrived: Instant::now(),
             verdict,
         });
@@ -373,9 +429,9 @@ impl Validator {
             Batch {
                 verdicts: take
                     .clone()
-                    .map(|p| (p.record.run_id, p.verdict.clone()))
+                    .map(|p| (p.record.run_id, (p.record.clone(), p.verdict.clone())))
                     .collect(),
-                records: take.map(|p| p.record.clone()).collect(),
+                records: take.map(|p| (*p.record).clone()).collect(),
                 txs: pool.txs.clone(),
             }
         })
@@ -423,7 +479,20 @@ impl Validator {
             inner: self.verifier.as_ref(),
         };
         let offered = batch.txs.len();
-        let (block, next) = state.propose(now_ms(), batch.records, batch.txs, &verifier);
+        let (block, next) = if self.fault == Some(Fault::SettleForged) {
+            let time_ms = now_ms();
+            let forged = forged_record(&state, time_ms);
+            tracing::warn!(
+                "fault settle-forged: proposing block {} that settles forged run {}",
+                state.height + 1,
+                forged.run_id
+            );
+            let mut records = batch.records;
+            records.insert(0, forged);
+            state.propose(time_ms, records, batch.txs, &AcceptAll)
+        } else {
+            state.propose(now_ms(), batch.records, batch.txs, &verifier)
+        };
         if block.txs.len() < offered {
             tracing::warn!(
                 "{} transaction(s) no longer check against the state and were left out",
@@ -488,7 +557,26 @@ impl Host for Validator {
             return Ok(id);
         }
         let state = self.state.lock().expect("state lock").clone();
-        let next = state.check(&block, self.verifier.as_ref())?;
+        // Records this validator verified when they reached its mempool are not verified
+        // again: its own verdict on the identical record stands.
+        let verdicts = {
+            let pool = self.mempool.lock().expect("mempool lock");
+            block
+                .records
+                .iter()
+                .chain(block.rejected.iter().map(|x| &x.record))
+                .filter_map(|r| {
+                    let p = &pool.queue[*pool.index.get(&r.run_id)?];
+                    Some((r.run_id, (p.record.clone(), p.verdict.clone())))
+                })
+                .collect()
+        };
+        let verifier = Prejudged {
+            verdicts,
+            registry: registry_hash(&state),
+            inner: self.verifier.as_ref(),
+        };
+        let next = state.check(&block, &verifier)?;
         self.checked
             .lock()
             .expect("checked lock")

@@ -8,7 +8,7 @@ use crate::server::chain::{ChainApi, ChainRole};
 use crate::server::error::ApiError;
 use axum::routing::get;
 use axum::{Json, Router};
-use haca_chain::consensus::{EngineConfig, EngineHandle};
+use haca_chain::consensus::{EngineConfig, EngineHandle, Fault};
 use haca_chain::SignatureAndHashes;
 use haca_core::settlement::Genesis;
 use haca_core::NodeId;
@@ -65,6 +65,11 @@ pub struct ValidatorConfig {
     pub peers: Vec<Peer>,
     #[serde(default)]
     pub timeouts_ms: TimeoutsMs,
+    /// Deliberate misbehaviour, for fault tests only (`"settle_forged"`: proposals settle a
+    /// forged record; `"equivocate"`: proposals come as two different blocks for one
+    /// round). Absent on every honest validator; `haca testnet up --fault I=KIND` sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
 }
 
 /// Why a validator did not start.
@@ -187,13 +192,22 @@ pub async fn start(cfg: ValidatorConfig) -> Result<RunningValidator, ValidatorSt
     let key = load_or_create_key(&cfg.data_dir.join("validator.key"))?;
     let genesis = read_genesis(&cfg.genesis)?;
     let store = Arc::new(Store::open(cfg.data_dir.join("haca.db"))?);
-    let validator = Arc::new(haca_chain::validator::Validator::open(
-        genesis.clone(),
-        store.clone(),
-        Box::new(SignatureAndHashes),
-    )?);
+    if let Some(fault) = cfg.fault {
+        tracing::warn!(
+            "THIS VALIDATOR MISBEHAVES ON PURPOSE: fault {fault} is set in its config (for \
+             fault tests only; remove the \"fault\" field to run it honestly)"
+        );
+    }
+    let validator = Arc::new(
+        haca_chain::validator::Validator::open(
+            genesis.clone(),
+            store.clone(),
+            Box::new(SignatureAndHashes),
+        )?
+        .with_fault(cfg.fault),
+    );
     let t = cfg.timeouts_ms;
-    let engine = haca_chain::consensus::start(
+    let engine = haca_chain::consensus::start_with_fault(
         EngineConfig {
             chain_id: genesis.chain_id.clone(),
             home: cfg.data_dir.join("consensus"),
@@ -206,6 +220,7 @@ pub async fn start(cfg: ValidatorConfig) -> Result<RunningValidator, ValidatorSt
             timeout_precommit: Duration::from_millis(t.precommit),
         },
         validator.clone(),
+        cfg.fault,
     )
     .await?;
     let forward = (!cfg.peers.is_empty())

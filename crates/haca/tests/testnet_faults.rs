@@ -289,3 +289,101 @@ fn a_devnet_gateway_settles_on_the_testnet_and_its_receipts_verify() {
     ]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn validators_join_and_leave_by_governance() {
+    let gw = NodeKey::generate();
+    let net = Testnet::up(4, &gw, &[]);
+    net.wait_height(&[0, 1, 2, 3], 1, LIMIT);
+
+    // Without a quorum of approvals the change is refused at the door.
+    let stranger = NodeKey::generate();
+    let key_file = net.path("v0/validator.key");
+    let out = std::process::Command::new(common::BIN)
+        .args(["chain", "govern", "add-validator"])
+        .arg(stranger.node_id().to_string())
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--node", &net.urls[0]])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quorum") || err.contains("2/3"), "{err}");
+
+    // A fifth validator joins: it starts as a follower, and after its AddValidator commits it
+    // signs certificates.
+    common::testnet::haca_ok(&["testnet", "add", "--dir", net.dir()]);
+    let five: Value =
+        serde_json::from_str(&std::fs::read_to_string(net.path("testnet.json")).unwrap()).unwrap();
+    let newcomer = five["validators"][4]["validator_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url4 = five["validators"][4]["http"].as_str().unwrap().to_owned();
+    let batch = records(&gw, 0, 10, SettlementMode::Private);
+    net.submit(0, &batch);
+    let decided = net.wait_decided(0, &run_ids(&batch), LIMIT);
+    assert_eq!(settled(&decided), 10);
+    let history: Value = net
+        .http
+        .get(format!("{}/v1/chain/validators", net.urls[1]))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let sets = history["validator_sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{history}");
+    let from = sets[1]["from_height"].as_u64().unwrap();
+    assert_eq!(sets[1]["validators"].as_array().unwrap().len(), 5);
+    // Some certificate after the change carries the newcomer's signature (3 of the other 4
+    // are not enough for more than 2/3 of 5, so every one carries at least 4).
+    let h = net.heights()[0].unwrap();
+    net.wait_height(&[0], h + 3, LIMIT);
+    let mut signed_by_newcomer = false;
+    for height in from..=h + 3 {
+        let b: Value = net
+            .http
+            .get(format!("{}/v1/chain/blocks/{height}", net.urls[2]))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let sigs = b["certificate"]["signatures"].as_array().unwrap();
+        assert!(
+            sigs.len() >= 4,
+            "height {height}: {} signatures",
+            sigs.len()
+        );
+        signed_by_newcomer |= sigs.iter().any(|s| s["validator"] == newcomer.as_str());
+    }
+    assert!(
+        signed_by_newcomer,
+        "the new validator never signed a certificate"
+    );
+    let s: Value = net
+        .http
+        .get(format!("{url4}/v1/chain/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        s["height"].as_u64().unwrap() >= h,
+        "the newcomer did not catch up: {s}"
+    );
+
+    // It leaves again; the chain goes on with four, and the history keeps all three sets.
+    common::testnet::haca_ok(&["testnet", "remove", "--dir", net.dir(), "--validator", "4"]);
+    let h = net.heights()[0].unwrap();
+    net.wait_height(&[0, 1, 2, 3], h + 2, LIMIT);
+    let history: Value = net
+        .http
+        .get(format!("{}/v1/chain/validators", net.urls[3]))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(history["validator_sets"].as_array().unwrap().len(), 3);
+    net.assert_agree(&[0, 1, 2, 3]);
+}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use haca_core::settlement::{Certificate, CommitSignature as SettlementSignature};
 use malachitebft_app_channel::app::consensus::ProposedValue;
 use malachitebft_app_channel::app::engine::host::Next;
+use malachitebft_app_channel::app::streaming::StreamId;
 use malachitebft_app_channel::app::types::core::{
     CommitCertificate, CommitSignature, Round, Validity,
 };
@@ -86,6 +87,9 @@ pub(crate) struct App<H: Host> {
     /// Peers' listen addresses, and how long to wait for them before the first height.
     pub peers: Vec<SocketAddr>,
     pub peer_patience: Duration,
+    /// Deliberate misbehaviour for fault tests ([`super::Fault::Equivocate`]): when this
+    /// validator proposes, it also streams a second, different block for the same round.
+    pub equivocate: bool,
 }
 
 /// Waits (up to `patience`) until every peer accepts TCP connections, then a little more
@@ -153,6 +157,20 @@ impl<H: Host> App<H> {
             }
         };
         let round = a.init.round.as_u32().unwrap_or(0);
+        if let Some(first) = self.undecided.get(&(h, round)).and_then(|values| {
+            values
+                .iter()
+                .find(|v| v.proposer == a.init.proposer && v.value != claimed)
+        }) {
+            warn!(
+                height = h,
+                round,
+                proposer = %a.init.proposer,
+                first = %first.value,
+                second = %claimed,
+                "the proposer streamed two different blocks for one round (equivocation)"
+            );
+        }
         if valid {
             if let Err(e) = self.store.put(h, round, claimed, false, a.block) {
                 error!(height = h, "could not keep a proposed block: {e}");
@@ -229,14 +247,56 @@ impl<H: Host> App<H> {
         id: BlockId,
         block: &Bytes,
     ) -> eyre::Result<()> {
+        self.publish_stream(channels, height, round, pol_round, id, block, None)
+            .await
+    }
+
+    /// Streams a block; `suffix` (the second block of [`super::Fault::Equivocate`]) is
+    /// appended to the stream id, so that receivers assemble the two streams apart.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_stream(
+        &self,
+        channels: &mut Channels<HacaContext>,
+        height: u64,
+        round: Round,
+        pol_round: Round,
+        id: BlockId,
+        block: &Bytes,
+        suffix: Option<&[u8]>,
+    ) -> eyre::Result<()> {
         let init = parts::init_for(Height(height), round, pol_round, self.address, id, block);
-        for msg in parts::stream(init, block, &self.signer) {
+        for mut msg in parts::stream(init, block, &self.signer) {
+            if let Some(suffix) = suffix {
+                let mut sid = msg.stream_id.to_bytes().to_vec();
+                sid.extend_from_slice(suffix);
+                msg.stream_id = StreamId::new(Bytes::from(sid));
+            }
             channels
                 .network
                 .send(NetworkMsg::PublishProposalPart(msg))
                 .await?;
         }
         Ok(())
+    }
+
+    /// For [`super::Fault::Equivocate`]: a second valid block for `(height, round)` that
+    /// differs from `id` (built moments later, so at least its time differs).
+    async fn twin(&self, height: u64, round: u32, id: BlockId) -> Option<(BlockId, Bytes)> {
+        for _ in 0..20 {
+            let block = self
+                .host
+                .propose(height, round, tokio::time::Instant::now())
+                .await;
+            if block.id != id.0 {
+                return Some((BlockId(block.id), Bytes::from(block.bytes)));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        warn!(
+            height,
+            round, "fault equivocate: could not build a second, different block"
+        );
+        None
     }
 
     fn forget_through(&mut self, height: u64) {
@@ -323,7 +383,29 @@ impl<H: Host> App<H> {
                     }
                 };
                 debug!(height = h, round = r, %id, len = block.len(), "proposing");
+                let twin = if self.equivocate {
+                    self.twin(h, r, id).await
+                } else {
+                    None
+                };
                 let _ = reply.send(LocallyProposedValue::new(height, round, id));
+                if let Some((other, bytes)) = twin {
+                    // Malachite signs and sends the consensus proposal for `id` only (the
+                    // app channel cannot publish a second one); the second block goes out
+                    // first, as a complete stream of its own (its own stream id), signed
+                    // with this validator's key.
+                    warn!(height = h, round = r, %id, %other, "fault equivocate: streaming two different blocks for one round");
+                    self.publish_stream(
+                        channels,
+                        h,
+                        round,
+                        Round::Nil,
+                        other,
+                        &bytes,
+                        Some(b"/equivocate"),
+                    )
+                    .await?;
+                }
                 self.publish(channels, h, round, Round::Nil, id, &block)
                     .await?;
             }

@@ -81,6 +81,54 @@ pub trait Host: Send + Sync + 'static {
     fn validator_set(&self, height: u64) -> Option<ValidatorSet>;
 }
 
+/// Deliberate misbehaviour, for fault tests only: a validator configured with one acts as a
+/// Byzantine validator would, so tests can show that the honest majority outvotes it. No
+/// production path sets one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// When this validator proposes, its block settles a forged record (a record whose
+    /// evidence fails, built with a verifier that accepts everything, so the block is
+    /// otherwise consistent). Honest validators refuse the block and vote nil. Acted on by
+    /// [`crate::validator::Validator::with_fault`].
+    SettleForged,
+    /// When this validator proposes, it builds two different blocks for the same height
+    /// and round and streams both, each signed with its key. Acted on by
+    /// [`start_with_fault`].
+    Equivocate,
+}
+
+impl Fault {
+    /// The name `haca testnet up --fault I=NAME` takes (`settle-forged`, `equivocate`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::SettleForged => "settle-forged",
+            Fault::Equivocate => "equivocate",
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    /// Accepts `settle-forged` / `settle_forged` and `equivocate`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.replace('_', "-").as_str() {
+            "settle-forged" => Ok(Fault::SettleForged),
+            "equivocate" => Ok(Fault::Equivocate),
+            _ => Err(format!(
+                "unknown fault {s:?}; expected settle-forged or equivocate"
+            )),
+        }
+    }
+}
+
 /// How to run one validator.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -247,6 +295,18 @@ pub async fn start<H: Host>(
     config: EngineConfig,
     host: Arc<H>,
 ) -> Result<EngineHandle, EngineError> {
+    start_with_fault(config, host, None).await
+}
+
+/// [`start`], with deliberate misbehaviour for fault tests. Only [`Fault::Equivocate`] acts
+/// here (when this validator proposes, it streams a second, different block for the same
+/// height and round); [`Fault::SettleForged`] acts in the host
+/// ([`crate::validator::Validator::with_fault`]) and is ignored here. `None` is [`start`].
+pub async fn start_with_fault<H: Host>(
+    config: EngineConfig,
+    host: Arc<H>,
+    fault: Option<Fault>,
+) -> Result<EngineHandle, EngineError> {
     use malachitebft_app_channel::app::types::core::Height as _;
 
     let me = config.key.node_id();
@@ -306,6 +366,7 @@ pub async fn start<H: Host>(
         future: Default::default(),
         peers: config.peers.clone(),
         peer_patience: config.timeout_propose,
+        equivocate: fault == Some(Fault::Equivocate),
     };
     let app = tokio::spawn(app.run(channels));
     Ok(EngineHandle {
@@ -313,4 +374,27 @@ pub async fn start<H: Host>(
         engine: Some(engine),
         app: Some(app),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fault;
+
+    #[test]
+    fn faults_read_and_write_their_names() {
+        for (f, json, cli) in [
+            (Fault::SettleForged, "\"settle_forged\"", "settle-forged"),
+            (Fault::Equivocate, "\"equivocate\"", "equivocate"),
+        ] {
+            assert_eq!(serde_json::to_string(&f).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Fault>(json).unwrap(), f);
+            assert_eq!(cli.parse::<Fault>().unwrap(), f);
+            assert_eq!(f.to_string(), cli);
+        }
+        assert_eq!("settle_forged".parse::<Fault>(), Ok(Fault::SettleForged));
+        assert!("lie"
+            .parse::<Fault>()
+            .unwrap_err()
+            .contains("settle-forged"));
+    }
 }

@@ -1,6 +1,7 @@
 //! Every subcommand's flags and help, defined once, next to the code that runs it.
 
 mod attest;
+mod govern;
 mod loadgen;
 mod show;
 mod testnet;
@@ -153,6 +154,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ChainCommand {
+    /// Propose a governance change (validators, gateways) with validators' approvals.
+    #[command(subcommand)]
+    Govern(govern::GovCommand),
     /// Height, state hash, pending records and recent blocks.
     Status {
         #[arg(long)]
@@ -402,6 +406,7 @@ async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
             let v = node.client().get_json("/v1/chain/status").await?;
             print_or(json, &v, show::chain_status);
         }
+        ChainCommand::Govern(g) => return govern::run(g).await,
         ChainCommand::Validators { export, node } => {
             let v = node.client().get_json("/v1/chain/validators").await?;
             print_or(export, &v, show::validators);

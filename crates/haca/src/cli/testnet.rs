@@ -6,6 +6,7 @@
 use super::{print_json, CliError};
 use crate::validator_node::{Peer, TestnetFile, TestnetValidator, TimeoutsMs, ValidatorConfig};
 use clap::{Args, Subcommand};
+use haca_chain::consensus::Fault;
 use haca_core::settlement::{Genesis, SettlementParams, Validator, ValidatorSet};
 use haca_core::NodeId;
 use serde_json::{json, Value};
@@ -23,6 +24,19 @@ pub enum TestnetCommand {
         dir: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Start one more validator and add it to the validator set by governance, approved
+    /// with the keys of the validators in DIR.
+    Add {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Remove a validator from the set by governance, then stop its process.
+    Remove {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        validator: usize,
     },
     /// Stop every validator, or one.
     Stop {
@@ -57,6 +71,22 @@ pub struct UpArgs {
     timeout_propose_ms: u64,
     #[arg(long, default_value_t = 500)]
     timeout_vote_ms: u64,
+    /// Make validator I misbehave on purpose, for fault tests: `I=settle-forged` (its
+    /// proposals settle a forged record) or `I=equivocate` (its proposals come as two
+    /// different blocks for one round). Repeatable; used only when creating the testnet.
+    #[arg(long, value_name = "I=KIND", value_parser = parse_fault)]
+    fault: Vec<(usize, Fault)>,
+}
+
+fn parse_fault(s: &str) -> Result<(usize, Fault), String> {
+    let (i, kind) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected I=KIND, e.g. 0=settle-forged"))?;
+    let i = i
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: validator index {i:?}: {e}"))?;
+    Ok((i, kind.trim().parse()?))
 }
 
 fn free_port() -> Result<u16, CliError> {
@@ -76,6 +106,12 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
     if a.validators == 0 {
         return Err(CliError::Msg("--validators: at least one".into()));
+    }
+    if let Some((i, _)) = a.fault.iter().find(|(i, _)| *i >= a.validators) {
+        return Err(CliError::Msg(format!(
+            "--fault: {i} is not a validator of this testnet (0..{})",
+            a.validators
+        )));
     }
     std::fs::create_dir_all(&a.dir)
         .map_err(|e| CliError::Msg(format!("{}: {e}", a.dir.display())))?;
@@ -144,7 +180,19 @@ fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
                 prevote: a.timeout_vote_ms,
                 precommit: a.timeout_vote_ms,
             },
+            fault: a
+                .fault
+                .iter()
+                .rev()
+                .find(|(i, _)| *i == m.index)
+                .map(|(_, f)| *f),
         };
+        if let Some(f) = cfg.fault {
+            eprintln!(
+                "validator {}: fault {f} (it misbehaves on purpose, for fault tests)",
+                m.index
+            );
+        }
         write(
             &a.dir.join(&m.dir).join("config.json"),
             &serde_json::to_string_pretty(&cfg).expect("configs serialize"),
@@ -237,6 +285,9 @@ async fn wait_healthy(m: &TestnetValidator, pid: i32, vdir: &Path) -> Result<(),
 
 async fn up(a: UpArgs) -> Result<ExitCode, CliError> {
     let file = if a.dir.join("testnet.json").exists() {
+        if !a.fault.is_empty() {
+            eprintln!("--fault is used only when creating a testnet; ignored");
+        }
         TestnetFile::load(&a.dir).map_err(CliError::Msg)?
     } else {
         let f = create(&a)?;
@@ -386,9 +437,142 @@ async fn stop(dir: &Path, only: Option<usize>, kill: bool) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
+/// The keys of every validator in the testnet directory (the operator of a testnet holds
+/// them all).
+fn validator_keys(dir: &Path, file: &TestnetFile) -> Result<Vec<haca_core::NodeKey>, CliError> {
+    file.validators
+        .iter()
+        .map(|v| {
+            let path = dir.join(&v.dir).join("validator.key");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
+            haca_core::NodeKey::from_file_string(&text)
+                .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
+/// A client for the first validator that is running.
+fn running_client(dir: &Path, file: &TestnetFile) -> Result<crate::client::NodeClient, CliError> {
+    file.validators
+        .iter()
+        .find(|v| pid_of(&dir.join(&v.dir)).is_some())
+        .map(|v| crate::client::NodeClient::new(&v.http, None))
+        .ok_or_else(|| CliError::Msg("no validator of this testnet is running".into()))
+}
+
+fn read_config(path: &Path) -> Result<ValidatorConfig, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))
+}
+
+async fn add(dir: &Path) -> Result<ExitCode, CliError> {
+    let mut file = TestnetFile::load(dir).map_err(CliError::Msg)?;
+    let keys = validator_keys(dir, &file)?;
+    let client = running_client(dir, &file)?;
+    let index = file.validators.len();
+    let vdir = PathBuf::from(format!("v{index}"));
+    std::fs::create_dir_all(dir.join(&vdir))
+        .map_err(|e| CliError::Msg(format!("{}: {e}", dir.join(&vdir).display())))?;
+    let key = haca_store::load_or_create_key(&dir.join(&vdir).join("validator.key"))
+        .map_err(|e| CliError::Msg(e.to_string()))?;
+    let member = TestnetValidator {
+        index,
+        validator_id: key.node_id(),
+        http: format!("http://127.0.0.1:{}", free_port()?),
+        p2p: format!("127.0.0.1:{}", free_port()?)
+            .parse()
+            .expect("loopback address"),
+        dir: vdir.clone(),
+    };
+    let template = read_config(&dir.join(&file.validators[0].dir).join("config.json"))?;
+    let cfg = ValidatorConfig {
+        data_dir: PathBuf::from("."),
+        genesis: PathBuf::from("../genesis.json"),
+        http_listen: member
+            .http
+            .trim_start_matches("http://")
+            .parse()
+            .expect("loopback address"),
+        p2p_listen: member.p2p,
+        peers: file
+            .validators
+            .iter()
+            .map(|o| Peer {
+                p2p: o.p2p,
+                http: o.http.clone(),
+            })
+            .collect(),
+        timeouts_ms: template.timeouts_ms,
+        fault: None,
+    };
+    write(
+        &dir.join(&vdir).join("config.json"),
+        &serde_json::to_string_pretty(&cfg).expect("configs serialize"),
+    )?;
+    // The others dial it too after their next restart.
+    for o in &file.validators {
+        let path = dir.join(&o.dir).join("config.json");
+        let mut c = read_config(&path)?;
+        c.peers.push(Peer {
+            p2p: member.p2p,
+            http: member.http.clone(),
+        });
+        write(
+            &path,
+            &serde_json::to_string_pretty(&c).expect("configs serialize"),
+        )?;
+    }
+    file.validators.push(member.clone());
+    write(
+        &dir.join("testnet.json"),
+        &serde_json::to_string_pretty(&file).expect("testnet file serializes"),
+    )?;
+    let pid = spawn(dir, &member)?;
+    wait_healthy(&member, pid, &dir.join(&vdir)).await?;
+    eprintln!(
+        "validator {index}: started as a follower, pid {pid}, {}; proposing it as a validator",
+        member.http
+    );
+    let action = haca_chain::state::GovAction::AddValidator {
+        public_key: member.validator_id,
+        power: 1,
+    };
+    super::govern::propose(&client, action, &keys, Vec::new(), true).await?;
+    println!(
+        "validator {index} ({}) joined the validator set",
+        member.validator_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(dir: &Path, index: usize) -> Result<ExitCode, CliError> {
+    let file = TestnetFile::load(dir).map_err(CliError::Msg)?;
+    let member = file.validators.get(index).ok_or_else(|| {
+        CliError::Msg(format!(
+            "--validator: {index} is not a validator of this testnet (0..{})",
+            file.validators.len()
+        ))
+    })?;
+    let keys = validator_keys(dir, &file)?;
+    let client = running_client(dir, &file)?;
+    let action = haca_chain::state::GovAction::RemoveValidator {
+        public_key: member.validator_id,
+    };
+    super::govern::propose(&client, action, &keys, Vec::new(), true).await?;
+    println!(
+        "validator {index} ({}) left the validator set",
+        member.validator_id
+    );
+    stop(dir, Some(index), false).await
+}
+
 pub async fn run(cmd: TestnetCommand) -> Result<ExitCode, CliError> {
     match cmd {
         TestnetCommand::Up(a) => up(a).await,
+        TestnetCommand::Add { dir } => add(&dir).await,
+        TestnetCommand::Remove { dir, validator } => remove(&dir, validator).await,
         TestnetCommand::Status { dir, json } => status(&dir, json).await,
         TestnetCommand::Stop {
             dir,

@@ -224,6 +224,7 @@ async fn status(State(api): S) -> Result<Json<Value>, ApiError> {
         "height": height,
         "state_hash": state_hash,
         "pending": v.pending(),
+        "governance_seq": v.governance_seq(),
         "voting": matches!(api.role, ChainRole::Validator { .. }),
         "recent_blocks": recent,
     })))

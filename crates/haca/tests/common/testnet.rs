@@ -154,6 +154,15 @@ impl Testnet {
         std::fs::read_to_string(self.dir.path().join(format!("v{i}/node.log"))).unwrap_or_default()
     }
 
+    /// Validator `i`'s config file (`vI/config.json`).
+    pub fn config(&self, i: usize) -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.dir.path().join(format!("v{i}/config.json")))
+                .expect("config.json"),
+        )
+        .expect("config.json is JSON")
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
