@@ -166,16 +166,15 @@ impl EvidenceVerifier for SignatureAndHashes {
             }
             _ => {}
         }
-        let raw = r.receipt.clone().expect("matched above");
-        let digest = receipt_digest(&raw);
+        let raw = r.receipt.as_ref().expect("matched above");
+        let digest = receipt_digest(raw);
         if digest != r.receipt_digest {
             return Err(format!(
                 "receipt digest is {digest}, the record says {}",
                 r.receipt_digest
             ));
         }
-        let parsed = ParsedReceipt::from_value(raw).map_err(|e| format!("receipt: {e}"))?;
-        let receipt = &parsed.receipt;
+        let receipt = &ParsedReceipt::typed(raw).map_err(|e| format!("receipt: {e}"))?;
         if receipt.run_id != r.run_id {
             return Err(format!(
                 "receipt is for run {}, the record for {}",

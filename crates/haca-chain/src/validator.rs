@@ -14,6 +14,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 
+/// Most bytes of records one block carries: a round closes early when this much waits.
+/// Larger blocks take longer to stream and check than consensus timeouts allow, and a
+/// lagging validator fetches committed blocks whole (Malachite's sync messages are bounded).
+pub const MAX_ROUND_BYTES: usize = 4 << 20;
+
+/// The encoded size of a record, near enough to budget a block by (private records are
+/// small and alike; the receipt and content of the others are measured).
+fn record_size(r: &RunRecord) -> usize {
+    let measured = |v: &serde_json::Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+    400 + r.receipt.as_ref().map(measured).unwrap_or(0)
+        + r.content
+            .as_ref()
+            .map(|c| measured(&c.input) + measured(&c.output))
+            .unwrap_or(0)
+}
+
 /// Most records waiting in the mempool before submissions are refused.
 pub const MAX_MEMPOOL: usize = 1_000_000;
 
@@ -58,6 +74,8 @@ pub enum RunSettlement {
 /// proposer does not re-verify thousands of records inside its propose timeout).
 struct Pending {
     record: Arc<RunRecord>,
+    /// Its encoded size, about ([`record_size`]).
+    size: usize,
     arrived: Instant,
     verdict: Verdict,
 }
@@ -73,6 +91,8 @@ struct Verdict {
 struct Mempool {
     queue: VecDeque<Pending>,
     index: HashMap<RunId, usize>,
+    /// Sum of the waiting records' sizes.
+    bytes: usize,
     /// Transactions other than records (label moves), in arrival order.
     txs: Vec<Tx>,
 }
@@ -131,6 +151,7 @@ impl Mempool {
             return;
         }
         self.queue.retain(|p| !decided.contains(&p.record.run_id));
+        self.bytes = self.queue.iter().map(|p| p.size).sum();
         self.index = self
             .queue
             .iter()
@@ -335,8 +356,11 @@ impl Validator {
             return Err(ValidatorError::MempoolFull);
         }
         let at = pool.queue.len();
+        let size = record_size(&record);
         pool.index.insert(record.run_id, at);
+        pool.bytes += size;
         pool.queue.push_back(Pending {
+            size,
             record: Arc::new(record),
             arrived: Instant::now(),
             verdict,
@@ -422,10 +446,24 @@ impl Validator {
         let oldest = pool.queue.front().map(|p| p.arrived.elapsed());
         // A transaction (a label move) is waited on by an operator: it never waits for a round.
         let due = pool.queue.len() as u64 >= params.max_round_records
+            || pool.bytes >= MAX_ROUND_BYTES
             || oldest.is_some_and(|a| a >= Duration::from_millis(params.round_interval_ms))
             || !pool.txs.is_empty();
         (due || force).then(|| {
-            let take = pool.queue.iter().take(params.max_round_records as usize);
+            // At most a round's worth of records and of bytes (at least one record).
+            let mut budget = MAX_ROUND_BYTES;
+            let count = pool
+                .queue
+                .iter()
+                .take(params.max_round_records as usize)
+                .take_while(|p| {
+                    let fits = p.size <= budget;
+                    budget = budget.saturating_sub(p.size);
+                    fits
+                })
+                .count()
+                .max(1);
+            let take = pool.queue.iter().take(count);
             Batch {
                 verdicts: take
                     .clone()

@@ -65,11 +65,35 @@ impl std::fmt::Debug for NodeKey {
 }
 
 /// Checks a hex-encoded Ed25519 signature by `signer` over `msg`.
+/// Most decoded public keys kept; the cache starts over when full.
+const KEY_CACHE_CAP: usize = 4096;
+
+/// The decoded (decompressed) public key of `signer`. Decoding costs about a quarter of a
+/// verification and validators verify thousands of signatures from a few gateway keys, so
+/// decoded keys are remembered; the result is the same either way.
+fn verifying_key(signer: &NodeId) -> Result<VerifyingKey, KeyError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let bytes: [u8; 32] = signer.0;
+    if let Some(k) = cache.lock().expect("key cache lock").get(&bytes) {
+        return Ok(*k);
+    }
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadPublicKey(*signer))?;
+    let mut c = cache.lock().expect("key cache lock");
+    if c.len() >= KEY_CACHE_CAP {
+        c.clear();
+    }
+    c.insert(bytes, key);
+    Ok(key)
+}
+
 pub fn verify(signer: &NodeId, msg: &[u8], signature_hex: &str) -> Result<(), KeyError> {
     let mut sig = [0u8; 64];
     hex::decode_to_slice(signature_hex, &mut sig)
         .map_err(|_| KeyError::BadSignatureEncoding(signature_hex.chars().take(16).collect()))?;
-    let key = VerifyingKey::from_bytes(&signer.0).map_err(|_| KeyError::BadPublicKey(*signer))?;
+    let key = verifying_key(signer)?;
     key.verify(msg, &Signature::from_bytes(&sig))
         .map_err(|_| KeyError::BadSignature(*signer))
 }

@@ -404,17 +404,21 @@ impl ParsedReceipt {
     }
 
     pub fn from_value(raw: Value) -> Result<Self, ReceiptError> {
+        let receipt = Self::typed(&raw)?;
+        Ok(ParsedReceipt { receipt, raw })
+    }
+
+    /// The typed receipt of `raw` without keeping `raw` (for a caller that holds it already).
+    pub fn typed(raw: &Value) -> Result<Receipt, ReceiptError> {
         if let Some(v) = raw.get("version").and_then(Value::as_u64) {
             if v != RECEIPT_VERSION as u64 {
                 return Err(ReceiptError::Version(v as u32));
             }
         }
-        let receipt: Receipt =
-            serde_path_to_error::deserialize(&raw).map_err(|e| ReceiptError::Field {
-                field: e.path().to_string(),
-                reason: e.inner().to_string(),
-            })?;
-        Ok(ParsedReceipt { receipt, raw })
+        serde_path_to_error::deserialize(raw).map_err(|e| ReceiptError::Field {
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })
     }
 
     pub fn from_receipt(receipt: Receipt) -> Self {
