@@ -12,6 +12,8 @@ use haca_core::settlement::{
     SettlementParams, Validator, ValidatorEpoch, ValidatorHistory, ValidatorSet,
 };
 use haca_core::{sha256, Digest, NodeId, NodeKey, RunId};
+use haca_tee::nitro::{Policy, TrustedRoot};
+use haca_tee::registry::{Enclave, EnclaveFacts, PcrSet, RegistryParams, TeeRegistry};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +52,30 @@ pub enum Tx {
         action: GovAction,
         approvals: Vec<Approval>,
     },
+    /// Registers an enclave (the TEE registry) with its AWS Nitro attestation document
+    /// (standard base64 of the COSE_Sign1 bytes), which must bind `signing_key` (its
+    /// `public_key`, or nitriding `user_data`; see [`haca_tee::registry::check_binding`]).
+    /// Anyone may submit it: the document is the authority. Validators verify the document at
+    /// its own timestamp (audit mode: deterministic, no local clock) against the roots the
+    /// chain trusts (the AWS Nitro root; the chain's dev root when its [`TeeConfig`] names
+    /// one), and require its PCR0..2 to be an approved set, the block time to be at most
+    /// `max_document_age_ms` after the document's timestamp, and `at_ms` (the registration
+    /// time recorded) to be no later than the block time. See
+    /// [`TeeRegistry::register`] for the other rules.
+    RegisterEnclave {
+        document_b64: String,
+        signing_key: NodeId,
+        at_ms: u64,
+    },
+    /// An enclave's heartbeat: `signature` is the hex Ed25519 signature by the enclave's
+    /// signing key over [`haca_tee::registry::heartbeat_message`]`(tee_id, at_ms)`. Refused
+    /// when `at_ms` is after the block time, older than `max_heartbeat_age_ms` at the block
+    /// time, or not after the enclave's last heartbeat.
+    EnclaveHeartbeat {
+        tee_id: Digest,
+        at_ms: u64,
+        signature: String,
+    },
 }
 
 /// What a governance transaction changes.
@@ -64,7 +90,32 @@ pub enum GovAction {
     RegisterGateway { node: NodeId },
     /// Removes a gateway key: its records settled so far stay settled, later ones are refused.
     RemoveGateway { node: NodeId },
+    /// Approves a PCR set (PCR0..2) for enclave registration.
+    ApprovePcrs { pcrs: PcrSet },
+    /// Revokes an approved PCR set by its id ([`PcrSet::id`]): every enclave registered with
+    /// it is disabled, and stays disabled (even if the set is approved again) until it
+    /// registers again.
+    RevokePcrs { pcr_set: Digest },
 }
+
+/// The chain's TEE settings, set at genesis. Every field has a serde default, so a genesis or
+/// config file without them still parses (and gives the defaults: no dev root, dev enclaves
+/// refused).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TeeConfig {
+    /// The registry's rules (dev roots allowed, maximum document and heartbeat ages).
+    #[serde(default)]
+    pub registry: RegistryParams,
+    /// Hex DER of a dev root certificate (haca's dev enclave CA) that attestation documents
+    /// may chain to besides the AWS Nitro root. Documents under it are marked dev, and
+    /// register only when `registry.allow_dev_roots` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_root_der_hex: Option<String>,
+}
+
+/// The label the chain gives its dev root in verification reports.
+pub const CHAIN_DEV_ROOT_LABEL: &str = "chain-dev-root";
 
 /// One validator's approval of a governance transaction: a hex Ed25519 signature over
 /// [`governance_message`].
@@ -208,6 +259,7 @@ impl RoundTrees {
 struct Registries {
     validators: Option<ValidatorSet>,
     gateways: Option<(BTreeMap<NodeId, u64>, Option<GatewayEntry>)>,
+    tee: Option<TeeRegistry>,
 }
 
 /// A label's revision in the model registry.
@@ -266,7 +318,7 @@ impl Outcomes {
     }
 }
 
-/// The chain state. TEE registry and payment ledger state join it with their issues.
+/// The chain state. Payment ledger state joins it with its issue.
 #[derive(Clone, Debug)]
 pub struct ChainState {
     pub chain_id: String,
@@ -295,11 +347,32 @@ pub struct ChainState {
     /// Hash chain over every outcome, in commit order (folds `outcomes` into the state hash
     /// without rehashing the whole map each block).
     pub outcomes_acc: Digest,
+    /// The TEE registry: approved PCR sets and registered enclaves, with its params.
+    pub tee: TeeRegistry,
+    /// The dev root attestation documents may chain to, from [`TeeConfig::dev_root_der_hex`].
+    pub tee_dev_root: Option<TrustedRoot>,
 }
 
 impl ChainState {
+    /// The state at genesis, with the default TEE settings (no dev root).
     pub fn genesis(g: &Genesis) -> Self {
-        ChainState {
+        Self::genesis_with_tee(g, &TeeConfig::default()).expect("the default TEE config is valid")
+    }
+
+    /// The state at genesis with TEE settings; refused when the dev root is not hex DER.
+    pub fn genesis_with_tee(g: &Genesis, tee: &TeeConfig) -> Result<Self, String> {
+        let tee_dev_root = match &tee.dev_root_der_hex {
+            None => None,
+            Some(h) => {
+                let der =
+                    hex::decode(h).map_err(|e| format!("tee.dev_root_der_hex: not hex: {e}"))?;
+                if der.is_empty() {
+                    return Err("tee.dev_root_der_hex: empty".into());
+                }
+                Some(TrustedRoot::dev(CHAIN_DEV_ROOT_LABEL, &der))
+            }
+        };
+        Ok(ChainState {
             chain_id: g.chain_id.clone(),
             params: g.settlement,
             height: 0,
@@ -317,14 +390,18 @@ impl ChainState {
             rounds: 0,
             outcomes: Outcomes::default(),
             outcomes_acc: Digest::default(),
-        }
+            tee: TeeRegistry::new(tee.registry),
+            tee_dev_root,
+        })
     }
 
     /// SHA-256 of the canonical JSON of the state: everything but the last block id (the
     /// header holds it as `prev_block`) and the outcome map, which enters through its hash
-    /// chain.
+    /// chain. The TEE registry (its canonical JSON) and the dev root's fingerprint enter as
+    /// `tee` once either differs from the default, so that chains from before the registry
+    /// keep their state hashes.
     pub fn hash(&self) -> Digest {
-        let v = json!({
+        let mut v = json!({
             "chain_id": self.chain_id,
             "params": self.params,
             "height": self.height,
@@ -339,6 +416,12 @@ impl ChainState {
             "outcomes": self.outcomes.len(),
             "outcomes_acc": self.outcomes_acc,
         });
+        if !self.tee.is_default() || self.tee_dev_root.is_some() {
+            v["tee"] = json!({
+                "registry": self.tee,
+                "dev_root": self.tee_dev_root.as_ref().map(TrustedRoot::fingerprint_hex),
+            });
+        }
         sha256(&canonical::to_vec(&v).expect("state canonicalizes"))
     }
 
@@ -360,7 +443,19 @@ impl ChainState {
             rounds: self.rounds,
             outcomes: Outcomes::default(),
             outcomes_acc: self.outcomes_acc,
+            tee: self.tee.clone(),
+            tee_dev_root: self.tee_dev_root.clone(),
         }
+    }
+
+    /// The enclaves active at `now_ms`: an approved PCR set, enabled, and a heartbeat at most
+    /// the registry's `max_heartbeat_age_ms` old; in tee id order.
+    pub fn active_enclaves(&self, now_ms: u64) -> Vec<Enclave> {
+        self.tee
+            .active(now_ms, self.tee.params.max_heartbeat_age_ms)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// What a verifier trusts about this chain: every validator set with the first height it
@@ -447,19 +542,25 @@ impl ChainState {
         }
         // At most one governance transaction per block: the next one needs the seq after it
         // and approvals from the set it leaves, so it waits for a later block.
+        // Enclave transactions apply in order to a running registry, so that two that conflict
+        // (a repeated heartbeat, a registration after its PCR set's revocation) are not both
+        // kept.
+        let time_ms = time_ms.max(self.last_time_ms);
         let mut governance = false;
+        let mut tee = self.tee.clone();
         let txs: Vec<Tx> = txs
             .into_iter()
             .filter(|t| {
                 let gov = matches!(t, Tx::Governance { .. });
-                let keep = !(gov && governance) && self.check_tx(t).is_ok();
+                let keep = !(gov && governance)
+                    && (is_enclave_tx(t) || self.check_tx_at(t, time_ms).is_ok())
+                    && self.tee_step(&mut tee, t, Some(time_ms)).is_ok();
                 governance |= gov && keep;
                 keep
             })
             .collect();
-        let time_ms = time_ms.max(self.last_time_ms);
         let mut next = self.clone();
-        let summary = next.apply_body(&records, &rejected, &txs);
+        let summary = next.apply_body(&records, &rejected, &txs, time_ms);
         let header = BlockHeader {
             chain_id: self.chain_id.clone(),
             height: self.height + 1,
@@ -586,14 +687,19 @@ impl ChainState {
                 "the block carries {governance} governance transactions; at most one is allowed"
             ));
         }
+        for t in block.txs.iter().filter(|t| !is_enclave_tx(t)) {
+            self.check_tx_at(t, h.time_ms)?;
+        }
+        // The registry effects in order (enclave transactions are checked only here).
+        let mut tee = self.tee.clone();
         for t in &block.txs {
-            self.check_tx(t)?;
+            self.tee_step(&mut tee, t, Some(h.time_ms))?;
         }
         if h.txs_root != Block::body_root(&block.records, &block.rejected, &block.txs) {
             return Err("txs_root does not match the block's body".into());
         }
         let mut next = self.clone();
-        let summary = next.apply_body(&block.records, &block.rejected, &block.txs);
+        let summary = next.apply_body(&block.records, &block.rejected, &block.txs, h.time_ms);
         if summary != h.settlement {
             return Err("the settlement round in the header does not match its records".into());
         }
@@ -608,8 +714,21 @@ impl ChainState {
         Ok(next)
     }
 
-    /// Checks a transaction against this state (signature by a registered gateway).
+    /// Checks a transaction against this state, for admission to a mempool: the block time
+    /// is not known yet, so relations to it are checked against the last block's time where
+    /// that is a necessary condition (a document or heartbeat already too old), and not at all
+    /// where it is not (an `at_ms` after the last block). A block checks its transactions with
+    /// [`ChainState::check_tx_at`].
     pub fn check_tx(&self, tx: &Tx) -> Result<(), String> {
+        self.check_tx_inner(tx, None)
+    }
+
+    /// Checks a transaction against this state for a block with time `block_time_ms`.
+    pub fn check_tx_at(&self, tx: &Tx, block_time_ms: u64) -> Result<(), String> {
+        self.check_tx_inner(tx, Some(block_time_ms))
+    }
+
+    fn check_tx_inner(&self, tx: &Tx, block_time_ms: Option<u64>) -> Result<(), String> {
         match tx {
             Tx::MoveLabel {
                 label,
@@ -639,6 +758,87 @@ impl ChainState {
                 action,
                 approvals,
             } => self.check_governance(*seq, action, approvals),
+            Tx::RegisterEnclave { .. } | Tx::EnclaveHeartbeat { .. } => {
+                self.tee_step(&mut self.tee.clone(), tx, block_time_ms)
+            }
+        }
+    }
+
+    /// The roots attestation documents may chain to: the AWS Nitro root, and the chain's dev
+    /// root if it has one.
+    pub fn tee_roots(&self) -> Vec<TrustedRoot> {
+        let mut roots = vec![TrustedRoot::aws_nitro_g1()];
+        roots.extend(self.tee_dev_root.clone());
+        roots
+    }
+
+    /// Verifies an enclave registration's document (standard base64) deterministically: at
+    /// its own timestamp, against [`ChainState::tee_roots`]. Returns the facts it attests.
+    pub fn verify_enclave_document(&self, document_b64: &str) -> Result<EnclaveFacts, String> {
+        use base64::Engine as _;
+        let limit = haca_tee::nitro::MAX_DOCUMENT_LEN.div_ceil(3) * 4;
+        if document_b64.len() > limit {
+            return Err(format!(
+                "document_b64: {} characters; an attestation document is at most {limit}",
+                document_b64.len()
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(document_b64)
+            .map_err(|e| format!("document_b64: not standard base64: {e}"))?;
+        let policy = Policy::audit().with_roots(self.tee_roots());
+        let verified = haca_tee::nitro::verify(&bytes, &policy)
+            .map_err(|e| format!("attestation document: {e}"))?;
+        Ok(EnclaveFacts::from(&verified))
+    }
+
+    /// Applies the TEE registry effect of `tx` (PCR governance, enclave registration,
+    /// heartbeat; none for other transactions) to `reg`, in a block with time
+    /// `block_time_ms` (`None`: not known yet, see [`ChainState::check_tx`]). On error `reg`
+    /// is unchanged.
+    fn tee_step(
+        &self,
+        reg: &mut TeeRegistry,
+        tx: &Tx,
+        block_time_ms: Option<u64>,
+    ) -> Result<(), String> {
+        match tx {
+            Tx::MoveLabel { .. } => Ok(()),
+            Tx::Governance { action, .. } => apply_pcr_action(reg, action),
+            Tx::RegisterEnclave {
+                document_b64,
+                signing_key,
+                at_ms,
+            } => {
+                let e = |m: String| format!("enclave registration of {signing_key}: {m}");
+                let facts = self.verify_enclave_document(document_b64).map_err(e)?;
+                let now = block_time_ms.unwrap_or(self.last_time_ms);
+                if let Some(t) = block_time_ms {
+                    if *at_ms > t {
+                        return Err(e(format!("at_ms {at_ms} is after the block time {t}")));
+                    }
+                }
+                let max_age_ms = reg.params.max_document_age_ms;
+                if now > facts.timestamp_ms && now - facts.timestamp_ms > max_age_ms {
+                    return Err(e(format!(
+                        "the attestation document (timestamp {}) is {} ms old at the block time {now}; the maximum age is {max_age_ms} ms",
+                        facts.timestamp_ms,
+                        now - facts.timestamp_ms
+                    )));
+                }
+                reg.register(&facts, *signing_key, *at_ms)
+                    .map(drop)
+                    .map_err(|x| e(x.to_string()))
+            }
+            Tx::EnclaveHeartbeat {
+                tee_id,
+                at_ms,
+                signature,
+            } => {
+                let now = block_time_ms.unwrap_or(self.last_time_ms.max(*at_ms));
+                reg.heartbeat_at(tee_id, *at_ms, signature, now)
+                    .map_err(|x| x.to_string())
+            }
         }
     }
 
@@ -703,6 +903,7 @@ impl ChainState {
         let mut r = Registries {
             validators: None,
             gateways: None,
+            tee: None,
         };
         match action {
             GovAction::AddValidator { public_key, power } => {
@@ -760,6 +961,11 @@ impl ChainState {
                 g.remove(node);
                 r.gateways = Some((g, Some(entry)));
             }
+            GovAction::ApprovePcrs { .. } | GovAction::RevokePcrs { .. } => {
+                let mut tee = self.tee.clone();
+                apply_pcr_action(&mut tee, action)?;
+                r.tee = Some(tee);
+            }
         }
         Ok(r)
     }
@@ -770,6 +976,7 @@ impl ChainState {
         records: &[RunRecord],
         rejected: &[Rejected],
         txs: &[Tx],
+        time_ms: u64,
     ) -> Option<RoundSummary> {
         let height = self.height + 1;
         let summary = if records.is_empty() && rejected.is_empty() {
@@ -846,7 +1053,16 @@ impl ChainState {
                         self.gateways = gateways;
                         self.removed_gateways.extend(removed);
                     }
+                    if let Some(tee) = r.tee {
+                        self.tee = tee;
+                    }
                     self.governance_seq = *seq;
+                }
+                Tx::RegisterEnclave { .. } | Tx::EnclaveHeartbeat { .. } => {
+                    let mut tee = self.tee.clone();
+                    self.tee_step(&mut tee, t, Some(time_ms))
+                        .expect("enclave transactions are checked before they apply");
+                    self.tee = tee;
                 }
             }
         }
@@ -875,4 +1091,20 @@ impl ChainState {
         header.state_hash = self.hash();
         self.last_block_id = header.id();
     }
+}
+
+/// Registration and heartbeats: transactions whose checks depend on the registry as the block
+/// leaves it so far, so a block checks them in order.
+fn is_enclave_tx(t: &Tx) -> bool {
+    matches!(t, Tx::RegisterEnclave { .. } | Tx::EnclaveHeartbeat { .. })
+}
+
+/// Applies a PCR governance action to `reg` (other actions leave it alone).
+fn apply_pcr_action(reg: &mut TeeRegistry, action: &GovAction) -> Result<(), String> {
+    match action {
+        GovAction::ApprovePcrs { pcrs } => reg.approve_pcrs(pcrs.clone()).map(drop),
+        GovAction::RevokePcrs { pcr_set } => reg.revoke_pcrs(pcr_set).map(drop),
+        _ => Ok(()),
+    }
+    .map_err(|e| e.to_string())
 }

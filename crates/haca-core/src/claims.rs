@@ -4,7 +4,10 @@
 //! anchors the verifier was given, never against anything the receipt says about itself.
 
 use crate::ids::NodeId;
-use crate::receipt::{check_signature, BoxStatus, ParsedReceipt, PrivacyPath, SignatureProblem};
+use crate::receipt::{
+    check_signature, tee_run_message, AttestationEvidence, BoxStatus, ParsedReceipt, PrivacyPath,
+    SignatureProblem,
+};
 use crate::settlement::ValidatorHistory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
@@ -230,6 +233,32 @@ pub struct TrustAnchors {
     pub allow_dev_root: bool,
     /// Validator sets of the chain that settles runs; `None` leaves `run.settled` unchecked.
     pub validators: Option<ValidatorHistory>,
+    /// The TEE verifier (attestation documents are parsed outside this crate); `None` leaves
+    /// `enclave.genuine` and attestation-based `artifact.bound` unchecked.
+    pub attestation: Option<&'static dyn AttestationVerifier>,
+}
+
+/// What a TEE verifier established about an attestation box's document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttestedKey {
+    /// The Ed25519 key the document binds.
+    pub key: NodeId,
+    /// The document chains to a development root, not a hardware vendor's.
+    pub dev: bool,
+    /// The root's name, for reports.
+    pub root: String,
+}
+
+/// Verifies attestation documents for the claims checker (haca-tee implements it).
+pub trait AttestationVerifier: Send + Sync + fmt::Debug {
+    /// Verifies the document in `evidence` at its own timestamp (an audit: leaf certificates
+    /// live hours, receipts are checked for years), trusting hardware vendors' roots and, only
+    /// with `allow_dev_root`, a development root. Returns the key it binds, or the reason.
+    fn verify(
+        &self,
+        evidence: &AttestationEvidence,
+        allow_dev_root: bool,
+    ) -> Result<AttestedKey, String>;
 }
 
 impl TrustAnchors {
@@ -239,6 +268,7 @@ impl TrustAnchors {
             registered_nodes: Some(history.gateway_keys()),
             allow_dev_root,
             validators: Some(history),
+            attestation: None,
         }
     }
 }
@@ -260,6 +290,63 @@ impl<'a> Checker<'a> {
             at_ms,
             signature,
         }
+    }
+
+    /// The attestation box's document, verified, binding the key the box names.
+    fn attested(&self, att: &AttestationEvidence) -> Result<AttestedKey, (ClaimState, String)> {
+        use ClaimState::*;
+        let Some(verifier) = self.anchors.attestation else {
+            return Err((Unchecked, "no TEE verifier in this check".into()));
+        };
+        let k = verifier
+            .verify(att, self.anchors.allow_dev_root)
+            .map_err(|e| (Fails, e))?;
+        match att.enclave_key {
+            Some(named) if named == k.key => Ok(k),
+            Some(named) => Err((
+                Fails,
+                format!(
+                    "the box names enclave key {named}, the document binds {}",
+                    k.key
+                ),
+            )),
+            None => Err((Fails, "the attestation box names no enclave key".into())),
+        }
+    }
+
+    /// The enclave's signature over this run (artifact and execution hashes), under the
+    /// attested key. Returns the key and whether its root is a dev root.
+    fn enclave_run(
+        &self,
+        att: &AttestationEvidence,
+    ) -> Result<(NodeId, bool), (ClaimState, String)> {
+        use ClaimState::*;
+        let k = self.attested(att)?;
+        let b = &self.parsed.receipt.boxes;
+        let (Some(a), Some(e)) = (&b.artifact.evidence, &b.execution.evidence) else {
+            return Err((NotPresent, "the artifact or execution box is absent".into()));
+        };
+        let sig = att.run_signature.as_deref().ok_or((
+            Fails,
+            "the attestation box carries no run signature".to_string(),
+        ))?;
+        let msg = tee_run_message(
+            &a.blob_id,
+            &e.request_hash,
+            &e.input_hash,
+            &e.output_hash,
+            e.finished_at,
+        );
+        crate::keys::verify(&k.key, &msg, sig).map_err(|err| {
+            (
+                Fails,
+                format!(
+                    "the enclave's run signature over blob {} and this run's hashes: {err}",
+                    a.blob_id
+                ),
+            )
+        })?;
+        Ok((k.key, k.dev))
     }
 
     pub fn check(&self, claim: Claim) -> ClaimOutcome {
@@ -314,7 +401,14 @@ impl<'a> Checker<'a> {
             Claim::ArtifactBound => match (&b.artifact.evidence, &b.attestation.evidence, &b.proof.evidence) {
                 (None, _, _) => (NotPresent, "the artifact box is absent".into()),
                 (Some(_), None, None) => (NotPresent, "no attestation or proof binds the blob id".into()),
-                _ => (Unchecked, "attestation and proof binding are checked by the TEE and ZK verifiers, not in this build".into()),
+                (Some(a), Some(att), _) => match self.enclave_run(att) {
+                    Ok((key, dev)) => (
+                        Holds,
+                        format!("the attested enclave key {key} signed blob {} with this run's hashes{}", a.blob_id, if dev { " (dev root)" } else { "" }),
+                    ),
+                    Err((state, why)) => (state, why),
+                },
+                _ => (Unchecked, "proof binding is checked by the ZK verifier, not in this build".into()),
             },
             Claim::RoutePrivate => match &b.route.evidence {
                 None => (NotPresent, "the route box is absent".into()),
@@ -326,7 +420,11 @@ impl<'a> Checker<'a> {
             },
             Claim::EnclaveGenuine => match &b.attestation.evidence {
                 None => (NotPresent, "the attestation box is absent".into()),
-                Some(_) => (Unchecked, "attestation documents are checked by the TEE verifier, not in this build".into()),
+                Some(att) => match self.attested(att) {
+                    Ok(k) if k.dev => (Holds, format!("holds (dev root): {} document binding key {}, root {}", att.kind, k.key, k.root)),
+                    Ok(k) => (Holds, format!("{} document binding key {}, chained to {}", att.kind, k.key, k.root)),
+                    Err(e) => e,
+                },
             },
             Claim::ExecutionCorrect => match &b.proof.evidence {
                 None => (NotPresent, "the proof box is absent".into()),

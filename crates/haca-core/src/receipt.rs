@@ -210,6 +210,34 @@ pub struct AttestationEvidence {
     pub dev: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document_b64: Option<String>,
+    /// The Ed25519 key the document binds (its `public_key` field): the enclave's run key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enclave_key: Option<NodeId>,
+    /// The enclave's Ed25519 signature over [`tee_run_message`] of this run, hex: what binds
+    /// the artifact and the hashes to the attested key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_signature: Option<String>,
+}
+
+/// Bytes an enclave signs for one run, a fixed layout:
+///
+/// ```text
+/// "haca.tee.run.v1:" | blob id (32) | request hash (32) | input hash (32) | output hash (32)
+///                    | finished_at (u64 BE, unix ms)
+/// ```
+pub fn tee_run_message(
+    blob_id: &BlobId,
+    request_hash: &Digest,
+    input_hash: &Digest,
+    output_hash: &Digest,
+    finished_at: u64,
+) -> Vec<u8> {
+    let mut m = b"haca.tee.run.v1:".to_vec();
+    for d in [&blob_id.0, request_hash, input_hash, output_hash] {
+        m.extend_from_slice(d.as_bytes());
+    }
+    m.extend_from_slice(&finished_at.to_be_bytes());
+    m
 }
 
 /// proof box: a zero-knowledge proof that the committed model maps the input to the output.

@@ -12,6 +12,7 @@ static ANCHORS: TrustAnchors = TrustAnchors {
     registered_nodes: None,
     allow_dev_root: false,
     validators: None,
+    attestation: None,
 };
 
 fn signed_receipt() -> (Receipt, NodeKey) {

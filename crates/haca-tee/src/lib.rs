@@ -11,9 +11,19 @@
 //! `AWS_NitroEnclaves_Root-G1.zip` from the Nitro Enclaves user guide, "Verifying the root of
 //! trust". Callers may trust another root explicitly (a dev CA, reported as such).
 
+pub mod attester;
+pub mod dcap;
+pub mod dev;
 mod error;
 pub mod nitro;
+pub mod receipt_check;
+pub mod registry;
 
+#[cfg(feature = "nsm")]
+pub use attester::NsmAttester;
+pub use attester::{AttestError, Attester, DevAttester};
+pub use dcap::{DcapError, DcapPolicy, QuoteCollateral, TcbStatus, TeeType, VerifiedQuote};
+pub use dev::{dev_pcrs, DevCa, DevError, DocumentRequest};
 pub use error::NitroError;
 pub use nitro::{
     parse, verify, verify_strict, AttestationDocument, Check, KeyBinding, NitridingUserData,

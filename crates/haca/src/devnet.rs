@@ -44,6 +44,8 @@ pub struct NodeConfig {
     /// up` wrote it); the gateway registers itself by governance if the chain does not know
     /// it.
     pub chain_dir: Option<PathBuf>,
+    /// Start a dev enclave process for `mode: "tee"` runs (devnet).
+    pub dev_enclave: bool,
 }
 
 impl NodeConfig {
@@ -57,6 +59,7 @@ impl NodeConfig {
             cache_bytes: 1 << 30,
             validator: true,
             chain_dir: None,
+            dev_enclave: true,
         }
     }
 }
@@ -135,6 +138,8 @@ pub enum StartError {
     Registry(String),
     #[error("chain {0}: {1}")]
     RemoteChain(PathBuf, String),
+    #[error("dev enclave: {0}")]
+    Enclave(String),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -410,7 +415,21 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             },
         })
     });
+    let enclave = if cfg.dev_enclave {
+        Some(Arc::new(
+            crate::enclave::EnclaveSupervisor::start(&cfg.data_dir)
+                .await
+                .map_err(StartError::Enclave)?,
+        ))
+    } else {
+        None
+    };
     let gateway = Gateway {
+        enclave,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("HTTP client"),
         key,
         store,
         hub: hub.clone(),

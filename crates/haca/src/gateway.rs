@@ -51,6 +51,18 @@ pub struct Gateway {
     pub remote_outbox: Option<Arc<tokio::sync::Notify>>,
     /// The node's transparency log (run and settlement events, appended as blocks commit).
     pub log: Arc<TransparencyLog>,
+    /// The dev enclave process that serves `mode: "tee"` (devnet); `None` when this node has
+    /// no enclave.
+    pub enclave: Option<Arc<crate::enclave::EnclaveSupervisor>>,
+    pub http: reqwest::Client,
+}
+
+/// What the enclave answered for one run.
+struct EnclaveRun {
+    outputs: TensorMap,
+    output_hash: haca_core::Digest,
+    finished_at: u64,
+    attestation: AttestationEvidence,
 }
 
 impl Gateway {
@@ -69,11 +81,21 @@ impl Gateway {
         settlement: SettlementMode,
     ) -> Result<InferAnswer, ApiError> {
         let mode = req.mode.unwrap_or(ExecMode::Vanilla);
-        if mode != ExecMode::Vanilla {
-            return Err(ApiError::bad_request(
-                "mode_unavailable",
-                format!("mode: {:?} is not available on this node (it has no enclave or prover); use \"vanilla\"", mode.as_str()),
-            ));
+        match mode {
+            ExecMode::Vanilla => {}
+            ExecMode::Tee if self.enclave.is_some() => {}
+            ExecMode::Tee => {
+                return Err(ApiError::bad_request(
+                    "mode_unavailable",
+                    "mode: \"tee\" is not available on this node (it runs no enclave); use \"vanilla\"",
+                ))
+            }
+            ExecMode::Zkml => {
+                return Err(ApiError::bad_request(
+                    "mode_unavailable",
+                    "mode: \"zkml\" is not available on this node (it runs no prover); use \"vanilla\" or \"tee\"",
+                ))
+            }
         }
         let inputs = tensor::parse_input(&req.input, "input")?;
         let resolved = self.hub.resolve(&req.model, None)?;
@@ -88,23 +110,41 @@ impl Gateway {
         }
         let started_at = now_ms();
         let blob_id = resolved.blob_id;
-        let (hub, models) = (self.hub.clone(), self.models.clone());
-        let (inputs, outputs) =
-            tokio::task::spawn_blocking(move || -> Result<(TensorMap, TensorMap), ApiError> {
-                let model = load_model(&hub, &models, blob_id)?;
-                let out = model.run(&inputs, "input")?;
-                Ok((inputs, out))
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("executor stopped: {e}")))??;
-        let finished_at = now_ms();
-
         let input_hash = tensor::hash_tensors(&inputs);
-        let output_hash = tensor::hash_tensors(&outputs);
         let request_hash = sha256(
             &canonical::to_vec(&json!({"kind": "infer", "model": req.model, "mode": mode.as_str(), "input_hash": input_hash.to_hex()}))
                 .expect("strings canonicalize"),
         );
+        let (inputs, outputs, finished_at, attestation) = if mode == ExecMode::Tee {
+            let run = self
+                .run_in_enclave(blob_id, request_hash, &req.input, input_hash)
+                .await?;
+            (
+                inputs,
+                run.outputs,
+                run.finished_at,
+                Some((run.attestation, run.output_hash)),
+            )
+        } else {
+            let (hub, models) = (self.hub.clone(), self.models.clone());
+            let (inputs, outputs) =
+                tokio::task::spawn_blocking(move || -> Result<(TensorMap, TensorMap), ApiError> {
+                    let model = load_model(&hub, &models, blob_id)?;
+                    let out = model.run(&inputs, "input")?;
+                    Ok((inputs, out))
+                })
+                .await
+                .map_err(|e| ApiError::internal(format!("executor stopped: {e}")))??;
+            (inputs, outputs, now_ms(), None)
+        };
+        let output_hash = tensor::hash_tensors(&outputs);
+        if let Some((_, enclave_hash)) = &attestation {
+            if *enclave_hash != output_hash {
+                return Err(ApiError::internal(
+                    "the enclave's output does not hash to the output hash it signed",
+                ));
+            }
+        }
         let mut nonce = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let node = self.key.node_id();
@@ -122,15 +162,28 @@ impl Gateway {
             BoxStatus::Claimed,
             started_at,
         );
+        let provider = if attestation.is_some() {
+            "local/dev-enclave"
+        } else {
+            "local/tract"
+        };
         receipt.boxes.route = EvidenceBox::with(
-            RouteEvidence::direct("local/tract", node),
+            RouteEvidence::direct(provider, node),
             BoxStatus::Claimed,
             started_at,
         );
+        if let Some((att, _)) = attestation {
+            let at = att.timestamp;
+            receipt.boxes.attestation = EvidenceBox::with(att, BoxStatus::Claimed, at);
+        }
         receipt.boxes.execution = EvidenceBox::with(
             ExecutionEvidence {
                 mode,
-                runtime: RUNTIME.into(),
+                runtime: if mode == ExecMode::Tee {
+                    format!("dev-enclave/{RUNTIME}")
+                } else {
+                    RUNTIME.into()
+                },
                 request_hash,
                 input_hash,
                 output_hash,
@@ -189,6 +242,134 @@ impl Gateway {
             run_id,
             output,
             receipt,
+        })
+    }
+}
+
+impl Gateway {
+    /// Runs the model in the dev enclave: sends it the artifact when it lacks it, the input,
+    /// and takes back the output with the run signature and the attestation document.
+    async fn run_in_enclave(
+        &self,
+        blob_id: BlobId,
+        request_hash: haca_core::Digest,
+        input: &Value,
+        input_hash: haca_core::Digest,
+    ) -> Result<EnclaveRun, ApiError> {
+        let url = self.enclave.as_ref().and_then(|e| e.url()).ok_or_else(|| {
+            ApiError::unavailable("enclave_down", "the enclave is restarting; try again")
+        })?;
+        let unreachable = |e: reqwest::Error| {
+            ApiError::unavailable("enclave_down", format!("the enclave did not answer: {e}"))
+        };
+        let body = json!({"blob_id": blob_id, "request_hash": request_hash, "input": input});
+        let mut resp = self
+            .http
+            .post(format!("{url}/run"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            // First run of this artifact in this enclave: hand it the bytes (it hashes them).
+            let hub = self.hub.clone();
+            let bytes = tokio::task::spawn_blocking(move || hub.read_blob(&blob_id))
+                .await
+                .map_err(|e| ApiError::internal(format!("hub reader stopped: {e}")))??;
+            let put = self
+                .http
+                .put(format!("{url}/models/{blob_id}"))
+                .body(bytes)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            if !put.status().is_success() {
+                let text = put.text().await.unwrap_or_default();
+                return Err(ApiError::internal(format!(
+                    "the enclave refused the artifact: {text}"
+                )));
+            }
+            resp = self
+                .http
+                .post(format!("{url}/run"))
+                .json(&body)
+                .send()
+                .await
+                .map_err(unreachable)?;
+        }
+        let status = resp.status();
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| ApiError::internal(format!("the enclave's answer is not JSON: {e}")))?;
+        if !status.is_success() {
+            let msg = v["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_owned();
+            return Err(if status.is_client_error() {
+                ApiError::bad_request("enclave_refused", msg)
+            } else {
+                ApiError::internal(format!("the enclave failed: {msg}"))
+            });
+        }
+        let bad =
+            |what: &str| ApiError::internal(format!("the enclave's answer lacks a valid {what}"));
+        let digest = |field: &str| -> Result<haca_core::Digest, ApiError> {
+            v[field]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(field))
+        };
+        if digest("input_hash")? != input_hash {
+            return Err(ApiError::internal(
+                "the enclave hashed a different input than the gateway sent",
+            ));
+        }
+        let outputs = tensor::parse_input(&v["output"], "output")
+            .map_err(|e| ApiError::internal(format!("the enclave's output: {e}")))?;
+        let document_b64 = v["document_b64"]
+            .as_str()
+            .ok_or_else(|| bad("document_b64"))?
+            .to_owned();
+        let document =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &document_b64)
+                .map_err(|_| bad("document_b64"))?;
+        let enclave_key: haca_core::NodeId = v["enclave_key"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("enclave_key"))?;
+        let doc = haca_tee::nitro::parse(&document)
+            .map_err(|e| ApiError::internal(format!("the enclave's attestation document: {e}")))?;
+        let attestation = AttestationEvidence {
+            kind: "dev".into(),
+            document_digest: sha256(&document),
+            pcrs: doc
+                .pcrs
+                .iter()
+                .filter(|(_, v)| v.iter().any(|b| *b != 0))
+                .map(|(k, v)| (k.to_string(), hex::encode(v)))
+                .collect(),
+            key_binding: "public_key".into(),
+            timestamp: doc.timestamp_ms,
+            root: "haca dev enclave root".into(),
+            dev: true,
+            document_b64: Some(document_b64),
+            enclave_key: Some(enclave_key),
+            run_signature: Some(
+                v["run_signature"]
+                    .as_str()
+                    .ok_or_else(|| bad("run_signature"))?
+                    .to_owned(),
+            ),
+        };
+        Ok(EnclaveRun {
+            outputs,
+            output_hash: digest("output_hash")?,
+            finished_at: v["finished_at"]
+                .as_u64()
+                .ok_or_else(|| bad("finished_at"))?,
+            attestation,
         })
     }
 }

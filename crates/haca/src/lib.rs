@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod devnet;
+pub mod enclave;
 pub mod forward;
 pub mod gateway;
 pub mod registry;

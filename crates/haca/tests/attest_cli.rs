@@ -104,3 +104,134 @@ fn each_failure_is_reported_with_its_reason() {
     assert_eq!(code, 1, "{text}");
     assert!(text.to_lowercase().contains("truncated"), "{text}");
 }
+
+#[test]
+fn intel_quotes_verify_with_their_collateral() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../haca-tee/tests/fixtures/dcap");
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let at_ms = |name: &str| {
+        let s: u64 = std::fs::read_to_string(dir.join(format!("{name}.at")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (s * 1000).to_string()
+    };
+    // TDX, UpToDate: every check holds, the measurements are printed.
+    let (code, text) = attest(&[
+        &file("tdx_quote"),
+        "--collateral",
+        &file("tdx_quote_collateral.json"),
+        "--at",
+        &at_ms("tdx_quote"),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Intel TDX quote"), "{text}");
+    assert!(text.contains("TCB status:  UpToDate"), "{text}");
+    assert!(text.contains("MRTD:") && text.contains("RTMR3:"), "{text}");
+    assert!(
+        text.contains("signature") && text.contains("holds"),
+        "{text}"
+    );
+    assert!(!text.contains("FAILS"), "{text}");
+    assert!(text.trim_end().ends_with("ok"), "{text}");
+    // The same quote as hex text, and as JSON.
+    let tmp = tempfile::tempdir().unwrap();
+    let hex_path = tmp.path().join("tdx_quote.hex");
+    std::fs::write(
+        &hex_path,
+        hex::encode(std::fs::read(dir.join("tdx_quote")).unwrap()),
+    )
+    .unwrap();
+    let (code, text) = attest(&[
+        hex_path.to_str().unwrap(),
+        "--collateral",
+        &file("tdx_quote_collateral.json"),
+        "--at",
+        &at_ms("tdx_quote"),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["tee"], "TDX");
+    assert_eq!(v["tcb_status"], "UpToDate");
+    assert_eq!(v["measurement"]["mrtd"].as_str().unwrap().len(), 96);
+    // dcap-qvl's "outdated" sample matches no TCB level: refused even when statuses are allowed.
+    let (code, text) = attest(&[
+        &file("tdx_quote_outdated"),
+        "--collateral",
+        &file("tdx_quote_outdated_collateral.json"),
+        "--at",
+        &at_ms("tdx_quote_outdated"),
+        "--allow-tcb",
+        "out_of_date",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains("No matching TCB level"),
+        "{text}"
+    );
+    // SGX: ConfigurationAndSWHardeningNeeded, with its advisories: refused by default,
+    // naming the status; accepted when allowed.
+    let sgx = [
+        file("sgx_quote"),
+        "--collateral".into(),
+        file("sgx_quote_collateral.json"),
+        "--at".into(),
+        at_ms("sgx_quote"),
+    ];
+    let args: Vec<&str> = sgx.iter().map(String::as_str).collect();
+    let (code, text) = attest(&args);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("ConfigurationAndSWHardeningNeeded") && text.contains("INTEL-SA-00615"),
+        "{text}"
+    );
+    let mut allowed = args.clone();
+    allowed.extend([
+        "--allow-tcb",
+        "configuration_and_sw_hardening_needed,out_of_date",
+    ]);
+    let (code, text) = attest(&allowed);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("Intel SGX quote") && text.contains("MRENCLAVE:"),
+        "{text}"
+    );
+    // Wrong time, wrong collateral, no collateral, a flipped signature byte.
+    let (code, text) = attest(&[
+        &file("tdx_quote"),
+        "--collateral",
+        &file("tdx_quote_collateral.json"),
+        "--at",
+        &at_ms("tdx_quote_outdated"),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("expired"), "{text}");
+    let (code, text) = attest(&[
+        &file("tdx_quote"),
+        "--collateral",
+        &file("sgx_quote_collateral.json"),
+        "--at",
+        &at_ms("tdx_quote"),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("does not belong to this quote"), "{text}");
+    let (code, text) = attest(&[&file("tdx_quote"), "--at", &at_ms("tdx_quote")]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("--collateral"), "{text}");
+    let mut bytes = std::fs::read(dir.join("tdx_quote")).unwrap();
+    bytes[48 + 584 + 4 + 10] ^= 0x01;
+    let bad = tmp.path().join("bad_quote");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, text) = attest(&[
+        bad.to_str().unwrap(),
+        "--collateral",
+        &file("tdx_quote_collateral.json"),
+        "--at",
+        &at_ms("tdx_quote"),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("signature"), "{text}");
+}

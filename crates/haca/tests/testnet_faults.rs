@@ -351,7 +351,11 @@ fn validators_join_and_leave_by_governance() {
             .json()
             .unwrap();
         let sigs = b["certificate"]["signatures"].as_array().unwrap();
-        assert!(sigs.len() >= 4, "height {height}: {} signatures", sigs.len());
+        assert!(
+            sigs.len() >= 4,
+            "height {height}: {} signatures",
+            sigs.len()
+        );
         assert!(
             sigs.iter().any(|s| s["validator"] == newcomer.as_str()),
             "height {height} was certified without the new validator: {sigs:?}"

@@ -1,9 +1,11 @@
-//! `haca attest verify`: check an AWS Nitro attestation document offline.
+//! `haca attest verify`: check an AWS Nitro attestation document, or an Intel SGX/TDX (DCAP)
+//! quote with its collateral, offline.
 
 use super::CliError;
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use haca_core::format_unix_ms;
+use haca_tee::dcap::{self, DcapPolicy, Measurement, TcbStatus};
 use haca_tee::nitro::DEFAULT_MAX_AGE_MS;
 use haca_tee::{verify, Check, Policy};
 use serde_json::json;
@@ -14,14 +16,26 @@ use std::process::ExitCode;
 pub enum AttestCommand {
     /// Verify a Nitro attestation document: COSE signature, certificate chain to the AWS Nitro
     /// root, and time. Exit status 0 when those hold; PCRs, key binding and nonce fail it only
-    /// when asked for.
+    /// when asked for. An Intel SGX/TDX quote (with --collateral) is verified against Intel's
+    /// root, its collateral at the reference time, and its TCB status (UpToDate unless
+    /// --allow-tcb says otherwise).
     Verify(VerifyDocArgs),
 }
 
 #[derive(Args)]
 pub struct VerifyDocArgs {
-    /// The document: raw CBOR (COSE_Sign1), or that in base64 text.
+    /// The document: raw CBOR (COSE_Sign1), or that in base64 text. Or an Intel SGX/TDX
+    /// quote: raw, hex or base64.
     doc: PathBuf,
+    /// The quote's collateral (TCB info, QE identity, CRLs), as dcap-qvl's JSON: for an
+    /// Intel SGX/TDX quote.
+    #[arg(long, value_name = "FILE")]
+    collateral: Option<PathBuf>,
+    /// SGX/TDX: also accept these TCB statuses (comma-separated: out_of_date,
+    /// sw_hardening_needed, configuration_needed, configuration_and_sw_hardening_needed,
+    /// out_of_date_configuration_needed, td_relaunch_advised, ...). Default: up_to_date only.
+    #[arg(long = "allow-tcb", value_name = "STATUS,...", value_delimiter = ',')]
+    allow_tcb: Vec<String>,
     /// Reference time, unix milliseconds (default: now).
     #[arg(long, conflicts_with = "audit")]
     at: Option<u64>,
@@ -64,6 +78,9 @@ fn read_doc(path: &PathBuf) -> Result<Vec<u8>, CliError> {
 
 pub fn run(cmd: &AttestCommand) -> Result<ExitCode, CliError> {
     let AttestCommand::Verify(a) = cmd;
+    if let Some(quote) = read_dcap_quote(a)? {
+        return run_dcap(a, &quote);
+    }
     let doc = read_doc(&a.doc)?;
     let mut policy = match (a.audit, a.at) {
         (true, _) => Policy::audit(),
@@ -164,6 +181,138 @@ pub fn run(cmd: &AttestCommand) -> Result<ExitCode, CliError> {
         for c in &checks {
             println!(
                 "  {:<12} {:<6} {}",
+                c.name,
+                if c.passed { "holds" } else { "FAILS" },
+                c.detail
+            );
+        }
+        println!("{}", if ok { "ok" } else { "FAILED" });
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The file as an Intel SGX/TDX quote (raw, hex or base64), when it is one or `--collateral`
+/// is given; `None` for a Nitro document.
+fn read_dcap_quote(a: &VerifyDocArgs) -> Result<Option<Vec<u8>>, CliError> {
+    let raw =
+        std::fs::read(&a.doc).map_err(|e| CliError::Msg(format!("{}: {e}", a.doc.display())))?;
+    let text = String::from_utf8_lossy(&raw);
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut candidates = vec![raw.clone()];
+    if let Ok(bytes) = hex::decode(compact.trim_start_matches("0x")) {
+        candidates.push(bytes);
+    }
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&compact) {
+        candidates.push(bytes);
+    }
+    if let Some(q) = candidates.iter().find(|q| dcap::peek_tee_type(q).is_ok()) {
+        return Ok(Some(q.clone()));
+    }
+    if a.collateral.is_some() {
+        // Not decodable as a quote: let verification say why.
+        return Ok(Some(raw));
+    }
+    if !a.allow_tcb.is_empty() {
+        return Err(CliError::Msg(
+            "--allow-tcb applies to Intel SGX/TDX quotes (with --collateral)".into(),
+        ));
+    }
+    Ok(None)
+}
+
+fn run_dcap(a: &VerifyDocArgs, quote: &[u8]) -> Result<ExitCode, CliError> {
+    let Some(collateral_path) = &a.collateral else {
+        return Err(CliError::Msg(format!(
+            "{} is an Intel SGX/TDX quote: give its collateral with --collateral FILE (the PCCS collateral as dcap-qvl's JSON)",
+            a.doc.display()
+        )));
+    };
+    if a.audit || !a.expect_pcr.is_empty() || a.nonce.is_some() || a.require_binding {
+        return Err(CliError::Msg(
+            "--audit, --expect-pcr, --nonce and --require-binding apply to Nitro documents, not to SGX/TDX quotes".into(),
+        ));
+    }
+    let mut policy = DcapPolicy::default();
+    for name in &a.allow_tcb {
+        let status: TcbStatus = name
+            .parse()
+            .map_err(|e| CliError::Msg(format!("--allow-tcb: {e}")))?;
+        policy = policy.allow_tcb(status);
+    }
+    let json = std::fs::read(collateral_path)
+        .map_err(|e| CliError::Msg(format!("{}: {e}", collateral_path.display())))?;
+    let at_secs = a.at.unwrap_or_else(crate::now_ms) / 1000;
+    let result =
+        dcap::parse_collateral(&json).and_then(|c| dcap::verify(quote, &c, at_secs, &policy));
+    let label = match dcap::peek_tee_type(quote) {
+        Ok(t) => format!("Intel {t} quote"),
+        Err(_) => "quote".to_string(),
+    };
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            if a.json {
+                println!("{}", json!({"ok": false, "error": e.to_string()}));
+            } else {
+                println!("{label} {}: FAILED", a.doc.display());
+                println!("  {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let ok = v.all_checks_passed();
+    if a.json {
+        let mut out = serde_json::to_value(&v).expect("serializes");
+        out["ok"] = json!(ok);
+        println!("{}", serde_json::to_string_pretty(&out).expect("prints"));
+    } else {
+        println!("{label} {}", a.doc.display());
+        println!("  TCB status:  {}", v.tcb_status);
+        println!(
+            "  advisories:  {}",
+            if v.advisory_ids.is_empty() {
+                "none".to_string()
+            } else {
+                v.advisory_ids.join(", ")
+            }
+        );
+        match &v.measurement {
+            Measurement::Sgx {
+                mrenclave,
+                mrsigner,
+                isv_prod_id,
+                isv_svn,
+                ..
+            } => {
+                println!("  MRENCLAVE:   {}", hex::encode(mrenclave));
+                println!("  MRSIGNER:    {}", hex::encode(mrsigner));
+                println!("  ISV:         product {isv_prod_id}, SVN {isv_svn}");
+            }
+            Measurement::Tdx { mrtd, rtmr, .. } => {
+                println!("  MRTD:        {}", hex::encode(mrtd));
+                for (i, r) in rtmr.iter().enumerate() {
+                    println!("  RTMR{i}:       {}", hex::encode(r));
+                }
+            }
+        }
+        println!("  report data: {}", hex::encode(v.report_data));
+        println!("  FMSPC:       {}", v.fmspc);
+        println!(
+            "  collateral:  valid {} .. {}",
+            format_unix_ms(v.collateral_valid_from.saturating_mul(1000)),
+            format_unix_ms(v.collateral_valid_until.saturating_mul(1000))
+        );
+        println!(
+            "  checked at:  {}",
+            format_unix_ms(v.evaluated_at.saturating_mul(1000))
+        );
+        for c in &v.checks {
+            println!(
+                "  {:<20} {:<6} {}",
                 c.name,
                 if c.passed { "holds" } else { "FAILS" },
                 c.detail

@@ -95,6 +95,15 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The dev enclave process (devnet starts and supervises it): holds a run key that no
+    /// other process sees and proves it with dev-CA attestation documents.
+    Enclave {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The dev CA's seed (created on first use; the dev root stays the same across restarts).
+        #[arg(long)]
+        ca_seed_file: PathBuf,
+    },
     /// A network of validator processes on loopback: up, status, stop.
     #[command(subcommand)]
     Testnet(testnet::TestnetCommand),
@@ -111,6 +120,9 @@ enum Command {
         /// How the run settles (sent as X-SETTLEMENT-TYPE): private, batch or individual.
         #[arg(long, default_value = "batch")]
         settlement: String,
+        /// Where it executes: vanilla, or tee (inside the node's enclave, with an attestation).
+        #[arg(long, default_value = "vanilla", value_parser = ["vanilla", "tee", "zkml"])]
+        mode: String,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -268,6 +280,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
         cache_bytes: a.cache_bytes,
         validator: devnet,
         chain_dir: None,
+        dev_enclave: devnet,
     }
 }
 
@@ -429,6 +442,15 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             serve_until_ctrl_c(cfg, "haca devnet").await
         }
         Command::Testnet(t) => testnet::run(t).await,
+        Command::Enclave {
+            listen,
+            ca_seed_file,
+        } => {
+            crate::enclave::serve(listen, &ca_seed_file)
+                .await
+                .map_err(CliError::Msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Node {
             serve,
             roles,
@@ -463,17 +485,18 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             input,
             json,
             settlement,
+            mode,
             node,
         } => {
             let input = json_arg(&input, "--input")?;
-            let mode = haca_core::settlement::SettlementMode::parse(&settlement)
+            let settle = haca_core::settlement::SettlementMode::parse(&settlement)
                 .map_err(|e| CliError::Msg(format!("--settlement: {e}")))?;
             let ans = node
                 .client()
                 .post_json_with(
                     "/v1/infer",
-                    json!({"model": model, "input": input}),
-                    &[("x-settlement-type", mode.as_str())],
+                    json!({"model": model, "input": input, "mode": mode}),
+                    &[("x-settlement-type", settle.as_str())],
                 )
                 .await?;
             print_or(json, &ans, |v| show::answer(v, node.client().base()));

@@ -44,7 +44,7 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Msg(format!("--data-max-age: {e}")))?;
     let mem_age = parse_duration(&a.memory_max_age)
         .map_err(|e| CliError::Msg(format!("--memory-max-age: {e}")))?;
-    let anchors = match &a.validators {
+    let mut anchors = match &a.validators {
         None => TrustAnchors {
             allow_dev_root: a.allow_dev_root,
             ..TrustAnchors::default()
@@ -57,6 +57,7 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
             TrustAnchors::from_history(history, a.allow_dev_root)
         }
     };
+    anchors.attestation = Some(&haca_tee::receipt_check::TEE_VERIFIER);
     let checker = Checker::new(&parsed, &anchors, at);
     let outcomes: Vec<_> = Claim::all(data_age, mem_age)
         .into_iter()
