@@ -143,6 +143,31 @@ fn a_tee_run_verifies_offline_only_with_the_dev_root_and_not_after_a_swap() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("mode"));
 
+    // A challenge: a fresh document carrying the caller's nonce, binding the same run key.
+    let http = reqwest::blocking::Client::new();
+    let v: Value = http
+        .get(format!("{}/v1/tee/attestation?nonce=c0ffee00", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let doc = b64.decode(v["document_b64"].as_str().unwrap()).unwrap();
+    let parsed = haca_tee::nitro::parse(&doc).unwrap();
+    assert_eq!(parsed.nonce.as_deref(), Some(&[0xc0, 0xff, 0xee, 0x00][..]));
+    assert_eq!(v["enclave_key"], att["enclave_key"]);
+    let r = http
+        .get(format!("{}/v1/tee/attestation?nonce=xyz", node.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let listed: Value = http
+        .get(format!("{}/v1/tee", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["enclaves"][0]["dev"], true, "{listed}");
+
     // The enclave is a separate process that ends with its node, even on kill -9.
     assert_eq!(enclave_pids(&node.data_dir).len(), 1);
     let data_dir = node.data_dir.clone();

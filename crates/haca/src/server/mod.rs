@@ -66,6 +66,8 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .route("/v1/hub/labels/{*label}", put(routes::move_label))
         .route("/v1/hub/blobs/{blob_id}", get(routes::get_blob))
         .route("/v1/node", get(routes::node_info))
+        .route("/v1/tee", get(routes::tee_enclaves))
+        .route("/v1/tee/attestation", get(routes::tee_attestation))
         // Limits are enforced where bodies are read (extract::body_bytes), per route.
         .layer(DefaultBodyLimit::disable())
         .fallback(routes::not_found)

@@ -355,3 +355,80 @@ pub async fn log_consistency(
         "proof": proof,
     })))
 }
+
+#[derive(Deserialize)]
+pub struct TeeNonce {
+    nonce: Option<String>,
+}
+
+/// Asks the node's enclave for a fresh attestation document (carrying `nonce` when given).
+async fn enclave_get(st: &AppState, path: &str) -> Result<Value, ApiError> {
+    let url = st
+        .gateway
+        .enclave
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("no_enclave", "this node runs no enclave"))?
+        .url()
+        .ok_or_else(|| {
+            ApiError::unavailable("enclave_down", "the enclave is restarting; try again")
+        })?;
+    let r = st
+        .gateway
+        .http
+        .get(format!("{url}{path}"))
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::unavailable("enclave_down", format!("the enclave did not answer: {e}"))
+        })?;
+    let status = r.status();
+    let v: Value = r
+        .json()
+        .await
+        .map_err(|e| ApiError::internal(format!("the enclave's answer is not JSON: {e}")))?;
+    if status.is_client_error() {
+        let msg = v["error"]["message"]
+            .as_str()
+            .unwrap_or("refused")
+            .to_owned();
+        return Err(ApiError::bad_request("invalid_nonce", msg));
+    }
+    if !status.is_success() {
+        return Err(ApiError::internal(format!("the enclave failed: {v}")));
+    }
+    Ok(v)
+}
+
+/// `GET /v1/tee/attestation?nonce=HEX`: a fresh document from this node's enclave, binding
+/// its run key and the caller's nonce (a challenge: the answer cannot be a replay).
+pub async fn tee_attestation(
+    State(st): S,
+    Query(q): Query<TeeNonce>,
+) -> Result<Json<Value>, ApiError> {
+    let path = match &q.nonce {
+        Some(n) => {
+            if n.len() > 1024 || hex::decode(n).is_err() {
+                return Err(ApiError::bad_request(
+                    "invalid_nonce",
+                    "nonce: must be hex, at most 512 bytes",
+                ));
+            }
+            format!("/attestation?nonce={n}")
+        }
+        None => "/attestation".into(),
+    };
+    Ok(Json(enclave_get(&st, &path).await?))
+}
+
+/// `GET /v1/tee`: the enclaves this node runs, with what a client needs to check their
+/// answers offline (the run key, the document binding it, PCRs, dev or not).
+pub async fn tee_enclaves(State(st): S) -> Result<Json<Value>, ApiError> {
+    let v = enclave_get(&st, "/attestation").await?;
+    Ok(Json(json!({"enclaves": [{
+        "enclave_key": v["enclave_key"],
+        "attestation_doc_b64": v["document_b64"],
+        "pcrs": v["pcrs"],
+        "dev": v["dev"],
+        "root_fingerprint": v["root_fingerprint"],
+    }]})))
+}
