@@ -294,16 +294,16 @@ pub struct VerifiedQuote {
 
 impl VerifiedQuote {
     pub fn check(&self, name: &str) -> Option<&Check> {
-        self.checks.iter().find(|c| c.name == name)
+        Check::named(&self.checks, name)
     }
 
     pub fn all_checks_passed(&self) -> bool {
-        self.checks.iter().all(|c| c.passed)
+        Check::first_failed(&self.checks).is_none()
     }
 
     /// `Err(CheckFailed)` for the first check that did not pass.
     pub fn require_checks(&self) -> Result<(), DcapError> {
-        match self.checks.iter().find(|c| !c.passed) {
+        match Check::first_failed(&self.checks) {
             None => Ok(()),
             Some(c) => Err(DcapError::CheckFailed {
                 check: c.name.clone(),

@@ -274,16 +274,7 @@ pub async fn ensure_registered(
         return Ok(());
     }
     let file = crate::validator_node::TestnetFile::load(dir)?;
-    let keys: Vec<haca_core::NodeKey> = file
-        .validators
-        .iter()
-        .filter_map(|v| {
-            let path = dir.join(&v.dir).join("validator.key");
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| haca_core::NodeKey::from_file_string(&t).ok())
-        })
-        .collect();
+    let keys = file.validator_keys(dir)?;
     let chain_id = follower.genesis().chain_id.clone();
     let seq = follower.governance_seq() + 1;
     let action = GovAction::RegisterGateway { node };

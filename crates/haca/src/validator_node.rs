@@ -146,6 +146,21 @@ impl TestnetFile {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The keys of every validator in the testnet directory `dir` (whoever runs a testnet
+    /// holds them all); an unreadable key is an error naming its file.
+    pub fn validator_keys(&self, dir: &Path) -> Result<Vec<haca_core::NodeKey>, String> {
+        self.validators
+            .iter()
+            .map(|v| {
+                let path = dir.join(&v.dir).join("validator.key");
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                haca_core::NodeKey::from_file_string(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .collect()
+    }
+
     /// Every validator's HTTP URL.
     pub fn urls(&self) -> Vec<String> {
         self.validators.iter().map(|v| v.http.clone()).collect()

@@ -148,18 +148,30 @@ pub struct VerifiedDocument {
     pub checks: Vec<Check>,
 }
 
+impl Check {
+    /// The check named `name` in `checks`.
+    pub fn named<'a>(checks: &'a [Check], name: &str) -> Option<&'a Check> {
+        checks.iter().find(|c| c.name == name)
+    }
+
+    /// The first check in `checks` that did not pass.
+    pub fn first_failed(checks: &[Check]) -> Option<&Check> {
+        checks.iter().find(|c| !c.passed)
+    }
+}
+
 impl VerifiedDocument {
     pub fn check(&self, name: &str) -> Option<&Check> {
-        self.checks.iter().find(|c| c.name == name)
+        Check::named(&self.checks, name)
     }
 
     pub fn all_checks_passed(&self) -> bool {
-        self.checks.iter().all(|c| c.passed)
+        Check::first_failed(&self.checks).is_none()
     }
 
     /// `Err(CheckFailed)` for the first check that did not pass.
     pub fn require_checks(&self) -> Result<(), NitroError> {
-        match self.checks.iter().find(|c| !c.passed) {
+        match Check::first_failed(&self.checks) {
             None => Ok(()),
             Some(c) => Err(NitroError::CheckFailed {
                 check: c.name.clone(),

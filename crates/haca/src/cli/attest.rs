@@ -178,21 +178,9 @@ pub fn run(cmd: &AttestCommand) -> Result<ExitCode, CliError> {
             (Some(k), None) => println!("  bound key:  public_key {}", hex::encode(k)),
             (None, None) => println!("  bound key:  none"),
         }
-        for c in &checks {
-            println!(
-                "  {:<12} {:<6} {}",
-                c.name,
-                if c.passed { "holds" } else { "FAILS" },
-                c.detail
-            );
-        }
-        println!("{}", if ok { "ok" } else { "FAILED" });
+        print_checks(&checks, 12, ok);
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(ok))
 }
 
 /// The file as an Intel SGX/TDX quote (raw, hex or base64), when it is one or `--collateral`
@@ -310,19 +298,28 @@ fn run_dcap(a: &VerifyDocArgs, quote: &[u8]) -> Result<ExitCode, CliError> {
             "  checked at:  {}",
             format_unix_ms(v.evaluated_at.saturating_mul(1000))
         );
-        for c in &v.checks {
-            println!(
-                "  {:<20} {:<6} {}",
-                c.name,
-                if c.passed { "holds" } else { "FAILS" },
-                c.detail
-            );
-        }
-        println!("{}", if ok { "ok" } else { "FAILED" });
+        print_checks(&v.checks, 20, ok);
     }
-    Ok(if ok {
+    Ok(exit_code(ok))
+}
+
+/// Each check as `name  holds|FAILS  detail`, then the verdict.
+fn print_checks(checks: &[haca_tee::Check], name_width: usize, ok: bool) {
+    for c in checks {
+        println!(
+            "  {:<name_width$} {:<6} {}",
+            c.name,
+            if c.passed { "holds" } else { "FAILS" },
+            c.detail
+        );
+    }
+    println!("{}", if ok { "ok" } else { "FAILED" });
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }

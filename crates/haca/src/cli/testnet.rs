@@ -437,21 +437,6 @@ async fn stop(dir: &Path, only: Option<usize>, kill: bool) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
-/// The keys of every validator in the testnet directory (the operator of a testnet holds
-/// them all).
-fn validator_keys(dir: &Path, file: &TestnetFile) -> Result<Vec<haca_core::NodeKey>, CliError> {
-    file.validators
-        .iter()
-        .map(|v| {
-            let path = dir.join(&v.dir).join("validator.key");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
-            haca_core::NodeKey::from_file_string(&text)
-                .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))
-        })
-        .collect()
-}
-
 /// A client for the first validator that is running.
 fn running_client(dir: &Path, file: &TestnetFile) -> Result<crate::client::NodeClient, CliError> {
     file.validators
@@ -469,7 +454,7 @@ fn read_config(path: &Path) -> Result<ValidatorConfig, CliError> {
 
 async fn add(dir: &Path) -> Result<ExitCode, CliError> {
     let mut file = TestnetFile::load(dir).map_err(CliError::Msg)?;
-    let keys = validator_keys(dir, &file)?;
+    let keys = file.validator_keys(dir).map_err(CliError::Msg)?;
     let client = running_client(dir, &file)?;
     let index = file.validators.len();
     let vdir = PathBuf::from(format!("v{index}"));
@@ -555,7 +540,7 @@ async fn remove(dir: &Path, index: usize) -> Result<ExitCode, CliError> {
             file.validators.len()
         ))
     })?;
-    let keys = validator_keys(dir, &file)?;
+    let keys = file.validator_keys(dir).map_err(CliError::Msg)?;
     let client = running_client(dir, &file)?;
     let action = haca_chain::state::GovAction::RemoveValidator {
         public_key: member.validator_id,

@@ -147,20 +147,24 @@ fn parse_records(bytes: &[u8]) -> Result<(Vec<RunRecord>, bool), ApiError> {
 /// batch is refused if one record is malformed, naming it. Idempotent by run id. New records
 /// are passed on to the other validators, so that whichever proposes next includes them.
 async fn submit_records(State(api): S, req: Request) -> Result<Response, ApiError> {
-    let forward = forwarder(&api)?.cloned();
-    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    // Passed on only by a validator with peers, and only if it came from outside.
+    let forward = forwarder(&api)?
+        .cloned()
+        .filter(|_| !req.headers().contains_key(FORWARDED_HEADER));
     let bytes = body_bytes(req, MAX_BATCH_BYTES).await?;
     let (records, batch) = parse_records(&bytes)?;
     let validator = api.validator.clone();
     // Verifying signatures is CPU work: keep it off the async workers.
+    let keep = forward.is_some();
     let results = tokio::task::spawn_blocking(move || {
         let mut fresh = Vec::new();
         let mut results = Vec::with_capacity(records.len());
         for r in records {
             let run_id = r.run_id;
-            let status = match validator.submit(r.clone()) {
+            let copy = keep.then(|| r.clone());
+            let status = match validator.submit(r) {
                 Ok(Submitted::Queued) => {
-                    fresh.push(r);
+                    fresh.extend(copy);
                     "queued"
                 }
                 Ok(Submitted::AlreadyQueued) => "already_queued",
@@ -174,7 +178,7 @@ async fn submit_records(State(api): S, req: Request) -> Result<Response, ApiErro
     .await
     .map_err(|e| ApiError::internal(format!("submission task failed: {e}")))?;
     let (results, fresh) = results?;
-    if let (Some(f), false) = (forward, forwarded) {
+    if let Some(f) = forward {
         f.records(fresh);
     }
     let body = if batch {
@@ -188,8 +192,9 @@ async fn submit_records(State(api): S, req: Request) -> Result<Response, ApiErro
 /// Queues a transaction (governance, label move); refused at once when it does not check
 /// against the current state.
 async fn submit_tx(State(api): S, req: Request) -> Result<Response, ApiError> {
-    let forward = forwarder(&api)?.cloned();
-    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    let forward = forwarder(&api)?
+        .cloned()
+        .filter(|_| !req.headers().contains_key(FORWARDED_HEADER));
     let bytes = body_bytes(req, haca_chain::record::MAX_RECORD_BYTES).await?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let tx: Tx = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -203,7 +208,7 @@ async fn submit_tx(State(api): S, req: Request) -> Result<Response, ApiError> {
     api.validator
         .submit_tx(tx.clone())
         .map_err(|reason| ApiError::bad_request("tx_refused", reason))?;
-    if let (Some(f), false) = (forward, forwarded) {
+    if let Some(f) = forward {
         f.tx(tx);
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response())
