@@ -28,6 +28,7 @@ async fn start(round_interval_ms: u64) -> Chain {
     let gateway = NodeKey::from_seed([1; 32]);
     let vkey = NodeKey::from_seed([2; 32]);
     let genesis = Genesis {
+        tee: None,
         chain_id: "haca-bench".into(),
         genesis_time_ms: 0,
         validators: ValidatorSet::new(vec![ValidatorEntry {

@@ -7,5 +7,7 @@ pub mod record;
 pub mod state;
 pub mod validator;
 
-pub use record::{EvidenceVerifier, RunRecord, SignatureAndHashes};
+pub use record::{
+    standard_evidence, AllOf, EvidenceVerifier, RunRecord, SignatureAndHashes, TeeEvidence,
+};
 pub use state::{Block, ChainState, Outcome, Tx};

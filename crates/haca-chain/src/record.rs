@@ -223,3 +223,132 @@ impl EvidenceVerifier for SignatureAndHashes {
         Ok(())
     }
 }
+
+/// The attestation box of a TEE run, re-verified before it settles: the document chains to a
+/// root this chain trusts (AWS Nitro, or the genesis's dev root) at its own timestamp and
+/// binds the enclave key the box names; that key signed this run's artifact and hashes
+/// ([`haca_core::receipt::tee_run_message`]); and the enclave is registered and enabled in
+/// the chain's TEE registry (so revoking its PCR set stops its runs from settling). A run
+/// without an attestation box passes; a `tee`-mode run without one is refused. Private
+/// records carry no receipt and are left to [`SignatureAndHashes`].
+///
+/// Heartbeat freshness is not checked here: whether an enclave was active is a question about
+/// the run's time, which the chain only knows from the gateway's word.
+#[derive(Default)]
+pub struct TeeEvidence {
+    /// Verified documents by digest (runs share one document for minutes; a document's
+    /// verdict does not change, as it is verified at its own time against fixed roots).
+    documents: std::sync::Mutex<
+        std::collections::HashMap<Digest, Result<haca_tee::registry::EnclaveFacts, String>>,
+    >,
+}
+
+/// Documents [`TeeEvidence`] remembers before it starts over.
+const TEE_DOCUMENT_CACHE: usize = 1024;
+
+impl TeeEvidence {
+    fn facts(
+        &self,
+        digest: Digest,
+        document_b64: &str,
+        state: &ChainState,
+    ) -> Result<haca_tee::registry::EnclaveFacts, String> {
+        if let Some(v) = self.documents.lock().expect("cache lock").get(&digest) {
+            return v.clone();
+        }
+        let v = state.verify_enclave_document(document_b64).and_then(|f| {
+            if f.document_digest == digest {
+                Ok(f)
+            } else {
+                Err(format!(
+                    "the document hashes to {}, the box says {digest}",
+                    f.document_digest
+                ))
+            }
+        });
+        let mut cache = self.documents.lock().expect("cache lock");
+        if cache.len() >= TEE_DOCUMENT_CACHE {
+            cache.clear();
+        }
+        cache.insert(digest, v.clone());
+        v
+    }
+}
+
+impl EvidenceVerifier for TeeEvidence {
+    fn verify(&self, r: &RunRecord, state: &ChainState) -> Result<(), String> {
+        let Some(raw) = &r.receipt else {
+            return Ok(());
+        };
+        let receipt = ParsedReceipt::typed(raw).map_err(|e| format!("receipt: {e}"))?;
+        let b = &receipt.boxes;
+        let exec = b
+            .execution
+            .evidence
+            .as_ref()
+            .ok_or("receipt has no execution box")?;
+        let Some(att) = &b.attestation.evidence else {
+            if exec.mode == haca_core::receipt::ExecMode::Tee {
+                return Err("a tee-mode run without an attestation box".into());
+            }
+            return Ok(());
+        };
+        let e = |m: String| format!("attestation: {m}");
+        let document_b64 = att
+            .document_b64
+            .as_deref()
+            .ok_or_else(|| e("the box does not carry its document".into()))?;
+        let facts = self
+            .facts(att.document_digest, document_b64, state)
+            .map_err(e)?;
+        let key = att
+            .enclave_key
+            .ok_or_else(|| e("the box names no enclave key".into()))?;
+        haca_tee::registry::check_binding(&facts, &key)
+            .map_err(|m| e(format!("the document does not bind enclave key {key}: {m}")))?;
+        let artifact = b
+            .artifact
+            .evidence
+            .as_ref()
+            .ok_or("receipt has no artifact box")?;
+        let sig = att
+            .run_signature
+            .as_deref()
+            .ok_or_else(|| e("the box carries no run signature".into()))?;
+        let msg = haca_core::receipt::tee_run_message(
+            &artifact.blob_id,
+            &exec.request_hash,
+            &exec.input_hash,
+            &exec.output_hash,
+            exec.finished_at,
+        );
+        keys::verify(&key, &msg, sig).map_err(|m| {
+            e(format!(
+                "the enclave's run signature over blob {} and this run's hashes: {m}",
+                artifact.blob_id
+            ))
+        })?;
+        let tee_id = haca_tee::registry::tee_id_of(&key);
+        match state.tee.enclave(&tee_id) {
+            None => Err(e(format!(
+                "enclave {tee_id} (key {key}) is not registered on this chain"
+            ))),
+            Some(en) if !en.enabled => Err(e(format!(
+                "enclave {tee_id} is disabled ({})",
+                en.disabled_reason
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// What every validator checks before a record settles: [`SignatureAndHashes`], then
+/// [`TeeEvidence`].
+pub fn standard_evidence() -> Box<dyn EvidenceVerifier> {
+    Box::new(AllOf(vec![
+        Box::new(SignatureAndHashes),
+        Box::new(TeeEvidence::default()),
+    ]))
+}

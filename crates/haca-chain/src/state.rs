@@ -13,7 +13,7 @@ use haca_core::settlement::{
 };
 use haca_core::{sha256, Digest, NodeId, NodeKey, RunId};
 use haca_tee::nitro::{Policy, TrustedRoot};
-use haca_tee::registry::{Enclave, EnclaveFacts, PcrSet, RegistryParams, TeeRegistry};
+use haca_tee::registry::{Enclave, EnclaveFacts, PcrSet, TeeRegistry};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -98,21 +98,7 @@ pub enum GovAction {
     RevokePcrs { pcr_set: Digest },
 }
 
-/// The chain's TEE settings, set at genesis. Every field has a serde default, so a genesis or
-/// config file without them still parses (and gives the defaults: no dev root, dev enclaves
-/// refused).
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TeeConfig {
-    /// The registry's rules (dev roots allowed, maximum document and heartbeat ages).
-    #[serde(default)]
-    pub registry: RegistryParams,
-    /// Hex DER of a dev root certificate (haca's dev enclave CA) that attestation documents
-    /// may chain to besides the AWS Nitro root. Documents under it are marked dev, and
-    /// register only when `registry.allow_dev_roots` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dev_root_der_hex: Option<String>,
-}
+pub use haca_core::settlement::TeeConfig;
 
 /// The label the chain gives its dev root in verification reports.
 pub const CHAIN_DEV_ROOT_LABEL: &str = "chain-dev-root";
@@ -354,9 +340,16 @@ pub struct ChainState {
 }
 
 impl ChainState {
-    /// The state at genesis, with the default TEE settings (no dev root).
+    /// The state at genesis, with the genesis's TEE settings (`Genesis::tee`, default: no dev
+    /// root). Panics when that dev root is not hex DER; [`ChainState::from_genesis`] says why
+    /// instead.
     pub fn genesis(g: &Genesis) -> Self {
-        Self::genesis_with_tee(g, &TeeConfig::default()).expect("the default TEE config is valid")
+        Self::from_genesis(g).expect("the genesis's TEE config is valid")
+    }
+
+    /// The state at genesis; refused when the genesis's TEE dev root is not hex DER.
+    pub fn from_genesis(g: &Genesis) -> Result<Self, String> {
+        Self::genesis_with_tee(g, &g.tee.clone().unwrap_or_default())
     }
 
     /// The state at genesis with TEE settings; refused when the dev root is not hex DER.

@@ -236,7 +236,11 @@ impl Validator {
         store: Arc<Store>,
         verifier: Box<dyn EvidenceVerifier>,
     ) -> Result<Self, ValidatorError> {
-        let mut state = ChainState::genesis(&genesis);
+        let mut state =
+            ChainState::from_genesis(&genesis).map_err(|reason| ValidatorError::Replay {
+                height: 0,
+                reason: format!("genesis: {reason}"),
+            })?;
         let last = store.last_height()?;
         for h in 1..=last {
             let stored = store.block(h)?.ok_or_else(|| ValidatorError::Replay {
@@ -315,6 +319,13 @@ impl Validator {
     /// `seq = governance_seq() + 1`.
     pub fn governance_seq(&self) -> u64 {
         self.state.lock().expect("state lock").governance_seq
+    }
+
+    /// The chain's TEE registry (approved PCR sets, registered enclaves) and its dev root's
+    /// presence, as of the last committed block.
+    pub fn tee_registry(&self) -> (haca_tee::registry::TeeRegistry, bool) {
+        let s = self.state.lock().expect("state lock");
+        (s.tee.clone(), s.tee_dev_root.is_some())
     }
 
     pub fn state_hash(&self) -> (u64, Digest) {

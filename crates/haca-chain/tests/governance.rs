@@ -45,6 +45,7 @@ fn set_of(keys: &[NodeKey]) -> ValidatorSet {
 
 fn genesis(vals: &[NodeKey], gateways: &[&NodeKey]) -> Genesis {
     Genesis {
+        tee: None,
         chain_id: CHAIN.into(),
         genesis_time_ms: 1_700_000_000_000,
         validators: set_of(vals),

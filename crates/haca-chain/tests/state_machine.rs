@@ -26,6 +26,7 @@ fn fixture() -> Fixture {
     let gateway = NodeKey::from_seed([1; 32]);
     let validator = NodeKey::from_seed([2; 32]);
     let genesis = Genesis {
+        tee: None,
         chain_id: "haca-test".into(),
         genesis_time_ms: 1_700_000_000_000,
         validators: ValidatorSet::new(vec![Validator {

@@ -34,6 +34,7 @@ fn validators() -> Vec<NodeKey> {
 
 fn genesis(vals: &[NodeKey], time_ms: u64) -> Genesis {
     Genesis {
+        tee: None,
         chain_id: CHAIN.into(),
         genesis_time_ms: time_ms,
         validators: ValidatorSet::new(

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 fn genesis(validator: &NodeKey, gateway: &NodeKey) -> Genesis {
     Genesis {
+        tee: None,
         chain_id: "haca-replay".into(),
         genesis_time_ms: 0,
         validators: ValidatorSet::new(vec![ValidatorEntry {

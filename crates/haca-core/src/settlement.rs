@@ -322,6 +322,74 @@ pub struct Genesis {
     pub gateways: Vec<NodeId>,
     #[serde(default)]
     pub settlement: SettlementParams,
+    /// TEE settings (dev root, registry rules); absent: the defaults, which trust no dev root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tee: Option<TeeConfig>,
+}
+
+/// Default maximum age of an attestation document at registration: five minutes.
+pub const DEFAULT_MAX_DOCUMENT_AGE_MS: u64 = 5 * 60_000;
+/// Default maximum age of an enclave's last heartbeat for it to count as active: ten minutes.
+pub const DEFAULT_MAX_HEARTBEAT_AGE_MS: u64 = 10 * 60_000;
+
+/// The registry's rules that a chain (or a local mirror) sets once.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryParams {
+    /// Enclaves attested under a dev root may register (devnet: yes; default: no).
+    #[serde(default)]
+    pub allow_dev_roots: bool,
+    /// Maximum age of the attestation document at the registration time.
+    #[serde(default = "default_max_document_age_ms")]
+    pub max_document_age_ms: u64,
+    /// Maximum age of the last heartbeat for an enclave to count as active (and of a heartbeat
+    /// when it arrives, for `TeeRegistry::heartbeat_at`).
+    #[serde(default = "default_max_heartbeat_age_ms")]
+    pub max_heartbeat_age_ms: u64,
+}
+
+fn default_max_document_age_ms() -> u64 {
+    DEFAULT_MAX_DOCUMENT_AGE_MS
+}
+
+fn default_max_heartbeat_age_ms() -> u64 {
+    DEFAULT_MAX_HEARTBEAT_AGE_MS
+}
+
+impl Default for RegistryParams {
+    fn default() -> Self {
+        RegistryParams {
+            allow_dev_roots: false,
+            max_document_age_ms: DEFAULT_MAX_DOCUMENT_AGE_MS,
+            max_heartbeat_age_ms: DEFAULT_MAX_HEARTBEAT_AGE_MS,
+        }
+    }
+}
+
+impl RegistryParams {
+    /// The defaults, with dev roots allowed (devnet).
+    pub fn devnet() -> Self {
+        RegistryParams {
+            allow_dev_roots: true,
+            ..RegistryParams::default()
+        }
+    }
+}
+
+/// A chain's TEE settings, set at genesis (`Genesis::tee`). Every field has a serde default, so a genesis or
+/// config file without them still parses (and gives the defaults: no dev root, dev enclaves
+/// refused).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TeeConfig {
+    /// The registry's rules (dev roots allowed, maximum document and heartbeat ages).
+    #[serde(default)]
+    pub registry: RegistryParams,
+    /// Hex DER of a dev root certificate (haca's dev enclave CA) that attestation documents
+    /// may chain to besides the AWS Nitro root. Documents under it are marked dev, and
+    /// register only when `registry.allow_dev_roots` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_root_der_hex: Option<String>,
 }
 
 /// A validator set and the first height it signs.

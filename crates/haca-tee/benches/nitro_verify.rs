@@ -56,6 +56,25 @@ fn bench(c: &mut Criterion) {
             b.iter(|| haca_tee::dcap::verify(&quote, &collateral, at, &policy).unwrap())
         });
     }
+
+    // OpenGradient-compatible answer signatures: what an enclave adds per answer (RSA-PSS
+    // sign), what a client or gateway spends checking one, and the chat request hash.
+    let signer = haca_tee::og_compat::OgSigner::generate().unwrap();
+    let fields = signer.sign([1; 32], [2; 32], 1_764_000_000);
+    c.bench_function("og_rsa_pss_sign", |b| {
+        b.iter(|| signer.sign([1; 32], [2; 32], 1_764_000_000))
+    });
+    c.bench_function("og_rsa_pss_verify", |b| {
+        b.iter(|| haca_tee::og_compat::verify_fields(signer.spki_der(), &fields).unwrap())
+    });
+    let body = serde_json::json!({
+        "model": "local/gemma-3-270m", "temperature": 0.7, "max_tokens": 256,
+        "messages": [{"role": "system", "content": "You are concise."},
+                     {"role": "user", "content": "Summarize the TEE registry rules in one line, please."}]
+    });
+    c.bench_function("og_chat_request_hash", |b| {
+        b.iter(|| haca_tee::og_compat::chat_request_hash(&body).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -16,6 +16,7 @@ pub mod dcap;
 pub mod dev;
 mod error;
 pub mod nitro;
+pub mod og_compat;
 pub mod receipt_check;
 pub mod registry;
 

@@ -49,10 +49,9 @@ pub type PcrSetId = Digest;
 pub const HEARTBEAT_DOMAIN: &[u8] = b"haca.tee.heartbeat.v1:";
 /// Domain prefix of a PCR set's id encoding.
 pub const PCR_SET_DOMAIN: &[u8] = b"haca.tee.pcrs.v1:";
-/// Default maximum age of an attestation document at registration: five minutes.
-pub const DEFAULT_MAX_DOCUMENT_AGE_MS: u64 = 5 * 60_000;
-/// Default maximum age of an enclave's last heartbeat for it to count as active: ten minutes.
-pub const DEFAULT_MAX_HEARTBEAT_AGE_MS: u64 = 10 * 60_000;
+pub use haca_core::settlement::{
+    RegistryParams, DEFAULT_MAX_DOCUMENT_AGE_MS, DEFAULT_MAX_HEARTBEAT_AGE_MS,
+};
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
 const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -269,50 +268,6 @@ pub struct Enclave {
     /// Why a disabled enclave was disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
-}
-
-/// The registry's rules that a chain (or a local mirror) sets once.
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryParams {
-    /// Enclaves attested under a dev root may register (devnet: yes; default: no).
-    #[serde(default)]
-    pub allow_dev_roots: bool,
-    /// Maximum age of the attestation document at the registration time.
-    #[serde(default = "default_max_document_age_ms")]
-    pub max_document_age_ms: u64,
-    /// Maximum age of the last heartbeat for an enclave to count as active (and of a heartbeat
-    /// when it arrives, for [`TeeRegistry::heartbeat_at`]).
-    #[serde(default = "default_max_heartbeat_age_ms")]
-    pub max_heartbeat_age_ms: u64,
-}
-
-fn default_max_document_age_ms() -> u64 {
-    DEFAULT_MAX_DOCUMENT_AGE_MS
-}
-
-fn default_max_heartbeat_age_ms() -> u64 {
-    DEFAULT_MAX_HEARTBEAT_AGE_MS
-}
-
-impl Default for RegistryParams {
-    fn default() -> Self {
-        RegistryParams {
-            allow_dev_roots: false,
-            max_document_age_ms: DEFAULT_MAX_DOCUMENT_AGE_MS,
-            max_heartbeat_age_ms: DEFAULT_MAX_HEARTBEAT_AGE_MS,
-        }
-    }
-}
-
-impl RegistryParams {
-    /// The defaults, with dev roots allowed (devnet).
-    pub fn devnet() -> Self {
-        RegistryParams {
-            allow_dev_roots: true,
-            ..RegistryParams::default()
-        }
-    }
 }
 
 /// The TEE registry: approved PCR sets and registered enclaves.

@@ -9,8 +9,7 @@ use crate::server::{self, AppState, Limits};
 use crate::validator_node::TestnetFile;
 use haca_chain::consensus::{EngineConfig, EngineHandle};
 use haca_chain::log::{LogEntry, TransparencyLog};
-use haca_chain::SignatureAndHashes;
-use haca_core::settlement::{Genesis, SettlementParams, Validator, ValidatorSet};
+use haca_core::settlement::{Genesis, SettlementParams, TeeConfig, Validator, ValidatorSet};
 use haca_core::NodeKey;
 use haca_core::{BlobId, NodeId};
 use haca_exec::{ModelCache, OnnxCheck};
@@ -248,6 +247,7 @@ fn load_or_create_genesis(
     path: &Path,
     validator: &NodeKey,
     gateway: NodeId,
+    tee: Option<TeeConfig>,
 ) -> Result<Genesis, StartError> {
     let err = |e: String| StartError::Genesis(path.to_owned(), e);
     match std::fs::read_to_string(path) {
@@ -276,12 +276,22 @@ fn load_or_create_genesis(
                     max_round_records: 10_000,
                     round_interval_ms: 200,
                 },
+                tee,
             };
             let text = serde_json::to_string_pretty(&g).expect("genesis serializes");
             haca_store::write_atomic(path, text.as_bytes(), false)?;
             Ok(g)
         }
         Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// The TEE settings of a devnet genesis: its dev enclave's CA root is trusted (documents under
+/// it stay marked dev) and dev enclaves may register.
+pub fn devnet_tee_config(dev_root_der: &[u8]) -> TeeConfig {
+    TeeConfig {
+        registry: haca_core::settlement::RegistryParams::devnet(),
+        dev_root_der_hex: Some(hex::encode(dev_root_der)),
     }
 }
 
@@ -298,6 +308,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let key = load_or_create_key(&cfg.data_dir.join("node.key"))?;
     let operator_token = load_or_create_token(&cfg.data_dir.join("operator.token"))?;
     let store = Arc::new(Store::open(cfg.data_dir.join("haca.db"))?);
+    // The dev enclave's CA: a testnet's own (its genesis names the root), else this node's.
+    let dev_ca_seed = cfg
+        .chain_dir
+        .as_deref()
+        .unwrap_or(&cfg.data_dir)
+        .join(crate::enclave::DEV_CA_SEED_FILE);
+    // Validator keys this node holds, to approve its enclave's PCR set by governance.
+    let mut approvers: Vec<NodeKey> = Vec::new();
     let mut remote = None;
     let (chain, engine) = if let Some(dir) = &cfg.chain_dir {
         let err = |e: String| StartError::RemoteChain(dir.clone(), e);
@@ -313,21 +331,30 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         let follower = Arc::new(haca_chain::validator::Validator::open(
             genesis,
             store.clone(),
-            Box::new(SignatureAndHashes),
+            haca_chain::standard_evidence(),
         )?);
         remote = Some(Arc::new(RemoteChain::new(file.urls())));
+        approvers = file.validator_keys(dir).unwrap_or_default();
         (Some(follower), None)
     } else if cfg.validator {
         let validator_key = load_or_create_key(&cfg.data_dir.join("validator.key"))?;
+        let tee = if cfg.dev_enclave {
+            let root = crate::enclave::dev_ca_root(&dev_ca_seed).map_err(StartError::Enclave)?;
+            Some(devnet_tee_config(&root))
+        } else {
+            None
+        };
         let genesis = load_or_create_genesis(
             &cfg.data_dir.join("genesis.json"),
             &validator_key,
             key.node_id(),
+            tee,
         )?;
+        approvers.push(validator_key.clone());
         let validator = Arc::new(haca_chain::validator::Validator::open(
             genesis.clone(),
             store.clone(),
-            Box::new(SignatureAndHashes),
+            haca_chain::standard_evidence(),
         )?);
         // Records acknowledged before a crash and not yet in a committed block.
         let mut resubmitted = 0;
@@ -417,19 +444,38 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     });
     let enclave = if cfg.dev_enclave {
         Some(Arc::new(
-            crate::enclave::EnclaveSupervisor::start(&cfg.data_dir)
+            crate::enclave::EnclaveSupervisor::start(&dev_ca_seed)
                 .await
                 .map_err(StartError::Enclave)?,
         ))
     } else {
         None
     };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("HTTP client");
+    if let (Some(enclave), Some(validator)) = (&enclave, &chain) {
+        let registrar = crate::tee_registrar::TeeRegistrar {
+            validator: validator.clone(),
+            remote: remote.clone(),
+            approvers,
+            enclave: enclave.clone(),
+            http: http.clone(),
+        };
+        // Registered before serving, so that the first tee run can settle.
+        match registrar.step().await {
+            Ok(done) => tracing::info!("dev enclave: {done} in the chain's TEE registry"),
+            Err(e) => tracing::warn!("dev enclave not registered: {e}"),
+        }
+        remote_tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            registrar.run().await
+        }));
+    }
     let gateway = Gateway {
         enclave,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("HTTP client"),
+        http,
         key,
         store,
         hub: hub.clone(),

@@ -11,7 +11,14 @@
 //! - `GET /attestation?nonce=HEX`: a fresh document binding the run key (and the nonce);
 //! - `PUT /models/{blob_id}`: the artifact's bytes (the enclave hashes them itself);
 //! - `POST /run` `{blob_id, request_hash, input}`: output, hashes, the run signature over
-//!   [`haca_core::receipt::tee_run_message`], and the document the key is bound by.
+//!   [`haca_core::receipt::tee_run_message`], the document the key is bound by, and the
+//!   OpenGradient-compatible `tee` fields ([`haca_tee::og_compat`]);
+//! - `POST /heartbeat` `{at_ms}`: the run key's heartbeat signature for the TEE registry.
+//!
+//! Two keys live here: the Ed25519 run key (bound by the document's `public_key`) signs runs
+//! and heartbeats; an RSA-2048 key (bound by nitriding-style `user_data`: SHA-256 of its
+//! SubjectPublicKeyInfo; the enclave has no TLS certificate, so that digest is of nothing)
+//! signs the OpenGradient-compatible fields.
 
 use crate::server::error::ApiError;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -23,6 +30,8 @@ use haca_core::{tensor, BlobId, Digest, NodeKey};
 use haca_exec::OnnxModel;
 use haca_tee::attester::{Attester, DevAttester};
 use haca_tee::dev::{dev_pcrs, DevCa};
+use haca_tee::og_compat::OgSigner;
+use haca_tee::NitridingUserData;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -36,6 +45,7 @@ const DOCUMENT_LIFETIME_MS: u64 = 10 * 60_000;
 
 struct Enclave {
     key: NodeKey,
+    og: OgSigner,
     attester: DevAttester,
     /// The current document binding `key` (bytes, time made).
     document: RwLock<(Vec<u8>, u64)>,
@@ -45,8 +55,9 @@ struct Enclave {
 impl Enclave {
     fn fresh_document(&self, nonce: Option<&[u8]>) -> Result<Vec<u8>, ApiError> {
         let public = self.key.node_id().0;
+        let user_data = NitridingUserData::for_keys(&[], self.og.spki_der()).to_bytes();
         self.attester
-            .attest(Some(&public), None, nonce)
+            .attest(Some(&public), Some(&user_data), nonce)
             .map_err(|e| ApiError::internal(format!("attestation: {e}")))
     }
 
@@ -103,7 +114,25 @@ async fn attestation(State(e): S, Query(q): Query<NonceQuery>) -> Result<Json<Va
         "pcrs": pcr_hex(e.attester.pcrs()),
         "root_fingerprint": e.attester.ca().root_fingerprint(),
         "dev": true,
+        "tee_id": e.og.tee_id(),
+        "signing_key_pem": e.og.public_pem(),
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatRequest {
+    at_ms: u64,
+}
+
+/// Signs a heartbeat for the TEE registry with the run key (only this process holds it).
+async fn heartbeat(State(e): S, Json(req): Json<HeartbeatRequest>) -> Json<Value> {
+    let tee_id = haca_tee::registry::tee_id_of(&e.key.node_id());
+    Json(json!({
+        "tee_id": tee_id,
+        "at_ms": req.at_ms,
+        "signature": haca_tee::registry::sign_heartbeat(&e.key, req.at_ms),
+    }))
 }
 
 async fn put_model(
@@ -174,8 +203,14 @@ async fn run(State(e): S, Json(req): Json<RunRequest>) -> Result<Json<Value>, Ap
     );
     let signature = hex::encode(e.key.sign(&msg));
     let doc = e.run_document()?;
+    let output = tensor::to_json(&outputs);
+    let (og_request, og_output) =
+        haca_tee::og_compat::ml_hashes(&req.blob_id.to_string(), &req.input, &output);
+    let tee = e.og.sign(og_request, og_output, finished_at / 1000);
     Ok(Json(json!({
-        "output": tensor::to_json(&outputs),
+        "output": output,
+        "tee": tee,
+        "signing_key_pem": e.og.public_pem(),
         "input_hash": input_hash,
         "output_hash": output_hash,
         "finished_at": finished_at,
@@ -205,6 +240,15 @@ fn dev_ca_seed(path: &FsPath) -> Result<[u8; 32], String> {
     }
 }
 
+/// The name of the dev CA's seed file, in a devnet's data dir or a testnet's dir.
+pub const DEV_CA_SEED_FILE: &str = "dev-enclave-ca.seed";
+
+/// The DER of the dev CA root the enclave seeded from `seed_file` signs under (creating the
+/// seed once): what a devnet's genesis names as its TEE dev root.
+pub fn dev_ca_root(seed_file: &FsPath) -> Result<Vec<u8>, String> {
+    Ok(DevCa::from_seed(&dev_ca_seed(seed_file)?).root_der())
+}
+
 /// Runs the dev enclave until the process is stopped. Prints `enclave: URL` once serving.
 pub async fn serve(listen: SocketAddr, ca_seed_file: &FsPath) -> Result<(), String> {
     let seed = dev_ca_seed(ca_seed_file)?;
@@ -215,7 +259,11 @@ pub async fn serve(listen: SocketAddr, ca_seed_file: &FsPath) -> Result<(), Stri
     let attester = DevAttester::new(DevCa::from_seed(&seed), dev_pcrs(&image), crate::now_ms);
     // The run key exists only in this process's memory: a restart makes a new one.
     let key = NodeKey::generate();
+    let og = tokio::task::spawn_blocking(OgSigner::generate)
+        .await
+        .map_err(|e| format!("RSA key generation stopped: {e}"))??;
     let enclave = Arc::new(Enclave {
+        og,
         document: RwLock::new((Vec::new(), 0)),
         key,
         attester,
@@ -228,6 +276,7 @@ pub async fn serve(listen: SocketAddr, ca_seed_file: &FsPath) -> Result<(), Stri
         .route("/attestation", get(attestation))
         .route("/models/{blob_id}", put(put_model))
         .route("/run", post(run))
+        .route("/heartbeat", post(heartbeat))
         .layer(DefaultBodyLimit::max(1 << 30))
         .with_state(enclave.clone());
     let listener = tokio::net::TcpListener::bind(listen)
@@ -249,10 +298,11 @@ pub struct EnclaveSupervisor {
 }
 
 impl EnclaveSupervisor {
-    /// Starts `haca enclave` and waits (up to 30 s) for it to serve.
-    pub async fn start(data_dir: &FsPath) -> Result<Self, String> {
+    /// Starts `haca enclave` with the dev CA seeded from `seed_file` (see [`dev_ca_root`])
+    /// and waits (up to 30 s) for it to serve.
+    pub async fn start(seed_file: &FsPath) -> Result<Self, String> {
         let url = Arc::new(RwLock::new(None));
-        let seed_file = data_dir.join("dev-enclave-ca.seed");
+        let seed_file = seed_file.to_owned();
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let task = tokio::spawn(supervise(seed_file, url.clone(), first_tx));
         match tokio::time::timeout(Duration::from_secs(30), first_rx).await {

@@ -35,6 +35,8 @@ pub struct InferAnswer {
     pub run_id: RunId,
     pub output: Value,
     pub receipt: Receipt,
+    /// OpenGradient-compatible `tee_*` fields, on answers produced inside an enclave only.
+    pub tee: Option<haca_tee::og_compat::TeeFields>,
 }
 
 /// Everything one gateway node needs to serve ML runs.
@@ -59,6 +61,7 @@ pub struct Gateway {
 
 /// What the enclave answered for one run.
 struct EnclaveRun {
+    tee: haca_tee::og_compat::TeeFields,
     outputs: TensorMap,
     output_hash: haca_core::Digest,
     finished_at: u64,
@@ -123,7 +126,7 @@ impl Gateway {
                 inputs,
                 run.outputs,
                 run.finished_at,
-                Some((run.attestation, run.output_hash)),
+                Some((run.attestation, run.output_hash, run.tee)),
             )
         } else {
             let (hub, models) = (self.hub.clone(), self.models.clone());
@@ -138,7 +141,7 @@ impl Gateway {
             (inputs, outputs, now_ms(), None)
         };
         let output_hash = tensor::hash_tensors(&outputs);
-        if let Some((_, enclave_hash)) = &attestation {
+        if let Some((_, enclave_hash, _)) = &attestation {
             if *enclave_hash != output_hash {
                 return Err(ApiError::internal(
                     "the enclave's output does not hash to the output hash it signed",
@@ -172,9 +175,11 @@ impl Gateway {
             BoxStatus::Claimed,
             started_at,
         );
-        if let Some((att, _)) = attestation {
+        let mut tee = None;
+        if let Some((att, _, fields)) = attestation {
             let at = att.timestamp;
             receipt.boxes.attestation = EvidenceBox::with(att, BoxStatus::Claimed, at);
+            tee = Some(fields);
         }
         receipt.boxes.execution = EvidenceBox::with(
             ExecutionEvidence {
@@ -242,6 +247,7 @@ impl Gateway {
             run_id,
             output,
             receipt,
+            tee,
         })
     }
 }
@@ -341,6 +347,9 @@ impl Gateway {
             .ok_or_else(|| bad("enclave_key"))?;
         let doc = haca_tee::nitro::parse(&document)
             .map_err(|e| ApiError::internal(format!("the enclave's attestation document: {e}")))?;
+        let tee = og_fields(&v, &doc).map_err(|e| {
+            ApiError::internal(format!("the enclave's OpenGradient-compatible fields: {e}"))
+        })?;
         let attestation = AttestationEvidence {
             kind: "dev".into(),
             document_digest: sha256(&document),
@@ -364,6 +373,7 @@ impl Gateway {
             ),
         };
         Ok(EnclaveRun {
+            tee,
             outputs,
             output_hash: digest("output_hash")?,
             finished_at: v["finished_at"]
@@ -372,6 +382,34 @@ impl Gateway {
             attestation,
         })
     }
+}
+
+/// The enclave's `tee` fields, checked before they reach a client: signed by the RSA key
+/// whose SubjectPublicKeyInfo digest the document's nitriding `user_data` holds.
+fn og_fields(
+    v: &Value,
+    doc: &haca_tee::AttestationDocument,
+) -> Result<haca_tee::og_compat::TeeFields, String> {
+    use haca_tee::og_compat;
+    let fields: og_compat::TeeFields =
+        serde_json::from_value(v["tee"].clone()).map_err(|e| format!("tee: {e}"))?;
+    let pem = v["signing_key_pem"]
+        .as_str()
+        .ok_or("signing_key_pem: missing")?;
+    let spki = og_compat::spki_der_of_pem(pem)?;
+    let bound = doc
+        .user_data
+        .as_deref()
+        .ok_or("the document has no user_data binding the RSA key")
+        .and_then(|u| {
+            haca_tee::NitridingUserData::parse(u)
+                .map_err(|_| "the document's user_data is not nitriding's")
+        })?;
+    if bound.signing_key_sha256 != sha256(&spki).0 {
+        return Err("the document's user_data binds another RSA key".into());
+    }
+    og_compat::verify_fields(&spki, &fields)?;
+    Ok(fields)
 }
 
 /// The cached model for `blob_id`, read from the hub and loaded on a miss. Blocking.

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod registry;
 pub mod remote;
 pub mod server;
+pub mod tee_registrar;
 pub mod validator_node;
 
 /// Unix milliseconds now.

@@ -9,7 +9,6 @@ use crate::server::error::ApiError;
 use axum::routing::get;
 use axum::{Json, Router};
 use haca_chain::consensus::{EngineConfig, EngineHandle, Fault};
-use haca_chain::SignatureAndHashes;
 use haca_core::settlement::Genesis;
 use haca_core::NodeId;
 use haca_store::{load_or_create_key, Store};
@@ -217,7 +216,7 @@ pub async fn start(cfg: ValidatorConfig) -> Result<RunningValidator, ValidatorSt
         haca_chain::validator::Validator::open(
             genesis.clone(),
             store.clone(),
-            Box::new(SignatureAndHashes),
+            haca_chain::standard_evidence(),
         )?
         .with_fault(cfg.fault),
     );

@@ -166,7 +166,44 @@ fn a_tee_run_verifies_offline_only_with_the_dev_root_and_not_after_a_swap() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(listed["enclaves"][0]["dev"], true, "{listed}");
+    let listed = &listed["enclaves"][0];
+    assert_eq!(listed["dev"], true, "{listed}");
+
+    // The chain's TEE registry holds the enclave (devnet registered it before serving; the
+    // validator settled the run above only because it did).
+    assert!(listed["registered_at"].as_u64().is_some(), "{listed}");
+    assert!(listed["last_heartbeat_at"].as_u64().is_some(), "{listed}");
+    assert_eq!(listed["enabled"], true, "{listed}");
+    let registry: Value = http
+        .get(format!("{}/v1/chain/tee", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        registry["active"].as_array().unwrap().len(),
+        1,
+        "{registry}"
+    );
+    assert_eq!(registry["active"][0], listed["registry_id"], "{registry}");
+
+    // OpenGradient-compatible fields on the enclave's answer, checkable offline with the
+    // published RSA key; the tee_id is keccak256 of that key's SubjectPublicKeyInfo.
+    let fields: haca_tee::og_compat::TeeFields = serde_json::from_value(ans.clone()).unwrap();
+    assert_eq!(listed["tee_id"].as_str(), Some(fields.tee_id.as_str()));
+    let pem = listed["signing_key_pem"].as_str().unwrap();
+    haca_tee::og_compat::verify_fields(pem.as_bytes(), &fields).unwrap();
+    let mut forged = fields.clone();
+    forged.tee_output_hash = "11".repeat(32);
+    assert!(haca_tee::og_compat::verify_fields(pem.as_bytes(), &forged).is_err());
+    // The document binds that RSA key through nitriding user_data.
+    let doc = b64
+        .decode(listed["attestation_doc_b64"].as_str().unwrap())
+        .unwrap();
+    let user_data = haca_tee::nitro::parse(&doc).unwrap().user_data.unwrap();
+    let binding = haca_tee::NitridingUserData::parse(&user_data).unwrap();
+    let spki = haca_tee::og_compat::spki_der_of_pem(pem).unwrap();
+    assert_eq!(binding.signing_key_sha256, haca_core::sha256(&spki).0);
 
     // The enclave is a separate process that ends with its node, even on kill -9.
     assert_eq!(enclave_pids(&node.data_dir).len(), 1);

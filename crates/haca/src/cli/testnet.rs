@@ -143,7 +143,12 @@ fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
     )
     .map_err(CliError::Msg)?;
     let chain_id = format!("haca-testnet-{}", &set.hash().to_hex()[..8]);
+    // The testnet's dev enclave CA: a gateway started with `devnet --chain DIR` runs its dev
+    // enclave under it, and the genesis trusts its root (documents under it stay marked dev).
+    let dev_root = crate::enclave::dev_ca_root(&a.dir.join(crate::enclave::DEV_CA_SEED_FILE))
+        .map_err(CliError::Msg)?;
     let genesis = Genesis {
+        tee: Some(crate::devnet::devnet_tee_config(&dev_root)),
         chain_id: chain_id.clone(),
         genesis_time_ms: crate::now_ms(),
         validators: set,

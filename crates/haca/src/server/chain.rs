@@ -51,6 +51,7 @@ pub fn router<S2>(api: Arc<ChainApi>) -> Router<S2> {
         .route("/v1/chain/genesis", get(genesis))
         .route("/v1/chain/validators", get(validators))
         .route("/v1/chain/models", get(models))
+        .route("/v1/chain/tee", get(tee_registry))
         .with_state(api)
 }
 
@@ -267,6 +268,26 @@ async fn block(State(api): S, Path(height): Path<String>) -> Result<Response, Ap
 /// The chain's model registry: every label with its revisions (the hub mirrors it).
 async fn models(State(api): S) -> Json<Value> {
     Json(json!({"models": api.validator.models()}))
+}
+
+/// The TEE registry: its params, approved PCR sets, every registered enclave, and the
+/// active ones now (approved PCR set, enabled, a heartbeat within the maximum age).
+async fn tee_registry(State(api): S) -> Json<Value> {
+    let (reg, dev_root) = api.validator.tee_registry();
+    let now = crate::now_ms();
+    let active: Vec<_> = reg
+        .active(now, reg.params.max_heartbeat_age_ms)
+        .into_iter()
+        .map(|e| e.tee_id)
+        .collect();
+    Json(json!({
+        "params": reg.params,
+        "dev_root_trusted": dev_root,
+        "pcr_sets": reg.pcr_sets,
+        "enclaves": reg.enclaves.values().collect::<Vec<_>>(),
+        "active": active,
+        "at_ms": now,
+    }))
 }
 
 async fn genesis(State(api): S) -> Json<Value> {

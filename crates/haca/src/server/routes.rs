@@ -69,8 +69,15 @@ pub async fn infer(
     let mode = settlement_mode(&headers)?;
     let ans = st.gateway.infer(req, mode).await?;
     let id = ans.run_id.to_string();
-    let mut resp =
-        Json(json!({"run_id": id, "output": ans.output, "receipt": ans.receipt})).into_response();
+    let mut body = json!({"run_id": id, "output": ans.output, "receipt": ans.receipt});
+    if let Some(tee) = &ans.tee {
+        // OpenGradient-compatible fields, beside haca's receipt (only enclave answers).
+        let fields = serde_json::to_value(tee).expect("tee fields serialize");
+        body.as_object_mut()
+            .expect("object")
+            .extend(fields.as_object().expect("object").clone());
+    }
+    let mut resp = Json(body).into_response();
     let h = resp.headers_mut();
     h.insert(
         "x-haca-run-id",
@@ -421,14 +428,32 @@ pub async fn tee_attestation(
 }
 
 /// `GET /v1/tee`: the enclaves this node runs, with what a client needs to check their
-/// answers offline (the run key, the document binding it, PCRs, dev or not).
+/// answers offline: the OpenGradient-style `tee_id` and RSA `signing_key_pem`, the document
+/// binding both keys, PCRs, dev or not, and (when a chain is attached) when the chain's TEE
+/// registry registered it and last saw its heartbeat (null: not registered).
 pub async fn tee_enclaves(State(st): S) -> Result<Json<Value>, ApiError> {
     let v = enclave_get(&st, "/attestation").await?;
+    let enclave_key: Option<haca_core::NodeId> =
+        v["enclave_key"].as_str().and_then(|k| k.parse().ok());
+    let registered = match (&st.gateway.chain, enclave_key) {
+        (Some(chain), Some(key)) => chain
+            .tee_registry()
+            .0
+            .enclave(&haca_tee::registry::tee_id_of(&key))
+            .cloned(),
+        _ => None,
+    };
     Ok(Json(json!({"enclaves": [{
+        "tee_id": v["tee_id"],
+        "signing_key_pem": v["signing_key_pem"],
         "enclave_key": v["enclave_key"],
         "attestation_doc_b64": v["document_b64"],
         "pcrs": v["pcrs"],
         "dev": v["dev"],
         "root_fingerprint": v["root_fingerprint"],
+        "registry_id": registered.as_ref().map(|e| e.tee_id),
+        "registered_at": registered.as_ref().map(|e| e.registered_at_ms),
+        "last_heartbeat_at": registered.as_ref().map(|e| e.last_heartbeat_ms),
+        "enabled": registered.as_ref().map(|e| e.enabled),
     }]})))
 }
