@@ -96,6 +96,52 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER log_checkpoints_no_delete BEFORE DELETE ON log_checkpoints
         BEGIN SELECT RAISE(ABORT, 'signed checkpoints never change'); END;
     "#,
+    // 4: the x402 token ledger: balances and total supply per asset (amounts as decimal text
+    // of base units), the EIP-3009 authorization nonces already used, and every settlement
+    // attempt (settled or refused). Addresses and nonces are lowercase 0x hex.
+    r#"
+    CREATE TABLE token_balances (
+        asset       TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        amount      TEXT NOT NULL,
+        PRIMARY KEY (asset, address)
+    );
+
+    CREATE TABLE token_supply (
+        asset       TEXT PRIMARY KEY,
+        amount      TEXT NOT NULL
+    );
+
+    CREATE TABLE used_nonces (
+        asset       TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        nonce       TEXT NOT NULL,
+        used_at     INTEGER NOT NULL,
+        UNIQUE (asset, address, nonce)
+    );
+    CREATE TRIGGER used_nonces_no_update BEFORE UPDATE ON used_nonces
+        BEGIN SELECT RAISE(ABORT, 'a used nonce stays used'); END;
+    CREATE TRIGGER used_nonces_no_delete BEFORE DELETE ON used_nonces
+        BEGIN SELECT RAISE(ABORT, 'a used nonce stays used'); END;
+
+    CREATE TABLE payments (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        transaction_id  TEXT UNIQUE,
+        network         TEXT NOT NULL,
+        asset           TEXT NOT NULL,
+        payer           TEXT NOT NULL,
+        pay_to          TEXT NOT NULL,
+        amount          TEXT NOT NULL,
+        nonce           TEXT NOT NULL,
+        resource        TEXT NOT NULL,
+        request_hash    TEXT,
+        verified_at     INTEGER NOT NULL,
+        settled_at      INTEGER,
+        status          TEXT NOT NULL CHECK (status IN ('settled', 'refused')),
+        error           TEXT
+    );
+    CREATE INDEX payments_by_payer ON payments(payer);
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

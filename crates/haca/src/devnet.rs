@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub chain_dir: Option<PathBuf>,
     /// Start a dev enclave process for `mode: "tee"` runs (devnet).
     pub dev_enclave: bool,
+    /// Charge for `POST /v1/infer` with x402 and serve the `/v1/x402/*` facilitator; `None`:
+    /// runs are free and those routes are absent.
+    pub payments: Option<crate::payments::PaymentConfig>,
 }
 
 impl NodeConfig {
@@ -59,6 +62,7 @@ impl NodeConfig {
             validator: true,
             chain_dir: None,
             dev_enclave: true,
+            payments: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct RunningNode {
     pub example: Option<(String, BlobId)>,
     /// The chain this node's validator keeps, if it runs one.
     pub chain_id: Option<String>,
+    /// What the node charges per run, when it does.
+    pub payments: Option<crate::payments::PaymentConfig>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     engine: Option<EngineHandle>,
@@ -508,7 +514,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     let node_id = gateway.key.node_id();
     let chain_id = gateway.chain.as_ref().map(|v| v.genesis().chain_id.clone());
+    let payments = cfg.payments.clone().map(|config| {
+        Arc::new(crate::payments::Payments {
+            config,
+            store: gateway.store.clone(),
+        })
+    });
     let state = Arc::new(AppState {
+        payments,
         gateway,
         operator_token,
         loopback_admin: cfg.loopback_admin,
@@ -532,6 +545,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         data_dir: cfg.data_dir,
         example,
         chain_id,
+        payments: cfg.payments,
         shutdown: Some(tx),
         task,
         engine,

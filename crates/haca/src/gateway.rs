@@ -37,6 +37,8 @@ pub struct InferAnswer {
     pub receipt: Receipt,
     /// OpenGradient-compatible `tee_*` fields, on answers produced inside an enclave only.
     pub tee: Option<haca_tee::og_compat::TeeFields>,
+    /// The x402 payment this run settled, when the node charges.
+    pub payment: Option<crate::payments::SettledPayment>,
 }
 
 /// Everything one gateway node needs to serve ML runs.
@@ -82,6 +84,7 @@ impl Gateway {
         &self,
         req: InferRequest,
         settlement: SettlementMode,
+        payment: Option<crate::payments::PendingPayment>,
     ) -> Result<InferAnswer, ApiError> {
         let mode = req.mode.unwrap_or(ExecMode::Vanilla);
         match mode {
@@ -118,6 +121,12 @@ impl Gateway {
             &canonical::to_vec(&json!({"kind": "infer", "model": req.model, "mode": mode.as_str(), "input_hash": input_hash.to_hex()}))
                 .expect("strings canonicalize"),
         );
+        // x402: the request is runnable; settle its payment before the model runs (a replay
+        // that raced this one is refused here, by the ledger's transaction).
+        let payment = match payment {
+            Some(p) => Some(p.settle(request_hash).await?),
+            None => None,
+        };
         let (inputs, outputs, finished_at, attestation) = if mode == ExecMode::Tee {
             let run = self
                 .run_in_enclave(blob_id, request_hash, &req.input, input_hash)
@@ -200,6 +209,13 @@ impl Gateway {
             BoxStatus::Claimed,
             finished_at,
         );
+        if let Some(paid) = &payment {
+            receipt.boxes.payment = EvidenceBox::with(
+                paid.evidence.clone(),
+                BoxStatus::Claimed,
+                paid.evidence.verified_at,
+            );
+        }
         let digest = receipt
             .sign(&self.key)
             .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -248,6 +264,7 @@ impl Gateway {
             output,
             receipt,
             tee,
+            payment,
         })
     }
 }

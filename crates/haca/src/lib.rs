@@ -7,6 +7,7 @@ pub mod devnet;
 pub mod enclave;
 pub mod forward;
 pub mod gateway;
+pub mod payments;
 pub mod registry;
 pub mod remote;
 pub mod server;

@@ -80,6 +80,11 @@ enum Command {
         /// validator in this process.
         #[arg(long)]
         chain: Option<PathBuf>,
+        /// Charge this many base units (6 decimals: 1000 = 0.001 USDC) per `/v1/infer` run
+        /// with x402, on a local token (chain eip155:31337; fund wallets with POST
+        /// /v1/x402/faucet).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        price_per_request: Option<u64>,
     },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
@@ -281,6 +286,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
         validator: devnet,
         chain_dir: None,
         dev_enclave: devnet,
+        payments: None,
     }
 }
 
@@ -302,6 +308,17 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
             node.data_dir.join("genesis.json").display()
         ),
         _ => {}
+    }
+    if let Some(p) = &node.payments {
+        println!(
+            "  payments:  x402 exact, {} base units per run on {}",
+            p.price, p.network
+        );
+        println!(
+            "  asset:     {} ({} v{}; fund wallets: POST {}/v1/x402/faucet)",
+            p.asset, p.token_name, p.token_version, node.url
+        );
+        println!("  payee:     {}", p.pay_to);
     }
     if let Some((label, blob)) = &node.example {
         println!("  example:   {label} -> {blob}");
@@ -430,8 +447,14 @@ async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
 
 async fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
-        Command::Devnet { serve, chain } => {
+        Command::Devnet {
+            serve,
+            chain,
+            price_per_request,
+        } => {
             let mut cfg = serve_config(&serve, true);
+            cfg.payments = price_per_request
+                .map(|p| crate::payments::PaymentConfig::devnet(haca_pay::U256::from(p)));
             if let Some(dir) = chain {
                 if serve.data_dir.is_none() {
                     cfg.data_dir = dir.join("gateway");

@@ -23,6 +23,8 @@ pub struct AppState {
     pub example_blob: Option<BlobId>,
     /// Body limits (enforced by the extractors, which answer 413 in the API's shape).
     pub limits: Limits,
+    /// x402: the paywall on `/v1/infer` and the `/v1/x402/*` routes, when the node charges.
+    pub payments: Option<Arc<crate::payments::Payments>>,
 }
 
 /// Body limits, in bytes.
@@ -46,6 +48,15 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
     let mut r = Router::new();
     if let Some(api) = chain {
         r = r.merge(chain::router(api));
+    }
+    if state.payments.is_some() {
+        use crate::payments as pay;
+        r = r
+            .route("/v1/x402/verify", post(pay::verify))
+            .route("/v1/x402/settle", post(pay::settle))
+            .route("/v1/x402/supported", get(pay::supported))
+            .route("/v1/x402/faucet", post(pay::faucet))
+            .route("/v1/x402/balance/{address}", get(pay::balance));
     }
     r.route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

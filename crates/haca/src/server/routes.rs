@@ -67,7 +67,25 @@ pub async fn infer(
     JsonBody(req): JsonBody<InferRequest>,
 ) -> Result<Response, ApiError> {
     let mode = settlement_mode(&headers)?;
-    let ans = st.gateway.infer(req, mode).await?;
+    // x402: verify the payment first; the gateway settles it before the model runs.
+    let (pending, resource) = match &st.payments {
+        None => (None, String::new()),
+        Some(p) => {
+            let resource = p.resource_url(&headers, "/v1/infer");
+            match p.check(&headers, &resource) {
+                Ok(pending) => (Some(pending), resource),
+                Err(e) => return Ok(p.payment_required(&resource, e)),
+            }
+        }
+    };
+    let ans = match st.gateway.infer(req, mode, pending).await {
+        Ok(ans) => ans,
+        Err(e) if e.status == StatusCode::PAYMENT_REQUIRED => match &st.payments {
+            Some(p) => return Ok(p.payment_required(&resource, e)),
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     let id = ans.run_id.to_string();
     let mut body = json!({"run_id": id, "output": ans.output, "receipt": ans.receipt});
     if let Some(tee) = &ans.tee {
@@ -87,6 +105,10 @@ pub async fn infer(
         "x-haca-receipt",
         HeaderValue::from_str(&format!("/v1/runs/{id}/receipt")).expect("ascii path"),
     );
+    if let Some(paid) = &ans.payment {
+        let (name, value) = paid.header();
+        h.insert(name, value);
+    }
     Ok(resp)
 }
 

@@ -1,0 +1,595 @@
+//! x402 payments on the node: the paywall on `POST /v1/infer` and an x402 facilitator
+//! (`/v1/x402/verify`, `/settle`, `/supported`) over the store's durable token ledger, plus
+//! a devnet faucet and balances. Both are mounted only when the node has a [`PaymentConfig`].
+//!
+//! The rules are `haca-pay`'s ([`verify_exact`]); the money moves in one store transaction
+//! ([`Store::transfer_with_authorization`]): the nonce is checked unused and spent, and the
+//! balance checked and moved, all or nothing. The paywall verifies a payment when the request
+//! arrives, settles it once the request is known to be runnable (model resolved, input
+//! parsed, request hash computed) and before the model runs, and only then serves. A run that
+//! fails after its payment settled is not refunded.
+//!
+//! The ledger is haca's own (no chain is involved): it models one EIP-3009 token per asset,
+//! whose money enters only through the faucet. Its settlement ids are the EIP-712 digests the
+//! payers signed.
+
+use crate::now_ms;
+use crate::server::error::ApiError;
+use crate::server::extract::{body_bytes, Admin, JsonBody};
+use crate::server::AppState;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use haca_core::receipt::{PaymentEvidence, PaymentSettlement};
+use haca_core::Digest;
+use haca_pay::types::{
+    PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, SCHEME_EXACT,
+    X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER,
+};
+use haca_pay::{
+    decode_facilitator_request, decode_payment_header, encode_header, verify_exact, Address,
+    AnyPaymentPayload, AnyRequirements, Ledger, PaymentError, PaymentRequired, PaymentRequiredV1,
+    PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse, SupportedKind,
+    SupportedResponse, VerifiedPayment, VerifyContext, B256, U256,
+};
+use haca_store::{Store, Transfer, TransferRefusal};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// devnet's chain: anvil's / hardhat's local chain id.
+pub const DEVNET_NETWORK: &str = "eip155:31337";
+/// devnet's token: where anvil deploys the first contract of its account 0 (no contract is
+/// deployed; the node's ledger plays the token).
+pub const DEVNET_ASSET: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+/// devnet's payee: anvil's well-known account 1 (a test key; never use it for real money).
+pub const DEVNET_PAY_TO: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+/// devnet's token EIP-712 domain, as USDC writes it.
+pub const DEVNET_TOKEN_NAME: &str = "USD Coin";
+pub const DEVNET_TOKEN_VERSION: &str = "2";
+/// How long a client's authorization for one request may run.
+pub const DEFAULT_MAX_TIMEOUT_SECS: u64 = 60;
+
+/// What this node charges, and in what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentConfig {
+    /// CAIP-2, e.g. `eip155:31337`.
+    pub network: String,
+    /// The token contract.
+    pub asset: Address,
+    /// The token's EIP-712 domain name and version (USDC: "USD Coin", "2").
+    pub token_name: String,
+    pub token_version: String,
+    pub pay_to: Address,
+    /// Base units (6 decimals for USDC) per `POST /v1/infer`.
+    pub price: U256,
+    pub max_timeout_seconds: u64,
+}
+
+impl PaymentConfig {
+    /// devnet's defaults (see the constants) at `price` base units per request.
+    pub fn devnet(price: U256) -> Self {
+        PaymentConfig {
+            network: DEVNET_NETWORK.into(),
+            asset: DEVNET_ASSET.parse().expect("a valid address"),
+            token_name: DEVNET_TOKEN_NAME.into(),
+            token_version: DEVNET_TOKEN_VERSION.into(),
+            pay_to: DEVNET_PAY_TO.parse().expect("a valid address"),
+            price,
+            max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECS,
+        }
+    }
+
+    /// The v2 requirements for one request.
+    pub fn requirements(&self) -> PaymentRequirements {
+        PaymentRequirements::exact_evm(
+            self.network.clone(),
+            self.asset,
+            self.pay_to,
+            self.price,
+            self.max_timeout_seconds,
+            self.token_name.clone(),
+            self.token_version.clone(),
+        )
+    }
+
+    /// The v1 requirements for one request of `resource` (v1 names the network as v2 does:
+    /// CAIP-2, which haca-pay reads in v1 too; the legacy names have no local chain).
+    pub fn requirements_v1(&self, resource: &str) -> PaymentRequirementsV1 {
+        PaymentRequirementsV1 {
+            scheme: SCHEME_EXACT.into(),
+            network: self.network.clone(),
+            max_amount_required: self.price.to_string(),
+            resource: resource.into(),
+            description: Some("one haca inference run".into()),
+            mime_type: Some("application/json".into()),
+            pay_to: self.pay_to.to_checksum(None),
+            max_timeout_seconds: self.max_timeout_seconds,
+            asset: self.asset.to_checksum(None),
+            output_schema: None,
+            extra: Some(json!({"name": self.token_name, "version": self.token_version})),
+        }
+    }
+}
+
+/// The verification rules' view of the store's ledger. A store that cannot answer reads as
+/// "no balance" and "nonce used", so verification fails closed.
+pub struct StoreLedger<'a>(pub &'a Store);
+
+impl Ledger for StoreLedger<'_> {
+    fn balance(&self, asset: Address, owner: Address) -> U256 {
+        match self
+            .0
+            .balance(&asset.to_checksum(None), &owner.to_checksum(None))
+        {
+            Ok(s) => U256::from_str_radix(&s, 10).unwrap_or_default(),
+            Err(e) => {
+                tracing::error!("x402 ledger: balance of {owner}: {e}");
+                U256::ZERO
+            }
+        }
+    }
+
+    fn nonce_used(&self, asset: Address, from: Address, nonce: B256) -> bool {
+        self.0
+            .nonce_used(
+                &asset.to_checksum(None),
+                &from.to_checksum(None),
+                &hex_b256(nonce),
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!("x402 ledger: nonce of {from}: {e}");
+                true
+            })
+    }
+}
+
+fn hex_b256(b: B256) -> String {
+    format!("0x{}", hex::encode(b.as_slice()))
+}
+
+fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+/// Settles a verified payment on the store: the validity window again at this moment, then
+/// the atomic transfer. Returns the settlement id and when it settled (unix ms).
+async fn settle_on(
+    store: &Store,
+    v: &VerifiedPayment,
+    resource: &str,
+    request_hash: Option<String>,
+    verified_at: u64,
+) -> Result<(B256, u64), PaymentError> {
+    let auth = v.authorization();
+    let now = now_s();
+    if U256::from(now) <= auth.valid_after {
+        return Err(PaymentError::NotYetValid {
+            valid_after: auth.valid_after,
+            now,
+        });
+    }
+    if U256::from(now) >= auth.valid_before {
+        return Err(PaymentError::Expired {
+            valid_before: auth.valid_before,
+            now,
+            margin_secs: 0,
+        });
+    }
+    let settled_at = now_ms();
+    let transfer = Transfer {
+        transaction_id: hex_b256(v.digest()),
+        network: v.network().into(),
+        asset: v.asset().to_checksum(None),
+        from: v.payer().to_checksum(None),
+        to: v.pay_to().to_checksum(None),
+        amount: v.amount().to_string(),
+        nonce: hex_b256(v.nonce()),
+        resource: resource.into(),
+        request_hash,
+        verified_at,
+        settled_at,
+    };
+    match store.transfer_with_authorization(transfer).await {
+        Ok(Ok(())) => Ok((v.digest(), settled_at)),
+        Ok(Err(TransferRefusal::NonceUsed { .. })) => Err(PaymentError::NonceUsed {
+            from: v.payer(),
+            nonce: v.nonce(),
+        }),
+        Ok(Err(TransferRefusal::InsufficientFunds { balance, .. })) => {
+            Err(PaymentError::InsufficientFunds {
+                payer: v.payer(),
+                balance: U256::from_str_radix(&balance, 10).unwrap_or_default(),
+                required: v.amount(),
+            })
+        }
+        Err(e) => Err(PaymentError::Settlement(format!("the ledger failed: {e}"))),
+    }
+}
+
+/// A payment refused at the paywall: 402 with `{error: {code, message}}`.
+fn refused(e: &PaymentError) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        e.code(),
+        format!("payment refused: {e}"),
+    )
+}
+
+/// The code of a 402 that asks for a payment (no payment header was sent).
+const PAYMENT_REQUIRED_CODE: &str = "payment_required";
+
+/// A payment that passed verification and settles before its request runs.
+pub struct PendingPayment {
+    verified: VerifiedPayment,
+    resource: String,
+    verified_at: u64,
+    store: Arc<Store>,
+}
+
+/// A settled payment: the receipt's payment box and the `PAYMENT-RESPONSE` header.
+pub struct SettledPayment {
+    pub evidence: PaymentEvidence,
+    pub response: SettleResponse,
+    /// `PAYMENT-RESPONSE` (v2) or `X-PAYMENT-RESPONSE` (v1).
+    pub header: &'static str,
+}
+
+impl SettledPayment {
+    /// The response header, name and value.
+    pub fn header(&self) -> (&'static str, HeaderValue) {
+        (
+            self.header,
+            HeaderValue::from_str(&encode_header(&self.response)).expect("base64 is ASCII"),
+        )
+    }
+}
+
+impl PendingPayment {
+    /// Settles this payment for the request that hashes to `request_hash`; a refusal is a
+    /// 402 (a replay: the nonce was spent meanwhile).
+    pub async fn settle(self, request_hash: Digest) -> Result<SettledPayment, ApiError> {
+        let v = &self.verified;
+        let (transaction, settled_at) = settle_on(
+            &self.store,
+            v,
+            &self.resource,
+            Some(request_hash.to_hex()),
+            self.verified_at,
+        )
+        .await
+        .map_err(|e| refused(&e))?;
+        Ok(SettledPayment {
+            evidence: PaymentEvidence {
+                scheme: SCHEME_EXACT.into(),
+                network: v.network().into(),
+                asset: v.asset().to_checksum(None),
+                amount: v.amount().to_string(),
+                payer: v.payer().to_checksum(None),
+                nonce: hex_b256(v.nonce()),
+                resource: self.resource.clone(),
+                request_hash,
+                verified_at: self.verified_at,
+                settlement: Some(PaymentSettlement {
+                    transaction: hex_b256(transaction),
+                    settled_at,
+                    round: None,
+                }),
+            },
+            response: v.settle_response(transaction),
+            header: if v.x402_version() == 1 {
+                X_PAYMENT_RESPONSE_HEADER
+            } else {
+                PAYMENT_RESPONSE_HEADER
+            },
+        })
+    }
+}
+
+/// The node's payments: its terms and its ledger.
+pub struct Payments {
+    pub config: PaymentConfig,
+    pub store: Arc<Store>,
+}
+
+impl Payments {
+    /// The URL the client asked for, as the payment's resource.
+    pub fn resource_url(&self, headers: &HeaderMap, path: &str) -> String {
+        match headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(host) => format!("http://{host}{path}"),
+            None => path.into(),
+        }
+    }
+
+    /// The paywall's first half: read `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) and
+    /// verify it against this node's terms and ledger. Each refusal is a 402.
+    pub fn check(&self, headers: &HeaderMap, resource: &str) -> Result<PendingPayment, ApiError> {
+        let (name, value) = match (
+            headers.get(PAYMENT_SIGNATURE_HEADER),
+            headers.get(X_PAYMENT_HEADER),
+        ) {
+            (Some(v), _) => (PAYMENT_SIGNATURE_HEADER, v),
+            (None, Some(v)) => (X_PAYMENT_HEADER, v),
+            (None, None) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    PAYMENT_REQUIRED_CODE,
+                    format!(
+                        "this node charges {} base units of {} on {} per run: pay with x402 (header {PAYMENT_SIGNATURE_HEADER}, or {X_PAYMENT_HEADER} for x402 version 1)",
+                        self.config.price, self.config.asset, self.config.network
+                    ),
+                ))
+            }
+        };
+        let text = value.to_str().map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "invalid_payload",
+                format!("header {name}: not ASCII (expected base64)"),
+            )
+        })?;
+        let payload = decode_payment_header(text).map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                e.code(),
+                format!("header {name}: {e}"),
+            )
+        })?;
+        let requirements = match &payload {
+            AnyPaymentPayload::V1(_) => AnyRequirements::V1(self.config.requirements_v1(resource)),
+            AnyPaymentPayload::V2(_) => AnyRequirements::V2(self.config.requirements()),
+        };
+        let verified = verify_exact(
+            &payload,
+            &requirements,
+            &VerifyContext::at(now_s()),
+            &StoreLedger(&self.store),
+        )
+        .map_err(|e| refused(&e))?;
+        Ok(PendingPayment {
+            verified,
+            resource: resource.into(),
+            verified_at: now_ms(),
+            store: self.store.clone(),
+        })
+    }
+
+    /// A 402 answer: always the v2 `PAYMENT-REQUIRED` header; the body is the v1
+    /// `{x402Version: 1, error, accepts}` when no payment was sent, else `{error: {code,
+    /// message}}` saying which check failed.
+    pub fn payment_required(&self, resource: &str, err: ApiError) -> Response {
+        let required = PaymentRequired {
+            x402_version: 2,
+            error: Some(err.message.clone()),
+            resource: Some(ResourceInfo {
+                url: resource.into(),
+                description: Some("one haca inference run".into()),
+                mime_type: Some("application/json".into()),
+            }),
+            accepts: vec![self.config.requirements()],
+            extensions: None,
+        };
+        let body = if err.code == PAYMENT_REQUIRED_CODE {
+            serde_json::to_value(PaymentRequiredV1 {
+                x402_version: 1,
+                error: Some(err.message.clone()),
+                accepts: vec![self.config.requirements_v1(resource)],
+            })
+            .expect("x402 messages serialize")
+        } else {
+            err.body()
+        };
+        let mut resp = (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
+        resp.headers_mut().insert(
+            PAYMENT_REQUIRED_HEADER,
+            HeaderValue::from_str(&encode_header(&required)).expect("base64 is ASCII"),
+        );
+        resp
+    }
+
+    /// The facilitator settles only this node's token on this node's network.
+    fn check_terms(&self, req: &AnyRequirements) -> Result<(), PaymentError> {
+        let (network, asset) = match req {
+            AnyRequirements::V1(r) => (&r.network, &r.asset),
+            AnyRequirements::V2(r) => (&r.network, &r.asset),
+        };
+        if *network != self.config.network {
+            return Err(PaymentError::NetworkMismatch {
+                expected: self.config.network.clone(),
+                got: network.clone(),
+            });
+        }
+        if asset.parse::<Address>().ok() != Some(self.config.asset) {
+            return Err(PaymentError::AssetMismatch {
+                expected: self.config.asset.to_checksum(None),
+                got: asset.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn payments_of(st: &AppState) -> Result<&Payments, ApiError> {
+    st.payments.as_deref().ok_or_else(|| {
+        ApiError::not_found(
+            "payments_off",
+            "this node takes no payments (devnet: --price-per-request)",
+        )
+    })
+}
+
+type S = State<Arc<AppState>>;
+
+/// The network a facilitator request names, for its answer.
+fn network_of(req: &AnyRequirements) -> String {
+    match req {
+        AnyRequirements::V1(r) => r.network.clone(),
+        AnyRequirements::V2(r) => r.network.clone(),
+    }
+}
+
+/// `POST /v1/x402/verify`: `{x402Version, paymentPayload, paymentRequirements}` ->
+/// `VerifyResponse` (400 when the body does not decode, else 200 with the verdict).
+pub async fn verify(State(st): S, req: Request) -> Result<Response, ApiError> {
+    let p = payments_of(&st)?;
+    let bytes = body_bytes(req, st.limits.max_body).await?;
+    let fr = match decode_facilitator_request(&bytes) {
+        Ok(fr) => fr,
+        Err(e) => {
+            let e = PaymentError::Decode(e);
+            return Ok((StatusCode::BAD_REQUEST, Json(e.verify_response(None))).into_response());
+        }
+    };
+    let payer = fr.payment_payload.exact().authorization.from;
+    let verdict = p.check_terms(&fr.payment_requirements).and_then(|()| {
+        verify_exact(
+            &fr.payment_payload,
+            &fr.payment_requirements,
+            &VerifyContext::at(now_s()),
+            &StoreLedger(&p.store),
+        )
+    });
+    let body = match verdict {
+        Ok(v) => v.verify_response(),
+        Err(e) => e.verify_response(Some(payer)),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `POST /v1/x402/settle`: verifies, then moves the money on the ledger -> `SettleResponse`
+/// (400 when the body does not decode, else 200 with `success`).
+pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
+    let p = payments_of(&st)?;
+    let bytes = body_bytes(req, st.limits.max_body).await?;
+    let fr = match decode_facilitator_request(&bytes) {
+        Ok(fr) => fr,
+        Err(e) => {
+            let e = PaymentError::Decode(e);
+            let body = e.settle_response(None, &p.config.network);
+            return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        }
+    };
+    let network = network_of(&fr.payment_requirements);
+    let payer = fr.payment_payload.exact().authorization.from;
+    let resource = match (&fr.payment_requirements, &fr.payment_payload) {
+        (AnyRequirements::V1(r), _) => r.resource.clone(),
+        (_, AnyPaymentPayload::V2(pp)) => pp
+            .resource
+            .as_ref()
+            .map(|r| r.url.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let verified_at = now_ms();
+    let outcome = match p.check_terms(&fr.payment_requirements).and_then(|()| {
+        verify_exact(
+            &fr.payment_payload,
+            &fr.payment_requirements,
+            &VerifyContext::at(now_s()),
+            &StoreLedger(&p.store),
+        )
+    }) {
+        Ok(v) => settle_on(&p.store, &v, &resource, None, verified_at)
+            .await
+            .map(|(tx, _)| v.settle_response(tx)),
+        Err(e) => Err(e),
+    };
+    let body = outcome.unwrap_or_else(|e| e.settle_response(Some(payer), &network));
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v1/x402/supported`.
+pub async fn supported(State(st): S) -> Result<Json<SupportedResponse>, ApiError> {
+    let p = payments_of(&st)?;
+    let kind = |v: u32| SupportedKind {
+        x402_version: v,
+        scheme: SCHEME_EXACT.into(),
+        network: p.config.network.clone(),
+        extra: None,
+    };
+    Ok(Json(SupportedResponse {
+        kinds: vec![kind(2), kind(1)],
+        extensions: vec![],
+        signers: Default::default(),
+    }))
+}
+
+/// The body of `POST /v1/x402/faucet`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaucetRequest {
+    pub address: String,
+    /// Base units, as a decimal string or a number.
+    pub amount: Value,
+}
+
+fn parse_address(s: &str, field: &str) -> Result<Address, ApiError> {
+    let ok = s.len() == 42
+        && (s.starts_with("0x") || s.starts_with("0X"))
+        && s[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| s[2..].parse::<Address>().ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_address",
+                format!("{field}: {s:?} is not an address (0x + 40 hex digits)"),
+            )
+        })
+}
+
+/// `POST /v1/x402/faucet {address, amount}` (admin): mints the node's token.
+pub async fn faucet(
+    State(st): S,
+    Admin(who): Admin,
+    JsonBody(req): JsonBody<FaucetRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let address = parse_address(&req.address, "address")?;
+    let amount = match &req.amount {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "amount: expected base units as a decimal string or an unsigned integer",
+            ))
+        }
+    };
+    haca_store::parse_amount(&amount)
+        .map_err(|e| ApiError::bad_request("invalid_field", format!("amount: {e}")))?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = p
+        .store
+        .mint(&asset, &address.to_checksum(None), &amount)
+        .await
+        .map_err(|e| match e {
+            haca_store::StoreError::Invalid(m) => ApiError::bad_request("invalid_field", m),
+            e => e.into(),
+        })?;
+    tracing::info!("x402 faucet: {who} minted {amount} of {asset} to {address}");
+    Ok(Json(json!({
+        "address": address.to_checksum(None),
+        "asset": asset,
+        "network": p.config.network,
+        "minted": amount,
+        "balance": balance,
+    })))
+}
+
+/// `GET /v1/x402/balance/{address}`.
+pub async fn balance(State(st): S, Path(address): Path<String>) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let address = parse_address(&address, "address")?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = p.store.balance(&asset, &address.to_checksum(None))?;
+    Ok(Json(json!({
+        "address": address.to_checksum(None),
+        "asset": asset,
+        "network": p.config.network,
+        "balance": balance,
+    })))
+}

@@ -1,0 +1,421 @@
+//! x402 on a real devnet with a price: the 402 (v2 header and v1 body), a funded wallet
+//! paying with haca-pay's client, every refusal with its code, concurrent replays settling
+//! once, balances surviving kill -9, and the official Python `x402` client paying.
+
+mod common;
+
+use common::{mlp_input, wait_ready, Devnet};
+use haca_pay::types::{
+    PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
+    X_PAYMENT_RESPONSE_HEADER,
+};
+use haca_pay::{
+    build_payment, decode_payment_required_body, decode_payment_required_header,
+    decode_payment_response_header, encode_header, select_requirement, Address, AnyPaymentPayload,
+    AnyPaymentRequired, PayPolicy, PrivateKeySigner, B256,
+};
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+const PRICE: u64 = 1000;
+
+/// A change to a valid payment that one check must catch.
+type Tamper = Box<dyn Fn(&mut AnyPaymentPayload)>;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn fresh_signer() -> PrivateKeySigner {
+    loop {
+        if let Ok(s) = PrivateKeySigner::from_bytes(&B256::from(rand::random::<[u8; 32]>())) {
+            return s;
+        }
+    }
+}
+
+fn body() -> Value {
+    json!({"model": "example/mnist-mlp", "input": mlp_input(1)})
+}
+
+fn infer(http: &Client, url: &str, header: Option<(&str, &str)>) -> Response {
+    let mut req = http.post(format!("{url}/v1/infer")).json(&body());
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    req.send().unwrap()
+}
+
+fn fund(http: &Client, url: &str, who: Address, amount: u64) {
+    let resp = http
+        .post(format!("{url}/v1/x402/faucet"))
+        .json(&json!({"address": who.to_checksum(None), "amount": amount.to_string()}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
+}
+
+fn balance(http: &Client, url: &str, who: &str) -> u64 {
+    let v: Value = http
+        .get(format!("{url}/v1/x402/balance/{who}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["balance"].as_str().unwrap().parse().unwrap()
+}
+
+/// A 402 refusal: its code and message; it always carries a decodable `PAYMENT-REQUIRED`.
+fn refusal(resp: Response) -> (String, String) {
+    assert_eq!(resp.status(), 402);
+    let h = resp.headers()[PAYMENT_REQUIRED_HEADER].to_str().unwrap();
+    decode_payment_required_header(h).expect("PAYMENT-REQUIRED decodes");
+    let body: Value = resp.json().unwrap();
+    (
+        body["error"]["code"].as_str().unwrap().to_owned(),
+        body["error"]["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The node's 402: the v2 header's requirements and the v1 body's.
+fn required(http: &Client, url: &str) -> (AnyPaymentRequired, AnyPaymentRequired) {
+    let resp = infer(http, url, None);
+    assert_eq!(resp.status(), 402);
+    let v2 =
+        decode_payment_required_header(resp.headers()[PAYMENT_REQUIRED_HEADER].to_str().unwrap())
+            .unwrap();
+    let v1 = decode_payment_required_body(&resp.bytes().unwrap()).unwrap();
+    (v2, v1)
+}
+
+fn pay(required: &AnyPaymentRequired, signer: &PrivateKeySigner, at: u64) -> AnyPaymentPayload {
+    let sel = select_requirement(required, &PayPolicy::default()).unwrap();
+    build_payment(&sel, signer, at, B256::from(rand::random::<[u8; 32]>()))
+}
+
+fn v2_mut(p: &mut AnyPaymentPayload) -> &mut haca_pay::PaymentPayload {
+    match p {
+        AnyPaymentPayload::V2(p) => p,
+        AnyPaymentPayload::V1(_) => panic!("expected v2"),
+    }
+}
+
+#[test]
+fn devnet_with_a_price_charges_each_run_with_x402() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &["--price-per-request", &PRICE.to_string()]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let url = node.url.clone();
+
+    // No payment: 402 with the v2 header and the v1 body, both naming the same terms.
+    let (req_v2, req_v1) = required(&http, &url);
+    let AnyPaymentRequired::V2(r2) = &req_v2 else {
+        panic!("v2 header")
+    };
+    let AnyPaymentRequired::V1(r1) = &req_v1 else {
+        panic!("v1 body")
+    };
+    assert_eq!(r2.x402_version, 2);
+    assert_eq!(r2.accepts[0].scheme, "exact");
+    assert_eq!(r2.accepts[0].network, "eip155:31337");
+    assert_eq!(r2.accepts[0].amount, PRICE.to_string());
+    assert_eq!(r2.accepts[0].extra["name"], "USD Coin");
+    assert!(r2.resource.as_ref().unwrap().url.ends_with("/v1/infer"));
+    assert_eq!(r1.x402_version, 1);
+    assert_eq!(r1.accepts[0].max_amount_required, PRICE.to_string());
+    assert_eq!(r1.accepts[0].pay_to, r2.accepts[0].pay_to);
+    assert_eq!(r1.accepts[0].asset, r2.accepts[0].asset);
+    let pay_to = r2.accepts[0].pay_to.clone();
+
+    // A funded wallet pays and gets its answer, the settlement and a receipt with a
+    // payment box.
+    let wallet = fresh_signer();
+    fund(&http, &url, wallet.address(), 10 * PRICE);
+    let paid = pay(&req_v2, &wallet, now());
+    let header = encode_header(&paid);
+    let resp = infer(&http, &url, Some((PAYMENT_SIGNATURE_HEADER, &header)));
+    assert_eq!(resp.status(), 200);
+    let settled =
+        decode_payment_response_header(resp.headers()[PAYMENT_RESPONSE_HEADER].to_str().unwrap())
+            .unwrap();
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(settled.network, "eip155:31337");
+    assert_eq!(settled.amount.as_deref(), Some("1000"));
+    assert_eq!(
+        settled.payer.as_deref(),
+        Some(wallet.address().to_checksum(None).as_str())
+    );
+    let ans: Value = resp.json().unwrap();
+    assert_eq!(ans["output"]["output"]["shape"], json!([1, 10]));
+    let pbox = &ans["receipt"]["boxes"]["payment"];
+    assert_eq!(pbox["evidence"]["amount"], "1000");
+    assert_eq!(
+        pbox["evidence"]["payer"],
+        json!(wallet.address().to_checksum(None))
+    );
+    assert_eq!(
+        pbox["evidence"]["settlement"]["transaction"],
+        json!(settled.transaction)
+    );
+    assert_eq!(
+        pbox["evidence"]["request_hash"],
+        ans["receipt"]["boxes"]["execution"]["evidence"]["request_hash"]
+    );
+    assert_eq!(balance(&http, &url, &pay_to), PRICE);
+    assert_eq!(
+        balance(&http, &url, &wallet.address().to_checksum(None)),
+        9 * PRICE
+    );
+
+    // The receipt still verifies offline, and the payment claims are not overstated: this
+    // build cannot check them offline.
+    let run_id = ans["run_id"].as_str().unwrap();
+    let out = node.haca_ok(&["receipt", run_id, "--json"]);
+    let file = dir.path().join("receipt.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let v = node.haca(&["verify", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success(), "{text}");
+    for claim in ["payment.authorized", "payment.settled"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(claim) && l.contains("unchecked")),
+            "{claim}: {text}"
+        );
+    }
+
+    // Replaying it is refused: the nonce is spent.
+    let (code, msg) = refusal(infer(
+        &http,
+        &url,
+        Some((PAYMENT_SIGNATURE_HEADER, &header)),
+    ));
+    assert_eq!(code, "invalid_exact_evm_nonce_already_used", "{msg}");
+    assert!(msg.contains("already used"), "{msg}");
+
+    // Each check, refused with its code.
+    let cases: Vec<(&str, Tamper, &str)> = vec![
+        (
+            "wrong amount",
+            Box::new(|p| v2_mut(p).payload.authorization.value += haca_pay::U256::from(1)),
+            "invalid_exact_evm_payload_authorization_value",
+        ),
+        (
+            "wrong recipient",
+            Box::new(|p| v2_mut(p).payload.authorization.to = Address::repeat_byte(9)),
+            "invalid_exact_evm_payload_recipient_mismatch",
+        ),
+        (
+            "bad signature",
+            Box::new(|p| {
+                let mut s = v2_mut(p).payload.signature.to_vec();
+                s[10] ^= 1;
+                v2_mut(p).payload.signature = s.into();
+            }),
+            "invalid_exact_evm_payload_signature",
+        ),
+        (
+            "unknown scheme",
+            Box::new(|p| v2_mut(p).accepted.scheme = "upto".into()),
+            "unsupported_scheme",
+        ),
+    ];
+    for (what, tamper, want) in cases {
+        let mut p = pay(&req_v2, &wallet, now());
+        tamper(&mut p);
+        let (code, msg) = refusal(infer(
+            &http,
+            &url,
+            Some((PAYMENT_SIGNATURE_HEADER, &encode_header(&p))),
+        ));
+        assert_eq!(code, want, "{what}: {msg}");
+    }
+    // Expired: signed two hours ago for a 60 s window.
+    let old = pay(&req_v2, &wallet, now() - 7200);
+    let (code, msg) = refusal(infer(
+        &http,
+        &url,
+        Some((PAYMENT_SIGNATURE_HEADER, &encode_header(&old))),
+    ));
+    assert_eq!(
+        code, "invalid_exact_evm_payload_authorization_valid_before",
+        "{msg}"
+    );
+    // Insufficient balance: a wallet nobody funded.
+    let broke = pay(&req_v2, &fresh_signer(), now());
+    let (code, msg) = refusal(infer(
+        &http,
+        &url,
+        Some((PAYMENT_SIGNATURE_HEADER, &encode_header(&broke))),
+    ));
+    assert_eq!(code, "insufficient_funds", "{msg}");
+    // Malformed headers: not base64, and a field that is not a number, each named.
+    let (code, msg) = refusal(infer(
+        &http,
+        &url,
+        Some((PAYMENT_SIGNATURE_HEADER, "%%% not base64")),
+    ));
+    assert_eq!(code, "invalid_payload", "{msg}");
+    assert!(msg.contains(PAYMENT_SIGNATURE_HEADER), "{msg}");
+    let mut bad = serde_json::to_value(pay(&req_v2, &wallet, now())).unwrap();
+    bad["payload"]["authorization"]["value"] = json!("ten");
+    let (code, msg) = refusal(infer(
+        &http,
+        &url,
+        Some((PAYMENT_SIGNATURE_HEADER, &encode_header(&bad))),
+    ));
+    assert_eq!(code, "invalid_payload", "{msg}");
+    assert!(msg.contains("payload.authorization.value"), "{msg}");
+    // None of the refusals moved money.
+    assert_eq!(balance(&http, &url, &pay_to), PRICE);
+
+    // x402 version 1: X-PAYMENT against the v1 body's requirements, X-PAYMENT-RESPONSE back.
+    let p1 = pay(&req_v1, &wallet, now());
+    assert!(matches!(p1, AnyPaymentPayload::V1(_)));
+    let resp = infer(&http, &url, Some((X_PAYMENT_HEADER, &encode_header(&p1))));
+    assert_eq!(resp.status(), 200);
+    let s1 =
+        decode_payment_response_header(resp.headers()[X_PAYMENT_RESPONSE_HEADER].to_str().unwrap())
+            .unwrap();
+    assert!(s1.success, "{s1:?}");
+    assert_eq!(balance(&http, &url, &pay_to), 2 * PRICE);
+
+    // 100 concurrent replays of one fresh authorization: exactly one is served.
+    let once = encode_header(&pay(&req_v2, &wallet, now()));
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let (http, url, once) = (http.clone(), url.clone(), once.clone());
+                s.spawn(move || {
+                    infer(&http, &url, Some((PAYMENT_SIGNATURE_HEADER, &once)))
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 402).count(),
+        99,
+        "{statuses:?}"
+    );
+    assert_eq!(balance(&http, &url, &pay_to), 3 * PRICE);
+
+    // The facilitator endpoints answer per the spec.
+    let sup: Value = http
+        .get(format!("{url}/v1/x402/supported"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(sup["kinds"][0]["network"], "eip155:31337");
+    let AnyPaymentRequired::V2(r) = &req_v2 else {
+        unreachable!()
+    };
+    let fresh = pay(&req_v2, &wallet, now());
+    let freq =
+        json!({"x402Version": 2, "paymentPayload": fresh, "paymentRequirements": r.accepts[0]});
+    let v: Value = http
+        .post(format!("{url}/v1/x402/verify"))
+        .json(&freq)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["isValid"], true, "{v}");
+    let s: Value = http
+        .post(format!("{url}/v1/x402/settle"))
+        .json(&freq)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(s["success"], true, "{s}");
+    let s: Value = http
+        .post(format!("{url}/v1/x402/settle"))
+        .json(&freq)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(s["success"], false, "{s}");
+    assert_eq!(s["errorReason"], "invalid_exact_evm_nonce_already_used");
+    assert_eq!(balance(&http, &url, &pay_to), 4 * PRICE);
+
+    // kill -9 and restart: the ledger is as it was, and the spent nonce stays spent.
+    node.kill9();
+    let node = Devnet::start(dir.path(), &["--price-per-request", &PRICE.to_string()]);
+    wait_ready(&http, &node.url);
+    let url = node.url.clone();
+    assert_eq!(balance(&http, &url, &pay_to), 4 * PRICE);
+    assert_eq!(
+        balance(&http, &url, &wallet.address().to_checksum(None)),
+        6 * PRICE
+    );
+    let (code, _) = refusal(infer(&http, &url, Some((PAYMENT_SIGNATURE_HEADER, &once))));
+    assert_eq!(code, "invalid_exact_evm_nonce_already_used");
+}
+
+/// `HACA_PYTHON`: a Python with the `x402` package (.ci/run installs it).
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("HACA_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("HACA_PYTHON must be set in CI (.ci/run sets it)")
+        }
+        None => {
+            eprintln!("skipped: HACA_PYTHON is not set (a Python with the x402 package)");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_official_python_x402_client_pays_a_devnet() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &["--price-per-request", &PRICE.to_string()]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let wallet = fresh_signer();
+    fund(&http, &node.url, wallet.address(), PRICE);
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, body().to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/x402_pay.py");
+    let out = std::process::Command::new(&py)
+        .arg(script)
+        .arg(format!("{}/v1/infer", node.url))
+        .arg(format!("0x{}", hex::encode(wallet.to_bytes())))
+        .arg(&body_file)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["payment_response"]["success"], true);
+    assert_eq!(v["body"]["output"]["output"]["shape"], json!([1, 10]));
+    assert_eq!(
+        v["body"]["receipt"]["boxes"]["payment"]["evidence"]["payer"],
+        json!(wallet.address().to_checksum(None))
+    );
+    assert_eq!(
+        balance(&http, &node.url, &wallet.address().to_checksum(None)),
+        0
+    );
+}
