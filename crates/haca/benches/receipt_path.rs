@@ -1,12 +1,17 @@
 //! The receipt path: build + sign, build + sign + persist, and a whole HTTP run against an
 //! in-process node, beside a direct tract call on the same model and input (the floor).
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use haca::devnet::{self, NodeConfig, EXAMPLE_MODEL};
 use haca_core::receipt::*;
 use haca_core::tensor::parse_input;
 use haca_core::{BlobId, NodeKey};
 use haca_exec::OnnxModel;
+use haca_pay::types::{PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER};
+use haca_pay::{
+    build_payment, decode_payment_required_header, encode_header, select_requirement, PayPolicy,
+    PrivateKeySigner, B256, U256,
+};
 use haca_store::{RunRecord, Store};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +99,61 @@ fn bench(c: &mut Criterion) {
         })
     });
     rt.block_on(node.stop()).unwrap();
+
+    // The same run paid with x402 (`exact`, v2). The client's signature is made outside the
+    // timing (`iter_batched` setup); the timed part adds the gateway's header decode, EIP-712
+    // recovery and checks, and the ledger transaction that settles before the model runs.
+    let paid_dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::devnet("127.0.0.1:0".parse().unwrap(), paid_dir.path().to_owned());
+    cfg.payments = Some(haca::payments::PaymentConfig::devnet(U256::from(1_000u64)));
+    let paid = rt.block_on(devnet::start(cfg)).unwrap();
+    let signer = PrivateKeySigner::from_bytes(&B256::repeat_byte(7)).unwrap();
+    let funded = http
+        .post(format!("{}/v1/x402/faucet", paid.url))
+        .json(&json!({"address": signer.address().to_checksum(None), "amount": "1000000000000"}))
+        .send()
+        .unwrap();
+    assert!(funded.status().is_success());
+    let paid_url = format!("{}/v1/infer", paid.url);
+    let refused = http
+        .post(&paid_url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 402);
+    let required = decode_payment_required_header(
+        refused.headers()[PAYMENT_REQUIRED_HEADER].to_str().unwrap(),
+    )
+    .unwrap();
+    let selected = select_requirement(&required, &PayPolicy::default()).unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    c.bench_function("http_infer_mlp_paid_x402", |b| {
+        b.iter_batched(
+            || {
+                let nonce = B256::from(rand::random::<[u8; 32]>());
+                encode_header(&build_payment(&selected, &signer, now(), nonce))
+            },
+            |header| {
+                let resp = http
+                    .post(&paid_url)
+                    .header("content-type", "application/json")
+                    .header(PAYMENT_SIGNATURE_HEADER, header)
+                    .body(body.clone())
+                    .send()
+                    .unwrap();
+                assert!(resp.status().is_success());
+                resp.bytes().unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    rt.block_on(paid.stop()).unwrap();
 }
 
 criterion_group!(benches, bench);

@@ -1,5 +1,6 @@
 //! A small HTTP client for haca nodes, used by the CLI's client commands.
 
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -55,6 +56,19 @@ impl NodeClient {
         body: Option<Body>,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
+        let (status, _, bytes) = self.send_raw(method, path, body, headers).await?;
+        check_status(status, &bytes)?;
+        Ok((status, bytes))
+    }
+
+    /// Sends one request and returns the answer whatever its status.
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         for (k, v) in headers {
@@ -75,25 +89,39 @@ impl NodeClient {
             reason: root_cause(&e),
         })?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
             url,
             reason: root_cause(&e),
         })?;
-        if !status.is_success() {
-            let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-            return Err(match parsed.as_ref().and_then(|v| v.get("error")) {
-                Some(err) => ClientError::Api {
-                    status: status.as_u16(),
-                    code: err["code"].as_str().unwrap_or("unknown").to_owned(),
-                    message: err["message"].as_str().unwrap_or("").to_owned(),
-                },
-                None => ClientError::Unexpected {
-                    status: status.as_u16(),
-                    body: excerpt(&bytes),
-                },
-            });
+        Ok((status, headers, bytes))
+    }
+
+    /// POSTs JSON with extra request headers; a 402 that carries an x402 `PAYMENT-REQUIRED`
+    /// header comes back as [`PaymentDemand`] instead of an error, so the caller can pay.
+    /// On success, also returns the answer's headers (`PAYMENT-RESPONSE`).
+    pub async fn post_json_x402(
+        &self,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> Result<Result<(Value, HeaderMap), PaymentDemand>, ClientError> {
+        let (status, resp_headers, bytes) = self
+            .send_raw(Method::POST, path, Some(Body::Json(body)), headers)
+            .await?;
+        if status == StatusCode::PAYMENT_REQUIRED {
+            let required = resp_headers
+                .get(haca_pay::types::PAYMENT_REQUIRED_HEADER)
+                .and_then(|h| h.to_str().ok());
+            if let Some(required) = required {
+                return Ok(Err(PaymentDemand {
+                    required: required.to_owned(),
+                    reason: payment_reason(&bytes),
+                }));
+            }
         }
-        Ok((status, bytes))
+        check_status(status, &bytes)?;
+        Ok(Ok((parse_answer(status, &bytes)?, resp_headers)))
     }
 
     pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
@@ -135,6 +163,49 @@ impl NodeClient {
             .await?;
         parse_answer(status, &bytes)
     }
+}
+
+/// A 402 answer that asks for an x402 payment.
+#[derive(Debug, Clone)]
+pub struct PaymentDemand {
+    /// The `PAYMENT-REQUIRED` header's value (base64 JSON).
+    pub required: String,
+    /// Why the node answered 402, in its words.
+    pub reason: String,
+}
+
+/// The reason a 402 body gives: haca's `{error: {code, message}}` or x402 v1's `{error}`.
+fn payment_reason(bytes: &[u8]) -> String {
+    let v: Option<Value> = serde_json::from_slice(bytes).ok();
+    let err = v.as_ref().map(|v| &v["error"]);
+    match err {
+        Some(Value::String(s)) => s.clone(),
+        Some(e @ Value::Object(_)) => format!(
+            "{} ({})",
+            e["message"].as_str().unwrap_or(""),
+            e["code"].as_str().unwrap_or("unknown")
+        ),
+        _ => format!("HTTP 402: {}", excerpt(bytes)),
+    }
+}
+
+/// A non-2xx answer as a [`ClientError`].
+fn check_status(status: StatusCode, bytes: &[u8]) -> Result<(), ClientError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    Err(match parsed.as_ref().and_then(|v| v.get("error")) {
+        Some(err) => ClientError::Api {
+            status: status.as_u16(),
+            code: err["code"].as_str().unwrap_or("unknown").to_owned(),
+            message: err["message"].as_str().unwrap_or("").to_owned(),
+        },
+        None => ClientError::Unexpected {
+            status: status.as_u16(),
+            body: excerpt(bytes),
+        },
+    })
 }
 
 /// An answer's JSON body, or the body itself in the error when it is not JSON.

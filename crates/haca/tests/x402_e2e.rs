@@ -1,6 +1,7 @@
 //! x402 on a real devnet with a price: the 402 (v2 header and v1 body), a funded wallet
 //! paying with haca-pay's client, every refusal with its code, concurrent replays settling
-//! once, balances surviving kill -9, and the official Python `x402` client paying.
+//! once, balances surviving kill -9, the official Python `x402` client paying, and `haca infer`
+//! paying from its own wallet (funded by the devnet faucet; `haca wallet`, `haca wallet fund`).
 
 mod common;
 
@@ -17,6 +18,7 @@ use haca_pay::{
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::process::Command;
 
 const PRICE: u64 = 1000;
 
@@ -418,4 +420,121 @@ fn the_official_python_x402_client_pays_a_devnet() {
         balance(&http, &node.url, &wallet.address().to_checksum(None)),
         0
     );
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn haca_infer_pays_from_a_wallet_the_devnet_faucet_funds() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(
+        &dir.path().join("node"),
+        &["--price-per-request", &PRICE.to_string()],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let url = node.url.clone();
+    let home = dir.path().join("home");
+    let env = [("HACA_HOME", home.as_path())];
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, mlp_input(3).to_string()).unwrap();
+    let input = input.to_str().unwrap();
+
+    // First use creates the wallet key, private, holding nothing yet.
+    let out = node.haca_env(&["wallet", "--json"], &env);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let w: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let address = w["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("0x") && address.len() == 42, "{w}");
+    assert_eq!(w["balance"], "0", "{w}");
+    let key = home.join("wallet.key");
+    assert!(key.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // `haca infer` meets the 402, tops the wallet up from the faucet once, pays and prints
+    // the node's answer unchanged, with the payment box in its receipt.
+    let out = node.haca_env(
+        &["infer", "example/mnist-mlp", "--input", input, "--json"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains(&format!(
+            "funded wallet {address} with 1.000000 from the devnet faucet"
+        )),
+        "{}",
+        stderr_of(&out)
+    );
+    let ans: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    assert_eq!(ans["output"]["output"]["shape"], json!([1, 10]));
+    let pbox = &ans["receipt"]["boxes"]["payment"]["evidence"];
+    assert_eq!(pbox["amount"], PRICE.to_string(), "{pbox}");
+    assert_eq!(pbox["payer"], json!(address));
+    assert!(pbox["settlement"]["transaction"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("0x")));
+    assert_eq!(balance(&http, &url, &address), 1_000_000 - PRICE);
+
+    // A second run pays from what is left (no faucet), and the plain output shows the payment.
+    let out = node.haca_env(&["infer", "example/mnist-mlp", "--input", input], &env);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("funded"), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(
+        text.contains("paid:     0.001000 (1000 base units)"),
+        "{text}"
+    );
+    assert!(text.contains(&address), "{text}");
+    assert!(text.contains("tx:       0x"), "{text}");
+    assert_eq!(balance(&http, &url, &address), 1_000_000 - 2 * PRICE);
+
+    // `haca wallet` shows the same address and its balance.
+    let out = node.haca_env(&["wallet"], &env);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains(&format!("address:  {address}")), "{text}");
+    assert!(text.contains("0.998000"), "{text}");
+
+    // `haca wallet fund` is the faucet for any address.
+    let other = fresh_signer().address().to_checksum(None);
+    let before = balance(&http, &url, &other);
+    let out = node.haca_env(&["wallet", "fund", &other, "5000"], &env);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("0.005000"), "{}", stdout_of(&out));
+    assert_eq!(balance(&http, &url, &other), before + 5000);
+    let out = node.haca_env(&["wallet", "fund", "0x1234", "5000"], &env);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("invalid_address"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // When the faucet refuses (here: a wrong operator token), an empty wallet says why,
+    // with the 402's reason.
+    let empty = dir.path().join("empty-home");
+    let out = Command::new(common::BIN)
+        .args(["infer", "example/mnist-mlp", "--input", input])
+        .env("HACA_NODE", &url)
+        .env("HACA_LOG", "warn")
+        .env("HACA_HOME", &empty)
+        .env("HACA_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("faucet"), "{err}");
+    assert!(err.contains("this node charges 1000 base units"), "{err}");
+    assert!(err.contains("forbidden"), "{err}");
 }

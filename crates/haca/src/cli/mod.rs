@@ -6,6 +6,7 @@ mod loadgen;
 mod show;
 mod testnet;
 mod verify;
+mod wallet;
 
 use crate::client::{ClientError, NodeClient};
 use crate::devnet::{self, NodeConfig};
@@ -112,7 +113,9 @@ enum Command {
     /// A network of validator processes on loopback: up, status, stop.
     #[command(subcommand)]
     Testnet(testnet::TestnetCommand),
-    /// Run an ML model on a node and print its output and run id.
+    /// Run an ML model on a node and print its output and run id. When the node charges
+    /// (x402), pays from the wallet in $HACA_HOME (funding it from a devnet's faucet first
+    /// when it is short).
     Infer {
         /// A label (example/mnist-mlp), label@REVISION, or a blob id (sha256:...).
         model: String,
@@ -167,6 +170,9 @@ enum Command {
     Attest(attest::AttestCommand),
     /// Send a burst of runs to a node and report runs/s and latency percentiles.
     Loadgen(loadgen::LoadgenArgs),
+    /// The x402 wallet `haca infer` pays with ($HACA_HOME/wallet.key, default ~/.haca):
+    /// its address and balance; `fund` is devnet's faucet for any address.
+    Wallet(wallet::WalletArgs),
 }
 
 #[derive(Subcommand)]
@@ -514,15 +520,19 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             let input = json_arg(&input, "--input")?;
             let settle = haca_core::settlement::SettlementMode::parse(&settlement)
                 .map_err(|e| CliError::Msg(format!("--settlement: {e}")))?;
-            let ans = node
-                .client()
-                .post_json_with(
-                    "/v1/infer",
-                    json!({"model": model, "input": input, "mode": mode}),
-                    &[("x-settlement-type", settle.as_str())],
-                )
-                .await?;
-            print_or(json, &ans, |v| show::answer(v, node.client().base()));
+            let client = node.client();
+            let body = json!({"model": model, "input": input, "mode": mode});
+            let headers = [("x-settlement-type", settle.as_str())];
+            let ans = match client
+                .post_json_x402("/v1/infer", body.clone(), &headers)
+                .await?
+            {
+                Ok((ans, _)) => ans,
+                Err(demand) => {
+                    wallet::pay_and_retry(&client, "/v1/infer", body, &headers, demand).await?
+                }
+            };
+            print_or(json, &ans, |v| show::answer(v, client.base()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs { limit, json, node } => {
@@ -560,6 +570,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Verify(a) => verify::run(&a),
         Command::Attest(a) => attest::run(&a),
         Command::Loadgen(a) => loadgen::run(a).await,
+        Command::Wallet(a) => wallet::run(a).await,
     }
 }
 

@@ -45,6 +45,21 @@ pub fn answer(ans: &Value, base: &str) {
         exec["evidence"]["mode"].as_str().unwrap_or("?"),
         short(exec["evidence"]["signer"].as_str().unwrap_or("?"))
     );
+    let pay = &ans["receipt"]["boxes"]["payment"]["evidence"];
+    if let Some(amount) = pay["amount"].as_str() {
+        let units = amount
+            .parse::<haca_pay::U256>()
+            .map(super::wallet::fmt_units)
+            .unwrap_or_else(|_| amount.to_owned());
+        println!(
+            "  paid:     {units} ({amount} base units) from {} on {}",
+            pay["payer"].as_str().unwrap_or("?"),
+            pay["network"].as_str().unwrap_or("?")
+        );
+        if let Some(tx) = pay["settlement"]["transaction"].as_str() {
+            println!("  tx:       {tx}");
+        }
+    }
     println!("  receipt:  {base}/v1/runs/{id}/receipt  (haca receipt {id})");
 }
 

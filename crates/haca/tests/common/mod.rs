@@ -65,12 +65,19 @@ impl Devnet {
     }
 
     pub fn haca(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
+        self.haca_env(args, &[])
+    }
+
+    /// Runs a haca client command with extra environment (such as `HACA_HOME`).
+    pub fn haca_env(&self, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env("HACA_NODE", &self.url)
-            .env("HACA_LOG", "warn")
-            .output()
-            .expect("run haca")
+            .env("HACA_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run haca")
     }
 }
 
