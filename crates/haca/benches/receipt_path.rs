@@ -76,12 +76,10 @@ fn bench(c: &mut Criterion) {
 
     // The whole path over HTTP on loopback: parse, resolve, run, hash, sign, commit, answer.
     let node_dir = tempfile::tempdir().unwrap();
-    let node = rt
-        .block_on(devnet::start(NodeConfig::devnet(
-            "127.0.0.1:0".parse().unwrap(),
-            node_dir.path().to_owned(),
-        )))
-        .unwrap();
+    // No dev enclave: it is started from the running binary, which here is this bench.
+    let mut cfg = NodeConfig::devnet("127.0.0.1:0".parse().unwrap(), node_dir.path().to_owned());
+    cfg.dev_enclave = false;
+    let node = rt.block_on(devnet::start(cfg)).unwrap();
     let http = reqwest::blocking::Client::new();
     let body =
         serde_json::to_vec(&json!({"model": "example/mnist-mlp", "input": input()})).unwrap();
@@ -106,6 +104,7 @@ fn bench(c: &mut Criterion) {
     let paid_dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::devnet("127.0.0.1:0".parse().unwrap(), paid_dir.path().to_owned());
     cfg.payments = Some(haca::payments::PaymentConfig::devnet(U256::from(1_000u64)));
+    cfg.dev_enclave = false;
     let paid = rt.block_on(devnet::start(cfg)).unwrap();
     let signer = PrivateKeySigner::from_bytes(&B256::repeat_byte(7)).unwrap();
     let funded = http
