@@ -362,20 +362,7 @@ pub fn verify_exact<L: Ledger + ?Sized>(
             authorized: auth.value,
         });
     }
-    let now = U256::from(ctx.now);
-    if auth.valid_after >= now {
-        return Err(PaymentError::NotYetValid {
-            valid_after: auth.valid_after,
-            now: ctx.now,
-        });
-    }
-    if auth.valid_before <= now + U256::from(ctx.expiry_margin_secs) {
-        return Err(PaymentError::Expired {
-            valid_before: auth.valid_before,
-            now: ctx.now,
-            margin_secs: ctx.expiry_margin_secs,
-        });
-    }
+    check_window(auth, ctx.now, ctx.expiry_margin_secs)?;
     match terms.domain.recover(auth, &exact.signature) {
         Ok(signer) if signer == auth.from => {}
         Ok(signer) => {
@@ -414,6 +401,27 @@ pub fn verify_exact<L: Ledger + ?Sized>(
         signature: exact.signature.clone(),
         digest: terms.domain.signing_hash(auth),
     })
+}
+
+/// The authorization's validity window at `now` (unix seconds): `validAfter < now` and
+/// `validBefore > now + margin_secs`. A settler checks it again, with no margin, at the moment
+/// it moves the money.
+pub fn check_window(auth: &Authorization, now: u64, margin_secs: u64) -> Result<(), PaymentError> {
+    let at = U256::from(now);
+    if auth.valid_after >= at {
+        return Err(PaymentError::NotYetValid {
+            valid_after: auth.valid_after,
+            now,
+        });
+    }
+    if auth.valid_before <= at + U256::from(margin_secs) {
+        return Err(PaymentError::Expired {
+            valid_before: auth.valid_before,
+            now,
+            margin_secs,
+        });
+    }
+    Ok(())
 }
 
 /// Verify, then settle on `ledger`: the payer's balance moves to the recipient and the nonce is

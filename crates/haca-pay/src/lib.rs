@@ -55,7 +55,9 @@ pub use alloy_primitives::{Address, Bytes, B256, U256};
 pub use alloy_signer_local::PrivateKeySigner;
 pub use client::{build_payment, select_requirement, ClientError, PayPolicy, Selected};
 pub use eip3009::{SignatureError, TokenDomain};
-pub use facilitator::{settle_exact, verify_exact, PaymentError, VerifiedPayment, VerifyContext};
+pub use facilitator::{
+    check_window, settle_exact, verify_exact, PaymentError, VerifiedPayment, VerifyContext,
+};
 pub use ledger::{Ledger, LedgerError, MemLedger};
 pub use price::{Price, PriceError};
 pub use types::{

@@ -310,6 +310,14 @@ impl AnyRequirements {
             AnyRequirements::V2(_) => 2,
         }
     }
+    /// The network, CAIP-2 (v2) or as the v1 requirements name it.
+    pub fn network(&self) -> &str {
+        self.view().network()
+    }
+    /// The asset (token contract) as written in the requirements.
+    pub fn asset(&self) -> &str {
+        self.view().asset()
+    }
     pub(crate) fn view(&self) -> ReqView<'_> {
         match self {
             AnyRequirements::V1(r) => ReqView::V1(r),

@@ -29,9 +29,9 @@ use haca_pay::types::{
 };
 use haca_pay::{
     decode_facilitator_request, decode_payment_header, encode_header, verify_exact, Address,
-    AnyPaymentPayload, AnyRequirements, Ledger, PaymentError, PaymentRequired, PaymentRequiredV1,
-    PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse, SupportedKind,
-    SupportedResponse, VerifiedPayment, VerifyContext, B256, U256,
+    AnyPaymentPayload, AnyRequirements, FacilitatorRequest, Ledger, PaymentError, PaymentRequired,
+    PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse,
+    SupportedKind, SupportedResponse, VerifiedPayment, VerifyContext, B256, U256,
 };
 use haca_store::{Store, Transfer, TransferRefusal};
 use serde::Deserialize;
@@ -162,21 +162,8 @@ async fn settle_on(
     request_hash: Option<String>,
     verified_at: u64,
 ) -> Result<(B256, u64), PaymentError> {
-    let auth = v.authorization();
-    let now = now_s();
-    if U256::from(now) <= auth.valid_after {
-        return Err(PaymentError::NotYetValid {
-            valid_after: auth.valid_after,
-            now,
-        });
-    }
-    if U256::from(now) >= auth.valid_before {
-        return Err(PaymentError::Expired {
-            valid_before: auth.valid_before,
-            now,
-            margin_secs: 0,
-        });
-    }
+    // Checked again now: time passed since verification (the model may have been loading).
+    haca_pay::check_window(v.authorization(), now_s(), 0)?;
     let settled_at = now_ms();
     let transfer = Transfer {
         transaction_id: hex_b256(v.digest()),
@@ -343,13 +330,9 @@ impl Payments {
             AnyPaymentPayload::V1(_) => AnyRequirements::V1(self.config.requirements_v1(resource)),
             AnyPaymentPayload::V2(_) => AnyRequirements::V2(self.config.requirements()),
         };
-        let verified = verify_exact(
-            &payload,
-            &requirements,
-            &VerifyContext::at(now_s()),
-            &StoreLedger(&self.store),
-        )
-        .map_err(|e| refused(&e))?;
+        let verified = self
+            .verify(&payload, &requirements)
+            .map_err(|e| refused(&e))?;
         Ok(PendingPayment {
             verified,
             resource: resource.into(),
@@ -391,25 +374,40 @@ impl Payments {
         resp
     }
 
-    /// The facilitator settles only this node's token on this node's network.
-    fn check_terms(&self, req: &AnyRequirements) -> Result<(), PaymentError> {
-        let (network, asset) = match req {
-            AnyRequirements::V1(r) => (&r.network, &r.asset),
-            AnyRequirements::V2(r) => (&r.network, &r.asset),
-        };
-        if *network != self.config.network {
+    /// haca-pay's `exact` rules, now, against this node's ledger.
+    fn verify(
+        &self,
+        payload: &AnyPaymentPayload,
+        requirements: &AnyRequirements,
+    ) -> Result<VerifiedPayment, PaymentError> {
+        verify_exact(
+            payload,
+            requirements,
+            &VerifyContext::at(now_s()),
+            &StoreLedger(&self.store),
+        )
+    }
+
+    /// A facilitator request, verified: it must name this node's token on this node's network
+    /// (the facilitator settles nothing else), then pass [`Payments::verify`].
+    fn verify_for_facilitator(
+        &self,
+        fr: &FacilitatorRequest,
+    ) -> Result<VerifiedPayment, PaymentError> {
+        let req = &fr.payment_requirements;
+        if req.network() != self.config.network {
             return Err(PaymentError::NetworkMismatch {
                 expected: self.config.network.clone(),
-                got: network.clone(),
+                got: req.network().into(),
             });
         }
-        if asset.parse::<Address>().ok() != Some(self.config.asset) {
+        if req.asset().parse::<Address>().ok() != Some(self.config.asset) {
             return Err(PaymentError::AssetMismatch {
                 expected: self.config.asset.to_checksum(None),
-                got: asset.clone(),
+                got: req.asset().into(),
             });
         }
-        Ok(())
+        self.verify(&fr.payment_payload, req)
     }
 }
 
@@ -424,14 +422,6 @@ fn payments_of(st: &AppState) -> Result<&Payments, ApiError> {
 
 type S = State<Arc<AppState>>;
 
-/// The network a facilitator request names, for its answer.
-fn network_of(req: &AnyRequirements) -> String {
-    match req {
-        AnyRequirements::V1(r) => r.network.clone(),
-        AnyRequirements::V2(r) => r.network.clone(),
-    }
-}
-
 /// `POST /v1/x402/verify`: `{x402Version, paymentPayload, paymentRequirements}` ->
 /// `VerifyResponse` (400 when the body does not decode, else 200 with the verdict).
 pub async fn verify(State(st): S, req: Request) -> Result<Response, ApiError> {
@@ -445,15 +435,7 @@ pub async fn verify(State(st): S, req: Request) -> Result<Response, ApiError> {
         }
     };
     let payer = fr.payment_payload.exact().authorization.from;
-    let verdict = p.check_terms(&fr.payment_requirements).and_then(|()| {
-        verify_exact(
-            &fr.payment_payload,
-            &fr.payment_requirements,
-            &VerifyContext::at(now_s()),
-            &StoreLedger(&p.store),
-        )
-    });
-    let body = match verdict {
+    let body = match p.verify_for_facilitator(&fr) {
         Ok(v) => v.verify_response(),
         Err(e) => e.verify_response(Some(payer)),
     };
@@ -473,7 +455,7 @@ pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
             return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
         }
     };
-    let network = network_of(&fr.payment_requirements);
+    let network = fr.payment_requirements.network().to_owned();
     let payer = fr.payment_payload.exact().authorization.from;
     let resource = match (&fr.payment_requirements, &fr.payment_payload) {
         (AnyRequirements::V1(r), _) => r.resource.clone(),
@@ -485,14 +467,7 @@ pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
         _ => String::new(),
     };
     let verified_at = now_ms();
-    let outcome = match p.check_terms(&fr.payment_requirements).and_then(|()| {
-        verify_exact(
-            &fr.payment_payload,
-            &fr.payment_requirements,
-            &VerifyContext::at(now_s()),
-            &StoreLedger(&p.store),
-        )
-    }) {
+    let outcome = match p.verify_for_facilitator(&fr) {
         Ok(v) => settle_on(&p.store, &v, &resource, None, verified_at)
             .await
             .map(|(tx, _)| v.settle_response(tx)),

@@ -90,9 +90,9 @@ impl TeeRegistrar {
             .await?;
             return Ok("heartbeat");
         }
-        // A fresh document: registration refuses one older than five minutes.
-        let fresh = self.enclave_get("/attestation").await?;
-        let document_b64 = fresh["document_b64"]
+        // The enclave made this document just now (registration refuses one older than five
+        // minutes).
+        let document_b64 = att["document_b64"]
             .as_str()
             .ok_or("the enclave's answer lacks document_b64")?
             .to_owned();
@@ -167,22 +167,17 @@ impl TeeRegistrar {
     }
 
     async fn enclave_get(&self, path: &str) -> Result<Value, String> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url()?))
-            .send()
+        self.enclave_call(self.http.get(format!("{}{path}", self.url()?)))
             .await
-            .map_err(|e| format!("the enclave did not answer: {e}"))?;
-        r.json()
-            .await
-            .map_err(|e| format!("the enclave's answer: {e}"))
     }
 
     async fn enclave_post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url()?))
-            .json(body)
+        self.enclave_call(self.http.post(format!("{}{path}", self.url()?)).json(body))
+            .await
+    }
+
+    async fn enclave_call(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
+        let r = req
             .send()
             .await
             .map_err(|e| format!("the enclave did not answer: {e}"))?;
