@@ -139,18 +139,24 @@ impl EvidenceVerifier for Prejudged<'_> {
 }
 
 impl Mempool {
-    /// Drops every record the committed block decided (settled or rejected).
+    /// Drops every record the committed block settled, and every record it rejected. A
+    /// queued record that differs from the rejected one under its run id stays: it may be
+    /// the genuine record of a forged run id.
     fn remove_decided(&mut self, block: &Block) {
-        let decided: std::collections::HashSet<RunId> = block
-            .records
+        let settled: std::collections::HashSet<RunId> =
+            block.records.iter().map(|r| r.run_id).collect();
+        let rejected: HashMap<RunId, &RunRecord> = block
+            .rejected
             .iter()
-            .chain(block.rejected.iter().map(|x| &x.record))
-            .map(|r| r.run_id)
+            .map(|x| (x.record.run_id, &x.record))
             .collect();
-        if decided.is_empty() {
+        if settled.is_empty() && rejected.is_empty() {
             return;
         }
-        self.queue.retain(|p| !decided.contains(&p.record.run_id));
+        self.queue.retain(|p| {
+            !settled.contains(&p.record.run_id)
+                && rejected.get(&p.record.run_id) != Some(&&*p.record)
+        });
         self.bytes = self.queue.iter().map(|p| p.size).sum();
         self.index = self
             .queue
@@ -334,7 +340,9 @@ impl Validator {
     }
 
     /// Queues a record for the next round, verifying its evidence now, on the caller's
-    /// thread. Idempotent by run id.
+    /// thread. Idempotent by run id: the first record queued under a run id holds its place,
+    /// unless its evidence failed and the newcomer's passes; a forgery must not keep the
+    /// genuine record of its run id out of the round.
     pub fn submit(&self, record: RunRecord) -> Result<Submitted, ValidatorError> {
         if matches!(
             self.state
@@ -345,13 +353,12 @@ impl Validator {
         ) {
             return Ok(Submitted::AlreadySettled);
         }
-        if self
-            .mempool
-            .lock()
-            .expect("mempool lock")
-            .index
-            .contains_key(&record.run_id)
-        {
+        let holds_slot = |pool: &Mempool| {
+            pool.index.get(&record.run_id).map(|&at| {
+                pool.queue[at].verdict.result.is_ok() || *pool.queue[at].record == record
+            })
+        };
+        if holds_slot(&self.mempool.lock().expect("mempool lock")) == Some(true) {
             return Ok(Submitted::AlreadyQueued);
         }
         let registries = self.registries.lock().expect("registries lock").clone();
@@ -360,22 +367,41 @@ impl Validator {
             result: self.verifier.verify(&record, &registries),
         };
         let mut pool = self.mempool.lock().expect("mempool lock");
-        if pool.index.contains_key(&record.run_id) {
-            return Ok(Submitted::AlreadyQueued);
-        }
-        if pool.queue.len() >= MAX_MEMPOOL {
-            return Err(ValidatorError::MempoolFull);
-        }
-        let at = pool.queue.len();
         let size = record_size(&record);
-        pool.index.insert(record.run_id, at);
-        pool.bytes += size;
-        pool.queue.push_back(Pending {
-            size,
-            record: Arc::new(record),
-            arrived: Instant::now(),
-            verdict,
-        });
+        match holds_slot(&pool) {
+            Some(true) => return Ok(Submitted::AlreadyQueued),
+            // The queued record under this run id failed its evidence check.
+            Some(false) => {
+                if verdict.result.is_err() {
+                    return Ok(Submitted::AlreadyQueued);
+                }
+                let at = pool.index[&record.run_id];
+                let old = std::mem::replace(
+                    &mut pool.queue[at],
+                    Pending {
+                        size,
+                        record: Arc::new(record),
+                        arrived: Instant::now(),
+                        verdict,
+                    },
+                );
+                pool.bytes = pool.bytes - old.size + size;
+            }
+            None => {
+                if pool.queue.len() >= MAX_MEMPOOL {
+                    return Err(ValidatorError::MempoolFull);
+                }
+                let at = pool.queue.len();
+                pool.index.insert(record.run_id, at);
+                pool.bytes += size;
+                pool.queue.push_back(Pending {
+                    size,
+                    record: Arc::new(record),
+                    arrived: Instant::now(),
+                    verdict,
+                });
+            }
+        }
         drop(pool);
         self.arrivals.notify_one();
         Ok(Submitted::Queued)

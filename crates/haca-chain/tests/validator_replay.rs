@@ -111,3 +111,32 @@ async fn reopening_replays_to_the_same_state_and_damage_is_refused() {
         "{err}"
     );
 }
+
+/// A forged record queued first under a run id must not keep the genuine record out: the
+/// genuine one takes its place and settles, and a second forgery cannot displace it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgery_queued_first_does_not_hold_the_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vkey, gkey) = (NodeKey::from_seed([2; 32]), NodeKey::from_seed([1; 32]));
+    let store = Arc::new(Store::open(dir.path().join("chain.db")).unwrap());
+    let v = Validator::open(genesis(&vkey, &gkey), store, Box::new(SignatureAndHashes)).unwrap();
+    let genuine = record(&gkey, 1);
+    let mut forged = genuine.clone();
+    forged.signature = hex::encode([7u8; 64]);
+    assert_eq!(v.submit(forged.clone()).unwrap(), Submitted::Queued);
+    assert_eq!(v.submit(forged.clone()).unwrap(), Submitted::AlreadyQueued);
+    assert_eq!(v.submit(genuine.clone()).unwrap(), Submitted::Queued);
+    assert_eq!(v.pending(), 1);
+    let mut forged2 = genuine.clone();
+    forged2.signature = hex::encode([8u8; 64]);
+    assert_eq!(v.submit(forged2).unwrap(), Submitted::AlreadyQueued);
+    commit_next(&v, &vkey).await;
+    assert_eq!(v.pending(), 0);
+    assert!(
+        matches!(
+            v.settlement(&genuine.run_id).unwrap(),
+            RunSettlement::Settled(_)
+        ),
+        "the genuine record did not settle"
+    );
+}
