@@ -5,8 +5,8 @@
 
 use crate::ids::NodeId;
 use crate::receipt::{
-    check_signature, tee_run_message, AttestationEvidence, BoxStatus, ParsedReceipt, PrivacyPath,
-    SignatureProblem,
+    check_signature, tee_run_message, AttestationEvidence, BoxStatus, ParsedReceipt,
+    PaymentEvidence, PrivacyPath, SignatureProblem,
 };
 use crate::settlement::ValidatorHistory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -236,6 +236,17 @@ pub struct TrustAnchors {
     /// The TEE verifier (attestation documents are parsed outside this crate); `None` leaves
     /// `enclave.genuine` and attestation-based `artifact.bound` unchecked.
     pub attestation: Option<&'static dyn AttestationVerifier>,
+    /// The x402 signature verifier (EIP-712 recovery lives outside this crate); `None` leaves
+    /// `payment.authorized` unchecked.
+    pub payment: Option<&'static dyn PaymentVerifier>,
+}
+
+/// Verifies a payment box's authorization for the claims checker (haca-pay implements it).
+pub trait PaymentVerifier: Send + Sync + fmt::Debug {
+    /// Recovers who signed the box's authorization in the token's EIP-712 domain. `Ok` with a
+    /// description when it is the box's payer, paying the box's amount to the box's payee;
+    /// otherwise the reason.
+    fn verify(&self, payment: &PaymentEvidence) -> Result<String, String>;
 }
 
 /// What a TEE verifier established about an attestation box's document.
@@ -269,6 +280,7 @@ impl TrustAnchors {
             allow_dev_root,
             validators: Some(history),
             attestation: None,
+            payment: None,
         }
     }
 }
@@ -446,9 +458,16 @@ impl<'a> Checker<'a> {
                 None => (NotPresent, "the memory box is absent".into()),
                 Some(m) => self.fresh(m.rows.iter().map(|r| (r.id.as_str(), r.last_validated_at)), max_age_s, "validated"),
             },
-            Claim::PaymentAuthorized | Claim::PaymentSettled => match &b.payment.evidence {
+            Claim::PaymentAuthorized => match &b.payment.evidence {
                 None => (NotPresent, "the payment box is absent".into()),
-                Some(_) => (Unchecked, "x402 authorizations are checked by the payment verifier, not in this build".into()),
+                Some(p) => self.payment_authorized(p),
+            },
+            Claim::PaymentSettled => match &b.payment.evidence {
+                None => (NotPresent, "the payment box is absent".into()),
+                Some(p) => match &p.settlement {
+                    None => (Fails, "the payment had not settled when the node signed the receipt".into()),
+                    Some(s) => (Unchecked, format!("the node reports transaction {} settled at {} ms on its own ledger; that ledger is not in chain state, so nothing offline confirms it", s.transaction, s.settled_at)),
+                },
             },
             Claim::RunSettled => match (&b.settlement.evidence, &self.anchors.validators) {
                 (None, _) => (NotPresent, "the settlement box is absent: no round has committed this run".into()),
@@ -457,6 +476,61 @@ impl<'a> Checker<'a> {
                     Ok(detail) => (Holds, detail),
                     Err(e) => (Fails, e),
                 },
+            },
+        }
+    }
+
+    /// `payment.authorized`: the box covers this run (its request and artifact), was
+    /// verified inside the authorization's window, and the payer's signature recovers.
+    fn payment_authorized(&self, p: &PaymentEvidence) -> (ClaimState, String) {
+        use ClaimState::*;
+        if let Err(e) = &self.signature {
+            return (Fails, format!("not signed by the node: {e}"));
+        }
+        let b = &self.parsed.receipt.boxes;
+        if let Some(e) = &b.execution.evidence {
+            if e.request_hash != p.request_hash {
+                return (
+                    Fails,
+                    format!(
+                        "the payment covered request {}, the run executed request {}",
+                        p.request_hash, e.request_hash
+                    ),
+                );
+            }
+        }
+        if let (Some(paid), Some(a)) = (&p.model, &b.artifact.evidence) {
+            if *paid != a.blob_id {
+                return (
+                    Fails,
+                    format!(
+                        "the payment covered artifact {paid}, the run used {}",
+                        a.blob_id
+                    ),
+                );
+            }
+        }
+        if p.scheme == "apikey" {
+            return (Unchecked, format!("an API-key charge to account {}: the node's ledger debited it; there is no payer signature to check", p.payer));
+        }
+        let Some(auth) = &p.authorization else {
+            return (Unchecked, "the box carries no payer signature".into());
+        };
+        let verified_s = p.verified_at / 1000;
+        if verified_s < auth.valid_after || verified_s >= auth.valid_before {
+            return (
+                Fails,
+                format!(
+                    "verified at {verified_s} s, outside the authorization's window [{}, {})",
+                    auth.valid_after, auth.valid_before
+                ),
+            );
+        }
+        match self.anchors.payment {
+            None => (Unchecked, "no x402 verifier in this check".into()),
+            Some(v) => match v.verify(p) {
+                Ok(detail) => (Holds, detail),
+                Err(e) => (Fails, e),
             },
         }
     }

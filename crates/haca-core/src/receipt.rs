@@ -294,9 +294,29 @@ pub struct PaymentSettlement {
     pub round: Option<u64>,
 }
 
+/// The payer's signed EIP-3009 authorization, with the token's EIP-712 domain: what anyone
+/// needs to recover the signer offline. `from`, `value` and `nonce` are the box's `payer`,
+/// `amount` and `nonce`; the token is its `asset`.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct PaymentAuthorization {
+    /// The EIP-712 domain's `name` and `version` (USDC: "USD Coin", "2").
+    pub token_name: String,
+    pub token_version: String,
+    /// The EIP-712 domain's `chainId` (the box's CAIP-2 `network` names it too).
+    pub chain_id: u64,
+    /// `to`: who was paid.
+    pub pay_to: String,
+    /// Unix seconds.
+    pub valid_after: u64,
+    pub valid_before: u64,
+    /// 65 bytes `r || s || v`, 0x hex.
+    pub signature: String,
+}
+
 /// payment box: what was paid and what it covered; never evidence about execution.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 pub struct PaymentEvidence {
+    /// `exact` (an x402 authorization) or `apikey` (a prepaid balance charged by the node).
     pub scheme: String,
     pub network: String,
     pub asset: String,
@@ -306,6 +326,18 @@ pub struct PaymentEvidence {
     pub nonce: String,
     pub resource: String,
     pub request_hash: Digest,
+    /// The artifact the payment covered (the artifact box names it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<BlobId>,
+    /// The execution mode the payment covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ExecMode>,
+    /// For LLM runs: the completion tokens the amount covers (priced up front).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// The payer's signature, for `exact`; none for `apikey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<PaymentAuthorization>,
     pub verified_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<PaymentSettlement>,

@@ -13,6 +13,7 @@ static ANCHORS: TrustAnchors = TrustAnchors {
     allow_dev_root: false,
     validators: None,
     attestation: None,
+    payment: None,
 };
 
 fn signed_receipt() -> (Receipt, NodeKey) {
@@ -181,4 +182,87 @@ fn claims_parse_and_print_round_trip() {
         "memory.fresh(30d)"
     );
     assert!("execution.vibes".parse::<Claim>().is_err());
+}
+
+/// The payment claims say what the box shows and no more: a box covering another request
+/// fails `payment.authorized`; an API-key charge carries no signature (unchecked); a box
+/// signed before settlement fails `payment.settled`; a settled one is the node's word only.
+#[test]
+fn payment_claims_check_what_the_payment_covered() {
+    let key = NodeKey::from_seed([42; 32]);
+    let with_payment = |edit: &dyn Fn(&mut PaymentEvidence)| {
+        let mut r =
+            haca_core::testing::vanilla_receipt(&key, BlobId::of(b"model"), 1_764_000_000_000, 0);
+        let exec = r.boxes.execution.evidence.clone().unwrap();
+        let mut p = PaymentEvidence {
+            scheme: "apikey".into(),
+            network: "eip155:31337".into(),
+            asset: "0x5FbDB2315678afecb367f032d93F642f64180aa3".into(),
+            amount: "1000".into(),
+            payer: "0x00000000000000000000000000000000000000aa".into(),
+            nonce: format!("0x{}", "11".repeat(32)),
+            resource: "http://127.0.0.1/v1/infer".into(),
+            request_hash: exec.request_hash,
+            model: Some(BlobId::of(b"model")),
+            mode: Some(ExecMode::Vanilla),
+            max_tokens: None,
+            authorization: None,
+            verified_at: r.issued_at - 5,
+            settlement: Some(PaymentSettlement {
+                transaction: "0xabc".into(),
+                settled_at: r.issued_at - 4,
+                round: None,
+            }),
+        };
+        edit(&mut p);
+        r.boxes.payment = EvidenceBox::with(p, BoxStatus::Claimed, r.issued_at);
+        r.sign(&key).unwrap();
+        ParsedReceipt::from_json_str(&serde_json::to_string(&r).unwrap()).unwrap()
+    };
+    let state = |parsed: &ParsedReceipt, claim: Claim| {
+        let c = Checker::new(parsed, &ANCHORS, parsed.receipt.issued_at);
+        let o = c.check(claim);
+        (o.state, o.detail)
+    };
+
+    let ok = with_payment(&|_| {});
+    let (s, d) = state(&ok, Claim::PaymentAuthorized);
+    assert_eq!(s, ClaimState::Unchecked, "{d}");
+    assert!(d.contains("API-key"), "{d}");
+    let (s, d) = state(&ok, Claim::PaymentSettled);
+    assert_eq!(s, ClaimState::Unchecked, "{d}");
+    assert!(d.contains("0xabc"), "{d}");
+
+    let other_request = with_payment(&|p| p.request_hash = haca_core::sha256(b"another"));
+    let (s, d) = state(&other_request, Claim::PaymentAuthorized);
+    assert_eq!(s, ClaimState::Fails, "{d}");
+    assert!(d.contains("covered request"), "{d}");
+
+    let other_model = with_payment(&|p| p.model = Some(BlobId::of(b"another")));
+    let (s, d) = state(&other_model, Claim::PaymentAuthorized);
+    assert_eq!(s, ClaimState::Fails, "{d}");
+    assert!(d.contains("covered artifact"), "{d}");
+
+    let unsettled = with_payment(&|p| p.settlement = None);
+    assert_eq!(
+        state(&unsettled, Claim::PaymentSettled).0,
+        ClaimState::Fails
+    );
+
+    // An x402 box verified outside its window fails before any signature check.
+    let late = with_payment(&|p| {
+        p.scheme = "exact".into();
+        p.authorization = Some(PaymentAuthorization {
+            token_name: "USD Coin".into(),
+            token_version: "2".into(),
+            chain_id: 31337,
+            pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
+            valid_after: 0,
+            valid_before: 1_000,
+            signature: "0x00".into(),
+        })
+    });
+    let (s, d) = state(&late, Claim::PaymentAuthorized);
+    assert_eq!(s, ClaimState::Fails, "{d}");
+    assert!(d.contains("window"), "{d}");
 }

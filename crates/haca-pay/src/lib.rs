@@ -49,6 +49,7 @@ pub mod eip3009;
 pub mod facilitator;
 pub mod ledger;
 pub mod price;
+pub mod receipt_check;
 pub mod types;
 
 pub use alloy_primitives::{Address, Bytes, B256, U256};

@@ -16,7 +16,7 @@ mod runs;
 pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
 pub use log::{LogCheckpointRow, LogEntryRow};
-pub use payments::{parse_amount, PaymentRow, Transfer, TransferRefusal};
+pub use payments::{parse_amount, ApiKeyRow, PaymentRow, Transfer, TransferRefusal};
 pub use runs::{RunRecord, RunSummary};
 
 use rusqlite::{Connection, OpenFlags, Transaction};

@@ -142,6 +142,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX payments_by_payer ON payments(payer);
     "#,
+    // 5: API keys for clients that know nothing of x402. A key's balance is the ledger
+    // account `account`; only the key's SHA-256 is kept, never the key.
+    r#"
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        key_hash    TEXT NOT NULL UNIQUE,
+        account     TEXT NOT NULL UNIQUE,
+        label       TEXT,
+        created_at  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        revoked_at  INTEGER
+    );
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -321,6 +321,64 @@ impl Store {
     }
 }
 
+/// An API key as stored: its public id, the SHA-256 of the key, and the ledger account
+/// its balance lives at.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub key_hash: String,
+    pub account: String,
+    pub label: Option<String>,
+    pub created_at: u64,
+    pub created_by: String,
+    pub revoked_at: Option<u64>,
+}
+
+impl Store {
+    /// Records a new API key.
+    pub async fn create_api_key(&self, row: ApiKeyRow) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO api_keys (id, key_hash, account, label, created_at, created_by, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    row.id,
+                    row.key_hash,
+                    row.account,
+                    row.label,
+                    row.created_at as i64,
+                    row.created_by,
+                    row.revoked_at.map(|t| t as i64)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The API key whose SHA-256 is `key_hash`, revoked or not.
+    pub fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT id, key_hash, account, label, created_at, created_by, revoked_at
+                 FROM api_keys WHERE key_hash = ?1",
+            )?
+            .query_row([key_hash], |r| {
+                Ok(ApiKeyRow {
+                    id: r.get(0)?,
+                    key_hash: r.get(1)?,
+                    account: r.get(2)?,
+                    label: r.get(3)?,
+                    created_at: r.get::<_, i64>(4)? as u64,
+                    created_by: r.get(5)?,
+                    revoked_at: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+                })
+            })
+            .optional()?)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,7 +124,15 @@ impl Gateway {
         // x402: the request is runnable; settle its payment before the model runs (a replay
         // that raced this one is refused here, by the ledger's transaction).
         let payment = match payment {
-            Some(p) => Some(p.settle(request_hash).await?),
+            Some(p) => Some(
+                p.settle(crate::payments::Covered {
+                    request_hash,
+                    model: blob_id,
+                    mode,
+                    max_tokens: None,
+                })
+                .await?,
+            ),
             None => None,
         };
         let (inputs, outputs, finished_at, attestation) = if mode == ExecMode::Tee {

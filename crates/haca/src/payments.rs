@@ -21,8 +21,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use haca_core::receipt::{PaymentEvidence, PaymentSettlement};
-use haca_core::Digest;
+use haca_core::receipt::{ExecMode, PaymentAuthorization, PaymentEvidence, PaymentSettlement};
+use haca_core::{BlobId, Digest};
 use haca_pay::types::{
     PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, SCHEME_EXACT,
     X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER,
@@ -33,7 +33,8 @@ use haca_pay::{
     PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse,
     SupportedKind, SupportedResponse, VerifiedPayment, VerifyContext, B256, U256,
 };
-use haca_store::{Store, Transfer, TransferRefusal};
+use haca_store::{ApiKeyRow, Store, Transfer, TransferRefusal};
+use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -207,70 +208,260 @@ fn refused(e: &PaymentError) -> ApiError {
 /// The code of a 402 that asks for a payment (no payment header was sent).
 const PAYMENT_REQUIRED_CODE: &str = "payment_required";
 
+/// Who pays for a request that passed the paywall's first half.
+enum Payer {
+    /// An x402 authorization, verified, with the token's EIP-712 domain it was signed in.
+    X402 {
+        verified: VerifiedPayment,
+        token_name: String,
+        token_version: String,
+    },
+    /// An API key's prepaid balance (the key's ledger account), charged `price`.
+    ApiKey {
+        key: ApiKeyRow,
+        config: PaymentConfig,
+    },
+}
+
 /// A payment that passed verification and settles before its request runs.
 pub struct PendingPayment {
-    verified: VerifiedPayment,
+    payer: Payer,
     resource: String,
     verified_at: u64,
     store: Arc<Store>,
 }
 
-/// A settled payment: the receipt's payment box and the `PAYMENT-RESPONSE` header.
+/// What a payment covered, for the receipt's payment box.
+pub struct Covered {
+    pub request_hash: Digest,
+    pub model: BlobId,
+    pub mode: ExecMode,
+    /// For LLM runs: the completion tokens the amount covers.
+    pub max_tokens: Option<u64>,
+}
+
+/// A settled payment: the receipt's payment box and, for x402, the `PAYMENT-RESPONSE`
+/// header.
 pub struct SettledPayment {
     pub evidence: PaymentEvidence,
-    pub response: SettleResponse,
-    /// `PAYMENT-RESPONSE` (v2) or `X-PAYMENT-RESPONSE` (v1).
-    pub header: &'static str,
+    /// The settle response and its header name: `PAYMENT-RESPONSE` (v2) or
+    /// `X-PAYMENT-RESPONSE` (v1); none for an API-key charge.
+    pub response: Option<(SettleResponse, &'static str)>,
 }
 
 impl SettledPayment {
-    /// The response header, name and value.
-    pub fn header(&self) -> (&'static str, HeaderValue) {
-        (
-            self.header,
-            HeaderValue::from_str(&encode_header(&self.response)).expect("base64 is ASCII"),
-        )
+    /// The response header, name and value (x402 payments only).
+    pub fn header(&self) -> Option<(&'static str, HeaderValue)> {
+        self.response.as_ref().map(|(r, name)| {
+            (
+                *name,
+                HeaderValue::from_str(&encode_header(r)).expect("base64 is ASCII"),
+            )
+        })
     }
 }
 
 impl PendingPayment {
-    /// Settles this payment for the request that hashes to `request_hash`; a refusal is a
-    /// 402 (a replay: the nonce was spent meanwhile).
-    pub async fn settle(self, request_hash: Digest) -> Result<SettledPayment, ApiError> {
-        let v = &self.verified;
-        let (transaction, settled_at) = settle_on(
-            &self.store,
-            v,
-            &self.resource,
-            Some(request_hash.to_hex()),
-            self.verified_at,
-        )
-        .await
-        .map_err(|e| refused(&e))?;
-        Ok(SettledPayment {
-            evidence: PaymentEvidence {
-                scheme: SCHEME_EXACT.into(),
-                network: v.network().into(),
-                asset: v.asset().to_checksum(None),
-                amount: v.amount().to_string(),
-                payer: v.payer().to_checksum(None),
-                nonce: hex_b256(v.nonce()),
-                resource: self.resource.clone(),
-                request_hash,
-                verified_at: self.verified_at,
-                settlement: Some(PaymentSettlement {
-                    transaction: hex_b256(transaction),
+    /// Settles this payment for the request `covered` describes; a refusal is a 402 (a
+    /// replay: the nonce was spent meanwhile; an API key's balance ran short).
+    pub async fn settle(self, covered: Covered) -> Result<SettledPayment, ApiError> {
+        match &self.payer {
+            Payer::X402 {
+                verified: v,
+                token_name,
+                token_version,
+            } => {
+                let (transaction, settled_at) = settle_on(
+                    &self.store,
+                    v,
+                    &self.resource,
+                    Some(covered.request_hash.to_hex()),
+                    self.verified_at,
+                )
+                .await
+                .map_err(|e| refused(&e))?;
+                let a = v.authorization();
+                Ok(SettledPayment {
+                    evidence: PaymentEvidence {
+                        scheme: SCHEME_EXACT.into(),
+                        network: v.network().into(),
+                        asset: v.asset().to_checksum(None),
+                        amount: v.amount().to_string(),
+                        payer: v.payer().to_checksum(None),
+                        nonce: hex_b256(v.nonce()),
+                        resource: self.resource.clone(),
+                        request_hash: covered.request_hash,
+                        model: Some(covered.model),
+                        mode: Some(covered.mode),
+                        max_tokens: covered.max_tokens,
+                        authorization: Some(PaymentAuthorization {
+                            token_name: token_name.clone(),
+                            token_version: token_version.clone(),
+                            chain_id: v.chain_id(),
+                            pay_to: v.pay_to().to_checksum(None),
+                            valid_after: a.valid_after.saturating_to(),
+                            valid_before: a.valid_before.saturating_to(),
+                            signature: format!("0x{}", hex::encode(v.signature())),
+                        }),
+                        verified_at: self.verified_at,
+                        settlement: Some(PaymentSettlement {
+                            transaction: hex_b256(transaction),
+                            settled_at,
+                            round: None,
+                        }),
+                    },
+                    response: Some((
+                        v.settle_response(transaction),
+                        if v.x402_version() == 1 {
+                            X_PAYMENT_RESPONSE_HEADER
+                        } else {
+                            PAYMENT_RESPONSE_HEADER
+                        },
+                    )),
+                })
+            }
+            Payer::ApiKey { key, config } => {
+                let mut nonce = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut nonce);
+                let nonce = format!("0x{}", hex::encode(nonce));
+                let transaction = format!(
+                    "0x{}",
+                    haca_core::hash::sha256(
+                        format!("haca api key charge {} {nonce}", key.id).as_bytes()
+                    )
+                    .to_hex()
+                );
+                let asset = config.asset.to_checksum(None);
+                let settled_at = now_ms();
+                let transfer = Transfer {
+                    transaction_id: transaction.clone(),
+                    network: config.network.clone(),
+                    asset: asset.clone(),
+                    from: key.account.clone(),
+                    to: config.pay_to.to_checksum(None),
+                    amount: config.price.to_string(),
+                    nonce: nonce.clone(),
+                    resource: self.resource.clone(),
+                    request_hash: Some(covered.request_hash.to_hex()),
+                    verified_at: self.verified_at,
                     settled_at,
-                    round: None,
-                }),
-            },
-            response: v.settle_response(transaction),
-            header: if v.x402_version() == 1 {
-                X_PAYMENT_RESPONSE_HEADER
-            } else {
-                PAYMENT_RESPONSE_HEADER
-            },
-        })
+                };
+                match self.store.transfer_with_authorization(transfer).await? {
+                    Ok(()) => {}
+                    Err(TransferRefusal::InsufficientFunds { balance, .. }) => {
+                        return Err(api_key_short(key, &balance, &config.price.to_string()))
+                    }
+                    Err(e) => {
+                        return Err(ApiError::internal(format!(
+                            "an API key charge was refused: {e}"
+                        )))
+                    }
+                }
+                Ok(SettledPayment {
+                    evidence: PaymentEvidence {
+                        scheme: SCHEME_APIKEY.into(),
+                        network: config.network.clone(),
+                        asset,
+                        amount: config.price.to_string(),
+                        payer: key.account.clone(),
+                        nonce,
+                        resource: self.resource.clone(),
+                        request_hash: covered.request_hash,
+                        model: Some(covered.model),
+                        mode: Some(covered.mode),
+                        max_tokens: covered.max_tokens,
+                        authorization: None,
+                        verified_at: self.verified_at,
+                        settlement: Some(PaymentSettlement {
+                            transaction,
+                            settled_at,
+                            round: None,
+                        }),
+                    },
+                    response: None,
+                })
+            }
+        }
+    }
+}
+
+/// The payment box's scheme for a charge to an API key's prepaid balance.
+pub const SCHEME_APIKEY: &str = "apikey";
+
+/// The prefix of every API key this node issues.
+pub const API_KEY_PREFIX: &str = "hk_";
+
+fn api_key_short(key: &ApiKeyRow, balance: &str, price: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "insufficient_funds",
+        format!(
+            "API key {}: its balance is {balance} base units and a run costs {price}; fund its account {} (haca wallet fund {} AMOUNT)",
+            key.id, key.account, key.account
+        ),
+    )
+}
+
+/// The token of `Authorization: Bearer TOKEN`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The SHA-256 of an API key, hex: how the store knows it.
+fn api_key_hash(key: &str) -> String {
+    haca_core::hash::sha256(key.as_bytes()).to_hex()
+}
+
+/// A new API key, and its row: a random key, its public id (the first 16 hex digits of its
+/// hash) and a ledger account derived from the hash, whose private key nobody holds, so only
+/// the node moves its money.
+pub fn new_api_key(label: Option<String>, created_by: &str) -> (String, ApiKeyRow) {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let key = format!("{API_KEY_PREFIX}{}", hex::encode(secret));
+    let key_hash = api_key_hash(&key);
+    let account_hash =
+        haca_core::hash::sha256(format!("haca api key account {key_hash}").as_bytes());
+    let account = Address::from_slice(&account_hash.0[..20]).to_checksum(None);
+    let row = ApiKeyRow {
+        id: key_hash[..16].to_owned(),
+        key_hash,
+        account,
+        label,
+        created_at: now_ms(),
+        created_by: created_by.into(),
+        revoked_at: None,
+    };
+    (key, row)
+}
+
+/// The API key a request presents as `Authorization: Bearer hk_...`, when it presents one:
+/// a bearer of another form (an operator token, another service's key) is not an API key,
+/// and pays for nothing. An unknown or revoked key is 401.
+fn presented_api_key(store: &Store, headers: &HeaderMap) -> Result<Option<ApiKeyRow>, ApiError> {
+    let Some(key) = bearer(headers).filter(|k| k.starts_with(API_KEY_PREFIX)) else {
+        return Ok(None);
+    };
+    let unknown = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "header Authorization: this node issued no such API key (create one: haca apikey create)",
+        )
+    };
+    match store.api_key_by_hash(&api_key_hash(key))? {
+        None => Err(unknown()),
+        Some(k) if k.revoked_at.is_some() => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            format!("header Authorization: API key {} was revoked", k.id),
+        )),
+        Some(k) => Ok(Some(k)),
     }
 }
 
@@ -293,20 +484,46 @@ impl Payments {
     }
 
     /// The paywall's first half: read `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) and
-    /// verify it against this node's terms and ledger. Each refusal is a 402.
+    /// verify it against this node's terms and ledger, or, without either, charge the API
+    /// key of `Authorization: Bearer`. Each refusal is a 402, but for an unknown API key (401).
     pub fn check(&self, headers: &HeaderMap, resource: &str) -> Result<PendingPayment, ApiError> {
+        let api_key = match (
+            headers.get(PAYMENT_SIGNATURE_HEADER),
+            headers.get(X_PAYMENT_HEADER),
+        ) {
+            (None, None) => presented_api_key(&self.store, headers)?,
+            _ => None,
+        };
         let (name, value) = match (
             headers.get(PAYMENT_SIGNATURE_HEADER),
             headers.get(X_PAYMENT_HEADER),
         ) {
             (Some(v), _) => (PAYMENT_SIGNATURE_HEADER, v),
             (None, Some(v)) => (X_PAYMENT_HEADER, v),
+            (None, None) if api_key.is_some() => {
+                let key = api_key.expect("a key was presented");
+                let balance = self
+                    .store
+                    .balance(&self.config.asset.to_checksum(None), &key.account)?;
+                if U256::from_str_radix(&balance, 10).unwrap_or_default() < self.config.price {
+                    return Err(api_key_short(&key, &balance, &self.config.price.to_string()));
+                }
+                return Ok(PendingPayment {
+                    payer: Payer::ApiKey {
+                        key,
+                        config: self.config.clone(),
+                    },
+                    resource: resource.into(),
+                    verified_at: now_ms(),
+                    store: self.store.clone(),
+                });
+            }
             (None, None) => {
                 return Err(ApiError::new(
                     StatusCode::PAYMENT_REQUIRED,
                     PAYMENT_REQUIRED_CODE,
                     format!(
-                        "this node charges {} base units of {} on {} per run: pay with x402 (header {PAYMENT_SIGNATURE_HEADER}, or {X_PAYMENT_HEADER} for x402 version 1)",
+                        "this node charges {} base units of {} on {} per run: pay with x402 (header {PAYMENT_SIGNATURE_HEADER}, or {X_PAYMENT_HEADER} for x402 version 1), or send Authorization: Bearer <API key>",
                         self.config.price, self.config.asset, self.config.network
                     ),
                 ))
@@ -334,7 +551,11 @@ impl Payments {
             .verify(&payload, &requirements)
             .map_err(|e| refused(&e))?;
         Ok(PendingPayment {
-            verified,
+            payer: Payer::X402 {
+                verified,
+                token_name: self.config.token_name.clone(),
+                token_version: self.config.token_version.clone(),
+            },
             resource: resource.into(),
             verified_at: now_ms(),
             store: self.store.clone(),
@@ -415,7 +636,7 @@ fn payments_of(st: &AppState) -> Result<&Payments, ApiError> {
     st.payments.as_deref().ok_or_else(|| {
         ApiError::not_found(
             "payments_off",
-            "this node takes no payments (devnet: --price-per-request)",
+            "this node takes no payments (it was started with --price-per-request 0)",
         )
     })
 }
@@ -524,18 +745,7 @@ pub async fn faucet(
 ) -> Result<Json<Value>, ApiError> {
     let p = payments_of(&st)?;
     let address = parse_address(&req.address, "address")?;
-    let amount = match &req.amount {
-        Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_u64() => n.to_string(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                "amount: expected base units as a decimal string or an unsigned integer",
-            ))
-        }
-    };
-    haca_store::parse_amount(&amount)
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("amount: {e}")))?;
+    let amount = amount_field(&req.amount, "amount")?;
     let asset = p.config.asset.to_checksum(None);
     let balance = p
         .store
@@ -566,5 +776,100 @@ pub async fn balance(State(st): S, Path(address): Path<String>) -> Result<Json<V
         "asset": asset,
         "network": p.config.network,
         "balance": balance,
+    })))
+}
+
+/// The body of `POST /v1/apikeys`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRequest {
+    /// Base units to mint into the key's account (devnet faucet), as a decimal string or a
+    /// number.
+    #[serde(default)]
+    pub fund: Option<Value>,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Reads a faucet amount: base units as a decimal string or an unsigned integer.
+fn amount_field(v: &Value, field: &str) -> Result<String, ApiError> {
+    let amount = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("{field}: expected base units as a decimal string or an unsigned integer"),
+            ))
+        }
+    };
+    haca_store::parse_amount(&amount)
+        .map_err(|e| ApiError::bad_request("invalid_field", format!("{field}: {e}")))?;
+    Ok(amount)
+}
+
+/// `POST /v1/apikeys {fund?, label?}` (admin): a new API key for clients that know nothing of
+/// x402 (`Authorization: Bearer KEY`), charged per run against its prepaid balance. The key
+/// is shown once; the node keeps only its hash.
+pub async fn create_api_key(
+    State(st): S,
+    Admin(who): Admin,
+    JsonBody(req): JsonBody<ApiKeyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let fund = req
+        .fund
+        .as_ref()
+        .map(|v| amount_field(v, "fund"))
+        .transpose()?;
+    if let Some(l) = &req.label {
+        if l.len() > 200 {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "label: longer than 200 bytes",
+            ));
+        }
+    }
+    let (key, row) = new_api_key(req.label, &who);
+    st.gateway.store.create_api_key(row.clone()).await?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = match &fund {
+        Some(amount) => p.store.mint(&asset, &row.account, amount).await?,
+        None => "0".into(),
+    };
+    tracing::info!("api key {} created by {who} (funded {:?})", row.id, fund);
+    Ok(Json(json!({
+        "id": row.id,
+        "key": key,
+        "account": row.account,
+        "label": row.label,
+        "asset": asset,
+        "network": p.config.network,
+        "balance": balance,
+        "price": p.config.price.to_string(),
+    })))
+}
+
+/// `GET /v1/apikeys/self` with `Authorization: Bearer KEY`: the key's id, account and balance.
+pub async fn api_key_self(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let key = presented_api_key(&p.store, &headers)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "header Authorization: send Bearer <API key> (hk_...)",
+        )
+    })?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = p.store.balance(&asset, &key.account)?;
+    Ok(Json(json!({
+        "id": key.id,
+        "account": key.account,
+        "label": key.label,
+        "created_at": key.created_at,
+        "asset": asset,
+        "network": p.config.network,
+        "balance": balance,
+        "price": p.config.price.to_string(),
     })))
 }

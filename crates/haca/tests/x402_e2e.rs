@@ -174,8 +174,15 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
         9 * PRICE
     );
 
-    // The receipt still verifies offline, and the payment claims are not overstated: this
-    // build cannot check them offline.
+    assert_eq!(
+        pbox["evidence"]["model"],
+        ans["receipt"]["boxes"]["artifact"]["evidence"]["blob_id"]
+    );
+    assert_eq!(pbox["evidence"]["mode"], "vanilla");
+    assert_eq!(pbox["evidence"]["authorization"]["token_name"], "USD Coin");
+
+    // Offline: the payer's signature recovers from the box (payment.authorized holds);
+    // the ledger is the node's own, so payment.settled is not overstated.
     let run_id = ans["run_id"].as_str().unwrap();
     let out = node.haca_ok(&["receipt", run_id, "--json"]);
     let file = dir.path().join("receipt.json");
@@ -183,13 +190,19 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
     let v = node.haca(&["verify", file.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&v.stdout);
     assert!(v.status.success(), "{text}");
-    for claim in ["payment.authorized", "payment.settled"] {
-        assert!(
-            text.lines()
-                .any(|l| l.contains(claim) && l.contains("unchecked")),
-            "{claim}: {text}"
-        );
-    }
+    let line = |claim: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(claim))
+            .unwrap_or_else(|| panic!("{claim}: {text}"))
+            .to_owned()
+    };
+    let authorized = line("payment.authorized");
+    assert!(authorized.contains("holds"), "{authorized}");
+    assert!(
+        authorized.contains(&wallet.address().to_checksum(None)),
+        "{authorized}"
+    );
+    assert!(line("payment.settled").contains("unchecked"), "{text}");
 
     // Replaying it is refused: the nonce is spent.
     let (code, msg) = refusal(infer(
@@ -537,4 +550,98 @@ fn haca_infer_pays_from_a_wallet_the_devnet_faucet_funds() {
     assert!(err.contains("faucet"), "{err}");
     assert!(err.contains("this node charges 1000 base units"), "{err}");
     assert!(err.contains("forbidden"), "{err}");
+}
+
+/// Clients without x402 pay with an API key: `haca apikey create --fund` prints the key on
+/// its last line; each run is charged to its prepaid balance; an unknown key is 401 and a
+/// drained one 402, each with its reason.
+#[test]
+fn an_api_key_pays_for_runs_from_its_prepaid_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &["--price-per-request", &PRICE.to_string()]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let url = node.url.clone();
+
+    let out = node.haca_ok(&["apikey", "create", "--fund", &(2 * PRICE + 500).to_string()]);
+    let stdout = stdout_of(&out);
+    let key = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(key.starts_with("hk_") && key.len() == 67, "{stdout}");
+    let me: Value = http
+        .get(format!("{url}/v1/apikeys/self"))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(me["balance"], (2 * PRICE + 500).to_string(), "{me}");
+    let account = me["account"].as_str().unwrap().to_owned();
+    assert!(stdout.contains(&account), "{stdout}");
+
+    let with_key = |k: &str| {
+        http.post(format!("{url}/v1/infer"))
+            .bearer_auth(k)
+            .json(&body())
+            .send()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let resp = with_key(&key);
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get(PAYMENT_RESPONSE_HEADER).is_none());
+        let ans: Value = resp.json().unwrap();
+        let p = &ans["receipt"]["boxes"]["payment"]["evidence"];
+        assert_eq!(p["scheme"], "apikey", "{p}");
+        assert_eq!(p["payer"], json!(account));
+        assert_eq!(p["amount"], PRICE.to_string());
+        assert!(p["settlement"]["transaction"].is_string(), "{p}");
+    }
+    assert_eq!(balance(&http, &url, &account), 500);
+
+    // Drained: 402 saying the balance and the price.
+    let (code, msg) = refusal(with_key(&key));
+    assert_eq!(code, "insufficient_funds", "{msg}");
+    assert!(msg.contains("500") && msg.contains("1000"), "{msg}");
+    // A bearer that is not a haca key pays for nothing: 402, asking for a payment.
+    let resp = with_key("sk-not-a-haca-key");
+    assert_eq!(resp.status(), 402);
+    let v: Value = resp.json().unwrap();
+    assert!(v["error"].as_str().unwrap().contains("API key"), "{v}");
+    // Unknown keys: 401 with the reason.
+    for bad in ["hk_0000", &format!("hk_{}", "ab".repeat(32))] {
+        let resp = with_key(bad);
+        assert_eq!(resp.status(), 401);
+        let v: Value = resp.json().unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization"),
+            "{v}"
+        );
+    }
+    assert_eq!(balance(&http, &url, &account), 500);
+
+    // Keys are an admin action: a wrong operator token is refused.
+    let resp = http
+        .post(format!("{url}/v1/apikeys"))
+        .bearer_auth("not-the-operator-token")
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    // haca loadgen meets the 402 and pays its burst from one funded key.
+    let out = node.haca_ok(&[
+        "loadgen",
+        "--requests",
+        "20",
+        "--concurrency",
+        "4",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(stdout_of(&out).trim()).unwrap();
+    assert_eq!(v["ok"], 20, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
 }

@@ -1,7 +1,7 @@
 //! `haca loadgen`: a bounded burst of runs against a node, with runs/s and latency percentiles.
 
 use super::CliError;
-use crate::client::NodeClient;
+use crate::client::{ClientError, NodeClient};
 use clap::Args;
 use reqwest::Method;
 use serde_json::json;
@@ -28,13 +28,25 @@ pub struct LoadgenArgs {
 }
 
 pub async fn run(a: LoadgenArgs) -> Result<ExitCode, CliError> {
-    let client = NodeClient::new(&a.node, None);
+    let mut client = NodeClient::new(&a.node, None);
     let data: Vec<f32> = (0..784).map(|i| (i % 255) as f32 / 255.0).collect();
     let body = json!({"model": a.model, "input": {"input": {"shape": [1, 784], "data": data}}});
-    // One warm-up run, which also checks the model and input before the burst.
-    client
+    // One warm-up run, which also checks the model and input before the burst. A node that
+    // charges gets every run paid from one API key, funded for the burst (devnet's faucet).
+    match client
         .send_json(Method::POST, "/v1/infer", body.clone())
-        .await?;
+        .await
+    {
+        Err(ClientError::Api { status: 402, .. }) => {
+            client = NodeClient::new(&a.node, Some(funded_api_key(&client, a.requests).await?));
+            client
+                .send_json(Method::POST, "/v1/infer", body.clone())
+                .await?;
+        }
+        r => {
+            r?;
+        }
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -86,4 +98,33 @@ pub async fn run(a: LoadgenArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// An API key holding the price of `runs` runs and a warm-up, from the node's faucet.
+async fn funded_api_key(client: &NodeClient, runs: usize) -> Result<String, CliError> {
+    let price: u128 = client
+        .get_json("/v1/node")
+        .await?
+        .pointer("/payments/price")
+        .and_then(|p| p.as_str())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| CliError::Msg("the node charges but does not say its price".into()))?;
+    let fund = price.saturating_mul(runs as u128 + 1);
+    let v = client
+        .post_json_with(
+            "/v1/apikeys",
+            json!({"fund": fund.to_string(), "label": "haca loadgen"}),
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            CliError::Msg(format!(
+                "the node charges per run and would not fund an API key for this burst: {e} \
+                 (create one with `haca apikey create --fund AMOUNT` on the node's machine)"
+            ))
+        })?;
+    v["key"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::Msg(format!("the node's answer has no key: {v}")))
 }

@@ -1,5 +1,6 @@
 //! Every subcommand's flags and help, defined once, next to the code that runs it.
 
+mod apikey;
 mod attest;
 mod govern;
 mod loadgen;
@@ -81,11 +82,11 @@ enum Command {
         /// validator in this process.
         #[arg(long)]
         chain: Option<PathBuf>,
-        /// Charge this many base units (6 decimals: 1000 = 0.001 USDC) per `/v1/infer` run
-        /// with x402, on a local token (chain eip155:31337; fund wallets with POST
-        /// /v1/x402/faucet).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-        price_per_request: Option<u64>,
+        /// Base units (6 decimals: 1000 = 0.001 USDC) charged per `/v1/infer` run, with x402
+        /// or an API key, on a local token (chain eip155:31337; `haca wallet fund` is its
+        /// faucet). 0 serves for free and takes no payments.
+        #[arg(long, default_value_t = 1000)]
+        price_per_request: u64,
     },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
@@ -173,6 +174,9 @@ enum Command {
     /// The x402 wallet `haca infer` pays with ($HACA_HOME/wallet.key, default ~/.haca):
     /// its address and balance; `fund` is devnet's faucet for any address.
     Wallet(wallet::WalletArgs),
+    /// API keys for clients without x402: `create [--fund AMOUNT]` prints the key alone on
+    /// its last line.
+    Apikey(apikey::ApiKeyArgs),
 }
 
 #[derive(Subcommand)]
@@ -459,8 +463,9 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             price_per_request,
         } => {
             let mut cfg = serve_config(&serve, true);
-            cfg.payments = price_per_request
-                .map(|p| crate::payments::PaymentConfig::devnet(haca_pay::U256::from(p)));
+            cfg.payments = (price_per_request > 0).then(|| {
+                crate::payments::PaymentConfig::devnet(haca_pay::U256::from(price_per_request))
+            });
             if let Some(dir) = chain {
                 if serve.data_dir.is_none() {
                     cfg.data_dir = dir.join("gateway");
@@ -571,6 +576,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Attest(a) => attest::run(&a),
         Command::Loadgen(a) => loadgen::run(a).await,
         Command::Wallet(a) => wallet::run(a).await,
+        Command::Apikey(a) => apikey::run(a).await,
     }
 }
 

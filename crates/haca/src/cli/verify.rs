@@ -58,6 +58,7 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
         }
     };
     anchors.attestation = Some(&haca_tee::receipt_check::TEE_VERIFIER);
+    anchors.payment = Some(&haca_pay::receipt_check::PAYMENT_VERIFIER);
     let checker = Checker::new(&parsed, &anchors, at);
     let outcomes: Vec<_> = Claim::all(data_age, mem_age)
         .into_iter()

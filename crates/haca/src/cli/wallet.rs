@@ -206,8 +206,8 @@ fn faucet_refused(e: CliError, node: &str) -> CliError {
     match e {
         CliError::Client(crate::client::ClientError::Unreachable { .. }) => e,
         e => CliError::Msg(format!(
-            "the faucet at {node} refused: {e} (the faucet is devnet's: a node started with \
-             `haca devnet --price-per-request`, reached from loopback or with its operator --token)"
+            "the faucet at {node} refused: {e} (the faucet is devnet's: a `haca devnet` that charges \
+             (--price-per-request above 0), reached from loopback or with its operator --token)"
         )),
     }
 }

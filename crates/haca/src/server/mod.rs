@@ -56,7 +56,9 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
             .route("/v1/x402/settle", post(pay::settle))
             .route("/v1/x402/supported", get(pay::supported))
             .route("/v1/x402/faucet", post(pay::faucet))
-            .route("/v1/x402/balance/{address}", get(pay::balance));
+            .route("/v1/x402/balance/{address}", get(pay::balance))
+            .route("/v1/apikeys", post(pay::create_api_key))
+            .route("/v1/apikeys/self", get(pay::api_key_self));
     }
     r.route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

@@ -36,11 +36,24 @@ pub async fn readyz(State(st): S) -> Response {
 }
 
 pub async fn node_info(State(st): S) -> Json<Value> {
+    let payments = st.payments.as_ref().map(|p| {
+        let c = &p.config;
+        json!({
+            "schemes": ["exact", crate::payments::SCHEME_APIKEY],
+            "network": c.network,
+            "asset": c.asset.to_checksum(None),
+            "token_name": c.token_name,
+            "token_version": c.token_version,
+            "pay_to": c.pay_to.to_checksum(None),
+            "price": c.price.to_string(),
+        })
+    });
     Json(json!({
         "node_id": st.gateway.key.node_id().to_string(),
         "roles": ["gateway"],
         "version": env!("CARGO_PKG_VERSION"),
         "runtime": haca_exec::RUNTIME,
+        "payments": payments,
     }))
 }
 
@@ -74,7 +87,10 @@ pub async fn infer(
             let resource = p.resource_url(&headers, "/v1/infer");
             match p.check(&headers, &resource) {
                 Ok(pending) => (Some(pending), resource),
-                Err(e) => return Ok(p.payment_required(&resource, e)),
+                Err(e) if e.status == StatusCode::PAYMENT_REQUIRED => {
+                    return Ok(p.payment_required(&resource, e))
+                }
+                Err(e) => return Err(e),
             }
         }
     };
@@ -105,8 +121,7 @@ pub async fn infer(
         "x-haca-receipt",
         HeaderValue::from_str(&format!("/v1/runs/{id}/receipt")).expect("ascii path"),
     );
-    if let Some(paid) = &ans.payment {
-        let (name, value) = paid.header();
+    if let Some((name, value)) = ans.payment.as_ref().and_then(|p| p.header()) {
         h.insert(name, value);
     }
     Ok(resp)

@@ -17,10 +17,18 @@ pub struct Devnet {
 
 impl Devnet {
     /// Starts `haca devnet` on 127.0.0.1:0 over `data_dir`, waiting until it prints its URL.
+    /// It serves for free unless `extra` sets `--price-per-request` (tests of other layers
+    /// post runs without paying; x402_e2e tests the paywall).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Devnet {
+        let free: &[&str] = if extra.contains(&"--price-per-request") {
+            &[]
+        } else {
+            &["--price-per-request", "0"]
+        };
         let mut child = Command::new(BIN)
             .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(free)
             .args(extra)
             .env("HACA_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,0 +1,80 @@
+//! `haca apikey create`: an API key for clients that know nothing of x402 (any OpenAI SDK),
+//! charged per run against a prepaid balance. An admin action: from loopback on devnet,
+//! otherwise with the node's operator --token.
+
+use super::wallet::fmt_units;
+use super::{print_json, CliError, NodeArgs};
+use clap::{Args, Subcommand};
+use haca_pay::U256;
+use serde_json::json;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ApiKeyArgs {
+    #[command(subcommand)]
+    cmd: ApiKeyCommand,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; prints its id, account and balance, and the key alone on the last line
+    /// (shown once: the node keeps only its hash).
+    Create {
+        /// Base units to put on the key's balance now (devnet's faucet).
+        #[arg(long)]
+        fund: Option<u64>,
+        /// A note kept with the key.
+        #[arg(long)]
+        label: Option<String>,
+        /// Print the node's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(a: ApiKeyArgs) -> Result<ExitCode, CliError> {
+    let client = a.node.client();
+    match a.cmd {
+        ApiKeyCommand::Create { fund, label, json } => {
+            let mut body = json!({});
+            if let Some(f) = fund {
+                body["fund"] = json!(f.to_string());
+            }
+            if let Some(l) = label {
+                body["label"] = json!(l);
+            }
+            let v = client
+                .post_json_with("/v1/apikeys", body, &[])
+                .await
+                .map_err(|e| {
+                    CliError::Msg(format!(
+                        "{} refused to create an API key: {e} (an admin action: run it on the \
+                         devnet's machine, or pass the node's operator --token)",
+                        client.base()
+                    ))
+                })?;
+            if json {
+                print_json(&v);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let units = |k: &str| {
+                v[k].as_str()
+                    .and_then(|s| U256::from_str_radix(s, 10).ok())
+                    .unwrap_or_default()
+            };
+            println!("id:       {}", v["id"].as_str().unwrap_or("?"));
+            println!("account:  {}", v["account"].as_str().unwrap_or("?"));
+            println!(
+                "balance:  {} ({} base units); a run costs {}",
+                fmt_units(units("balance")),
+                units("balance"),
+                fmt_units(units("price"))
+            );
+            println!("use it:   Authorization: Bearer <key> (shown once, below)");
+            println!("{}", v["key"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
