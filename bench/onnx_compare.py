@@ -2,7 +2,8 @@
 (parse, resolve, tract, hash, sign, commit, answer). Checks that outputs agree within a
 tolerance and reports median latencies and what haca adds.
 
-Needs a running node (`haca devnet`) and `pip install onnxruntime numpy`.
+Needs a running node that serves for free (`haca devnet --price-per-request 0`) and
+`pip install onnxruntime numpy`.
 
 python3 bench/onnx_compare.py --node http://127.0.0.1:7070 --model fixtures/models/mnist-mlp.onnx \
     --label bench/mnist-mlp --shape 1,784 --runs 2000
