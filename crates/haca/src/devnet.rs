@@ -145,6 +145,8 @@ pub enum StartError {
     RemoteChain(PathBuf, String),
     #[error("dev enclave: {0}")]
     Enclave(String),
+    #[error("x402 facilitator: {0}")]
+    Facilitator(String),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -514,6 +516,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     let node_id = gateway.key.node_id();
     let chain_id = gateway.chain.as_ref().map(|v| v.genesis().chain_id.clone());
+    if let Some(url) = cfg.payments.as_ref().and_then(|p| p.facilitator.as_ref()) {
+        let network = &cfg.payments.as_ref().expect("payments configured").network;
+        crate::payments::RemoteFacilitator::new(url)
+            .check_supports(network)
+            .await
+            .map_err(StartError::Facilitator)?;
+    }
     let payments = cfg.payments.clone().map(|config| {
         Arc::new(crate::payments::Payments {
             config,

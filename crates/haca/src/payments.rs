@@ -31,7 +31,7 @@ use haca_pay::{
     decode_facilitator_request, decode_payment_header, encode_header, verify_exact, Address,
     AnyPaymentPayload, AnyRequirements, FacilitatorRequest, Ledger, PaymentError, PaymentRequired,
     PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse,
-    SupportedKind, SupportedResponse, VerifiedPayment, VerifyContext, B256, U256,
+    SupportedKind, SupportedResponse, VerifiedPayment, VerifyContext, VerifyResponse, B256, U256,
 };
 use haca_store::{ApiKeyRow, Store, Transfer, TransferRefusal};
 use rand::RngCore;
@@ -66,6 +66,9 @@ pub struct PaymentConfig {
     /// Base units (6 decimals for USDC) per `POST /v1/infer`.
     pub price: U256,
     pub max_timeout_seconds: u64,
+    /// A remote x402 facilitator's base URL (its `/verify`, `/settle` and `/supported`);
+    /// `None` verifies and settles on this node's own ledger.
+    pub facilitator: Option<String>,
 }
 
 impl PaymentConfig {
@@ -79,6 +82,7 @@ impl PaymentConfig {
             pay_to: DEVNET_PAY_TO.parse().expect("a valid address"),
             price,
             max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECS,
+            facilitator: None,
         }
     }
 
@@ -215,6 +219,8 @@ enum Payer {
         verified: VerifiedPayment,
         token_name: String,
         token_version: String,
+        /// Set when a remote facilitator settles it: the facilitator and the request to send.
+        remote: Option<(RemoteFacilitator, FacilitatorRequest)>,
     },
     /// An API key's prepaid balance (the key's ledger account), charged `price`.
     ApiKey {
@@ -270,16 +276,36 @@ impl PendingPayment {
                 verified: v,
                 token_name,
                 token_version,
+                remote,
             } => {
-                let (transaction, settled_at) = settle_on(
-                    &self.store,
-                    v,
-                    &self.resource,
-                    Some(covered.request_hash.to_hex()),
-                    self.verified_at,
-                )
-                .await
-                .map_err(|e| refused(&e))?;
+                let (transaction, settled_at) = match remote {
+                    None => settle_on(
+                        &self.store,
+                        v,
+                        &self.resource,
+                        Some(covered.request_hash.to_hex()),
+                        self.verified_at,
+                    )
+                    .await
+                    .map_err(|e| refused(&e))?,
+                    Some((f, request)) => {
+                        haca_pay::check_window(v.authorization(), now_s(), 0)
+                            .map_err(|e| refused(&e))?;
+                        let answer: SettleResponse = f.call("settle", request).await?;
+                        if !answer.success {
+                            return Err(f.refused(
+                                answer.error_reason.as_deref(),
+                                answer.error_message.as_deref(),
+                            ));
+                        }
+                        let tx = answer.transaction.parse::<B256>().unwrap_or_else(|_| {
+                            // A facilitator on a real chain answers a transaction hash; keep
+                            // whatever it said in the box, and use the signed digest here.
+                            v.digest()
+                        });
+                        (tx, now_ms())
+                    }
+                };
                 let a = v.authorization();
                 Ok(SettledPayment {
                     evidence: PaymentEvidence {
@@ -465,6 +491,120 @@ fn presented_api_key(store: &Store, headers: &HeaderMap) -> Result<Option<ApiKey
     }
 }
 
+/// The local rules' view of a ledger kept by a remote facilitator: every balance suffices
+/// and every nonce is unused here, because the facilitator checks both.
+struct RemoteLedger;
+
+impl Ledger for RemoteLedger {
+    fn balance(&self, _: Address, _: Address) -> U256 {
+        U256::MAX
+    }
+    fn nonce_used(&self, _: Address, _: Address, _: B256) -> bool {
+        false
+    }
+}
+
+/// An x402 facilitator over HTTP, per the spec: `POST {base}/verify` and `{base}/settle` with
+/// `{x402Version, paymentPayload, paymentRequirements}`, `GET {base}/supported`.
+#[derive(Clone)]
+pub struct RemoteFacilitator {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// How long the paywall waits for a remote facilitator's answer.
+const FACILITATOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RemoteFacilitator {
+    pub fn new(base: &str) -> Self {
+        static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        RemoteFacilitator {
+            base: base.trim_end_matches('/').to_owned(),
+            http: HTTP
+                .get_or_init(|| {
+                    reqwest::Client::builder()
+                        .timeout(FACILITATOR_TIMEOUT)
+                        .build()
+                        .expect("an HTTP client builds")
+                })
+                .clone(),
+        }
+    }
+
+    fn unavailable(&self, why: String) -> ApiError {
+        ApiError::unavailable(
+            "facilitator_unavailable",
+            format!("the x402 facilitator at {}: {why}", self.base),
+        )
+    }
+
+    /// A facilitator's refusal as this node's 402.
+    fn refused(&self, reason: Option<&str>, message: Option<&str>) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "facilitator_refused",
+            format!(
+                "payment refused by the x402 facilitator at {}: {}{}",
+                self.base,
+                reason.unwrap_or("no reason given"),
+                message.map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
+        )
+    }
+
+    /// POSTs `request` to `{base}/{what}`. The spec's facilitators answer 200 with the
+    /// verdict, haca's answers 400 for a body it cannot decode; both are read as an answer.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        request: &FacilitatorRequest,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}/{what}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| self.unavailable(format!("{what}: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unavailable(format!("{what}: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            self.unavailable(format!(
+                "{what} answered HTTP {status} with a body that is not an x402 {what} response ({e}): {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
+        })
+    }
+
+    /// Checks that the facilitator settles `exact` payments on `network` (`GET /supported`).
+    pub async fn check_supports(&self, network: &str) -> Result<(), String> {
+        let url = format!("{}/supported", self.base);
+        let v: SupportedResponse = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("{url}: not an x402 /supported answer: {e}"))?;
+        if v.kinds
+            .iter()
+            .any(|k| k.scheme == SCHEME_EXACT && k.network == network)
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{url}: the facilitator does not settle scheme exact on {network}"
+            ))
+        }
+    }
+}
+
 /// The node's payments: its terms and its ledger.
 pub struct Payments {
     pub config: PaymentConfig,
@@ -486,7 +626,11 @@ impl Payments {
     /// The paywall's first half: read `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) and
     /// verify it against this node's terms and ledger, or, without either, charge the API
     /// key of `Authorization: Bearer`. Each refusal is a 402, but for an unknown API key (401).
-    pub fn check(&self, headers: &HeaderMap, resource: &str) -> Result<PendingPayment, ApiError> {
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        resource: &str,
+    ) -> Result<PendingPayment, ApiError> {
         let api_key = match (
             headers.get(PAYMENT_SIGNATURE_HEADER),
             headers.get(X_PAYMENT_HEADER),
@@ -547,14 +691,50 @@ impl Payments {
             AnyPaymentPayload::V1(_) => AnyRequirements::V1(self.config.requirements_v1(resource)),
             AnyPaymentPayload::V2(_) => AnyRequirements::V2(self.config.requirements()),
         };
-        let verified = self
-            .verify(&payload, &requirements)
-            .map_err(|e| refused(&e))?;
+        let remote = match &self.config.facilitator {
+            None => None,
+            Some(base) => Some((
+                RemoteFacilitator::new(base),
+                FacilitatorRequest {
+                    x402_version: match &payload {
+                        AnyPaymentPayload::V1(_) => 1,
+                        AnyPaymentPayload::V2(_) => 2,
+                    },
+                    payment_payload: payload.clone(),
+                    payment_requirements: requirements.clone(),
+                },
+            )),
+        };
+        let verified = match &remote {
+            None => self
+                .verify(&payload, &requirements)
+                .map_err(|e| refused(&e))?,
+            Some((f, request)) => {
+                // This node checks the terms and the signature itself; the facilitator, which
+                // holds the ledger, checks balance and nonce.
+                let verified = verify_exact(
+                    &payload,
+                    &requirements,
+                    &VerifyContext::at(now_s()),
+                    &RemoteLedger,
+                )
+                .map_err(|e| refused(&e))?;
+                let answer: VerifyResponse = f.call("verify", request).await?;
+                if !answer.is_valid {
+                    return Err(f.refused(
+                        answer.invalid_reason.as_deref(),
+                        answer.invalid_message.as_deref(),
+                    ));
+                }
+                verified
+            }
+        };
         Ok(PendingPayment {
             payer: Payer::X402 {
                 verified,
                 token_name: self.config.token_name.clone(),
                 token_version: self.config.token_version.clone(),
+                remote,
             },
             resource: resource.into(),
             verified_at: now_ms(),

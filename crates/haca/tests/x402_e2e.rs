@@ -645,3 +645,104 @@ fn an_api_key_pays_for_runs_from_its_prepaid_balance() {
     assert_eq!(v["ok"], 20, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
 }
+
+/// A node that charges can verify and settle with a remote facilitator (here another devnet's
+/// `/v1/x402`) instead of its own ledger: the money moves on the facilitator's ledger, the
+/// facilitator's refusals reach the client as 402s with its reason, and a facilitator that is
+/// gone is a 503 that says so.
+#[test]
+fn a_node_settles_through_a_remote_facilitator() {
+    let (dir_f, dir_g) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fac = Devnet::start(dir_f.path(), &["--price-per-request", &PRICE.to_string()]);
+    let http = Client::new();
+    wait_ready(&http, &fac.url);
+    let facilitator = format!("{}/v1/x402", fac.url);
+    let gw = Devnet::start(
+        dir_g.path(),
+        &[
+            "--price-per-request",
+            &PRICE.to_string(),
+            "--facilitator",
+            &facilitator,
+        ],
+    );
+    wait_ready(&http, &gw.url);
+    let (req_v2, _) = required(&http, &gw.url);
+
+    // Funded on the facilitator's ledger only: the gateway's own ledger is never consulted.
+    let wallet = fresh_signer();
+    fund(&http, &fac.url, wallet.address(), 3 * PRICE);
+    let paid = encode_header(&pay(&req_v2, &wallet, now()));
+    let resp = infer(&http, &gw.url, Some((PAYMENT_SIGNATURE_HEADER, &paid)));
+    assert_eq!(resp.status(), 200);
+    let settled =
+        decode_payment_response_header(resp.headers()[PAYMENT_RESPONSE_HEADER].to_str().unwrap())
+            .unwrap();
+    assert!(settled.success, "{settled:?}");
+    let ans: Value = resp.json().unwrap();
+    assert_eq!(
+        ans["receipt"]["boxes"]["payment"]["evidence"]["settlement"]["transaction"],
+        json!(settled.transaction)
+    );
+    let payer = wallet.address().to_checksum(None);
+    assert_eq!(balance(&http, &fac.url, &payer), 2 * PRICE);
+    assert_eq!(balance(&http, &gw.url, &payer), 0);
+
+    // The facilitator refuses a replay; its reason reaches the client.
+    let (code, msg) = refusal(infer(
+        &http,
+        &gw.url,
+        Some((PAYMENT_SIGNATURE_HEADER, &paid)),
+    ));
+    assert_eq!(code, "facilitator_refused", "{msg}");
+    assert!(msg.contains("nonce"), "{msg}");
+    // An unfunded payer: refused by the facilitator, as insufficient funds.
+    let poor = fresh_signer();
+    let (code, msg) = refusal(infer(
+        &http,
+        &gw.url,
+        Some((
+            PAYMENT_SIGNATURE_HEADER,
+            &encode_header(&pay(&req_v2, &poor, now())),
+        )),
+    ));
+    assert_eq!(code, "facilitator_refused", "{msg}");
+    assert!(msg.contains("insufficient"), "{msg}");
+
+    // The facilitator is gone: 503, naming it; nothing is charged.
+    fac.kill9();
+    let resp = infer(
+        &http,
+        &gw.url,
+        Some((
+            PAYMENT_SIGNATURE_HEADER,
+            &encode_header(&pay(&req_v2, &wallet, now())),
+        )),
+    );
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().unwrap();
+    assert_eq!(v["error"]["code"], "facilitator_unavailable", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&facilitator),
+        "{v}"
+    );
+
+    // A gateway cannot start on a facilitator that does not answer.
+    let dir_h = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir_h.path())
+        .args(["--facilitator", &facilitator])
+        .env("HACA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("x402 facilitator"),
+        "{}",
+        stderr_of(&out)
+    );
+}

@@ -87,6 +87,10 @@ enum Command {
         /// faucet). 0 serves for free and takes no payments.
         #[arg(long, default_value_t = 1000)]
         price_per_request: u64,
+        /// Verify and settle x402 payments with this remote facilitator (its base URL, such
+        /// as another node's http://HOST:PORT/v1/x402) instead of this node's own ledger.
+        #[arg(long)]
+        facilitator: Option<String>,
     },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
@@ -329,6 +333,9 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
             p.asset, p.token_name, p.token_version, node.url
         );
         println!("  payee:     {}", p.pay_to);
+        if let Some(f) = &p.facilitator {
+            println!("  settles:   with the x402 facilitator at {f}");
+        }
     }
     if let Some((label, blob)) = &node.example {
         println!("  example:   {label} -> {blob}");
@@ -461,10 +468,12 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             serve,
             chain,
             price_per_request,
+            facilitator,
         } => {
             let mut cfg = serve_config(&serve, true);
-            cfg.payments = (price_per_request > 0).then(|| {
-                crate::payments::PaymentConfig::devnet(haca_pay::U256::from(price_per_request))
+            cfg.payments = (price_per_request > 0).then(|| crate::payments::PaymentConfig {
+                facilitator,
+                ..crate::payments::PaymentConfig::devnet(haca_pay::U256::from(price_per_request))
             });
             if let Some(dir) = chain {
                 if serve.data_dir.is_none() {

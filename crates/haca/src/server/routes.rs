@@ -85,7 +85,7 @@ pub async fn infer(
         None => (None, String::new()),
         Some(p) => {
             let resource = p.resource_url(&headers, "/v1/infer");
-            match p.check(&headers, &resource) {
+            match p.check(&headers, &resource).await {
                 Ok(pending) => (Some(pending), resource),
                 Err(e) if e.status == StatusCode::PAYMENT_REQUIRED => {
                     return Ok(p.payment_required(&resource, e))
