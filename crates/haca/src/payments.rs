@@ -220,7 +220,7 @@ enum Payer {
         token_name: String,
         token_version: String,
         /// Set when a remote facilitator settles it: the facilitator and the request to send.
-        remote: Option<(RemoteFacilitator, FacilitatorRequest)>,
+        remote: Option<Box<(RemoteFacilitator, FacilitatorRequest)>>,
     },
     /// An API key's prepaid balance (the key's ledger account), charged `price`.
     ApiKey {
@@ -278,7 +278,7 @@ impl PendingPayment {
                 token_version,
                 remote,
             } => {
-                let (transaction, settled_at) = match remote {
+                let (transaction, settled_at) = match remote.as_deref() {
                     None => settle_on(
                         &self.store,
                         v,
@@ -691,9 +691,8 @@ impl Payments {
             AnyPaymentPayload::V1(_) => AnyRequirements::V1(self.config.requirements_v1(resource)),
             AnyPaymentPayload::V2(_) => AnyRequirements::V2(self.config.requirements()),
         };
-        let remote = match &self.config.facilitator {
-            None => None,
-            Some(base) => Some((
+        let remote = self.config.facilitator.as_ref().map(|base| {
+            Box::new((
                 RemoteFacilitator::new(base),
                 FacilitatorRequest {
                     x402_version: match &payload {
@@ -703,9 +702,9 @@ impl Payments {
                     payment_payload: payload.clone(),
                     payment_requirements: requirements.clone(),
                 },
-            )),
-        };
-        let verified = match &remote {
+            ))
+        });
+        let verified = match remote.as_deref() {
             None => self
                 .verify(&payload, &requirements)
                 .map_err(|e| refused(&e))?,
