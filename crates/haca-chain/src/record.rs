@@ -352,11 +352,65 @@ impl EvidenceVerifier for TeeEvidence {
     }
 }
 
+/// A record's x402 payment, as the chain keys it: the authorization `(asset, payer,
+/// nonce)`, lowercase, which can settle once. Only `exact` payments that carry the payer's
+/// signed authorization, in records that carry their receipt (not `private` ones).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordPayment {
+    /// SHA-256 of `asset|payer|nonce`.
+    pub key: Digest,
+    pub payer: String,
+    pub nonce: String,
+}
+
+impl RunRecord {
+    /// The `exact` payment this record's receipt carries, if any (see [`RecordPayment`]).
+    pub fn payment(&self) -> Option<RecordPayment> {
+        let p = &self.receipt.as_ref()?["boxes"]["payment"]["evidence"];
+        if p["scheme"] != "exact" || p["authorization"].is_null() {
+            return None;
+        }
+        let field = |k: &str| p[k].as_str().map(str::to_ascii_lowercase);
+        let (asset, payer, nonce) = (field("asset")?, field("payer")?, field("nonce")?);
+        Some(RecordPayment {
+            key: haca_core::sha256(format!("{asset}|{payer}|{nonce}").as_bytes()),
+            payer,
+            nonce,
+        })
+    }
+}
+
+/// Checks the x402 payment a record's receipt carries: the payer's signature recovers
+/// (EIP-712), and the payment covers this run's request and artifact. Whether its
+/// authorization was already settled is the chain state's rule ([`ChainState::propose`]).
+pub struct PaymentAuthorizations;
+
+impl EvidenceVerifier for PaymentAuthorizations {
+    fn verify(&self, r: &RunRecord, _: &ChainState) -> Result<(), String> {
+        if r.payment().is_none() {
+            return Ok(());
+        }
+        let raw = r.receipt.as_ref().expect("a payment comes from a receipt");
+        let parsed = ParsedReceipt::from_value(raw.clone()).map_err(|e| format!("receipt: {e}"))?;
+        let anchors = haca_core::TrustAnchors {
+            payment: Some(&haca_pay::receipt_check::PAYMENT_VERIFIER),
+            ..Default::default()
+        };
+        let checker = haca_core::claims::Checker::new(&parsed, &anchors, parsed.receipt.issued_at);
+        let o = checker.check(haca_core::Claim::PaymentAuthorized);
+        match o.state {
+            haca_core::ClaimState::Fails => Err(format!("payment: {}", o.detail)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What every validator checks before a record settles: [`SignatureAndHashes`], then
-/// [`TeeEvidence`].
+/// [`TeeEvidence`], then [`PaymentAuthorizations`].
 pub fn standard_evidence() -> Box<dyn EvidenceVerifier> {
     Box::new(AllOf(vec![
         Box::new(SignatureAndHashes),
         Box::new(TeeEvidence::default()),
+        Box::new(PaymentAuthorizations),
     ]))
 }

@@ -265,21 +265,41 @@ pub enum Outcome {
     Rejected { height: u64 },
 }
 
-/// Outcomes by run id: a large map shared between a state and the states built from it, plus
-/// the few outcomes added since, so that proposing or checking a block never copies the map.
-#[derive(Clone, Debug, Default)]
-pub struct Outcomes {
-    base: Arc<HashMap<RunId, Outcome>>,
-    recent: HashMap<RunId, Outcome>,
+/// A large map shared between a state and the states built from it, plus the few entries
+/// added since, so that proposing or checking a block never copies the map.
+#[derive(Clone, Debug)]
+pub struct SharedMap<K, V> {
+    base: Arc<HashMap<K, V>>,
+    recent: HashMap<K, V>,
     len: usize,
 }
 
-impl Outcomes {
-    pub fn get(&self, run: &RunId) -> Option<Outcome> {
-        self.recent.get(run).or_else(|| self.base.get(run)).copied()
+impl<K, V> Default for SharedMap<K, V> {
+    fn default() -> Self {
+        SharedMap {
+            base: Arc::default(),
+            recent: HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+/// Outcomes by run id.
+pub type Outcomes = SharedMap<RunId, Outcome>;
+
+/// Where an x402 authorization settled: the run it paid for and the block's height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpentPayment {
+    pub run: RunId,
+    pub height: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Copy> SharedMap<K, V> {
+    pub fn get(&self, k: &K) -> Option<V> {
+        self.recent.get(k).or_else(|| self.base.get(k)).copied()
     }
 
-    fn insert(&mut self, run: RunId, o: Outcome) {
+    fn insert(&mut self, run: K, o: V) {
         if self.get(&run).is_none() {
             self.len += 1;
         }
@@ -304,7 +324,18 @@ impl Outcomes {
     }
 }
 
-/// The chain state. Payment ledger state joins it with its issue.
+/// Checks the chain's rule for x402 payments, for a record whose evidence holds: an
+/// authorization settles once. Returns the rejection reason when it already settled.
+fn spent_reason(spent: &SharedMap<Digest, SpentPayment>, r: &RunRecord) -> Option<String> {
+    let p = r.payment()?;
+    let s = spent.get(&p.key)?;
+    Some(format!(
+        "payment: authorization nonce {} of {} was already settled with run {} at height {}",
+        p.nonce, p.payer, s.run, s.height
+    ))
+}
+
+/// The chain state.
 #[derive(Clone, Debug)]
 pub struct ChainState {
     pub chain_id: String,
@@ -333,6 +364,10 @@ pub struct ChainState {
     /// Hash chain over every outcome, in commit order (folds `outcomes` into the state hash
     /// without rehashing the whole map each block).
     pub outcomes_acc: Digest,
+    /// x402 authorizations settled with their runs, by [`crate::record::RecordPayment`] key.
+    pub payments: SharedMap<Digest, SpentPayment>,
+    /// Hash chain over `payments`, in commit order.
+    pub payments_acc: Digest,
     /// The TEE registry: approved PCR sets and registered enclaves, with its params.
     pub tee: TeeRegistry,
     /// The dev root attestation documents may chain to, from [`TeeConfig::dev_root_der_hex`].
@@ -383,6 +418,8 @@ impl ChainState {
             rounds: 0,
             outcomes: Outcomes::default(),
             outcomes_acc: Digest::default(),
+            payments: SharedMap::default(),
+            payments_acc: Digest::default(),
             tee: TeeRegistry::new(tee.registry),
             tee_dev_root,
         })
@@ -409,6 +446,11 @@ impl ChainState {
             "outcomes": self.outcomes.len(),
             "outcomes_acc": self.outcomes_acc,
         });
+        // Like `tee`: absent until the first payment settles, so older chains keep their
+        // state hashes.
+        if !self.payments.is_empty() {
+            v["payments"] = json!({"settled": self.payments.len(), "acc": self.payments_acc});
+        }
         if !self.tee.is_default() || self.tee_dev_root.is_some() {
             v["tee"] = json!({
                 "registry": self.tee,
@@ -436,6 +478,8 @@ impl ChainState {
             rounds: self.rounds,
             outcomes: Outcomes::default(),
             outcomes_acc: self.outcomes_acc,
+            payments: SharedMap::default(),
+            payments_acc: self.payments_acc,
             tee: self.tee.clone(),
             tee_dev_root: self.tee_dev_root.clone(),
         }
@@ -511,6 +555,7 @@ impl ChainState {
         // against copies with its own run id.
         let mut refused: HashMap<RunId, Vec<usize>> = HashMap::new();
         let (mut records, mut rejected) = (Vec::new(), Vec::<Rejected>::new());
+        let mut paid = std::collections::HashSet::new();
         for r in candidates {
             if self.is_settled(&r.run_id) || settled.contains(&r.run_id) {
                 continue;
@@ -522,8 +567,22 @@ impl ChainState {
             if same_run.iter().any(|&i| rejected[i].record == r) {
                 continue;
             }
-            match verifier.verify(&r, self) {
+            let verdict =
+                verifier
+                    .verify(&r, self)
+                    .and_then(|()| match spent_reason(&self.payments, &r) {
+                        Some(reason) => Err(reason),
+                        None => Ok(()),
+                    });
+            match verdict {
                 Ok(()) => {
+                    // Two records paying with one authorization: the first settles; the
+                    // other waits for the next block, where the authorization is spent.
+                    if let Some(p) = r.payment() {
+                        if !paid.insert(p.key) {
+                            continue;
+                        }
+                    }
                     settled.insert(r.run_id);
                     records.push(r)
                 }
@@ -638,9 +697,21 @@ impl ChainState {
             }
         }
         let mut seen = std::collections::HashSet::new();
+        let mut paid = std::collections::HashSet::new();
         for r in &block.records {
             if !seen.insert(r.run_id) {
                 return Err(format!("run {} is settled twice in the block", r.run_id));
+            }
+            if let Some(reason) = spent_reason(&self.payments, r) {
+                return Err(format!("the block settles run {}, but {reason}", r.run_id));
+            }
+            if let Some(p) = r.payment() {
+                if !paid.insert(p.key) {
+                    return Err(format!(
+                        "the block settles two runs paid with authorization nonce {} of {}",
+                        p.nonce, p.payer
+                    ));
+                }
             }
         }
         if let Some(verifier) = evidence {
@@ -653,7 +724,13 @@ impl ChainState {
                 })?;
             }
             for x in &block.rejected {
-                match verifier.verify(&x.record, self) {
+                let verdict = verifier.verify(&x.record, self).and_then(|()| {
+                    match spent_reason(&self.payments, &x.record) {
+                        Some(reason) => Err(reason),
+                        None => Ok(()),
+                    }
+                });
+                match verdict {
                     Ok(()) => {
                         return Err(format!(
                             "the block rejects run {} but its evidence holds",
@@ -1001,6 +1078,20 @@ impl ChainState {
                 leaf: i as u64,
             };
             self.record_outcome(r.run_id, o, &r.receipt_digest);
+            if let Some(p) = r.payment() {
+                self.payments_acc = haca_core::hash::sha256_parts(&[
+                    self.payments_acc.as_bytes(),
+                    p.key.as_bytes(),
+                    r.run_id.0.as_bytes(),
+                ]);
+                self.payments.insert(
+                    p.key,
+                    SpentPayment {
+                        run: r.run_id,
+                        height,
+                    },
+                );
+            }
         }
         for x in rejected {
             if self.is_settled(&x.record.run_id) {

@@ -259,6 +259,7 @@ impl Validator {
                 .replay(&block)
                 .map_err(|reason| ValidatorError::Replay { height: h, reason })?;
             state.outcomes.compact();
+            state.payments.compact();
         }
         if last > 0 {
             tracing::info!(
@@ -812,6 +813,7 @@ impl Validator {
             .expect("checked lock")
             .retain(|_, (b, _)| b.header.height > height);
         state.outcomes.compact();
+        state.payments.compact();
         *self.registries.lock().expect("registries lock") = Arc::new(state.registries());
         drop(state);
         tracing::debug!("committed block {height} in {:?}", t.elapsed());

@@ -464,19 +464,70 @@ impl<'a> Checker<'a> {
             },
             Claim::PaymentSettled => match &b.payment.evidence {
                 None => (NotPresent, "the payment box is absent".into()),
-                Some(p) => match &p.settlement {
-                    None => (Fails, "the payment had not settled when the node signed the receipt".into()),
-                    Some(s) => (Unchecked, format!("the node reports transaction {} settled at {} ms on its own ledger; that ledger is not in chain state, so nothing offline confirms it", s.transaction, s.settled_at)),
-                },
+                Some(p) => self.payment_settled(p),
             },
-            Claim::RunSettled => match (&b.settlement.evidence, &self.anchors.validators) {
-                (None, _) => (NotPresent, "the settlement box is absent: no round has committed this run".into()),
-                (Some(_), None) => (Unchecked, "no validator set given (pass --validators FILE)".into()),
-                (Some(ev), Some(history)) => match ev.verify(&self.parsed.receipt.run_id, &self.parsed.digest(), history) {
+            Claim::RunSettled => self.run_settled(),
+        }
+    }
+
+    /// `run.settled`: the settlement box proves the receipt's digest in a round certified by
+    /// the trusted validators.
+    fn run_settled(&self) -> (ClaimState, String) {
+        use ClaimState::*;
+        match (
+            &self.parsed.receipt.boxes.settlement.evidence,
+            &self.anchors.validators,
+        ) {
+            (None, _) => (
+                NotPresent,
+                "the settlement box is absent: no round has committed this run".into(),
+            ),
+            (Some(_), None) => (
+                Unchecked,
+                "no validator set given (pass --validators FILE)".into(),
+            ),
+            (Some(ev), Some(history)) => {
+                match ev.verify(&self.parsed.receipt.run_id, &self.parsed.digest(), history) {
                     Ok(detail) => (Holds, detail),
                     Err(e) => (Fails, e),
-                },
-            },
+                }
+            }
+        }
+    }
+
+    /// `payment.settled`: an `exact` payment settles with its run. Validators settle a record
+    /// only after checking its payment's signature and that its authorization never settled
+    /// before (the chain's rule), and the round commits to the receipt digest, which covers
+    /// the payment box; so the run's settlement proves the payment's. A `private` record
+    /// shows validators only the digest, and an API-key charge has no authorization: both
+    /// rest on the node's ledger alone.
+    fn payment_settled(&self, p: &PaymentEvidence) -> (ClaimState, String) {
+        use ClaimState::*;
+        let Some(s) = &p.settlement else {
+            return (
+                Fails,
+                "the payment had not settled when the node signed the receipt".into(),
+            );
+        };
+        let node_word = |why: &str| {
+            (
+                Unchecked,
+                format!(
+                    "the node reports transaction {} settled at {} ms on its own ledger; {why}",
+                    s.transaction, s.settled_at
+                ),
+            )
+        };
+        if p.scheme != "exact" || p.authorization.is_none() {
+            return node_word("there is no payer authorization for validators to check");
+        }
+        if self.parsed.receipt.settlement_mode == Some(crate::settlement::SettlementMode::Private) {
+            return node_word("the run settled privately, so validators saw only its digest");
+        }
+        match self.run_settled() {
+            (Holds, detail) => (Holds, format!("settled with its run ({detail}); validators checked the authorization and spent its nonce")),
+            (NotPresent, _) => (NotPresent, format!("the node's ledger settled it as transaction {}; the round that settles it on chain has not landed", s.transaction)),
+            other => other,
         }
     }
 

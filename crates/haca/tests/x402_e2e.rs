@@ -181,13 +181,19 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
     assert_eq!(pbox["evidence"]["mode"], "vanilla");
     assert_eq!(pbox["evidence"]["authorization"]["token_name"], "USD Coin");
 
-    // Offline: the payer's signature recovers from the box (payment.authorized holds);
-    // the ledger is the node's own, so payment.settled is not overstated.
+    // Offline: the payer's signature recovers from the box (payment.authorized holds), and
+    // once the run's round lands, the payment settled with it (validators checked it).
     let run_id = ans["run_id"].as_str().unwrap();
-    let out = node.haca_ok(&["receipt", run_id, "--json"]);
+    let out = node.haca_ok(&["receipt", run_id, "--wait", "settled", "--json"]);
     let file = dir.path().join("receipt.json");
     std::fs::write(&file, &out.stdout).unwrap();
-    let v = node.haca(&["verify", file.to_str().unwrap()]);
+    let genesis = dir.path().join("genesis.json");
+    let v = node.haca(&[
+        "verify",
+        file.to_str().unwrap(),
+        "--validators",
+        genesis.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&v.stdout);
     assert!(v.status.success(), "{text}");
     let line = |claim: &str| {
@@ -202,7 +208,9 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
         authorized.contains(&wallet.address().to_checksum(None)),
         "{authorized}"
     );
-    assert!(line("payment.settled").contains("unchecked"), "{text}");
+    let settled_line = line("payment.settled");
+    assert!(settled_line.contains("holds"), "{settled_line}");
+    assert!(line("run.settled").contains("holds"), "{text}");
 
     // Replaying it is refused: the nonce is spent.
     let (code, msg) = refusal(infer(
