@@ -542,6 +542,20 @@ fn haca_infer_pays_from_a_wallet_the_devnet_faucet_funds() {
         stderr_of(&out)
     );
 
+    // A node asking more than the client's cap is not paid.
+    let out = Command::new(common::BIN)
+        .args(["infer", "example/mnist-mlp", "--input", input])
+        .args(["--max-payment", "999"])
+        .env("HACA_NODE", &url)
+        .env("HACA_LOG", "warn")
+        .env("HACA_HOME", dir.path().join("capped-home"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("over the limit of 999"), "{err}");
+    assert!(err.contains("--max-payment"), "{err}");
+
     // When the faucet refuses (here: a wrong operator token), an empty wallet says why,
     // with the 402's reason.
     let empty = dir.path().join("empty-home");

@@ -136,6 +136,10 @@ enum Command {
         /// Where it executes: vanilla, or tee (inside the node's enclave, with an attestation).
         #[arg(long, default_value = "vanilla", value_parser = ["vanilla", "tee", "zkml"])]
         mode: String,
+        /// The most this run may cost, in base units (6 decimals: 1000000 = 1.000000); a node
+        /// asking more is not paid.
+        #[arg(long, env = "HACA_MAX_PAYMENT", default_value_t = 1_000_000)]
+        max_payment: u64,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -529,6 +533,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             json,
             settlement,
             mode,
+            max_payment,
             node,
         } => {
             let input = json_arg(&input, "--input")?;
@@ -543,7 +548,8 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             {
                 Ok((ans, _)) => ans,
                 Err(demand) => {
-                    wallet::pay_and_retry(&client, "/v1/infer", body, &headers, demand).await?
+                    let cap = haca_pay::U256::from(max_payment);
+                    wallet::pay_and_retry(&client, "/v1/infer", body, &headers, demand, cap).await?
                 }
             };
             print_or(json, &ans, |v| show::answer(v, client.base()));

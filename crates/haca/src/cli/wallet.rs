@@ -212,8 +212,9 @@ fn faucet_refused(e: CliError, node: &str) -> CliError {
     }
 }
 
-/// Pays the node's 402 from the wallet and sends the request again, once: funds the wallet
-/// from the devnet faucet first when its balance is short of the price. Returns the node's
+/// Pays the node's 402 from the wallet and sends the request again, once, unless the price
+/// is over `max_amount`: funds the wallet from the devnet faucet first when its balance is
+/// short of the price. Returns the node's
 /// answer (its receipt's payment box says what was paid).
 pub async fn pay_and_retry(
     client: &NodeClient,
@@ -221,6 +222,7 @@ pub async fn pay_and_retry(
     body: Value,
     headers: &[(&str, &str)],
     demand: PaymentDemand,
+    max_amount: U256,
 ) -> Result<Value, CliError> {
     let required = decode_payment_required_header(&demand.required).map_err(|e| {
         CliError::Msg(format!(
@@ -228,9 +230,14 @@ pub async fn pay_and_retry(
             demand.reason
         ))
     })?;
-    let selected = select_requirement(&required, &PayPolicy::default()).map_err(|e| {
+    let policy = PayPolicy {
+        max_amount: Some(max_amount),
+        ..PayPolicy::default()
+    };
+    let selected = select_requirement(&required, &policy).map_err(|e| {
         CliError::Msg(format!(
-            "the node asks for payment ({}), but this wallet cannot pay it: {e}",
+            "the node asks for payment ({}), but this wallet will not pay it: {e} (the cap is \
+             --max-payment {max_amount} base units)",
             demand.reason
         ))
     })?;
