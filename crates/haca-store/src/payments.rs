@@ -356,6 +356,23 @@ impl Store {
         .await
     }
 
+    /// Revokes the API key `id` at `at_ms`; `Ok(false)` when there is no such key. Revoking
+    /// twice keeps the first time. The key's balance stays in its account.
+    pub async fn revoke_api_key(&self, id: &str, at_ms: u64) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1")?
+                .exists([&id])?;
+            tx.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, at_ms as i64],
+            )?;
+            Ok(exists)
+        })
+        .await
+    }
+
     /// The API key whose SHA-256 is `key_hash`, revoked or not.
     pub fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
         self.read(|c| {

@@ -1052,3 +1052,28 @@ pub async fn api_key_self(State(st): S, headers: HeaderMap) -> Result<Json<Value
         "price": p.config.price.to_string(),
     })))
 }
+
+/// `DELETE /v1/apikeys/{id}` (admin): revokes a key; its next request is 401.
+pub async fn revoke_api_key(
+    State(st): S,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    payments_of(&st)?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "id: {id:?} is not an API key id (16 hex digits, as `haca apikey create` prints)"
+            ),
+        ));
+    }
+    if !st.gateway.store.revoke_api_key(&id, now_ms()).await? {
+        return Err(ApiError::not_found(
+            "unknown_api_key",
+            format!("no API key {id} on this node"),
+        ));
+    }
+    tracing::info!("api key {id} revoked by {who}");
+    Ok(Json(json!({"id": id, "revoked": true})))
+}

@@ -645,6 +645,24 @@ fn an_api_key_pays_for_runs_from_its_prepaid_balance() {
     }
     assert_eq!(balance(&http, &url, &account), 500);
 
+    // Revoked: 401 saying so.
+    let id = me["id"].as_str().unwrap().to_owned();
+    node.haca_ok(&["apikey", "revoke", &id]);
+    let resp = with_key(&key);
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("revoked"),
+        "{v}"
+    );
+    let out = node.haca(&["apikey", "revoke", "0123456789abcdef"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("no API key"),
+        "{}",
+        stderr_of(&out)
+    );
+
     // Keys are an admin action: a wrong operator token is refused.
     let resp = http
         .post(format!("{url}/v1/apikeys"))

@@ -32,6 +32,11 @@ enum ApiKeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a key by its id: its next request is refused (401). Its balance stays.
+    Revoke {
+        /// The id `create` printed (16 hex digits).
+        id: String,
+    },
 }
 
 pub async fn run(a: ApiKeyArgs) -> Result<ExitCode, CliError> {
@@ -74,6 +79,16 @@ pub async fn run(a: ApiKeyArgs) -> Result<ExitCode, CliError> {
             );
             println!("use it:   Authorization: Bearer <key> (shown once, below)");
             println!("{}", v["key"].as_str().unwrap_or_default());
+        }
+        ApiKeyCommand::Revoke { id } => {
+            client
+                .send_json(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/apikeys/{id}"),
+                    json!({}),
+                )
+                .await?;
+            println!("revoked API key {id} on {}", client.base());
         }
     }
     Ok(ExitCode::SUCCESS)

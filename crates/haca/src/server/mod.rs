@@ -7,7 +7,7 @@ mod routes;
 
 use crate::gateway::Gateway;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use haca_core::BlobId;
 use std::net::SocketAddr;
@@ -58,7 +58,8 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
             .route("/v1/x402/faucet", post(pay::faucet))
             .route("/v1/x402/balance/{address}", get(pay::balance))
             .route("/v1/apikeys", post(pay::create_api_key))
-            .route("/v1/apikeys/self", get(pay::api_key_self));
+            .route("/v1/apikeys/self", get(pay::api_key_self))
+            .route("/v1/apikeys/{id}", delete(pay::revoke_api_key));
     }
     r.route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
