@@ -63,8 +63,11 @@ pub struct PaymentConfig {
     pub token_name: String,
     pub token_version: String,
     pub pay_to: Address,
-    /// Base units (6 decimals for USDC) per `POST /v1/infer`.
+    /// Base units (6 decimals for USDC) per `POST /v1/infer`, unless `model_prices` names
+    /// the model.
     pub price: U256,
+    /// Prices of one run by model label.
+    pub model_prices: std::collections::BTreeMap<String, U256>,
     pub max_timeout_seconds: u64,
     /// A remote x402 facilitator's base URL (its `/verify`, `/settle` and `/supported`);
     /// `None` verifies and settles on this node's own ledger.
@@ -81,6 +84,7 @@ impl PaymentConfig {
             token_version: DEVNET_TOKEN_VERSION.into(),
             pay_to: DEVNET_PAY_TO.parse().expect("a valid address"),
             price,
+            model_prices: Default::default(),
             max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECS,
             facilitator: None,
         }
@@ -623,14 +627,42 @@ impl Payments {
         }
     }
 
+    /// The price of one run of `reference` (a label, `label@REV` or a blob id): the price set
+    /// for its label, or for any priced label that points at the same artifact now (so that
+    /// naming the blob costs what naming the label does), else the node's default.
+    pub fn price_of(&self, hub: &haca_hub::Hub, reference: &str) -> Result<U256, ApiError> {
+        if self.config.model_prices.is_empty() {
+            return Ok(self.config.price);
+        }
+        let resolved = hub.resolve(reference, None)?;
+        if let Some(p) = resolved
+            .label
+            .as_ref()
+            .and_then(|l| self.config.model_prices.get(l))
+        {
+            return Ok(*p);
+        }
+        for (label, price) in &self.config.model_prices {
+            if hub.resolve(label, None).map(|r| r.blob_id).ok() == Some(resolved.blob_id) {
+                return Ok(*price);
+            }
+        }
+        Ok(self.config.price)
+    }
+
     /// The paywall's first half: read `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) and
-    /// verify it against this node's terms and ledger, or, without either, charge the API
+    /// verify it against this node's terms (at `price`) and ledger, or, without either, charge the API
     /// key of `Authorization: Bearer`. Each refusal is a 402, but for an unknown API key (401).
     pub async fn check(
         &self,
         headers: &HeaderMap,
         resource: &str,
+        price: U256,
     ) -> Result<PendingPayment, ApiError> {
+        let config = PaymentConfig {
+            price,
+            ..self.config.clone()
+        };
         let api_key = match (
             headers.get(PAYMENT_SIGNATURE_HEADER),
             headers.get(X_PAYMENT_HEADER),
@@ -648,14 +680,14 @@ impl Payments {
                 let key = api_key.expect("a key was presented");
                 let balance = self
                     .store
-                    .balance(&self.config.asset.to_checksum(None), &key.account)?;
-                if U256::from_str_radix(&balance, 10).unwrap_or_default() < self.config.price {
-                    return Err(api_key_short(&key, &balance, &self.config.price.to_string()));
+                    .balance(&config.asset.to_checksum(None), &key.account)?;
+                if U256::from_str_radix(&balance, 10).unwrap_or_default() < config.price {
+                    return Err(api_key_short(&key, &balance, &config.price.to_string()));
                 }
                 return Ok(PendingPayment {
                     payer: Payer::ApiKey {
                         key,
-                        config: self.config.clone(),
+                        config: config.clone(),
                     },
                     resource: resource.into(),
                     verified_at: now_ms(),
@@ -668,7 +700,7 @@ impl Payments {
                     PAYMENT_REQUIRED_CODE,
                     format!(
                         "this node charges {} base units of {} on {} per run: pay with x402 (header {PAYMENT_SIGNATURE_HEADER}, or {X_PAYMENT_HEADER} for x402 version 1), or send Authorization: Bearer <API key>",
-                        self.config.price, self.config.asset, self.config.network
+                        config.price, config.asset, config.network
                     ),
                 ))
             }
@@ -688,10 +720,10 @@ impl Payments {
             )
         })?;
         let requirements = match &payload {
-            AnyPaymentPayload::V1(_) => AnyRequirements::V1(self.config.requirements_v1(resource)),
-            AnyPaymentPayload::V2(_) => AnyRequirements::V2(self.config.requirements()),
+            AnyPaymentPayload::V1(_) => AnyRequirements::V1(config.requirements_v1(resource)),
+            AnyPaymentPayload::V2(_) => AnyRequirements::V2(config.requirements()),
         };
-        let remote = self.config.facilitator.as_ref().map(|base| {
+        let remote = config.facilitator.as_ref().map(|base| {
             Box::new((
                 RemoteFacilitator::new(base),
                 FacilitatorRequest {
@@ -731,8 +763,8 @@ impl Payments {
         Ok(PendingPayment {
             payer: Payer::X402 {
                 verified,
-                token_name: self.config.token_name.clone(),
-                token_version: self.config.token_version.clone(),
+                token_name: config.token_name.clone(),
+                token_version: config.token_version.clone(),
                 remote,
             },
             resource: resource.into(),
@@ -744,7 +776,11 @@ impl Payments {
     /// A 402 answer: always the v2 `PAYMENT-REQUIRED` header; the body is the v1
     /// `{x402Version: 1, error, accepts}` when no payment was sent, else `{error: {code,
     /// message}}` saying which check failed.
-    pub fn payment_required(&self, resource: &str, err: ApiError) -> Response {
+    pub fn payment_required(&self, resource: &str, err: ApiError, price: U256) -> Response {
+        let config = PaymentConfig {
+            price,
+            ..self.config.clone()
+        };
         let required = PaymentRequired {
             x402_version: 2,
             error: Some(err.message.clone()),
@@ -753,14 +789,14 @@ impl Payments {
                 description: Some("one haca inference run".into()),
                 mime_type: Some("application/json".into()),
             }),
-            accepts: vec![self.config.requirements()],
+            accepts: vec![config.requirements()],
             extensions: None,
         };
         let body = if err.code == PAYMENT_REQUIRED_CODE {
             serde_json::to_value(PaymentRequiredV1 {
                 x402_version: 1,
                 error: Some(err.message.clone()),
-                accepts: vec![self.config.requirements_v1(resource)],
+                accepts: vec![config.requirements_v1(resource)],
             })
             .expect("x402 messages serialize")
         } else {

@@ -786,3 +786,88 @@ fn a_node_settles_through_a_remote_facilitator() {
         stderr_of(&out)
     );
 }
+
+/// Prices per model: a priced label costs its price whether it is named by label or by blob
+/// id; an unknown model is refused before any payment is asked.
+#[test]
+fn a_model_costs_its_own_price_by_label_or_by_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--price-per-request",
+            &PRICE.to_string(),
+            "--model-price",
+            "example/mnist-mlp=2500",
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let url = node.url.clone();
+    let (req_v2, req_v1) = required(&http, &url);
+    let (AnyPaymentRequired::V2(r2), AnyPaymentRequired::V1(r1)) = (&req_v2, &req_v1) else {
+        panic!("v2 header, v1 body")
+    };
+    assert_eq!(r2.accepts[0].amount, "2500");
+    assert_eq!(r1.accepts[0].max_amount_required, "2500");
+
+    // By blob id: the same price, and a payment of it is served.
+    let blob: Value = http
+        .get(format!("{url}/v1/hub/resolve/example/mnist-mlp"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let blob_id = blob["blob_id"].as_str().unwrap().to_owned();
+    let by_blob = json!({"model": blob_id, "input": mlp_input(1)});
+    let resp = http
+        .post(format!("{url}/v1/infer"))
+        .json(&by_blob)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let h = resp.headers()[PAYMENT_REQUIRED_HEADER].to_str().unwrap();
+    let AnyPaymentRequired::V2(again) = decode_payment_required_header(h).unwrap() else {
+        panic!("v2")
+    };
+    assert_eq!(again.accepts[0].amount, "2500");
+    let wallet = fresh_signer();
+    fund(&http, &url, wallet.address(), 10_000);
+    let paid = encode_header(&pay(&req_v2, &wallet, now()));
+    let resp = http
+        .post(format!("{url}/v1/infer"))
+        .header(PAYMENT_SIGNATURE_HEADER, paid)
+        .json(&by_blob)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ans: Value = resp.json().unwrap();
+    assert_eq!(
+        ans["receipt"]["boxes"]["payment"]["evidence"]["amount"],
+        "2500"
+    );
+    assert_eq!(
+        balance(&http, &url, &wallet.address().to_checksum(None)),
+        7500
+    );
+
+    // Unknown model: 404 with the reason, no 402.
+    let resp = http
+        .post(format!("{url}/v1/infer"))
+        .json(&json!({"model": "nobody/nothing", "input": mlp_input(1)}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    // /v1/node lists the prices.
+    let info: Value = http
+        .get(format!("{url}/v1/node"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        info["payments"]["model_prices"]["example/mnist-mlp"], "2500",
+        "{info}"
+    );
+}

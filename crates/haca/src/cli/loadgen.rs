@@ -38,7 +38,8 @@ pub async fn run(a: LoadgenArgs) -> Result<ExitCode, CliError> {
         .await
     {
         Err(ClientError::Api { status: 402, .. }) => {
-            client = NodeClient::new(&a.node, Some(funded_api_key(&client, a.requests).await?));
+            let key = funded_api_key(&client, &a.model, a.requests).await?;
+            client = NodeClient::new(&a.node, Some(key));
             client
                 .send_json(Method::POST, "/v1/infer", body.clone())
                 .await?;
@@ -100,13 +101,15 @@ pub async fn run(a: LoadgenArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-/// An API key holding the price of `runs` runs and a warm-up, from the node's faucet.
-async fn funded_api_key(client: &NodeClient, runs: usize) -> Result<String, CliError> {
-    let price: u128 = client
-        .get_json("/v1/node")
-        .await?
-        .pointer("/payments/price")
-        .and_then(|p| p.as_str())
+/// An API key holding the price of `runs` runs of `model` and a warm-up, from the node's
+/// faucet.
+async fn funded_api_key(client: &NodeClient, model: &str, runs: usize) -> Result<String, CliError> {
+    let node = client.get_json("/v1/node").await?;
+    let payments = &node["payments"];
+    let price: u128 = payments["model_prices"]
+        .get(model)
+        .unwrap_or(&payments["price"])
+        .as_str()
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| CliError::Msg("the node charges but does not say its price".into()))?;
     let fund = price.saturating_mul(runs as u128 + 1);

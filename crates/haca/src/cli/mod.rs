@@ -87,6 +87,10 @@ enum Command {
         /// faucet). 0 serves for free and takes no payments.
         #[arg(long, default_value_t = 1000)]
         price_per_request: u64,
+        /// The price of one run of a model, by label, overriding --price-per-request for it
+        /// (repeatable): `--model-price example/mnist-mlp=2500`.
+        #[arg(long, value_name = "LABEL=UNITS", value_parser = parse_model_price)]
+        model_price: Vec<(String, u64)>,
         /// Verify and settle x402 payments with this remote facilitator (its base URL, such
         /// as another node's http://HOST:PORT/v1/x402) instead of this node's own ledger.
         #[arg(long)]
@@ -337,6 +341,9 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
             p.asset, p.token_name, p.token_version, node.url
         );
         println!("  payee:     {}", p.pay_to);
+        for (model, price) in &p.model_prices {
+            println!("  price:     {model}: {price} base units per run");
+        }
         if let Some(f) = &p.facilitator {
             println!("  settles:   with the x402 facilitator at {f}");
         }
@@ -466,17 +473,36 @@ async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `LABEL=UNITS` of `--model-price`.
+fn parse_model_price(s: &str) -> Result<(String, u64), String> {
+    let (label, units) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: expected LABEL=UNITS, such as example/mnist-mlp=2500"))?;
+    if label.is_empty() {
+        return Err(format!("{s:?}: the label is empty"));
+    }
+    let units = units
+        .parse()
+        .map_err(|_| format!("{s:?}: {units:?} is not a whole number of base units"))?;
+    Ok((label.to_owned(), units))
+}
+
 async fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Devnet {
             serve,
             chain,
             price_per_request,
+            model_price,
             facilitator,
         } => {
             let mut cfg = serve_config(&serve, true);
             cfg.payments = (price_per_request > 0).then(|| crate::payments::PaymentConfig {
                 facilitator,
+                model_prices: model_price
+                    .into_iter()
+                    .map(|(m, p)| (m, haca_pay::U256::from(p)))
+                    .collect(),
                 ..crate::payments::PaymentConfig::devnet(haca_pay::U256::from(price_per_request))
             });
             if let Some(dir) = chain {

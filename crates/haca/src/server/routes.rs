@@ -46,6 +46,7 @@ pub async fn node_info(State(st): S) -> Json<Value> {
             "token_version": c.token_version,
             "pay_to": c.pay_to.to_checksum(None),
             "price": c.price.to_string(),
+            "model_prices": c.model_prices.iter().map(|(m, p)| (m.clone(), p.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
         })
     });
     Json(json!({
@@ -80,15 +81,17 @@ pub async fn infer(
     JsonBody(req): JsonBody<InferRequest>,
 ) -> Result<Response, ApiError> {
     let mode = settlement_mode(&headers)?;
-    // x402: verify the payment first; the gateway settles it before the model runs.
-    let (pending, resource) = match &st.payments {
-        None => (None, String::new()),
+    // x402: price the model (an unknown one is refused before any payment), verify the
+    // payment; the gateway settles it before the model runs.
+    let (pending, resource, price) = match &st.payments {
+        None => (None, String::new(), Default::default()),
         Some(p) => {
+            let price = p.price_of(&st.gateway.hub, &req.model)?;
             let resource = p.resource_url(&headers, "/v1/infer");
-            match p.check(&headers, &resource).await {
-                Ok(pending) => (Some(pending), resource),
+            match p.check(&headers, &resource, price).await {
+                Ok(pending) => (Some(pending), resource, price),
                 Err(e) if e.status == StatusCode::PAYMENT_REQUIRED => {
-                    return Ok(p.payment_required(&resource, e))
+                    return Ok(p.payment_required(&resource, e, price))
                 }
                 Err(e) => return Err(e),
             }
@@ -97,7 +100,7 @@ pub async fn infer(
     let ans = match st.gateway.infer(req, mode, pending).await {
         Ok(ans) => ans,
         Err(e) if e.status == StatusCode::PAYMENT_REQUIRED => match &st.payments {
-            Some(p) => return Ok(p.payment_required(&resource, e)),
+            Some(p) => return Ok(p.payment_required(&resource, e, price)),
             None => return Err(e),
         },
         Err(e) => return Err(e),
