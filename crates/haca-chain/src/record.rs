@@ -2,6 +2,7 @@
 //! validators re-verify their evidence without re-running the model.
 
 use crate::state::ChainState;
+use haca_core::claims::PaymentVerifier;
 use haca_core::receipt::{receipt_digest, signature_message, ParsedReceipt};
 use haca_core::settlement::SettlementMode;
 use haca_core::{keys, tensor, Digest, NodeId, RunId};
@@ -390,18 +391,20 @@ impl EvidenceVerifier for PaymentAuthorizations {
         if r.payment().is_none() {
             return Ok(());
         }
+        // SignatureAndHashes has checked the node's signature over this receipt already.
         let raw = r.receipt.as_ref().expect("a payment comes from a receipt");
-        let parsed = ParsedReceipt::from_value(raw.clone()).map_err(|e| format!("receipt: {e}"))?;
-        let anchors = haca_core::TrustAnchors {
-            payment: Some(&haca_pay::receipt_check::PAYMENT_VERIFIER),
-            ..Default::default()
-        };
-        let checker = haca_core::claims::Checker::new(&parsed, &anchors, parsed.receipt.issued_at);
-        let o = checker.check(haca_core::Claim::PaymentAuthorized);
-        match o.state {
-            haca_core::ClaimState::Fails => Err(format!("payment: {}", o.detail)),
-            _ => Ok(()),
-        }
+        let receipt = ParsedReceipt::typed(raw).map_err(|e| format!("receipt: {e}"))?;
+        let p = receipt
+            .boxes
+            .payment
+            .evidence
+            .as_ref()
+            .expect("a payment comes from the payment box");
+        haca_core::claims::payment_covers(&receipt, p).map_err(|e| format!("payment: {e}"))?;
+        haca_pay::receipt_check::PAYMENT_VERIFIER
+            .verify(p)
+            .map(|_| ())
+            .map_err(|e| format!("payment: {e}"))
     }
 }
 

@@ -241,6 +241,39 @@ pub struct TrustAnchors {
     pub payment: Option<&'static dyn PaymentVerifier>,
 }
 
+/// Whether payment box `p` covers the run of `receipt`: the request and artifact it paid for
+/// are the ones the run executed, and it was verified inside its authorization's window.
+/// The signature is the [`PaymentVerifier`]'s to check.
+pub fn payment_covers(receipt: &crate::Receipt, p: &PaymentEvidence) -> Result<(), String> {
+    let b = &receipt.boxes;
+    if let Some(e) = &b.execution.evidence {
+        if e.request_hash != p.request_hash {
+            return Err(format!(
+                "the payment covered request {}, the run executed request {}",
+                p.request_hash, e.request_hash
+            ));
+        }
+    }
+    if let (Some(paid), Some(a)) = (&p.model, &b.artifact.evidence) {
+        if *paid != a.blob_id {
+            return Err(format!(
+                "the payment covered artifact {paid}, the run used {}",
+                a.blob_id
+            ));
+        }
+    }
+    if let Some(auth) = &p.authorization {
+        let verified_s = p.verified_at / 1000;
+        if verified_s < auth.valid_after || verified_s >= auth.valid_before {
+            return Err(format!(
+                "verified at {verified_s} s, outside the authorization's window [{}, {})",
+                auth.valid_after, auth.valid_before
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Verifies a payment box's authorization for the claims checker (haca-pay implements it).
 pub trait PaymentVerifier: Send + Sync + fmt::Debug {
     /// Recovers who signed the box's authorization in the token's EIP-712 domain. `Ok` with a
@@ -538,44 +571,14 @@ impl<'a> Checker<'a> {
         if let Err(e) = &self.signature {
             return (Fails, format!("not signed by the node: {e}"));
         }
-        let b = &self.parsed.receipt.boxes;
-        if let Some(e) = &b.execution.evidence {
-            if e.request_hash != p.request_hash {
-                return (
-                    Fails,
-                    format!(
-                        "the payment covered request {}, the run executed request {}",
-                        p.request_hash, e.request_hash
-                    ),
-                );
-            }
-        }
-        if let (Some(paid), Some(a)) = (&p.model, &b.artifact.evidence) {
-            if *paid != a.blob_id {
-                return (
-                    Fails,
-                    format!(
-                        "the payment covered artifact {paid}, the run used {}",
-                        a.blob_id
-                    ),
-                );
-            }
+        if let Err(e) = payment_covers(&self.parsed.receipt, p) {
+            return (Fails, e);
         }
         if p.scheme == "apikey" {
             return (Unchecked, format!("an API-key charge to account {}: the node's ledger debited it; there is no payer signature to check", p.payer));
         }
-        let Some(auth) = &p.authorization else {
+        if p.authorization.is_none() {
             return (Unchecked, "the box carries no payer signature".into());
-        };
-        let verified_s = p.verified_at / 1000;
-        if verified_s < auth.valid_after || verified_s >= auth.valid_before {
-            return (
-                Fails,
-                format!(
-                    "verified at {verified_s} s, outside the authorization's window [{}, {})",
-                    auth.valid_after, auth.valid_before
-                ),
-            );
         }
         match self.anchors.payment {
             None => (Unchecked, "no x402 verifier in this check".into()),
