@@ -736,20 +736,15 @@ impl Payments {
                 },
             ))
         });
-        let verified = match remote.as_deref() {
-            None => self
-                .verify(&payload, &requirements)
-                .map_err(|e| refused(&e))?,
+        // With a remote facilitator, this node checks the terms and the signature itself and
+        // the facilitator, which holds the ledger, checks balance and nonce.
+        let verified = self
+            .verify(&payload, &requirements, remote.is_none())
+            .await
+            .map_err(|e| refused(&e))?;
+        match remote.as_deref() {
+            None => {}
             Some((f, request)) => {
-                // This node checks the terms and the signature itself; the facilitator, which
-                // holds the ledger, checks balance and nonce.
-                let verified = verify_exact(
-                    &payload,
-                    &requirements,
-                    &VerifyContext::at(now_s()),
-                    &RemoteLedger,
-                )
-                .map_err(|e| refused(&e))?;
                 let answer: VerifyResponse = f.call("verify", request).await?;
                 if !answer.is_valid {
                     return Err(f.refused(
@@ -757,9 +752,8 @@ impl Payments {
                         answer.invalid_message.as_deref(),
                     ));
                 }
-                verified
             }
-        };
+        }
         Ok(PendingPayment {
             payer: Payer::X402 {
                 verified,
@@ -811,22 +805,35 @@ impl Payments {
     }
 
     /// haca-pay's `exact` rules, now, against this node's ledger.
-    fn verify(
+    /// Against this node's own ledger, or, with `own_ledger` false, the terms and signature
+    /// only (a remote facilitator checks balance and nonce). Runs on the blocking pool:
+    /// public-key recovery takes ~0.3 ms, too long to hold an async worker.
+    async fn verify(
         &self,
         payload: &AnyPaymentPayload,
         requirements: &AnyRequirements,
+        own_ledger: bool,
     ) -> Result<VerifiedPayment, PaymentError> {
-        verify_exact(
-            payload,
-            requirements,
-            &VerifyContext::at(now_s()),
-            &StoreLedger(&self.store),
-        )
+        let ledger = own_ledger.then(|| self.store.clone());
+        let (payload, requirements) = (payload.clone(), requirements.clone());
+        tokio::task::spawn_blocking(move || {
+            let ctx = VerifyContext::at(now_s());
+            match &ledger {
+                Some(store) => verify_exact(&payload, &requirements, &ctx, &StoreLedger(store)),
+                None => verify_exact(&payload, &requirements, &ctx, &RemoteLedger),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(PaymentError::Settlement(format!(
+                "verification stopped: {e}"
+            )))
+        })
     }
 
     /// A facilitator request, verified: it must name this node's token on this node's network
     /// (the facilitator settles nothing else), then pass [`Payments::verify`].
-    fn verify_for_facilitator(
+    async fn verify_for_facilitator(
         &self,
         fr: &FacilitatorRequest,
     ) -> Result<VerifiedPayment, PaymentError> {
@@ -843,7 +850,8 @@ impl Payments {
                 got: req.asset().into(),
             });
         }
-        self.verify(&fr.payment_payload, req)
+        // The facilitator endpoints always answer for this node's own ledger.
+        self.verify(&fr.payment_payload, req, true).await
     }
 }
 
@@ -871,7 +879,7 @@ pub async fn verify(State(st): S, req: Request) -> Result<Response, ApiError> {
         }
     };
     let payer = fr.payment_payload.exact().authorization.from;
-    let body = match p.verify_for_facilitator(&fr) {
+    let body = match p.verify_for_facilitator(&fr).await {
         Ok(v) => v.verify_response(),
         Err(e) => e.verify_response(Some(payer)),
     };
@@ -903,7 +911,7 @@ pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
         _ => String::new(),
     };
     let verified_at = now_ms();
-    let outcome = match p.verify_for_facilitator(&fr) {
+    let outcome = match p.verify_for_facilitator(&fr).await {
         Ok(v) => settle_on(&p.store, &v, &resource, None, verified_at)
             .await
             .map(|(tx, _)| v.settle_response(tx)),
