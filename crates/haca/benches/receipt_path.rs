@@ -98,6 +98,28 @@ fn bench(c: &mut Criterion) {
     });
     rt.block_on(node.stop()).unwrap();
 
+    // The same, on a node that keeps no chain: what settlement's background work (submission,
+    // rounds, commits) costs the answer path on a machine shared with it.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::devnet("127.0.0.1:0".parse().unwrap(), bare_dir.path().to_owned());
+    cfg.dev_enclave = false;
+    cfg.validator = false;
+    let bare = rt.block_on(devnet::start(cfg)).unwrap();
+    let bare_url = format!("{}/v1/infer", bare.url);
+    c.bench_function("http_infer_mlp_no_chain", |b| {
+        b.iter(|| {
+            let resp = http
+                .post(&bare_url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .unwrap();
+            assert!(resp.status().is_success());
+            resp.bytes().unwrap()
+        })
+    });
+    rt.block_on(bare.stop()).unwrap();
+
     // The same run paid with x402 (`exact`, v2). The client's signature is made outside the
     // timing (`iter_batched` setup); the timed part adds the gateway's header decode, EIP-712
     // recovery and checks, and the ledger transaction that settles before the model runs.
