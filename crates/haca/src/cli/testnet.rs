@@ -89,7 +89,17 @@ fn parse_fault(s: &str) -> Result<(usize, Fault), String> {
     Ok((i, kind.trim().parse()?))
 }
 
+/// A loopback port that is free now, for a validator to listen on later. Picked below
+/// Linux's ephemeral range (32768 and up): a port the kernel handed out for `bind(0)` and
+/// released goes back to that range, where any outgoing connection (the validators dial each
+/// other) may take it before its validator starts.
 fn free_port() -> Result<u16, CliError> {
+    for _ in 0..200 {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), 20_000..32_000u16);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| CliError::Msg(format!("no free loopback port: {e}")))?;
     Ok(l.local_addr()
