@@ -5,20 +5,15 @@
 use haca_chain::{standard_evidence, ChainState, Outcome, RunRecord};
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
 use haca_core::receipt::ParsedReceipt;
-use haca_core::receipt::{
-    BoxStatus, EvidenceBox, PaymentAuthorization, PaymentEvidence, PaymentSettlement,
-};
+use haca_core::receipt::{BoxStatus, EvidenceBox, PaymentEvidence};
 use haca_core::settlement::{
     vote_sign_bytes, Certificate, CommitSignature, Genesis, SettlementMode, SettlementParams,
     Validator, ValidatorHistory, ValidatorSet, VoteKind,
 };
 use haca_core::testing::vanilla_receipt;
 use haca_core::{BlobId, NodeKey, Receipt};
-use haca_pay::types::Authorization;
-use haca_pay::{PrivateKeySigner, TokenDomain, B256, U256};
+use haca_pay::PrivateKeySigner;
 
-const TOKEN: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
-const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 const T0: u64 = 1_764_000_000_000;
 
 fn genesis(gateway: &NodeKey, validator: &NodeKey) -> Genesis {
@@ -48,50 +43,16 @@ fn paid(
 ) -> (Receipt, RunRecord) {
     let mut r = vanilla_receipt(key, BlobId::of(b"model"), T0 + seed, seed);
     r.settlement_mode = Some(mode);
-    let auth = Authorization {
-        from: payer.address(),
-        to: PAYEE.parse().unwrap(),
-        value: U256::from(1000u64),
-        valid_after: U256::ZERO,
-        valid_before: U256::from(T0 / 1000 + 3600),
-        nonce: B256::repeat_byte(nonce),
-    };
-    let domain = TokenDomain {
-        name: "USD Coin".into(),
-        version: "2".into(),
-        chain_id: 31337,
-        verifying_contract: TOKEN.parse().unwrap(),
-    };
-    let sig = domain.sign(&auth, payer);
     let exec = r.boxes.execution.evidence.clone().unwrap();
-    let mut p = PaymentEvidence {
-        scheme: "exact".into(),
-        network: "eip155:31337".into(),
-        asset: TOKEN.into(),
-        amount: "1000".into(),
-        payer: payer.address().to_checksum(None),
-        nonce: format!("0x{}", hex::encode([nonce; 32])),
-        resource: "http://127.0.0.1/v1/infer".into(),
-        request_hash: exec.request_hash,
-        model: Some(BlobId::of(b"model")),
-        mode: Some(exec.mode),
-        max_tokens: None,
-        authorization: Some(PaymentAuthorization {
-            token_name: "USD Coin".into(),
-            token_version: "2".into(),
-            chain_id: 31337,
-            pay_to: PAYEE.into(),
-            valid_after: 0,
-            valid_before: T0 / 1000 + 3600,
-            signature: format!("0x{}", hex::encode(&sig)),
-        }),
-        verified_at: T0 + seed - 1,
-        settlement: Some(PaymentSettlement {
-            transaction: format!("0x{}", hex::encode([nonce; 32])),
-            settled_at: T0 + seed - 1,
-            round: None,
-        }),
-    };
+    let mut p = haca_pay::testing::signed_payment(
+        payer,
+        exec.request_hash,
+        nonce,
+        T0 + seed - 1,
+        T0 / 1000 + 3600,
+    );
+    p.model = Some(BlobId::of(b"model"));
+    p.mode = Some(exec.mode);
     tamper(&mut p);
     r.boxes.payment = EvidenceBox::with(p, BoxStatus::Claimed, T0 + seed);
     r.sign(key).unwrap();

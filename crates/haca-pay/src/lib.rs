@@ -50,6 +50,7 @@ pub mod facilitator;
 pub mod ledger;
 pub mod price;
 pub mod receipt_check;
+pub mod testing;
 pub mod types;
 
 pub use alloy_primitives::{Address, Bytes, B256, U256};

@@ -79,54 +79,18 @@ impl PaymentVerifier for X402Verifier {
 mod tests {
     use super::*;
     use alloy_signer_local::PrivateKeySigner;
-    use haca_core::receipt::PaymentAuthorization;
     use haca_core::Digest;
-
-    const TOKEN: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
-    const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
     /// A payment box as the gateway writes one, signed by a fresh payer.
     fn signed_box() -> (PaymentEvidence, Address) {
         let signer = PrivateKeySigner::random();
-        let auth = Authorization {
-            from: signer.address(),
-            to: PAYEE.parse().unwrap(),
-            value: U256::from(1000u64),
-            valid_after: U256::ZERO,
-            valid_before: U256::from(2_000_000_000u64),
-            nonce: B256::repeat_byte(7),
-        };
-        let domain = TokenDomain {
-            name: "USD Coin".into(),
-            version: "2".into(),
-            chain_id: 31337,
-            verifying_contract: TOKEN.parse().unwrap(),
-        };
-        let sig = domain.sign(&auth, &signer);
-        let p = PaymentEvidence {
-            scheme: "exact".into(),
-            network: "eip155:31337".into(),
-            asset: TOKEN.into(),
-            amount: "1000".into(),
-            payer: signer.address().to_checksum(None),
-            nonce: format!("0x{}", hex::encode([7u8; 32])),
-            resource: "http://127.0.0.1/v1/infer".into(),
-            request_hash: Digest([1; 32]),
-            model: None,
-            mode: None,
-            max_tokens: None,
-            authorization: Some(PaymentAuthorization {
-                token_name: "USD Coin".into(),
-                token_version: "2".into(),
-                chain_id: 31337,
-                pay_to: PAYEE.into(),
-                valid_after: 0,
-                valid_before: 2_000_000_000,
-                signature: format!("0x{}", hex::encode(&sig)),
-            }),
-            verified_at: 1_700_000_000_000,
-            settlement: None,
-        };
+        let p = crate::testing::signed_payment(
+            &signer,
+            Digest([1; 32]),
+            7,
+            1_700_000_000_000,
+            2_000_000_000,
+        );
         (p, signer.address())
     }
 
