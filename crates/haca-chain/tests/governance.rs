@@ -3,6 +3,10 @@
 //! exported history keeps old certificates and old receipts verifiable, replay reaches the
 //! same state, and live consensus follows the set.
 
+#[path = "support/certify.rs"]
+mod certify;
+use certify::certify;
+
 #[path = "support/consensus_host.rs"]
 mod consensus_host;
 
@@ -11,8 +15,7 @@ use haca_chain::state::{governance_message, Approval, GovAction, Tx};
 use haca_chain::validator::Validator as ChainValidator;
 use haca_chain::{Block, ChainState, RunRecord, SignatureAndHashes};
 use haca_core::settlement::{
-    vote_sign_bytes, Certificate, CertificateError, CommitSignature, Genesis, SettlementMode,
-    SettlementParams, Validator, ValidatorSet, VoteKind,
+    CertificateError, Genesis, SettlementMode, SettlementParams, Validator, ValidatorSet,
 };
 use haca_core::testing::vanilla_receipt;
 use haca_core::{BlobId, NodeKey};
@@ -72,23 +75,6 @@ fn record(gateway: &NodeKey, seed: u64) -> RunRecord {
     r.settlement_mode = Some(SettlementMode::Batch);
     r.sign(gateway).unwrap();
     RunRecord::new(&r, SettlementMode::Batch, None).unwrap()
-}
-
-fn certify(signers: &[&NodeKey], block: &Block) -> Certificate {
-    let id = block.header.id();
-    let msg = vote_sign_bytes(VoteKind::Precommit, block.header.height, 0, Some(&id));
-    Certificate {
-        height: block.header.height,
-        round: 0,
-        block_id: id,
-        signatures: signers
-            .iter()
-            .map(|k| CommitSignature {
-                validator: k.node_id(),
-                signature: hex::encode(k.sign(&msg)),
-            })
-            .collect(),
-    }
 }
 
 /// Proposes the next block, checks that another validator accepts it, and returns both.

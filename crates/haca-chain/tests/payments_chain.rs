@@ -2,13 +2,16 @@
 //! the authorization never settled before, and a receipt whose run settled proves its
 //! payment settled too (`payment.settled`, offline).
 
+#[path = "support/certify.rs"]
+mod certify;
+use certify::certify;
+
 use haca_chain::{standard_evidence, ChainState, Outcome, RunRecord};
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
 use haca_core::receipt::ParsedReceipt;
 use haca_core::receipt::{BoxStatus, EvidenceBox, PaymentEvidence};
 use haca_core::settlement::{
-    vote_sign_bytes, Certificate, CommitSignature, Genesis, SettlementMode, SettlementParams,
-    Validator, ValidatorHistory, ValidatorSet, VoteKind,
+    Genesis, SettlementMode, SettlementParams, Validator, ValidatorHistory, ValidatorSet,
 };
 use haca_core::testing::vanilla_receipt;
 use haca_core::{BlobId, NodeKey, Receipt};
@@ -136,7 +139,7 @@ fn an_authorization_settles_once_and_its_receipt_proves_it_offline() {
     let (state, detail) = check(&r1, Claim::PaymentAuthorized);
     assert_eq!(state, ClaimState::Holds, "{detail}");
     let (_, ev) = b1
-        .settlement_evidence(&certify(&val, &b1))
+        .settlement_evidence(&certify(&[&val], &b1))
         .into_iter()
         .find(|(run, _)| *run == r1.run_id)
         .unwrap();
@@ -145,20 +148,6 @@ fn an_authorization_settles_once_and_its_receipt_proves_it_offline() {
     let (state, detail) = check(&r, Claim::PaymentSettled);
     assert_eq!(state, ClaimState::Holds, "{detail}");
     assert!(detail.contains("spent its nonce"), "{detail}");
-}
-
-fn certify(key: &NodeKey, block: &haca_chain::Block) -> Certificate {
-    let id = block.header.id();
-    let msg = vote_sign_bytes(VoteKind::Precommit, block.header.height, 0, Some(&id));
-    Certificate {
-        height: block.header.height,
-        round: 0,
-        block_id: id,
-        signatures: vec![CommitSignature {
-            validator: key.node_id(),
-            signature: hex::encode(key.sign(&msg)),
-        }],
-    }
 }
 
 /// A private record shows validators only its digest: its payment is not checked on chain,

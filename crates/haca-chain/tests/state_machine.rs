@@ -2,14 +2,17 @@
 //! and replay to the same state hash, settlement evidence verifies offline, and a validator
 //! refuses blocks that lie about their records.
 
+#[path = "support/certify.rs"]
+mod certify;
+use certify::certify;
+
 use haca_chain::record::RecordContent;
 use haca_chain::state::Tx;
 use haca_chain::{Block, ChainState, EvidenceVerifier, Outcome, RunRecord, SignatureAndHashes};
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
 use haca_core::receipt::ParsedReceipt;
 use haca_core::settlement::{
-    vote_sign_bytes, Certificate, CommitSignature, Genesis, SettlementMode, SettlementParams,
-    Validator, ValidatorHistory, ValidatorSet, VoteKind,
+    Genesis, SettlementMode, SettlementParams, Validator, ValidatorHistory, ValidatorSet,
 };
 use haca_core::tensor;
 use haca_core::testing::vanilla_receipt;
@@ -57,20 +60,6 @@ fn batch(key: &NodeKey, seed: u64) -> (Receipt, RunRecord) {
     (r, rec)
 }
 
-fn certify(key: &NodeKey, block: &Block) -> Certificate {
-    let id = block.header.id();
-    let msg = vote_sign_bytes(VoteKind::Precommit, block.header.height, 0, Some(&id));
-    Certificate {
-        height: block.header.height,
-        round: 0,
-        block_id: id,
-        signatures: vec![CommitSignature {
-            validator: key.node_id(),
-            signature: hex::encode(key.sign(&msg)),
-        }],
-    }
-}
-
 #[test]
 fn a_round_settles_its_records_and_each_receipt_verifies_offline() {
     let f = fixture();
@@ -88,7 +77,7 @@ fn a_round_settles_its_records_and_each_receipt_verifies_offline() {
     assert_eq!((summary.round, summary.records), (1, 5));
     assert_eq!(next.hash(), block.header.state_hash);
 
-    let cert = certify(&f.validator, &block);
+    let cert = certify(&[&f.validator], &block);
     let evidence = block.settlement_evidence(&cert);
     let anchors = TrustAnchors::from_history(ValidatorHistory::from(&f.genesis), false);
     for ((receipt, _), (run, ev)) in runs.iter().zip(evidence) {

@@ -25,6 +25,25 @@ fn receipt(key: &NodeKey, blob_id: BlobId, n: u64) -> Receipt {
     haca_core::testing::vanilla_receipt(key, blob_id, 1_764_000_000_000 + n, n)
 }
 
+/// One `POST /v1/infer`, paid with `payment` when given; asserts success.
+fn post_infer(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    body: &[u8],
+    payment: Option<String>,
+) -> bytes::Bytes {
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(p) = payment {
+        req = req.header(PAYMENT_SIGNATURE_HEADER, p);
+    }
+    let resp = req.send().unwrap();
+    assert!(resp.status().is_success());
+    resp.bytes().unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let key = NodeKey::generate();
     let blob_id = BlobId::of(EXAMPLE_MODEL); // hashed once: the gateway gets it from the hub
@@ -85,16 +104,7 @@ fn bench(c: &mut Criterion) {
         serde_json::to_vec(&json!({"model": "example/mnist-mlp", "input": input()})).unwrap();
     let url = format!("{}/v1/infer", node.url);
     c.bench_function("http_infer_mlp_with_receipt", |b| {
-        b.iter(|| {
-            let resp = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .unwrap();
-            assert!(resp.status().is_success());
-            resp.bytes().unwrap()
-        })
+        b.iter(|| post_infer(&http, &url, &body, None))
     });
     rt.block_on(node.stop()).unwrap();
 
@@ -107,16 +117,7 @@ fn bench(c: &mut Criterion) {
     let bare = rt.block_on(devnet::start(cfg)).unwrap();
     let bare_url = format!("{}/v1/infer", bare.url);
     c.bench_function("http_infer_mlp_no_chain", |b| {
-        b.iter(|| {
-            let resp = http
-                .post(&bare_url)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .unwrap();
-            assert!(resp.status().is_success());
-            resp.bytes().unwrap()
-        })
+        b.iter(|| post_infer(&http, &bare_url, &body, None))
     });
     rt.block_on(bare.stop()).unwrap();
 
@@ -160,17 +161,7 @@ fn bench(c: &mut Criterion) {
                 let nonce = B256::from(rand::random::<[u8; 32]>());
                 encode_header(&build_payment(&selected, &signer, now(), nonce))
             },
-            |header| {
-                let resp = http
-                    .post(&paid_url)
-                    .header("content-type", "application/json")
-                    .header(PAYMENT_SIGNATURE_HEADER, header)
-                    .body(body.clone())
-                    .send()
-                    .unwrap();
-                assert!(resp.status().is_success());
-                resp.bytes().unwrap()
-            },
+            |header| post_infer(&http, &paid_url, &body, Some(header)),
             BatchSize::SmallInput,
         )
     });
