@@ -1,10 +1,11 @@
-//! Executors. Today: ONNX models through tract (pure Rust), with a model cache bounded by
-//! bytes. LLM executors and the router arrive with the gateway.
+//! Executors: ONNX models through tract (pure Rust), with a model cache bounded by bytes;
+//! LLMs through candle (a local GGUF) or upstream OpenAI-compatible providers.
 //!
 //! Architecture invariant: executors compute; they neither sign nor store. The caller turns
 //! what they return into a receipt.
 
 mod cache;
+pub mod llm;
 mod onnx;
 
 pub use cache::ModelCache;

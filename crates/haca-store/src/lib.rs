@@ -17,7 +17,7 @@ pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
 pub use log::{LogCheckpointRow, LogEntryRow};
 pub use payments::{parse_amount, ApiKeyRow, PaymentRow, Transfer, TransferRefusal};
-pub use runs::{RunRecord, RunSummary};
+pub use runs::{ChatTurn, ChatTurnRow, RunRecord, RunSummary};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 use std::path::{Path, PathBuf};

@@ -155,6 +155,22 @@ const MIGRATIONS: &[&str] = &[
         revoked_at  INTEGER
     );
     "#,
+    // 6: chat conversations: each turn names its run and the route that served it, so a turn
+    // that changed provider or path is visible later.
+    r#"
+    CREATE TABLE chat_turns (
+        conversation    TEXT NOT NULL,
+        turn            INTEGER NOT NULL,
+        run_id          TEXT NOT NULL UNIQUE,
+        created_at      INTEGER NOT NULL,
+        model           TEXT NOT NULL,
+        provider        TEXT NOT NULL,
+        path            TEXT NOT NULL,
+        privacy         TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        PRIMARY KEY (conversation, turn)
+    );
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -30,6 +30,64 @@ pub struct RunSummary {
     pub mode: String,
 }
 
+/// A chat run's place in a conversation, written with the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatTurn {
+    pub conversation: String,
+    /// The public model name the client asked for.
+    pub model: String,
+    /// The provider that served the turn, and over which path (`direct`, `tee`).
+    pub provider: String,
+    pub path: String,
+    /// The privacy the turn required.
+    pub privacy: String,
+    /// Routes tried, the serving one included.
+    pub attempts: u64,
+}
+
+/// A stored turn.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ChatTurnRow {
+    pub turn: u64,
+    pub run_id: String,
+    pub created_at: u64,
+    pub model: String,
+    pub provider: String,
+    pub path: String,
+    pub privacy: String,
+    pub attempts: u64,
+}
+
+fn insert_run_tx(tx: &rusqlite::Transaction<'_>, rec: &RunRecord) -> Result<(), StoreError> {
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO runs (run_id, created_at, model, blob_id, mode, node_id, receipt_digest, output, receipt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            rec.run_id,
+            rec.created_at as i64,
+            rec.model,
+            rec.blob_id,
+            rec.mode,
+            rec.node_id,
+            rec.receipt_digest,
+            rec.output,
+            rec.receipt
+        ])?;
+    if n == 0 {
+        return Err(StoreError::Invalid(format!(
+            "run {} is already stored",
+            rec.run_id
+        )));
+    }
+    if let Some(record) = &rec.outbox {
+        tx.prepare_cached("INSERT INTO outbox (run_id, record, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![rec.run_id, record, rec.created_at as i64])?;
+    }
+    Ok(())
+}
+
 fn record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         run_id: r.get(0)?,
@@ -49,33 +107,63 @@ impl Store {
     /// Stores a run; returns once it is committed. A run id is stored once: a second insert
     /// of the same id is refused.
     pub async fn insert_run(&self, rec: RunRecord) -> Result<(), StoreError> {
+        self.write(move |tx| insert_run_tx(tx, &rec)).await
+    }
+
+    /// Stores a chat run and, when it belongs to a conversation, its turn, in one
+    /// transaction; returns the turn's number (1 for a conversation's first).
+    pub async fn insert_chat_run(
+        &self,
+        rec: RunRecord,
+        turn: Option<ChatTurn>,
+    ) -> Result<Option<u64>, StoreError> {
         self.write(move |tx| {
-            let n = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO runs (run_id, created_at, model, blob_id, mode, node_id, receipt_digest, output, receipt)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?
-                .execute(params![
-                    rec.run_id,
-                    rec.created_at as i64,
-                    rec.model,
-                    rec.blob_id,
-                    rec.mode,
-                    rec.node_id,
-                    rec.receipt_digest,
-                    rec.output,
-                    rec.receipt
-                ])?;
-            if n == 0 {
-                return Err(StoreError::Invalid(format!("run {} is already stored", rec.run_id)));
-            }
-            if let Some(record) = &rec.outbox {
-                tx.prepare_cached("INSERT INTO outbox (run_id, record, created_at) VALUES (?1, ?2, ?3)")?
-                    .execute(params![rec.run_id, record, rec.created_at as i64])?;
-            }
-            Ok(())
+            insert_run_tx(tx, &rec)?;
+            let Some(t) = turn else { return Ok(None) };
+            let n: i64 = tx
+                .prepare_cached("SELECT COALESCE(MAX(turn), 0) + 1 FROM chat_turns WHERE conversation = ?1")?
+                .query_row([&t.conversation], |r| r.get(0))?;
+            tx.prepare_cached(
+                "INSERT INTO chat_turns (conversation, turn, run_id, created_at, model, provider, path, privacy, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                t.conversation,
+                n,
+                rec.run_id,
+                rec.created_at as i64,
+                t.model,
+                t.provider,
+                t.path,
+                t.privacy,
+                t.attempts as i64
+            ])?;
+            Ok(Some(n as u64))
         })
         .await
+    }
+
+    /// A conversation's turns, first to last (empty for an unknown conversation).
+    pub fn chat_turns(&self, conversation: &str) -> Result<Vec<ChatTurnRow>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT turn, run_id, created_at, model, provider, path, privacy, attempts
+                 FROM chat_turns WHERE conversation = ?1 ORDER BY turn",
+            )?;
+            let rows = st.query_map([conversation], |r| {
+                Ok(ChatTurnRow {
+                    turn: r.get::<_, i64>(0)? as u64,
+                    run_id: r.get(1)?,
+                    created_at: r.get::<_, i64>(2)? as u64,
+                    model: r.get(3)?,
+                    provider: r.get(4)?,
+                    path: r.get(5)?,
+                    privacy: r.get(6)?,
+                    attempts: r.get::<_, i64>(7)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {

@@ -48,6 +48,10 @@ pub struct NodeConfig {
     /// Charge for `POST /v1/infer` with x402 and serve the `/v1/x402/*` facilitator; `None`:
     /// runs are free and those routes are absent.
     pub payments: Option<crate::payments::PaymentConfig>,
+    /// The GGUF served as `local/gemma-3-270m`; `None`: no local LLM.
+    pub llm_model: Option<PathBuf>,
+    /// Upstream OpenAI-compatible providers, with their timeouts.
+    pub providers: Vec<(haca_exec::llm::router::Provider, Duration)>,
 }
 
 impl NodeConfig {
@@ -63,6 +67,8 @@ impl NodeConfig {
             chain_dir: None,
             dev_enclave: true,
             payments: None,
+            llm_model: None,
+            providers: Vec::new(),
         }
     }
 }
@@ -147,6 +153,8 @@ pub enum StartError {
     Enclave(String),
     #[error("x402 facilitator: {0}")]
     Facilitator(String),
+    #[error("LLM providers: {0}")]
+    Providers(String),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -452,7 +460,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     });
     let enclave = if cfg.dev_enclave {
         Some(Arc::new(
-            crate::enclave::EnclaveSupervisor::start(&dev_ca_seed)
+            crate::enclave::EnclaveSupervisor::start(&dev_ca_seed, cfg.llm_model.as_deref())
                 .await
                 .map_err(StartError::Enclave)?,
         ))
@@ -529,7 +537,28 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             store: gateway.store.clone(),
         })
     });
+    let chat = if cfg.llm_model.is_some() || !cfg.providers.is_empty() {
+        let local = cfg.llm_model.clone().map(crate::chat::LocalModel::start);
+        // No overall deadline: a stream may run for minutes; each upstream has its own
+        // first-byte and between-chunks timeout.
+        let upstream_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client");
+        Some(Arc::new(
+            crate::chat::ChatGateway::new(
+                local,
+                gateway.enclave.clone().filter(|e| e.has_llm),
+                cfg.providers.clone(),
+                upstream_http,
+            )
+            .map_err(StartError::Providers)?,
+        ))
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
+        chat,
         payments,
         gateway,
         operator_token,

@@ -13,6 +13,9 @@
 //! - `POST /run` `{blob_id, request_hash, input}`: output, hashes, the run signature over
 //!   [`haca_core::receipt::tee_run_message`], the document the key is bound by, and the
 //!   OpenGradient-compatible `tee` fields ([`haca_tee::og_compat`]);
+//! - `POST /chat` `{body}`: a chat completion on the local LLM (started with `--llm-model`),
+//!   signed like a run: the artifact is the GGUF, the hashes are haca's chat request, input
+//!   and output hashes ([`crate::chat`]), and the `tee` fields OpenGradient's chat hashes;
 //! - `POST /heartbeat` `{at_ms}`: the run key's heartbeat signature for the TEE registry.
 //!
 //! Two keys live here: the Ed25519 run key (bound by the document's `public_key`) signs runs
@@ -50,6 +53,9 @@ struct Enclave {
     /// The current document binding `key` (bytes, time made).
     document: RwLock<(Vec<u8>, u64)>,
     models: Mutex<HashMap<BlobId, Arc<OnnxModel>>>,
+    /// The GGUF `/chat` serves, loaded on the first chat.
+    llm_path: Option<std::path::PathBuf>,
+    llm: tokio::sync::OnceCell<Arc<haca_exec::llm::LocalLlm>>,
 }
 
 impl Enclave {
@@ -221,6 +227,76 @@ async fn run(State(e): S, Json(req): Json<RunRequest>) -> Result<Json<Value>, Ap
     })))
 }
 
+#[derive(Deserialize)]
+struct ChatRun {
+    /// The client's chat body, as the gateway received it.
+    body: Value,
+}
+
+async fn chat(State(e): S, Json(req): Json<ChatRun>) -> Result<Json<Value>, ApiError> {
+    use crate::chat::{generate_local, Call, CallStart};
+    let path = e.llm_path.clone().ok_or_else(|| {
+        ApiError::not_found(
+            "model_not_loaded",
+            "this enclave was started without --llm-model",
+        )
+    })?;
+    let call = Call::Chat(haca_exec::llm::ChatRequest::parse(req.body.clone())?);
+    let llm = e
+        .llm
+        .get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || {
+                haca_exec::llm::LocalLlm::load(&path, &mut |_, _| {})
+            })
+            .await
+            .map_err(|err| ApiError::internal(format!("model loader stopped: {err}")))?
+            .map(Arc::new)
+            .map_err(|err| ApiError::unavailable("model_unavailable", err.to_string()))
+        })
+        .await?
+        .clone();
+    // The enclave hashes the request itself: it signs what it served, not what it was told.
+    let (request_hash, input_hash) = CallStart::hashes(&call)?;
+    let answer = tokio::task::spawn_blocking({
+        let (llm, call) = (llm.clone(), call.clone());
+        move || generate_local(&llm, &call, "", None)
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("generator stopped: {err}")))??;
+    let finished_at = crate::now_ms();
+    let output =
+        crate::chat::output_json(&answer.content, &answer.tool_calls, &answer.finish_reason);
+    let output_hash = crate::chat::hash_json(&output)?;
+    let msg = tee_run_message(
+        &llm.blob_id,
+        &request_hash,
+        &input_hash,
+        &output_hash,
+        finished_at,
+    );
+    let signature = hex::encode(e.key.sign(&msg));
+    let doc = e.run_document()?;
+    let og_request = haca_tee::og_compat::chat_request_hash(&req.body)
+        .map_err(|err| ApiError::bad_request("invalid_input", err))?;
+    let calls = (!answer.tool_calls.is_empty()).then(|| Value::from(answer.tool_calls.clone()));
+    let og_output = haca_tee::og_compat::chat_output_hash(&answer.content, calls.as_ref());
+    let tee = e.og.sign(og_request, og_output, finished_at / 1000);
+    Ok(Json(json!({
+        "output": output,
+        "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens},
+        "blob_id": llm.blob_id,
+        "tee": tee,
+        "signing_key_pem": e.og.public_pem(),
+        "request_hash": request_hash,
+        "input_hash": input_hash,
+        "output_hash": output_hash,
+        "finished_at": finished_at,
+        "run_signature": signature,
+        "enclave_key": e.key.node_id(),
+        "document_b64": b64(&doc),
+    })))
+}
+
 /// Loads the dev CA's seed from `path`, creating it once (so the dev root survives restarts).
 fn dev_ca_seed(path: &FsPath) -> Result<[u8; 32], String> {
     match std::fs::read_to_string(path) {
@@ -250,7 +326,11 @@ pub fn dev_ca_root(seed_file: &FsPath) -> Result<Vec<u8>, String> {
 }
 
 /// Runs the dev enclave until the process is stopped. Prints `enclave: URL` once serving.
-pub async fn serve(listen: SocketAddr, ca_seed_file: &FsPath) -> Result<(), String> {
+pub async fn serve(
+    listen: SocketAddr,
+    ca_seed_file: &FsPath,
+    llm_model: Option<std::path::PathBuf>,
+) -> Result<(), String> {
     let seed = dev_ca_seed(ca_seed_file)?;
     // PCR0 measures the code that runs: this binary.
     let image = std::env::current_exe()
@@ -268,6 +348,8 @@ pub async fn serve(listen: SocketAddr, ca_seed_file: &FsPath) -> Result<(), Stri
         key,
         attester,
         models: Mutex::new(HashMap::new()),
+        llm_path: llm_model,
+        llm: tokio::sync::OnceCell::new(),
     });
     enclave
         .run_document()
@@ -276,6 +358,7 @@ pub async fn serve(listen: SocketAddr, ca_seed_file: &FsPath) -> Result<(), Stri
         .route("/attestation", get(attestation))
         .route("/models/{blob_id}", put(put_model))
         .route("/run", post(run))
+        .route("/chat", post(chat))
         .route("/heartbeat", post(heartbeat))
         .layer(DefaultBodyLimit::max(1 << 30))
         .with_state(enclave.clone());
@@ -294,19 +377,23 @@ pub async fn serve(listen: SocketAddr, ca_seed_file: &FsPath) -> Result<(), Stri
 /// dies, killed when the node stops.
 pub struct EnclaveSupervisor {
     url: Arc<RwLock<Option<String>>>,
+    /// Whether it serves `/chat` (it was given the local LLM).
+    pub has_llm: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl EnclaveSupervisor {
     /// Starts `haca enclave` with the dev CA seeded from `seed_file` (see [`dev_ca_root`])
     /// and waits (up to 30 s) for it to serve.
-    pub async fn start(seed_file: &FsPath) -> Result<Self, String> {
+    pub async fn start(seed_file: &FsPath, llm_model: Option<&FsPath>) -> Result<Self, String> {
         let url = Arc::new(RwLock::new(None));
         let seed_file = seed_file.to_owned();
+        let llm_model = llm_model.map(FsPath::to_path_buf);
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-        let task = tokio::spawn(supervise(seed_file, url.clone(), first_tx));
+        let has_llm = llm_model.is_some();
+        let task = tokio::spawn(supervise(seed_file, llm_model, url.clone(), first_tx));
         match tokio::time::timeout(Duration::from_secs(30), first_rx).await {
-            Ok(Ok(Ok(()))) => Ok(EnclaveSupervisor { url, task }),
+            Ok(Ok(Ok(()))) => Ok(EnclaveSupervisor { url, task, has_llm }),
             Ok(Ok(Err(e))) => Err(e),
             _ => Err("the dev enclave did not start within 30 s".into()),
         }
@@ -327,6 +414,7 @@ impl Drop for EnclaveSupervisor {
 
 async fn supervise(
     seed_file: std::path::PathBuf,
+    llm_model: Option<std::path::PathBuf>,
     url: Arc<RwLock<Option<String>>>,
     first: tokio::sync::oneshot::Sender<Result<(), String>>,
 ) {
@@ -344,8 +432,11 @@ async fn supervise(
         };
         let mut cmd = tokio::process::Command::new(exe);
         cmd.args(["enclave", "--listen", "127.0.0.1:0", "--ca-seed-file"])
-            .arg(&seed_file)
-            .stdin(std::process::Stdio::null())
+            .arg(&seed_file);
+        if let Some(m) = &llm_model {
+            cmd.arg("--llm-model").arg(m);
+        }
+        cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
         // It ends with the node even when the node is killed (kill -9 leaves no orphan).

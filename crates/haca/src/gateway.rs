@@ -127,7 +127,7 @@ impl Gateway {
             Some(p) => Some(
                 p.settle(crate::payments::Covered {
                     request_hash,
-                    model: blob_id,
+                    model: Some(blob_id),
                     mode,
                     max_tokens: None,
                 })
@@ -224,29 +224,76 @@ impl Gateway {
                 paid.evidence.verified_at,
             );
         }
-        let digest = receipt
-            .sign(&self.key)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
         let output = tensor::to_json(&outputs);
         let content = (settlement == SettlementMode::Individual).then(|| RecordContent {
             input: tensor::to_json(&inputs),
             output: output.clone(),
         });
-        let chain_record = haca_chain::RunRecord::signed(&receipt, digest, settlement, content)
+        self.commit(
+            &mut receipt,
+            RunToCommit {
+                model: req.model,
+                blob_id: blob_id.to_string(),
+                mode,
+                output: output.clone(),
+                content,
+                turn: None,
+            },
+        )
+        .await?;
+        Ok(InferAnswer {
+            run_id,
+            output,
+            receipt,
+            tee,
+            payment,
+        })
+    }
+}
+
+/// What a run stores beside its receipt.
+pub struct RunToCommit {
+    /// The model as the client named it.
+    pub model: String,
+    /// The artifact's blob id; empty when no artifact is known (an upstream provider).
+    pub blob_id: String,
+    pub mode: ExecMode,
+    pub output: Value,
+    /// Input and output for an individually settled record.
+    pub content: Option<RecordContent>,
+    /// The chat turn the run is, in its conversation.
+    pub turn: Option<haca_store::ChatTurn>,
+}
+
+impl Gateway {
+    /// Signs `receipt`, stores the run with its settlement record (and chat turn) in one
+    /// transaction, then hands the record to the chain off the answer's path. Returns the
+    /// turn's number when the run is a conversation's turn.
+    pub async fn commit(
+        &self,
+        receipt: &mut Receipt,
+        run: RunToCommit,
+    ) -> Result<Option<u64>, ApiError> {
+        let settlement = receipt.settlement_mode.unwrap_or_default();
+        let run_id = receipt.run_id;
+        let digest = receipt
+            .sign(&self.key)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let chain_record = haca_chain::RunRecord::signed(receipt, digest, settlement, run.content)
             .map_err(ApiError::internal)?;
         let record = RunRecord {
             run_id: run_id.to_string(),
-            created_at: finished_at,
-            model: req.model,
-            blob_id: blob_id.to_string(),
-            mode: mode.as_str().into(),
-            node_id: node.to_string(),
+            created_at: receipt.issued_at,
+            model: run.model,
+            blob_id: run.blob_id,
+            mode: run.mode.as_str().into(),
+            node_id: self.key.node_id().to_string(),
             receipt_digest: digest.to_hex(),
             // A private run's answer is not retained after the response.
             output: if settlement == SettlementMode::Private {
                 "null".into()
             } else {
-                output.to_string()
+                run.output.to_string()
             },
             receipt: serde_json::to_string(&receipt).expect("receipt serializes"),
             outbox: self
@@ -254,7 +301,7 @@ impl Gateway {
                 .as_ref()
                 .map(|_| serde_json::to_string(&chain_record).expect("records serialize")),
         };
-        self.store.insert_run(record).await?;
+        let turn = self.store.insert_chat_run(record, run.turn).await?;
         // The record is in the outbox already (a lost submission is retried at restart), so
         // it is verified and queued off the answer's path.
         if let Some(wake) = &self.remote_outbox {
@@ -267,17 +314,9 @@ impl Gateway {
                 }
             });
         }
-        Ok(InferAnswer {
-            run_id,
-            output,
-            receipt,
-            tee,
-            payment,
-        })
+        Ok(turn)
     }
-}
 
-impl Gateway {
     /// Runs the model in the dev enclave: sends it the artifact when it lacks it, the input,
     /// and takes back the output with the run signature and the attestation document.
     async fn run_in_enclave(
@@ -359,44 +398,7 @@ impl Gateway {
         }
         let outputs = tensor::parse_input(&v["output"], "output")
             .map_err(|e| ApiError::internal(format!("the enclave's output: {e}")))?;
-        let document_b64 = v["document_b64"]
-            .as_str()
-            .ok_or_else(|| bad("document_b64"))?
-            .to_owned();
-        let document =
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &document_b64)
-                .map_err(|_| bad("document_b64"))?;
-        let enclave_key: haca_core::NodeId = v["enclave_key"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("enclave_key"))?;
-        let doc = haca_tee::nitro::parse(&document)
-            .map_err(|e| ApiError::internal(format!("the enclave's attestation document: {e}")))?;
-        let tee = og_fields(&v, &doc).map_err(|e| {
-            ApiError::internal(format!("the enclave's OpenGradient-compatible fields: {e}"))
-        })?;
-        let attestation = AttestationEvidence {
-            kind: "dev".into(),
-            document_digest: sha256(&document),
-            pcrs: doc
-                .pcrs
-                .iter()
-                .filter(|(_, v)| v.iter().any(|b| *b != 0))
-                .map(|(k, v)| (k.to_string(), hex::encode(v)))
-                .collect(),
-            key_binding: "public_key".into(),
-            timestamp: doc.timestamp_ms,
-            root: "haca dev enclave root".into(),
-            dev: true,
-            document_b64: Some(document_b64),
-            enclave_key: Some(enclave_key),
-            run_signature: Some(
-                v["run_signature"]
-                    .as_str()
-                    .ok_or_else(|| bad("run_signature"))?
-                    .to_owned(),
-            ),
-        };
+        let (attestation, tee) = enclave_evidence(&v)?;
         Ok(EnclaveRun {
             tee,
             outputs,
@@ -407,6 +409,54 @@ impl Gateway {
             attestation,
         })
     }
+}
+
+/// The attestation box and OpenGradient-compatible fields of an enclave's answer `v`
+/// (`document_b64`, `enclave_key`, `run_signature`, `tee`, `signing_key_pem`), checked
+/// before they reach a client.
+pub(crate) fn enclave_evidence(
+    v: &Value,
+) -> Result<(AttestationEvidence, haca_tee::og_compat::TeeFields), ApiError> {
+    let bad = |what: &str| ApiError::internal(format!("the enclave's answer lacks a valid {what}"));
+    let document_b64 = v["document_b64"]
+        .as_str()
+        .ok_or_else(|| bad("document_b64"))?
+        .to_owned();
+    let document =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &document_b64)
+            .map_err(|_| bad("document_b64"))?;
+    let enclave_key: haca_core::NodeId = v["enclave_key"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("enclave_key"))?;
+    let doc = haca_tee::nitro::parse(&document)
+        .map_err(|e| ApiError::internal(format!("the enclave's attestation document: {e}")))?;
+    let tee = og_fields(v, &doc).map_err(|e| {
+        ApiError::internal(format!("the enclave's OpenGradient-compatible fields: {e}"))
+    })?;
+    let attestation = AttestationEvidence {
+        kind: "dev".into(),
+        document_digest: sha256(&document),
+        pcrs: doc
+            .pcrs
+            .iter()
+            .filter(|(_, v)| v.iter().any(|b| *b != 0))
+            .map(|(k, v)| (k.to_string(), hex::encode(v)))
+            .collect(),
+        key_binding: "public_key".into(),
+        timestamp: doc.timestamp_ms,
+        root: "haca dev enclave root".into(),
+        dev: true,
+        document_b64: Some(document_b64),
+        enclave_key: Some(enclave_key),
+        run_signature: Some(
+            v["run_signature"]
+                .as_str()
+                .ok_or_else(|| bad("run_signature"))?
+                .to_owned(),
+        ),
+    };
+    Ok((attestation, tee))
 }
 
 /// The enclave's `tee` fields, checked before they reach a client: signed by the RSA key

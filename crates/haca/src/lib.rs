@@ -1,6 +1,7 @@
 //! The `haca` binary's library: CLI, node wiring, HTTP routers. Roles' logic lives in the
 //! workspace crates; this crate connects them.
 
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod devnet;

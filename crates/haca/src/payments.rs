@@ -244,7 +244,9 @@ pub struct PendingPayment {
 /// What a payment covered, for the receipt's payment box.
 pub struct Covered {
     pub request_hash: Digest,
-    pub model: BlobId,
+    /// The artifact that will run; `None` for an upstream provider (whose bytes nobody here
+    /// can name).
+    pub model: Option<BlobId>,
     pub mode: ExecMode,
     /// For LLM runs: the completion tokens the amount covers.
     pub max_tokens: Option<u64>,
@@ -321,7 +323,7 @@ impl PendingPayment {
                         nonce: hex_b256(v.nonce()),
                         resource: self.resource.clone(),
                         request_hash: covered.request_hash,
-                        model: Some(covered.model),
+                        model: covered.model,
                         mode: Some(covered.mode),
                         max_tokens: covered.max_tokens,
                         authorization: Some(PaymentAuthorization {
@@ -397,7 +399,7 @@ impl PendingPayment {
                         nonce,
                         resource: self.resource.clone(),
                         request_hash: covered.request_hash,
-                        model: Some(covered.model),
+                        model: covered.model,
                         mode: Some(covered.mode),
                         max_tokens: covered.max_tokens,
                         authorization: None,
@@ -630,6 +632,16 @@ impl Payments {
     /// The price of one run of `reference` (a label, `label@REV` or a blob id): the price set
     /// for its label, or for any priced label that points at the same artifact now (so that
     /// naming the blob costs what naming the label does), else the node's default.
+    /// The price of a chat model by its public name (`provider/model`): its `--model-price`,
+    /// else the node's price per request.
+    pub fn price_of_chat_model(&self, name: &str) -> U256 {
+        self.config
+            .model_prices
+            .get(name)
+            .copied()
+            .unwrap_or(self.config.price)
+    }
+
     pub fn price_of(&self, hub: &haca_hub::Hub, reference: &str) -> Result<U256, ApiError> {
         if self.config.model_prices.is_empty() {
             return Ok(self.config.price);

@@ -93,3 +93,39 @@ pub async fn run(a: ApiKeyArgs) -> Result<ExitCode, CliError> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// An API key holding the price of `runs` runs of `model` and one more, from the node's
+/// faucet (devnet: an admin action, allowed from loopback).
+pub async fn funded_api_key(
+    client: &crate::client::NodeClient,
+    model: &str,
+    runs: usize,
+    label: &str,
+) -> Result<String, CliError> {
+    let node = client.get_json("/v1/node").await?;
+    let payments = &node["payments"];
+    let price: u128 = payments["model_prices"]
+        .get(model)
+        .unwrap_or(&payments["price"])
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| CliError::Msg("the node charges but does not say its price".into()))?;
+    let fund = price.saturating_mul(runs as u128 + 1);
+    let v = client
+        .post_json_with(
+            "/v1/apikeys",
+            json!({"fund": fund.to_string(), "label": label}),
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            CliError::Msg(format!(
+                "the node charges per run and would not fund an API key: {e} \
+                 (create one with `haca apikey create --fund AMOUNT` on the node's machine)"
+            ))
+        })?;
+    v["key"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::Msg(format!("the node's answer has no key: {v}")))
+}

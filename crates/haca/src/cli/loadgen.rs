@@ -38,7 +38,8 @@ pub async fn run(a: LoadgenArgs) -> Result<ExitCode, CliError> {
         .await
     {
         Err(ClientError::Api { status: 402, .. }) => {
-            let key = funded_api_key(&client, &a.model, a.requests).await?;
+            let key = super::apikey::funded_api_key(&client, &a.model, a.requests, "haca loadgen")
+                .await?;
             client = NodeClient::new(&a.node, Some(key));
             client
                 .send_json(Method::POST, "/v1/infer", body.clone())
@@ -99,35 +100,4 @@ pub async fn run(a: LoadgenArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// An API key holding the price of `runs` runs of `model` and a warm-up, from the node's
-/// faucet.
-async fn funded_api_key(client: &NodeClient, model: &str, runs: usize) -> Result<String, CliError> {
-    let node = client.get_json("/v1/node").await?;
-    let payments = &node["payments"];
-    let price: u128 = payments["model_prices"]
-        .get(model)
-        .unwrap_or(&payments["price"])
-        .as_str()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| CliError::Msg("the node charges but does not say its price".into()))?;
-    let fund = price.saturating_mul(runs as u128 + 1);
-    let v = client
-        .post_json_with(
-            "/v1/apikeys",
-            json!({"fund": fund.to_string(), "label": "haca loadgen"}),
-            &[],
-        )
-        .await
-        .map_err(|e| {
-            CliError::Msg(format!(
-                "the node charges per run and would not fund an API key for this burst: {e} \
-                 (create one with `haca apikey create --fund AMOUNT` on the node's machine)"
-            ))
-        })?;
-    v["key"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| CliError::Msg(format!("the node's answer has no key: {v}")))
 }

@@ -2,6 +2,7 @@
 
 mod apikey;
 mod attest;
+mod chat;
 mod govern;
 mod loadgen;
 mod show;
@@ -70,6 +71,46 @@ struct ServeArgs {
     /// Bytes of model files the in-memory model cache may hold.
     #[arg(long, default_value_t = 1 << 30)]
     cache_bytes: u64,
+    /// The local LLM served as local/gemma-3-270m: a Gemma 3 GGUF file. Default: the first
+    /// *.gguf under $HACA_HOME/models (the README's set-up puts it there); none found, the
+    /// node serves no local model.
+    #[arg(long, env = "HACA_LLM_MODEL")]
+    llm_model: Option<PathBuf>,
+    /// Serve no local LLM even when a GGUF is found.
+    #[arg(long)]
+    no_llm: bool,
+    /// An upstream OpenAI-compatible provider (repeatable):
+    /// name=NAME,url=BASE_URL,models=A;B[,key_env=VAR][,privacy=standard|tee]
+    /// [,fallback=PROVIDER][,timeout=SECONDS]. Its models are served as NAME/MODEL.
+    #[arg(long, value_name = "SPEC", value_parser = parse_provider_arg)]
+    provider: Vec<ProviderArg>,
+}
+
+/// A parsed `--provider`.
+#[derive(Clone, Debug)]
+pub struct ProviderArg(haca_exec::llm::router::Provider, std::time::Duration);
+
+fn parse_provider_arg(s: &str) -> Result<ProviderArg, String> {
+    crate::chat::parse_provider(s).map(|(p, t)| ProviderArg(p, t))
+}
+
+/// The GGUF devnet serves: `--llm-model`/HACA_LLM_MODEL, else the first `*.gguf` (by name)
+/// under $HACA_HOME/models.
+fn find_llm_model(a: &ServeArgs) -> Option<PathBuf> {
+    if a.no_llm {
+        return None;
+    }
+    if let Some(p) = &a.llm_model {
+        return Some(p.clone());
+    }
+    let dir = wallet::haca_home().ok()?.join("models");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 #[derive(Subcommand)]
@@ -118,6 +159,9 @@ enum Command {
         /// The dev CA's seed (created on first use; the dev root stays the same across restarts).
         #[arg(long)]
         ca_seed_file: PathBuf,
+        /// A Gemma 3 GGUF the enclave serves chat with (`POST /chat`), loaded on first use.
+        #[arg(long)]
+        llm_model: Option<PathBuf>,
     },
     /// A network of validator processes on loopback: up, status, stop.
     #[command(subcommand)]
@@ -183,6 +227,9 @@ enum Command {
     Attest(attest::AttestCommand),
     /// Send a burst of runs to a node and report runs/s and latency percentiles.
     Loadgen(loadgen::LoadgenArgs),
+    /// Chat with the node's LLM gateway in the terminal, streaming; each answer shows the
+    /// route that served it and its receipt.
+    Chat(chat::ChatArgs),
     /// The x402 wallet `haca infer` pays with ($HACA_HOME/wallet.key, default ~/.haca):
     /// its address and balance; `fund` is devnet's faucet for any address.
     Wallet(wallet::WalletArgs),
@@ -309,6 +356,8 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
         chain_dir: None,
         dev_enclave: devnet,
         payments: None,
+        llm_model: find_llm_model(a),
+        providers: a.provider.iter().map(|p| (p.0.clone(), p.1)).collect(),
     }
 }
 
@@ -518,8 +567,9 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Enclave {
             listen,
             ca_seed_file,
+            llm_model,
         } => {
-            crate::enclave::serve(listen, &ca_seed_file)
+            crate::enclave::serve(listen, &ca_seed_file, llm_model)
                 .await
                 .map_err(CliError::Msg)?;
             Ok(ExitCode::SUCCESS)
@@ -616,6 +666,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Verify(a) => verify::run(&a),
         Command::Attest(a) => attest::run(&a),
         Command::Loadgen(a) => loadgen::run(a).await,
+        Command::Chat(a) => chat::run(a).await,
         Command::Wallet(a) => wallet::run(a).await,
         Command::Apikey(a) => apikey::run(a).await,
     }

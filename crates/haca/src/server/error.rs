@@ -16,6 +16,10 @@ pub struct ApiError {
     /// Answer with `Connection: close`: set when the request body was left unread, so that
     /// a client does not reuse a connection the server is about to drop.
     pub close: bool,
+    /// The request field at fault, when one is (OpenAI's `param`).
+    pub param: Option<String>,
+    /// Seconds after which a retry may succeed (a `Retry-After` header).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,7 +29,19 @@ impl ApiError {
             code,
             message: message.into(),
             close: false,
+            param: None,
+            retry_after: None,
         }
+    }
+    /// Names the request field at fault.
+    pub fn param(mut self, field: impl Into<String>) -> Self {
+        self.param = Some(field.into());
+        self
+    }
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
     /// Marks the answer `Connection: close` (see [`ApiError::close`]).
     pub fn closing(mut self) -> Self {
@@ -44,8 +60,19 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+    /// `{error: {code, message, type, param}}`: haca's shape, which is also OpenAI's
+    /// (`type` is OpenAI's error class).
     pub fn body(&self) -> Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            402 => "payment_required",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        json!({"error": {"code": self.code, "message": self.message, "type": kind, "param": self.param}})
     }
 }
 
@@ -57,6 +84,10 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = %self.status, code = self.code, "{}", self.message);
         }
         let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
         if self.close {
             resp.headers_mut().insert(
                 axum::http::header::CONNECTION,
@@ -95,7 +126,7 @@ impl From<ExecError> for ApiError {
     fn from(e: ExecError) -> Self {
         match e {
             ExecError::Input { field, reason } => {
-                Self::bad_request("invalid_input", format!("{field}: {reason}"))
+                Self::bad_request("invalid_input", format!("{field}: {reason}")).param(field)
             }
             ExecError::Load(m) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "model_unloadable", m)

@@ -3,6 +3,7 @@
 pub mod chain;
 pub mod error;
 pub mod extract;
+mod llm;
 mod routes;
 
 use crate::gateway::Gateway;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub limits: Limits,
     /// x402: the paywall on `/v1/infer` and the `/v1/x402/*` routes, when the node charges.
     pub payments: Option<Arc<crate::payments::Payments>>,
+    /// The LLM gateway (local model and upstream providers), when the node serves LLMs.
+    pub chat: Option<Arc<crate::chat::ChatGateway>>,
 }
 
 /// Body limits, in bytes.
@@ -64,6 +67,10 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
     r.route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/v1/infer", post(routes::infer))
+        .route("/v1/chat/completions", post(llm::chat_completions))
+        .route("/v1/completions", post(llm::completions))
+        .route("/v1/models", get(llm::models))
+        .route("/v1/conversations/{id}", get(llm::conversation))
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{run_id}", get(routes::get_run))
         .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))

@@ -59,7 +59,7 @@ pub async fn node_info(State(st): S) -> Json<Value> {
 }
 
 /// Reads OpenGradient's `X-SETTLEMENT-TYPE` header (default `batch`).
-fn settlement_mode(headers: &HeaderMap) -> Result<SettlementMode, ApiError> {
+pub(super) fn settlement_mode(headers: &HeaderMap) -> Result<SettlementMode, ApiError> {
     match headers.get("x-settlement-type") {
         None => Ok(SettlementMode::Batch),
         Some(v) => v

