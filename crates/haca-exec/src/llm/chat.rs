@@ -591,24 +591,39 @@ mod tests {
             any::<i64>().prop_map(Value::from),
             (-1e9f64..1e9).prop_map(Value::from),
             prop_oneof![
-                Just("model".to_string()), Just("messages".to_string()), Just("role".to_string()),
-                Just("user".to_string()), Just("tool".to_string()), Just("content".to_string()),
-                Just("function".to_string()), Just("json_schema".to_string()), "[a-z_]{0,8}"
-            ].prop_map(Value::from),
+                Just("model".to_string()),
+                Just("messages".to_string()),
+                Just("role".to_string()),
+                Just("user".to_string()),
+                Just("tool".to_string()),
+                Just("content".to_string()),
+                Just("function".to_string()),
+                Just("json_schema".to_string()),
+                "[a-z_]{0,8}"
+            ]
+            .prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
                 proptest::collection::btree_map(
                     prop_oneof![
-                        Just("model".to_string()), Just("messages".to_string()),
-                        Just("role".to_string()), Just("content".to_string()),
-                        Just("tools".to_string()), Just("tool_choice".to_string()),
-                        Just("response_format".to_string()), Just("stop".to_string()),
-                        Just("type".to_string()), Just("function".to_string()),
-                        Just("name".to_string()), Just("tool_calls".to_string()),
-                        Just("max_tokens".to_string()), Just("min_tokens".to_string()),
-                        Just("prompt".to_string()), Just("privacy".to_string())
+                        Just("model".to_string()),
+                        Just("messages".to_string()),
+                        Just("role".to_string()),
+                        Just("content".to_string()),
+                        Just("tools".to_string()),
+                        Just("tool_choice".to_string()),
+                        Just("response_format".to_string()),
+                        Just("stop".to_string()),
+                        Just("type".to_string()),
+                        Just("function".to_string()),
+                        Just("name".to_string()),
+                        Just("tool_calls".to_string()),
+                        Just("max_tokens".to_string()),
+                        Just("min_tokens".to_string()),
+                        Just("prompt".to_string()),
+                        Just("privacy".to_string())
                     ],
                     inner,
                     0..6
