@@ -23,6 +23,12 @@ class Upstream(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def setup(self):
+        super().setup()
+        # Headers and body go out as two writes: without NODELAY, Nagle holds the body back
+        # until a pooled client's delayed ACK (40 ms), and every pooling gateway pays it.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         base = {"id": "chatcmpl-1", "created": 0, "model": body["model"]}
