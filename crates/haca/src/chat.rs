@@ -984,17 +984,17 @@ pub fn generate_local(
     let (mut prompt, json) = match call {
         Call::Chat(c) => (
             llm.chat_prompt(&c.messages, c.tools.as_ref(), &c.tool_choice)
-                .map_err(|e| llm_error(e))?,
+                .map_err(llm_error)?,
             LocalLlm::json_prefix(&c.response_format, &c.tool_choice)
                 .filter(|_| call.local_tools() || c.response_format != ResponseFormat::Text),
         ),
-        Call::Completion(c) => (llm.text_prompt(&c.prompt).map_err(|e| llm_error(e))?, None),
+        Call::Completion(c) => (llm.text_prompt(&c.prompt).map_err(llm_error)?, None),
     };
     // Another route's partial answer, then any forced JSON start, are the model's own
     // words so far.
     for text in [partial, json.as_deref().unwrap_or_default()] {
         if !text.is_empty() {
-            prompt.extend(llm.encode(text).map_err(|e| llm_error(e))?);
+            prompt.extend(llm.encode(text).map_err(llm_error)?);
         }
     }
     let params = GenerateParams {

@@ -167,7 +167,7 @@ async fn serve(
                 None,
             )
             .await
-            .map_err(|f| failed_error(f))?;
+            .map_err(failed_error)?;
         let mut body = whole_answer(&call, &id, created, &public_model, &served);
         add_tee_fields(&mut body, &served);
         Json(body).into_response()
