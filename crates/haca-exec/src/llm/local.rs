@@ -316,8 +316,9 @@ impl LocalLlm {
                     *s * REPEAT_PENALTY
                 };
             }
-            let too_early = generated.len() < params.min_tokens.max(1) && out.text.is_empty()
-                || generated.len() < params.min_tokens;
+            // Not before `min_tokens`, and never with nothing said.
+            let too_early = generated.len() < params.min_tokens
+                || (generated.is_empty() && out.text.is_empty());
             let next = {
                 let json = &json;
                 let end_ids = &self.end_ids;
