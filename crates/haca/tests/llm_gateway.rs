@@ -408,6 +408,32 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
     assert_eq!(state("run.settled"), Some(json!("holds")), "{verdict}");
     assert_eq!(verdict["ok"], true, "{verdict}");
 
+    // `haca chat`, one message: the streamed answer on stdout, its route and receipt after.
+    let out = Command::new(BIN)
+        .args([
+            "chat",
+            "--once",
+            "Name a fruit.",
+            "--max-tokens",
+            "8",
+            "--node",
+            &node.url,
+            "--api-key",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    let (said, told) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{told}");
+    assert!(!said.trim().is_empty(), "an answer: {told}");
+    assert!(
+        told.contains("local/gemma-3-270m over direct") && told.contains("/receipt"),
+        "{told}"
+    );
+
     // The official client, streaming and not.
     let Some(py) = python() else { return };
     let out = Command::new(py)
@@ -446,8 +472,9 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    // Five runs were paid (the plain one, the tee one, three by the Python client); the
-    // refusals (bad fields, unknown model, a prompt over the context) cost nothing.
+    // Six runs were paid (the plain one, the tee one, `haca chat`, three by the Python
+    // client); the refusals (bad fields, unknown model, a prompt over the context) cost
+    // nothing.
     let me: Value = http
         .get(format!("{}/v1/apikeys/self", node.url))
         .bearer_auth(&key)
@@ -455,7 +482,7 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(me["balance"], "95000", "{me}");
+    assert_eq!(me["balance"], "94000", "{me}");
 }
 
 /// A TCP server that accepts and never answers: an upstream that hangs.
