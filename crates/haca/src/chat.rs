@@ -885,14 +885,7 @@ impl ChatGateway {
         let tool_calls = out["tool_calls"].as_array().cloned().unwrap_or_default();
         let finish_reason = out["finish_reason"].as_str().unwrap_or("stop").to_owned();
         if let Some(s) = sink {
-            let delta = if tool_calls.is_empty() {
-                json!({"content": content})
-            } else {
-                let mut calls = tool_calls.clone();
-                calls[0]["index"] = 0.into();
-                json!({"tool_calls": calls})
-            };
-            let _ = s.send(delta);
+            send_whole(s, &content, &tool_calls);
         }
         Ok(Produced {
             content,
@@ -1041,14 +1034,7 @@ pub fn generate_local(
                 finish_reason = "tool_calls".into();
             }
             if let Some(s) = &sink {
-                let delta = if tool_calls.is_empty() {
-                    json!({"content": content})
-                } else {
-                    let mut calls = tool_calls.clone();
-                    calls[0]["index"] = 0.into();
-                    json!({"tool_calls": calls})
-                };
-                let _ = s.send(delta);
+                send_whole(s, &content, &tool_calls);
             }
         }
     }
@@ -1126,6 +1112,20 @@ async fn attempt_upstream(
             })
         }
     }
+}
+
+/// Sends an answer made whole (in the enclave, or held back because it may be a tool call) as
+/// one delta: its text, or its tool calls.
+fn send_whole(sink: &Sink, content: &str, tool_calls: &[Value]) {
+    let delta = if tool_calls.is_empty() {
+        json!({"content": content})
+    } else {
+        let mut calls = tool_calls.to_vec();
+        calls[0]["index"] = 0.into();
+        json!({"tool_calls": calls})
+    };
+    // A closed sink means the client went away; the run is recorded all the same.
+    let _ = sink.send(delta);
 }
 
 /// The answer as a tool call, when it is one JSON object naming one of the tools.

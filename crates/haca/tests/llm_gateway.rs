@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{wait_ready, Devnet, BIN};
+use common::{python, wait_ready, Devnet, BIN};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -106,19 +106,6 @@ fn read_stream(
         events.push(v);
     }
     (text, events, done)
-}
-
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("HACA_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("HACA_PYTHON must be set in CI (.ci/run sets it)")
-        }
-        None => {
-            eprintln!("skipped the openai client part: HACA_PYTHON is not set");
-            None
-        }
-    }
 }
 
 const OPENAI_CLIENT: &str = r#"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{mlp_input, wait_ready, Devnet};
+use common::{mlp_input, python, wait_ready, Devnet};
 use haca_pay::types::{
     PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
     X_PAYMENT_RESPONSE_HEADER,
@@ -17,7 +17,6 @@ use haca_pay::{
 };
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::Command;
 
 const PRICE: u64 = 1000;
@@ -388,20 +387,6 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
     );
     let (code, _) = refusal(infer(&http, &url, Some((PAYMENT_SIGNATURE_HEADER, &once))));
     assert_eq!(code, "invalid_exact_evm_nonce_already_used");
-}
-
-/// `HACA_PYTHON`: a Python with the `x402` package (.ci/run installs it).
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("HACA_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("HACA_PYTHON must be set in CI (.ci/run sets it)")
-        }
-        None => {
-            eprintln!("skipped: HACA_PYTHON is not set (a Python with the x402 package)");
-            None
-        }
-    }
 }
 
 #[test]
