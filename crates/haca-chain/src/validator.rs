@@ -428,13 +428,6 @@ impl Validator {
                 reason: row.reason.unwrap_or_default(),
             });
         }
-        let stored = self
-            .store
-            .block(row.height)?
-            .ok_or_else(|| ValidatorError::Replay {
-                height: row.height,
-                reason: "a settled run names a block the store does not hold".into(),
-            })?;
         let corrupt = |reason: String| ValidatorError::Replay {
             height: row.height,
             reason,
@@ -450,6 +443,13 @@ impl Validator {
         let round = match cached {
             Some(r) => r,
             None => {
+                let stored =
+                    self.store
+                        .block(row.height)?
+                        .ok_or_else(|| ValidatorError::Replay {
+                            height: row.height,
+                            reason: "a settled run names a block the store does not hold".into(),
+                        })?;
                 let block = Block::decode(&stored.block).map_err(corrupt)?;
                 let certificate: Certificate = serde_json::from_str(&stored.certificate)
                     .map_err(|e| corrupt(format!("stored certificate: {e}")))?;

@@ -481,8 +481,14 @@ mod tests {
     fn an_unsigned_or_tampered_answer_holds_the_case() {
         let (id, mut parsed) = signed_run(1);
         // Tamper with the signed output hash: the signature no longer covers it.
-        parsed.receipt.boxes.execution.evidence.as_mut().unwrap().output_hash =
-            haca_core::hash::sha256(b"other");
+        parsed
+            .receipt
+            .boxes
+            .execution
+            .evidence
+            .as_mut()
+            .unwrap()
+            .output_hash = haca_core::hash::sha256(b"other");
         let parsed = ParsedReceipt::from_receipt(parsed.receipt);
         let e = eval(&policy(&["run.settled"]), &[(id, parsed)]);
         assert_eq!(e.state, CaseState::Hold);

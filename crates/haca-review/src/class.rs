@@ -91,7 +91,9 @@ impl CaseClass {
         }
         if let Some(url) = &webhook {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-                return Err(err(format!("webhook {url:?}: expected an http:// or https:// URL")));
+                return Err(err(format!(
+                    "webhook {url:?}: expected an http:// or https:// URL"
+                )));
             }
         }
         Ok(CaseClass {

@@ -209,7 +209,10 @@ mod tests {
         ];
         let case = BTreeMap::from([("sha256:bbbb".to_string(), 2)]);
         let (groups, drift) = artifacts(&uses, &case);
-        assert_eq!(groups[0].blob_id, "sha256:bbbb", "the case's own artifact first");
+        assert_eq!(
+            groups[0].blob_id, "sha256:bbbb",
+            "the case's own artifact first"
+        );
         let a = groups.iter().find(|g| g.blob_id == "sha256:aaaa").unwrap();
         assert_eq!(a.runs, 6);
         assert_eq!(a.labels, vec!["example/mlp", "other"]);
@@ -249,11 +252,18 @@ mod tests {
             changed: None,
             in_case: true,
         };
-        let mut turns = vec![t(1, "local", "tee"), t(2, "local", "tee"), t(3, "openai", "direct")];
+        let mut turns = vec![
+            t(1, "local", "tee"),
+            t(2, "local", "tee"),
+            t(3, "openai", "direct"),
+        ];
         mark_route_changes(&mut turns);
         assert!(turns[1].changed.is_none());
         let c = turns[2].changed.as_deref().unwrap();
-        assert!(c.contains("provider local -> openai") && c.contains("privacy path tee -> direct"), "{c}");
+        assert!(
+            c.contains("provider local -> openai") && c.contains("privacy path tee -> direct"),
+            "{c}"
+        );
         assert_eq!(conversations(&turns), vec!["c"]);
     }
 }

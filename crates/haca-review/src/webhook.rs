@@ -92,16 +92,45 @@ mod tests {
             verify(&id, Some(i), Some(t), Some(s), b, 1_010, 300)
         };
         assert_eq!(check("msg_1", "1000", &sig, body), Ok(()));
-        assert_eq!(check("msg_1", "1000", &format!("v1a,AAAA {sig}"), body), Ok(()));
-        assert!(matches!(check("msg_2", "1000", &sig, body), Err(WebhookError::BadSignature(_))));
-        assert!(matches!(check("msg_1", "1001", &sig, body), Err(WebhookError::BadSignature(_))));
-        assert!(matches!(check("msg_1", "1000", &sig, b"{}"), Err(WebhookError::BadSignature(_))));
-        let other = sign(&NodeKey::from_seed([8; 32]), "msg_1", 1_000, body);
-        assert!(matches!(check("msg_1", "1000", &other, body), Err(WebhookError::BadSignature(_))));
-        assert!(matches!(check("msg_1", "1000", "v1,abc", body), Err(WebhookError::BadSignature(_))));
-        assert!(matches!(check("msg_1", "soon", &sig, body), Err(WebhookError::BadTimestamp(_))));
+        assert_eq!(
+            check("msg_1", "1000", &format!("v1a,AAAA {sig}"), body),
+            Ok(())
+        );
         assert!(matches!(
-            verify(&id, Some("msg_1"), Some("1000"), Some(&sig), body, 5_000, 300),
+            check("msg_2", "1000", &sig, body),
+            Err(WebhookError::BadSignature(_))
+        ));
+        assert!(matches!(
+            check("msg_1", "1001", &sig, body),
+            Err(WebhookError::BadSignature(_))
+        ));
+        assert!(matches!(
+            check("msg_1", "1000", &sig, b"{}"),
+            Err(WebhookError::BadSignature(_))
+        ));
+        let other = sign(&NodeKey::from_seed([8; 32]), "msg_1", 1_000, body);
+        assert!(matches!(
+            check("msg_1", "1000", &other, body),
+            Err(WebhookError::BadSignature(_))
+        ));
+        assert!(matches!(
+            check("msg_1", "1000", "v1,abc", body),
+            Err(WebhookError::BadSignature(_))
+        ));
+        assert!(matches!(
+            check("msg_1", "soon", &sig, body),
+            Err(WebhookError::BadTimestamp(_))
+        ));
+        assert!(matches!(
+            verify(
+                &id,
+                Some("msg_1"),
+                Some("1000"),
+                Some(&sig),
+                body,
+                5_000,
+                300
+            ),
             Err(WebhookError::OutOfTolerance { .. })
         ));
         assert_eq!(

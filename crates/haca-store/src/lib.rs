@@ -11,12 +11,14 @@ mod files;
 mod log;
 mod migrations;
 mod payments;
+mod review;
 mod runs;
 
 pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
 pub use log::{LogCheckpointRow, LogEntryRow};
 pub use payments::{parse_amount, ApiKeyRow, PaymentRow, Transfer, TransferRefusal};
+pub use review::{CaseFilter, CaseRow, DecisionRow, LabelUseRow, ReviewTokenRow};
 pub use runs::{ChatTurn, ChatTurnRow, RunRecord, RunSummary};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
@@ -45,6 +47,12 @@ pub enum StoreError {
     WriterGone,
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// A row the write needs does not exist (its key).
+    #[error("{0} is not stored here")]
+    NotFound(String),
+    /// The write lost a race with another (a case decided meanwhile).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// A queued write. Running it returns a finisher that delivers its reply once the batch's

@@ -171,6 +171,69 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation, turn)
     );
     "#,
+    // 7: the review queue: tokens (their SHA-256 only), cases and their runs, decisions
+    // (append-only, each with the evidence snapshot it read and its log index), and webhook
+    // deliveries of clearances.
+    r#"
+    CREATE TABLE review_tokens (
+        id          TEXT PRIMARY KEY,
+        token_hash  TEXT NOT NULL UNIQUE,
+        role        TEXT NOT NULL CHECK (role IN ('reviewer', 'viewer')),
+        label       TEXT,
+        created_at  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        revoked_at  INTEGER
+    );
+
+    CREATE TABLE cases (
+        id          TEXT PRIMARY KEY,
+        policy      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        decided     TEXT CHECK (decided IN ('CLEARED', 'REJECTED')),
+        decided_at  INTEGER
+    );
+    CREATE INDEX cases_by_time ON cases(created_at);
+
+    CREATE TABLE case_runs (
+        case_id     TEXT NOT NULL REFERENCES cases(id),
+        position    INTEGER NOT NULL,
+        run_id      TEXT NOT NULL,
+        PRIMARY KEY (case_id, position)
+    );
+    CREATE INDEX case_runs_by_run ON case_runs(run_id);
+
+    CREATE TABLE case_decisions (
+        case_id      TEXT NOT NULL REFERENCES cases(id),
+        seq          INTEGER NOT NULL,
+        action       TEXT NOT NULL,
+        overridden   INTEGER NOT NULL,
+        reason       TEXT,
+        decided_by   TEXT NOT NULL,
+        at           INTEGER NOT NULL,
+        state_before TEXT NOT NULL,
+        state_after  TEXT NOT NULL,
+        snapshot     TEXT NOT NULL,
+        log_index    INTEGER NOT NULL,
+        PRIMARY KEY (case_id, seq)
+    );
+    CREATE TRIGGER case_decisions_no_update BEFORE UPDATE ON case_decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    CREATE TRIGGER case_decisions_no_delete BEFORE DELETE ON case_decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+
+    CREATE TABLE webhook_deliveries (
+        id          TEXT PRIMARY KEY,
+        case_id     TEXT NOT NULL REFERENCES cases(id),
+        url         TEXT NOT NULL,
+        attempts    INTEGER NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        last_error  TEXT,
+        updated_at  INTEGER NOT NULL
+    );
+
+    CREATE INDEX runs_by_model ON runs(model);
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -88,7 +88,7 @@ fn insert_run_tx(tx: &rusqlite::Transaction<'_>, rec: &RunRecord) -> Result<(), 
     Ok(())
 }
 
-fn record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
+pub(crate) fn record(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         run_id: r.get(0)?,
         created_at: r.get::<_, i64>(1)? as u64,

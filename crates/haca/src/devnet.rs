@@ -27,6 +27,9 @@ pub const EXAMPLE_LABEL: &str = "example/mnist-mlp";
 pub const EXAMPLE_MODEL: &[u8] = include_bytes!("../../../fixtures/models/mnist-mlp.onnx");
 
 /// How to start a node.
+/// How long a devnet's settlement round waits for more records after its first.
+pub const DEFAULT_ROUND_INTERVAL_MS: u64 = 200;
+
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub listen: SocketAddr,
@@ -52,6 +55,10 @@ pub struct NodeConfig {
     pub llm_model: Option<PathBuf>,
     /// Upstream OpenAI-compatible providers, with their timeouts.
     pub providers: Vec<(haca_exec::llm::router::Provider, Duration)>,
+    /// Review case classes beyond devnet's `default` (which one of the same name replaces).
+    pub case_classes: Vec<haca_review::CaseClass>,
+    /// A new devnet genesis closes a settlement round when its oldest record is this old.
+    pub round_interval_ms: u64,
 }
 
 impl NodeConfig {
@@ -69,6 +76,8 @@ impl NodeConfig {
             payments: None,
             llm_model: None,
             providers: Vec::new(),
+            case_classes: Vec::new(),
+            round_interval_ms: DEFAULT_ROUND_INTERVAL_MS,
         }
     }
 }
@@ -137,6 +146,8 @@ pub enum StartError {
     Example(String),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    #[error("--case-class: {0}")]
+    CaseClasses(haca_review::ClassError),
     #[error("genesis {0}: {1}")]
     Genesis(PathBuf, String),
     #[error("validator: {0}")]
@@ -264,6 +275,7 @@ fn load_or_create_genesis(
     validator: &NodeKey,
     gateway: NodeId,
     tee: Option<TeeConfig>,
+    round_interval_ms: u64,
 ) -> Result<Genesis, StartError> {
     let err = |e: String| StartError::Genesis(path.to_owned(), e);
     match std::fs::read_to_string(path) {
@@ -290,7 +302,7 @@ fn load_or_create_genesis(
                 gateways: vec![gateway],
                 settlement: SettlementParams {
                     max_round_records: 10_000,
-                    round_interval_ms: 200,
+                    round_interval_ms,
                 },
                 tee,
             };
@@ -365,6 +377,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             &validator_key,
             key.node_id(),
             tee,
+            cfg.round_interval_ms,
         )?;
         approvers.push(validator_key.clone());
         let validator = Arc::new(haca_chain::validator::Validator::open(
@@ -394,7 +407,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
                 validators: genesis.validators.clone(),
                 listen: free_loopback_port()?,
                 peers: vec![],
-                timeout_propose: Duration::from_secs(3),
+                // A proposer out of time proposes what is waiting: give a longer round
+                // interval the time to elapse.
+                timeout_propose: Duration::from_secs(3).max(
+                    Duration::from_millis(genesis.settlement.round_interval_ms)
+                        + Duration::from_secs(2),
+                ),
                 timeout_prevote: Duration::from_secs(1),
                 timeout_precommit: Duration::from_secs(1),
             },
@@ -557,7 +575,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     } else {
         None
     };
+    let classes =
+        haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;
+    let review = Arc::new(crate::review::Review::new(classes, cfg.dev_enclave));
     let state = Arc::new(AppState {
+        review,
         chat,
         payments,
         gateway,

@@ -71,6 +71,51 @@ struct EnclaveRun {
 }
 
 impl Gateway {
+    /// The stored receipt of `rec` with its settlement box filled, once its round has
+    /// committed; `None` while it is pending (the stored text is then the receipt). The
+    /// settlement box lies outside the signed view, so the gateway's signature still holds.
+    pub fn settled_receipt(
+        &self,
+        rec: &haca_store::RunRecord,
+    ) -> Result<Option<haca_core::Receipt>, ApiError> {
+        let run: haca_core::RunId = rec
+            .run_id
+            .parse()
+            .map_err(|e| ApiError::internal(format!("stored run id {}: {e}", rec.run_id)))?;
+        let settled = match &self.chain {
+            Some(chain) => chain
+                .settlement(&run)
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+            None => haca_chain::validator::RunSettlement::Pending,
+        };
+        let haca_chain::validator::RunSettlement::Settled(ev) = settled else {
+            return Ok(None);
+        };
+        let mut receipt: haca_core::Receipt = serde_json::from_str(&rec.receipt)
+            .map_err(|e| ApiError::internal(format!("stored receipt is damaged: {e}")))?;
+        let at = ev.header.time_ms;
+        receipt.boxes.settlement =
+            haca_core::receipt::EvidenceBox::with(*ev, haca_core::receipt::BoxStatus::Settled, at);
+        Ok(Some(receipt))
+    }
+
+    /// [`Gateway::settled_receipt`], or the stored receipt, parsed for checking claims.
+    pub fn current_receipt(
+        &self,
+        rec: &haca_store::RunRecord,
+    ) -> Result<haca_core::receipt::ParsedReceipt, ApiError> {
+        use haca_core::receipt::ParsedReceipt;
+        match self.settled_receipt(rec)? {
+            Some(r) => Ok(ParsedReceipt::from_receipt(r)),
+            None => ParsedReceipt::from_json_str(&rec.receipt).map_err(|e| {
+                ApiError::internal(format!(
+                    "stored receipt of run {} is damaged: {e}",
+                    rec.run_id
+                ))
+            }),
+        }
+    }
+
     /// Loads (or finds cached) the model behind `blob_id`.
     pub async fn warm(&self, blob_id: BlobId) -> Result<(), ApiError> {
         let (hub, models) = (self.hub.clone(), self.models.clone());

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod payments;
 pub mod registry;
 pub mod remote;
+pub mod review;
 pub mod server;
 pub mod tee_registrar;
 pub mod validator_node;

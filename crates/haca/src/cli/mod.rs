@@ -7,6 +7,7 @@ mod govern;
 mod loadgen;
 mod show;
 mod testnet;
+mod token;
 mod verify;
 mod wallet;
 
@@ -84,6 +85,15 @@ struct ServeArgs {
     /// [,fallback=PROVIDER][,timeout=SECONDS]. Its models are served as NAME/MODEL.
     #[arg(long, value_name = "SPEC", value_parser = parse_provider_arg)]
     provider: Vec<ProviderArg>,
+    /// A review case class (repeatable): name=NAME,claims=CLAIM;CLAIM[,webhook=URL]. Its
+    /// cases clear only when every claim holds; a clearance is posted, signed, to the
+    /// webhook. `default` (execution.signed;run.settled) is always there unless redefined.
+    #[arg(long, value_name = "SPEC", value_parser = parse_case_class)]
+    case_class: Vec<haca_review::CaseClass>,
+}
+
+fn parse_case_class(s: &str) -> Result<haca_review::CaseClass, String> {
+    haca_review::CaseClass::parse(s).map_err(|e| e.to_string())
 }
 
 /// A parsed `--provider`.
@@ -136,6 +146,13 @@ enum Command {
         /// as another node's http://HOST:PORT/v1/x402) instead of this node's own ledger.
         #[arg(long)]
         facilitator: Option<String>,
+        /// Settlement rounds close when their oldest record is this many milliseconds old
+        /// (written into a new devnet's genesis; an existing genesis keeps its own).
+        #[arg(long, default_value_t = devnet::DEFAULT_ROUND_INTERVAL_MS)]
+        round_interval_ms: u64,
+        /// Start no dev enclave (no `mode: "tee"` runs, no tee chat path).
+        #[arg(long)]
+        no_enclave: bool,
     },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
@@ -236,6 +253,9 @@ enum Command {
     /// API keys for clients without x402: `create [--fund AMOUNT]` prints the key alone on
     /// its last line.
     Apikey(apikey::ApiKeyArgs),
+    /// Review tokens for the web panel and the cases API: `create --role reviewer|viewer`
+    /// prints the token alone on its last line (an admin action).
+    Token(token::TokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -358,6 +378,8 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
         payments: None,
         llm_model: find_llm_model(a),
         providers: a.provider.iter().map(|p| (p.0.clone(), p.1)).collect(),
+        case_classes: a.case_class.clone(),
+        round_interval_ms: devnet::DEFAULT_ROUND_INTERVAL_MS,
     }
 }
 
@@ -397,6 +419,10 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
             println!("  settles:   with the x402 facilitator at {f}");
         }
     }
+    println!(
+        "  panel:     {}/ (review queue and chat; sign in with a token from `haca token create --role reviewer`)",
+        node.url
+    );
     if let Some((label, blob)) = &node.example {
         println!("  example:   {label} -> {blob}");
         let example_input = node.data_dir.join("example-input.json");
@@ -544,8 +570,12 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             price_per_request,
             model_price,
             facilitator,
+            round_interval_ms,
+            no_enclave,
         } => {
             let mut cfg = serve_config(&serve, true);
+            cfg.round_interval_ms = round_interval_ms;
+            cfg.dev_enclave = !no_enclave;
             cfg.payments = (price_per_request > 0).then(|| crate::payments::PaymentConfig {
                 facilitator,
                 model_prices: model_price
@@ -669,6 +699,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Chat(a) => chat::run(a).await,
         Command::Wallet(a) => wallet::run(a).await,
         Command::Apikey(a) => apikey::run(a).await,
+        Command::Token(a) => token::run(a).await,
     }
 }
 

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Seconds after which a retry may succeed (a `Retry-After` header).
     pub retry_after: Option<u32>,
+    /// More fields of the error object, such as `missing_claims` of a refused clear.
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl ApiError {
@@ -31,7 +33,16 @@ impl ApiError {
             close: false,
             param: None,
             retry_after: None,
+            extra: serde_json::Map::new(),
         }
+    }
+    /// Adds a field to the error object.
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
     }
     /// Names the request field at fault.
     pub fn param(mut self, field: impl Into<String>) -> Self {
@@ -72,7 +83,12 @@ impl ApiError {
             400..=499 => "invalid_request_error",
             _ => "server_error",
         };
-        json!({"error": {"code": self.code, "message": self.message, "type": kind, "param": self.param}})
+        let mut body = json!({"error": {"code": self.code, "message": self.message, "type": kind, "param": self.param}});
+        body["error"]
+            .as_object_mut()
+            .expect("error object")
+            .extend(self.extra.clone());
+        body
     }
 }
 

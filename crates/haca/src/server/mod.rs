@@ -4,6 +4,8 @@ pub mod chain;
 pub mod error;
 pub mod extract;
 mod llm;
+mod panel;
+pub mod review;
 mod routes;
 
 use crate::gateway::Gateway;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub payments: Option<Arc<crate::payments::Payments>>,
     /// The LLM gateway (local model and upstream providers), when the node serves LLMs.
     pub chat: Option<Arc<crate::chat::ChatGateway>>,
+    /// The review queue (cases, decisions) and its web panel.
+    pub review: Arc<crate::review::Review>,
 }
 
 /// Body limits, in bytes.
@@ -64,7 +68,21 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
             .route("/v1/apikeys/self", get(pay::api_key_self))
             .route("/v1/apikeys/{id}", delete(pay::revoke_api_key));
     }
-    r.route("/healthz", get(routes::healthz))
+    r.route("/", get(panel::index))
+        .route("/panel.js", get(panel::script))
+        .route("/panel.css", get(panel::style))
+        .route("/v1/review/tokens", post(review::create_token))
+        .route("/v1/review/tokens/{id}", delete(review::revoke_token))
+        .route("/v1/review/me", get(review::me))
+        .route(
+            "/v1/cases",
+            post(review::create_case).get(review::list_cases),
+        )
+        .route("/v1/cases/{id}", get(review::get_case))
+        .route("/v1/cases/{id}/decision", post(review::decide))
+        .route("/v1/cases/{id}/events", get(review::case_events))
+        .route("/v1/runs/{run_id}/claims", get(review::run_claims))
+        .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/v1/infer", post(routes::infer))
         .route("/v1/chat/completions", post(llm::chat_completions))

@@ -8,8 +8,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use haca_chain::validator::RunSettlement;
-use haca_core::receipt::{BoxStatus, EvidenceBox};
 use haca_core::settlement::SettlementMode;
 use haca_core::{BlobId, RunId};
 use serde::Deserialize;
@@ -178,21 +176,11 @@ pub async fn get_run(State(st): S, Path(id): Path<String>) -> Result<Json<Value>
 /// settlement box lies outside the signed view, so this keeps the gateway's signature).
 pub async fn get_receipt(State(st): S, Path(id): Path<String>) -> Result<Response, ApiError> {
     let r = load_run(&st, &id)?;
-    let settled = match &st.gateway.chain {
-        Some(chain) => chain
-            .settlement(&parse_run_id(&id)?)
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-        None => RunSettlement::Pending,
-    };
-    // Until its round commits the stored text is the receipt: send it as it is.
-    let RunSettlement::Settled(ev) = settled else {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], r.receipt).into_response());
-    };
-    let mut receipt: haca_core::Receipt = serde_json::from_str(&r.receipt)
-        .map_err(|e| ApiError::internal(format!("stored receipt is damaged: {e}")))?;
-    let at = ev.header.time_ms;
-    receipt.boxes.settlement = EvidenceBox::with(*ev, BoxStatus::Settled, at);
-    Ok(Json(receipt).into_response())
+    match st.gateway.settled_receipt(&r)? {
+        Some(receipt) => Ok(Json(receipt).into_response()),
+        // Until its round commits the stored text is the receipt: send it as it is.
+        None => Ok(([(header::CONTENT_TYPE, "application/json")], r.receipt).into_response()),
+    }
 }
 
 /// Where a run's settlement stands: `pending`, `settled` (round, height) or `rejected`

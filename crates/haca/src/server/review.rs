@@ -1,0 +1,382 @@
+//! The review API (`/v1/cases`, `/v1/review/*`) and its token extractors. Every case and
+//! decision needs a review token (`Authorization: Bearer rt_...`) or the operator token; a
+//! viewer token reads, a reviewer token also opens cases and decides.
+
+use super::error::ApiError;
+use super::extract::{Admin, JsonBody};
+use super::AppState;
+use crate::review::{parse_action, Principal};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use haca_review::{CaseState, DecisionInput, Role};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+type S = State<Arc<AppState>>;
+
+/// Any review token (viewer or reviewer), or the operator token.
+pub struct Viewer(pub Principal);
+/// A reviewer token, or the operator token: 403 for a viewer.
+pub struct Reviewer(pub Principal);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn principal(parts: &Parts, st: &AppState) -> Result<Principal, ApiError> {
+    let Some(token) = bearer(parts) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "cases and decisions need a review token: send Authorization: Bearer <token> \
+             (an operator creates one with `haca token create --role reviewer|viewer`)",
+        ));
+    };
+    if super::extract::constant_time_eq(token.as_bytes(), st.operator_token.as_bytes()) {
+        return Ok(Principal {
+            id: "operator".into(),
+            role: Role::Reviewer,
+        });
+    }
+    let row = st
+        .gateway
+        .store
+        .review_token_by_hash(&haca_review::token_hash(token))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the bearer token is not a review token of this node",
+            )
+        })?;
+    if row.revoked_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            format!("review token {} was revoked", row.id),
+        ));
+    }
+    let role = row
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::internal(format!("stored review token {}: {e}", row.id)))?;
+    Ok(Principal { id: row.id, role })
+}
+
+impl FromRequestParts<Arc<AppState>> for Viewer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiError> {
+        principal(parts, st).map(Viewer)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Reviewer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiError> {
+        let p = principal(parts, st)?;
+        if !p.role.can_decide() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "review token {} is a viewer token: it reads cases but cannot open or decide them",
+                    p.id
+                ),
+            ));
+        }
+        Ok(Reviewer(p))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    role: String,
+    label: Option<String>,
+}
+
+/// `POST /v1/review/tokens` (admin): a new token, shown once.
+pub async fn create_token(
+    State(st): S,
+    admin: Admin,
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<Response, ApiError> {
+    let role: Role = body.role.parse().map_err(|e: String| {
+        ApiError::bad_request("invalid_field", format!("role: {e}")).param("role")
+    })?;
+    let (token, row) = crate::review::new_token(role, body.label, &admin.0);
+    let id = row.id.clone();
+    st.gateway.store.create_review_token(row).await?;
+    tracing::info!(
+        "review token {id} ({}) created by {}",
+        role.as_str(),
+        admin.0
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "role": role, "token": token})),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/review/tokens/{id}` (admin).
+pub async fn revoke_token(
+    State(st): S,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !st
+        .gateway
+        .store
+        .revoke_review_token(&id, crate::now_ms())
+        .await?
+    {
+        return Err(ApiError::not_found(
+            "unknown_token",
+            format!("no review token {id:?}"),
+        ));
+    }
+    Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+/// `GET /v1/review/me`: who the token is, and the node's case classes.
+pub async fn me(State(st): S, Viewer(p): Viewer) -> Json<Value> {
+    let classes: Vec<Value> = st
+        .review
+        .classes
+        .iter()
+        .map(|c| json!({"name": c.policy.name, "required": c.policy.required, "webhook": c.webhook.is_some()}))
+        .collect();
+    Json(json!({
+        "id": p.id,
+        "role": p.role,
+        "node": st.gateway.key.node_id().to_string(),
+        "classes": classes,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCase {
+    runs: Vec<String>,
+    policy: Option<String>,
+}
+
+/// `POST /v1/cases`.
+pub async fn create_case(
+    State(st): S,
+    Reviewer(p): Reviewer,
+    JsonBody(body): JsonBody<NewCase>,
+) -> Result<Response, ApiError> {
+    let (id, state) = st
+        .review
+        .create_case(&st.gateway, body.runs, body.policy, &p)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "state": state}))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    state: Option<String>,
+    policy: Option<String>,
+    model: Option<String>,
+    artifact: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/cases`: the queue, newest first, filtered by state, policy, model label and
+/// artifact (blob id).
+pub async fn list_cases(
+    State(st): S,
+    Viewer(_): Viewer,
+    Query(q): Query<QueueQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state: Option<CaseState> = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|e: String| ApiError::bad_request("invalid_query", e).param("state"))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let filter = haca_store::CaseFilter {
+        policy: q.policy.filter(|s| !s.is_empty()),
+        model: q.model.filter(|s| !s.is_empty()),
+        artifact: q.artifact.filter(|s| !s.is_empty()),
+        decided: state.map(|s| s.is_decided()),
+        // Open cases' states come from their evidence: read more than asked, then filter.
+        limit: if state.is_some_and(|s| !s.is_decided()) {
+            limit * 4
+        } else {
+            limit
+        },
+    };
+    let at = crate::now_ms();
+    let gw = &st.gateway;
+    let mut rows = Vec::new();
+    for c in gw.store.list_cases(&filter)? {
+        if rows.len() >= limit {
+            break;
+        }
+        let loaded = st.review.load(gw, &c.id)?;
+        let row = st.review.queue_row(gw, &loaded, at);
+        if state.is_none_or(|s| row["state"] == json!(s)) {
+            rows.push(row);
+        }
+    }
+    Ok(Json(json!({"cases": rows, "at": at})))
+}
+
+/// `GET /v1/cases/{id}`.
+pub async fn get_case(
+    State(st): S,
+    Viewer(_): Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let st2 = st.clone();
+    // Reading a case of thousands of receipts checks thousands of signatures: off the
+    // async workers.
+    tokio::task::spawn_blocking(move || {
+        let case = st2.review.load(&st2.gateway, &id)?;
+        st2.review
+            .view(&st2.gateway, &case, crate::now_ms())
+            .map(Json)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reading the case failed: {e}")))?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    action: String,
+    reason: Option<String>,
+    seen: Option<String>,
+}
+
+/// `POST /v1/cases/{id}/decision`.
+pub async fn decide(
+    State(st): S,
+    Reviewer(p): Reviewer,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<Value>, ApiError> {
+    let input = DecisionInput {
+        action: parse_action(&body.action)?,
+        reason: body.reason.filter(|r| !r.trim().is_empty()),
+        seen: body.seen,
+    };
+    st.review
+        .decide(&st.gateway, &id, input, &p)
+        .await
+        .map(Json)
+}
+
+/// `GET /v1/cases/{id}/events`: server-sent `case` events, one now and one whenever the
+/// case's state, its evidence snapshot or its decisions change (new blocks, decisions).
+pub async fn case_events(
+    State(st): S,
+    Viewer(_): Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    st.review.load(&st.gateway, &id)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(8);
+    let mut heights = st.gateway.chain.as_ref().map(|c| c.heights());
+    let mut changes = st.review.subscribe();
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            let st2 = st.clone();
+            let id2 = id.clone();
+            let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+                let case = st2.review.load(&st2.gateway, &id2)?;
+                let (state, eval) = st2.review.state(&st2.gateway, &case, crate::now_ms());
+                let decisions = st2.gateway.store.decisions(&id2)?.len();
+                Ok(json!({
+                    "id": id2, "state": state, "snapshot": eval.snapshot(&id2).id,
+                    "missing_claims": eval.missing_claims(), "decisions": decisions,
+                }))
+            })
+            .await;
+            let Ok(Ok(summary)) = summary else { return };
+            let text = summary.to_string();
+            if text != last {
+                if tx.send(text.clone()).await.is_err() {
+                    return;
+                }
+                last = text;
+            }
+            let height = async {
+                match heights.as_mut() {
+                    Some(h) => {
+                        if h.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = height => {}
+                r = changes.changed() => if r.is_err() { return },
+                // Freshness claims age without any event.
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|data| {
+            (
+                Ok::<_, Infallible>(Event::default().event("case").data(data)),
+                rx,
+            )
+        })
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `GET /v1/runs/{id}/claims`: one run's boxes and every claim checked now, as `haca
+/// verify` would with this node's chain as the trust anchor (public, as receipts are).
+pub async fn run_claims(State(st): S, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let run: haca_core::RunId = id.parse().map_err(|e: haca_core::ids::IdParseError| {
+        ApiError::bad_request("invalid_run_id", format!("run_id: {e}"))
+    })?;
+    let rec =
+        st.gateway.store.get_run(&run.to_string())?.ok_or_else(|| {
+            ApiError::not_found("unknown_run", format!("no run {run} on this node"))
+        })?;
+    let parsed = st.gateway.current_receipt(&rec)?;
+    let anchors = st.review.anchors(&st.gateway);
+    let at = crate::now_ms();
+    let checker = haca_core::claims::Checker::new(&parsed, &anchors, at);
+    let claims: Vec<_> = haca_core::claims::Claim::all(
+        haca_review::case::DEFAULT_DATA_MAX_AGE_S,
+        haca_review::case::DEFAULT_MEMORY_MAX_AGE_S,
+    )
+    .into_iter()
+    .map(|c| checker.check(c))
+    .collect();
+    Ok(Json(json!({
+        "run_id": run.to_string(),
+        "model": rec.model,
+        "at": at,
+        "boxes": parsed.raw["boxes"],
+        "claims": claims,
+        "problems": checker.problems(),
+    })))
+}

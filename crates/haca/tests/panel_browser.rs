@@ -1,0 +1,118 @@
+//! The web panel in a real browser: `web/tests/panel.test.mjs` drives Debian's Chromium with
+//! playwright-core against a real devnet. Settlement rounds are slowed to 25 s so the test can
+//! try a clear before its run settles; live updates then bring READY.
+//! Needs /usr/bin/chromium and `npm ci --prefix web` (.ci/run installs both; CI requires them).
+
+mod common;
+
+use common::Devnet;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Chromium and playwright-core, or `None` (a skip) outside CI.
+fn browser_ready() -> Option<PathBuf> {
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let playwright = repo().join("web/node_modules/playwright-core");
+    if chromium.exists() && playwright.exists() {
+        return Some(chromium);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI must have {} and {} (.ci/run installs them)",
+            chromium.display(),
+            playwright.display()
+        );
+    }
+    eprintln!(
+        "skipped: no Chromium at {} or no web/node_modules (run npm ci --prefix web)",
+        chromium.display()
+    );
+    None
+}
+
+fn last_line(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_panel_refuses_a_clear_before_settlement_and_clears_after() {
+    let Some(chromium) = browser_ready() else {
+        return;
+    };
+    let llm = std::env::var("HACA_LLM_MODEL")
+        .ok()
+        .filter(|p| Path::new(p).exists());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--round-interval-ms", "25000", "--no-enclave"];
+    if let Some(m) = &llm {
+        args.extend(["--llm-model", m.as_str()]);
+    }
+    let node = Devnet::start(dir.path(), &args);
+    let reviewer = last_line(&node.haca_ok(&[
+        "token",
+        "create",
+        "--role",
+        "reviewer",
+        "--label",
+        "browser test",
+    ]));
+    let viewer = last_line(&node.haca_ok(&["token", "create", "--role", "viewer"]));
+    assert!(reviewer.starts_with("rt_") && viewer.starts_with("rt_"));
+
+    let http = reqwest::blocking::Client::new();
+    common::wait_ready(&http, &node.url);
+    let run: Value = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&json!({"model": "example/mnist-mlp", "input": common::mlp_input(7)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let run_id = run["run_id"].as_str().expect("a run id").to_owned();
+    let case: Value = http
+        .post(format!("{}/v1/cases", node.url))
+        .bearer_auth(&reviewer)
+        .json(&json!({"runs": [run_id]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(case["state"], "PROVISIONAL", "{case}");
+    let case_id = case["id"].as_str().unwrap();
+
+    let shots = repo().join("web/screenshots");
+    let status = Command::new("node")
+        .arg(repo().join("web/tests/panel.test.mjs"))
+        .current_dir(repo().join("web"))
+        .env("HACA_URL", &node.url)
+        .env("REVIEWER_TOKEN", &reviewer)
+        .env("VIEWER_TOKEN", &viewer)
+        .env("CASE_ID", case_id)
+        .env("OUT", &shots)
+        .env("CHROMIUM", &chromium)
+        .env("CHAT", if llm.is_some() { "1" } else { "0" })
+        .status()
+        .expect("run node");
+    assert!(
+        status.success(),
+        "the browser test failed (screenshots in {})",
+        shots.display()
+    );
+    for name in ["02-queue", "03-clear-refused", "05-cleared"] {
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "{name}.png saved"
+        );
+    }
+}

@@ -1,0 +1,635 @@
+// haca's review panel and chat page. One script, no build step: the binary serves it as is.
+// Every value from the server goes through esc() before it reaches innerHTML.
+'use strict';
+
+const STATES = ['HOLD', 'PROVISIONAL', 'READY', 'CLEARED', 'REJECTED'];
+const BOXES = ['artifact', 'route', 'execution', 'attestation', 'proof', 'data', 'memory', 'payment', 'settlement'];
+const CLAIM_WORDS = { holds: 'holds', fails: 'fails', not_present: 'not present', unchecked: 'unchecked' };
+
+const main = () => document.getElementById('main');
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+const time = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC') : '—');
+const short = (id, n = 12) => String(id || '').replace(/^sha256:/, '').slice(0, n);
+const claimKey = (s) => String(s).replace(' ', '_');
+
+const session = {
+  token: sessionStorage.getItem('haca.token'),
+  me: null,
+  live: null, // AbortController of the case's event stream
+  view: null, // the case view on screen
+};
+
+function announce(text) {
+  const live = document.getElementById('live');
+  live.textContent = '';
+  setTimeout(() => { live.textContent = text; }, 30);
+}
+
+async function api(path, opts = {}) {
+  const headers = {};
+  if (session.token && !opts.anonymous) headers.Authorization = `Bearer ${session.token}`;
+  if (opts.apiKey) headers.Authorization = `Bearer ${opts.apiKey}`;
+  if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(path, {
+    method: opts.method || 'GET',
+    headers,
+    body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+    signal: opts.signal,
+  });
+  const text = await r.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = { raw: text }; }
+  if (!r.ok) {
+    const e = new Error(body?.error?.message || `HTTP ${r.status}`);
+    e.status = r.status;
+    e.body = body;
+    throw e;
+  }
+  return body;
+}
+
+// Reads a server-sent event stream from a fetch response, calling onEvent(name, data).
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += decoder.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      let name = 'message';
+      const data = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) name = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      if (data.length) onEvent(name, data.join('\n'));
+    }
+  }
+}
+
+function stopLive() {
+  if (session.live) session.live.abort();
+  session.live = null;
+}
+
+// Moves focus to the new page's heading on navigation, not on first load: a fresh page starts
+// at the top (the skip link first).
+function focusHeading() {
+  if (!session.navigated) return;
+  const h = main().querySelector('h1');
+  if (h) { h.setAttribute('tabindex', '-1'); h.focus(); }
+}
+
+function setNav(which) {
+  for (const [id, name] of [['nav-queue', 'queue'], ['nav-chat', 'chat']]) {
+    const a = document.getElementById(id);
+    if (name === which) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  const who = document.getElementById('who');
+  const out = document.getElementById('sign-out');
+  who.textContent = session.me ? `Signed in: token ${session.me.id} (${session.me.role})` : '';
+  out.hidden = !session.token;
+}
+
+async function route() {
+  stopLive();
+  const hash = location.hash || '#/queue';
+  const [path, query] = hash.slice(1).split('?');
+  const parts = path.split('/').filter(Boolean);
+  const page = parts[0] || 'queue';
+  if (session.token && !session.me) {
+    try { session.me = await api('/v1/review/me'); } catch (e) {
+      if (e.status === 401 || e.status === 403) { signOut(); return renderSignIn(e.message); }
+    }
+  }
+  setNav(page === 'chat' ? 'chat' : 'queue');
+  if (page === 'chat') return renderChat();
+  if (!session.token) return renderSignIn();
+  if (page === 'case' && parts[1]) return renderCase(decodeURIComponent(parts[1]));
+  return renderQueue(new URLSearchParams(query || ''));
+}
+
+function signOut() {
+  session.token = null;
+  session.me = null;
+  sessionStorage.removeItem('haca.token');
+  setNav('queue');
+}
+
+// ---- sign in ---------------------------------------------------------------------------
+
+function renderSignIn(message) {
+  main().innerHTML = `
+    <h1>Sign in</h1>
+    <p>Cases and decisions need a review token. An operator creates one on the node's machine with
+    <code>haca token create --role reviewer</code> (or <code>--role viewer</code> to read only).</p>
+    <form id="signin" class="stack">
+      <label for="token">Review token</label>
+      <input id="token" name="token" type="password" autocomplete="off" spellcheck="false" required>
+      <button type="submit">Sign in</button>
+    </form>
+    <p id="signin-error" class="error" role="alert">${esc(message || '')}</p>
+    <p>The <a href="#/chat">chat page</a> needs no review token.</p>`;
+  document.getElementById('signin').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const token = document.getElementById('token').value.trim();
+    session.token = token;
+    try {
+      session.me = await api('/v1/review/me');
+      sessionStorage.setItem('haca.token', token);
+      session.navigated = true;
+      route();
+    } catch (e) {
+      session.token = null;
+      document.getElementById('signin-error').textContent = `Not signed in: ${e.message}`;
+      document.getElementById('token').focus();
+    }
+  });
+  focusHeading();
+}
+
+// ---- queue -----------------------------------------------------------------------------
+
+function stateTag(s) {
+  return `<span class="state state-${esc(String(s).toLowerCase())}">${esc(s)}</span>`;
+}
+
+async function renderQueue(q) {
+  const classes = session.me?.classes || [];
+  const opt = (v, cur) => `<option value="${esc(v)}"${v === cur ? ' selected' : ''}>${esc(v || 'any')}</option>`;
+  const canOpen = session.me?.role === 'reviewer';
+  main().innerHTML = `
+    <h1>Review queue</h1>
+    <form id="filters" class="filters" aria-label="Filter the queue">
+      <label>State <select name="state">${['', ...STATES].map((s) => opt(s, q.get('state') || '')).join('')}</select></label>
+      <label>Policy <select name="policy">${['', ...classes.map((c) => c.name)].map((s) => opt(s, q.get('policy') || '')).join('')}</select></label>
+      <label>Model label <input name="model" value="${esc(q.get('model') || '')}" placeholder="example/mnist-mlp"></label>
+      <label>Artifact <input name="artifact" value="${esc(q.get('artifact') || '')}" placeholder="sha256:…"></label>
+      <button type="submit">Filter</button>
+    </form>
+    <div id="queue-body"><p>Loading cases…</p></div>
+    ${canOpen ? `
+    <details class="open-case">
+      <summary>Open a case</summary>
+      <form id="open-case" class="stack">
+        <label for="open-runs">Run ids, one per line</label>
+        <textarea id="open-runs" rows="3" required spellcheck="false"></textarea>
+        <label for="open-policy">Policy</label>
+        <select id="open-policy">${classes.map((c) => `<option value="${esc(c.name)}">${esc(c.name)}: requires ${esc(c.required.join(', '))}</option>`).join('')}</select>
+        <button type="submit">Open case</button>
+      </form>
+      <p id="open-error" class="error" role="alert"></p>
+    </details>` : ''}`;
+  document.getElementById('filters').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(ev.target)) if (v) p.set(k, v);
+    location.hash = `#/queue?${p}`;
+  });
+  if (canOpen) {
+    document.getElementById('open-case').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const runs = document.getElementById('open-runs').value.split(/\s+/).filter(Boolean);
+      try {
+        const c = await api('/v1/cases', { method: 'POST', body: { runs, policy: document.getElementById('open-policy').value } });
+        location.hash = `#/case/${encodeURIComponent(c.id)}`;
+      } catch (e) {
+        document.getElementById('open-error').textContent = `Not opened: ${e.message}`;
+      }
+    });
+  }
+  focusHeading();
+  const params = new URLSearchParams();
+  for (const k of ['state', 'policy', 'model', 'artifact']) if (q.get(k)) params.set(k, q.get(k));
+  let data;
+  try {
+    data = await api(`/v1/cases?${params}`);
+  } catch (e) {
+    document.getElementById('queue-body').innerHTML = `<p class="error" role="alert">${esc(e.message)}</p>`;
+    return;
+  }
+  const rows = data.cases.map((c) => `
+    <tr>
+      <td><a href="#/case/${encodeURIComponent(c.id)}">${esc(c.id)}</a></td>
+      <td>${stateTag(c.state)}</td>
+      <td>${esc(c.policy)}</td>
+      <td class="num">${c.runs}</td>
+      <td>${c.models.map(esc).join(', ')}</td>
+      <td>${c.artifacts.map((a) => `<code title="${esc(a)}">${esc(short(a))}</code>`).join(' ')}</td>
+      <td>${c.missing_claims.length ? c.missing_claims.map((m) => `<span class="claim">${esc(m)}</span>`).join(' ') : '—'}</td>
+      <td>${esc(time(c.created_at))}</td>
+    </tr>`).join('');
+  document.getElementById('queue-body').innerHTML = data.cases.length ? `
+    <table class="queue">
+      <caption>${data.cases.length} case${data.cases.length === 1 ? '' : 's'}, newest first; states read at ${esc(time(data.at))}</caption>
+      <thead><tr><th scope="col">Case</th><th scope="col">State</th><th scope="col">Policy</th><th scope="col">Runs</th>
+      <th scope="col">Models</th><th scope="col">Artifacts</th><th scope="col">Missing claims</th><th scope="col">Opened</th></tr></thead>
+      <tbody>${rows}</tbody>
+    </table>` : '<p>No case matches these filters.</p>';
+}
+
+// ---- case ------------------------------------------------------------------------------
+
+async function renderCase(id) {
+  main().innerHTML = '<h1>Case</h1><p>Loading the case and checking its evidence…</p>';
+  let view;
+  try {
+    view = await api(`/v1/cases/${encodeURIComponent(id)}`);
+  } catch (e) {
+    main().innerHTML = `<h1>Case ${esc(id)}</h1><p class="error" role="alert">${esc(e.message)}</p><p><a href="#/queue">Back to the queue</a></p>`;
+    focusHeading();
+    return;
+  }
+  drawCase(view, true);
+  startLive(id);
+}
+
+function claimState(state, n) {
+  const k = claimKey(state);
+  return `<span class="cs cs-${esc(k)}">${esc(CLAIM_WORDS[k] || state)}${n !== undefined ? ` ${n}` : ''}</span>`;
+}
+
+function boxPanel(b, view) {
+  const statuses = Object.entries(b.statuses).map(([s, n]) => `<span class="bs bs-${esc(s)}">${esc(s)} ${n}</span>`).join(' ');
+  const claims = b.claims.map((c) => `
+    <li>
+      <span class="claim">${esc(c.claim)}</span>${c.required ? ' <span class="req">required</span>' : ''}
+      ${Object.entries(c.states).map(([s, n]) => claimState(s, n)).join(' ')}
+      ${c.detail ? `<div class="detail">${esc(c.detail)}</div>` : ''}
+    </li>`).join('');
+  return `
+    <section class="box" aria-labelledby="box-${esc(b.box)}-h" data-box="${esc(b.box)}">
+      <h3 id="box-${esc(b.box)}-h">${esc(b.box)}</h3>
+      <p class="statuses">Status across ${view.runs.length} run${view.runs.length === 1 ? '' : 's'}: ${statuses}</p>
+      <p><strong>Proves</strong> ${esc(b.proves)}.</p>
+      <p class="never"><strong>Never proves</strong> ${esc(b.never_proves)}.</p>
+      ${claims ? `<ul class="claims" aria-label="Claims of the ${esc(b.box)} box">${claims}</ul>` : '<p class="muted">This box carries no claim.</p>'}
+    </section>`;
+}
+
+function decisionsHtml(view) {
+  if (!view.decisions.length) return '<p>No decision yet.</p>';
+  return `<ol class="decisions">${view.decisions.map((d) => `
+    <li>
+      <strong>${esc(d.action)}${d.override ? ' (override)' : ''}</strong> by token ${esc(d.by)} at ${esc(time(d.at))}:
+      ${stateTag(d.state_before)} → ${stateTag(d.state_after)}
+      ${d.reason ? `<div>Reason: ${esc(d.reason)}</div>` : ''}
+      <div class="muted">Read snapshot <code>${esc(short(d.snapshot?.id, 16))}</code> with the log at size ${esc(d.snapshot?.log_size)},
+      root <code>${esc(short(d.snapshot?.log_root, 16))}</code>; appended as log entry ${esc(d.log_index)}.</div>
+    </li>`).join('')}</ol>`;
+}
+
+function continuityHtml(c) {
+  const drift = c.label_drift.map((d) => `<div class="warning" role="note"><strong>Label moved:</strong> ${esc(d.message)}</div>`).join('');
+  const artifacts = `
+    <table>
+      <caption>Runs of this case's labels, grouped by the artifact that ran</caption>
+      <thead><tr><th scope="col">Artifact (blob id)</th><th scope="col">Labels</th><th scope="col">Runs</th><th scope="col">In this case</th><th scope="col">First</th><th scope="col">Last</th></tr></thead>
+      <tbody>${c.artifacts.map((a) => `<tr><td><code title="${esc(a.blob_id)}">${esc(a.blob_id ? short(a.blob_id, 16) : 'unnamed (upstream provider)')}</code></td>
+        <td>${a.labels.map(esc).join(', ')}</td><td class="num">${a.runs}</td><td class="num">${a.in_case}</td>
+        <td>${esc(time(a.first_at))}</td><td>${esc(time(a.last_at))}</td></tr>`).join('')}</tbody>
+    </table>`;
+  const memory = c.memory.rows_used
+    ? `<p>${c.memory.rows_used} memory row${c.memory.rows_used === 1 ? '' : 's'} steered these runs; ${c.memory.stale.length} not re-validated within ${esc(c.memory.max_age)}.</p>
+       ${c.memory.stale.map((s) => `<div class="warning" role="note">${esc(s.message)} (run <code>${esc(short(s.run_id))}</code>)</div>`).join('')}`
+    : '<p>No memory rows steered these runs (their memory boxes are absent).</p>';
+  const turns = c.turns.length ? `
+    <table>
+      <caption>Turns of the conversations these runs belong to</caption>
+      <thead><tr><th scope="col">Conversation</th><th scope="col">Turn</th><th scope="col">Provider</th><th scope="col">Path</th><th scope="col">Privacy asked</th><th scope="col">Change</th></tr></thead>
+      <tbody>${c.turns.map((t) => `<tr${t.in_case ? ' class="in-case"' : ''}><td>${esc(t.conversation)}</td><td class="num">${t.turn}</td>
+        <td>${esc(t.provider)}</td><td>${esc(t.path)}</td><td>${esc(t.privacy)}</td>
+        <td>${t.changed ? `<span class="warn-text">${esc(t.changed)}</span>` : '—'}</td></tr>`).join('')}</tbody>
+    </table>` : '<p>These runs belong to no conversation.</p>';
+  return `
+    <h3>Artifacts behind the labels</h3>${drift || '<p>Each label in this case resolved to one artifact.</p>'}${artifacts}
+    <h3>Memory</h3>${memory}
+    <h3>Route and privacy path across turns</h3>${turns}`;
+}
+
+function runsTable(view) {
+  const req = view.policy.required;
+  const rows = view.runs.map((r) => {
+    const boxes = BOXES.map((b) => `<td class="bs bs-${esc(r.boxes[b])}">${esc(r.boxes[b])}</td>`).join('');
+    const claims = r.required.map((c) => `<td>${claimState(c.state)}</td>`).join('');
+    return `<tr><th scope="row"><button type="button" class="link run-open" data-run="${esc(r.run_id)}" aria-label="Show run ${esc(short(r.run_id))}">${esc(short(r.run_id))}</button></th>
+      <td>${esc(r.model)}</td><td><code title="${esc(r.blob_id)}">${esc(short(r.blob_id))}</code></td>${boxes}${claims}</tr>`;
+  }).join('');
+  return `
+    <div class="scroll">
+    <table class="runs">
+      <caption>${view.runs.length} run${view.runs.length === 1 ? '' : 's'}: each box's status, and the required claims</caption>
+      <thead><tr><th scope="col">Run</th><th scope="col">Model</th><th scope="col">Artifact</th>
+      ${BOXES.map((b) => `<th scope="col">${esc(b)}</th>`).join('')}${req.map((c) => `<th scope="col">${esc(c)}</th>`).join('')}</tr></thead>
+      <tbody>${rows}</tbody>
+    </table></div>`;
+}
+
+function drawCase(view, first) {
+  const prev = session.view;
+  session.view = view;
+  const reason = document.getElementById('reason')?.value || '';
+  const focusedId = document.activeElement?.id;
+  const result = document.getElementById('decision-result')?.innerHTML || '';
+  const decided = view.state === 'CLEARED' || view.state === 'REJECTED';
+  const reviewer = session.me?.role === 'reviewer';
+  const missing = view.missing_claims.length
+    ? `<div class="missing"><h3 id="missing-h">Required claims that do not hold yet</h3>
+       <ul aria-labelledby="missing-h">${view.missing_claims.map((c) => `<li><span class="claim">${esc(c)}</span></li>`).join('')}</ul>
+       ${view.missing.slice(0, 5).map((m) => `<p class="detail">run <code>${esc(short(m.run_id))}</code>: ${esc(m.claim)} ${claimState(m.state)}: ${esc(m.detail)}</p>`).join('')}</div>`
+    : '<p>Every required claim holds for every run.</p>';
+  const chronology = view.chronology.map((e) => `
+    <li><time datetime="${new Date(e.first_at).toISOString()}">${esc(time(e.first_at))}</time>
+      ${esc(e.event)}${e.of ? ` (${e.runs} of ${e.of} run${e.of === 1 ? '' : 's'}${e.last_at !== e.first_at ? `, last at ${esc(time(e.last_at))}` : ''})` : ''}
+      ${e.by ? ` by ${esc(e.by)}` : ''}${e.state ? ` → ${esc(e.state)}` : ''}</li>`).join('');
+  const webhooks = view.webhooks.length
+    ? `<ul>${view.webhooks.map((w) => `<li>${esc(w.url)}: ${esc(w.status)} after ${w.attempts} attempt${w.attempts === 1 ? '' : 's'}${w.error ? ` (${esc(w.error)})` : ''}</li>`).join('')}</ul>`
+    : `<p>${view.policy.webhook ? 'A signed webhook goes out when the case is cleared.' : 'This policy has no webhook.'}</p>`;
+  const t0 = performance.now();
+  main().innerHTML = `
+    <p><a href="#/queue">← Queue</a></p>
+    <h1>Case <code>${esc(view.id)}</code></h1>
+    <p class="case-state">State: ${stateTag(view.state)}${decided && view.evidence_state !== view.state ? ` (its evidence reads ${esc(view.evidence_state)} now)` : ''}.
+      Policy <strong>${esc(view.policy.name)}</strong> requires ${view.policy.required.map((c) => `<span class="claim">${esc(c)}</span>`).join(', ')}.
+      Evidence read at ${esc(time(view.at))}.</p>
+    <section aria-labelledby="decide-h" class="decide">
+      <h2 id="decide-h">Decision</h2>
+      ${missing}
+      ${decided ? '<p>This case is decided; it takes no further decision.</p>' : reviewer ? `
+      <form id="decide-form" class="stack">
+        <p class="muted">You are deciding on what this page shows: snapshot <code id="seen">${esc(view.snapshot.id)}</code>.
+        If the evidence changes before you press a button, the decision is refused as stale.</p>
+        <label for="reason">Reason (required to override)</label>
+        <textarea id="reason" name="reason" rows="2">${esc(reason)}</textarea>
+        <div class="actions">
+          <button type="submit" id="btn-clear" value="clear">Clear</button>
+          <button type="submit" id="btn-reject" value="reject">Reject</button>
+          <button type="submit" id="btn-override" value="override">Override and clear</button>
+        </div>
+      </form>` : '<p>Your token is a viewer token: it reads cases but cannot decide them.</p>'}
+      <div id="decision-result" role="alert">${result}</div>
+    </section>
+    <section aria-labelledby="boxes-h">
+      <h2 id="boxes-h">Evidence, box by box</h2>
+      <p class="muted">Each box says what it proves and what it never proves. Nothing here adds them up.</p>
+      <div class="boxes">${view.boxes.map((b) => boxPanel(b, view)).join('')}</div>
+    </section>
+    <section aria-labelledby="chron-h">
+      <h2 id="chron-h">Chronology</h2>
+      <ol class="chronology">${chronology}</ol>
+    </section>
+    <section aria-labelledby="dec-h">
+      <h2 id="dec-h">Decisions</h2>${decisionsHtml(view)}
+      <h3>Webhooks</h3>${webhooks}
+    </section>
+    <section aria-labelledby="cont-h">
+      <h2 id="cont-h">Continuity</h2>${continuityHtml(view.continuity)}
+    </section>
+    <section aria-labelledby="runs-h">
+      <h2 id="runs-h">Runs</h2>
+      <div id="run-detail"></div>
+      ${runsTable(view)}
+    </section>`;
+  main().dataset.rendered = view.snapshot.id;
+  main().dataset.renderMs = String(Math.round(performance.now() - t0));
+  document.body.dataset.caseState = view.state;
+  const form = document.getElementById('decide-form');
+  if (form) form.addEventListener('submit', submitDecision);
+  main().querySelectorAll('.run-open').forEach((b) => b.addEventListener('click', () => showRun(b.dataset.run)));
+  if (first) focusHeading();
+  else if (focusedId && document.getElementById(focusedId)) document.getElementById(focusedId).focus();
+  if (prev && prev.id === view.id && prev.state !== view.state) announce(`Case is now ${view.state}: new evidence landed.`);
+}
+
+async function submitDecision(ev) {
+  ev.preventDefault();
+  const action = ev.submitter?.value || 'clear';
+  const reason = document.getElementById('reason').value.trim();
+  const out = document.getElementById('decision-result');
+  const view = session.view;
+  out.innerHTML = '<p>Sending…</p>';
+  try {
+    const d = await api(`/v1/cases/${encodeURIComponent(view.id)}/decision`, {
+      method: 'POST',
+      body: { action, reason: reason || undefined, seen: view.snapshot.id },
+    });
+    out.innerHTML = `<p class="ok-text">Decision recorded: the case is ${esc(d.state)}${d.override ? ' (override)' : ''};
+      appended as log entry ${esc(d.log_index)}.</p>`;
+    const fresh = await api(`/v1/cases/${encodeURIComponent(view.id)}`);
+    drawCase(fresh, false);
+    document.getElementById('decide-h').focus?.();
+  } catch (e) {
+    const err = e.body?.error || {};
+    const missing = err.missing_claims?.length
+      ? `<p>Missing claims:</p><ul id="refusal-missing">${err.missing_claims.map((c) => `<li><span class="claim">${esc(c)}</span></li>`).join('')}</ul>`
+      : '';
+    out.innerHTML = `<div class="refusal"><p><strong>Refused (${esc(err.code || e.status)}).</strong> ${esc(e.message)}</p>${missing}</div>`;
+    if (err.code === 'stale_decision') {
+      const fresh = await api(`/v1/cases/${encodeURIComponent(view.id)}`);
+      drawCase(fresh, false);
+    }
+  }
+}
+
+async function showRun(runId) {
+  const box = document.getElementById('run-detail');
+  box.innerHTML = '<p>Loading the run…</p>';
+  let r;
+  try { r = await api(`/v1/runs/${encodeURIComponent(runId)}/claims`, { anonymous: true }); } catch (e) {
+    box.innerHTML = `<p class="error" role="alert">${esc(e.message)}</p>`;
+    return;
+  }
+  const panels = BOXES.map((name) => {
+    const b = r.boxes[name] || { status: 'absent' };
+    const claims = r.claims.filter((c) => boxOf(c.claim) === name);
+    const fields = b.evidence ? Object.entries(b.evidence).filter(([, v]) => typeof v !== 'object' || v === null)
+      .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(String(v).length > 80 ? `${String(v).slice(0, 80)}…` : v)}</dd>`).join('') : '';
+    return `<section class="box" aria-label="${esc(name)} box of run ${esc(short(runId))}">
+      <h4>${esc(name)}: <span class="bs bs-${esc(b.status)}">${esc(b.status)}</span></h4>
+      ${(b.history || []).map((h) => `<div class="muted">${esc(h.status)} at ${esc(time(h.at))}</div>`).join('')}
+      ${fields ? `<dl>${fields}</dl>` : ''}
+      <ul class="claims">${claims.map((c) => `<li><span class="claim">${esc(c.claim)}</span> ${claimState(c.state)}<div class="detail">${esc(c.detail)}</div></li>`).join('')}</ul>
+    </section>`;
+  }).join('');
+  box.innerHTML = `<h3 id="run-detail-h" tabindex="-1">Run <code>${esc(runId)}</code> (${esc(r.model)})</h3>
+    <p><a href="/v1/runs/${encodeURIComponent(runId)}/receipt">Receipt file</a> (check it offline with <code>haca verify</code>)</p>
+    <div class="boxes">${panels}</div>`;
+  document.getElementById('run-detail-h').focus();
+}
+
+function boxOf(claim) {
+  const c = String(claim);
+  if (c.startsWith('artifact.')) return 'artifact';
+  if (c.startsWith('route.')) return 'route';
+  if (c === 'execution.signed' || c === 'node.registered') return 'execution';
+  if (c === 'enclave.genuine') return 'attestation';
+  if (c === 'execution.correct') return 'proof';
+  if (c.startsWith('data.')) return 'data';
+  if (c.startsWith('memory.')) return 'memory';
+  if (c.startsWith('payment.')) return 'payment';
+  return 'settlement';
+}
+
+async function startLive(id) {
+  stopLive();
+  const ctrl = new AbortController();
+  session.live = ctrl;
+  try {
+    const r = await fetch(`/v1/cases/${encodeURIComponent(id)}/events`, {
+      headers: { Authorization: `Bearer ${session.token}` },
+      signal: ctrl.signal,
+    });
+    if (!r.ok) return;
+    await readEvents(r, async (name, data) => {
+      if (name !== 'case' || ctrl.signal.aborted) return;
+      const s = JSON.parse(data);
+      const v = session.view;
+      if (!v || v.id !== s.id) return;
+      if (s.snapshot !== v.snapshot.id || s.state !== v.state || s.decisions !== v.decisions.length) {
+        const fresh = await api(`/v1/cases/${encodeURIComponent(id)}`);
+        if (!ctrl.signal.aborted) drawCase(fresh, false);
+      }
+    });
+  } catch (e) {
+    if (ctrl.signal.aborted) return;
+  }
+  // The stream ended (node restarted, network): reconnect while the page is open.
+  if (!ctrl.signal.aborted) setTimeout(() => { if (session.live === ctrl) startLive(id); }, 2000);
+}
+
+// ---- chat ------------------------------------------------------------------------------
+
+const chat = { messages: [], conversation: null };
+
+async function renderChat() {
+  chat.conversation = chat.conversation || `conv-${crypto.getRandomValues(new Uint32Array(2)).join('')}`;
+  main().innerHTML = `
+    <h1>Chat</h1>
+    <form id="chat-settings" class="filters" aria-label="Chat settings">
+      <label>Model <select id="chat-model"><option>loading…</option></select></label>
+      <label>Privacy <select id="chat-privacy"><option value="any">any</option><option value="private">private</option><option value="tee">tee</option></select></label>
+      <label>API key (when the node charges) <input id="chat-key" type="password" autocomplete="off" value="${esc(sessionStorage.getItem('haca.apikey') || '')}"></label>
+    </form>
+    <p class="muted">Beside each answer its receipt's boxes fill in as payment, attestation, proof and settlement land.</p>
+    <ol id="turns" class="turns"></ol>
+    <form id="chat-form" class="stack">
+      <label for="chat-input">Message</label>
+      <textarea id="chat-input" rows="2" required></textarea>
+      <button type="submit" id="chat-send">Send</button>
+    </form>
+    <p id="chat-error" class="error" role="alert"></p>`;
+  document.getElementById('chat-key').addEventListener('change', (e) => sessionStorage.setItem('haca.apikey', e.target.value.trim()));
+  document.getElementById('chat-form').addEventListener('submit', sendChat);
+  document.getElementById('chat-input').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); document.getElementById('chat-form').requestSubmit(); }
+  });
+  focusHeading();
+  try {
+    const m = await api('/v1/models', { anonymous: true });
+    document.getElementById('chat-model').innerHTML = m.data.map((x) => `<option>${esc(x.id)}</option>`).join('');
+  } catch (e) {
+    document.getElementById('chat-model').innerHTML = '<option value="">none</option>';
+    document.getElementById('chat-error').textContent = `This node serves no chat model: ${e.message}`;
+  }
+}
+
+function evidenceHtml(r) {
+  const chips = BOXES.map((b) => {
+    const s = r ? (r.boxes[b]?.status || 'absent') : 'pending';
+    return `<li class="chip bs-${esc(s)}"><span>${esc(b)}</span> ${esc(s)}</li>`;
+  }).join('');
+  const key = r ? r.claims.filter((c) => ['execution.signed', 'enclave.genuine', 'payment.settled', 'execution.correct', 'run.settled', 'route.private'].includes(c.claim))
+    .map((c) => `<li><span class="claim">${esc(c.claim)}</span> ${claimState(c.state)}</li>`).join('') : '';
+  return `<ul class="chips" aria-label="Boxes">${chips}</ul><ul class="claims">${key}</ul>`;
+}
+
+async function watchRun(runId, el) {
+  const until = Date.now() + 120000;
+  while (Date.now() < until && document.body.contains(el)) {
+    try {
+      const r = await api(`/v1/runs/${encodeURIComponent(runId)}/claims`, { anonymous: true });
+      el.innerHTML = evidenceHtml(r);
+      if (r.boxes.settlement?.status === 'settled') return;
+    } catch (e) { /* the run may not be stored yet */ }
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+}
+
+async function sendChat(ev) {
+  ev.preventDefault();
+  const input = document.getElementById('chat-input');
+  const text = input.value.trim();
+  if (!text) return;
+  const err = document.getElementById('chat-error');
+  err.textContent = '';
+  const model = document.getElementById('chat-model').value;
+  const privacy = document.getElementById('chat-privacy').value;
+  const key = document.getElementById('chat-key').value.trim();
+  chat.messages.push({ role: 'user', content: text });
+  input.value = '';
+  const li = document.createElement('li');
+  li.className = 'turn';
+  li.innerHTML = `<div class="msg user"><span class="who">You</span> <p></p></div>
+    <div class="msg assistant"><span class="who">${esc(model)}</span> <p aria-live="polite"></p><div class="route muted"></div></div>
+    <aside class="evidence" aria-label="Evidence for this turn">${evidenceHtml(null)}</aside>`;
+  li.querySelector('.user p').textContent = text;
+  document.getElementById('turns').appendChild(li);
+  const out = li.querySelector('.assistant p');
+  const send = document.getElementById('chat-send');
+  send.disabled = true;
+  let answer = '';
+  let haca = null;
+  try {
+    const headers = { 'Content-Type': 'application/json' };
+    if (key) headers.Authorization = `Bearer ${key}`;
+    const r = await fetch('/v1/chat/completions', {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ model, messages: chat.messages, stream: true, privacy, conversation: chat.conversation, max_tokens: 128 }),
+    });
+    if (!r.ok) {
+      const body = await r.json().catch(() => ({}));
+      throw new Error(body?.error?.message || `HTTP ${r.status}`);
+    }
+    await readEvents(r, (_, data) => {
+      if (data === '[DONE]') return;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      const delta = chunk.choices?.[0]?.delta?.content;
+      if (delta) { answer += delta; out.textContent = answer; }
+      if (chunk.haca) haca = chunk.haca;
+    });
+    chat.messages.push({ role: 'assistant', content: answer });
+    if (haca) {
+      const route = haca.route || {};
+      li.querySelector('.route').innerHTML = `served by ${esc(route.provider)} over ${esc(route.path)} (privacy asked: ${esc(route.policy)});
+        run <a href="/v1/runs/${encodeURIComponent(haca.run_id)}/receipt">${esc(short(haca.run_id))}</a>`;
+      li.dataset.run = haca.run_id;
+      watchRun(haca.run_id, li.querySelector('.evidence'));
+    }
+  } catch (e) {
+    chat.messages.pop();
+    err.textContent = `Not answered: ${e.message}`;
+    li.querySelector('.assistant p').textContent = '(no answer)';
+  } finally {
+    send.disabled = false;
+    input.focus();
+  }
+}
+
+// ---- start -----------------------------------------------------------------------------
+
+document.getElementById('sign-out').addEventListener('click', () => {
+  stopLive();
+  signOut();
+  session.navigated = true;
+  location.hash = '#/queue';
+  route();
+});
+window.addEventListener('hashchange', () => { session.navigated = true; route(); });
+route();
