@@ -348,7 +348,7 @@ function drawCase(view, first) {
       ${esc(e.event)}${e.of ? ` (${e.runs} of ${e.of} run${e.of === 1 ? '' : 's'}${e.last_at !== e.first_at ? `, last at ${esc(time(e.last_at))}` : ''})` : ''}
       ${e.by ? ` by ${esc(e.by)}` : ''}${e.state ? ` → ${esc(e.state)}` : ''}</li>`).join('');
   const webhooks = view.webhooks.length
-    ? `<ul>${view.webhooks.map((w) => `<li>${esc(w.url)}: ${esc(w.status)} after ${w.attempts} attempt${w.attempts === 1 ? '' : 's'}${w.error ? ` (${esc(w.error)})` : ''}</li>`).join('')}</ul>`
+    ? `<ul>${view.webhooks.map((w) => `<li>${esc(w.url)}: ${esc(w.status)} after ${w.attempts} attempt${w.attempts === 1 ? '' : 's'}${w.last_error ? ` (${esc(w.last_error)})` : ''}</li>`).join('')}</ul>`
     : `<p>${view.policy.webhook ? 'A signed webhook goes out when the case is cleared.' : 'This policy has no webhook.'}</p>`;
   const t0 = performance.now();
   main().innerHTML = `

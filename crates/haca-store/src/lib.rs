@@ -18,7 +18,7 @@ pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
 pub use log::{LogCheckpointRow, LogEntryRow};
 pub use payments::{parse_amount, ApiKeyRow, PaymentRow, Transfer, TransferRefusal};
-pub use review::{CaseFilter, CaseRow, DecisionRow, LabelUseRow, ReviewTokenRow};
+pub use review::{CaseFilter, CaseRow, DecisionRow, LabelUseRow, ReviewTokenRow, WebhookDelivery};
 pub use runs::{ChatTurn, ChatTurnRow, RunRecord, RunSummary};
 
 use rusqlite::{Connection, OpenFlags, Transaction};

@@ -49,6 +49,19 @@ pub struct DecisionRow {
     pub log_index: u64,
 }
 
+/// One webhook delivery of a case's clearance and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookDelivery {
+    pub id: String,
+    pub case_id: String,
+    pub url: String,
+    pub attempts: u64,
+    /// `pending`, `delivered` or `failed` (after the last attempt).
+    pub status: String,
+    pub last_error: Option<String>,
+    pub updated_at: u64,
+}
+
 /// Which cases a queue listing shows.
 #[derive(Clone, Debug, Default)]
 pub struct CaseFilter {
@@ -328,47 +341,36 @@ impl Store {
     }
 
     /// Records where a webhook delivery stands (inserted on first call, updated after).
-    pub async fn record_webhook(
-        &self,
-        id: String,
-        case_id: String,
-        url: String,
-        attempts: u64,
-        status: &'static str,
-        last_error: Option<String>,
-        at: u64,
-    ) -> Result<(), StoreError> {
+    pub async fn record_webhook(&self, d: WebhookDelivery) -> Result<(), StoreError> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO webhook_deliveries (id, case_id, url, attempts, status, last_error, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(id) DO UPDATE SET attempts = ?4, status = ?5, last_error = ?6, updated_at = ?7",
-                params![id, case_id, url, attempts as i64, status, last_error, at as i64],
+                params![d.id, d.case_id, d.url, d.attempts as i64, d.status, d.last_error, d.updated_at as i64],
             )?;
             Ok(())
         })
         .await
     }
 
-    /// A case's webhook deliveries: (id, url, attempts, status, last error, updated at).
-    #[allow(clippy::type_complexity)]
-    pub fn webhooks(
-        &self,
-        case_id: &str,
-    ) -> Result<Vec<(String, String, u64, String, Option<String>, u64)>, StoreError> {
+    /// A case's webhook deliveries.
+    pub fn webhooks(&self, case_id: &str) -> Result<Vec<WebhookDelivery>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT id, url, attempts, status, last_error, updated_at FROM webhook_deliveries WHERE case_id = ?1",
+                "SELECT id, case_id, url, attempts, status, last_error, updated_at
+                 FROM webhook_deliveries WHERE case_id = ?1",
             )?;
             let rows = st.query_map([case_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get::<_, i64>(5)? as u64,
-                ))
+                Ok(WebhookDelivery {
+                    id: r.get(0)?,
+                    case_id: r.get(1)?,
+                    url: r.get(2)?,
+                    attempts: r.get::<_, i64>(3)? as u64,
+                    status: r.get(4)?,
+                    last_error: r.get(5)?,
+                    updated_at: r.get::<_, i64>(6)? as u64,
+                })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })

@@ -124,11 +124,7 @@ impl LocalModel {
                 .await
                 .is_err()
             {
-                let pct = if progress.1 > 0 {
-                    progress.0 * 100 / progress.1
-                } else {
-                    0
-                };
+                let pct = (progress.0 * 100).checked_div(progress.1).unwrap_or(0);
                 return Err(ApiError::unavailable(
                     "model_loading",
                     format!("{LOCAL_MODEL} is still loading ({pct}%); retry shortly"),
@@ -361,6 +357,8 @@ impl ChatGateway {
 
 /// A chat or completion call.
 #[derive(Clone)]
+// One per request, moved not stored: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Call {
     Chat(ChatRequest),
     Completion(CompletionRequest),

@@ -398,9 +398,7 @@ impl Review {
             "runs": runs,
             "chronology": self.chronology(case, &decisions),
             "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
-            "webhooks": gw.store.webhooks(&case.row.id)?.into_iter().map(|(id, url, attempts, status, error, at)| {
-                json!({"id": id, "url": url, "attempts": attempts, "status": status, "error": error, "at": at})
-            }).collect::<Vec<_>>(),
+            "webhooks": gw.store.webhooks(&case.row.id)?,
             "continuity": continuity_view(gw, case, &eval, at)?,
         }))
     }
@@ -485,10 +483,12 @@ fn box_panels(case: &LoadedCase, eval: &Evaluation) -> Vec<Value> {
                     if let Some(o) = r.state_of(c) {
                         *by_state.entry(state_key(o.state)).or_default() += 1;
                         // The first reason that is not a pass says the most.
-                        if detail.is_none() || o.state != ClaimState::Holds {
-                            if detail.as_ref().is_none_or(|(s, _)| *s == ClaimState::Holds) {
-                                detail = Some((o.state, o.detail.clone()));
-                            }
+                        let better = match &detail {
+                            None => true,
+                            Some((s, _)) => *s == ClaimState::Holds && o.state != ClaimState::Holds,
+                        };
+                        if better {
+                            detail = Some((o.state, o.detail.clone()));
                         }
                     }
                 }
@@ -692,18 +692,16 @@ async fn deliver_webhook(
             (Some(_), n) if n == WEBHOOK_ATTEMPTS => "failed",
             _ => "pending",
         };
-        if let Err(e) = store
-            .record_webhook(
-                id.clone(),
-                case.clone(),
-                url.clone(),
-                attempt,
-                status,
-                error.clone(),
-                now_ms(),
-            )
-            .await
-        {
+        let delivery = haca_store::WebhookDelivery {
+            id: id.clone(),
+            case_id: case.clone(),
+            url: url.clone(),
+            attempts: attempt,
+            status: status.into(),
+            last_error: error.clone(),
+            updated_at: now_ms(),
+        };
+        if let Err(e) = store.record_webhook(delivery).await {
             tracing::error!("webhook {id} of case {case}: delivery not recorded: {e}");
         }
         match error {

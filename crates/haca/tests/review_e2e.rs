@@ -15,8 +15,11 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A received POST: its headers (names lowercased) and body.
+type Delivery = (HashMap<String, String>, Vec<u8>);
+
 /// A webhook receiver on loopback: each POST's headers and body arrive on the channel.
-fn receiver() -> (String, mpsc::Receiver<(HashMap<String, String>, Vec<u8>)>) {
+fn receiver() -> (String, mpsc::Receiver<Delivery>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hooks/loans", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();

@@ -352,10 +352,7 @@ fn tools(o: &serde_json::Map<String, Value>) -> Result<(Option<Value>, ToolChoic
                 if t["type"].as_str() != Some("function") {
                     return Err(bad(format!("tools[{i}].type"), "must be \"function\""));
                 }
-                if !t["function"]["name"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty())
-                {
+                if t["function"]["name"].as_str().is_none_or(str::is_empty) {
                     return Err(bad(
                         format!("tools[{i}].function.name"),
                         "must be a non-empty string",
@@ -637,10 +634,8 @@ mod tests {
         /// Any JSON body: parsed or refused with a field, never a panic.
         #[test]
         fn any_body_is_parsed_or_refused_by_field(v in any_json()) {
-            for r in [ChatRequest::parse(v.clone()).err(), CompletionRequest::parse(v).err()] {
-                if let Some(e) = r {
-                    proptest::prop_assert!(matches!(e, ExecError::Input { .. }), "{e:?}");
-                }
+            for e in [ChatRequest::parse(v.clone()).err(), CompletionRequest::parse(v).err()].into_iter().flatten() {
+                proptest::prop_assert!(matches!(e, ExecError::Input { .. }), "{e:?}");
             }
         }
     }

@@ -21,7 +21,8 @@ pub struct ApiError {
     /// Seconds after which a retry may succeed (a `Retry-After` header).
     pub retry_after: Option<u32>,
     /// More fields of the error object, such as `missing_claims` of a refused clear.
-    pub extra: serde_json::Map<String, Value>,
+    /// Boxed: most errors carry none, and `Result<_, ApiError>` stays small.
+    pub extra: Option<Box<serde_json::Map<String, Value>>>,
 }
 
 impl ApiError {
@@ -33,12 +34,14 @@ impl ApiError {
             close: false,
             param: None,
             retry_after: None,
-            extra: serde_json::Map::new(),
+            extra: None,
         }
     }
     /// Adds a field to the error object.
     pub fn with(mut self, key: &str, value: Value) -> Self {
-        self.extra.insert(key.to_owned(), value);
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value);
         self
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
@@ -84,10 +87,12 @@ impl ApiError {
             _ => "server_error",
         };
         let mut body = json!({"error": {"code": self.code, "message": self.message, "type": kind, "param": self.param}});
-        body["error"]
-            .as_object_mut()
-            .expect("error object")
-            .extend(self.extra.clone());
+        if let Some(extra) = &self.extra {
+            body["error"]
+                .as_object_mut()
+                .expect("error object")
+                .extend(extra.as_ref().clone());
+        }
         body
     }
 }
