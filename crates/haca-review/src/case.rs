@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn a_signed_answer_waiting_for_settlement_is_provisional_and_cannot_be_cleared() {
-        let runs = vec![signed_run(1), signed_run(2)];
+        let runs = [signed_run(1), signed_run(2)];
         let e = eval(&policy(&["execution.signed", "run.settled"]), &runs);
         assert_eq!(e.state, CaseState::Provisional);
         assert_eq!(e.missing_claims(), vec![Claim::RunSettled]);
@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn every_required_claim_holding_makes_it_ready_and_clearable() {
-        let runs = vec![signed_run(1)];
+        let runs = [signed_run(1)];
         let e = eval(&policy(&["execution.signed", "artifact.identified"]), &runs);
         assert_eq!(e.state, CaseState::Ready);
         let d = decide(
@@ -497,7 +497,7 @@ mod tests {
 
     #[test]
     fn override_needs_a_reason_and_stays_marked() {
-        let runs = vec![signed_run(1)];
+        let runs = [signed_run(1)];
         let e = eval(&policy(&["run.settled"]), &runs);
         let mut input = DecisionInput {
             action: Action::Override,
@@ -517,7 +517,7 @@ mod tests {
 
     #[test]
     fn a_stale_snapshot_and_a_decided_case_are_refused() {
-        let runs = vec![signed_run(1)];
+        let runs = [signed_run(1)];
         let e = eval(&policy(&["execution.signed"]), &runs);
         let stale = DecisionInput {
             action: Action::Reject,
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn the_snapshot_id_follows_the_required_claims_and_the_case() {
-        let runs = vec![signed_run(1)];
+        let runs = [signed_run(1)];
         let a = eval(&policy(&["execution.signed", "run.settled"]), &runs);
         let b = eval(&policy(&["execution.signed"]), &runs);
         assert_ne!(a.snapshot("c").id, b.snapshot("c").id);
@@ -559,7 +559,7 @@ mod tests {
 
     #[test]
     fn chronology_orders_the_steps_the_runs_reached() {
-        let runs = vec![signed_run(1), signed_run(2)];
+        let runs = [signed_run(1), signed_run(2)];
         let refs: Vec<_> = runs.iter().map(|(_, r)| r).collect();
         let c = chronology(&refs);
         assert_eq!(c.len(), 1);
