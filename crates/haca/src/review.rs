@@ -354,7 +354,7 @@ impl Review {
             .iter()
             .zip(&eval.runs)
             .map(|((r, p), claims)| {
-                let b = serde_json::to_value(&p.receipt.boxes).unwrap_or(Value::Null);
+                let b = &p.raw["boxes"];
                 let boxes: serde_json::Map<String, Value> = BOX_NAMES
                     .iter()
                     .map(|n| (n.to_string(), b[n]["status"].clone()))
@@ -454,11 +454,7 @@ fn decision_json(d: &DecisionRow) -> Value {
 /// and each of its claims' states across the runs. No panel speaks for another, and nothing
 /// adds them up into one badge.
 fn box_panels(case: &LoadedCase, eval: &Evaluation) -> Vec<Value> {
-    let statuses: Vec<Value> = case
-        .runs
-        .iter()
-        .map(|(_, p)| serde_json::to_value(&p.receipt.boxes).unwrap_or(Value::Null))
-        .collect();
+    let statuses: Vec<&Value> = case.runs.iter().map(|(_, p)| &p.raw["boxes"]).collect();
     haca_review::BOX_MEANINGS
         .iter()
         .map(|(name, proves, never)| {
