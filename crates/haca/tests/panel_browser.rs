@@ -36,15 +36,6 @@ fn browser_ready() -> Option<PathBuf> {
     None
 }
 
-fn last_line(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
 #[test]
 fn the_panel_refuses_a_clear_before_settlement_and_clears_after() {
     let Some(chromium) = browser_ready() else {
@@ -59,7 +50,7 @@ fn the_panel_refuses_a_clear_before_settlement_and_clears_after() {
         args.extend(["--llm-model", m.as_str()]);
     }
     let node = Devnet::start(dir.path(), &args);
-    let reviewer = last_line(&node.haca_ok(&[
+    let reviewer = common::last_line(&node.haca_ok(&[
         "token",
         "create",
         "--role",
@@ -67,7 +58,7 @@ fn the_panel_refuses_a_clear_before_settlement_and_clears_after() {
         "--label",
         "browser test",
     ]));
-    let viewer = last_line(&node.haca_ok(&["token", "create", "--role", "viewer"]));
+    let viewer = common::last_line(&node.haca_ok(&["token", "create", "--role", "viewer"]));
     assert!(reviewer.starts_with("rt_") && viewer.starts_with("rt_"));
 
     let http = reqwest::blocking::Client::new();

@@ -53,15 +53,6 @@ fn receiver() -> (String, mpsc::Receiver<Delivery>) {
     (url, rx)
 }
 
-fn last_line(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
 fn error_code(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().unwrap())
@@ -104,7 +95,7 @@ fn cases_are_gated_by_claims_and_decisions_are_recorded() {
     );
     assert_eq!(s, 401);
 
-    let reviewer = last_line(&node.haca_ok(&["token", "create", "--role", "reviewer"]));
+    let reviewer = common::last_line(&node.haca_ok(&["token", "create", "--role", "reviewer"]));
     let viewer_out = node.haca_ok(&["token", "create", "--role", "viewer", "--json"]);
     let viewer_json: Value = serde_json::from_slice(&viewer_out.stdout).unwrap();
     let viewer = viewer_json["token"].as_str().unwrap().to_owned();

@@ -103,6 +103,17 @@ impl Drop for Devnet {
     }
 }
 
+/// A command's last line of standard output: where `haca apikey create` and `haca token
+/// create` print the secret alone.
+pub fn last_line(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 pub fn mlp_input(seed: u32) -> Value {
     let data: Vec<f32> = (0..784)
         .map(|i| ((i as u32 * 31 + seed) % 256) as f32 / 255.0)
