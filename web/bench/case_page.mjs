@@ -73,23 +73,38 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   await context.addInitScript((t) => sessionStorage.setItem('haca.token', t), token);
   const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Performance.enable');
+  const metrics = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
   const total = [];
   const apiMs = [];
   const domMs = [];
   for (let i = 0; i < loads + 1; i++) {
     await page.goto('about:blank');
+    const before = await metrics();
     await page.goto(`${url}/#/case/${c.id}`);
     await page.waitForFunction(() => document.getElementById('main').dataset.rendered, null, { timeout: 60000, polling: 'raf' });
     const t = await page.evaluate(() => {
       const nav = performance.getEntriesByType('navigation')[0];
       const api = performance.getEntriesByType('resource').find((r) => /\/v1\/cases\/[^/]+$/.test(r.name));
-      return { total: performance.now() - nav.startTime, api: api ? api.duration : NaN, dom: Number(document.getElementById('main').dataset.renderMs) };
+      const script = performance.getEntriesByType('resource').find((r) => r.name.endsWith('/panel.js'));
+      return {
+        total: performance.now() - nav.startTime,
+        api: api ? api.duration : NaN,
+        apiStart: api ? api.startTime - nav.startTime : NaN,
+        apiEnd: api ? api.responseEnd - nav.startTime : NaN,
+        scriptEnd: script ? script.responseEnd - nav.startTime : NaN,
+        dom: Number(document.getElementById('main').dataset.renderMs),
+      };
     });
+    const after = await metrics();
+    const d = (k) => Math.round((after[k] - before[k]) * 1000);
+    t.browser = `script ${d('ScriptDuration')} ms, style ${d('RecalcStyleDuration')} ms, layout ${d('LayoutDuration')} ms, tasks ${d('TaskDuration')} ms`;
     if (i === 0) continue; // the first load warms the browser's caches
     total.push(t.total);
     apiMs.push(t.api);
     domMs.push(t.dom);
-    log(`  load ${i}: ${t.total.toFixed(0)} ms (API ${t.api.toFixed(0)} ms, DOM ${t.dom} ms)`);
+    log(`  load ${i}: ${t.total.toFixed(0)} ms (script loaded at ${t.scriptEnd.toFixed(0)}, API ${t.apiStart.toFixed(0)}..${t.apiEnd.toFixed(0)} = ${t.api.toFixed(0)} ms, DOM ${t.dom} ms; ${t.browser})`);
   }
   await browser.close();
   const result = {

@@ -102,6 +102,10 @@ async function route() {
   const [path, query] = hash.slice(1).split('?');
   const parts = path.split('/').filter(Boolean);
   const page = parts[0] || 'queue';
+  // A case page starts loading its case at once, beside the token check.
+  const caseId = page === 'case' && parts[1] ? decodeURIComponent(parts[1]) : null;
+  const casePromise = session.token && caseId ? api(`/v1/cases/${encodeURIComponent(caseId)}`) : null;
+  if (casePromise) casePromise.catch(() => {}); // awaited below
   if (session.token && !session.me) {
     try { session.me = await api('/v1/review/me'); } catch (e) {
       if (e.status === 401 || e.status === 403) { signOut(); return renderSignIn(e.message); }
@@ -110,7 +114,7 @@ async function route() {
   setNav(page === 'chat' ? 'chat' : 'queue');
   if (page === 'chat') return renderChat();
   if (!session.token) return renderSignIn();
-  if (page === 'case' && parts[1]) return renderCase(decodeURIComponent(parts[1]));
+  if (caseId) return renderCase(caseId, casePromise);
   return renderQueue(new URLSearchParams(query || ''));
 }
 
@@ -235,11 +239,12 @@ async function renderQueue(q) {
 
 // ---- case ------------------------------------------------------------------------------
 
-async function renderCase(id) {
+async function renderCase(id, pending) {
   main().innerHTML = '<h1>Case</h1><p>Loading the case and checking its evidence…</p>';
   let view;
   try {
-    view = await api(`/v1/cases/${encodeURIComponent(id)}`);
+    view = await (pending || api(`/v1/cases/${encodeURIComponent(id)}`));
+    if (session.view?.id !== view.id) { session.runsPage = 0; session.runsMissingOnly = false; }
   } catch (e) {
     main().innerHTML = `<h1>Case ${esc(id)}</h1><p class="error" role="alert">${esc(e.message)}</p><p><a href="#/queue">Back to the queue</a></p>`;
     focusHeading();
@@ -312,22 +317,60 @@ function continuityHtml(c) {
     <h3>Route and privacy path across turns</h3>${turns}`;
 }
 
+const RUNS_PER_PAGE = 100;
+
+// The runs table shows one page of runs (the box panels above already count every run);
+// "missing only" keeps the runs whose required claims do not all hold.
 function runsTable(view) {
   const req = view.policy.required;
-  const rows = view.runs.map((r) => {
+  const pick = session.runsMissingOnly
+    ? view.runs.filter((r) => r.required.some((c) => c.state !== 'holds'))
+    : view.runs;
+  const pages = Math.max(1, Math.ceil(pick.length / RUNS_PER_PAGE));
+  const pageNo = Math.min(session.runsPage || 0, pages - 1);
+  const from = pageNo * RUNS_PER_PAGE;
+  const shown = pick.slice(from, from + RUNS_PER_PAGE);
+  const rows = shown.map((r) => {
     const boxes = BOXES.map((b) => `<td class="bs bs-${esc(r.boxes[b])}">${esc(r.boxes[b])}</td>`).join('');
     const claims = r.required.map((c) => `<td>${claimState(c.state)}</td>`).join('');
     return `<tr><th scope="row"><button type="button" class="link run-open" data-run="${esc(r.run_id)}" aria-label="Show run ${esc(short(r.run_id))}">${esc(short(r.run_id))}</button></th>
       <td>${esc(r.model)}</td><td><code title="${esc(r.blob_id)}">${esc(short(r.blob_id))}</code></td>${boxes}${claims}</tr>`;
   }).join('');
+  const range = pick.length ? `runs ${from + 1}–${from + shown.length} of ${pick.length}` : 'no run';
   return `
+    <div class="filters" role="group" aria-label="Runs shown">
+      <label><input type="checkbox" id="runs-missing"${session.runsMissingOnly ? ' checked' : ''}> Only runs missing a required claim</label>
+      <button type="button" id="runs-prev"${pageNo === 0 ? ' disabled' : ''}>Previous runs</button>
+      <span id="runs-range">${esc(range)}</span>
+      <button type="button" id="runs-next"${pageNo >= pages - 1 ? ' disabled' : ''}>Next runs</button>
+    </div>
     <div class="scroll">
     <table class="runs">
-      <caption>${view.runs.length} run${view.runs.length === 1 ? '' : 's'}: each box's status, and the required claims</caption>
+      <caption>${esc(range)}${session.runsMissingOnly ? ' missing a required claim' : ''}: each box's status, and the required claims</caption>
       <thead><tr><th scope="col">Run</th><th scope="col">Model</th><th scope="col">Artifact</th>
       ${BOXES.map((b) => `<th scope="col">${esc(b)}</th>`).join('')}${req.map((c) => `<th scope="col">${esc(c)}</th>`).join('')}</tr></thead>
       <tbody>${rows}</tbody>
     </table></div>`;
+}
+
+function drawRuns(view) {
+  const holder = document.getElementById('runs-table');
+  holder.innerHTML = runsTable(view);
+  holder.querySelectorAll('.run-open').forEach((b) => b.addEventListener('click', () => showRun(b.dataset.run)));
+  document.getElementById('runs-missing').addEventListener('change', (e) => {
+    session.runsMissingOnly = e.target.checked;
+    session.runsPage = 0;
+    drawRuns(session.view);
+    document.getElementById('runs-missing').focus();
+  });
+  for (const [id, step] of [['runs-prev', -1], ['runs-next', 1]]) {
+    document.getElementById(id).addEventListener('click', () => {
+      session.runsPage = (session.runsPage || 0) + step;
+      drawRuns(session.view);
+      const again = document.getElementById(id);
+      (again.disabled ? document.getElementById('runs-range') : again).focus?.();
+    });
+  }
 }
 
 function drawCase(view, first) {
@@ -393,14 +436,14 @@ function drawCase(view, first) {
     <section aria-labelledby="runs-h">
       <h2 id="runs-h">Runs</h2>
       <div id="run-detail"></div>
-      ${runsTable(view)}
+      <div id="runs-table"></div>
     </section>`;
+  drawRuns(view);
   main().dataset.rendered = view.snapshot.id;
   main().dataset.renderMs = String(Math.round(performance.now() - t0));
   document.body.dataset.caseState = view.state;
   const form = document.getElementById('decide-form');
   if (form) form.addEventListener('submit', submitDecision);
-  main().querySelectorAll('.run-open').forEach((b) => b.addEventListener('click', () => showRun(b.dataset.run)));
   if (first) focusHeading();
   else if (focusedId && document.getElementById(focusedId)) document.getElementById(focusedId).focus();
   if (prev && prev.id === view.id && prev.state !== view.state) announce(`Case is now ${view.state}: new evidence landed.`);

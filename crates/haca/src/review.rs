@@ -363,7 +363,11 @@ impl Review {
                     .required
                     .iter()
                     .filter_map(|c| claims.state_of(*c))
-                    .map(|o| json!({"claim": o.claim, "state": o.state, "detail": o.detail}))
+                    // A pass's reason is in the box panel; a run's row names only what is off.
+                    .map(|o| match o.state {
+                        ClaimState::Holds => json!({"claim": o.claim, "state": o.state}),
+                        _ => json!({"claim": o.claim, "state": o.state, "detail": o.detail}),
+                    })
                     .collect();
                 json!({
                     "run_id": r.run_id,

@@ -284,8 +284,9 @@ pub async fn decide(
         .map(Json)
 }
 
-/// `GET /v1/cases/{id}/events`: server-sent `case` events, one now and one whenever the
-/// case's state, its evidence snapshot or its decisions change (new blocks, decisions).
+/// `GET /v1/cases/{id}/events`: server-sent `case` events with the case's state, snapshot id,
+/// missing claims and number of decisions, read again on new blocks, on decisions and every
+/// 10 s (at most every 2 s), and sent when they differ from the last sent.
 pub async fn case_events(
     State(st): S,
     Viewer(_): Viewer,
@@ -296,27 +297,17 @@ pub async fn case_events(
     let mut heights = st.gateway.chain.as_ref().map(|c| c.heights());
     let mut changes = st.review.subscribe();
     tokio::spawn(async move {
+        // The client has just read the case (GET /v1/cases/{id}): the first reading here
+        // waits for something that can change it, and the first event is sent then.
         let mut last = String::new();
+        let mut cost = Duration::ZERO;
         loop {
-            let st2 = st.clone();
-            let id2 = id.clone();
-            let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-                let case = st2.review.load(&st2.gateway, &id2)?;
-                let (state, eval) = st2.review.state(&st2.gateway, &case, crate::now_ms());
-                let decisions = st2.gateway.store.decisions(&id2)?.len();
-                Ok(json!({
-                    "id": id2, "state": state, "snapshot": eval.snapshot(&id2).id,
-                    "missing_claims": eval.missing_claims(), "decisions": decisions,
-                }))
-            })
-            .await;
-            let Ok(Ok(summary)) = summary else { return };
-            let text = summary.to_string();
-            if text != last {
-                if tx.send(text.clone()).await.is_err() {
-                    return;
-                }
-                last = text;
+            // A large case costs real work to read: at most a quarter of one core per
+            // watcher, and never more often than every 2 s, however fast blocks come.
+            let pause = (cost * 3).max(Duration::from_secs(2));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = tx.closed() => return,
             }
             let height = async {
                 match heights.as_mut() {
@@ -334,6 +325,28 @@ pub async fn case_events(
                 // Freshness claims age without any event.
                 _ = tokio::time::sleep(Duration::from_secs(10)) => {}
                 _ = tx.closed() => return,
+            }
+            let started = tokio::time::Instant::now();
+            let st2 = st.clone();
+            let id2 = id.clone();
+            let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+                let case = st2.review.load(&st2.gateway, &id2)?;
+                let (state, eval) = st2.review.state(&st2.gateway, &case, crate::now_ms());
+                let decisions = st2.gateway.store.decisions(&id2)?.len();
+                Ok(json!({
+                    "id": id2, "state": state, "snapshot": eval.snapshot(&id2).id,
+                    "missing_claims": eval.missing_claims(), "decisions": decisions,
+                }))
+            })
+            .await;
+            cost = started.elapsed();
+            let Ok(Ok(summary)) = summary else { return };
+            let text = summary.to_string();
+            if text != last {
+                if tx.send(text.clone()).await.is_err() {
+                    return;
+                }
+                last = text;
             }
         }
     });
