@@ -183,4 +183,15 @@ mod tests {
         assert_eq!(classes.get("default"), Some(&mine));
         assert!(CaseClasses::new(vec![mine.clone(), mine]).is_err());
     }
+
+    proptest::proptest! {
+        /// Any spec: a class or a refusal naming it, never a panic.
+        #[test]
+        fn any_spec_parses_or_is_refused(spec in ".{0,120}") {
+            match CaseClass::parse(&spec) {
+                Ok(c) => proptest::prop_assert!(!c.policy.required.is_empty()),
+                Err(e) => proptest::prop_assert_eq!(e.spec, spec),
+            }
+        }
+    }
 }

@@ -138,4 +138,25 @@ mod tests {
             Err(WebhookError::Missing("webhook-id"))
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a sender puts in the headers and body: refused or accepted, never a
+        /// panic; and only a signature by the node's key over exactly these bytes is accepted.
+        #[test]
+        fn any_delivery_is_checked_without_panic(
+            id in ".{0,40}",
+            ts in ".{0,24}",
+            sig in ".{0,200}",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let key = NodeKey::from_seed([4; 32]);
+            let r = verify(&key.node_id(), Some(&id), Some(&ts), Some(&sig), &body, 1_000, 300);
+            proptest::prop_assert!(r.is_err(), "a random signature was accepted");
+            if let Ok(t) = ts.trim().parse::<u64>() {
+                let good = sign(&key, &id, t, &body);
+                let r = verify(&key.node_id(), Some(&id), Some(&t.to_string()), Some(&good), &body, t, 300);
+                proptest::prop_assert!(r.is_ok(), "{r:?}");
+            }
+        }
+    }
 }
