@@ -157,8 +157,11 @@ impl Review {
             Err(e) => return Err(e.into()),
         }
         self.changes.send_modify(|n| *n += 1);
-        let loaded = self.load(gw, &id)?;
-        let (state, _) = self.state(gw, &loaded, now_ms());
+        // Checking thousands of receipts is blocking work: tell the runtime.
+        let state = tokio::task::block_in_place(|| {
+            let loaded = self.load(gw, &id)?;
+            Ok::<_, ApiError>(self.state(gw, &loaded, now_ms()).0)
+        })?;
         Ok((id, state))
     }
 
@@ -213,9 +216,12 @@ impl Review {
         by: &Principal,
     ) -> Result<Value, ApiError> {
         let _one_at_a_time = self.decide_lock.lock().await;
-        let case = self.load(gw, case_id)?;
         let at = now_ms();
-        let (_, eval) = self.state(gw, &case, at);
+        let (case, eval) = tokio::task::block_in_place(|| {
+            let case = self.load(gw, case_id)?;
+            let (_, eval) = self.state(gw, &case, at);
+            Ok::<_, ApiError>((case, eval))
+        })?;
         let decided = haca_review::decide(case_id, decided_state(&case.row), &eval, &input)
             .map_err(|r| refusal_error(r, &eval))?;
         let snapshot = eval.snapshot(case_id);

@@ -224,19 +224,24 @@ pub async fn list_cases(
         },
     };
     let at = crate::now_ms();
-    let gw = &st.gateway;
-    let mut rows = Vec::new();
-    for c in gw.store.list_cases(&filter)? {
-        if rows.len() >= limit {
-            break;
+    // Each open case's state is read off its evidence: blocking work, off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let gw = &st.gateway;
+        let mut rows = Vec::new();
+        for c in gw.store.list_cases(&filter)? {
+            if rows.len() >= limit {
+                break;
+            }
+            let loaded = st.review.load(gw, &c.id)?;
+            let row = st.review.queue_row(gw, &loaded, at);
+            if state.is_none_or(|s| row["state"] == json!(s)) {
+                rows.push(row);
+            }
         }
-        let loaded = st.review.load(gw, &c.id)?;
-        let row = st.review.queue_row(gw, &loaded, at);
-        if state.is_none_or(|s| row["state"] == json!(s)) {
-            rows.push(row);
-        }
-    }
-    Ok(Json(json!({"cases": rows, "at": at})))
+        Ok(Json(json!({"cases": rows, "at": at})))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reading the queue failed: {e}")))?
 }
 
 /// `GET /v1/cases/{id}`.
