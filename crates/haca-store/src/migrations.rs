@@ -234,6 +234,11 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX runs_by_model ON runs(model);
     "#,
+    // 8: a webhook delivery keeps the body it sends, so that a node restarted before the
+    // receiver answered sends it again.
+    r#"
+    ALTER TABLE webhook_deliveries ADD COLUMN body TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -60,6 +60,9 @@ pub struct WebhookDelivery {
     pub status: String,
     pub last_error: Option<String>,
     pub updated_at: u64,
+    /// The JSON body sent (the same on every attempt).
+    #[serde(skip)]
+    pub body: String,
 }
 
 /// Which cases a queue listing shows.
@@ -344,10 +347,10 @@ impl Store {
     pub async fn record_webhook(&self, d: WebhookDelivery) -> Result<(), StoreError> {
         self.write(move |tx| {
             tx.execute(
-                "INSERT INTO webhook_deliveries (id, case_id, url, attempts, status, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO webhook_deliveries (id, case_id, url, attempts, status, last_error, updated_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(id) DO UPDATE SET attempts = ?4, status = ?5, last_error = ?6, updated_at = ?7",
-                params![d.id, d.case_id, d.url, d.attempts as i64, d.status, d.last_error, d.updated_at as i64],
+                params![d.id, d.case_id, d.url, d.attempts as i64, d.status, d.last_error, d.updated_at as i64, d.body],
             )?;
             Ok(())
         })
@@ -356,12 +359,22 @@ impl Store {
 
     /// A case's webhook deliveries.
     pub fn webhooks(&self, case_id: &str) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.deliveries("WHERE case_id = ?1", case_id)
+    }
+
+    /// Deliveries still `pending` (a node stopped before the receiver answered), with their
+    /// bodies, to send again.
+    pub fn pending_webhooks(&self) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.deliveries("WHERE status = ?1 AND body != ''", "pending")
+    }
+
+    fn deliveries(&self, filter: &str, arg: &str) -> Result<Vec<WebhookDelivery>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, case_id, url, attempts, status, last_error, updated_at
-                 FROM webhook_deliveries WHERE case_id = ?1",
-            )?;
-            let rows = st.query_map([case_id], |r| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT id, case_id, url, attempts, status, last_error, updated_at, body
+                 FROM webhook_deliveries {filter} ORDER BY rowid"
+            ))?;
+            let rows = st.query_map([arg], |r| {
                 Ok(WebhookDelivery {
                     id: r.get(0)?,
                     case_id: r.get(1)?,
@@ -370,6 +383,7 @@ impl Store {
                     status: r.get(4)?,
                     last_error: r.get(5)?,
                     updated_at: r.get::<_, i64>(6)? as u64,
+                    body: r.get(7)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -500,5 +514,23 @@ mod tests {
         assert_eq!(open.len(), 1);
         let uses = s.label_uses(&["a".into()]).unwrap();
         assert_eq!(uses.len(), 2);
+
+        let mut d = WebhookDelivery {
+            id: "msg_1".into(),
+            case_id: "c1".into(),
+            url: "http://127.0.0.1:9/h".into(),
+            attempts: 0,
+            status: "pending".into(),
+            last_error: None,
+            updated_at: 1,
+            body: "{}".into(),
+        };
+        s.record_webhook(d.clone()).await.unwrap();
+        assert_eq!(s.pending_webhooks().unwrap(), vec![d.clone()]);
+        d.attempts = 1;
+        d.status = "delivered".into();
+        s.record_webhook(d.clone()).await.unwrap();
+        assert!(s.pending_webhooks().unwrap().is_empty());
+        assert_eq!(s.webhooks("c1").unwrap(), vec![d]);
     }
 }

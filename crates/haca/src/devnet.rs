@@ -578,6 +578,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let classes =
         haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;
     let review = Arc::new(crate::review::Review::new(classes, cfg.dev_enclave));
+    match crate::review::resume_webhooks(&gateway) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("sending {n} pending review webhooks again"),
+        Err(e) => tracing::error!("pending review webhooks could not be read: {e}"),
+    }
     let state = Arc::new(AppState {
         review,
         chat,

@@ -302,13 +302,26 @@ impl Review {
                     "node": gw.key.node_id().to_string(),
                     "runs": case.runs.iter().map(|(r, _)| r.run_id.clone()).collect::<Vec<_>>(),
                 });
+                let mut payload = payload;
+                let id = format!("msg_{}", random_hex(12));
+                payload["id"] = json!(id);
+                let delivery = haca_store::WebhookDelivery {
+                    id,
+                    case_id: case_id.to_owned(),
+                    url,
+                    attempts: 0,
+                    status: "pending".into(),
+                    last_error: None,
+                    updated_at: now_ms(),
+                    body: payload.to_string(),
+                };
+                // Queued durably before the clearance is acknowledged: a restart sends it.
+                gw.store.record_webhook(delivery.clone()).await?;
                 tokio::spawn(deliver_webhook(
                     gw.store.clone(),
                     gw.http.clone(),
                     gw.key.clone(),
-                    case_id.to_owned(),
-                    url,
-                    payload,
+                    delivery,
                 ));
             }
         }
@@ -661,23 +674,40 @@ pub fn new_token(
     (token, row)
 }
 
+/// Sends again every delivery a stopped node left `pending` (each with a new round of
+/// attempts; the `webhook-id` stays the same, so a receiver can drop a duplicate).
+pub fn resume_webhooks(gw: &Gateway) -> Result<usize, haca_store::StoreError> {
+    let pending = gw.store.pending_webhooks()?;
+    for d in &pending {
+        tracing::info!(
+            "webhook {} of case {}: sending again after a restart",
+            d.id,
+            d.case_id
+        );
+        tokio::spawn(deliver_webhook(
+            gw.store.clone(),
+            gw.http.clone(),
+            gw.key.clone(),
+            d.clone(),
+        ));
+    }
+    Ok(pending.len())
+}
+
 /// Posts a signed `case.cleared` event, retrying with doubling pauses, and records each
 /// attempt; the receiver checks it with `haca_review::webhook::verify` and the node id.
 async fn deliver_webhook(
     store: Arc<haca_store::Store>,
     http: reqwest::Client,
     key: haca_core::NodeKey,
-    case: String,
-    url: String,
-    mut payload: Value,
+    mut d: haca_store::WebhookDelivery,
 ) {
-    let id = format!("msg_{}", random_hex(12));
-    payload["id"] = json!(id);
-    let body = payload.to_string();
+    let (id, case, url) = (d.id.clone(), d.case_id.clone(), d.url.clone());
+    let last = d.attempts + WEBHOOK_ATTEMPTS;
     let mut pause = WEBHOOK_FIRST_PAUSE;
-    for attempt in 1..=WEBHOOK_ATTEMPTS {
+    for attempt in d.attempts + 1..=last {
         let ts = now_ms() / 1000;
-        let sig = haca_review::webhook::sign(&key, &id, ts, body.as_bytes());
+        let sig = haca_review::webhook::sign(&key, &id, ts, d.body.as_bytes());
         let result = http
             .post(&url)
             .header("content-type", "application/json")
@@ -685,7 +715,7 @@ async fn deliver_webhook(
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", sig)
             .timeout(Duration::from_secs(10))
-            .body(body.clone())
+            .body(d.body.clone())
             .send()
             .await;
         let error = match result {
@@ -693,21 +723,16 @@ async fn deliver_webhook(
             Ok(r) => Some(format!("the receiver answered {}", r.status())),
             Err(e) => Some(format!("not delivered: {e}")),
         };
-        let status = match (&error, attempt) {
+        d.attempts = attempt;
+        d.status = match (&error, attempt) {
             (None, _) => "delivered",
-            (Some(_), n) if n == WEBHOOK_ATTEMPTS => "failed",
+            (Some(_), n) if n == last => "failed",
             _ => "pending",
-        };
-        let delivery = haca_store::WebhookDelivery {
-            id: id.clone(),
-            case_id: case.clone(),
-            url: url.clone(),
-            attempts: attempt,
-            status: status.into(),
-            last_error: error.clone(),
-            updated_at: now_ms(),
-        };
-        if let Err(e) = store.record_webhook(delivery).await {
+        }
+        .into();
+        d.last_error = error.clone();
+        d.updated_at = now_ms();
+        if let Err(e) = store.record_webhook(d.clone()).await {
             tracing::error!("webhook {id} of case {case}: delivery not recorded: {e}");
         }
         match error {
@@ -715,11 +740,9 @@ async fn deliver_webhook(
                 tracing::info!("webhook {id}: case {case} cleared, delivered to {url}");
                 return;
             }
-            Some(e) => tracing::warn!(
-                "webhook {id} to {url}, attempt {attempt} of {WEBHOOK_ATTEMPTS}: {e}"
-            ),
+            Some(e) => tracing::warn!("webhook {id} to {url}, attempt {attempt} of {last}: {e}"),
         }
-        if attempt < WEBHOOK_ATTEMPTS {
+        if attempt < last {
             tokio::time::sleep(pause).await;
             pause *= 2;
         }

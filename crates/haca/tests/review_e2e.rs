@@ -20,7 +20,10 @@ type Delivery = (HashMap<String, String>, Vec<u8>);
 
 /// A webhook receiver on loopback: each POST's headers and body arrive on the channel.
 fn receiver() -> (String, mpsc::Receiver<Delivery>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    receiver_on(TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+fn receiver_on(listener: TcpListener) -> (String, mpsc::Receiver<Delivery>) {
     let url = format!("http://{}/hooks/loans", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -416,4 +419,102 @@ fn cases_are_gated_by_claims_and_decisions_are_recorded() {
         (401, Some("token_revoked")),
         "{e}"
     );
+}
+
+#[test]
+fn a_clearance_webhook_pending_at_a_crash_is_sent_after_restart() {
+    // A port nobody listens on yet: the first attempts fail.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let class =
+        format!("name=fast,claims=execution.signed,webhook=http://127.0.0.1:{port}/hooks/loans");
+    let args = ["--no-enclave", "--case-class", class.as_str()];
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &args);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let token = common::last_line(&node.haca_ok(&["token", "create", "--role", "reviewer"]));
+    let run: Value = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(5)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let case: Value = http
+        .post(format!("{}/v1/cases", node.url))
+        .bearer_auth(&token)
+        .json(&json!({"runs": [run["run_id"]], "policy": "fast"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(case["state"], "READY", "{case}");
+    let case_id = case["id"].as_str().unwrap().to_owned();
+    let cleared: Value = http
+        .post(format!("{}/v1/cases/{case_id}/decision", node.url))
+        .bearer_auth(&token)
+        .json(&json!({"action": "clear"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(cleared["state"], "CLEARED", "{cleared}");
+    let view = |url: &str| -> Value {
+        http.get(format!("{url}/v1/cases/{case_id}"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let t = Instant::now();
+    loop {
+        let v = view(&node.url);
+        if v["webhooks"][0]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            assert_eq!(v["webhooks"][0]["status"], "pending", "{}", v["webhooks"]);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no attempt recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.kill9();
+
+    // The receiver comes up, and so does the node: the pending delivery goes out.
+    let (_, hooks) = receiver_on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let node = Devnet::start(dir.path(), &args);
+    let (headers, body) = hooks
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook after restart");
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["case"], case_id.as_str());
+    let info: Value = http
+        .get(format!("{}/v1/node", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let signer: haca_core::NodeId = info["node_id"].as_str().unwrap().parse().unwrap();
+    haca_review::webhook::verify(
+        &signer,
+        headers.get("webhook-id").map(String::as_str),
+        headers.get("webhook-timestamp").map(String::as_str),
+        headers.get("webhook-signature").map(String::as_str),
+        &body,
+        haca::now_ms() / 1000,
+        haca_review::webhook::DEFAULT_TOLERANCE_S,
+    )
+    .expect("signed by the node");
+    assert_eq!(headers["webhook-id"], event["id"].as_str().unwrap());
+    let t = Instant::now();
+    while view(&node.url)["webhooks"][0]["status"] != "delivered" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "delivery not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
