@@ -523,6 +523,17 @@ struct AttemptFailure {
     partial: String,
 }
 
+impl AttemptFailure {
+    /// A failure before any text reached the client.
+    fn before_output(error: ApiError, retryable: bool) -> Self {
+        AttemptFailure {
+            error,
+            retryable,
+            partial: String::new(),
+        }
+    }
+}
+
 /// A served call.
 pub struct Served {
     pub receipt: Receipt,
@@ -790,11 +801,7 @@ impl ChatGateway {
         partial: &str,
         sink: Option<&Sink>,
     ) -> Result<Produced, AttemptFailure> {
-        let failure = |error: ApiError, retryable: bool| AttemptFailure {
-            error,
-            retryable,
-            partial: String::new(),
-        };
+        let failure = AttemptFailure::before_output;
         let Call::Chat(c) = call else {
             return Err(failure(
                 ApiError::bad_request(
@@ -910,11 +917,7 @@ impl ChatGateway {
         partial: &str,
         sink: Option<&Sink>,
     ) -> Result<Produced, AttemptFailure> {
-        let failure = |error: ApiError, retryable: bool| AttemptFailure {
-            error,
-            retryable,
-            partial: String::new(),
-        };
+        let failure = AttemptFailure::before_output;
         let local = self.local.as_ref().ok_or_else(|| {
             failure(
                 ApiError::unavailable("model_unavailable", "this node has no local model"),
@@ -1138,10 +1141,8 @@ fn as_tool_call(text: &str, tools: Option<&Value>) -> Option<Value> {
         return None;
     }
     let args = v.get("arguments").cloned().unwrap_or(json!({}));
-    let mut id = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut id);
     Some(json!({
-        "id": format!("call_{}", hex::encode(id)),
+        "id": format!("call_{}", crate::random_hex(12)),
         "type": "function",
         "function": {"name": name, "arguments": args.to_string()},
     }))
@@ -1159,9 +1160,7 @@ fn llm_error(e: LlmError) -> ApiError {
 
 /// A new conversation id.
 pub fn new_conversation_id() -> String {
-    let mut b = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    format!("conv_{}", hex::encode(b))
+    format!("conv_{}", crate::random_hex(12))
 }
 
 /// The paths a chat's turns took, with what changed from one turn to the next.

@@ -3,8 +3,8 @@
 //! by signed webhooks. The rules themselves live in `haca-review`.
 
 use crate::gateway::Gateway;
-use crate::now_ms;
 use crate::server::error::ApiError;
+use crate::{now_ms, random_hex};
 use haca_chain::log::LogEntry;
 use haca_core::claims::{Claim, ClaimState, TrustAnchors};
 use haca_core::receipt::{ParsedReceipt, BOX_NAMES};
@@ -13,7 +13,6 @@ use haca_review::case::{chronology, Evaluation};
 use haca_review::continuity::{self, LabelUse, Turn};
 use haca_review::{Action, CaseClasses, CaseState, DecisionInput, Refusal, Role};
 use haca_store::{CaseRow, DecisionRow, RunRecord};
-use rand::RngCore;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -647,12 +646,6 @@ fn refusal_error(r: Refusal, eval: &Evaluation) -> ApiError {
         }
         Refusal::ReasonRequired => ApiError::bad_request("reason_required", msg).param("reason"),
     }
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
 }
 
 /// A new review token and its stored row.

@@ -299,14 +299,7 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
         .unwrap();
     let verdict: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    let claim = |name: &str| {
-        verdict["claims"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["claim"] == name)
-            .map(|c| c["state"].clone())
-    };
+    let claim = |name: &str| common::claim_state(&verdict, name);
     assert_eq!(claim("execution.signed"), Some(json!("holds")), "{verdict}");
     assert_eq!(
         verdict["ok"], true,
@@ -384,14 +377,7 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
         .unwrap();
     let verdict: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    let state = |name: &str| {
-        verdict["claims"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["claim"] == name)
-            .map(|c| c["state"].clone())
-    };
+    let state = |name: &str| common::claim_state(&verdict, name);
     assert_eq!(state("run.settled"), Some(json!("holds")), "{verdict}");
     assert_eq!(verdict["ok"], true, "{verdict}");
 

@@ -371,13 +371,7 @@ pub async fn case_events(
 /// `GET /v1/runs/{id}/claims`: one run's boxes and every claim checked now, as `haca
 /// verify` would with this node's chain as the trust anchor (public, as receipts are).
 pub async fn run_claims(State(st): S, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let run: haca_core::RunId = id.parse().map_err(|e: haca_core::ids::IdParseError| {
-        ApiError::bad_request("invalid_run_id", format!("run_id: {e}"))
-    })?;
-    let rec =
-        st.gateway.store.get_run(&run.to_string())?.ok_or_else(|| {
-            ApiError::not_found("unknown_run", format!("no run {run} on this node"))
-        })?;
+    let rec = super::routes::load_run(&st, &id)?;
     let parsed = st.gateway.current_receipt(&rec)?;
     let anchors = st.review.anchors(&st.gateway);
     let at = crate::now_ms();
@@ -390,7 +384,7 @@ pub async fn run_claims(State(st): S, Path(id): Path<String>) -> Result<Json<Val
     .map(|c| checker.check(c))
     .collect();
     Ok(Json(json!({
-        "run_id": run.to_string(),
+        "run_id": rec.run_id,
         "model": rec.model,
         "at": at,
         "boxes": parsed.raw["boxes"],

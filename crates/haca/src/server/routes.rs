@@ -138,13 +138,13 @@ pub async fn list_runs(State(st): S, Query(q): Query<ListQuery>) -> Result<Json<
     Ok(Json(json!({"runs": st.gateway.store.list_runs(limit)?})))
 }
 
-fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
+pub(super) fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
     s.parse().map_err(|e: haca_core::ids::IdParseError| {
         ApiError::bad_request("invalid_run_id", format!("run_id: {e}"))
     })
 }
 
-fn load_run(st: &AppState, id: &str) -> Result<haca_store::RunRecord, ApiError> {
+pub(super) fn load_run(st: &AppState, id: &str) -> Result<haca_store::RunRecord, ApiError> {
     let id = parse_run_id(id)?;
     st.gateway
         .store

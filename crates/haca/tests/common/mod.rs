@@ -114,6 +114,15 @@ pub fn last_line(out: &std::process::Output) -> String {
         .to_owned()
 }
 
+/// The state of `claim` in a `haca verify --json` verdict (`None` when it is not listed).
+pub fn claim_state(verdict: &Value, claim: &str) -> Option<Value> {
+    verdict["claims"]
+        .as_array()?
+        .iter()
+        .find(|c| c["claim"] == claim)
+        .map(|c| c["state"].clone())
+}
+
 pub fn mlp_input(seed: u32) -> Value {
     let data: Vec<f32> = (0..784)
         .map(|i| ((i as u32 * 31 + seed) % 256) as f32 / 255.0)
