@@ -8,6 +8,7 @@ pub mod state;
 pub mod validator;
 
 pub use record::{
-    standard_evidence, AllOf, EvidenceVerifier, RunRecord, SignatureAndHashes, TeeEvidence,
+    standard_evidence, AllOf, EvidenceVerifier, RejectCode, Rejection, RunRecord,
+    SignatureAndHashes, TeeEvidence,
 };
-pub use state::{Block, ChainState, Outcome, Tx};
+pub use state::{Block, ChainState, EvidenceView, Outcome, Tx};

@@ -1,7 +1,7 @@
 //! Run records, what a gateway submits for settlement, and the one trait through which
 //! validators re-verify their evidence without re-running the model.
 
-use crate::state::ChainState;
+use crate::state::EvidenceView;
 use haca_core::claims::PaymentVerifier;
 use haca_core::receipt::{receipt_digest, signature_message, ParsedReceipt};
 use haca_core::settlement::SettlementMode;
@@ -111,19 +111,134 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
     Ok(v)
 }
 
-/// Re-verifies a record's evidence against chain state, deterministically: every validator
-/// must reach the same verdict and the same reason. Attestation and proof verifiers
-/// implement it too and run after the signature check.
+/// Why a record is refused, as validators agree on it: a stable code, part of the chain
+/// format (a block's rejected records carry it, `snake_case` in JSON). Validators compare
+/// codes, never the detail text of a [`Rejection`], which quotes libraries (serde, the TEE
+/// and payment crates) whose wording may change with a version. Adding, removing or
+/// renaming a code changes the chain format.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// The record names a gateway that is not registered on the chain.
+    GatewayUnregistered,
+    /// The gateway's signature over `"haca.receipt.v1:" || receipt_digest` does not verify.
+    GatewaySignature,
+    /// The record does not carry what its mode requires: a `private` record carries a
+    /// receipt or content, a `batch` or `individual` one no receipt, a `batch` one content,
+    /// an `individual` one no content.
+    RecordShape,
+    /// The receipt the record carries does not hash to the record's `receipt_digest`.
+    ReceiptDigest,
+    /// The receipt does not parse as a receipt, or lacks a box the checks need (execution,
+    /// artifact).
+    ReceiptMalformed,
+    /// The receipt disagrees with the record: another run id, signer, signature or
+    /// settlement mode.
+    ReceiptMismatch,
+    /// An `individual` record's `content.input` or `content.output` is not tensor JSON, or
+    /// does not hash to the receipt's `input_hash` or `output_hash`.
+    ContentHash,
+    /// A `tee`-mode run carries no attestation box, or the box lacks what re-verification
+    /// needs: its document, the enclave key or the enclave's run signature.
+    AttestationMissing,
+    /// The attestation does not hold: the document does not verify (encoding, size,
+    /// certificate chain to the chain's roots, signature) or is not the one the box names,
+    /// it does not bind the enclave key, or the enclave's run signature does not verify.
+    AttestationInvalid,
+    /// The enclave that signed the run is not registered in the chain's TEE registry.
+    EnclaveUnregistered,
+    /// The enclave is registered but disabled (its PCR set was revoked).
+    EnclaveDisabled,
+    /// The payer's signed x402 authorization does not verify: its fields do not parse, its
+    /// domain is not the box's network, or its EIP-712 signature does not recover the payer
+    /// (an amount or term changed after signing).
+    PaymentInvalid,
+    /// The payment does not cover this run: another request or artifact, or verified
+    /// outside the authorization's validity window.
+    PaymentNotCovering,
+    /// The x402 authorization was already settled with another run: the chain state's rule,
+    /// not a verifier's.
+    PaymentSpent,
+    /// A rejection in a block made before rejections carried codes (the field is absent
+    /// there). No validator produces it, so a new block carrying it is refused.
+    Unclassified,
+}
+
+impl RejectCode {
+    /// The code as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::GatewayUnregistered => "gateway_unregistered",
+            RejectCode::GatewaySignature => "gateway_signature",
+            RejectCode::RecordShape => "record_shape",
+            RejectCode::ReceiptDigest => "receipt_digest",
+            RejectCode::ReceiptMalformed => "receipt_malformed",
+            RejectCode::ReceiptMismatch => "receipt_mismatch",
+            RejectCode::ContentHash => "content_hash",
+            RejectCode::AttestationMissing => "attestation_missing",
+            RejectCode::AttestationInvalid => "attestation_invalid",
+            RejectCode::EnclaveUnregistered => "enclave_unregistered",
+            RejectCode::EnclaveDisabled => "enclave_disabled",
+            RejectCode::PaymentInvalid => "payment_invalid",
+            RejectCode::PaymentNotCovering => "payment_not_covering",
+            RejectCode::PaymentSpent => "payment_spent",
+            RejectCode::Unclassified => "unclassified",
+        }
+    }
+
+    /// A rejection with this code and `detail`.
+    pub fn with(self, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            code: self,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn unclassified() -> Self {
+        RejectCode::Unclassified
+    }
+
+    pub(crate) fn is_unclassified(&self) -> bool {
+        *self == RejectCode::Unclassified
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a verifier refused a record: the [`RejectCode`] validators agree on, and a detail in
+/// words for people (not compared between validators). Displays as `code: detail`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Re-verifies a record's evidence against the chain state it may see (an [`EvidenceView`]),
+/// deterministically: every validator must reach the same verdict and, on refusal, the same
+/// [`RejectCode`]. Attestation and proof verifiers implement it too and run after the
+/// signature check.
 pub trait EvidenceVerifier: Send + Sync {
-    fn verify(&self, record: &RunRecord, state: &ChainState) -> Result<(), String>;
+    fn verify(&self, record: &RunRecord, view: &EvidenceView<'_>) -> Result<(), Rejection>;
 }
 
 /// Several verifiers in order; the first refusal wins.
 pub struct AllOf(pub Vec<Box<dyn EvidenceVerifier>>);
 
 impl EvidenceVerifier for AllOf {
-    fn verify(&self, record: &RunRecord, state: &ChainState) -> Result<(), String> {
-        self.0.iter().try_for_each(|v| v.verify(record, state))
+    fn verify(&self, record: &RunRecord, view: &EvidenceView<'_>) -> Result<(), Rejection> {
+        self.0.iter().try_for_each(|v| v.verify(record, view))
     }
 }
 
@@ -133,54 +248,56 @@ impl EvidenceVerifier for AllOf {
 pub struct SignatureAndHashes;
 
 impl EvidenceVerifier for SignatureAndHashes {
-    fn verify(&self, r: &RunRecord, state: &ChainState) -> Result<(), String> {
-        if !state.gateways.contains_key(&r.gateway) {
-            return Err(format!(
+    fn verify(&self, r: &RunRecord, view: &EvidenceView<'_>) -> Result<(), Rejection> {
+        use RejectCode::*;
+        if !view.gateway_registered(&r.gateway) {
+            return Err(GatewayUnregistered.with(format!(
                 "gateway {} is not registered on this chain",
                 r.gateway
-            ));
+            )));
         }
         keys::verify(
             &r.gateway,
             &signature_message(&r.receipt_digest),
             &r.signature,
         )
-        .map_err(|e| format!("gateway signature over the receipt digest: {e}"))?;
+        .map_err(|e| {
+            GatewaySignature.with(format!("gateway signature over the receipt digest: {e}"))
+        })?;
         match (r.mode, &r.receipt, &r.content) {
             (SettlementMode::Private, None, None) => return Ok(()),
             (SettlementMode::Private, _, _) => {
-                return Err(
-                    "a private record carries only hashes, but this one carries content".into(),
-                )
+                return Err(RecordShape
+                    .with("a private record carries only hashes, but this one carries content"))
             }
             (_, None, _) => {
-                return Err(format!(
+                return Err(RecordShape.with(format!(
                     "a {} record must carry its receipt",
                     r.mode.as_str()
-                ))
+                )))
             }
             (SettlementMode::Batch, _, Some(_)) => {
-                return Err("a batch record must not carry input and output".into())
+                return Err(RecordShape.with("a batch record must not carry input and output"))
             }
             (SettlementMode::Individual, _, None) => {
-                return Err("an individual record must carry its input and output".into())
+                return Err(RecordShape.with("an individual record must carry its input and output"))
             }
             _ => {}
         }
         let raw = r.receipt.as_ref().expect("matched above");
         let digest = receipt_digest(raw);
         if digest != r.receipt_digest {
-            return Err(format!(
+            return Err(ReceiptDigest.with(format!(
                 "receipt digest is {digest}, the record says {}",
                 r.receipt_digest
-            ));
+            )));
         }
-        let receipt = &ParsedReceipt::typed(raw).map_err(|e| format!("receipt: {e}"))?;
+        let receipt = &parse_receipt(raw)?;
         if receipt.run_id != r.run_id {
-            return Err(format!(
+            return Err(ReceiptMismatch.with(format!(
                 "receipt is for run {}, the record for {}",
                 receipt.run_id, r.run_id
-            ));
+            )));
         }
         // The record's signature was verified over this very digest above; the receipt must
         // carry the same signer and signature (no second verification needed).
@@ -189,22 +306,24 @@ impl EvidenceVerifier for SignatureAndHashes {
             .execution
             .evidence
             .as_ref()
-            .ok_or("receipt has no execution box")?;
+            .ok_or_else(|| ReceiptMalformed.with("receipt has no execution box"))?;
         if exec.signer != r.gateway {
-            return Err(format!(
+            return Err(ReceiptMismatch.with(format!(
                 "receipt is signed by {}, the record names {}",
                 exec.signer, r.gateway
-            ));
+            )));
         }
         if exec.signature.as_deref() != Some(r.signature.as_str()) {
-            return Err("the receipt's signature is not the record's signature".into());
+            return Err(
+                ReceiptMismatch.with("the receipt's signature is not the record's signature")
+            );
         }
         if receipt.settlement_mode.unwrap_or_default() != r.mode {
-            return Err(format!(
+            return Err(ReceiptMismatch.with(format!(
                 "receipt says settlement mode {}, the record says {}",
                 receipt.settlement_mode.unwrap_or_default().as_str(),
                 r.mode.as_str()
-            ));
+            )));
         }
         if let Some(content) = &r.content {
             for (name, value, want) in [
@@ -212,12 +331,12 @@ impl EvidenceVerifier for SignatureAndHashes {
                 ("output", &content.output, exec.output_hash),
             ] {
                 let tensors = tensor::parse_input(value, &format!("content.{name}"))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ContentHash.with(e.to_string()))?;
                 let got = tensor::hash_tensors(&tensors);
                 if got != want {
-                    return Err(format!(
+                    return Err(ContentHash.with(format!(
                         "content.{name} hashes to {got}, the receipt's {name}_hash is {want}"
-                    ));
+                    )));
                 }
             }
         }
@@ -244,6 +363,12 @@ pub struct TeeEvidence {
     >,
 }
 
+/// Parses a record's receipt; refused as [`RejectCode::ReceiptMalformed`].
+fn parse_receipt(raw: &Value) -> Result<haca_core::Receipt, Rejection> {
+    ParsedReceipt::typed(raw)
+        .map_err(|e| RejectCode::ReceiptMalformed.with(format!("receipt: {e}")))
+}
+
 /// Documents [`TeeEvidence`] remembers before it starts over.
 const TEE_DOCUMENT_CACHE: usize = 1024;
 
@@ -252,12 +377,12 @@ impl TeeEvidence {
         &self,
         digest: Digest,
         document_b64: &str,
-        state: &ChainState,
+        view: &EvidenceView<'_>,
     ) -> Result<haca_tee::registry::EnclaveFacts, String> {
         if let Some(v) = self.documents.lock().expect("cache lock").get(&digest) {
             return v.clone();
         }
-        let v = state.verify_enclave_document(document_b64).and_then(|f| {
+        let v = view.verify_enclave_document(document_b64).and_then(|f| {
             if f.document_digest == digest {
                 Ok(f)
             } else {
@@ -277,7 +402,8 @@ impl TeeEvidence {
 }
 
 impl EvidenceVerifier for TeeEvidence {
-    fn verify(&self, r: &RunRecord, state: &ChainState) -> Result<(), String> {
+    fn verify(&self, r: &RunRecord, view: &EvidenceView<'_>) -> Result<(), Rejection> {
+        use RejectCode::*;
         let Some(raw) = &r.receipt else {
             return Ok(());
         };
@@ -289,41 +415,49 @@ impl EvidenceVerifier for TeeEvidence {
         {
             return Ok(());
         }
-        let receipt = ParsedReceipt::typed(raw).map_err(|e| format!("receipt: {e}"))?;
+        let receipt = parse_receipt(raw)?;
         let b = &receipt.boxes;
         let exec = b
             .execution
             .evidence
             .as_ref()
-            .ok_or("receipt has no execution box")?;
+            .ok_or_else(|| ReceiptMalformed.with("receipt has no execution box"))?;
         let Some(att) = &b.attestation.evidence else {
             if exec.mode == haca_core::receipt::ExecMode::Tee {
-                return Err("a tee-mode run without an attestation box".into());
+                return Err(AttestationMissing.with("a tee-mode run without an attestation box"));
             }
             return Ok(());
         };
-        let e = |m: String| format!("attestation: {m}");
-        let document_b64 = att
-            .document_b64
-            .as_deref()
-            .ok_or_else(|| e("the box does not carry its document".into()))?;
+        let e = |code: RejectCode, m: String| code.with(format!("attestation: {m}"));
+        let document_b64 = att.document_b64.as_deref().ok_or_else(|| {
+            e(
+                AttestationMissing,
+                "the box does not carry its document".into(),
+            )
+        })?;
         let facts = self
-            .facts(att.document_digest, document_b64, state)
-            .map_err(e)?;
+            .facts(att.document_digest, document_b64, view)
+            .map_err(|m| e(AttestationInvalid, m))?;
         let key = att
             .enclave_key
-            .ok_or_else(|| e("the box names no enclave key".into()))?;
-        haca_tee::registry::check_binding(&facts, &key)
-            .map_err(|m| e(format!("the document does not bind enclave key {key}: {m}")))?;
+            .ok_or_else(|| e(AttestationMissing, "the box names no enclave key".into()))?;
+        haca_tee::registry::check_binding(&facts, &key).map_err(|m| {
+            e(
+                AttestationInvalid,
+                format!("the document does not bind enclave key {key}: {m}"),
+            )
+        })?;
         let artifact = b
             .artifact
             .evidence
             .as_ref()
-            .ok_or("receipt has no artifact box")?;
-        let sig = att
-            .run_signature
-            .as_deref()
-            .ok_or_else(|| e("the box carries no run signature".into()))?;
+            .ok_or_else(|| ReceiptMalformed.with("receipt has no artifact box"))?;
+        let sig = att.run_signature.as_deref().ok_or_else(|| {
+            e(
+                AttestationMissing,
+                "the box carries no run signature".into(),
+            )
+        })?;
         let msg = haca_core::receipt::tee_run_message(
             &artifact.blob_id,
             &exec.request_hash,
@@ -332,22 +466,29 @@ impl EvidenceVerifier for TeeEvidence {
             exec.finished_at,
         );
         keys::verify(&key, &msg, sig).map_err(|m| {
-            e(format!(
-                "the enclave's run signature over blob {} and this run's hashes: {m}",
-                artifact.blob_id
-            ))
+            e(
+                AttestationInvalid,
+                format!(
+                    "the enclave's run signature over blob {} and this run's hashes: {m}",
+                    artifact.blob_id
+                ),
+            )
         })?;
         let tee_id = haca_tee::registry::tee_id_of(&key);
-        match state.tee.enclave(&tee_id) {
-            None => Err(e(format!(
-                "enclave {tee_id} (key {key}) is not registered on this chain"
-            ))),
-            Some(en) if !en.enabled => Err(e(format!(
-                "enclave {tee_id} is disabled ({})",
-                en.disabled_reason
-                    .as_deref()
-                    .unwrap_or("no reason recorded")
-            ))),
+        match view.enclave(&tee_id) {
+            None => Err(e(
+                EnclaveUnregistered,
+                format!("enclave {tee_id} (key {key}) is not registered on this chain"),
+            )),
+            Some(en) if !en.enabled => Err(e(
+                EnclaveDisabled,
+                format!(
+                    "enclave {tee_id} is disabled ({})",
+                    en.disabled_reason
+                        .as_deref()
+                        .unwrap_or("no reason recorded")
+                ),
+            )),
             Some(_) => Ok(()),
         }
     }
@@ -383,28 +524,30 @@ impl RunRecord {
 
 /// Checks the x402 payment a record's receipt carries: the payer's signature recovers
 /// (EIP-712), and the payment covers this run's request and artifact. Whether its
-/// authorization was already settled is the chain state's rule ([`ChainState::propose`]).
+/// authorization was already settled is the chain state's rule
+/// ([`crate::state::ChainState::propose`], [`RejectCode::PaymentSpent`]).
 pub struct PaymentAuthorizations;
 
 impl EvidenceVerifier for PaymentAuthorizations {
-    fn verify(&self, r: &RunRecord, _: &ChainState) -> Result<(), String> {
+    fn verify(&self, r: &RunRecord, _: &EvidenceView<'_>) -> Result<(), Rejection> {
         if r.payment().is_none() {
             return Ok(());
         }
         // SignatureAndHashes has checked the node's signature over this receipt already.
         let raw = r.receipt.as_ref().expect("a payment comes from a receipt");
-        let receipt = ParsedReceipt::typed(raw).map_err(|e| format!("receipt: {e}"))?;
+        let receipt = parse_receipt(raw)?;
         let p = receipt
             .boxes
             .payment
             .evidence
             .as_ref()
             .expect("a payment comes from the payment box");
-        haca_core::claims::payment_covers(&receipt, p).map_err(|e| format!("payment: {e}"))?;
+        haca_core::claims::payment_covers(&receipt, p)
+            .map_err(|e| RejectCode::PaymentNotCovering.with(format!("payment: {e}")))?;
         haca_pay::receipt_check::PAYMENT_VERIFIER
             .verify(p)
             .map(|_| ())
-            .map_err(|e| format!("payment: {e}"))
+            .map_err(|e| RejectCode::PaymentInvalid.with(format!("payment: {e}")))
     }
 }
 
@@ -416,4 +559,43 @@ pub fn standard_evidence() -> Box<dyn EvidenceVerifier> {
         Box::new(TeeEvidence::default()),
         Box::new(PaymentAuthorizations),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_codes_are_snake_case_in_json_and_display() {
+        use RejectCode::*;
+        for (code, name) in [
+            (GatewayUnregistered, "gateway_unregistered"),
+            (GatewaySignature, "gateway_signature"),
+            (RecordShape, "record_shape"),
+            (ReceiptDigest, "receipt_digest"),
+            (ReceiptMalformed, "receipt_malformed"),
+            (ReceiptMismatch, "receipt_mismatch"),
+            (ContentHash, "content_hash"),
+            (AttestationMissing, "attestation_missing"),
+            (AttestationInvalid, "attestation_invalid"),
+            (EnclaveUnregistered, "enclave_unregistered"),
+            (EnclaveDisabled, "enclave_disabled"),
+            (PaymentInvalid, "payment_invalid"),
+            (PaymentNotCovering, "payment_not_covering"),
+            (PaymentSpent, "payment_spent"),
+            (Unclassified, "unclassified"),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(code.as_str(), name);
+            assert_eq!(
+                serde_json::from_value::<RejectCode>(name.into()).unwrap(),
+                code
+            );
+        }
+        let r = PaymentSpent.with("payment: nonce 7 already settled");
+        assert_eq!(
+            r.to_string(),
+            "payment_spent: payment: nonce 7 already settled"
+        );
+    }
 }

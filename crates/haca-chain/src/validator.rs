@@ -2,8 +2,8 @@
 //! from committed blocks, and the consensus [`Host`] that proposes, checks and commits.
 
 use crate::consensus::{EncodedBlock, Fault, Host};
-use crate::record::{EvidenceVerifier, RunRecord};
-use crate::state::{Block, ChainState, Outcome, RoundTrees, Tx};
+use crate::record::{EvidenceVerifier, Rejection, RunRecord};
+use crate::state::{Block, ChainState, EvidenceView, Outcome, RoundTrees, Tx};
 use haca_core::settlement::{
     Certificate, Genesis, SettlementEvidence, ValidatorHistory, ValidatorSet,
 };
@@ -67,7 +67,12 @@ pub enum Submitted {
 pub enum RunSettlement {
     Pending,
     Settled(Box<SettlementEvidence>),
-    Rejected { height: u64, reason: String },
+    /// Rejected at `height`; `reason` is the proposer's detail text (the block's
+    /// `rejected[].reason`), the code validators agreed on is in the committed block.
+    Rejected {
+        height: u64,
+        reason: String,
+    },
 }
 
 /// A record waiting for its round, with the verdict computed when it arrived (so the
@@ -84,7 +89,7 @@ struct Pending {
 #[derive(Clone)]
 struct Verdict {
     registry: Digest,
-    result: Result<(), String>,
+    result: Result<(), Rejection>,
 }
 
 #[derive(Default)]
@@ -128,12 +133,12 @@ struct Prejudged<'a> {
 }
 
 impl EvidenceVerifier for Prejudged<'_> {
-    fn verify(&self, record: &RunRecord, state: &ChainState) -> Result<(), String> {
+    fn verify(&self, record: &RunRecord, view: &EvidenceView<'_>) -> Result<(), Rejection> {
         match self.verdicts.get(&record.run_id) {
             Some((judged, v)) if v.registry == self.registry && **judged == *record => {
                 v.result.clone()
             }
-            _ => self.inner.verify(record, state),
+            _ => self.inner.verify(record, view),
         }
     }
 }
@@ -201,7 +206,7 @@ pub struct Validator {
 struct AcceptAll;
 
 impl EvidenceVerifier for AcceptAll {
-    fn verify(&self, _: &RunRecord, _: &ChainState) -> Result<(), String> {
+    fn verify(&self, _: &RunRecord, _: &EvidenceView<'_>) -> Result<(), Rejection> {
         Ok(())
     }
 }
@@ -365,7 +370,7 @@ impl Validator {
         let registries = self.registries.lock().expect("registries lock").clone();
         let verdict = Verdict {
             registry: registry_hash(&registries),
-            result: self.verifier.verify(&record, &registries),
+            result: self.verifier.verify(&record, &registries.evidence_view()),
         };
         let mut pool = self.mempool.lock().expect("mempool lock");
         let size = record_size(&record);
@@ -770,6 +775,7 @@ impl Validator {
                 height,
                 round,
                 leaf_index: None,
+                // The detail; the code stays in the stored block (`rejected[].code`).
                 reason: Some(x.reason.clone()),
             });
         }
@@ -794,7 +800,12 @@ impl Validator {
             );
         }
         for x in &block.rejected {
-            tracing::warn!("run {} rejected: {}", x.record.run_id, x.reason);
+            tracing::warn!(
+                "run {} rejected ({}): {}",
+                x.record.run_id,
+                x.code,
+                x.reason
+            );
         }
         {
             let mut pool = self.mempool.lock().expect("mempool lock");

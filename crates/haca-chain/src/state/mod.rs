@@ -2,145 +2,55 @@
 //!
 //! Pure: no I/O, no clock. The same genesis and the same committed blocks always give the same
 //! state hash, which is how a restarted or new validator proves it replayed the chain right.
+//!
+//! This module holds the state, blocks and the transition (propose, check, replay); the
+//! transactions other than records live in `tx`, governance in `governance`, the TEE registry
+//! in `tee`, and settlement rounds and outcomes in `rounds`. Everything public is re-exported
+//! here.
 
-use crate::record::{EvidenceVerifier, RunRecord};
+mod governance;
+mod rounds;
+mod tee;
+mod tx;
+
+pub use governance::{governance_message, Approval, GovAction};
+pub use rounds::{Outcome, Outcomes, RoundTrees, SharedMap, SpentPayment};
+pub use tee::{TeeConfig, CHAIN_DEV_ROOT_LABEL};
+pub use tx::{label_message, LabelRevision, Tx};
+
+use crate::record::{EvidenceVerifier, RejectCode, RunRecord};
 use haca_core::canonical;
-use haca_core::merkle::{self, Levels};
-use haca_core::oz::{OzProof, StandardTree};
 use haca_core::settlement::{
-    round_leaf, BlockHeader, Certificate, GatewayEntry, Genesis, RoundSummary, SettlementEvidence,
-    SettlementParams, Validator, ValidatorEpoch, ValidatorHistory, ValidatorSet,
+    BlockHeader, GatewayEntry, Genesis, RoundSummary, SettlementParams, ValidatorEpoch,
+    ValidatorHistory, ValidatorSet,
 };
-use haca_core::{sha256, Digest, NodeId, NodeKey, RunId};
-use haca_tee::nitro::{Policy, TrustedRoot};
-use haca_tee::registry::{Enclave, EnclaveFacts, PcrSet, TeeRegistry};
+use haca_core::{sha256, Digest, NodeId, RunId};
+use haca_tee::nitro::TrustedRoot;
+use haca_tee::registry::{Enclave, TeeRegistry};
+use rounds::spent_rejection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use tee::is_enclave_tx;
 
 /// Largest encoded block a validator accepts.
 pub const MAX_BLOCK_BYTES: usize = 64 << 20;
 
-/// A record the validators refused, kept with the reason.
+/// A record the validators refused, kept with why: a stable [`RejectCode`], which validators
+/// agree on, and the proposer's words.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 pub struct Rejected {
     pub record: RunRecord,
+    /// Why, as every validator must find it. Absent from blocks made before rejections carried
+    /// codes, which decode as [`RejectCode::Unclassified`] and encode as before.
+    #[serde(
+        default = "RejectCode::unclassified",
+        skip_serializing_if = "RejectCode::is_unclassified"
+    )]
+    pub code: RejectCode,
+    /// Why, in the proposer's words (the rejection's detail). Validators do not compare it:
+    /// it quotes libraries whose wording may change between versions.
     pub reason: String,
-}
-
-/// A transaction other than a run record.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Tx {
-    /// Points a model label at a blob (the model registry); signed by a registered gateway
-    /// over `"haca.label.v1:" || JCS({label, blob_id, at_ms})`.
-    MoveLabel {
-        label: String,
-        blob_id: haca_core::BlobId,
-        at_ms: u64,
-        gateway: NodeId,
-        signature: String,
-    },
-    /// A change to the validator set or the gateway registry, approved by validators holding
-    /// more than 2/3 of the current set's voting power, each signing
-    /// [`governance_message`]. `seq` numbers governance changes 1, 2, ... so that an approved
-    /// change applies once. A block carries at most one governance transaction; a validator
-    /// set change takes effect from the next height.
-    Governance {
-        seq: u64,
-        action: GovAction,
-        approvals: Vec<Approval>,
-    },
-    /// Registers an enclave (the TEE registry) with its AWS Nitro attestation document
-    /// (standard base64 of the COSE_Sign1 bytes), which must bind `signing_key` (its
-    /// `public_key`, or nitriding `user_data`; see [`haca_tee::registry::check_binding`]).
-    /// Anyone may submit it: the document is the authority. Validators verify the document at
-    /// its own timestamp (audit mode: deterministic, no local clock) against the roots the
-    /// chain trusts (the AWS Nitro root; the chain's dev root when its [`TeeConfig`] names
-    /// one), and require its PCR0..2 to be an approved set, the block time to be at most
-    /// `max_document_age_ms` after the document's timestamp, and `at_ms` (the registration
-    /// time recorded) to be no later than the block time. See
-    /// [`TeeRegistry::register`] for the other rules.
-    RegisterEnclave {
-        document_b64: String,
-        signing_key: NodeId,
-        at_ms: u64,
-    },
-    /// An enclave's heartbeat: `signature` is the hex Ed25519 signature by the enclave's
-    /// signing key over [`haca_tee::registry::heartbeat_message`]`(tee_id, at_ms)`. Refused
-    /// when `at_ms` is after the block time, older than `max_heartbeat_age_ms` at the block
-    /// time, or not after the enclave's last heartbeat.
-    EnclaveHeartbeat {
-        tee_id: Digest,
-        at_ms: u64,
-        signature: String,
-    },
-}
-
-/// What a governance transaction changes.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum GovAction {
-    /// Adds a validator with `power` (> 0); it signs from the height after the block.
-    AddValidator { public_key: NodeId, power: u64 },
-    /// Removes a validator; it signs no block after the one that removes it.
-    RemoveValidator { public_key: NodeId },
-    /// Registers a gateway key: its records settle from the next block.
-    RegisterGateway { node: NodeId },
-    /// Removes a gateway key: its records settled so far stay settled, later ones are refused.
-    RemoveGateway { node: NodeId },
-    /// Approves a PCR set (PCR0..2) for enclave registration.
-    ApprovePcrs { pcrs: PcrSet },
-    /// Revokes an approved PCR set by its id ([`PcrSet::id`]): every enclave registered with
-    /// it is disabled, and stays disabled (even if the set is approved again) until it
-    /// registers again.
-    RevokePcrs { pcr_set: Digest },
-}
-
-pub use haca_core::settlement::TeeConfig;
-
-/// The label the chain gives its dev root in verification reports.
-pub const CHAIN_DEV_ROOT_LABEL: &str = "chain-dev-root";
-
-/// One validator's approval of a governance transaction: a hex Ed25519 signature over
-/// [`governance_message`].
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct Approval {
-    pub validator: NodeId,
-    pub signature: String,
-}
-
-impl Approval {
-    /// `key`'s approval of governance change `seq` doing `action` on chain `chain_id`.
-    pub fn sign(key: &NodeKey, chain_id: &str, seq: u64, action: &GovAction) -> Approval {
-        Approval {
-            validator: key.node_id(),
-            signature: hex::encode(key.sign(&governance_message(chain_id, seq, action))),
-        }
-    }
-}
-
-/// Bytes a validator signs to approve a governance change:
-/// `"haca.gov.v1:" || JCS({chain_id, seq, action})`.
-pub fn governance_message(chain_id: &str, seq: u64, action: &GovAction) -> Vec<u8> {
-    let mut m = b"haca.gov.v1:".to_vec();
-    m.extend(
-        canonical::to_vec(&json!({"chain_id": chain_id, "seq": seq, "action": action}))
-            .expect("governance actions canonicalize"),
-    );
-    m
-}
-
-/// Bytes a gateway signs to move a label.
-pub fn label_message(label: &str, blob_id: &haca_core::BlobId, at_ms: u64) -> Vec<u8> {
-    let mut m = b"haca.label.v1:".to_vec();
-    m.extend(
-        canonical::to_vec(&json!({"label": label, "blob_id": blob_id, "at_ms": at_ms}))
-            .expect("strings canonicalize"),
-    );
-    m
 }
 
 /// A block: its header, the records it settles (in leaf order), the records it refused, and
@@ -171,168 +81,28 @@ impl Block {
                 .expect("block bodies canonicalize"),
         )
     }
-
-    /// The settlement evidence of every record this block settled, given its certificate.
-    pub fn settlement_evidence(
-        &self,
-        certificate: &Certificate,
-    ) -> Vec<(RunId, SettlementEvidence)> {
-        let Some(trees) = RoundTrees::build(self) else {
-            return Vec::new();
-        };
-        self.records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.run_id, trees.evidence(self, i, certificate)))
-            .collect()
-    }
 }
 
-/// Both trees of a block's round, built once for many proofs.
-pub struct RoundTrees {
-    levels: Levels,
-    oz: StandardTree,
+/// What an [`EvidenceVerifier`] may read of the chain state, and nothing else: the gateway
+/// registry, the TEE registry's enclaves, and the roots attestation documents chain to
+/// ([`EvidenceView::verify_enclave_document`]). Built by [`ChainState::evidence_view`].
+#[derive(Clone, Copy, Debug)]
+pub struct EvidenceView<'a> {
+    gateways: &'a BTreeMap<NodeId, u64>,
+    tee: &'a TeeRegistry,
+    tee_dev_root: Option<&'a TrustedRoot>,
 }
 
-impl RoundTrees {
-    /// Both trees of `block`'s round; `None` when it closes no round or settled nothing.
-    pub fn build(block: &Block) -> Option<Self> {
-        block.header.settlement.as_ref()?;
-        let pairs: Vec<(Digest, Digest)> = block
-            .records
-            .iter()
-            .map(|r| (r.run_id.0, r.receipt_digest))
-            .collect();
-        let levels = Levels::build(
-            block
-                .records
-                .iter()
-                .map(|r| round_leaf(&r.run_id, &r.receipt_digest))
-                .collect(),
-        );
-        Some(RoundTrees {
-            levels,
-            oz: StandardTree::build(&pairs)?,
-        })
+impl<'a> EvidenceView<'a> {
+    /// Whether `node` is a registered gateway of the chain.
+    pub fn gateway_registered(&self, node: &NodeId) -> bool {
+        self.gateways.contains_key(node)
     }
 
-    /// The evidence of leaf `i` (`i` below the block's record count).
-    pub fn evidence(
-        &self,
-        block: &Block,
-        i: usize,
-        certificate: &Certificate,
-    ) -> SettlementEvidence {
-        let r = &block.records[i];
-        let summary = block.header.settlement.as_ref().expect("checked in build");
-        SettlementEvidence {
-            round: summary.round,
-            leaf_index: i as u64,
-            header: block.header.clone(),
-            inclusion_proof: self.levels.proof(i as u64).expect("index in range"),
-            oz: OzProof::new(
-                &self.oz.root(),
-                (&r.run_id.0, &r.receipt_digest),
-                &self.oz.proof(i),
-            ),
-            certificate: certificate.clone(),
-        }
+    /// The enclave registered under `tee_id` in the chain's TEE registry, enabled or not.
+    pub fn enclave(&self, tee_id: &Digest) -> Option<&'a Enclave> {
+        self.tee.enclave(tee_id)
     }
-}
-
-/// What a governance action changes: the new validator set, or the new gateway map with
-/// the entry of a removed gateway.
-struct Registries {
-    validators: Option<ValidatorSet>,
-    gateways: Option<(BTreeMap<NodeId, u64>, Option<GatewayEntry>)>,
-    tee: Option<TeeRegistry>,
-}
-
-/// A label's revision in the model registry.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
-pub struct LabelRevision {
-    pub revision: u64,
-    pub blob_id: haca_core::BlobId,
-    pub at_ms: u64,
-    pub height: u64,
-    pub gateway: NodeId,
-}
-
-/// Where a run's record ended up.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Outcome {
-    Settled { height: u64, round: u64, leaf: u64 },
-    Rejected { height: u64 },
-}
-
-/// A large map shared between a state and the states built from it, plus the few entries
-/// added since, so that proposing or checking a block never copies the map.
-#[derive(Clone, Debug)]
-pub struct SharedMap<K, V> {
-    base: Arc<HashMap<K, V>>,
-    recent: HashMap<K, V>,
-    len: usize,
-}
-
-impl<K, V> Default for SharedMap<K, V> {
-    fn default() -> Self {
-        SharedMap {
-            base: Arc::default(),
-            recent: HashMap::new(),
-            len: 0,
-        }
-    }
-}
-
-/// Outcomes by run id.
-pub type Outcomes = SharedMap<RunId, Outcome>;
-
-/// Where an x402 authorization settled: the run it paid for and the block's height.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpentPayment {
-    pub run: RunId,
-    pub height: u64,
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V: Copy> SharedMap<K, V> {
-    pub fn get(&self, k: &K) -> Option<V> {
-        self.recent.get(k).or_else(|| self.base.get(k)).copied()
-    }
-
-    fn insert(&mut self, run: K, o: V) {
-        if self.get(&run).is_none() {
-            self.len += 1;
-        }
-        self.recent.insert(run, o);
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Folds recent outcomes into the shared map. Copies the map only if another state still
-    /// shares it, so call it once the older states are dropped.
-    pub fn compact(&mut self) {
-        if !self.recent.is_empty() {
-            let recent = std::mem::take(&mut self.recent);
-            Arc::make_mut(&mut self.base).extend(recent);
-        }
-    }
-}
-
-/// Checks the chain's rule for x402 payments, for a record whose evidence holds: an
-/// authorization settles once. Returns the rejection reason when it already settled.
-fn spent_reason(spent: &SharedMap<Digest, SpentPayment>, r: &RunRecord) -> Option<String> {
-    let p = r.payment()?;
-    let s = spent.get(&p.key)?;
-    Some(format!(
-        "payment: authorization nonce {} of {} was already settled with run {} at height {}",
-        p.nonce, p.payer, s.run, s.height
-    ))
 }
 
 /// The chain state.
@@ -460,8 +230,9 @@ impl ChainState {
         sha256(&canonical::to_vec(&v).expect("state canonicalizes"))
     }
 
-    /// This state without its outcome map: what evidence verifiers look at (registries,
-    /// validator set), cheap to share.
+    /// This state without its outcome map (registries, validator set), cheap to share: what
+    /// a validator verifies submissions against, through [`ChainState::evidence_view`],
+    /// outside its state lock.
     pub fn registries(&self) -> ChainState {
         ChainState {
             chain_id: self.chain_id.clone(),
@@ -485,14 +256,13 @@ impl ChainState {
         }
     }
 
-    /// The enclaves active at `now_ms`: an approved PCR set, enabled, and a heartbeat at most
-    /// the registry's `max_heartbeat_age_ms` old; in tee id order.
-    pub fn active_enclaves(&self, now_ms: u64) -> Vec<Enclave> {
-        self.tee
-            .active(now_ms, self.tee.params.max_heartbeat_age_ms)
-            .into_iter()
-            .cloned()
-            .collect()
+    /// The read-only view of this state an [`EvidenceVerifier`] gets.
+    pub fn evidence_view(&self) -> EvidenceView<'_> {
+        EvidenceView {
+            gateways: &self.gateways,
+            tee: &self.tee,
+            tee_dev_root: self.tee_dev_root.as_ref(),
+        }
     }
 
     /// What a verifier trusts about this chain: every validator set with the first height it
@@ -529,15 +299,6 @@ impl ChainState {
             .map(|e| &e.validators)
     }
 
-    fn is_settled(&self, run: &RunId) -> bool {
-        matches!(self.outcomes.get(run), Some(Outcome::Settled { .. }))
-    }
-
-    /// Where a run id's latest record ended up.
-    pub fn outcome(&self, run: &RunId) -> Option<Outcome> {
-        self.outcomes.get(run)
-    }
-
     /// Builds the next block from candidate records (in arrival order) and transactions:
     /// duplicates and already-decided runs are dropped, every other record is verified and
     /// either settled or rejected with its reason. Returns the block and the state after it.
@@ -556,6 +317,7 @@ impl ChainState {
         let mut refused: HashMap<RunId, Vec<usize>> = HashMap::new();
         let (mut records, mut rejected) = (Vec::new(), Vec::<Rejected>::new());
         let mut paid = std::collections::HashSet::new();
+        let view = self.evidence_view();
         for r in candidates {
             if self.is_settled(&r.run_id) || settled.contains(&r.run_id) {
                 continue;
@@ -567,13 +329,9 @@ impl ChainState {
             if same_run.iter().any(|&i| rejected[i].record == r) {
                 continue;
             }
-            let verdict =
-                verifier
-                    .verify(&r, self)
-                    .and_then(|()| match spent_reason(&self.payments, &r) {
-                        Some(reason) => Err(reason),
-                        None => Ok(()),
-                    });
+            let verdict = verifier
+                .verify(&r, &view)
+                .and_then(|()| spent_rejection(&self.payments, &r).map_or(Ok(()), Err));
             match verdict {
                 Ok(()) => {
                     // Two records paying with one authorization: the first settles; the
@@ -586,9 +344,13 @@ impl ChainState {
                     settled.insert(r.run_id);
                     records.push(r)
                 }
-                Err(reason) => {
+                Err(why) => {
                     refused.entry(r.run_id).or_default().push(rejected.len());
-                    rejected.push(Rejected { record: r, reason })
+                    rejected.push(Rejected {
+                        record: r,
+                        code: why.code,
+                        reason: why.detail,
+                    })
                 }
             }
         }
@@ -702,8 +464,11 @@ impl ChainState {
             if !seen.insert(r.run_id) {
                 return Err(format!("run {} is settled twice in the block", r.run_id));
             }
-            if let Some(reason) = spent_reason(&self.payments, r) {
-                return Err(format!("the block settles run {}, but {reason}", r.run_id));
+            if let Some(why) = spent_rejection(&self.payments, r) {
+                return Err(format!(
+                    "the block settles run {}, but {}",
+                    r.run_id, why.detail
+                ));
             }
             if let Some(p) = r.payment() {
                 if !paid.insert(p.key) {
@@ -715,8 +480,9 @@ impl ChainState {
             }
         }
         if let Some(verifier) = evidence {
+            let view = self.evidence_view();
             for r in &block.records {
-                verifier.verify(r, self).map_err(|e| {
+                verifier.verify(r, &view).map_err(|e| {
                     format!(
                         "the block settles run {} but its evidence fails: {e}",
                         r.run_id
@@ -724,12 +490,11 @@ impl ChainState {
                 })?;
             }
             for x in &block.rejected {
-                let verdict = verifier.verify(&x.record, self).and_then(|()| {
-                    match spent_reason(&self.payments, &x.record) {
-                        Some(reason) => Err(reason),
-                        None => Ok(()),
-                    }
-                });
+                // Validators agree on the code only: the detail quotes libraries (serde, the
+                // TEE and payment crates) whose wording may differ between versions.
+                let verdict = verifier
+                    .verify(&x.record, &view)
+                    .and_then(|()| spent_rejection(&self.payments, &x.record).map_or(Ok(()), Err));
                 match verdict {
                     Ok(()) => {
                         return Err(format!(
@@ -737,10 +502,10 @@ impl ChainState {
                             x.record.run_id
                         ))
                     }
-                    Err(reason) if reason != x.reason => {
+                    Err(why) if why.code != x.code => {
                         return Err(format!(
-                            "the block rejects run {} for {:?}; this validator finds {:?}",
-                            x.record.run_id, x.reason, reason
+                            "the block rejects run {} with code {} ({:?}); this validator finds code {} ({:?})",
+                            x.record.run_id, x.code, x.reason, why.code, why.detail
                         ))
                     }
                     Err(_) => {}
@@ -784,262 +549,6 @@ impl ChainState {
         Ok(next)
     }
 
-    /// Checks a transaction against this state, for admission to a mempool: the block time
-    /// is not known yet, so relations to it are checked against the last block's time where
-    /// that is a necessary condition (a document or heartbeat already too old), and not at all
-    /// where it is not (an `at_ms` after the last block). A block checks its transactions with
-    /// [`ChainState::check_tx_at`].
-    pub fn check_tx(&self, tx: &Tx) -> Result<(), String> {
-        self.check_tx_inner(tx, None)
-    }
-
-    /// Checks a transaction against this state for a block with time `block_time_ms`.
-    pub fn check_tx_at(&self, tx: &Tx, block_time_ms: u64) -> Result<(), String> {
-        self.check_tx_inner(tx, Some(block_time_ms))
-    }
-
-    fn check_tx_inner(&self, tx: &Tx, block_time_ms: Option<u64>) -> Result<(), String> {
-        match tx {
-            Tx::MoveLabel {
-                label,
-                blob_id,
-                at_ms,
-                gateway,
-                signature,
-            } => {
-                if !self.gateways.contains_key(gateway) {
-                    return Err(format!("label move by {gateway}: not a registered gateway"));
-                }
-                if let Some(r) = self.models.get(label).and_then(|revs| {
-                    revs.iter().find(|r| {
-                        r.blob_id == *blob_id && r.at_ms == *at_ms && r.gateway == *gateway
-                    })
-                }) {
-                    return Err(format!(
-                        "label move of {label}: already recorded as revision {} (a replay)",
-                        r.revision
-                    ));
-                }
-                haca_core::keys::verify(gateway, &label_message(label, blob_id, *at_ms), signature)
-                    .map_err(|e| format!("label move of {label}: {e}"))
-            }
-            Tx::Governance {
-                seq,
-                action,
-                approvals,
-            } => self.check_governance(*seq, action, approvals),
-            Tx::RegisterEnclave { .. } | Tx::EnclaveHeartbeat { .. } => {
-                self.tee_step(&mut self.tee.clone(), tx, block_time_ms)
-            }
-        }
-    }
-
-    /// The roots attestation documents may chain to: the AWS Nitro root, and the chain's dev
-    /// root if it has one.
-    pub fn tee_roots(&self) -> Vec<TrustedRoot> {
-        let mut roots = vec![TrustedRoot::aws_nitro_g1()];
-        roots.extend(self.tee_dev_root.clone());
-        roots
-    }
-
-    /// Verifies an enclave registration's document (standard base64) deterministically: at
-    /// its own timestamp, against [`ChainState::tee_roots`]. Returns the facts it attests.
-    pub fn verify_enclave_document(&self, document_b64: &str) -> Result<EnclaveFacts, String> {
-        use base64::Engine as _;
-        let limit = haca_tee::nitro::MAX_DOCUMENT_LEN.div_ceil(3) * 4;
-        if document_b64.len() > limit {
-            return Err(format!(
-                "document_b64: {} characters; an attestation document is at most {limit}",
-                document_b64.len()
-            ));
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(document_b64)
-            .map_err(|e| format!("document_b64: not standard base64: {e}"))?;
-        let policy = Policy::audit().with_roots(self.tee_roots());
-        let verified = haca_tee::nitro::verify(&bytes, &policy)
-            .map_err(|e| format!("attestation document: {e}"))?;
-        Ok(EnclaveFacts::from(&verified))
-    }
-
-    /// Applies the TEE registry effect of `tx` (PCR governance, enclave registration,
-    /// heartbeat; none for other transactions) to `reg`, in a block with time
-    /// `block_time_ms` (`None`: not known yet, see [`ChainState::check_tx`]). On error `reg`
-    /// is unchanged.
-    fn tee_step(
-        &self,
-        reg: &mut TeeRegistry,
-        tx: &Tx,
-        block_time_ms: Option<u64>,
-    ) -> Result<(), String> {
-        match tx {
-            Tx::MoveLabel { .. } => Ok(()),
-            Tx::Governance { action, .. } => apply_pcr_action(reg, action),
-            Tx::RegisterEnclave {
-                document_b64,
-                signing_key,
-                at_ms,
-            } => {
-                let e = |m: String| format!("enclave registration of {signing_key}: {m}");
-                let facts = self.verify_enclave_document(document_b64).map_err(e)?;
-                let now = block_time_ms.unwrap_or(self.last_time_ms);
-                if let Some(t) = block_time_ms {
-                    if *at_ms > t {
-                        return Err(e(format!("at_ms {at_ms} is after the block time {t}")));
-                    }
-                }
-                let max_age_ms = reg.params.max_document_age_ms;
-                if now > facts.timestamp_ms && now - facts.timestamp_ms > max_age_ms {
-                    return Err(e(format!(
-                        "the attestation document (timestamp {}) is {} ms old at the block time {now}; the maximum age is {max_age_ms} ms",
-                        facts.timestamp_ms,
-                        now - facts.timestamp_ms
-                    )));
-                }
-                reg.register(&facts, *signing_key, *at_ms)
-                    .map(drop)
-                    .map_err(|x| e(x.to_string()))
-            }
-            Tx::EnclaveHeartbeat {
-                tee_id,
-                at_ms,
-                signature,
-            } => {
-                let now = block_time_ms.unwrap_or(self.last_time_ms.max(*at_ms));
-                reg.heartbeat_at(tee_id, *at_ms, signature, now)
-                    .map_err(|x| x.to_string())
-            }
-        }
-    }
-
-    /// Checks a governance transaction: the next seq, a valid action, and approvals signed
-    /// by validators of the current set holding more than 2/3 of its power. Approvals by keys
-    /// outside the set do not count; a signature that does not verify refuses the whole
-    /// transaction; a validator approving twice counts once.
-    fn check_governance(
-        &self,
-        seq: u64,
-        action: &GovAction,
-        approvals: &[Approval],
-    ) -> Result<(), String> {
-        let expected = self.governance_seq + 1;
-        if seq <= self.governance_seq {
-            return Err(format!(
-                "governance seq {seq} was already applied; the next governance change is seq {expected}"
-            ));
-        }
-        if seq != expected {
-            return Err(format!(
-                "governance seq {seq} is out of order: expected seq {expected}"
-            ));
-        }
-        self.apply_action(action, self.height + 1)
-            .map(drop)
-            .map_err(|e| format!("governance seq {seq}: {e}"))?;
-        let message = governance_message(&self.chain_id, seq, action);
-        let mut counted = std::collections::BTreeSet::new();
-        let (mut power, mut outsiders) = (0u64, 0usize);
-        for a in approvals {
-            haca_core::keys::verify(&a.validator, &message, &a.signature).map_err(|e| {
-                format!(
-                    "governance seq {seq}: the approval of {} does not verify: {e}",
-                    a.validator
-                )
-            })?;
-            match self.validators.power_of(&a.validator) {
-                Some(p) if counted.insert(a.validator) => power += p,
-                Some(_) => {}
-                None => outsiders += 1,
-            }
-        }
-        if !self.validators.is_quorum(power) {
-            let mut e = format!(
-                "governance seq {seq}: approvals hold {power} of {} voting power; more than 2/3 is needed",
-                self.validators.total_power()
-            );
-            if outsiders > 0 {
-                e.push_str(&format!(
-                    " ({outsiders} approval(s) by keys outside the validator set do not count)"
-                ));
-            }
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Applies a governance action to a copy of the registries; `height` is the block that
-    /// carries it. Errors say why the action does not apply to this state.
-    fn apply_action(&self, action: &GovAction, height: u64) -> Result<Registries, String> {
-        let mut r = Registries {
-            validators: None,
-            gateways: None,
-            tee: None,
-        };
-        match action {
-            GovAction::AddValidator { public_key, power } => {
-                if *power == 0 {
-                    return Err(format!(
-                        "validator {public_key} cannot be added with zero voting power"
-                    ));
-                }
-                if self.validators.power_of(public_key).is_some() {
-                    return Err(format!("{public_key} is already a validator"));
-                }
-                let mut list = self.validators.validators().to_vec();
-                list.push(Validator {
-                    public_key: *public_key,
-                    power: *power,
-                });
-                r.validators = Some(ValidatorSet::new(list)?);
-            }
-            GovAction::RemoveValidator { public_key } => {
-                if self.validators.power_of(public_key).is_none() {
-                    return Err(format!("{public_key} is not a validator"));
-                }
-                let list: Vec<Validator> = self
-                    .validators
-                    .validators()
-                    .iter()
-                    .filter(|v| v.public_key != *public_key)
-                    .copied()
-                    .collect();
-                if list.is_empty() {
-                    return Err(format!(
-                        "removing {public_key} would leave the validator set empty"
-                    ));
-                }
-                r.validators = Some(ValidatorSet::new(list)?);
-            }
-            GovAction::RegisterGateway { node } => {
-                if self.gateways.contains_key(node) {
-                    return Err(format!("gateway {node} is already registered"));
-                }
-                let mut g = self.gateways.clone();
-                g.insert(*node, height);
-                r.gateways = Some((g, None));
-            }
-            GovAction::RemoveGateway { node } => {
-                let Some(from) = self.gateways.get(node) else {
-                    return Err(format!("gateway {node} is not registered"));
-                };
-                let entry = GatewayEntry {
-                    node: *node,
-                    from_height: *from,
-                    until_height: Some(height),
-                };
-                let mut g = self.gateways.clone();
-                g.remove(node);
-                r.gateways = Some((g, Some(entry)));
-            }
-            GovAction::ApprovePcrs { .. } | GovAction::RevokePcrs { .. } => {
-                let mut tee = self.tee.clone();
-                apply_pcr_action(&mut tee, action)?;
-                r.tee = Some(tee);
-            }
-        }
-        Ok(r)
-    }
-
     /// Applies a checked body; returns the settlement round it closes, if any.
     fn apply_body(
         &mut self,
@@ -1049,60 +558,7 @@ impl ChainState {
         time_ms: u64,
     ) -> Option<RoundSummary> {
         let height = self.height + 1;
-        let summary = if records.is_empty() && rejected.is_empty() {
-            None
-        } else {
-            self.rounds += 1;
-            let leaves: Vec<Digest> = records
-                .iter()
-                .map(|r| round_leaf(&r.run_id, &r.receipt_digest))
-                .collect();
-            let pairs: Vec<(Digest, Digest)> = records
-                .iter()
-                .map(|r| (r.run_id.0, r.receipt_digest))
-                .collect();
-            Some(RoundSummary {
-                round: self.rounds,
-                records: records.len() as u64,
-                rejected: rejected.len() as u64,
-                rfc6962_root: merkle::root(&leaves),
-                oz_root: StandardTree::build(&pairs)
-                    .map(|t| t.root())
-                    .unwrap_or_default(),
-            })
-        };
-        for (i, r) in records.iter().enumerate() {
-            let o = Outcome::Settled {
-                height,
-                round: self.rounds,
-                leaf: i as u64,
-            };
-            self.record_outcome(r.run_id, o, &r.receipt_digest);
-            if let Some(p) = r.payment() {
-                self.payments_acc = haca_core::hash::sha256_parts(&[
-                    self.payments_acc.as_bytes(),
-                    p.key.as_bytes(),
-                    r.run_id.0.as_bytes(),
-                ]);
-                self.payments.insert(
-                    p.key,
-                    SpentPayment {
-                        run: r.run_id,
-                        height,
-                    },
-                );
-            }
-        }
-        for x in rejected {
-            if self.is_settled(&x.record.run_id) {
-                continue; // the genuine record of this run settled in this same block
-            }
-            self.record_outcome(
-                x.record.run_id,
-                Outcome::Rejected { height },
-                &x.record.receipt_digest,
-            );
-        }
+        let summary = self.settle_round(records, rejected, height);
         for t in txs {
             match t {
                 Tx::MoveLabel {
@@ -1153,20 +609,6 @@ impl ChainState {
         summary
     }
 
-    fn record_outcome(&mut self, run: RunId, o: Outcome, digest: &Digest) {
-        let tag = match o {
-            Outcome::Settled { .. } => b"S",
-            Outcome::Rejected { .. } => b"R",
-        };
-        self.outcomes_acc = haca_core::hash::sha256_parts(&[
-            self.outcomes_acc.as_bytes(),
-            tag,
-            run.0.as_bytes(),
-            digest.as_bytes(),
-        ]);
-        self.outcomes.insert(run, o);
-    }
-
     /// Advances height and block id and fills the header's state hash.
     fn finish(&mut self, header: &mut BlockHeader) {
         self.height = header.height;
@@ -1175,20 +617,4 @@ impl ChainState {
         header.state_hash = self.hash();
         self.last_block_id = header.id();
     }
-}
-
-/// Registration and heartbeats: transactions whose checks depend on the registry as the block
-/// leaves it so far, so a block checks them in order.
-fn is_enclave_tx(t: &Tx) -> bool {
-    matches!(t, Tx::RegisterEnclave { .. } | Tx::EnclaveHeartbeat { .. })
-}
-
-/// Applies a PCR governance action to `reg` (other actions leave it alone).
-fn apply_pcr_action(reg: &mut TeeRegistry, action: &GovAction) -> Result<(), String> {
-    match action {
-        GovAction::ApprovePcrs { pcrs } => reg.approve_pcrs(pcrs.clone()).map(drop),
-        GovAction::RevokePcrs { pcr_set } => reg.revoke_pcrs(pcr_set).map(drop),
-        _ => Ok(()),
-    }
-    .map_err(|e| e.to_string())
 }

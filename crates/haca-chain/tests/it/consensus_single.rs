@@ -1,8 +1,7 @@
 //! One validator on loopback: heights decide back to back, certificates verify offline, and
 //! a restart from the same home resumes at the next height.
 
-#[path = "support/consensus_host.rs"]
-mod consensus_host;
+use crate::support::consensus_host;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,11 +2,9 @@
 //! the authorization never settled before, and a receipt whose run settled proves its
 //! payment settled too (`payment.settled`, offline).
 
-#[path = "support/certify.rs"]
-mod certify;
-use certify::certify;
+use crate::support::certify::certify;
 
-use haca_chain::{standard_evidence, ChainState, Outcome, RunRecord};
+use haca_chain::{standard_evidence, ChainState, Outcome, RejectCode, RunRecord};
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
 use haca_core::receipt::ParsedReceipt;
 use haca_core::receipt::{BoxStatus, EvidenceBox, PaymentEvidence};
@@ -63,7 +61,11 @@ fn paid(
     (r, rec)
 }
 
-fn rejected_reason(state: &ChainState, block: &haca_chain::Block, run: &RunRecord) -> String {
+fn rejected_reason(
+    state: &ChainState,
+    block: &haca_chain::Block,
+    run: &RunRecord,
+) -> (RejectCode, String) {
     assert!(matches!(
         state.outcome(&run.run_id),
         Some(Outcome::Rejected { .. })
@@ -72,9 +74,8 @@ fn rejected_reason(state: &ChainState, block: &haca_chain::Block, run: &RunRecor
         .rejected
         .iter()
         .find(|x| x.record.run_id == run.run_id)
+        .map(|x| (x.code, x.reason.clone()))
         .unwrap()
-        .reason
-        .clone()
 }
 
 #[test]
@@ -102,13 +103,15 @@ fn an_authorization_settles_once_and_its_receipt_proves_it_offline() {
     );
     assert_eq!(b1.records.len(), 2, "{:?}", b1.rejected);
     assert!(s0.check(&b1, &*ev).is_ok());
-    let reason = rejected_reason(&s1, &b1, &forged);
+    let (code, reason) = rejected_reason(&s1, &b1, &forged);
+    assert_eq!(code, RejectCode::PaymentInvalid, "{reason}");
     assert!(reason.starts_with("payment:"), "{reason}");
     assert!(s1.outcome(&b.run_id).is_none(), "the second waits");
     assert_ne!(s1.hash(), s0.hash());
 
     let (b2, s2) = s1.propose(T0 + 20, vec![b.clone()], vec![], &*ev);
-    let reason = rejected_reason(&s2, &b2, &b);
+    let (code, reason) = rejected_reason(&s2, &b2, &b);
+    assert_eq!(code, RejectCode::PaymentSpent, "{reason}");
     assert!(
         reason.contains("already settled") && reason.contains(&a.run_id.to_string()),
         "{reason}"

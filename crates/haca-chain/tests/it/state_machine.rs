@@ -2,13 +2,15 @@
 //! and replay to the same state hash, settlement evidence verifies offline, and a validator
 //! refuses blocks that lie about their records.
 
-#[path = "support/certify.rs"]
-mod certify;
-use certify::certify;
+use crate::support::certify::certify;
 
 use haca_chain::record::RecordContent;
 use haca_chain::state::Tx;
-use haca_chain::{Block, ChainState, EvidenceVerifier, Outcome, RunRecord, SignatureAndHashes};
+use haca_chain::state::{EvidenceView, Rejected};
+use haca_chain::{
+    Block, ChainState, EvidenceVerifier, Outcome, RejectCode, Rejection, RunRecord,
+    SignatureAndHashes,
+};
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
 use haca_core::receipt::ParsedReceipt;
 use haca_core::settlement::{
@@ -176,6 +178,16 @@ fn bad_records_are_rejected_with_their_reason_and_never_settled() {
     );
     assert!(reasons[2].1.contains("receipt digest"), "{}", reasons[2].1);
     assert!(reasons[3].1.contains("only hashes"), "{}", reasons[3].1);
+    let codes: Vec<RejectCode> = block.rejected.iter().map(|x| x.code).collect();
+    assert_eq!(
+        codes,
+        [
+            RejectCode::GatewayUnregistered,
+            RejectCode::GatewaySignature,
+            RejectCode::ReceiptDigest,
+            RejectCode::RecordShape
+        ]
+    );
     assert!(matches!(
         next.outcome(&forged_sig.run_id),
         Some(Outcome::Rejected { height: 1 })
@@ -253,6 +265,7 @@ fn private_and_individual_records_carry_what_their_mode_allows() {
         Some(Outcome::Settled { .. })
     ));
     assert_eq!(block.rejected.len(), 1);
+    assert_eq!(block.rejected[0].code, RejectCode::ContentHash);
     assert!(
         block.rejected[0]
             .reason
@@ -312,8 +325,9 @@ fn replay_reaches_the_same_state_hash_and_lying_blocks_are_refused() {
     );
     let good = b.clone();
     let moved = b.records.pop().unwrap();
-    b.rejected.push(haca_chain::state::Rejected {
+    b.rejected.push(Rejected {
         record: moved,
+        code: RejectCode::GatewaySignature,
         reason: "made up".into(),
     });
     assert!(genesis
@@ -345,8 +359,8 @@ fn replay_reaches_the_same_state_hash_and_lying_blocks_are_refused() {
 /// A verifier that refuses everything: the trait is the one place evidence checks plug in.
 struct RefuseAll;
 impl EvidenceVerifier for RefuseAll {
-    fn verify(&self, _: &RunRecord, _: &ChainState) -> Result<(), String> {
-        Err("attestation missing".into())
+    fn verify(&self, _: &RunRecord, _: &EvidenceView<'_>) -> Result<(), Rejection> {
+        Err(RejectCode::AttestationMissing.with("attestation missing"))
     }
 }
 
@@ -356,7 +370,120 @@ fn every_verifier_in_the_chain_is_consulted() {
     let state = ChainState::genesis(&f.genesis);
     let all = haca_chain::record::AllOf(vec![Box::new(SignatureAndHashes), Box::new(RefuseAll)]);
     let (block, _) = state.propose(1, vec![batch(&f.gateway, 1).1], vec![], &all);
+    assert_eq!(block.rejected[0].code, RejectCode::AttestationMissing);
     assert_eq!(block.rejected[0].reason, "attestation missing");
+}
+
+/// Another validator's verifier: the same verdicts and codes in other words, as from a
+/// validator whose libraries (serde, the TEE and payment crates) word their errors otherwise.
+struct Reworded(Box<dyn EvidenceVerifier>);
+impl EvidenceVerifier for Reworded {
+    fn verify(&self, r: &RunRecord, view: &EvidenceView<'_>) -> Result<(), Rejection> {
+        self.0.verify(r, view).map_err(|e| {
+            e.code
+                .with(format!("in other words ({} characters)", e.detail.len()))
+        })
+    }
+}
+
+/// Recomputes a block's body root after an edit of its body (the state hash after it does
+/// not depend on how its rejections are worded or coded).
+fn reseal(b: &mut Block) {
+    b.header.txs_root = Block::body_root(&b.records, &b.rejected, &b.txs);
+}
+
+/// A block that settles one record and rejects three, each for another code, with the states
+/// before and after it.
+fn rejecting_block(f: &Fixture) -> (ChainState, Block, ChainState) {
+    let state = ChainState::genesis(&f.genesis);
+    let stranger = NodeKey::from_seed([7; 32]);
+    let (_, good) = batch(&f.gateway, 1);
+    let (_, unregistered) = batch(&stranger, 2);
+    let (_, mut forged_sig) = batch(&f.gateway, 3);
+    forged_sig.signature = hex::encode(stranger.sign(b"something else"));
+    let (_, mut wrong_digest) = batch(&f.gateway, 4);
+    wrong_digest.receipt.as_mut().unwrap()["issued_at"] = json!(5);
+    let (block, next) = state.propose(
+        1,
+        vec![good, unregistered, forged_sig, wrong_digest],
+        vec![],
+        haca_chain::standard_evidence().as_ref(),
+    );
+    let codes: Vec<RejectCode> = block.rejected.iter().map(|x| x.code).collect();
+    assert_eq!(
+        codes,
+        [
+            RejectCode::GatewayUnregistered,
+            RejectCode::GatewaySignature,
+            RejectCode::ReceiptDigest
+        ]
+    );
+    (state, block, next)
+}
+
+#[test]
+fn validators_agree_on_rejection_codes_whatever_their_wording() {
+    let f = fixture();
+    let (state, block, next) = rejecting_block(&f);
+    let standard = haca_chain::standard_evidence();
+    let reworded = Reworded(haca_chain::standard_evidence());
+
+    // A validator whose verifier words every rejection otherwise accepts the block, and
+    // reaches the same state.
+    let checked = state
+        .check(&block, &reworded)
+        .expect("the same codes in other words");
+    assert_eq!(checked.hash(), next.hash());
+
+    // So does a validator checking a block whose proposer worded its rejections otherwise.
+    let mut other_words = block.clone();
+    for x in &mut other_words.rejected {
+        x.reason = format!("the proposer's words ({} characters)", x.reason.len());
+    }
+    reseal(&mut other_words);
+    assert_eq!(
+        state.check(&other_words, standard.as_ref()).unwrap().hash(),
+        next.hash()
+    );
+
+    // A block that rejects a record for another code is refused by both, naming both codes,
+    // though its body root is resealed and its wording is the proposer's own.
+    let mut other_code = block.clone();
+    other_code.rejected[1].code = RejectCode::ReceiptDigest;
+    reseal(&mut other_code);
+    for v in [standard.as_ref(), &reworded as &dyn EvidenceVerifier] {
+        let err = state.check(&other_code, v).unwrap_err();
+        assert!(
+            err.contains("with code receipt_digest")
+                && err.contains("finds code gateway_signature"),
+            "{err}"
+        );
+    }
+    // The code is its only lie: without the evidence checks, the block applies.
+    assert_eq!(state.replay(&other_code).unwrap().hash(), next.hash());
+}
+
+#[test]
+fn rejections_from_before_codes_decode_and_replay_but_a_new_block_needs_its_codes() {
+    let f = fixture();
+    let (state, block, next) = rejecting_block(&f);
+    let mut legacy = block.clone();
+    for x in &mut legacy.rejected {
+        x.code = RejectCode::Unclassified;
+    }
+    reseal(&mut legacy);
+    // Encoded as blocks were before codes: no `code` field, so their body roots stay.
+    let bytes = legacy.encode();
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(raw["rejected"][0].get("code").is_none(), "{raw}");
+    let coded: serde_json::Value = serde_json::from_slice(&block.encode()).unwrap();
+    assert_eq!(coded["rejected"][1]["code"], "gateway_signature");
+
+    let decoded = Block::decode(&bytes).unwrap();
+    assert_eq!(decoded, legacy);
+    assert_eq!(state.replay(&decoded).unwrap().hash(), next.hash());
+    let err = state.check(&decoded, &SignatureAndHashes).unwrap_err();
+    assert!(err.contains("with code unclassified"), "{err}");
 }
 
 #[test]

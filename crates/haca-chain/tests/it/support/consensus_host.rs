@@ -1,5 +1,5 @@
 //! A test host for the consensus engine: blocks are bare headers (canonical JSON of a
-//! `BlockHeader`) chained by `prev_block`. Shared by the consensus_* tests via `#[path]`.
+//! `BlockHeader`) chained by `prev_block`. Shared by the consensus_* and governance tests.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

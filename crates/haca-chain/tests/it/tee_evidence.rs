@@ -3,7 +3,9 @@
 //! run, and the enclave is registered and enabled; revoking its PCR set stops its runs.
 
 use haca_chain::state::{Approval, GovAction, TeeConfig, Tx};
-use haca_chain::{standard_evidence, ChainState, EvidenceVerifier, RunRecord, TeeEvidence};
+use haca_chain::{
+    standard_evidence, ChainState, EvidenceVerifier, RejectCode, RunRecord, TeeEvidence,
+};
 use haca_core::receipt::{tee_run_message, AttestationEvidence, BoxStatus, EvidenceBox, ExecMode};
 use haca_core::settlement::{
     Genesis, RegistryParams, SettlementMode, SettlementParams, Validator, ValidatorSet,
@@ -150,8 +152,12 @@ fn a_tee_run_settles_only_from_a_registered_enabled_enclave() {
     let record = w.tee_record(&w.doc, &w.enclave, 1);
 
     // Not registered yet: refused, naming the enclave.
-    let err = v.verify(&record, &s0).unwrap_err();
-    assert!(err.contains("is not registered on this chain"), "{err}");
+    let err = v.verify(&record, &s0.evidence_view()).unwrap_err();
+    assert_eq!(err.code, RejectCode::EnclaveUnregistered, "{err}");
+    assert!(
+        err.detail.contains("is not registered on this chain"),
+        "{err}"
+    );
 
     let s1 = step(
         &s0,
@@ -167,29 +173,33 @@ fn a_tee_run_settles_only_from_a_registered_enabled_enclave() {
             at_ms: T0 + 1_000,
         }],
     );
-    v.verify(&record, &s2).unwrap();
-    standard_evidence().verify(&record, &s2).unwrap();
+    let view2 = s2.evidence_view();
+    v.verify(&record, &view2).unwrap();
+    standard_evidence().verify(&record, &view2).unwrap();
 
     // A run signature by another key, a tee-mode run without its box, a document from a root
     // the chain does not trust: each refused with its reason.
     let forged = w.tee_record(&w.doc, &NodeKey::from_seed([9; 32]), 2);
-    let err = v.verify(&forged, &s2).unwrap_err();
-    assert!(err.contains("run signature"), "{err}");
+    let err = v.verify(&forged, &view2).unwrap_err();
+    assert_eq!(err.code, RejectCode::AttestationInvalid, "{err}");
+    assert!(err.detail.contains("run signature"), "{err}");
 
     let mut bare = haca_core::testing::vanilla_receipt(&w.gateway, BlobId::of(b"m"), T0, 3);
     bare.boxes.execution.evidence.as_mut().unwrap().mode = ExecMode::Tee;
     bare.settlement_mode = Some(SettlementMode::Batch);
     bare.sign(&w.gateway).unwrap();
     let bare = RunRecord::new(&bare, SettlementMode::Batch, None).unwrap();
-    let err = v.verify(&bare, &s2).unwrap_err();
-    assert!(err.contains("without an attestation box"), "{err}");
+    let err = v.verify(&bare, &view2).unwrap_err();
+    assert_eq!(err.code, RejectCode::AttestationMissing, "{err}");
+    assert!(err.detail.contains("without an attestation box"), "{err}");
 
     let other_doc = document(&DevCa::from_seed(&[6; 32]), &w.enclave);
     let err = v
-        .verify(&w.tee_record(&other_doc, &w.enclave, 4), &s2)
+        .verify(&w.tee_record(&other_doc, &w.enclave, 4), &view2)
         .unwrap_err();
+    assert_eq!(err.code, RejectCode::AttestationInvalid, "{err}");
     assert!(
-        err.starts_with("attestation: attestation document:"),
+        err.detail.starts_with("attestation: attestation document:"),
         "{err}"
     );
 
@@ -199,7 +209,7 @@ fn a_tee_run_settles_only_from_a_registered_enabled_enclave() {
     plain.sign(&w.gateway).unwrap();
     v.verify(
         &RunRecord::new(&plain, SettlementMode::Batch, None).unwrap(),
-        &s2,
+        &view2,
     )
     .unwrap();
 
@@ -214,8 +224,9 @@ fn a_tee_run_settles_only_from_a_registered_enabled_enclave() {
             },
         )],
     );
-    let err = v.verify(&record, &s3).unwrap_err();
-    assert!(err.contains("is disabled"), "{err}");
+    let err = v.verify(&record, &s3.evidence_view()).unwrap_err();
+    assert_eq!(err.code, RejectCode::EnclaveDisabled, "{err}");
+    assert!(err.detail.contains("is disabled"), "{err}");
 
     // In a block: the proposer leaves the refused record out; the good one settles.
     let next = w.tee_record(&w.doc, &w.enclave, 6);
@@ -228,6 +239,7 @@ fn a_tee_run_settles_only_from_a_registered_enabled_enclave() {
     assert_eq!(block.records.len(), 1);
     assert_eq!(block.records[0].run_id, next.run_id);
     assert_eq!(block.rejected.len(), 1);
+    assert_eq!(block.rejected[0].code, RejectCode::AttestationInvalid);
     assert!(
         block.rejected[0].reason.contains("run signature"),
         "{:?}",

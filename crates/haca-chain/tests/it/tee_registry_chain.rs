@@ -14,10 +14,11 @@ const CHAIN: &str = "haca-tee-chain";
 const MIN: u64 = 60_000;
 
 const FIXTURE: &[u8] =
-    include_bytes!("../../haca-tee/tests/fixtures/nitro/nitroprover_sample.cbor");
-const FIXTURE_AT: &str = include_str!("../../haca-tee/tests/fixtures/nitro/nitroprover_sample.at");
+    include_bytes!("../../../haca-tee/tests/fixtures/nitro/nitroprover_sample.cbor");
+const FIXTURE_AT: &str =
+    include_str!("../../../haca-tee/tests/fixtures/nitro/nitroprover_sample.at");
 const FIXTURE_PCR0: &str =
-    include_str!("../../haca-tee/tests/fixtures/nitro/nitroprover_sample.pcr0");
+    include_str!("../../../haca-tee/tests/fixtures/nitro/nitroprover_sample.pcr0");
 
 fn fixture_at() -> u64 {
     FIXTURE_AT.trim().parse().unwrap()

@@ -3,17 +3,14 @@
 //! exported history keeps old certificates and old receipts verifiable, replay reaches the
 //! same state, and live consensus follows the set.
 
-#[path = "support/certify.rs"]
-mod certify;
-use certify::certify;
+use crate::support::certify::certify;
 
-#[path = "support/consensus_host.rs"]
-mod consensus_host;
+use crate::support::consensus_host;
 
 use haca_chain::consensus::{self, EngineConfig, Host};
 use haca_chain::state::{governance_message, Approval, GovAction, Tx};
 use haca_chain::validator::Validator as ChainValidator;
-use haca_chain::{Block, ChainState, RunRecord, SignatureAndHashes};
+use haca_chain::{Block, ChainState, RejectCode, RunRecord, SignatureAndHashes};
 use haca_core::settlement::{
     CertificateError, Genesis, SettlementMode, SettlementParams, Validator, ValidatorSet,
 };
@@ -467,6 +464,7 @@ fn a_registered_gateway_settles_and_a_removed_one_is_refused() {
     let (b1, s1) = step(&state, vec![early.clone()], vec![]);
     assert!(b1.records.is_empty());
     assert!(b1.rejected[0].reason.contains("not registered"));
+    assert_eq!(b1.rejected[0].code, RejectCode::GatewayUnregistered);
 
     // Registered in block 2: its records settle from block 3.
     let reg = gov(&s1, GovAction::RegisterGateway { node: gw.node_id() }, &[a]);
@@ -494,6 +492,7 @@ fn a_registered_gateway_settles_and_a_removed_one_is_refused() {
         "{:?}",
         b5.rejected
     );
+    assert_eq!(b5.rejected[0].code, RejectCode::GatewayUnregistered);
 
     // The old settlements remain, and verify with the exported history.
     assert!(matches!(

@@ -1,8 +1,7 @@
 //! Four validators on loopback, talking through Malachite's libp2p networking: every one of
 //! them commits the same blocks, each with a certificate of at least three signatures.
 
-#[path = "support/consensus_host.rs"]
-mod consensus_host;
+use crate::support::consensus_host;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
