@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod json_prefix;
 pub mod local;
+pub mod model_home;
 pub mod router;
 pub mod template;
 pub mod tokenizer;
