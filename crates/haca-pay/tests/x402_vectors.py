@@ -6,7 +6,7 @@ Setup (once):
 
 Usage:
     /tmp/x402venv/bin/python crates/haca-pay/tests/x402_vectors.py
-        prints the vectors that tests/interop.rs embeds (x402 2.25.0, eth-account 0.14.0).
+        prints the vectors that tests/it/interop.rs embeds (x402 2.25.0, eth-account 0.14.0).
     /tmp/x402venv/bin/python crates/haca-pay/tests/x402_vectors.py check <header>
         decodes a PAYMENT-SIGNATURE / X-PAYMENT header built by haca-pay with the x402
         package and recovers its EIP-712 signer with eth_account; exits 1 when it does not

@@ -1,10 +1,8 @@
 //! Properties: the decoders never panic on arbitrary input; the ledger conserves every
 //! asset's total; an authorization settles at most once.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use haca_pay::types::MAX_HEADER_LEN;
 use haca_pay::{
     decode_facilitator_request, decode_payment_header, decode_payment_required_body,

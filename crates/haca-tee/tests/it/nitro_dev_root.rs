@@ -1,10 +1,8 @@
 //! A caller may trust a dev CA explicitly: documents under it verify (and say "dev"), only
 //! when it is named; nitriding key binding holds end to end.
 
-mod common;
-
-use common::dev::{p256, DevCa, Options, DEV_TIMESTAMP};
-use common::*;
+use crate::common::dev::{p256, DevCa, Options, DEV_TIMESTAMP};
+use crate::common::*;
 use haca_tee::nitro::{verify, verify_strict, KeyBinding, NitridingUserData, Policy, TrustedRoot};
 use haca_tee::NitroError;
 

@@ -1,9 +1,7 @@
 //! The `exact` verification rules: a round trip, and one test per rejection reason with its
 //! machine code.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use haca_pay::facilitator::EXPIRY_MARGIN_SECS;
 use haca_pay::{
     build_payment, decode_facilitator_request, decode_payment_header, encode_header,

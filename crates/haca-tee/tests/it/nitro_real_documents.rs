@@ -1,9 +1,7 @@
 //! The real AWS-signed documents (four from public verifiers' test suites, one from an
 //! OpenGradient enclave) verify at their own time, with their PCR0, and report what they hold.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use haca_tee::nitro::{
     parse, verify, KeyBinding, Policy, TrustedRoot, AWS_NITRO_ROOT_G1_DER, AWS_NITRO_ROOT_G1_SHA256,
 };

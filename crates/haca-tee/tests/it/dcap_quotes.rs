@@ -1,5 +1,5 @@
 //! Intel SGX and TDX quotes: the real sample quotes and collateral that dcap-qvl 0.7 ships
-//! (see fixtures/dcap/README.md), verified at a time inside their collateral's validity, and
+//! (see tests/fixtures/dcap/README.md), verified at a time inside their collateral's validity, and
 //! broken copies of them.
 
 use haca_tee::dcap::{

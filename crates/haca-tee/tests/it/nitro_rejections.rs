@@ -1,9 +1,7 @@
 //! Each way a real document can be wrong is rejected, with its own reason.
 
-mod common;
-
+use crate::common::*;
 use ciborium::value::Value;
-use common::*;
 use haca_tee::nitro::{parse, verify, verify_strict, KeyBinding, Policy, TrustedRoot};
 use haca_tee::NitroError;
 

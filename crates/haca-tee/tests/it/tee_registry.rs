@@ -480,7 +480,7 @@ fn the_registry_serializes_deterministically_and_round_trips() {
 /// key.
 #[test]
 fn real_fixture_documents_register_once_their_pcrs_are_approved() {
-    let doc = include_bytes!("fixtures/nitro/nitroprover_sample.cbor");
+    let doc = include_bytes!("../fixtures/nitro/nitroprover_sample.cbor");
     let v = verify(doc, &Policy::audit()).unwrap();
     let f = EnclaveFacts::from(&v);
     assert!(!f.dev);
@@ -508,7 +508,7 @@ fn real_fixture_documents_register_once_their_pcrs_are_approved() {
     assert!(reg.is_active(&id, f.timestamp_ms + MIN, 10 * MIN));
 
     // A document whose public_key is not an Ed25519 key binds none.
-    let doc = include_bytes!("fixtures/nitro/base_nitro_validator.cbor");
+    let doc = include_bytes!("../fixtures/nitro/base_nitro_validator.cbor");
     let f = EnclaveFacts::from(&verify(doc, &Policy::audit()).unwrap());
     reg.approve_pcrs(PcrSet::from_pcrs(&f.pcrs).unwrap())
         .unwrap();

@@ -1,9 +1,7 @@
 //! Whatever the bytes, parsing and verification return a result and never panic; and no
 //! change to a real document's bytes leaves it verifying.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use haca_tee::nitro::{parse, verify, Policy};
 use proptest::prelude::*;
 

@@ -2,13 +2,11 @@
 //! root. They verify only when the dev root is trusted, say so, and every check (PCRs, nonce,
 //! key binding, signature, freshness, audit) works on them exactly as on AWS documents.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::common::*;
 use ciborium::value::Value;
-use common::*;
 use haca_tee::dev::{dev_pcrs, DevCa, DevError, DocumentRequest, DEV_ROOT_LABEL};
 use haca_tee::nitro::{
     parse, verify, verify_strict, KeyBinding, NitridingUserData, Policy, TrustedRoot,

@@ -11,9 +11,7 @@
 //! with a fixed key (anvil's account 0), nonce and clock. ECDSA here and there is
 //! deterministic (RFC 6979), so haca-pay must reproduce every byte.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use haca_pay::types::AnyPaymentRequired;
 use haca_pay::{
     build_payment, decode_payment_header, decode_payment_required_body,
@@ -27,7 +25,7 @@ const NONCE: &str = "0xf3746613c2d920b5fdabc0856f2aeb2d4f88ee6037b8cc5d04a71a446
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 
 fn vectors() -> serde_json::Value {
-    serde_json::from_str(include_str!("x402_vectors.json")).unwrap()
+    serde_json::from_str(include_str!("../x402_vectors.json")).unwrap()
 }
 
 fn vec_str(name: &str) -> String {

@@ -5,7 +5,7 @@ use haca_core::BlobId;
 use haca_exec::{ExecError, ModelCache, OnnxModel};
 use serde_json::json;
 
-const MLP: &[u8] = include_bytes!("../../../fixtures/models/mnist-mlp.onnx");
+const MLP: &[u8] = include_bytes!("../../../../fixtures/models/mnist-mlp.onnx");
 
 fn linspace_input() -> serde_json::Value {
     let data: Vec<f32> = (0..784).map(|i| i as f32 / 783.0).collect();

@@ -16,13 +16,15 @@ macro_rules! fixture {
     ($name:literal) => {
         Fixture {
             name: $name,
-            bytes: include_bytes!(concat!("../fixtures/nitro/", $name, ".cbor")),
-            at: include_str!(concat!("../fixtures/nitro/", $name, ".at"))
+            bytes: include_bytes!(concat!("../../fixtures/nitro/", $name, ".cbor")),
+            at: include_str!(concat!("../../fixtures/nitro/", $name, ".at"))
                 .trim()
                 .parse()
                 .unwrap(),
-            pcr0: hex::decode(include_str!(concat!("../fixtures/nitro/", $name, ".pcr0")).trim())
-                .unwrap(),
+            pcr0: hex::decode(
+                include_str!(concat!("../../fixtures/nitro/", $name, ".pcr0")).trim(),
+            )
+            .unwrap(),
         }
     };
 }

@@ -1,0 +1,5 @@
+//! haca-exec's integration tests, in one test binary (one link instead of one per file).
+
+mod local_gemma;
+mod onnx_fixture;
+mod third_party_onnx;
