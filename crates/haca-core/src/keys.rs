@@ -134,3 +134,12 @@ mod tests {
         );
     }
 }
+
+/// `bytes` random bytes from the OS, hex: the body of every random id haca hands out (case,
+/// conversation, tool-call, token and webhook ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}

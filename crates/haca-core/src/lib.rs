@@ -18,6 +18,6 @@ mod time;
 pub use claims::{Claim, ClaimOutcome, ClaimState, Policy, PolicyReport, TrustAnchors};
 pub use hash::{keccak256, sha256, Digest};
 pub use ids::{BlobId, NodeId, RunId};
-pub use keys::NodeKey;
+pub use keys::{random_hex, NodeKey};
 pub use receipt::{ParsedReceipt, Receipt};
 pub use time::format_unix_ms;

@@ -17,6 +17,7 @@ pub mod dev;
 mod error;
 pub mod nitro;
 pub mod og_compat;
+pub mod protocol;
 pub mod receipt_check;
 pub mod registry;
 

@@ -126,7 +126,9 @@ fn bench(c: &mut Criterion) {
     // recovery and checks, and the ledger transaction that settles before the model runs.
     let paid_dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::devnet("127.0.0.1:0".parse().unwrap(), paid_dir.path().to_owned());
-    cfg.payments = Some(haca::payments::PaymentConfig::devnet(U256::from(1_000u64)));
+    cfg.payments = Some(haca_gateway::payment::PaymentConfig::devnet(U256::from(
+        1_000u64,
+    )));
     cfg.dev_enclave = false;
     let paid = rt.block_on(devnet::start(cfg)).unwrap();
     let signer = PrivateKeySigner::from_bytes(&B256::repeat_byte(7)).unwrap();

@@ -4,11 +4,13 @@
 //! Best effort by design: a peer that is down misses what was sent meanwhile, and the
 //! gateway's outbox (which resubmits until the run is decided) is what guarantees delivery.
 
-use crate::server::chain::FORWARDED_HEADER;
 use haca_chain::state::Tx;
 use haca_chain::RunRecord;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Marks a submission a validator passed on to its peers, so that they do not pass it on again.
+pub const FORWARDED_HEADER: &str = "x-haca-forwarded";
 
 /// Records passed on in one request at most.
 const BATCH: usize = 2_000;

@@ -273,7 +273,7 @@ pub async fn ensure_registered(
     if registered(follower, &node) {
         return Ok(());
     }
-    let file = crate::validator_node::TestnetFile::load(dir)?;
+    let file = crate::cli::validator_node::TestnetFile::load(dir)?;
     let keys = file.validator_keys(dir)?;
     let chain_id = follower.genesis().chain_id.clone();
     let seq = follower.governance_seq() + 1;

@@ -2,13 +2,12 @@
 //! chain and verifiers, decisions appended to the transparency log, and clearances announced
 //! by signed webhooks. The rules themselves live in `haca-review`.
 
-use crate::gateway::Gateway;
-use crate::server::error::ApiError;
 use crate::{now_ms, random_hex};
 use haca_chain::log::LogEntry;
 use haca_core::claims::{Claim, ClaimState, TrustAnchors};
 use haca_core::receipt::{ParsedReceipt, BOX_NAMES};
 use haca_core::RunId;
+use haca_gateway::{Gateway, GatewayError};
 use haca_review::case::{chronology, Evaluation};
 use haca_review::continuity::{self, LabelUse, Turn};
 use haca_review::{Action, CaseClasses, CaseState, DecisionInput, Refusal, Role};
@@ -17,6 +16,72 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Why a review action did not go through. The HTTP layer (the `server` module's review) gives each its
+/// status.
+#[derive(Debug)]
+pub enum ReviewError {
+    /// A field of the request is malformed.
+    Invalid {
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    },
+    /// The case, policy or run does not exist here.
+    NotFound {
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    },
+    /// The decision rules refused the decision; `missing` lists per-run missing claims (at
+    /// most [`MISSING_DETAIL_LIMIT`]) for a case that is not ready.
+    Refused {
+        refusal: Refusal,
+        missing: Vec<Value>,
+    },
+    /// Another decision on the case landed first.
+    AlreadyDecided(String),
+    /// Reading runs or receipts failed.
+    Gateway(GatewayError),
+    Internal(String),
+}
+
+impl ReviewError {
+    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ReviewError::Invalid {
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+    fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ReviewError::NotFound {
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+    /// Names the request field at fault.
+    fn param(mut self, field: impl Into<String>) -> Self {
+        if let ReviewError::Invalid { param, .. } | ReviewError::NotFound { param, .. } = &mut self
+        {
+            *param = Some(field.into());
+        }
+        self
+    }
+}
+
+impl From<GatewayError> for ReviewError {
+    fn from(e: GatewayError) -> Self {
+        ReviewError::Gateway(e)
+    }
+}
+
+impl From<haca_store::StoreError> for ReviewError {
+    fn from(e: haca_store::StoreError) -> Self {
+        ReviewError::Gateway(e.into())
+    }
+}
 
 /// The most runs one case may hold.
 pub const MAX_CASE_RUNS: usize = 10_000;
@@ -83,9 +148,9 @@ impl Review {
         a
     }
 
-    fn class(&self, name: &str) -> Result<&haca_review::CaseClass, ApiError> {
+    fn class(&self, name: &str) -> Result<&haca_review::CaseClass, ReviewError> {
         self.classes.get(name).ok_or_else(|| {
-            ApiError::not_found(
+            ReviewError::not_found(
                 "unknown_policy",
                 format!(
                     "policy: no case class {name:?} on this node (known: {})",
@@ -103,17 +168,17 @@ impl Review {
         runs: Vec<String>,
         policy: Option<String>,
         by: &Principal,
-    ) -> Result<(String, CaseState), ApiError> {
+    ) -> Result<(String, CaseState), ReviewError> {
         let policy = policy.unwrap_or_else(|| "default".into());
         self.class(&policy)?;
         if runs.is_empty() {
             return Err(
-                ApiError::bad_request("invalid_field", "runs: name at least one run id")
+                ReviewError::invalid("invalid_field", "runs: name at least one run id")
                     .param("runs"),
             );
         }
         if runs.len() > MAX_CASE_RUNS {
-            return Err(ApiError::bad_request(
+            return Err(ReviewError::invalid(
                 "invalid_field",
                 format!(
                     "runs: {} run ids; a case holds at most {MAX_CASE_RUNS}",
@@ -126,11 +191,11 @@ impl Review {
         let mut seen = std::collections::HashSet::new();
         for (i, r) in runs.iter().enumerate() {
             let id: RunId = r.parse().map_err(|e| {
-                ApiError::bad_request("invalid_run_id", format!("runs[{i}]: {e}"))
+                ReviewError::invalid("invalid_run_id", format!("runs[{i}]: {e}"))
                     .param(format!("runs[{i}]"))
             })?;
             if !seen.insert(id) {
-                return Err(ApiError::bad_request(
+                return Err(ReviewError::invalid(
                     "invalid_field",
                     format!("runs[{i}]: run {id} is named twice"),
                 )
@@ -147,7 +212,7 @@ impl Review {
             Ok(()) => {}
             Err(haca_store::StoreError::NotFound(run)) => {
                 let i = ids.iter().position(|r| *r == run).unwrap_or(0);
-                return Err(ApiError::not_found(
+                return Err(ReviewError::not_found(
                     "unknown_run",
                     format!("runs[{i}]: no run {run} on this node"),
                 )
@@ -159,15 +224,15 @@ impl Review {
         // Checking thousands of receipts is blocking work: tell the runtime.
         let state = tokio::task::block_in_place(|| {
             let loaded = self.load(gw, &id)?;
-            Ok::<_, ApiError>(self.state(gw, &loaded, now_ms()).0)
+            Ok::<_, ReviewError>(self.state(gw, &loaded, now_ms()).0)
         })?;
         Ok((id, state))
     }
 
     /// The case and its runs' current receipts; 404 for an unknown case.
-    pub fn load(&self, gw: &Gateway, id: &str) -> Result<LoadedCase, ApiError> {
+    pub fn load(&self, gw: &Gateway, id: &str) -> Result<LoadedCase, ReviewError> {
         let row = gw.store.case(id)?.ok_or_else(|| {
-            ApiError::not_found("unknown_case", format!("no case {id:?} on this node"))
+            ReviewError::not_found("unknown_case", format!("no case {id:?} on this node"))
         })?;
         let runs = gw
             .store
@@ -177,7 +242,7 @@ impl Review {
                 let p = gw.current_receipt(&r)?;
                 Ok((r, p))
             })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+            .collect::<Result<Vec<_>, ReviewError>>()?;
         Ok(LoadedCase { row, runs })
     }
 
@@ -213,16 +278,24 @@ impl Review {
         case_id: &str,
         input: DecisionInput,
         by: &Principal,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, ReviewError> {
         let _one_at_a_time = self.decide_lock.lock().await;
         let at = now_ms();
         let (case, eval) = tokio::task::block_in_place(|| {
             let case = self.load(gw, case_id)?;
             let (_, eval) = self.state(gw, &case, at);
-            Ok::<_, ApiError>((case, eval))
+            Ok::<_, ReviewError>((case, eval))
         })?;
         let decided = haca_review::decide(case_id, decided_state(&case.row), &eval, &input)
-            .map_err(|r| refusal_error(r, &eval))?;
+            .map_err(|refusal| ReviewError::Refused {
+                missing: eval
+                    .missing()
+                    .into_iter()
+                    .take(MISSING_DETAIL_LIMIT)
+                    .map(|m| json!(m))
+                    .collect(),
+                refusal,
+            })?;
         let snapshot = eval.snapshot(case_id);
         let head = gw.log.checkpoint().checkpoint;
         let entry = json!({
@@ -249,7 +322,7 @@ impl Review {
             .append_entries(vec![LogEntry::new("decision", entry.clone())])
             .await
             .map_err(|e| {
-                ApiError::internal(format!(
+                ReviewError::Internal(format!(
                     "transparency log: the decision was not appended: {e}"
                 ))
             })?;
@@ -270,7 +343,7 @@ impl Review {
             })
             .await
             .map_err(|e| match e {
-                haca_store::StoreError::Conflict(m) => ApiError::conflict("already_decided", m),
+                haca_store::StoreError::Conflict(m) => ReviewError::AlreadyDecided(m),
                 e => e.into(),
             })?;
         self.changes.send_modify(|n| *n += 1);
@@ -359,7 +432,7 @@ impl Review {
     }
 
     /// Everything the case page shows.
-    pub fn view(&self, gw: &Gateway, case: &LoadedCase, at: u64) -> Result<Value, ApiError> {
+    pub fn view(&self, gw: &Gateway, case: &LoadedCase, at: u64) -> Result<Value, ReviewError> {
         let (state, eval) = self.state(gw, case, at);
         let class = self.classes.get(&case.row.policy);
         let head = gw.log.checkpoint().checkpoint;
@@ -538,7 +611,7 @@ fn continuity_view(
     case: &LoadedCase,
     eval: &Evaluation,
     at: u64,
-) -> Result<Value, ApiError> {
+) -> Result<Value, ReviewError> {
     let mut labels: Vec<String> = case.runs.iter().map(|(r, _)| r.model.clone()).collect();
     labels.sort();
     labels.dedup();
@@ -621,31 +694,6 @@ fn continuity_view(
         "memory": {"rows_used": used.len(), "max_age": haca_core::claims::format_duration(memory_age), "stale": stale},
         "turns": turns,
     }))
-}
-
-/// A refused decision as an HTTP answer.
-fn refusal_error(r: Refusal, eval: &Evaluation) -> ApiError {
-    let msg = r.to_string();
-    match r {
-        Refusal::NotReady { missing, state } => ApiError::conflict("not_ready", msg)
-            .with("missing_claims", json!(missing))
-            .with("state", json!(state))
-            .with(
-                "missing",
-                json!(eval
-                    .missing()
-                    .into_iter()
-                    .take(MISSING_DETAIL_LIMIT)
-                    .collect::<Vec<_>>()),
-            ),
-        Refusal::Stale { current, .. } => ApiError::conflict("stale_decision", msg)
-            .param("seen")
-            .with("current_snapshot", json!(current)),
-        Refusal::AlreadyDecided(s) => {
-            ApiError::conflict("already_decided", msg).with("state", json!(s))
-        }
-        Refusal::ReasonRequired => ApiError::bad_request("reason_required", msg).param("reason"),
-    }
 }
 
 /// A new review token and its stored row.
@@ -743,12 +791,12 @@ async fn deliver_webhook(
 }
 
 /// Parses a decision body's action (for errors that name the field).
-pub fn parse_action(s: &str) -> Result<Action, ApiError> {
+pub fn parse_action(s: &str) -> Result<Action, ReviewError> {
     match s {
         "clear" => Ok(Action::Clear),
         "reject" => Ok(Action::Reject),
         "override" => Ok(Action::Override),
-        other => Err(ApiError::bad_request(
+        other => Err(ReviewError::invalid(
             "invalid_field",
             format!("action: {other:?} is not one of clear, reject, override"),
         )

@@ -6,14 +6,14 @@
 //! Validators settle a TEE run only when its enclave is registered and enabled
 //! (`haca_chain::TeeEvidence`), so devnet registers before it serves.
 
-use crate::enclave::EnclaveSupervisor;
 use crate::remote::RemoteChain;
 use base64::Engine as _;
 use haca_chain::state::{Approval, GovAction, Tx};
 use haca_chain::validator::Validator;
-use haca_core::{NodeId, NodeKey};
+use haca_core::NodeKey;
+use haca_gateway::enclave::EnclaveClient;
+use haca_tee::protocol::AttestationAnswer;
 use haca_tee::registry::{tee_id_of, PcrSet, TeeRegistry};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +31,7 @@ pub struct TeeRegistrar {
     /// Validator keys whose approvals approve the enclave's PCR set; empty: someone else must
     /// approve it (`haca chain govern`).
     pub approvers: Vec<NodeKey>,
-    pub enclave: Arc<EnclaveSupervisor>,
-    pub http: reqwest::Client,
+    pub enclave: EnclaveClient,
 }
 
 impl TeeRegistrar {
@@ -62,11 +61,12 @@ impl TeeRegistrar {
                     .into(),
             );
         }
-        let att = self.enclave_get("/attestation").await?;
-        let key: NodeId = att["enclave_key"]
-            .as_str()
-            .and_then(|k| k.parse().ok())
-            .ok_or("the enclave's answer lacks enclave_key")?;
+        let att = self
+            .enclave
+            .attestation(None)
+            .await
+            .map_err(|e| e.error.to_string())?;
+        let key = att.enclave_key;
         let pcrs = document_pcrs(&att)?;
         if !self.validator.tee_registry().0.is_approved(&pcrs.id()) {
             self.approve(pcrs.clone()).await?;
@@ -76,26 +76,21 @@ impl TeeRegistrar {
         if enabled(&self.validator.tee_registry().0) {
             let at_ms = crate::now_ms();
             let hb = self
-                .enclave_post("/heartbeat", &json!({"at_ms": at_ms}))
-                .await?;
-            let signature = hb["signature"]
-                .as_str()
-                .ok_or("the enclave's heartbeat lacks signature")?
-                .to_owned();
+                .enclave
+                .heartbeat(at_ms)
+                .await
+                .map_err(|e| e.error.to_string())?;
             self.submit(Tx::EnclaveHeartbeat {
                 tee_id,
                 at_ms,
-                signature,
+                signature: hb.signature,
             })
             .await?;
             return Ok("heartbeat");
         }
         // The enclave made this document just now (registration refuses one older than five
         // minutes).
-        let document_b64 = att["document_b64"]
-            .as_str()
-            .ok_or("the enclave's answer lacks document_b64")?
-            .to_owned();
+        let document_b64 = att.document_b64;
         tracing::info!("registering dev enclave {tee_id} (key {key}) in the chain's TEE registry");
         self.submit(Tx::RegisterEnclave {
             document_b64,
@@ -159,38 +154,12 @@ impl TeeRegistrar {
         .await
         .map_err(|_| format!("{what} did not commit within {COMMIT_PATIENCE:?}"))
     }
-
-    fn url(&self) -> Result<String, String> {
-        self.enclave
-            .url()
-            .ok_or_else(|| "the enclave is restarting".to_string())
-    }
-
-    async fn enclave_get(&self, path: &str) -> Result<Value, String> {
-        self.enclave_call(self.http.get(format!("{}{path}", self.url()?)))
-            .await
-    }
-
-    async fn enclave_post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        self.enclave_call(self.http.post(format!("{}{path}", self.url()?)).json(body))
-            .await
-    }
-
-    async fn enclave_call(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
-        let r = req
-            .send()
-            .await
-            .map_err(|e| format!("the enclave did not answer: {e}"))?;
-        r.json()
-            .await
-            .map_err(|e| format!("the enclave's answer: {e}"))
-    }
 }
 
 /// The PCR set (PCR0..2) of the document in an enclave's `/attestation` answer.
-fn document_pcrs(att: &Value) -> Result<PcrSet, String> {
+fn document_pcrs(att: &AttestationAnswer) -> Result<PcrSet, String> {
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(att["document_b64"].as_str().unwrap_or_default())
+        .decode(&att.document_b64)
         .map_err(|e| format!("the enclave's document_b64: {e}"))?;
     let doc = haca_tee::nitro::parse(&bytes).map_err(|e| format!("the enclave's document: {e}"))?;
     let pcrs: BTreeMap<u8, String> = doc.pcrs.iter().map(|(k, v)| (*k, hex::encode(v))).collect();

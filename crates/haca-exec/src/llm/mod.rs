@@ -2,6 +2,7 @@
 //! tokenizer, Gemma's chat template, and a JSON recognizer for constrained answers.
 //! Upstream providers and the router live in [`crate::router`] and [`crate::upstream`].
 
+pub mod call;
 pub mod chat;
 pub mod json_prefix;
 pub mod local;
@@ -11,6 +12,7 @@ pub mod template;
 pub mod tokenizer;
 pub mod upstream;
 
+pub use call::{call_hashes, generate_local, Call, LocalAnswer, Sink, LOCAL_MODEL};
 pub use chat::{
     ChatMessage, ChatRequest, CompletionRequest, Privacy, ResponseFormat, Role, ToolChoice,
 };
@@ -25,4 +27,7 @@ pub enum LlmError {
     ContextTooLong { tokens: usize, limit: usize },
     #[error("generation failed: {0}")]
     Run(String),
+    /// The request cannot be executed as sent (for instance, it does not canonicalize).
+    #[error("{0}")]
+    Request(String),
 }

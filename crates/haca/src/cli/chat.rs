@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[derive(Args)]
 pub struct ChatArgs {
     /// The model, as provider/model (`haca chat` lists none: see /v1/models).
-    #[arg(long, default_value = crate::chat::LOCAL_MODEL)]
+    #[arg(long, default_value = haca_exec::llm::LOCAL_MODEL)]
     model: String,
     /// The privacy every turn requires: any, private or tee. Refused, not downgraded, when
     /// no route meets it.

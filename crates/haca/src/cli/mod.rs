@@ -3,18 +3,20 @@
 mod apikey;
 mod attest;
 mod chat;
+pub mod devnet;
 mod govern;
 mod loadgen;
 mod show;
 mod testnet;
 mod token;
+pub mod validator_node;
 mod verify;
 mod wallet;
 
 use crate::client::{ClientError, NodeClient};
-use crate::devnet::{self, NodeConfig};
 use crate::server::Limits;
 use clap::{Args, Parser, Subcommand};
+use devnet::NodeConfig;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -101,7 +103,7 @@ fn parse_case_class(s: &str) -> Result<haca_review::CaseClass, String> {
 pub struct ProviderArg(haca_exec::llm::router::Provider, std::time::Duration);
 
 fn parse_provider_arg(s: &str) -> Result<ProviderArg, String> {
-    crate::chat::parse_provider(s).map(|(p, t)| ProviderArg(p, t))
+    haca_gateway::chat::parse_provider(s).map(|(p, t)| ProviderArg(p, t))
 }
 
 /// The GGUF devnet serves: `--llm-model`/HACA_LLM_MODEL, else the first `*.gguf` (by name)
@@ -458,9 +460,9 @@ async fn stop_signal() {
 }
 
 async fn serve_validator(config: &std::path::Path) -> Result<ExitCode, CliError> {
-    let cfg = crate::validator_node::ValidatorConfig::load(config)
-        .map_err(|e| CliError::Msg(e.to_string()))?;
-    let mut v = crate::validator_node::start(cfg)
+    let cfg =
+        validator_node::ValidatorConfig::load(config).map_err(|e| CliError::Msg(e.to_string()))?;
+    let mut v = validator_node::start(cfg)
         .await
         .map_err(|e| CliError::Msg(e.to_string()))?;
     println!("haca validator is up");
@@ -576,13 +578,15 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             let mut cfg = serve_config(&serve, true);
             cfg.round_interval_ms = round_interval_ms;
             cfg.dev_enclave = !no_enclave;
-            cfg.payments = (price_per_request > 0).then(|| crate::payments::PaymentConfig {
+            cfg.payments = (price_per_request > 0).then(|| haca_gateway::payment::PaymentConfig {
                 facilitator,
                 model_prices: model_price
                     .into_iter()
                     .map(|(m, p)| (m, haca_pay::U256::from(p)))
                     .collect(),
-                ..crate::payments::PaymentConfig::devnet(haca_pay::U256::from(price_per_request))
+                ..haca_gateway::payment::PaymentConfig::devnet(haca_pay::U256::from(
+                    price_per_request,
+                ))
             });
             if let Some(dir) = chain {
                 if serve.data_dir.is_none() {
@@ -599,7 +603,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             ca_seed_file,
             llm_model,
         } => {
-            crate::enclave::serve(listen, &ca_seed_file, llm_model)
+            crate::server::enclave::serve(listen, &ca_seed_file, llm_model)
                 .await
                 .map_err(CliError::Msg)?;
             Ok(ExitCode::SUCCESS)

@@ -4,7 +4,9 @@
 //! `stop` ends them.
 
 use super::{print_json, CliError};
-use crate::validator_node::{Peer, TestnetFile, TestnetValidator, TimeoutsMs, ValidatorConfig};
+use crate::cli::validator_node::{
+    Peer, TestnetFile, TestnetValidator, TimeoutsMs, ValidatorConfig,
+};
 use clap::{Args, Subcommand};
 use haca_chain::consensus::Fault;
 use haca_core::settlement::{Genesis, SettlementParams, Validator, ValidatorSet};
@@ -158,7 +160,7 @@ fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
     let dev_root = crate::enclave::dev_ca_root(&a.dir.join(crate::enclave::DEV_CA_SEED_FILE))
         .map_err(CliError::Msg)?;
     let genesis = Genesis {
-        tee: Some(crate::devnet::devnet_tee_config(&dev_root)),
+        tee: Some(crate::cli::devnet::devnet_tee_config(&dev_root)),
         chain_id: chain_id.clone(),
         genesis_time_ms: crate::now_ms(),
         validators: set,

@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use super::extract::body_bytes;
 use crate::forward::Forwarder;
+pub use crate::forward::FORWARDED_HEADER;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +22,6 @@ use std::sync::Arc;
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Most records in one batch.
 pub const MAX_BATCH_RECORDS: usize = 20_000;
-/// Marks a submission a validator passed on to its peers, so that they do not pass it on again.
-pub const FORWARDED_HEADER: &str = "x-haca-forwarded";
 
 /// What the chain routes need.
 pub struct ChainApi {

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use haca_exec::ExecError;
+use haca_gateway::GatewayError;
 use haca_hub::HubError;
 use haca_store::StoreError;
 use serde_json::{json, Value};
@@ -119,52 +120,81 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Invalid {
+                code,
+                message,
+                param,
+            } => ApiError {
+                param,
+                ..Self::bad_request(code, message)
+            },
+            GatewayError::NotFound {
+                code,
+                message,
+                param,
+            } => ApiError {
+                param,
+                ..Self::not_found(code, message)
+            },
+            GatewayError::PaymentRequired { code, message } => {
+                Self::new(StatusCode::PAYMENT_REQUIRED, code, message)
+            }
+            GatewayError::Unauthorized { code, message } => {
+                Self::new(StatusCode::UNAUTHORIZED, code, message)
+            }
+            GatewayError::Unprocessable { code, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            GatewayError::Unavailable {
+                code,
+                message,
+                retry_after,
+            } => ApiError {
+                retry_after,
+                ..Self::unavailable(code, message)
+            },
+            GatewayError::Upstream {
+                code,
+                message,
+                timed_out,
+            } => Self::new(
+                if timed_out {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                },
+                code,
+                message,
+            ),
+            GatewayError::Internal(message) => Self::internal(message),
+        }
+    }
+}
+
+// The roles' own errors reach HTTP through the gateway's mapping, so each has one status.
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
-        let msg = e.to_string();
-        match e {
-            HubError::InvalidLabel { .. } => {
-                Self::bad_request("invalid_label", format!("model: {msg}"))
-            }
-            HubError::Refused(_) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_artifact", msg)
-            }
-            HubError::UnknownLabel(_) => Self::not_found("unknown_model", format!("model: {msg}")),
-            HubError::UnknownRevision { .. } => {
-                Self::not_found("unknown_revision", format!("model: {msg}"))
-            }
-            HubError::NotYetAt { .. } => {
-                Self::not_found("unknown_revision", format!("model: {msg}"))
-            }
-            HubError::UnknownBlob(_) => Self::not_found("unknown_blob", format!("model: {msg}")),
-            HubError::Registry { .. } => Self::unavailable("registry_unavailable", msg),
-            HubError::Store(s) => s.into(),
-        }
+        GatewayError::from(e).into()
     }
 }
 
 impl From<ExecError> for ApiError {
     fn from(e: ExecError) -> Self {
-        match e {
-            ExecError::Input { field, reason } => {
-                Self::bad_request("invalid_input", format!("{field}: {reason}")).param(field)
-            }
-            ExecError::Load(m) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "model_unloadable", m)
-            }
-            ExecError::Run(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "execution_failed", m),
-        }
+        GatewayError::from(e).into()
     }
 }
 
 impl From<haca_core::tensor::TensorError> for ApiError {
     fn from(e: haca_core::tensor::TensorError) -> Self {
-        Self::bad_request("invalid_input", e.to_string())
+        GatewayError::from(e).into()
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::internal(format!("store: {e}"))
+        GatewayError::from(e).into()
     }
 }

@@ -4,16 +4,17 @@
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::AppState;
-use crate::chat::{
-    conversation_view, new_conversation_id, Call, CallStart, ChatGateway, Failed, Served,
-};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use haca_core::settlement::SettlementMode;
+use haca_exec::llm::Call;
 use haca_exec::llm::{ChatRequest, CompletionRequest};
+use haca_gateway::chat::{
+    conversation_view, new_conversation_id, CallStart, ChatGateway, Failed, Served,
+};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -82,46 +83,43 @@ async fn serve(
     let routes = chat.plan(&call)?;
     chat.precheck(&call, &routes).await?;
     let start = CallStart::new(&st.gateway, &call)?;
-    let payment = match &st.payments {
+    let pending = match &st.payments {
         None => None,
         Some(p) => {
             let price = p.price_of_chat_model(call.model());
-            let resource = p.resource_url(&headers, endpoint);
-            let refused = |e: ApiError| {
-                if e.status == StatusCode::PAYMENT_REQUIRED {
-                    Ok(p.payment_required(&resource, e, price))
+            let resource = super::x402::resource_url(&headers, endpoint);
+            let refused = |e: haca_gateway::GatewayError| {
+                if e.is_payment_required() {
+                    Ok(super::x402::payment_required(p, &resource, e.into(), price))
                 } else {
-                    Err(e)
+                    Err(ApiError::from(e))
                 }
             };
-            let pending = match p.check(&headers, &resource, price).await {
-                Ok(pending) => pending,
+            match p
+                .check(&super::x402::payment_offer(&headers), &resource, price)
+                .await
+            {
+                Ok(pending) => Some((pending, resource, price)),
                 Err(e) => return refused(e),
-            };
-            let max_tokens = match &call {
-                Call::Chat(c) => c.sampling.max_tokens,
-                Call::Completion(c) => c.sampling.max_tokens,
-            };
-            let local_first = routes[0].provider == "local";
-            let covered = crate::payments::Covered {
-                request_hash: start.request_hash,
-                model: match (&chat.local, local_first) {
-                    (Some(l), true) => match l.state() {
-                        crate::chat::LocalState::Ready(m) => Some(m.blob_id),
-                        _ => None,
-                    },
-                    _ => None,
-                },
-                mode: if routes[0].path == haca_exec::llm::router::PathClass::Tee {
-                    haca_core::receipt::ExecMode::Tee
-                } else {
-                    haca_core::receipt::ExecMode::Vanilla
-                },
-                max_tokens: max_tokens.map(u64::from),
-            };
-            match pending.settle(covered).await {
-                Ok(paid) => Some(paid),
-                Err(e) => return refused(e),
+            }
+        }
+    };
+    let payment = match pending {
+        None => None,
+        Some((pending, resource, price)) => {
+            match chat
+                .take_payment(&st.gateway, &call, &routes, &start, Some(pending))
+                .await
+            {
+                Ok(paid) => paid,
+                Err(e) if e.is_payment_required() => {
+                    let p = st
+                        .payments
+                        .as_ref()
+                        .expect("a node that took a payment charges");
+                    return Ok(super::x402::payment_required(p, &resource, e.into(), price));
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     };
@@ -243,7 +241,10 @@ async fn serve(
         h.insert(k, v);
     }
     if let Some((name, value)) = payment_header {
-        h.insert(name, value);
+        h.insert(
+            name,
+            HeaderValue::from_str(&value).expect("base64 is ASCII"),
+        );
     }
     Ok(resp)
 }
@@ -260,7 +261,7 @@ fn add_tee_fields(body: &mut Value, served: &Served) {
 
 /// The error of a failed call, with each attempt named in its message.
 fn failed_error(f: Failed) -> ApiError {
-    let mut e = f.error;
+    let mut e = ApiError::from(f.error);
     if f.attempts.len() > 1 {
         let tried: Vec<String> = f
             .attempts

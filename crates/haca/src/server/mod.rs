@@ -1,18 +1,20 @@
 //! HTTP: the router, shared state and the handlers.
 
 pub mod chain;
+pub mod enclave;
 pub mod error;
 pub mod extract;
 mod llm;
 mod panel;
 pub mod review;
 mod routes;
+pub mod x402;
 
-use crate::gateway::Gateway;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use haca_core::BlobId;
+use haca_gateway::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,9 +29,9 @@ pub struct AppState {
     /// Body limits (enforced by the extractors, which answer 413 in the API's shape).
     pub limits: Limits,
     /// x402: the paywall on `/v1/infer` and the `/v1/x402/*` routes, when the node charges.
-    pub payments: Option<Arc<crate::payments::Payments>>,
+    pub payments: Option<Arc<haca_gateway::payment::Payments>>,
     /// The LLM gateway (local model and upstream providers), when the node serves LLMs.
-    pub chat: Option<Arc<crate::chat::ChatGateway>>,
+    pub chat: Option<Arc<haca_gateway::chat::ChatGateway>>,
     /// The review queue (cases, decisions) and its web panel.
     pub review: Arc<crate::review::Review>,
 }
@@ -57,7 +59,7 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         r = r.merge(chain::router(api));
     }
     if state.payments.is_some() {
-        use crate::payments as pay;
+        use x402 as pay;
         r = r
             .route("/v1/x402/verify", post(pay::verify))
             .route("/v1/x402/settle", post(pay::settle))

@@ -5,13 +5,13 @@
 use super::error::ApiError;
 use super::extract::{Admin, JsonBody};
 use super::AppState;
-use crate::review::{parse_action, Principal};
+use crate::review::{parse_action, Principal, ReviewError};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use haca_review::{CaseState, DecisionInput, Role};
+use haca_review::{CaseState, DecisionInput, Refusal, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -258,6 +258,7 @@ pub async fn get_case(
         st2.review
             .view(&st2.gateway, &case, crate::now_ms())
             .map(Json)
+            .map_err(ApiError::from)
     })
     .await
     .map_err(|e| ApiError::internal(format!("reading the case failed: {e}")))?
@@ -283,10 +284,7 @@ pub async fn decide(
         reason: body.reason.filter(|r| !r.trim().is_empty()),
         seen: body.seen,
     };
-    st.review
-        .decide(&st.gateway, &id, input, &p)
-        .await
-        .map(Json)
+    Ok(Json(st.review.decide(&st.gateway, &id, input, &p).await?))
 }
 
 /// `GET /v1/cases/{id}/events`: server-sent `case` events with the case's state, snapshot id,
@@ -391,4 +389,52 @@ pub async fn run_claims(State(st): S, Path(id): Path<String>) -> Result<Json<Val
         "claims": claims,
         "problems": checker.problems(),
     })))
+}
+
+/// A review error as an HTTP answer; a refused decision carries what it is missing.
+impl From<ReviewError> for ApiError {
+    fn from(e: ReviewError) -> Self {
+        match e {
+            ReviewError::Invalid {
+                code,
+                message,
+                param,
+            } => ApiError {
+                param,
+                ..ApiError::bad_request(code, message)
+            },
+            ReviewError::NotFound {
+                code,
+                message,
+                param,
+            } => ApiError {
+                param,
+                ..ApiError::not_found(code, message)
+            },
+            ReviewError::AlreadyDecided(m) => ApiError::conflict("already_decided", m),
+            ReviewError::Gateway(e) => e.into(),
+            ReviewError::Internal(m) => ApiError::internal(m),
+            ReviewError::Refused { refusal, missing } => {
+                let msg = refusal.to_string();
+                match refusal {
+                    Refusal::NotReady {
+                        missing: claims,
+                        state,
+                    } => ApiError::conflict("not_ready", msg)
+                        .with("missing_claims", json!(claims))
+                        .with("state", json!(state))
+                        .with("missing", json!(missing)),
+                    Refusal::Stale { current, .. } => ApiError::conflict("stale_decision", msg)
+                        .param("seen")
+                        .with("current_snapshot", json!(current)),
+                    Refusal::AlreadyDecided(s) => {
+                        ApiError::conflict("already_decided", msg).with("state", json!(s))
+                    }
+                    Refusal::ReasonRequired => {
+                        ApiError::bad_request("reason_required", msg).param("reason")
+                    }
+                }
+            }
+        }
+    }
 }

@@ -3,13 +3,13 @@
 use super::error::ApiError;
 use super::extract::{body_bytes, Admin, JsonBody};
 use super::AppState;
-use crate::gateway::InferRequest;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use haca_core::settlement::SettlementMode;
 use haca_core::{BlobId, RunId};
+use haca_gateway::infer::InferRequest;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub async fn node_info(State(st): S) -> Json<Value> {
     let payments = st.payments.as_ref().map(|p| {
         let c = &p.config;
         json!({
-            "schemes": ["exact", crate::payments::SCHEME_APIKEY],
+            "schemes": ["exact", haca_gateway::payment::SCHEME_APIKEY],
             "network": c.network,
             "asset": c.asset.to_checksum(None),
             "token_name": c.token_name,
@@ -85,23 +85,26 @@ pub async fn infer(
         None => (None, String::new(), Default::default()),
         Some(p) => {
             let price = p.price_of(&st.gateway.hub, &req.model)?;
-            let resource = p.resource_url(&headers, "/v1/infer");
-            match p.check(&headers, &resource, price).await {
+            let resource = super::x402::resource_url(&headers, "/v1/infer");
+            match p
+                .check(&super::x402::payment_offer(&headers), &resource, price)
+                .await
+            {
                 Ok(pending) => (Some(pending), resource, price),
-                Err(e) if e.status == StatusCode::PAYMENT_REQUIRED => {
-                    return Ok(p.payment_required(&resource, e, price))
+                Err(e) if e.is_payment_required() => {
+                    return Ok(super::x402::payment_required(p, &resource, e.into(), price))
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     };
     let ans = match st.gateway.infer(req, mode, pending).await {
         Ok(ans) => ans,
-        Err(e) if e.status == StatusCode::PAYMENT_REQUIRED => match &st.payments {
-            Some(p) => return Ok(p.payment_required(&resource, e, price)),
-            None => return Err(e),
+        Err(e) if e.is_payment_required() => match &st.payments {
+            Some(p) => return Ok(super::x402::payment_required(p, &resource, e.into(), price)),
+            None => return Err(e.into()),
         },
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let id = ans.run_id.to_string();
     let mut body = json!({"run_id": id, "output": ans.output, "receipt": ans.receipt});
@@ -123,7 +126,10 @@ pub async fn infer(
         HeaderValue::from_str(&format!("/v1/runs/{id}/receipt")).expect("ascii path"),
     );
     if let Some((name, value)) = ans.payment.as_ref().and_then(|p| p.header()) {
-        h.insert(name, value);
+        h.insert(
+            name,
+            HeaderValue::from_str(&value).expect("base64 is ASCII"),
+        );
     }
     Ok(resp)
 }
@@ -396,42 +402,12 @@ pub struct TeeNonce {
     nonce: Option<String>,
 }
 
-/// Asks the node's enclave for a fresh attestation document (carrying `nonce` when given).
-async fn enclave_get(st: &AppState, path: &str) -> Result<Value, ApiError> {
-    let url = st
-        .gateway
+/// The node's enclave client, or 404 when it runs none.
+fn enclave_of(st: &AppState) -> Result<&haca_gateway::enclave::EnclaveClient, ApiError> {
+    st.gateway
         .enclave
         .as_ref()
-        .ok_or_else(|| ApiError::not_found("no_enclave", "this node runs no enclave"))?
-        .url()
-        .ok_or_else(|| {
-            ApiError::unavailable("enclave_down", "the enclave is restarting; try again")
-        })?;
-    let r = st
-        .gateway
-        .http
-        .get(format!("{url}{path}"))
-        .send()
-        .await
-        .map_err(|e| {
-            ApiError::unavailable("enclave_down", format!("the enclave did not answer: {e}"))
-        })?;
-    let status = r.status();
-    let v: Value = r
-        .json()
-        .await
-        .map_err(|e| ApiError::internal(format!("the enclave's answer is not JSON: {e}")))?;
-    if status.is_client_error() {
-        let msg = v["error"]["message"]
-            .as_str()
-            .unwrap_or("refused")
-            .to_owned();
-        return Err(ApiError::bad_request("invalid_nonce", msg));
-    }
-    if !status.is_success() {
-        return Err(ApiError::internal(format!("the enclave failed: {v}")));
-    }
-    Ok(v)
+        .ok_or_else(|| ApiError::not_found("no_enclave", "this node runs no enclave"))
 }
 
 /// `GET /v1/tee/attestation?nonce=HEX`: a fresh document from this node's enclave, binding
@@ -440,19 +416,22 @@ pub async fn tee_attestation(
     State(st): S,
     Query(q): Query<TeeNonce>,
 ) -> Result<Json<Value>, ApiError> {
-    let path = match &q.nonce {
-        Some(n) => {
-            if n.len() > 1024 || hex::decode(n).is_err() {
-                return Err(ApiError::bad_request(
-                    "invalid_nonce",
-                    "nonce: must be hex, at most 512 bytes",
-                ));
-            }
-            format!("/attestation?nonce={n}")
-        }
-        None => "/attestation".into(),
+    let nonce = match &q.nonce {
+        Some(n) => Some(
+            hex::decode(n)
+                .ok()
+                .filter(|b| b.len() <= haca_tee::protocol::MAX_NONCE_BYTES)
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_nonce", "nonce: must be hex, at most 512 bytes")
+                })?,
+        ),
+        None => None,
     };
-    Ok(Json(enclave_get(&st, &path).await?))
+    let answer = enclave_of(&st)?
+        .attestation(nonce.as_deref())
+        .await
+        .map_err(|e| ApiError::from(e.error))?;
+    Ok(Json(json!(answer)))
 }
 
 /// `GET /v1/tee`: the enclaves this node runs, with what a client needs to check their
@@ -460,25 +439,26 @@ pub async fn tee_attestation(
 /// binding both keys, PCRs, dev or not, and (when a chain is attached) when the chain's TEE
 /// registry registered it and last saw its heartbeat (null: not registered).
 pub async fn tee_enclaves(State(st): S) -> Result<Json<Value>, ApiError> {
-    let v = enclave_get(&st, "/attestation").await?;
-    let enclave_key: Option<haca_core::NodeId> =
-        v["enclave_key"].as_str().and_then(|k| k.parse().ok());
-    let registered = match (&st.gateway.chain, enclave_key) {
-        (Some(chain), Some(key)) => chain
+    let v = enclave_of(&st)?
+        .attestation(None)
+        .await
+        .map_err(|e| ApiError::from(e.error))?;
+    let registered = match &st.gateway.chain {
+        Some(chain) => chain
             .tee_registry()
             .0
-            .enclave(&haca_tee::registry::tee_id_of(&key))
+            .enclave(&haca_tee::registry::tee_id_of(&v.enclave_key))
             .cloned(),
-        _ => None,
+        None => None,
     };
     Ok(Json(json!({"enclaves": [{
-        "tee_id": v["tee_id"],
-        "signing_key_pem": v["signing_key_pem"],
-        "enclave_key": v["enclave_key"],
-        "attestation_doc_b64": v["document_b64"],
-        "pcrs": v["pcrs"],
-        "dev": v["dev"],
-        "root_fingerprint": v["root_fingerprint"],
+        "tee_id": v.tee_id,
+        "signing_key_pem": v.signing_key_pem,
+        "enclave_key": v.enclave_key,
+        "attestation_doc_b64": v.document_b64,
+        "pcrs": v.pcrs,
+        "dev": v.dev,
+        "root_fingerprint": v.root_fingerprint,
         "registry_id": registered.as_ref().map(|e| e.tee_id),
         "registered_at": registered.as_ref().map(|e| e.registered_at_ms),
         "last_heartbeat_at": registered.as_ref().map(|e| e.last_heartbeat_ms),

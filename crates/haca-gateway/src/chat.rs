@@ -7,39 +7,33 @@
 //! route that meets the same floor and can continue the partial answer (the local model);
 //! otherwise the call fails closed.
 
-use crate::gateway::{Gateway, RunToCommit};
-use crate::now_ms;
-use crate::server::error::ApiError;
-use axum::http::StatusCode;
-use haca_core::canonical;
+use crate::builder::{Execution, ReceiptBuilder};
+use crate::enclave::{enclave_evidence, EnclaveClient, EnclaveEvidence};
+
+use crate::error::GatewayError;
+use crate::payment::{Covered, PendingPayment, SettledPayment};
+use crate::{now_ms, Gateway, RunToCommit};
 use haca_core::receipt::*;
-use haca_core::{sha256, Digest, RunId};
+use haca_core::{Digest, RunId};
+use haca_exec::llm::call::{hash_json, output_json, prompt_tokens, send_whole};
 use haca_exec::llm::router::{self, PathClass, Provider, ProviderKind, Route, RouteError};
 use haca_exec::llm::upstream::{upstream_body, Upstream, UpstreamError};
 use haca_exec::llm::{
-    ChatRequest, CompletionRequest, FinishReason, GenerateParams, LlmError, LocalLlm, Privacy,
-    ResponseFormat, ToolChoice, CONTEXT_LIMIT, LLM_RUNTIME,
+    call_hashes, generate_local, Call, LlmError, LocalLlm, Privacy, Sink, CONTEXT_LIMIT,
+    LLM_RUNTIME, LOCAL_MODEL,
 };
-use rand::RngCore;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-/// The local model's public name.
-pub const LOCAL_MODEL: &str = "local/gemma-3-270m";
 const LOCAL_PROVIDER: &str = "local";
 const LOCAL_MODEL_ID: &str = "gemma-3-270m";
 
 /// How long a request waits for the local model to finish loading before a 503.
 const LOAD_WAIT: Duration = Duration::from_secs(30);
-/// Answer length when the request sets none: a base model rambles.
-const DEFAULT_MAX_TOKENS: usize = 256;
-/// Sampling when the request sets none: calmer than OpenAI's 1.0 for a 270M base model.
-const DEFAULT_TEMPERATURE: f64 = 0.7;
-const DEFAULT_TOP_P: f64 = 0.95;
 
 /// Where the local model stands.
 #[derive(Clone)]
@@ -106,14 +100,14 @@ impl LocalModel {
     }
 
     /// The loaded model; waits while it loads, then a 503 with `Retry-After`.
-    pub async fn ready(&self) -> Result<Arc<LocalLlm>, ApiError> {
+    pub async fn ready(&self) -> Result<Arc<LocalLlm>, GatewayError> {
         let mut rx = self.state.clone();
         let deadline = tokio::time::Instant::now() + LOAD_WAIT;
         loop {
             let progress = match &*rx.borrow_and_update() {
                 LocalState::Ready(m) => return Ok(m.clone()),
                 LocalState::Failed(e) => {
-                    return Err(ApiError::unavailable(
+                    return Err(GatewayError::unavailable(
                         "model_unavailable",
                         format!("{LOCAL_MODEL} failed to load: {e}"),
                     ))
@@ -125,7 +119,7 @@ impl LocalModel {
                 .is_err()
             {
                 let pct = (progress.0 * 100).checked_div(progress.1).unwrap_or(0);
-                return Err(ApiError::unavailable(
+                return Err(GatewayError::unavailable(
                     "model_loading",
                     format!("{LOCAL_MODEL} is still loading ({pct}%); retry shortly"),
                 )
@@ -140,9 +134,8 @@ pub struct ChatGateway {
     pub providers: Vec<Provider>,
     upstreams: HashMap<String, Upstream>,
     pub local: Option<Arc<LocalModel>>,
-    /// The dev enclave, when it serves the local model (the `tee` path).
-    enclave: Option<Arc<crate::enclave::EnclaveSupervisor>>,
-    http: reqwest::Client,
+    /// The enclave, when it serves the local model (the `tee` path).
+    enclave: Option<EnclaveClient>,
 }
 
 /// A provider from the command line: `name=NAME,url=BASE_URL[,models=A;B][,key_env=VAR]
@@ -219,7 +212,7 @@ impl ChatGateway {
     /// The node's providers: the local model when it has one, and `upstream` ones.
     pub fn new(
         local: Option<Arc<LocalModel>>,
-        enclave: Option<Arc<crate::enclave::EnclaveSupervisor>>,
+        enclave: Option<EnclaveClient>,
         upstream: Vec<(Provider, Duration)>,
         http: reqwest::Client,
     ) -> Result<ChatGateway, String> {
@@ -278,7 +271,6 @@ impl ChatGateway {
             upstreams,
             local,
             enclave,
-            http,
         })
     }
 
@@ -320,7 +312,7 @@ impl ChatGateway {
 
     /// Refuses, before anything is paid, a call the first route is sure to refuse: a prompt
     /// over the local model's context.
-    pub async fn precheck(&self, call: &Call, routes: &[Route]) -> Result<(), ApiError> {
+    pub async fn precheck(&self, call: &Call, routes: &[Route]) -> Result<(), GatewayError> {
         let (Some(first), Some(local)) = (routes.first(), &self.local) else {
             return Ok(());
         };
@@ -328,97 +320,28 @@ impl ChatGateway {
             return Ok(());
         }
         let llm = local.ready().await?;
-        let prompt = match call {
-            Call::Chat(c) => llm.chat_prompt(&c.messages, c.tools.as_ref(), &c.tool_choice),
-            Call::Completion(c) => llm.text_prompt(&c.prompt),
-        }
-        .map_err(llm_error)?;
+        let prompt = prompt_tokens(&llm, call)?;
         if prompt.len() >= CONTEXT_LIMIT {
-            return Err(llm_error(LlmError::ContextTooLong {
+            return Err(LlmError::ContextTooLong {
                 tokens: prompt.len(),
                 limit: CONTEXT_LIMIT,
-            }));
+            }
+            .into());
         }
         Ok(())
     }
 
-    pub fn plan(&self, call: &Call) -> Result<Vec<Route>, ApiError> {
+    pub fn plan(&self, call: &Call) -> Result<Vec<Route>, GatewayError> {
         router::plan(&self.providers, call.model(), call.privacy()).map_err(|e| {
             let msg = e.to_string();
             match e {
                 RouteError::PrivacyUnmet { .. } => {
-                    ApiError::bad_request("privacy_unmet", msg).param("privacy")
+                    GatewayError::invalid("privacy_unmet", msg).param("privacy")
                 }
-                _ => ApiError::not_found("model_not_found", format!("model: {msg}")).param("model"),
+                _ => GatewayError::not_found("model_not_found", format!("model: {msg}"))
+                    .param("model"),
             }
         })
-    }
-}
-
-/// A chat or completion call.
-#[derive(Clone)]
-// One per request, moved not stored: boxing the larger variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum Call {
-    Chat(ChatRequest),
-    Completion(CompletionRequest),
-}
-
-impl Call {
-    pub fn model(&self) -> &str {
-        match self {
-            Call::Chat(c) => &c.model,
-            Call::Completion(c) => &c.model,
-        }
-    }
-    pub fn privacy(&self) -> Privacy {
-        match self {
-            Call::Chat(c) => c.privacy,
-            Call::Completion(c) => c.privacy,
-        }
-    }
-    pub fn stream(&self) -> bool {
-        match self {
-            Call::Chat(c) => c.stream,
-            Call::Completion(c) => c.stream,
-        }
-    }
-    pub fn include_usage(&self) -> bool {
-        match self {
-            Call::Chat(c) => c.include_usage,
-            Call::Completion(c) => c.include_usage,
-        }
-    }
-    fn raw(&self) -> &Value {
-        match self {
-            Call::Chat(c) => &c.raw,
-            Call::Completion(c) => &c.raw,
-        }
-    }
-    fn sampling(&self) -> &haca_exec::llm::chat::Sampling {
-        match self {
-            Call::Chat(c) => &c.sampling,
-            Call::Completion(c) => &c.sampling,
-        }
-    }
-    pub fn conversation(&self) -> Option<&str> {
-        match self {
-            Call::Chat(c) => c.conversation.as_deref(),
-            Call::Completion(_) => None,
-        }
-    }
-    fn upstream_path(&self) -> &'static str {
-        match self {
-            Call::Chat(_) => "/chat/completions",
-            Call::Completion(_) => "/completions",
-        }
-    }
-    /// Whether the local model answers with tool calls rather than text.
-    fn local_tools(&self) -> bool {
-        match self {
-            Call::Chat(c) => c.tools.is_some() && c.tool_choice != ToolChoice::None,
-            Call::Completion(_) => false,
-        }
     }
 }
 
@@ -432,66 +355,17 @@ pub struct CallStart {
     pub started_at: u64,
 }
 
-/// The request haca signs: the client's body without the transport fields (`stream`,
-/// `stream_options`) and with `privacy` always present, so the requirement is part of it.
-pub fn signed_request(call: &Call) -> Value {
-    let mut body = call.raw().clone();
-    if let Some(o) = body.as_object_mut() {
-        o.remove("stream");
-        o.remove("stream_options");
-        o.insert("privacy".into(), call.privacy().as_str().into());
-        o.insert(
-            "kind".into(),
-            match call {
-                Call::Chat(_) => "chat",
-                Call::Completion(_) => "completion",
-            }
-            .into(),
-        );
-    }
-    body
-}
-
-/// SHA-256 of a value's canonical JSON (RFC 8785).
-pub fn hash_json(v: &Value) -> Result<Digest, ApiError> {
-    canonical::to_vec(v)
-        .map(|b| sha256(&b))
-        .map_err(|e| ApiError::bad_request("invalid_input", format!("body: {e}")))
-}
-
-/// What a chat run outputs, as its output hash covers it.
-pub fn output_json(content: &str, tool_calls: &[Value], finish_reason: &str) -> Value {
-    json!({"content": content, "tool_calls": tool_calls, "finish_reason": finish_reason})
-}
-
 impl CallStart {
-    /// The request hash (of [`signed_request`]) and the input hash (of the messages, or the
-    /// prompt).
-    pub fn hashes(call: &Call) -> Result<(Digest, Digest), ApiError> {
-        let request_hash = hash_json(&signed_request(call))?;
-        let input = match call {
-            Call::Chat(c) => c.raw["messages"].clone(),
-            Call::Completion(c) => c.prompt.clone().into(),
-        };
-        Ok((request_hash, hash_json(&input)?))
-    }
-
-    pub fn new(gw: &Gateway, call: &Call) -> Result<CallStart, ApiError> {
-        let (request_hash, input_hash) = Self::hashes(call)?;
-        let mut nonce = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+    pub fn new(gw: &Gateway, call: &Call) -> Result<CallStart, GatewayError> {
+        let (request_hash, input_hash) = call_hashes(call)?;
         Ok(CallStart {
-            run_id: RunId::derive(&request_hash, &gw.key.node_id(), &nonce),
+            run_id: gw.new_run_id(&request_hash),
             request_hash,
             input_hash,
             started_at: now_ms(),
         })
     }
 }
-
-/// Where a streamed answer's pieces go: OpenAI delta objects (`{"content": ...}` or
-/// `{"tool_calls": [...]}`). A failed send means the client went away.
-pub type Sink = mpsc::UnboundedSender<Value>;
 
 /// What a route produced.
 struct Produced {
@@ -507,17 +381,9 @@ struct Produced {
     enclave: Option<EnclaveEvidence>,
 }
 
-/// What an enclave's answer carries beyond the text.
-pub struct EnclaveEvidence {
-    pub attestation: AttestationEvidence,
-    pub tee: haca_tee::og_compat::TeeFields,
-    pub finished_at: u64,
-    pub output_hash: Digest,
-}
-
 /// A route's failure: what to tell the client and whether the next route may take over.
 struct AttemptFailure {
-    error: ApiError,
+    error: GatewayError,
     retryable: bool,
     /// Text of the answer the client already received from this attempt.
     partial: String,
@@ -525,7 +391,7 @@ struct AttemptFailure {
 
 impl AttemptFailure {
     /// A failure before any text reached the client.
-    fn before_output(error: ApiError, retryable: bool) -> Self {
+    fn before_output(error: GatewayError, retryable: bool) -> Self {
         AttemptFailure {
             error,
             retryable,
@@ -574,11 +440,45 @@ impl Served {
 
 /// A call that failed after routes were tried: the error and each attempt.
 pub struct Failed {
-    pub error: ApiError,
+    pub error: GatewayError,
     pub attempts: Vec<RouteAttempt>,
 }
 
 impl ChatGateway {
+    /// Takes the payment of a call whose routes are planned (through the pipeline's one
+    /// [`Gateway::take_payment`]): what it covers is the call's request, the local artifact
+    /// when the local model is the first route, the mode of that route and `max_tokens`.
+    pub async fn take_payment(
+        &self,
+        gw: &Gateway,
+        call: &Call,
+        routes: &[Route],
+        start: &CallStart,
+        pending: Option<PendingPayment>,
+    ) -> Result<Option<SettledPayment>, GatewayError> {
+        let first = routes
+            .first()
+            .ok_or_else(|| GatewayError::internal("a call with no planned route"))?;
+        let model = match (&self.local, first.provider == LOCAL_PROVIDER) {
+            (Some(l), true) => match l.state() {
+                LocalState::Ready(m) => Some(m.blob_id),
+                _ => None,
+            },
+            _ => None,
+        };
+        let covered = Covered {
+            request_hash: start.request_hash,
+            model,
+            mode: if first.path == PathClass::Tee {
+                ExecMode::Tee
+            } else {
+                ExecMode::Vanilla
+            },
+            max_tokens: call.sampling().max_tokens.map(u64::from),
+        };
+        gw.take_payment(pending, covered).await
+    }
+
     /// Tries `routes` in order and commits the served answer's receipt.
     #[allow(clippy::too_many_arguments)]
     pub async fn serve(
@@ -618,13 +518,13 @@ impl ChatGateway {
                         start.run_id,
                         route.provider,
                         route.path.as_str(),
-                        f.error.message
+                        f.error.message()
                     );
                     attempts.push(RouteAttempt {
                         provider: route.provider.clone(),
                         path,
                         outcome: "failed".into(),
-                        error: Some(f.error.message.clone()),
+                        error: Some(f.error.message().to_owned()),
                     });
                     partial.push_str(&f.partial);
                     let next_can_continue = routes
@@ -638,13 +538,15 @@ impl ChatGateway {
             }
         }
         let Some((route, mut produced)) = served else {
-            let mut error = last_error.unwrap_or_else(|| ApiError::internal("no route was tried"));
+            let mut error =
+                last_error.unwrap_or_else(|| GatewayError::internal("no route was tried"));
             if call.privacy() != Privacy::Any {
-                error.message = format!(
+                let text = format!(
                     "{} (privacy: {}: no other route that meets it could take over, so none did)",
-                    error.message,
+                    error.message(),
                     call.privacy().as_str()
                 );
+                error = error.with_message(text);
             }
             return Err(Failed { error, attempts });
         };
@@ -654,59 +556,38 @@ impl ChatGateway {
             &produced.tool_calls,
             &produced.finish_reason,
         );
-        let fail = |error: ApiError, attempts: &Vec<RouteAttempt>| Failed {
+        let fail = |error: GatewayError, attempts: &Vec<RouteAttempt>| Failed {
             error,
             attempts: attempts.clone(),
         };
-        let output_hash = hash_json(&output).map_err(|e| fail(e, &attempts))?;
-        let mut finished_at = now_ms();
-        let mut tee = None;
-        let mut attestation = None;
-        if let Some(ev) = produced.enclave.take() {
-            if ev.output_hash != output_hash {
-                let e = ApiError::internal(
-                    "the enclave's output does not hash to the output hash it signed",
-                );
-                return Err(fail(e, &attempts));
-            }
-            // The enclave signed its own finishing time; the execution box must say the same.
-            finished_at = ev.finished_at;
-            tee = Some(ev.tee);
-            attestation = Some(ev.attestation);
-        }
+        let output_hash = hash_json(&output).map_err(|e| fail(e.into(), &attempts))?;
+        let tee = produced.enclave.as_ref().map(|e| e.tee.clone());
         let node = gw.key.node_id();
-        let mut receipt = Receipt::new(start.run_id, finished_at);
-        receipt.settlement_mode = Some(settlement);
         let blob_id = produced
             .artifact
             .as_ref()
             .map(|a| a.blob_id.to_string())
             .unwrap_or_default();
-        if let Some(a) = produced.artifact.take() {
-            receipt.boxes.artifact = EvidenceBox::with(a, BoxStatus::Claimed, start.started_at);
-        }
-        if let Some(att) = attestation {
-            let at = att.timestamp;
-            receipt.boxes.attestation = EvidenceBox::with(att, BoxStatus::Claimed, at);
-        }
-        receipt.boxes.route = EvidenceBox::with(
-            RouteEvidence {
-                provider: format!("{}/{}", route.provider, route.model),
-                node,
-                path: route.path.receipt_path(),
-                policy: call.privacy().as_str().into(),
-                attempts: attempts.clone(),
-            },
-            BoxStatus::Claimed,
-            start.started_at,
-        );
         let mode = if route.path == PathClass::Tee {
             ExecMode::Tee
         } else {
             ExecMode::Vanilla
         };
-        receipt.boxes.execution = EvidenceBox::with(
-            ExecutionEvidence {
+        let mut builder = ReceiptBuilder::new(start.run_id, settlement, start.started_at);
+        if let Some(a) = produced.artifact.take() {
+            builder.artifact(a);
+        }
+        builder
+            .route(RouteEvidence {
+                provider: format!("{}/{}", route.provider, route.model),
+                node,
+                path: route.path.receipt_path(),
+                policy: call.privacy().as_str().into(),
+                attempts: attempts.clone(),
+            })
+            .payment(payment);
+        builder
+            .executed(Execution {
                 mode,
                 runtime: produced.runtime.clone(),
                 request_hash: start.request_hash,
@@ -714,16 +595,13 @@ impl ChatGateway {
                 output_hash,
                 signer: node,
                 started_at: start.started_at,
-                finished_at,
-                signature: None,
-            },
-            BoxStatus::Claimed,
-            finished_at,
-        );
-        if let Some(p) = payment {
-            let at = p.verified_at;
-            receipt.boxes.payment = EvidenceBox::with(p, BoxStatus::Claimed, at);
-        }
+                finished_at: now_ms(),
+                enclave: produced.enclave.take(),
+            })
+            .map_err(|e| fail(e, &attempts))?;
+        let mut receipt = builder
+            .build(&gw.evidence)
+            .map_err(|e| fail(e, &attempts))?;
         let turn = conversation.as_ref().map(|c| haca_store::ChatTurn {
             conversation: c.clone(),
             model: call.model().to_owned(),
@@ -793,7 +671,7 @@ impl ChatGateway {
         }
     }
 
-    /// The local model inside the dev enclave: an attested answer, sent whole.
+    /// The local model inside the enclave: an attested answer, sent whole.
     async fn attempt_enclave(
         &self,
         call: &Call,
@@ -804,7 +682,7 @@ impl ChatGateway {
         let failure = AttemptFailure::before_output;
         let Call::Chat(c) = call else {
             return Err(failure(
-                ApiError::bad_request(
+                GatewayError::invalid(
                     "privacy_unmet",
                     "the enclave serves chat completions, not /v1/completions",
                 )
@@ -814,100 +692,40 @@ impl ChatGateway {
         };
         if !partial.is_empty() {
             return Err(failure(
-                ApiError::internal("the enclave cannot continue another route's answer"),
+                GatewayError::internal("the enclave cannot continue another route's answer"),
                 false,
             ));
         }
-        let url = self.enclave.as_ref().and_then(|e| e.url()).ok_or_else(|| {
+        let client = self.enclave.as_ref().ok_or_else(|| {
             failure(
-                ApiError::unavailable("enclave_down", "the enclave is restarting; try again"),
+                GatewayError::unavailable("enclave_down", "this node runs no enclave"),
                 true,
             )
         })?;
-        let resp = self
-            .http
-            .post(format!("{url}/chat"))
-            .json(&json!({"body": c.raw}))
-            .send()
+        let answer = client
+            .chat(&c.raw)
             .await
-            .map_err(|e| {
-                failure(
-                    ApiError::unavailable(
-                        "enclave_down",
-                        format!("the enclave did not answer: {e}"),
-                    ),
-                    true,
-                )
-            })?;
-        let status = resp.status();
-        let v: Value = resp.json().await.map_err(|e| {
-            failure(
-                ApiError::internal(format!("the enclave's answer is not JSON: {e}")),
-                true,
-            )
-        })?;
-        if !status.is_success() {
-            let msg = v["error"]["message"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_owned();
+            .map_err(|e| failure(e.error, e.retryable))?;
+        if answer.request_hash != start.request_hash {
             return Err(failure(
-                if status.is_client_error() {
-                    ApiError::bad_request("enclave_refused", msg)
-                } else {
-                    ApiError::internal(format!("the enclave failed: {msg}"))
-                },
-                status.is_server_error(),
-            ));
-        }
-        let bad = |what: &str| {
-            failure(
-                ApiError::internal(format!("the enclave's answer lacks a valid {what}")),
-                false,
-            )
-        };
-        let digest =
-            |field: &str| -> Option<Digest> { v[field].as_str().and_then(|s| s.parse().ok()) };
-        if digest("request_hash") != Some(start.request_hash)
-            || digest("input_hash") != Some(start.input_hash)
-        {
-            return Err(failure(
-                ApiError::internal("the enclave hashed another request than the gateway sent"),
+                GatewayError::internal("the enclave hashed another request than the gateway sent"),
                 false,
             ));
         }
-        let (attestation, tee) =
-            crate::gateway::enclave_evidence(&v).map_err(|e| failure(e, false))?;
-        let blob_id: haca_core::BlobId = v["blob_id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("blob_id"))?;
-        let out = &v["output"];
-        let content = out["content"]
-            .as_str()
-            .ok_or_else(|| bad("output.content"))?
-            .to_owned();
-        let tool_calls = out["tool_calls"].as_array().cloned().unwrap_or_default();
-        let finish_reason = out["finish_reason"].as_str().unwrap_or("stop").to_owned();
+        let evidence = enclave_evidence(&answer.signed).map_err(|e| failure(e, false))?;
+        let out = answer.output;
         if let Some(s) = sink {
-            send_whole(s, &content, &tool_calls);
+            send_whole(s, &out.content, &out.tool_calls);
         }
         Ok(Produced {
-            content,
-            tool_calls,
-            finish_reason,
-            prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-            completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+            content: out.content,
+            tool_calls: out.tool_calls,
+            finish_reason: out.finish_reason,
+            prompt_tokens: answer.usage.prompt_tokens,
+            completion_tokens: answer.usage.completion_tokens,
             runtime: format!("dev-enclave/{LLM_RUNTIME}"),
-            artifact: Some(local_artifact(blob_id)),
-            enclave: Some(EnclaveEvidence {
-                attestation,
-                tee,
-                finished_at: v["finished_at"]
-                    .as_u64()
-                    .ok_or_else(|| bad("finished_at"))?,
-                output_hash: digest("output_hash").ok_or_else(|| bad("output_hash"))?,
-            }),
+            artifact: Some(local_artifact(answer.blob_id)),
+            enclave: Some(evidence),
         })
     }
 
@@ -920,7 +738,7 @@ impl ChatGateway {
         let failure = AttemptFailure::before_output;
         let local = self.local.as_ref().ok_or_else(|| {
             failure(
-                ApiError::unavailable("model_unavailable", "this node has no local model"),
+                GatewayError::unavailable("model_unavailable", "this node has no local model"),
                 true,
             )
         })?;
@@ -931,8 +749,13 @@ impl ChatGateway {
         let llm2 = llm.clone();
         let a = tokio::task::spawn_blocking(move || generate_local(&llm2, &call2, &partial, sink))
             .await
-            .map_err(|e| failure(ApiError::internal(format!("generator stopped: {e}")), true))?
-            .map_err(|e| failure(e, false))?;
+            .map_err(|e| {
+                failure(
+                    GatewayError::internal(format!("generator stopped: {e}")),
+                    true,
+                )
+            })?
+            .map_err(|e| failure(e.into(), false))?;
         Ok(Produced {
             content: a.content,
             tool_calls: a.tool_calls,
@@ -946,15 +769,6 @@ impl ChatGateway {
     }
 }
 
-/// A local model's answer.
-pub struct LocalAnswer {
-    pub content: String,
-    pub tool_calls: Vec<Value>,
-    pub finish_reason: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
-
 /// The local model's artifact box.
 pub fn local_artifact(blob_id: haca_core::BlobId) -> ArtifactEvidence {
     ArtifactEvidence {
@@ -963,89 +777,6 @@ pub fn local_artifact(blob_id: haca_core::BlobId) -> ArtifactEvidence {
         blob_id,
         format: "gguf".into(),
     }
-}
-
-/// Answers `call` on the local model, continuing `partial` (another route's words), sending
-/// text to `sink` as it is generated. Blocking: the gateway runs it on the blocking pool, the
-/// dev enclave too.
-pub fn generate_local(
-    llm: &LocalLlm,
-    call: &Call,
-    partial: &str,
-    sink: Option<Sink>,
-) -> Result<LocalAnswer, ApiError> {
-    let sampling = call.sampling();
-    let (mut prompt, json) = match call {
-        Call::Chat(c) => (
-            llm.chat_prompt(&c.messages, c.tools.as_ref(), &c.tool_choice)
-                .map_err(llm_error)?,
-            LocalLlm::json_prefix(&c.response_format, &c.tool_choice)
-                .filter(|_| call.local_tools() || c.response_format != ResponseFormat::Text),
-        ),
-        Call::Completion(c) => (llm.text_prompt(&c.prompt).map_err(llm_error)?, None),
-    };
-    // Another route's partial answer, then any forced JSON start, are the model's own
-    // words so far.
-    for text in [partial, json.as_deref().unwrap_or_default()] {
-        if !text.is_empty() {
-            prompt.extend(llm.encode(text).map_err(llm_error)?);
-        }
-    }
-    let params = GenerateParams {
-        max_tokens: sampling
-            .max_tokens
-            .map(|m| m as usize)
-            .unwrap_or(DEFAULT_MAX_TOKENS),
-        min_tokens: sampling.min_tokens.unwrap_or(0) as usize,
-        temperature: sampling.temperature.unwrap_or(DEFAULT_TEMPERATURE),
-        top_p: sampling.top_p.unwrap_or(DEFAULT_TOP_P),
-        seed: sampling.seed.unwrap_or_else(rand::random),
-        stop: sampling.stop.clone(),
-        json,
-    };
-    // With tools the answer may turn out to be a call: it is sent whole at the end.
-    let buffered = call.local_tools();
-    let generated = llm
-        .generate(&prompt, &params, &mut |piece| match &sink {
-            Some(s) if !buffered => s.send(json!({"content": piece})).is_ok(),
-            _ => true,
-        })
-        .map_err(llm_error)?;
-    tracing::info!(
-        "{LOCAL_MODEL}: {} prompt tokens in {} ms, {} tokens at {:.1} tokens/s ({})",
-        generated.prompt_tokens,
-        generated.prefill.as_millis(),
-        generated.completion_tokens,
-        generated.tokens_per_second(),
-        generated.finish_reason.as_str()
-    );
-    let mut content = generated.text;
-    let mut tool_calls = Vec::new();
-    let mut finish_reason = match generated.finish_reason {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        FinishReason::Cancelled => "cancelled",
-    }
-    .to_owned();
-    if let Call::Chat(c) = call {
-        if call.local_tools() {
-            if let Some(tc) = as_tool_call(&content, c.tools.as_ref()) {
-                tool_calls.push(tc);
-                content.clear();
-                finish_reason = "tool_calls".into();
-            }
-            if let Some(s) = &sink {
-                send_whole(s, &content, &tool_calls);
-            }
-        }
-    }
-    Ok(LocalAnswer {
-        content,
-        tool_calls,
-        finish_reason,
-        prompt_tokens: generated.prompt_tokens as u64,
-        completion_tokens: generated.completion_tokens as u64,
-    })
 }
 
 async fn attempt_upstream(
@@ -1092,18 +823,22 @@ async fn attempt_upstream(
         Err(e) => {
             let retryable = e.retryable();
             let error = match &e {
-                UpstreamError::Timeout { .. } => ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    e.to_string(),
-                ),
+                UpstreamError::Timeout { .. } => GatewayError::Upstream {
+                    code: "upstream_timeout",
+                    message: e.to_string(),
+                    timed_out: true,
+                },
                 UpstreamError::Status { status, .. }
                     if (400..500).contains(status) && !retryable =>
                 {
-                    ApiError::bad_request("upstream_refused", e.to_string())
+                    GatewayError::invalid("upstream_refused", e.to_string())
                 }
-                UpstreamError::Cancelled => ApiError::bad_request("client_gone", e.to_string()),
-                _ => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", e.to_string()),
+                UpstreamError::Cancelled => GatewayError::invalid("client_gone", e.to_string()),
+                _ => GatewayError::Upstream {
+                    code: "upstream_failed",
+                    message: e.to_string(),
+                    timed_out: false,
+                },
             };
             Err(AttemptFailure {
                 error,
@@ -1112,49 +847,6 @@ async fn attempt_upstream(
                 partial: if sink.is_some() { sent } else { String::new() },
             })
         }
-    }
-}
-
-/// Sends an answer made whole (in the enclave, or held back because it may be a tool call) as
-/// one delta: its text, or its tool calls.
-fn send_whole(sink: &Sink, content: &str, tool_calls: &[Value]) {
-    let delta = if tool_calls.is_empty() {
-        json!({"content": content})
-    } else {
-        let mut calls = tool_calls.to_vec();
-        calls[0]["index"] = 0.into();
-        json!({"tool_calls": calls})
-    };
-    // A closed sink means the client went away; the run is recorded all the same.
-    let _ = sink.send(delta);
-}
-
-/// The answer as a tool call, when it is one JSON object naming one of the tools.
-fn as_tool_call(text: &str, tools: Option<&Value>) -> Option<Value> {
-    let v: Value = serde_json::from_str(text.trim()).ok()?;
-    let name = v["name"].as_str()?;
-    let known = tools?
-        .as_array()?
-        .iter()
-        .any(|t| t["function"]["name"] == name);
-    if !known {
-        return None;
-    }
-    let args = v.get("arguments").cloned().unwrap_or(json!({}));
-    Some(json!({
-        "id": format!("call_{}", crate::random_hex(12)),
-        "type": "function",
-        "function": {"name": name, "arguments": args.to_string()},
-    }))
-}
-
-fn llm_error(e: LlmError) -> ApiError {
-    match e {
-        LlmError::ContextTooLong { .. } => {
-            ApiError::bad_request("context_length_exceeded", e.to_string()).param("messages")
-        }
-        LlmError::Load(m) => ApiError::unavailable("model_unavailable", m),
-        LlmError::Run(m) => ApiError::internal(m),
     }
 }
 

@@ -1,18 +1,19 @@
 //! Starting a node: the data directory, the store, the hub, the gateway and the HTTP server.
 //! `haca devnet` is this with every role that exists, loopback admin, and the example model.
 
-use crate::gateway::Gateway;
+use crate::cli::validator_node::TestnetFile;
 use crate::registry::ChainRegistry;
 use crate::remote::RemoteChain;
 use crate::server::chain::{ChainApi, ChainRole};
 use crate::server::{self, AppState, Limits};
-use crate::validator_node::TestnetFile;
 use haca_chain::consensus::{EngineConfig, EngineHandle};
 use haca_chain::log::{LogEntry, TransparencyLog};
 use haca_core::settlement::{Genesis, SettlementParams, TeeConfig, Validator, ValidatorSet};
 use haca_core::NodeKey;
 use haca_core::{BlobId, NodeId};
 use haca_exec::{ModelCache, OnnxCheck};
+use haca_gateway::enclave::EnclaveClient;
+use haca_gateway::Gateway;
 use haca_hub::Hub;
 use haca_store::{load_or_create_key, load_or_create_token, Store};
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 
 /// The example model devnet seeds: a 784-128-10 MLP (input `input` float32 [1,784]).
 pub const EXAMPLE_LABEL: &str = "example/mnist-mlp";
-pub const EXAMPLE_MODEL: &[u8] = include_bytes!("../../../fixtures/models/mnist-mlp.onnx");
+pub const EXAMPLE_MODEL: &[u8] = include_bytes!("../../../../fixtures/models/mnist-mlp.onnx");
 
 /// How to start a node.
 /// How long a devnet's settlement round waits for more records after its first.
@@ -50,7 +51,7 @@ pub struct NodeConfig {
     pub dev_enclave: bool,
     /// Charge for `POST /v1/infer` with x402 and serve the `/v1/x402/*` facilitator; `None`:
     /// runs are free and those routes are absent.
-    pub payments: Option<crate::payments::PaymentConfig>,
+    pub payments: Option<haca_gateway::payment::PaymentConfig>,
     /// The GGUF served as `local/gemma-3-270m`; `None`: no local LLM.
     pub llm_model: Option<PathBuf>,
     /// Upstream OpenAI-compatible providers, with their timeouts.
@@ -91,7 +92,7 @@ pub struct RunningNode {
     /// The chain this node's validator keeps, if it runs one.
     pub chain_id: Option<String>,
     /// What the node charges per run, when it does.
-    pub payments: Option<crate::payments::PaymentConfig>,
+    pub payments: Option<haca_gateway::payment::PaymentConfig>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     engine: Option<EngineHandle>,
@@ -348,7 +349,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let (chain, engine) = if let Some(dir) = &cfg.chain_dir {
         let err = |e: String| StartError::RemoteChain(dir.clone(), e);
         let file = TestnetFile::load(dir).map_err(err)?;
-        let genesis = crate::validator_node::read_genesis(&dir.join("genesis.json"))
+        let genesis = crate::cli::validator_node::read_genesis(&dir.join("genesis.json"))
             .map_err(|e| err(e.to_string()))?;
         if file.chain_id != genesis.chain_id {
             return Err(err(format!(
@@ -494,8 +495,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             validator: validator.clone(),
             remote: remote.clone(),
             approvers,
-            enclave: enclave.clone(),
-            http: http.clone(),
+            enclave: EnclaveClient::new(enclave.clone(), http.clone()),
         };
         // Registered before serving, so that the first tee run can settle.
         match registrar.step().await {
@@ -508,7 +508,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         }));
     }
     let gateway = Gateway {
-        enclave,
+        enclave: enclave.clone().map(|e| EnclaveClient::new(e, http.clone())),
+        evidence: Vec::new(),
         http,
         key,
         store,
@@ -529,7 +530,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         gateway
             .warm(resolved.blob_id)
             .await
-            .map_err(|e| StartError::Example(e.message))?;
+            .map_err(|e| StartError::Example(e.to_string()))?;
         example = Some((EXAMPLE_LABEL.to_owned(), resolved.blob_id));
         let input: Vec<f32> = (0..784).map(|i| ((i * 37) % 256) as f32 / 255.0).collect();
         let body = serde_json::json!({"input": {"shape": [1, 784], "data": input}});
@@ -544,19 +545,22 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let chain_id = gateway.chain.as_ref().map(|v| v.genesis().chain_id.clone());
     if let Some(url) = cfg.payments.as_ref().and_then(|p| p.facilitator.as_ref()) {
         let network = &cfg.payments.as_ref().expect("payments configured").network;
-        crate::payments::RemoteFacilitator::new(url)
+        haca_gateway::payment::RemoteFacilitator::new(url)
             .check_supports(network)
             .await
             .map_err(StartError::Facilitator)?;
     }
     let payments = cfg.payments.clone().map(|config| {
-        Arc::new(crate::payments::Payments {
+        Arc::new(haca_gateway::payment::Payments {
             config,
             store: gateway.store.clone(),
         })
     });
     let chat = if cfg.llm_model.is_some() || !cfg.providers.is_empty() {
-        let local = cfg.llm_model.clone().map(crate::chat::LocalModel::start);
+        let local = cfg
+            .llm_model
+            .clone()
+            .map(haca_gateway::chat::LocalModel::start);
         // No overall deadline: a stream may run for minutes; each upstream has its own
         // first-byte and between-chunks timeout.
         let upstream_http = reqwest::Client::builder()
@@ -564,9 +568,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             .build()
             .expect("HTTP client");
         Some(Arc::new(
-            crate::chat::ChatGateway::new(
+            haca_gateway::chat::ChatGateway::new(
                 local,
-                gateway.enclave.clone().filter(|e| e.has_llm),
+                gateway.enclave.clone().filter(|e| e.has_llm()),
                 cfg.providers.clone(),
                 upstream_http,
             )

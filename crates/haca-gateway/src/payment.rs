@@ -13,30 +13,23 @@
 //! whose money enters only through the faucet. Its settlement ids are the EIP-712 digests the
 //! payers signed.
 
+use crate::error::GatewayError;
 use crate::now_ms;
-use crate::server::error::ApiError;
-use crate::server::extract::{body_bytes, Admin, JsonBody};
-use crate::server::AppState;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use haca_core::receipt::{ExecMode, PaymentAuthorization, PaymentEvidence, PaymentSettlement};
 use haca_core::{BlobId, Digest};
 use haca_pay::types::{
-    PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, SCHEME_EXACT,
-    X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER,
+    PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, SCHEME_EXACT, X_PAYMENT_HEADER,
+    X_PAYMENT_RESPONSE_HEADER,
 };
 use haca_pay::{
-    decode_facilitator_request, decode_payment_header, encode_header, verify_exact, Address,
-    AnyPaymentPayload, AnyRequirements, FacilitatorRequest, Ledger, PaymentError, PaymentRequired,
-    PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse,
-    SupportedKind, SupportedResponse, VerifiedPayment, VerifyContext, VerifyResponse, B256, U256,
+    decode_payment_header, encode_header, verify_exact, Address, AnyPaymentPayload,
+    AnyRequirements, FacilitatorRequest, Ledger, PaymentError, PaymentRequirements,
+    PaymentRequirementsV1, SettleResponse, SupportedResponse, VerifiedPayment, VerifyContext,
+    VerifyResponse, B256, U256,
 };
 use haca_store::{ApiKeyRow, Store, Transfer, TransferRefusal};
 use rand::RngCore;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 
 /// devnet's chain: anvil's / hardhat's local chain id.
@@ -164,7 +157,7 @@ fn now_s() -> u64 {
 
 /// Settles a verified payment on the store: the validity window again at this moment, then
 /// the atomic transfer. Returns the settlement id and when it settled (unix ms).
-async fn settle_on(
+pub async fn settle_on(
     store: &Store,
     v: &VerifiedPayment,
     resource: &str,
@@ -205,16 +198,12 @@ async fn settle_on(
 }
 
 /// A payment refused at the paywall: 402 with `{error: {code, message}}`.
-fn refused(e: &PaymentError) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYMENT_REQUIRED,
-        e.code(),
-        format!("payment refused: {e}"),
-    )
+pub fn refused(e: &PaymentError) -> GatewayError {
+    GatewayError::payment(e.code(), format!("payment refused: {e}"))
 }
 
 /// The code of a 402 that asks for a payment (no payment header was sent).
-const PAYMENT_REQUIRED_CODE: &str = "payment_required";
+pub const PAYMENT_REQUIRED_CODE: &str = "payment_required";
 
 /// Who pays for a request that passed the paywall's first half.
 enum Payer {
@@ -263,20 +252,17 @@ pub struct SettledPayment {
 
 impl SettledPayment {
     /// The response header, name and value (x402 payments only).
-    pub fn header(&self) -> Option<(&'static str, HeaderValue)> {
-        self.response.as_ref().map(|(r, name)| {
-            (
-                *name,
-                HeaderValue::from_str(&encode_header(r)).expect("base64 is ASCII"),
-            )
-        })
+    pub fn header(&self) -> Option<(&'static str, String)> {
+        self.response
+            .as_ref()
+            .map(|(r, name)| (*name, encode_header(r)))
     }
 }
 
 impl PendingPayment {
     /// Settles this payment for the request `covered` describes; a refusal is a 402 (a
     /// replay: the nonce was spent meanwhile; an API key's balance ran short).
-    pub async fn settle(self, covered: Covered) -> Result<SettledPayment, ApiError> {
+    pub async fn settle(self, covered: Covered) -> Result<SettledPayment, GatewayError> {
         match &self.payer {
             Payer::X402 {
                 verified: v,
@@ -384,7 +370,7 @@ impl PendingPayment {
                         return Err(api_key_short(key, &balance, &config.price.to_string()))
                     }
                     Err(e) => {
-                        return Err(ApiError::internal(format!(
+                        return Err(GatewayError::internal(format!(
                             "an API key charge was refused: {e}"
                         )))
                     }
@@ -423,25 +409,14 @@ pub const SCHEME_APIKEY: &str = "apikey";
 /// The prefix of every API key this node issues.
 pub const API_KEY_PREFIX: &str = "hk_";
 
-fn api_key_short(key: &ApiKeyRow, balance: &str, price: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYMENT_REQUIRED,
+fn api_key_short(key: &ApiKeyRow, balance: &str, price: &str) -> GatewayError {
+    GatewayError::payment(
         "insufficient_funds",
         format!(
             "API key {}: its balance is {balance} base units and a run costs {price}; fund its account {} (haca wallet fund {} AMOUNT)",
             key.id, key.account, key.account
         ),
     )
-}
-
-/// The token of `Authorization: Bearer TOKEN`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 /// The SHA-256 of an API key, hex: how the store knows it.
@@ -475,21 +450,22 @@ pub fn new_api_key(label: Option<String>, created_by: &str) -> (String, ApiKeyRo
 /// The API key a request presents as `Authorization: Bearer hk_...`, when it presents one:
 /// a bearer of another form (an operator token, another service's key) is not an API key,
 /// and pays for nothing. An unknown or revoked key is 401.
-fn presented_api_key(store: &Store, headers: &HeaderMap) -> Result<Option<ApiKeyRow>, ApiError> {
-    let Some(key) = bearer(headers).filter(|k| k.starts_with(API_KEY_PREFIX)) else {
+pub fn presented_api_key(
+    store: &Store,
+    bearer: Option<&str>,
+) -> Result<Option<ApiKeyRow>, GatewayError> {
+    let Some(key) = bearer.filter(|k| k.starts_with(API_KEY_PREFIX)) else {
         return Ok(None);
     };
     let unknown = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        GatewayError::unauthorized(
             "invalid_api_key",
             "header Authorization: this node issued no such API key (create one: haca apikey create)",
         )
     };
     match store.api_key_by_hash(&api_key_hash(key))? {
         None => Err(unknown()),
-        Some(k) if k.revoked_at.is_some() => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        Some(k) if k.revoked_at.is_some() => Err(GatewayError::unauthorized(
             "invalid_api_key",
             format!("header Authorization: API key {} was revoked", k.id),
         )),
@@ -537,17 +513,16 @@ impl RemoteFacilitator {
         }
     }
 
-    fn unavailable(&self, why: String) -> ApiError {
-        ApiError::unavailable(
+    fn unavailable(&self, why: String) -> GatewayError {
+        GatewayError::unavailable(
             "facilitator_unavailable",
             format!("the x402 facilitator at {}: {why}", self.base),
         )
     }
 
     /// A facilitator's refusal as this node's 402.
-    fn refused(&self, reason: Option<&str>, message: Option<&str>) -> ApiError {
-        ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
+    fn refused(&self, reason: Option<&str>, message: Option<&str>) -> GatewayError {
+        GatewayError::payment(
             "facilitator_refused",
             format!(
                 "payment refused by the x402 facilitator at {}: {}{}",
@@ -564,7 +539,7 @@ impl RemoteFacilitator {
         &self,
         what: &str,
         request: &FacilitatorRequest,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, GatewayError> {
         let url = format!("{}/{what}", self.base);
         let resp = self
             .http
@@ -618,17 +593,6 @@ pub struct Payments {
 }
 
 impl Payments {
-    /// The URL the client asked for, as the payment's resource.
-    pub fn resource_url(&self, headers: &HeaderMap, path: &str) -> String {
-        match headers
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
-            Some(host) => format!("http://{host}{path}"),
-            None => path.into(),
-        }
-    }
-
     /// The price of one run of `reference` (a label, `label@REV` or a blob id): the price set
     /// for its label, or for any priced label that points at the same artifact now (so that
     /// naming the blob costs what naming the label does), else the node's default.
@@ -642,7 +606,7 @@ impl Payments {
             .unwrap_or(self.config.price)
     }
 
-    pub fn price_of(&self, hub: &haca_hub::Hub, reference: &str) -> Result<U256, ApiError> {
+    pub fn price_of(&self, hub: &haca_hub::Hub, reference: &str) -> Result<U256, GatewayError> {
         if self.config.model_prices.is_empty() {
             return Ok(self.config.price);
         }
@@ -667,28 +631,21 @@ impl Payments {
     /// key of `Authorization: Bearer`. Each refusal is a 402, but for an unknown API key (401).
     pub async fn check(
         &self,
-        headers: &HeaderMap,
+        offer: &PaymentOffer,
         resource: &str,
         price: U256,
-    ) -> Result<PendingPayment, ApiError> {
+    ) -> Result<PendingPayment, GatewayError> {
         let config = PaymentConfig {
             price,
             ..self.config.clone()
         };
-        let api_key = match (
-            headers.get(PAYMENT_SIGNATURE_HEADER),
-            headers.get(X_PAYMENT_HEADER),
-        ) {
-            (None, None) => presented_api_key(&self.store, headers)?,
-            _ => None,
+        let api_key = match &offer.x402 {
+            None => presented_api_key(&self.store, offer.bearer.as_deref())?,
+            Some(_) => None,
         };
-        let (name, value) = match (
-            headers.get(PAYMENT_SIGNATURE_HEADER),
-            headers.get(X_PAYMENT_HEADER),
-        ) {
-            (Some(v), _) => (PAYMENT_SIGNATURE_HEADER, v),
-            (None, Some(v)) => (X_PAYMENT_HEADER, v),
-            (None, None) if api_key.is_some() => {
+        let (name, value) = match &offer.x402 {
+            Some((name, value)) => (*name, value),
+            None if api_key.is_some() => {
                 let key = api_key.expect("a key was presented");
                 let balance = self
                     .store
@@ -706,9 +663,8 @@ impl Payments {
                     store: self.store.clone(),
                 });
             }
-            (None, None) => {
-                return Err(ApiError::new(
-                    StatusCode::PAYMENT_REQUIRED,
+            None => {
+                return Err(GatewayError::payment(
                     PAYMENT_REQUIRED_CODE,
                     format!(
                         "this node charges {} base units of {} on {} per run: pay with x402 (header {PAYMENT_SIGNATURE_HEADER}, or {X_PAYMENT_HEADER} for x402 version 1), or send Authorization: Bearer <API key>",
@@ -717,20 +673,14 @@ impl Payments {
                 ))
             }
         };
-        let text = value.to_str().map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
+        let text = value.as_deref().ok_or_else(|| {
+            GatewayError::payment(
                 "invalid_payload",
                 format!("header {name}: not ASCII (expected base64)"),
             )
         })?;
-        let payload = decode_payment_header(text).map_err(|e| {
-            ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                e.code(),
-                format!("header {name}: {e}"),
-            )
-        })?;
+        let payload = decode_payment_header(text)
+            .map_err(|e| GatewayError::payment(e.code(), format!("header {name}: {e}")))?;
         let requirements = match &payload {
             AnyPaymentPayload::V1(_) => AnyRequirements::V1(config.requirements_v1(resource)),
             AnyPaymentPayload::V2(_) => AnyRequirements::V2(config.requirements()),
@@ -779,43 +729,6 @@ impl Payments {
         })
     }
 
-    /// A 402 answer: always the v2 `PAYMENT-REQUIRED` header; the body is the v1
-    /// `{x402Version: 1, error, accepts}` when no payment was sent, else `{error: {code,
-    /// message}}` saying which check failed.
-    pub fn payment_required(&self, resource: &str, err: ApiError, price: U256) -> Response {
-        let config = PaymentConfig {
-            price,
-            ..self.config.clone()
-        };
-        let required = PaymentRequired {
-            x402_version: 2,
-            error: Some(err.message.clone()),
-            resource: Some(ResourceInfo {
-                url: resource.into(),
-                description: Some("one haca inference run".into()),
-                mime_type: Some("application/json".into()),
-            }),
-            accepts: vec![config.requirements()],
-            extensions: None,
-        };
-        let body = if err.code == PAYMENT_REQUIRED_CODE {
-            serde_json::to_value(PaymentRequiredV1 {
-                x402_version: 1,
-                error: Some(err.message.clone()),
-                accepts: vec![config.requirements_v1(resource)],
-            })
-            .expect("x402 messages serialize")
-        } else {
-            err.body()
-        };
-        let mut resp = (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
-        resp.headers_mut().insert(
-            PAYMENT_REQUIRED_HEADER,
-            HeaderValue::from_str(&encode_header(&required)).expect("base64 is ASCII"),
-        );
-        resp
-    }
-
     /// haca-pay's `exact` rules, now, against this node's ledger.
     /// Against this node's own ledger, or, with `own_ledger` false, the terms and signature
     /// only (a remote facilitator checks balance and nonce). Runs on the blocking pool:
@@ -845,7 +758,7 @@ impl Payments {
 
     /// A facilitator request, verified: it must name this node's token on this node's network
     /// (the facilitator settles nothing else), then pass [`Payments::verify`].
-    async fn verify_for_facilitator(
+    pub async fn verify_for_facilitator(
         &self,
         fr: &FacilitatorRequest,
     ) -> Result<VerifiedPayment, PaymentError> {
@@ -867,269 +780,26 @@ impl Payments {
     }
 }
 
-fn payments_of(st: &AppState) -> Result<&Payments, ApiError> {
-    st.payments.as_deref().ok_or_else(|| {
-        ApiError::not_found(
-            "payments_off",
-            "this node takes no payments (it was started with --price-per-request 0)",
-        )
-    })
+/// What a request offers to pay with, as the HTTP layer read it off its headers.
+#[derive(Clone, Debug, Default)]
+pub struct PaymentOffer {
+    /// `PAYMENT-SIGNATURE` (v2), else `X-PAYMENT` (v1): the header's name and its text
+    /// (`None` when it is not ASCII).
+    pub x402: Option<(&'static str, Option<String>)>,
+    /// The token of `Authorization: Bearer`.
+    pub bearer: Option<String>,
 }
 
-type S = State<Arc<AppState>>;
-
-/// `POST /v1/x402/verify`: `{x402Version, paymentPayload, paymentRequirements}` ->
-/// `VerifyResponse` (400 when the body does not decode, else 200 with the verdict).
-pub async fn verify(State(st): S, req: Request) -> Result<Response, ApiError> {
-    let p = payments_of(&st)?;
-    let bytes = body_bytes(req, st.limits.max_body).await?;
-    let fr = match decode_facilitator_request(&bytes) {
-        Ok(fr) => fr,
-        Err(e) => {
-            let e = PaymentError::Decode(e);
-            return Ok((StatusCode::BAD_REQUEST, Json(e.verify_response(None))).into_response());
-        }
-    };
-    let payer = fr.payment_payload.exact().authorization.from;
-    let body = match p.verify_for_facilitator(&fr).await {
-        Ok(v) => v.verify_response(),
-        Err(e) => e.verify_response(Some(payer)),
-    };
-    Ok(Json(body).into_response())
-}
-
-/// `POST /v1/x402/settle`: verifies, then moves the money on the ledger -> `SettleResponse`
-/// (400 when the body does not decode, else 200 with `success`).
-pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
-    let p = payments_of(&st)?;
-    let bytes = body_bytes(req, st.limits.max_body).await?;
-    let fr = match decode_facilitator_request(&bytes) {
-        Ok(fr) => fr,
-        Err(e) => {
-            let e = PaymentError::Decode(e);
-            let body = e.settle_response(None, &p.config.network);
-            return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
-        }
-    };
-    let network = fr.payment_requirements.network().to_owned();
-    let payer = fr.payment_payload.exact().authorization.from;
-    let resource = match (&fr.payment_requirements, &fr.payment_payload) {
-        (AnyRequirements::V1(r), _) => r.resource.clone(),
-        (_, AnyPaymentPayload::V2(pp)) => pp
-            .resource
-            .as_ref()
-            .map(|r| r.url.clone())
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
-    let verified_at = now_ms();
-    let outcome = match p.verify_for_facilitator(&fr).await {
-        Ok(v) => settle_on(&p.store, &v, &resource, None, verified_at)
-            .await
-            .map(|(tx, _)| v.settle_response(tx)),
-        Err(e) => Err(e),
-    };
-    let body = outcome.unwrap_or_else(|e| e.settle_response(Some(payer), &network));
-    Ok(Json(body).into_response())
-}
-
-/// `GET /v1/x402/supported`.
-pub async fn supported(State(st): S) -> Result<Json<SupportedResponse>, ApiError> {
-    let p = payments_of(&st)?;
-    let kind = |v: u32| SupportedKind {
-        x402_version: v,
-        scheme: SCHEME_EXACT.into(),
-        network: p.config.network.clone(),
-        extra: None,
-    };
-    Ok(Json(SupportedResponse {
-        kinds: vec![kind(2), kind(1)],
-        extensions: vec![],
-        signers: Default::default(),
-    }))
-}
-
-/// The body of `POST /v1/x402/faucet`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaucetRequest {
-    pub address: String,
-    /// Base units, as a decimal string or a number.
-    pub amount: Value,
-}
-
-fn parse_address(s: &str, field: &str) -> Result<Address, ApiError> {
-    let ok = s.len() == 42
-        && (s.starts_with("0x") || s.starts_with("0X"))
-        && s[2..].bytes().all(|b| b.is_ascii_hexdigit());
-    ok.then(|| s[2..].parse::<Address>().ok())
-        .flatten()
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_address",
-                format!("{field}: {s:?} is not an address (0x + 40 hex digits)"),
-            )
-        })
-}
-
-/// `POST /v1/x402/faucet {address, amount}` (admin): mints the node's token.
-pub async fn faucet(
-    State(st): S,
-    Admin(who): Admin,
-    JsonBody(req): JsonBody<FaucetRequest>,
-) -> Result<Json<Value>, ApiError> {
-    let p = payments_of(&st)?;
-    let address = parse_address(&req.address, "address")?;
-    let amount = amount_field(&req.amount, "amount")?;
-    let asset = p.config.asset.to_checksum(None);
-    let balance = p
-        .store
-        .mint(&asset, &address.to_checksum(None), &amount)
-        .await
-        .map_err(|e| match e {
-            haca_store::StoreError::Invalid(m) => ApiError::bad_request("invalid_field", m),
-            e => e.into(),
-        })?;
-    tracing::info!("x402 faucet: {who} minted {amount} of {asset} to {address}");
-    Ok(Json(json!({
-        "address": address.to_checksum(None),
-        "asset": asset,
-        "network": p.config.network,
-        "minted": amount,
-        "balance": balance,
-    })))
-}
-
-/// `GET /v1/x402/balance/{address}`.
-pub async fn balance(State(st): S, Path(address): Path<String>) -> Result<Json<Value>, ApiError> {
-    let p = payments_of(&st)?;
-    let address = parse_address(&address, "address")?;
-    let asset = p.config.asset.to_checksum(None);
-    let balance = p.store.balance(&asset, &address.to_checksum(None))?;
-    Ok(Json(json!({
-        "address": address.to_checksum(None),
-        "asset": asset,
-        "network": p.config.network,
-        "balance": balance,
-    })))
-}
-
-/// The body of `POST /v1/apikeys`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyRequest {
-    /// Base units to mint into the key's account (devnet faucet), as a decimal string or a
-    /// number.
-    #[serde(default)]
-    pub fund: Option<Value>,
-    #[serde(default)]
-    pub label: Option<String>,
-}
-
-/// Reads a faucet amount: base units as a decimal string or an unsigned integer.
-fn amount_field(v: &Value, field: &str) -> Result<String, ApiError> {
-    let amount = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_u64() => n.to_string(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                format!("{field}: expected base units as a decimal string or an unsigned integer"),
-            ))
-        }
-    };
-    haca_store::parse_amount(&amount)
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("{field}: {e}")))?;
-    Ok(amount)
-}
-
-/// `POST /v1/apikeys {fund?, label?}` (admin): a new API key for clients that know nothing of
-/// x402 (`Authorization: Bearer KEY`), charged per run against its prepaid balance. The key
-/// is shown once; the node keeps only its hash.
-pub async fn create_api_key(
-    State(st): S,
-    Admin(who): Admin,
-    JsonBody(req): JsonBody<ApiKeyRequest>,
-) -> Result<Json<Value>, ApiError> {
-    let p = payments_of(&st)?;
-    let fund = req
-        .fund
-        .as_ref()
-        .map(|v| amount_field(v, "fund"))
-        .transpose()?;
-    if let Some(l) = &req.label {
-        if l.len() > 200 {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                "label: longer than 200 bytes",
-            ));
-        }
+impl PaymentOffer {
+    /// Reads an offer from header lookups (`get(name)` is the header's text; `Err` when the
+    /// header is there but not ASCII).
+    pub fn from_headers(get: impl Fn(&str) -> Option<Result<String, ()>>) -> Self {
+        let x402 = [PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER]
+            .into_iter()
+            .find_map(|name| get(name).map(|v| (name, v.ok())));
+        let bearer = get("authorization")
+            .and_then(Result::ok)
+            .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
+        PaymentOffer { x402, bearer }
     }
-    let (key, row) = new_api_key(req.label, &who);
-    st.gateway.store.create_api_key(row.clone()).await?;
-    let asset = p.config.asset.to_checksum(None);
-    let balance = match &fund {
-        Some(amount) => p.store.mint(&asset, &row.account, amount).await?,
-        None => "0".into(),
-    };
-    tracing::info!("api key {} created by {who} (funded {:?})", row.id, fund);
-    Ok(Json(json!({
-        "id": row.id,
-        "key": key,
-        "account": row.account,
-        "label": row.label,
-        "asset": asset,
-        "network": p.config.network,
-        "balance": balance,
-        "price": p.config.price.to_string(),
-    })))
-}
-
-/// `GET /v1/apikeys/self` with `Authorization: Bearer KEY`: the key's id, account and balance.
-pub async fn api_key_self(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let p = payments_of(&st)?;
-    let key = presented_api_key(&p.store, &headers)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_api_key",
-            "header Authorization: send Bearer <API key> (hk_...)",
-        )
-    })?;
-    let asset = p.config.asset.to_checksum(None);
-    let balance = p.store.balance(&asset, &key.account)?;
-    Ok(Json(json!({
-        "id": key.id,
-        "account": key.account,
-        "label": key.label,
-        "created_at": key.created_at,
-        "asset": asset,
-        "network": p.config.network,
-        "balance": balance,
-        "price": p.config.price.to_string(),
-    })))
-}
-
-/// `DELETE /v1/apikeys/{id}` (admin): revokes a key; its next request is 401.
-pub async fn revoke_api_key(
-    State(st): S,
-    Admin(who): Admin,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    payments_of(&st)?;
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!(
-                "id: {id:?} is not an API key id (16 hex digits, as `haca apikey create` prints)"
-            ),
-        ));
-    }
-    if !st.gateway.store.revoke_api_key(&id, now_ms()).await? {
-        return Err(ApiError::not_found(
-            "unknown_api_key",
-            format!("no API key {id} on this node"),
-        ));
-    }
-    tracing::info!("api key {id} revoked by {who}");
-    Ok(Json(json!({"id": id, "revoked": true})))
 }

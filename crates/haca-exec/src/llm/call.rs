@@ -1,0 +1,301 @@
+//! One chat or completion call as haca executes and signs it: the request it signs, the
+//! hashes fixed before any route is tried, and generation on the local model. Shared by the
+//! gateway (which runs the local model in process) and the dev enclave (which runs it inside
+//! and signs what it served), so both hash a call the same way.
+
+use super::{
+    ChatRequest, CompletionRequest, FinishReason, GenerateParams, LlmError, LocalLlm, Privacy,
+    ResponseFormat, ToolChoice,
+};
+use haca_core::{canonical, sha256, Digest};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// The local model's public name.
+pub const LOCAL_MODEL: &str = "local/gemma-3-270m";
+/// Answer length when the request sets none: a base model rambles.
+pub const DEFAULT_MAX_TOKENS: usize = 256;
+/// Sampling when the request sets none: calmer than OpenAI's 1.0 for a 270M base model.
+pub const DEFAULT_TEMPERATURE: f64 = 0.7;
+pub const DEFAULT_TOP_P: f64 = 0.95;
+
+/// A chat or completion call.
+#[derive(Clone)]
+// One per request, moved not stored: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Call {
+    Chat(ChatRequest),
+    Completion(CompletionRequest),
+}
+
+impl Call {
+    pub fn model(&self) -> &str {
+        match self {
+            Call::Chat(c) => &c.model,
+            Call::Completion(c) => &c.model,
+        }
+    }
+    pub fn privacy(&self) -> Privacy {
+        match self {
+            Call::Chat(c) => c.privacy,
+            Call::Completion(c) => c.privacy,
+        }
+    }
+    pub fn stream(&self) -> bool {
+        match self {
+            Call::Chat(c) => c.stream,
+            Call::Completion(c) => c.stream,
+        }
+    }
+    pub fn include_usage(&self) -> bool {
+        match self {
+            Call::Chat(c) => c.include_usage,
+            Call::Completion(c) => c.include_usage,
+        }
+    }
+    /// The client's body as it was sent.
+    pub fn raw(&self) -> &Value {
+        match self {
+            Call::Chat(c) => &c.raw,
+            Call::Completion(c) => &c.raw,
+        }
+    }
+    pub fn sampling(&self) -> &super::chat::Sampling {
+        match self {
+            Call::Chat(c) => &c.sampling,
+            Call::Completion(c) => &c.sampling,
+        }
+    }
+    pub fn conversation(&self) -> Option<&str> {
+        match self {
+            Call::Chat(c) => c.conversation.as_deref(),
+            Call::Completion(_) => None,
+        }
+    }
+    /// The OpenAI path this call takes upstream.
+    pub fn upstream_path(&self) -> &'static str {
+        match self {
+            Call::Chat(_) => "/chat/completions",
+            Call::Completion(_) => "/completions",
+        }
+    }
+    /// Whether the local model answers with tool calls rather than text.
+    pub fn local_tools(&self) -> bool {
+        match self {
+            Call::Chat(c) => c.tools.is_some() && c.tool_choice != ToolChoice::None,
+            Call::Completion(_) => false,
+        }
+    }
+}
+
+/// The request haca signs: the client's body without the transport fields (`stream`,
+/// `stream_options`) and with `privacy` always present, so the requirement is part of it.
+pub fn signed_request(call: &Call) -> Value {
+    let mut body = call.raw().clone();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("stream");
+        o.remove("stream_options");
+        o.insert("privacy".into(), call.privacy().as_str().into());
+        o.insert(
+            "kind".into(),
+            match call {
+                Call::Chat(_) => "chat",
+                Call::Completion(_) => "completion",
+            }
+            .into(),
+        );
+    }
+    body
+}
+
+/// SHA-256 of a value's canonical JSON (RFC 8785).
+pub fn hash_json(v: &Value) -> Result<Digest, LlmError> {
+    canonical::to_vec(v)
+        .map(|b| sha256(&b))
+        .map_err(|e| LlmError::Request(format!("body: {e}")))
+}
+
+/// What a chat run outputs, as its output hash covers it.
+pub fn output_json(content: &str, tool_calls: &[Value], finish_reason: &str) -> Value {
+    json!({"content": content, "tool_calls": tool_calls, "finish_reason": finish_reason})
+}
+
+/// The request hash (of [`signed_request`]) and the input hash (of the messages, or the
+/// prompt) of `call`.
+pub fn call_hashes(call: &Call) -> Result<(Digest, Digest), LlmError> {
+    let request_hash = hash_json(&signed_request(call))?;
+    let input = match call {
+        Call::Chat(c) => c.raw["messages"].clone(),
+        Call::Completion(c) => c.prompt.clone().into(),
+    };
+    Ok((request_hash, hash_json(&input)?))
+}
+
+/// Where a streamed answer's pieces go: OpenAI delta objects (`{"content": ...}` or
+/// `{"tool_calls": [...]}`). A failed send means the client went away.
+pub type Sink = mpsc::UnboundedSender<Value>;
+
+/// A local model's answer.
+pub struct LocalAnswer {
+    pub content: String,
+    pub tool_calls: Vec<Value>,
+    pub finish_reason: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// The prompt of `call` on `llm`, as tokens.
+pub fn prompt_tokens(llm: &LocalLlm, call: &Call) -> Result<Vec<u32>, LlmError> {
+    match call {
+        Call::Chat(c) => llm.chat_prompt(&c.messages, c.tools.as_ref(), &c.tool_choice),
+        Call::Completion(c) => llm.text_prompt(&c.prompt),
+    }
+}
+
+/// Answers `call` on the local model, continuing `partial` (another route's words), sending
+/// text to `sink` as it is generated. Blocking: callers run it on a blocking thread.
+pub fn generate_local(
+    llm: &LocalLlm,
+    call: &Call,
+    partial: &str,
+    sink: Option<Sink>,
+) -> Result<LocalAnswer, LlmError> {
+    let sampling = call.sampling();
+    let mut prompt = prompt_tokens(llm, call)?;
+    let json = match call {
+        Call::Chat(c) => LocalLlm::json_prefix(&c.response_format, &c.tool_choice)
+            .filter(|_| call.local_tools() || c.response_format != ResponseFormat::Text),
+        Call::Completion(_) => None,
+    };
+    // Another route's partial answer, then any forced JSON start, are the model's own
+    // words so far.
+    for text in [partial, json.as_deref().unwrap_or_default()] {
+        if !text.is_empty() {
+            prompt.extend(llm.encode(text)?);
+        }
+    }
+    let params = GenerateParams {
+        max_tokens: sampling
+            .max_tokens
+            .map(|m| m as usize)
+            .unwrap_or(DEFAULT_MAX_TOKENS),
+        min_tokens: sampling.min_tokens.unwrap_or(0) as usize,
+        temperature: sampling.temperature.unwrap_or(DEFAULT_TEMPERATURE),
+        top_p: sampling.top_p.unwrap_or(DEFAULT_TOP_P),
+        seed: sampling.seed.unwrap_or_else(rand::random),
+        stop: sampling.stop.clone(),
+        json,
+    };
+    // With tools the answer may turn out to be a call: it is sent whole at the end.
+    let buffered = call.local_tools();
+    let generated = llm.generate(&prompt, &params, &mut |piece| match &sink {
+        Some(s) if !buffered => s.send(json!({"content": piece})).is_ok(),
+        _ => true,
+    })?;
+    tracing::info!(
+        "{LOCAL_MODEL}: {} prompt tokens in {} ms, {} tokens at {:.1} tokens/s ({})",
+        generated.prompt_tokens,
+        generated.prefill.as_millis(),
+        generated.completion_tokens,
+        generated.tokens_per_second(),
+        generated.finish_reason.as_str()
+    );
+    let mut content = generated.text;
+    let mut tool_calls = Vec::new();
+    let mut finish_reason = match generated.finish_reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
+    }
+    .to_owned();
+    if let Call::Chat(c) = call {
+        if call.local_tools() {
+            if let Some(tc) = as_tool_call(&content, c.tools.as_ref()) {
+                tool_calls.push(tc);
+                content.clear();
+                finish_reason = "tool_calls".into();
+            }
+            if let Some(s) = &sink {
+                send_whole(s, &content, &tool_calls);
+            }
+        }
+    }
+    Ok(LocalAnswer {
+        content,
+        tool_calls,
+        finish_reason,
+        prompt_tokens: generated.prompt_tokens as u64,
+        completion_tokens: generated.completion_tokens as u64,
+    })
+}
+
+/// Sends an answer made whole (in the enclave, or held back because it may be a tool call) as
+/// one delta: its text, or its tool calls.
+pub fn send_whole(sink: &Sink, content: &str, tool_calls: &[Value]) {
+    let delta = if tool_calls.is_empty() {
+        json!({"content": content})
+    } else {
+        let mut calls = tool_calls.to_vec();
+        calls[0]["index"] = 0.into();
+        json!({"tool_calls": calls})
+    };
+    // A closed sink means the client went away; the run is recorded all the same.
+    let _ = sink.send(delta);
+}
+
+/// The answer as a tool call, when it is one JSON object naming one of the tools.
+fn as_tool_call(text: &str, tools: Option<&Value>) -> Option<Value> {
+    let v: Value = serde_json::from_str(text.trim()).ok()?;
+    let name = v["name"].as_str()?;
+    let known = tools?
+        .as_array()?
+        .iter()
+        .any(|t| t["function"]["name"] == name);
+    if !known {
+        return None;
+    }
+    let args = v.get("arguments").cloned().unwrap_or(json!({}));
+    Some(json!({
+        "id": format!("call_{}", haca_core::random_hex(12)),
+        "type": "function",
+        "function": {"name": name, "arguments": args.to_string()},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: Value) -> Call {
+        Call::Chat(ChatRequest::parse(body).expect("a valid chat body"))
+    }
+
+    #[test]
+    fn the_signed_request_drops_transport_fields_and_always_names_privacy() {
+        let c = chat(json!({"model": "local/gemma-3-270m", "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hi"}]}));
+        let s = signed_request(&c);
+        assert!(s.get("stream").is_none() && s.get("stream_options").is_none());
+        assert_eq!(s["privacy"], c.privacy().as_str());
+        assert_eq!(s["kind"], "chat");
+        // Streaming or not, the same call hashes the same.
+        let whole = chat(json!({"model": "local/gemma-3-270m",
+            "messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!(call_hashes(&c).unwrap(), call_hashes(&whole).unwrap());
+    }
+
+    #[test]
+    fn a_tool_call_is_recognized_only_for_a_known_tool() {
+        let tools = json!([{"type": "function", "function": {"name": "weather"}}]);
+        let tc = as_tool_call(
+            r#" {"name": "weather", "arguments": {"city": "Oslo"}} "#,
+            Some(&tools),
+        )
+        .expect("a call");
+        assert_eq!(tc["function"]["name"], "weather");
+        assert_eq!(tc["function"]["arguments"], r#"{"city":"Oslo"}"#);
+        assert!(as_tool_call(r#"{"name": "other"}"#, Some(&tools)).is_none());
+        assert!(as_tool_call("plain words", Some(&tools)).is_none());
+    }
+}

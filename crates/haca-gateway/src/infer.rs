@@ -1,0 +1,274 @@
+//! The ML path: resolve the model, take the payment, run it through an [`MlExecutor`], build
+//! the receipt, commit. Every acknowledged run is committed to the store before the answer
+//! leaves.
+
+use crate::builder::{Execution, ReceiptBuilder};
+use crate::enclave::{enclave_evidence, EnclaveClient, EnclaveEvidence};
+use crate::error::GatewayError;
+use crate::payment::{Covered, PendingPayment, SettledPayment};
+use crate::{now_ms, Gateway, RunToCommit};
+use haca_chain::record::RecordContent;
+use haca_core::canonical;
+use haca_core::receipt::*;
+use haca_core::settlement::SettlementMode;
+use haca_core::tensor::{self, TensorMap};
+use haca_core::{sha256, BlobId, Digest};
+use haca_exec::{ModelCache, OnnxModel, RUNTIME};
+use haca_hub::Hub;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The body of `POST /v1/infer`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct InferRequest {
+    /// A label (`example/mnist-mlp`), a label at a revision (`example/mnist-mlp@2`) or a blob id.
+    pub model: String,
+    pub input: Value,
+    #[serde(default)]
+    pub mode: Option<ExecMode>,
+}
+
+/// What a run answers.
+pub struct InferAnswer {
+    pub run_id: haca_core::RunId,
+    pub output: Value,
+    pub receipt: Receipt,
+    /// OpenGradient-compatible `tee_*` fields, on answers produced inside an enclave only.
+    pub tee: Option<haca_tee::og_compat::TeeFields>,
+    /// The x402 payment this run settled, when the node charges.
+    pub payment: Option<SettledPayment>,
+}
+
+/// One ML job, as every executor takes it.
+pub struct MlJob<'a> {
+    pub blob_id: BlobId,
+    pub request_hash: Digest,
+    pub input: &'a Value,
+    pub inputs: TensorMap,
+}
+
+/// What an executor returns.
+pub struct Executed {
+    pub outputs: TensorMap,
+    pub finished_at: u64,
+    /// The runtime the execution box names.
+    pub runtime: String,
+    /// The provider the route box names.
+    pub provider: &'static str,
+    pub enclave: Option<EnclaveEvidence>,
+}
+
+/// The executors of ML runs, one per mode (a zkML prover joins as a third).
+pub enum MlExecutor<'a> {
+    /// tract, in this process.
+    Vanilla {
+        hub: &'a Arc<Hub>,
+        models: &'a Arc<ModelCache>,
+    },
+    /// tract inside the enclave, which signs the run.
+    Enclave {
+        client: &'a EnclaveClient,
+        hub: &'a Arc<Hub>,
+    },
+}
+
+impl MlExecutor<'_> {
+    pub async fn run(&self, job: MlJob<'_>) -> Result<Executed, GatewayError> {
+        match self {
+            MlExecutor::Vanilla { hub, models } => {
+                let (hub, models) = ((*hub).clone(), (*models).clone());
+                let (blob_id, inputs) = (job.blob_id, job.inputs);
+                let outputs = tokio::task::spawn_blocking(move || {
+                    let model = load_model(&hub, &models, blob_id)?;
+                    Ok::<_, GatewayError>(model.run(&inputs, "input")?)
+                })
+                .await
+                .map_err(|e| GatewayError::internal(format!("executor stopped: {e}")))??;
+                Ok(Executed {
+                    outputs,
+                    finished_at: now_ms(),
+                    runtime: RUNTIME.into(),
+                    provider: "local/tract",
+                    enclave: None,
+                })
+            }
+            MlExecutor::Enclave { client, hub } => {
+                let hub = (*hub).clone();
+                let blob_id = job.blob_id;
+                let request = haca_tee::protocol::RunRequest {
+                    blob_id,
+                    request_hash: job.request_hash,
+                    input: job.input.clone(),
+                };
+                let answer = client
+                    .run(request, || async move {
+                        tokio::task::spawn_blocking(move || hub.read_blob(&blob_id))
+                            .await
+                            .map_err(|e| {
+                                GatewayError::internal(format!("hub reader stopped: {e}"))
+                            })?
+                            .map_err(GatewayError::from)
+                    })
+                    .await?;
+                let outputs = tensor::parse_input(&answer.output, "output")
+                    .map_err(|e| GatewayError::internal(format!("the enclave's output: {e}")))?;
+                let evidence = enclave_evidence(&answer.signed)?;
+                Ok(Executed {
+                    outputs,
+                    finished_at: evidence.finished_at,
+                    runtime: format!("dev-enclave/{RUNTIME}"),
+                    provider: "local/dev-enclave",
+                    enclave: Some(evidence),
+                })
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// The executor for `mode` on this node, or why the mode is not served here.
+    pub fn ml_executor(&self, mode: ExecMode) -> Result<MlExecutor<'_>, GatewayError> {
+        match (mode, &self.enclave) {
+            (ExecMode::Vanilla, _) => Ok(MlExecutor::Vanilla {
+                hub: &self.hub,
+                models: &self.models,
+            }),
+            (ExecMode::Tee, Some(client)) => Ok(MlExecutor::Enclave {
+                client,
+                hub: &self.hub,
+            }),
+            (ExecMode::Tee, None) => Err(GatewayError::invalid(
+                "mode_unavailable",
+                "mode: \"tee\" is not available on this node (it runs no enclave); use \"vanilla\"",
+            )),
+            (ExecMode::Zkml, _) => Err(GatewayError::invalid(
+                "mode_unavailable",
+                "mode: \"zkml\" is not available on this node (it runs no prover); use \"vanilla\" or \"tee\"",
+            )),
+        }
+    }
+
+    /// Loads (or finds cached) the model behind `blob_id`.
+    pub async fn warm(&self, blob_id: BlobId) -> Result<(), GatewayError> {
+        let (hub, models) = (self.hub.clone(), self.models.clone());
+        tokio::task::spawn_blocking(move || load_model(&hub, &models, blob_id).map(|_| ()))
+            .await
+            .map_err(|e| GatewayError::internal(format!("model loader stopped: {e}")))??;
+        Ok(())
+    }
+
+    /// One ML run, paid by `payment` when the node charges.
+    pub async fn infer(
+        &self,
+        req: InferRequest,
+        settlement: SettlementMode,
+        payment: Option<PendingPayment>,
+    ) -> Result<InferAnswer, GatewayError> {
+        let mode = req.mode.unwrap_or(ExecMode::Vanilla);
+        let executor = self.ml_executor(mode)?;
+        let inputs = tensor::parse_input(&req.input, "input")?;
+        let resolved = self.hub.resolve(&req.model, None)?;
+        if resolved.format != "onnx" {
+            return Err(GatewayError::invalid(
+                "unsupported_model",
+                format!(
+                    "model: {} is a {} artifact, not ONNX",
+                    req.model, resolved.format
+                ),
+            ));
+        }
+        let started_at = now_ms();
+        let blob_id = resolved.blob_id;
+        let input_hash = tensor::hash_tensors(&inputs);
+        let request_hash = sha256(
+            &canonical::to_vec(&json!({"kind": "infer", "model": req.model, "mode": mode.as_str(), "input_hash": input_hash.to_hex()}))
+                .expect("strings canonicalize"),
+        );
+        // The request is runnable: its payment settles before the model runs (a replay that
+        // raced this one is refused here, by the ledger's transaction).
+        let payment = self
+            .take_payment(
+                payment,
+                Covered {
+                    request_hash,
+                    model: Some(blob_id),
+                    mode,
+                    max_tokens: None,
+                },
+            )
+            .await?;
+        let kept_inputs = (settlement == SettlementMode::Individual).then(|| inputs.clone());
+        let executed = executor
+            .run(MlJob {
+                blob_id,
+                request_hash,
+                input: &req.input,
+                inputs,
+            })
+            .await?;
+        let output_hash = tensor::hash_tensors(&executed.outputs);
+        let node = self.key.node_id();
+        let run_id = self.new_run_id(&request_hash);
+
+        let mut builder = ReceiptBuilder::new(run_id, settlement, started_at);
+        builder
+            .artifact(ArtifactEvidence {
+                label: resolved.label.clone(),
+                revision: resolved.revision,
+                blob_id,
+                format: resolved.format.clone(),
+            })
+            .route(RouteEvidence::direct(executed.provider, node))
+            .payment(payment.as_ref().map(|p| p.evidence.clone()));
+        let tee = executed.enclave.as_ref().map(|e| e.tee.clone());
+        builder.executed(Execution {
+            mode,
+            runtime: executed.runtime,
+            request_hash,
+            input_hash,
+            output_hash,
+            signer: node,
+            started_at,
+            finished_at: executed.finished_at,
+            enclave: executed.enclave,
+        })?;
+        let mut receipt = builder.build(&self.evidence)?;
+        let output = tensor::to_json(&executed.outputs);
+        let content = kept_inputs.map(|inputs| RecordContent {
+            input: tensor::to_json(&inputs),
+            output: output.clone(),
+        });
+        self.commit(
+            &mut receipt,
+            RunToCommit {
+                model: req.model,
+                blob_id: blob_id.to_string(),
+                mode,
+                output: output.clone(),
+                content,
+                turn: None,
+            },
+        )
+        .await?;
+        Ok(InferAnswer {
+            run_id,
+            output,
+            receipt,
+            tee,
+            payment,
+        })
+    }
+}
+
+/// The cached model for `blob_id`, read from the hub and loaded on a miss. Blocking.
+fn load_model(
+    hub: &Hub,
+    models: &ModelCache,
+    blob_id: BlobId,
+) -> Result<Arc<OnnxModel>, GatewayError> {
+    Ok(models.get_or_load(&blob_id, || {
+        hub.read_blob(&blob_id).map_err(|e| e.to_string())
+    })?)
+}

@@ -1,0 +1,352 @@
+//! x402 and API keys over HTTP: the paywall's 402 answers, the facilitator
+//! (`/v1/x402/verify`, `/settle`, `/supported`) over the node's ledger, the devnet faucet,
+//! balances and `/v1/apikeys`. The rules and the ledger moves are
+//! [`haca_gateway::payment`]'s; this module reads headers and bodies and writes answers.
+
+use super::error::ApiError;
+use super::extract::{body_bytes, Admin, JsonBody};
+use super::AppState;
+use crate::now_ms;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use haca_gateway::payment::{
+    new_api_key, presented_api_key, settle_on, PaymentConfig, PaymentOffer, Payments,
+    PAYMENT_REQUIRED_CODE,
+};
+use haca_pay::types::{PAYMENT_REQUIRED_HEADER, SCHEME_EXACT};
+use haca_pay::{
+    decode_facilitator_request, encode_header, Address, AnyPaymentPayload, AnyRequirements,
+    PaymentError, PaymentRequired, PaymentRequiredV1, ResourceInfo, SupportedKind,
+    SupportedResponse, U256,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// What a request offers to pay with: its x402 header or its API key.
+pub fn payment_offer(headers: &HeaderMap) -> PaymentOffer {
+    PaymentOffer::from_headers(|name| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().map(str::to_owned).map_err(|_| ()))
+    })
+}
+
+/// The URL the client asked for, as the payment's resource.
+pub fn resource_url(headers: &HeaderMap, path: &str) -> String {
+    match headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(host) => format!("http://{host}{path}"),
+        None => path.into(),
+    }
+}
+
+/// A 402 answer: always the v2 `PAYMENT-REQUIRED` header; the body is the v1
+/// `{x402Version: 1, error, accepts}` when no payment was sent, else `{error: {code,
+/// message}}` saying which check failed.
+pub fn payment_required(p: &Payments, resource: &str, err: ApiError, price: U256) -> Response {
+    let config = PaymentConfig {
+        price,
+        ..p.config.clone()
+    };
+    let required = PaymentRequired {
+        x402_version: 2,
+        error: Some(err.message.clone()),
+        resource: Some(ResourceInfo {
+            url: resource.into(),
+            description: Some("one haca inference run".into()),
+            mime_type: Some("application/json".into()),
+        }),
+        accepts: vec![config.requirements()],
+        extensions: None,
+    };
+    let body = if err.code == PAYMENT_REQUIRED_CODE {
+        serde_json::to_value(PaymentRequiredV1 {
+            x402_version: 1,
+            error: Some(err.message.clone()),
+            accepts: vec![config.requirements_v1(resource)],
+        })
+        .expect("x402 messages serialize")
+    } else {
+        err.body()
+    };
+    let mut resp = (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
+    resp.headers_mut().insert(
+        PAYMENT_REQUIRED_HEADER,
+        HeaderValue::from_str(&encode_header(&required)).expect("base64 is ASCII"),
+    );
+    resp
+}
+
+fn payments_of(st: &AppState) -> Result<&Payments, ApiError> {
+    st.payments.as_deref().ok_or_else(|| {
+        ApiError::not_found(
+            "payments_off",
+            "this node takes no payments (it was started with --price-per-request 0)",
+        )
+    })
+}
+
+type S = State<Arc<AppState>>;
+
+/// `POST /v1/x402/verify`: `{x402Version, paymentPayload, paymentRequirements}` ->
+/// `VerifyResponse` (400 when the body does not decode, else 200 with the verdict).
+pub async fn verify(State(st): S, req: Request) -> Result<Response, ApiError> {
+    let p = payments_of(&st)?;
+    let bytes = body_bytes(req, st.limits.max_body).await?;
+    let fr = match decode_facilitator_request(&bytes) {
+        Ok(fr) => fr,
+        Err(e) => {
+            let e = PaymentError::Decode(e);
+            return Ok((StatusCode::BAD_REQUEST, Json(e.verify_response(None))).into_response());
+        }
+    };
+    let payer = fr.payment_payload.exact().authorization.from;
+    let body = match p.verify_for_facilitator(&fr).await {
+        Ok(v) => v.verify_response(),
+        Err(e) => e.verify_response(Some(payer)),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `POST /v1/x402/settle`: verifies, then moves the money on the ledger -> `SettleResponse`
+/// (400 when the body does not decode, else 200 with `success`).
+pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
+    let p = payments_of(&st)?;
+    let bytes = body_bytes(req, st.limits.max_body).await?;
+    let fr = match decode_facilitator_request(&bytes) {
+        Ok(fr) => fr,
+        Err(e) => {
+            let e = PaymentError::Decode(e);
+            let body = e.settle_response(None, &p.config.network);
+            return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        }
+    };
+    let network = fr.payment_requirements.network().to_owned();
+    let payer = fr.payment_payload.exact().authorization.from;
+    let resource = match (&fr.payment_requirements, &fr.payment_payload) {
+        (AnyRequirements::V1(r), _) => r.resource.clone(),
+        (_, AnyPaymentPayload::V2(pp)) => pp
+            .resource
+            .as_ref()
+            .map(|r| r.url.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let verified_at = now_ms();
+    let outcome = match p.verify_for_facilitator(&fr).await {
+        Ok(v) => settle_on(&p.store, &v, &resource, None, verified_at)
+            .await
+            .map(|(tx, _)| v.settle_response(tx)),
+        Err(e) => Err(e),
+    };
+    let body = outcome.unwrap_or_else(|e| e.settle_response(Some(payer), &network));
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v1/x402/supported`.
+pub async fn supported(State(st): S) -> Result<Json<SupportedResponse>, ApiError> {
+    let p = payments_of(&st)?;
+    let kind = |v: u32| SupportedKind {
+        x402_version: v,
+        scheme: SCHEME_EXACT.into(),
+        network: p.config.network.clone(),
+        extra: None,
+    };
+    Ok(Json(SupportedResponse {
+        kinds: vec![kind(2), kind(1)],
+        extensions: vec![],
+        signers: Default::default(),
+    }))
+}
+
+/// The body of `POST /v1/x402/faucet`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaucetRequest {
+    pub address: String,
+    /// Base units, as a decimal string or a number.
+    pub amount: Value,
+}
+
+fn parse_address(s: &str, field: &str) -> Result<Address, ApiError> {
+    let ok = s.len() == 42
+        && (s.starts_with("0x") || s.starts_with("0X"))
+        && s[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| s[2..].parse::<Address>().ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_address",
+                format!("{field}: {s:?} is not an address (0x + 40 hex digits)"),
+            )
+        })
+}
+
+/// `POST /v1/x402/faucet {address, amount}` (admin): mints the node's token.
+pub async fn faucet(
+    State(st): S,
+    Admin(who): Admin,
+    JsonBody(req): JsonBody<FaucetRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let address = parse_address(&req.address, "address")?;
+    let amount = amount_field(&req.amount, "amount")?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = p
+        .store
+        .mint(&asset, &address.to_checksum(None), &amount)
+        .await
+        .map_err(|e| match e {
+            haca_store::StoreError::Invalid(m) => ApiError::bad_request("invalid_field", m),
+            e => e.into(),
+        })?;
+    tracing::info!("x402 faucet: {who} minted {amount} of {asset} to {address}");
+    Ok(Json(json!({
+        "address": address.to_checksum(None),
+        "asset": asset,
+        "network": p.config.network,
+        "minted": amount,
+        "balance": balance,
+    })))
+}
+
+/// `GET /v1/x402/balance/{address}`.
+pub async fn balance(State(st): S, Path(address): Path<String>) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let address = parse_address(&address, "address")?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = p.store.balance(&asset, &address.to_checksum(None))?;
+    Ok(Json(json!({
+        "address": address.to_checksum(None),
+        "asset": asset,
+        "network": p.config.network,
+        "balance": balance,
+    })))
+}
+
+/// The body of `POST /v1/apikeys`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRequest {
+    /// Base units to mint into the key's account (devnet faucet), as a decimal string or a
+    /// number.
+    #[serde(default)]
+    pub fund: Option<Value>,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Reads a faucet amount: base units as a decimal string or an unsigned integer.
+fn amount_field(v: &Value, field: &str) -> Result<String, ApiError> {
+    let amount = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("{field}: expected base units as a decimal string or an unsigned integer"),
+            ))
+        }
+    };
+    haca_store::parse_amount(&amount)
+        .map_err(|e| ApiError::bad_request("invalid_field", format!("{field}: {e}")))?;
+    Ok(amount)
+}
+
+/// `POST /v1/apikeys {fund?, label?}` (admin): a new API key for clients that know nothing of
+/// x402 (`Authorization: Bearer KEY`), charged per run against its prepaid balance. The key
+/// is shown once; the node keeps only its hash.
+pub async fn create_api_key(
+    State(st): S,
+    Admin(who): Admin,
+    JsonBody(req): JsonBody<ApiKeyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let fund = req
+        .fund
+        .as_ref()
+        .map(|v| amount_field(v, "fund"))
+        .transpose()?;
+    if let Some(l) = &req.label {
+        if l.len() > 200 {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "label: longer than 200 bytes",
+            ));
+        }
+    }
+    let (key, row) = new_api_key(req.label, &who);
+    st.gateway.store.create_api_key(row.clone()).await?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = match &fund {
+        Some(amount) => p.store.mint(&asset, &row.account, amount).await?,
+        None => "0".into(),
+    };
+    tracing::info!("api key {} created by {who} (funded {:?})", row.id, fund);
+    Ok(Json(json!({
+        "id": row.id,
+        "key": key,
+        "account": row.account,
+        "label": row.label,
+        "asset": asset,
+        "network": p.config.network,
+        "balance": balance,
+        "price": p.config.price.to_string(),
+    })))
+}
+
+/// `GET /v1/apikeys/self` with `Authorization: Bearer KEY`: the key's id, account and balance.
+pub async fn api_key_self(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let p = payments_of(&st)?;
+    let key = presented_api_key(&p.store, payment_offer(&headers).bearer.as_deref())?.ok_or_else(
+        || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "header Authorization: send Bearer <API key> (hk_...)",
+            )
+        },
+    )?;
+    let asset = p.config.asset.to_checksum(None);
+    let balance = p.store.balance(&asset, &key.account)?;
+    Ok(Json(json!({
+        "id": key.id,
+        "account": key.account,
+        "label": key.label,
+        "created_at": key.created_at,
+        "asset": asset,
+        "network": p.config.network,
+        "balance": balance,
+        "price": p.config.price.to_string(),
+    })))
+}
+
+/// `DELETE /v1/apikeys/{id}` (admin): revokes a key; its next request is 401.
+pub async fn revoke_api_key(
+    State(st): S,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    payments_of(&st)?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "id: {id:?} is not an API key id (16 hex digits, as `haca apikey create` prints)"
+            ),
+        ));
+    }
+    if !st.gateway.store.revoke_api_key(&id, now_ms()).await? {
+        return Err(ApiError::not_found(
+            "unknown_api_key",
+            format!("no API key {id} on this node"),
+        ));
+    }
+    tracing::info!("api key {id} revoked by {who}");
+    Ok(Json(json!({"id": id, "revoked": true})))
+}
