@@ -98,6 +98,15 @@ pub fn verify(signer: &NodeId, msg: &[u8], signature_hex: &str) -> Result<(), Ke
         .map_err(|_| KeyError::BadSignature(*signer))
 }
 
+/// `bytes` random bytes from the OS, hex: the body of every random id haca hands out (case,
+/// conversation, tool-call, token and webhook ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,13 +142,4 @@ mod tests {
             Err(KeyError::BadSignature(k.node_id()))
         );
     }
-}
-
-/// `bytes` random bytes from the OS, hex: the body of every random id haca hands out (case,
-/// conversation, tool-call, token and webhook ids).
-pub fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; bytes];
-    OsRng.fill_bytes(&mut b);
-    hex::encode(b)
 }

@@ -75,8 +75,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1 << 30)]
     cache_bytes: u64,
     /// The local LLM served as local/gemma-3-270m: a Gemma 3 GGUF file. Default: the first
-    /// *.gguf under $HACA_HOME/models (the README's set-up puts it there); none found, the
-    /// node serves no local model.
+    /// *.gguf under $HACA_HOME/models (scripts/devnet and .ci/run put it there), else the
+    /// PyPI package's cache; none found, the node serves no local model.
     #[arg(long, env = "HACA_LLM_MODEL")]
     llm_model: Option<PathBuf>,
     /// Serve no local LLM even when a GGUF is found.
@@ -106,23 +106,23 @@ fn parse_provider_arg(s: &str) -> Result<ProviderArg, String> {
     haca_gateway::chat::parse_provider(s).map(|(p, t)| ProviderArg(p, t))
 }
 
-/// The GGUF devnet serves: `--llm-model`/HACA_LLM_MODEL, else the first `*.gguf` (by name)
-/// under $HACA_HOME/models.
-fn find_llm_model(a: &ServeArgs) -> Option<PathBuf> {
+/// The GGUF the node serves, by the one rule of [`haca_exec::llm::model_home`]:
+/// `--llm-model`/HACA_LLM_MODEL (which must exist), else the first `*.gguf` under
+/// $HACA_HOME/models, else the PyPI package's cache; none found, no local model (and a note
+/// saying how to install one).
+fn find_llm_model(a: &ServeArgs) -> Result<Option<PathBuf>, CliError> {
     if a.no_llm {
-        return None;
+        return Ok(None);
     }
-    if let Some(p) = &a.llm_model {
-        return Some(p.clone());
+    let found = haca_exec::llm::model_home::find_local_model(a.llm_model.as_deref())
+        .map_err(|e| CliError::Msg(format!("--llm-model: {e}")))?;
+    if found.is_none() {
+        tracing::info!(
+            "no local LLM found, so none is served: {}",
+            haca_exec::llm::model_home::INSTALL_HINT
+        );
     }
-    let dir = wallet::haca_home().ok()?.join("models");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
-        .collect();
-    found.sort();
-    found.into_iter().next()
+    Ok(found)
 }
 
 #[derive(Subcommand)]
@@ -360,8 +360,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
-    NodeConfig {
+fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
+    Ok(NodeConfig {
         listen: a.listen,
         data_dir: a
             .data_dir
@@ -378,11 +378,11 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> NodeConfig {
         chain_dir: None,
         dev_enclave: devnet,
         payments: None,
-        llm_model: find_llm_model(a),
+        llm_model: find_llm_model(a)?,
         providers: a.provider.iter().map(|p| (p.0.clone(), p.1)).collect(),
         case_classes: a.case_class.clone(),
         round_interval_ms: devnet::DEFAULT_ROUND_INTERVAL_MS,
-    }
+    })
 }
 
 async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, CliError> {
@@ -575,7 +575,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             round_interval_ms,
             no_enclave,
         } => {
-            let mut cfg = serve_config(&serve, true);
+            let mut cfg = serve_config(&serve, true)?;
             cfg.round_interval_ms = round_interval_ms;
             cfg.dev_enclave = !no_enclave;
             cfg.payments = (price_per_request > 0).then(|| haca_gateway::payment::PaymentConfig {
@@ -633,7 +633,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                         .into(),
                 ));
             }
-            let mut cfg = serve_config(&serve, false);
+            let mut cfg = serve_config(&serve, false)?;
             cfg.validator = roles.iter().any(|r| r == "validator");
             serve_until_ctrl_c(cfg, "haca node").await
         }
