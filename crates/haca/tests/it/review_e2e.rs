@@ -4,9 +4,7 @@
 //! filters, a label that moved to another artifact, and the signed webhook of a clearance
 //! checked (and a forged one refused) on the receiving side.
 
-mod common;
-
-use common::{mlp_input, wait_ready, Devnet};
+use crate::common::{self, mlp_input, wait_ready, Devnet};
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 use std::collections::HashMap;

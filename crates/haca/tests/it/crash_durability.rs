@@ -2,9 +2,7 @@
 //! receipt that still verifies, no committed block changed, and every acknowledged run
 //! settles (the outbox is resubmitted).
 
-mod common;
-
-use common::{mlp_input, wait_ready, Devnet};
+use crate::common::{mlp_input, wait_ready, Devnet};
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};
 use haca_core::ParsedReceipt;
 use reqwest::blocking::Client;

@@ -1,11 +1,10 @@
 //! The web panel in a real browser: `web/tests/panel.test.mjs` drives Debian's Chromium with
 //! playwright-core against a real devnet. Settlement rounds are slowed to 25 s so the test can
 //! try a clear before its run settles; live updates then bring READY.
-//! Needs /usr/bin/chromium and `npm ci --prefix web` (.ci/run installs both; CI requires them).
+//! Needs /usr/bin/chromium and `npm ci --prefix web` (.ci/run installs both; CI requires them);
+//! its chat step needs the local LLM (`common::local_model`; required in CI too).
 
-mod common;
-
-use common::Devnet;
+use crate::common::{self, Devnet};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,9 +40,9 @@ fn the_panel_refuses_a_clear_before_settlement_and_clears_after() {
     let Some(chromium) = browser_ready() else {
         return;
     };
-    let llm = std::env::var("HACA_LLM_MODEL")
-        .ok()
-        .filter(|p| Path::new(p).exists());
+    // The chat step runs with the local LLM (required in CI), and is skipped without it.
+    let llm = common::local_model("panel_browser (its chat step)")
+        .map(|p| p.to_str().expect("a UTF-8 model path").to_owned());
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--round-interval-ms", "25000", "--no-enclave"];
     if let Some(m) = &llm {

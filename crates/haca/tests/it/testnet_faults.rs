@@ -2,9 +2,9 @@
 //! one down still finalizes, two down halts without conflicting blocks, restarted validators
 //! catch up, `kill -9` loses no committed round, and bad input is refused without harm.
 
-mod common;
+use crate::common;
 
-use common::testnet::{records, run_ids, Testnet};
+use crate::common::testnet::{records, run_ids, Testnet};
 use haca_core::settlement::SettlementMode;
 use haca_core::NodeKey;
 use serde_json::Value;

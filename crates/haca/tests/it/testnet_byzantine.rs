@@ -3,9 +3,7 @@
 //! two different blocks for one round, are outvoted by the honest three; the chain keeps
 //! going and every validator commits the same blocks.
 
-mod common;
-
-use common::testnet::{records, run_ids, Testnet};
+use crate::common::testnet::{records, run_ids, Testnet};
 use haca_core::settlement::SettlementMode;
 use haca_core::NodeKey;
 use serde_json::Value;

@@ -1,9 +1,7 @@
 //! The README's tour, end to end against the real binary: infer, receipt, offline verify,
 //! the hub over HTTP and the CLI, and every bad input getting its clear error.
 
-mod common;
-
-use common::{mlp_input, wait_ready, Devnet};
+use crate::common::{mlp_input, wait_ready, Devnet};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 

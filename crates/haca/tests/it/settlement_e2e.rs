@@ -2,9 +2,7 @@
 //! the in-process Malachite validator, and their receipts verify offline against the
 //! devnet's genesis; bad records are refused or rejected with their reason.
 
-mod common;
-
-use common::{mlp_input, wait_ready, Devnet};
+use crate::common::{self, mlp_input, wait_ready, Devnet};
 use haca_chain::record::RecordContent;
 use haca_chain::RunRecord;
 use haca_core::claims::{Checker, Claim, ClaimState, TrustAnchors};

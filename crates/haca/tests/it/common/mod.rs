@@ -161,3 +161,30 @@ pub fn python() -> Option<PathBuf> {
         }
     }
 }
+
+/// `CI` is set (and not `false` or `0`).
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The local LLM's GGUF, found where `haca_exec::llm::model_home` says it lives. Required in
+/// CI (.ci/run installs it); elsewhere, when there is none, `None` after saying why on stderr
+/// (past the test harness's capture, so that the skip shows), for `test` to skip.
+pub fn local_model(test: &str) -> Option<PathBuf> {
+    use haca_exec::llm::model_home::{find_local_model, INSTALL_HINT};
+    use std::io::Write;
+    match find_local_model(None) {
+        Ok(Some(p)) => Some(p),
+        Err(e) => panic!("{e}"),
+        Ok(None) if in_ci() => {
+            panic!("CI must have the local LLM (.ci/run installs it): {INSTALL_HINT}")
+        }
+        Ok(None) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: skipped, no local LLM found: {INSTALL_HINT}"
+            );
+            None
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! offline, `enclave.genuine` and `artifact.bound` hold only with `--allow-dev-root`, and fail
 //! once the output hash or the attestation is swapped. The enclave ends with its node.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use serde_json::Value;

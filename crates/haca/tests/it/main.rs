@@ -1,0 +1,16 @@
+//! haca's integration tests, in one test binary (one link instead of one per file).
+//! Shared helpers live in `common`.
+
+mod common;
+
+mod attest_cli;
+mod crash_durability;
+mod devnet_e2e;
+mod llm_gateway;
+mod panel_browser;
+mod review_e2e;
+mod settlement_e2e;
+mod tee_e2e;
+mod testnet_byzantine;
+mod testnet_faults;
+mod x402_e2e;
