@@ -15,8 +15,9 @@ use haca_store::{LogCheckpointRow, LogEntryRow, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
-/// The entry kinds the log accepts.
-pub const KINDS: &[&str] = &["run", "settlement", "decision"];
+/// The entry kinds the log accepts: runs and their settlements, review decisions, and
+/// refunds of charges whose runs were never stored.
+pub const KINDS: &[&str] = &["run", "settlement", "decision", "refund"];
 
 /// Entries taken into one group commit, at most (a single larger append still goes alone):
 /// bounds the transaction and the time readers wait for the tree lock.

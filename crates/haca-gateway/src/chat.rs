@@ -467,6 +467,7 @@ impl ChatGateway {
             _ => None,
         };
         let covered = Covered {
+            run_id: start.run_id,
             request_hash: start.request_hash,
             model,
             mode: if first.path == PathClass::Tee {
@@ -479,9 +480,42 @@ impl ChatGateway {
         gw.take_payment(pending, covered).await
     }
 
-    /// Tries `routes` in order and commits the served answer's receipt.
+    /// Tries `routes` in order and commits the served answer's receipt. A paid call that
+    /// fails is refunded (its run is never stored).
     #[allow(clippy::too_many_arguments)]
     pub async fn serve(
+        &self,
+        gw: &Gateway,
+        call: &Call,
+        routes: Vec<Route>,
+        start: CallStart,
+        settlement: haca_core::settlement::SettlementMode,
+        payment: Option<PaymentEvidence>,
+        conversation: Option<String>,
+        sink: Option<Sink>,
+    ) -> Result<Served, Failed> {
+        let paid = payment.is_some();
+        let served = self
+            .serve_routes(
+                gw,
+                call,
+                routes,
+                start,
+                settlement,
+                payment,
+                conversation,
+                sink,
+            )
+            .await;
+        if let (Err(f), true) = (&served, paid) {
+            let why = format!("no route served the call: {}", f.error.message());
+            gw.refund_failed_run(start.run_id, &why).await;
+        }
+        served
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_routes(
         &self,
         gw: &Gateway,
         call: &Call,

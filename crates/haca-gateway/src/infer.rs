@@ -186,12 +186,14 @@ impl Gateway {
             &canonical::to_vec(&json!({"kind": "infer", "model": req.model, "mode": mode.as_str(), "input_hash": input_hash.to_hex()}))
                 .expect("strings canonicalize"),
         );
+        let run_id = self.new_run_id(&request_hash);
         // The request is runnable: its payment settles before the model runs (a replay that
         // raced this one is refused here, by the ledger's transaction).
         let payment = self
             .take_payment(
                 payment,
                 Covered {
+                    run_id,
                     request_hash,
                     model: Some(blob_id),
                     mode,
@@ -199,59 +201,73 @@ impl Gateway {
                 },
             )
             .await?;
-        let kept_inputs = (settlement == SettlementMode::Individual).then(|| inputs.clone());
-        let executed = executor
-            .run(MlJob {
-                blob_id,
-                request_hash,
-                input: &req.input,
-                inputs,
-            })
-            .await?;
-        let output_hash = tensor::hash_tensors(&executed.outputs);
-        let node = self.key.node_id();
-        let run_id = self.new_run_id(&request_hash);
-
-        let mut builder = ReceiptBuilder::new(run_id, settlement, started_at);
-        builder
-            .artifact(ArtifactEvidence {
-                label: resolved.label.clone(),
-                revision: resolved.revision,
-                blob_id,
-                format: resolved.format.clone(),
-            })
-            .route(RouteEvidence::direct(executed.provider, node))
-            .payment(payment.as_ref().map(|p| p.evidence.clone()));
-        let tee = executed.enclave.as_ref().map(|e| e.tee.clone());
-        builder.executed(Execution {
-            mode,
-            runtime: executed.runtime,
-            request_hash,
-            input_hash,
-            output_hash,
-            signer: node,
-            started_at,
-            finished_at: executed.finished_at,
-            enclave: executed.enclave,
-        })?;
-        let mut receipt = builder.build(&self.evidence)?;
-        let output = tensor::to_json(&executed.outputs);
-        let content = kept_inputs.map(|inputs| RecordContent {
-            input: tensor::to_json(&inputs),
-            output: output.clone(),
-        });
-        self.commit(
-            &mut receipt,
-            RunToCommit {
-                model: req.model,
-                blob_id: blob_id.to_string(),
+        let paid = payment.is_some();
+        let run = async {
+            let kept_inputs = (settlement == SettlementMode::Individual).then(|| inputs.clone());
+            let executed = executor
+                .run(MlJob {
+                    blob_id,
+                    request_hash,
+                    input: &req.input,
+                    inputs,
+                })
+                .await?;
+            let output_hash = tensor::hash_tensors(&executed.outputs);
+            let node = self.key.node_id();
+            let mut builder = ReceiptBuilder::new(run_id, settlement, started_at);
+            builder
+                .artifact(ArtifactEvidence {
+                    label: resolved.label.clone(),
+                    revision: resolved.revision,
+                    blob_id,
+                    format: resolved.format.clone(),
+                })
+                .route(RouteEvidence::direct(executed.provider, node))
+                .payment(payment.as_ref().map(|p| p.evidence.clone()));
+            let tee = executed.enclave.as_ref().map(|e| e.tee.clone());
+            builder.executed(Execution {
                 mode,
+                runtime: executed.runtime,
+                request_hash,
+                input_hash,
+                output_hash,
+                signer: node,
+                started_at,
+                finished_at: executed.finished_at,
+                enclave: executed.enclave,
+            })?;
+            let mut receipt = builder.build(&self.evidence)?;
+            let output = tensor::to_json(&executed.outputs);
+            let content = kept_inputs.map(|inputs| RecordContent {
+                input: tensor::to_json(&inputs),
                 output: output.clone(),
-                content,
-                turn: None,
-            },
-        )
-        .await?;
+            });
+            self.commit(
+                &mut receipt,
+                RunToCommit {
+                    model: req.model.clone(),
+                    blob_id: blob_id.to_string(),
+                    mode,
+                    output: output.clone(),
+                    content,
+                    turn: None,
+                },
+            )
+            .await?;
+            Ok::<_, GatewayError>((output, receipt, tee))
+        };
+        let (output, receipt, tee) = match run.await {
+            Ok(done) => done,
+            Err(e) => {
+                // Paid for and not stored: the charge goes back (a crash here is reconciled at
+                // the next start instead).
+                if paid {
+                    self.refund_failed_run(run_id, &format!("the run failed: {}", e.message()))
+                        .await;
+                }
+                return Err(e);
+            }
+        };
         Ok(InferAnswer {
             run_id,
             output,

@@ -178,6 +178,64 @@ impl Gateway {
         }
     }
 
+    /// Gives back the charge of `run_id`, a run that will not be stored (it failed after its
+    /// payment settled): the value returns to the payer, and the refund is logged and
+    /// appended to the transparency log. A payment settled by a remote facilitator is not on
+    /// this node's ledger and is not refunded here.
+    pub async fn refund_failed_run(&self, run_id: RunId, why: &str) {
+        match self
+            .store
+            .refund_unrun(&run_id.to_string(), why, now_ms())
+            .await
+        {
+            Ok(Some(r)) => self.record_refund(&r).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!("run {run_id}: its charge could not be refunded: {e}"),
+        }
+    }
+
+    /// Refunds every charge whose run was never stored: the node stopped between taking the
+    /// payment and storing the run. Call it at start, before serving. Returns how many.
+    pub async fn refund_orphan_charges(&self) -> Result<usize, GatewayError> {
+        let refunds = self
+            .store
+            .refund_orphan_charges(
+                "the node stopped after the charge and before the run was stored",
+                now_ms(),
+            )
+            .await?;
+        for r in &refunds {
+            self.record_refund(r).await;
+        }
+        Ok(refunds.len())
+    }
+
+    async fn record_refund(&self, r: &haca_store::Refund) {
+        tracing::warn!(
+            "refunded {} base units of {} to {} for run {} (charge {}): {}",
+            r.amount,
+            r.asset,
+            r.payer,
+            r.run_id,
+            r.transaction_id,
+            r.reason
+        );
+        let entry = serde_json::json!({
+            "run_id": r.run_id, "transaction": r.transaction_id, "asset": r.asset,
+            "payer": r.payer, "pay_to": r.pay_to, "amount": r.amount, "reason": r.reason,
+        });
+        if let Err(e) = self
+            .log
+            .append_entries(vec![haca_chain::log::LogEntry::new("refund", entry)])
+            .await
+        {
+            tracing::error!(
+                "run {}: the refund was not appended to the log: {e}",
+                r.run_id
+            );
+        }
+    }
+
     /// A new run id for a request with hash `request_hash`.
     pub fn new_run_id(&self, request_hash: &haca_core::Digest) -> RunId {
         let mut nonce = [0u8; 16];

@@ -162,6 +162,7 @@ pub async fn settle_on(
     v: &VerifiedPayment,
     resource: &str,
     request_hash: Option<String>,
+    run_id: Option<String>,
     verified_at: u64,
 ) -> Result<(B256, u64), PaymentError> {
     // Checked again now: time passed since verification (the model may have been loading).
@@ -177,6 +178,7 @@ pub async fn settle_on(
         nonce: hex_b256(v.nonce()),
         resource: resource.into(),
         request_hash,
+        run_id,
         verified_at,
         settled_at,
     };
@@ -232,6 +234,8 @@ pub struct PendingPayment {
 
 /// What a payment covered, for the receipt's payment box.
 pub struct Covered {
+    /// The run it pays for: a charge whose run is never stored is refunded.
+    pub run_id: haca_core::RunId,
     pub request_hash: Digest,
     /// The artifact that will run; `None` for an upstream provider (whose bytes nobody here
     /// can name).
@@ -276,6 +280,7 @@ impl PendingPayment {
                         v,
                         &self.resource,
                         Some(covered.request_hash.to_hex()),
+                        Some(covered.run_id.to_string()),
                         self.verified_at,
                     )
                     .await
@@ -361,6 +366,7 @@ impl PendingPayment {
                     nonce: nonce.clone(),
                     resource: self.resource.clone(),
                     request_hash: Some(covered.request_hash.to_hex()),
+                    run_id: Some(covered.run_id.to_string()),
                     verified_at: self.verified_at,
                     settled_at,
                 };

@@ -17,7 +17,7 @@ mod runs;
 pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
 pub use log::{LogCheckpointRow, LogEntryRow};
-pub use payments::{parse_amount, ApiKeyRow, PaymentRow, Transfer, TransferRefusal};
+pub use payments::{parse_amount, ApiKeyRow, PaymentRow, Refund, Transfer, TransferRefusal};
 pub use review::{CaseFilter, CaseRow, DecisionRow, LabelUseRow, ReviewTokenRow, WebhookDelivery};
 pub use runs::{ChatTurn, ChatTurnRow, RunRecord, RunSummary};
 

@@ -239,6 +239,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE webhook_deliveries ADD COLUMN body TEXT NOT NULL DEFAULT '';
     "#,
+    // 9: a charge names the run it paid for, so that a charge whose run was never stored (the
+    // node stopped between the two, or every route failed) is refunded, and says so.
+    r#"
+    ALTER TABLE payments ADD COLUMN run_id TEXT;
+    ALTER TABLE payments ADD COLUMN refunded_at INTEGER;
+    ALTER TABLE payments ADD COLUMN refund_reason TEXT;
+    CREATE INDEX payments_by_run ON payments(run_id);
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -33,6 +33,9 @@ pub struct Transfer {
     pub resource: String,
     /// The request the payment covered, when known.
     pub request_hash: Option<String>,
+    /// The run the payment paid for, when it pays for one (not a facilitator's settlement
+    /// for someone else's resource).
+    pub run_id: Option<String>,
     /// Unix milliseconds.
     pub verified_at: u64,
     /// Unix milliseconds.
@@ -128,8 +131,8 @@ fn insert_payment(
 ) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO payments (transaction_id, network, asset, payer, pay_to, amount, nonce, resource,
-                               request_hash, verified_at, settled_at, status, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                               request_hash, verified_at, settled_at, status, error, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         settled.then(|| t.transaction_id.clone()),
@@ -145,8 +148,83 @@ fn insert_payment(
         settled.then_some(t.settled_at as i64),
         if settled { "settled" } else { "refused" },
         error,
+        t.run_id,
     ])?;
     Ok(())
+}
+
+/// A charge given back: its run was never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    pub transaction_id: String,
+    pub run_id: String,
+    pub asset: String,
+    pub payer: String,
+    pub pay_to: String,
+    pub amount: String,
+    pub reason: String,
+}
+
+/// Refunds, inside the write transaction `tx`, every settled and not yet refunded charge for
+/// a run not stored, among the payments `filter` selects (`run_id = ?1`, or all): the amount
+/// moves back from the payee to the payer and the row is marked refunded. A charge whose
+/// payee no longer holds the amount is left as it is (reported by the caller's log).
+fn refund_where(
+    tx: &Connection,
+    filter: &str,
+    run_id: Option<&str>,
+    reason: &str,
+    at_ms: u64,
+) -> Result<Vec<Refund>, StoreError> {
+    let sql = format!(
+        "SELECT transaction_id, run_id, asset, payer, pay_to, amount FROM payments
+         WHERE status = 'settled' AND refunded_at IS NULL AND run_id IS NOT NULL AND {filter}
+           AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.run_id = payments.run_id)"
+    );
+    let rows: Vec<(String, String, String, String, String, String)> = {
+        let mut st = tx.prepare(&sql)?;
+        let mapped = st.query_map(rusqlite::params_from_iter(run_id), |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?;
+        mapped.collect::<Result<_, _>>()?
+    };
+    let mut refunds = Vec::new();
+    for (transaction_id, run, asset, payer, pay_to, amount) in rows {
+        let value = parse_amount(&amount)?;
+        let held = read_balance(tx, &asset, &pay_to)?;
+        if held < value {
+            tracing::error!(
+                "store: the charge {transaction_id} for run {run} cannot be refunded: {pay_to} holds {held} of {amount}"
+            );
+            continue;
+        }
+        set_balance(tx, &asset, &pay_to, held - value)?;
+        let back = read_balance(tx, &asset, &payer)?
+            .checked_add(value)
+            .ok_or_else(|| StoreError::Corrupt("a balance exceeds the supply".into()))?;
+        set_balance(tx, &asset, &payer, back)?;
+        tx.prepare_cached(
+            "UPDATE payments SET refunded_at = ?1, refund_reason = ?2 WHERE transaction_id = ?3",
+        )?
+        .execute(params![at_ms as i64, reason, transaction_id])?;
+        refunds.push(Refund {
+            transaction_id,
+            run_id: run,
+            asset,
+            payer,
+            pay_to,
+            amount,
+            reason: reason.to_owned(),
+        });
+    }
+    Ok(refunds)
 }
 
 impl Store {
@@ -198,6 +276,39 @@ impl Store {
             Ok(Ok(()))
         })
         .await
+    }
+
+    /// Refunds the charge made for `run_id` when no run with that id is stored (the run
+    /// failed after its payment settled): `None` when there is nothing to refund (no charge
+    /// on this ledger, already refunded, or the run exists). The authorization's nonce stays
+    /// used; the value goes back.
+    pub async fn refund_unrun(
+        &self,
+        run_id: &str,
+        reason: &str,
+        at_ms: u64,
+    ) -> Result<Option<Refund>, StoreError> {
+        let (run_id, reason) = (run_id.to_owned(), reason.to_owned());
+        self.write(move |tx| {
+            Ok(
+                refund_where(tx, "run_id = ?1", Some(&run_id), &reason, at_ms)?
+                    .into_iter()
+                    .next(),
+            )
+        })
+        .await
+    }
+
+    /// Refunds every charge whose run was never stored. Call it at start, when no run is in
+    /// flight: such a charge was taken by a node that stopped before it stored the run.
+    pub async fn refund_orphan_charges(
+        &self,
+        reason: &str,
+        at_ms: u64,
+    ) -> Result<Vec<Refund>, StoreError> {
+        let reason = reason.to_owned();
+        self.write(move |tx| refund_where(tx, "1 = 1", None, &reason, at_ms))
+            .await
     }
 
     /// Faucet: creates `amount` base units of `asset` in `to`'s balance and raises the supply
@@ -414,9 +525,91 @@ mod tests {
             nonce: format!("0x{}", hex::encode([nonce; 32])),
             resource: "http://x/v1/infer".into(),
             request_hash: None,
+            run_id: None,
             verified_at: 1,
             settled_at: 2,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_charge_whose_run_was_never_stored_is_refunded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("haca.db")).unwrap();
+        let (payer, payee) = (
+            "0xAAaa000000000000000000000000000000000001",
+            "0xbb00000000000000000000000000000000000002",
+        );
+        store.mint(ASSET, payer, "1000").await.unwrap();
+        let charge = |nonce: u8, run: &str| Transfer {
+            run_id: Some(run.into()),
+            ..transfer(payer, payee, "100", nonce)
+        };
+        for (nonce, run) in [(1, "run-stored"), (2, "run-lost"), (3, "run-failed")] {
+            store
+                .transfer_with_authorization(charge(nonce, run))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        store
+            .insert_run(crate::RunRecord {
+                run_id: "run-stored".into(),
+                created_at: 3,
+                model: "m".into(),
+                blob_id: String::new(),
+                mode: "vanilla".into(),
+                node_id: "n".into(),
+                receipt_digest: "d".into(),
+                output: "null".into(),
+                receipt: "{}".into(),
+                outbox: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.balance(ASSET, payer).unwrap(), "700");
+        // A run that failed after its charge: refunded now, and only once.
+        let r = store
+            .refund_unrun("run-failed", "every route failed", 5)
+            .await
+            .unwrap()
+            .expect("a refund");
+        assert_eq!(
+            (r.amount.as_str(), r.run_id.as_str()),
+            ("100", "run-failed")
+        );
+        assert!(store
+            .refund_unrun("run-failed", "again", 6)
+            .await
+            .unwrap()
+            .is_none());
+        // A stored run is never refunded.
+        assert!(store
+            .refund_unrun("run-stored", "no", 6)
+            .await
+            .unwrap()
+            .is_none());
+        // At start: the charge whose run was lost.
+        let lost = store
+            .refund_orphan_charges("the node stopped before storing the run", 7)
+            .await
+            .unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].run_id, "run-lost");
+        assert!(store
+            .refund_orphan_charges("again", 8)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.balance(ASSET, payer).unwrap(), "900");
+        assert_eq!(store.balance(ASSET, payee).unwrap(), "100");
+        assert_eq!(
+            store.sum_of_balances(ASSET).unwrap(),
+            store.total_supply(ASSET).unwrap()
+        );
+        // The authorization stays spent: a refund is not a replay ticket.
+        assert!(store
+            .nonce_used(ASSET, payer, &format!("0x{}", hex::encode([2u8; 32])))
+            .unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -582,6 +582,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let classes =
         haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;
     let review = Arc::new(crate::review::Review::new(classes, cfg.dev_enclave));
+    // No run is in flight yet: a charge without its run was taken by a node that stopped
+    // between the two, and goes back to its payer.
+    match gateway.refund_orphan_charges().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("refunded {n} charges whose runs were never stored"),
+        Err(e) => tracing::error!("charges without runs could not be reconciled: {e}"),
+    }
     match crate::review::resume_webhooks(&gateway) {
         Ok(0) => {}
         Ok(n) => tracing::info!("sending {n} pending review webhooks again"),

@@ -139,7 +139,7 @@ pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
     };
     let verified_at = now_ms();
     let outcome = match p.verify_for_facilitator(&fr).await {
-        Ok(v) => settle_on(&p.store, &v, &resource, None, verified_at)
+        Ok(v) => settle_on(&p.store, &v, &resource, None, None, verified_at)
             .await
             .map(|(tx, _)| v.settle_response(tx)),
         Err(e) => Err(e),

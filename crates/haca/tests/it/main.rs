@@ -6,6 +6,7 @@ mod common;
 mod attest_cli;
 mod crash_durability;
 mod devnet_e2e;
+mod hardening_payments;
 mod llm_gateway;
 mod panel_browser;
 mod review_e2e;
