@@ -41,6 +41,8 @@ pub enum ReviewError {
     },
     /// Another decision on the case landed first.
     AlreadyDecided(String),
+    /// The token already watches [`MAX_WATCHERS_PER_TOKEN`] live views.
+    TooManyWatchers(String),
     /// Reading runs or receipts failed.
     Gateway(GatewayError),
     Internal(String),
@@ -83,6 +85,38 @@ impl From<haca_store::StoreError> for ReviewError {
     }
 }
 
+/// Live views (`GET /v1/cases/{id}/events`) one token may hold open at once.
+pub const MAX_WATCHERS_PER_TOKEN: usize = 16;
+
+/// Reads a case's live summary (blocking work: it checks every run's receipt).
+pub type ReadSummary = Arc<dyn Fn() -> Result<String, ReviewError> + Send + Sync>;
+
+/// One watcher's view of a case's live summary. The summary is read once per change for all
+/// of the case's watchers, not once per watcher; dropping the watch frees its token's slot,
+/// and the case's reader stops when its last watcher leaves.
+pub struct CaseWatch {
+    /// The latest summary; `None` until the first change after the watch began.
+    pub updates: tokio::sync::watch::Receiver<Option<String>>,
+    _slot: WatcherSlot,
+}
+
+struct WatcherSlot {
+    review: Arc<Review>,
+    token: String,
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        let mut w = self.review.watchers.lock().expect("watchers lock");
+        if let Some(n) = w.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.token);
+            }
+        }
+    }
+}
+
 /// The most runs one case may hold.
 pub const MAX_CASE_RUNS: usize = 10_000;
 /// Per-run detail rows of missing claims a refusal lists (the claim names are always whole).
@@ -108,6 +142,12 @@ pub struct Review {
     decide_lock: tokio::sync::Mutex<()>,
     /// Bumped on every new case and decision, so live views refresh.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Each watched case's live summary, shared by its watchers (see [`Review::watch`]).
+    feeds: std::sync::Mutex<
+        std::collections::HashMap<String, tokio::sync::watch::Receiver<Option<String>>>,
+    >,
+    /// Open live views per token.
+    watchers: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// A case with its runs' current receipts.
@@ -123,7 +163,119 @@ impl Review {
             allow_dev_root,
             decide_lock: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
+            feeds: Default::default(),
+            watchers: Default::default(),
         }
+    }
+
+    /// Watches case `case_id` for token `token`: the case's summary, read by `read` once per
+    /// change (a new block `heights` reports, a case or decision, or every 10 s since
+    /// freshness claims age), and shared by every watcher of the case. At most
+    /// [`MAX_WATCHERS_PER_TOKEN`] watches per token.
+    pub fn watch(
+        self: &Arc<Self>,
+        case_id: &str,
+        token: &str,
+        heights: Option<tokio::sync::watch::Receiver<u64>>,
+        read: ReadSummary,
+    ) -> Result<CaseWatch, ReviewError> {
+        {
+            let mut w = self.watchers.lock().expect("watchers lock");
+            let n = w.entry(token.to_owned()).or_default();
+            if *n >= MAX_WATCHERS_PER_TOKEN {
+                return Err(ReviewError::TooManyWatchers(format!(
+                    "token {token} already holds {MAX_WATCHERS_PER_TOKEN} live views open; close one"
+                )));
+            }
+            *n += 1;
+        }
+        let slot = WatcherSlot {
+            review: self.clone(),
+            token: token.to_owned(),
+        };
+        let mut feeds = self.feeds.lock().expect("feeds lock");
+        if let Some(rx) = feeds.get(case_id) {
+            let mut updates = rx.clone();
+            // Only what changes from now on: the watcher has just read the case.
+            updates.borrow_and_update();
+            return Ok(CaseWatch {
+                updates,
+                _slot: slot,
+            });
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        feeds.insert(case_id.to_owned(), rx.clone());
+        drop(feeds);
+        tokio::spawn(self.clone().feed(case_id.to_owned(), tx, heights, read));
+        Ok(CaseWatch {
+            updates: rx,
+            _slot: slot,
+        })
+    }
+
+    /// Reads one case's summary for its watchers until the last one leaves.
+    async fn feed(
+        self: Arc<Self>,
+        case_id: String,
+        tx: tokio::sync::watch::Sender<Option<String>>,
+        mut heights: Option<tokio::sync::watch::Receiver<u64>>,
+        read: ReadSummary,
+    ) {
+        let mut changes = self.subscribe();
+        let mut cost = Duration::ZERO;
+        // The feed's own entry in `feeds` holds one receiver: more means someone watches.
+        let watched = |tx: &tokio::sync::watch::Sender<Option<String>>| {
+            let mut feeds = self.feeds.lock().expect("feeds lock");
+            if tx.receiver_count() > 1 {
+                return true;
+            }
+            feeds.remove(&case_id);
+            false
+        };
+        loop {
+            // A large case costs real work to read: at most a quarter of one core for the
+            // case, however many watch it, and never more often than every 2 s.
+            let pause = (cost * 3).max(Duration::from_secs(2));
+            tokio::time::sleep(pause).await;
+            let height = async {
+                match heights.as_mut() {
+                    Some(h) => {
+                        if h.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = height => {}
+                r = changes.changed() => if r.is_err() { break },
+                // Freshness claims age without any event.
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+            if !watched(&tx) {
+                return;
+            }
+            let started = tokio::time::Instant::now();
+            let read = read.clone();
+            let summary = tokio::task::spawn_blocking(move || read()).await;
+            cost = started.elapsed();
+            match summary {
+                Ok(Ok(text)) => {
+                    tx.send_if_modified(|last| {
+                        if last.as_deref() == Some(text.as_str()) {
+                            false
+                        } else {
+                            *last = Some(text);
+                            true
+                        }
+                    });
+                }
+                Ok(Err(e)) => tracing::warn!("live view of case {case_id}: {e:?}"),
+                Err(e) => tracing::error!("live view of case {case_id}: the reader stopped: {e}"),
+            }
+        }
+        self.feeds.lock().expect("feeds lock").remove(&case_id);
     }
 
     /// Wakes on every new case and decision.

@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 type S = State<Arc<AppState>>;
 
@@ -289,77 +288,38 @@ pub async fn decide(
 
 /// `GET /v1/cases/{id}/events`: server-sent `case` events with the case's state, snapshot id,
 /// missing claims and number of decisions, read again on new blocks, on decisions and every
-/// 10 s (at most every 2 s), and sent when they differ from the last sent.
+/// 10 s (at most every 2 s), and sent when they differ from the last sent. The case is read
+/// once per change for all its watchers ([`crate::review::Review::watch`]); a token holds at
+/// most `MAX_WATCHERS_PER_TOKEN` views open (429 beyond).
 pub async fn case_events(
     State(st): S,
-    Viewer(_): Viewer,
+    Viewer(who): Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     st.review.load(&st.gateway, &id)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(8);
-    let mut heights = st.gateway.chain.as_ref().map(|c| c.heights());
-    let mut changes = st.review.subscribe();
-    tokio::spawn(async move {
-        // The client has just read the case (GET /v1/cases/{id}): the first reading here
-        // waits for something that can change it, and the first event is sent then.
-        let mut last = String::new();
-        let mut cost = Duration::ZERO;
+    let heights = st.gateway.chain.as_ref().map(|c| c.heights());
+    let (st2, id2) = (st.clone(), id.clone());
+    let read: crate::review::ReadSummary = Arc::new(move || {
+        let case = st2.review.load(&st2.gateway, &id2)?;
+        let (state, eval) = st2.review.state(&st2.gateway, &case, crate::now_ms());
+        let decisions = st2.gateway.store.decisions(&id2)?.len();
+        Ok(json!({
+            "id": id2, "state": state, "snapshot": eval.snapshot(&id2).id,
+            "missing_claims": eval.missing_claims(), "decisions": decisions,
+        })
+        .to_string())
+    });
+    let watch = st.review.watch(&id, &who.id, heights, read)?;
+    // Every watcher of the case gets the one summary read per change.
+    let stream = futures_util::stream::unfold(watch, |mut watch| async move {
         loop {
-            // A large case costs real work to read: at most a quarter of one core per
-            // watcher, and never more often than every 2 s, however fast blocks come.
-            let pause = (cost * 3).max(Duration::from_secs(2));
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = tx.closed() => return,
-            }
-            let height = async {
-                match heights.as_mut() {
-                    Some(h) => {
-                        if h.changed().await.is_err() {
-                            std::future::pending::<()>().await
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = height => {}
-                r = changes.changed() => if r.is_err() { return },
-                // Freshness claims age without any event.
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                _ = tx.closed() => return,
-            }
-            let started = tokio::time::Instant::now();
-            let st2 = st.clone();
-            let id2 = id.clone();
-            let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-                let case = st2.review.load(&st2.gateway, &id2)?;
-                let (state, eval) = st2.review.state(&st2.gateway, &case, crate::now_ms());
-                let decisions = st2.gateway.store.decisions(&id2)?.len();
-                Ok(json!({
-                    "id": id2, "state": state, "snapshot": eval.snapshot(&id2).id,
-                    "missing_claims": eval.missing_claims(), "decisions": decisions,
-                }))
-            })
-            .await;
-            cost = started.elapsed();
-            let Ok(Ok(summary)) = summary else { return };
-            let text = summary.to_string();
-            if text != last {
-                if tx.send(text.clone()).await.is_err() {
-                    return;
-                }
-                last = text;
+            watch.updates.changed().await.ok()?;
+            let text = watch.updates.borrow_and_update().clone();
+            if let Some(data) = text {
+                let event = Event::default().event("case").data(data);
+                return Some((Ok::<_, Infallible>(event), watch));
             }
         }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|data| {
-            (
-                Ok::<_, Infallible>(Event::default().event("case").data(data)),
-                rx,
-            )
-        })
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
@@ -412,6 +372,9 @@ impl From<ReviewError> for ApiError {
                 ..ApiError::not_found(code, message)
             },
             ReviewError::AlreadyDecided(m) => ApiError::conflict("already_decided", m),
+            ReviewError::TooManyWatchers(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_watchers", m)
+            }
             ReviewError::Gateway(e) => e.into(),
             ReviewError::Internal(m) => ApiError::internal(m),
             ReviewError::Refused { refusal, missing } => {

@@ -7,6 +7,7 @@ mod attest_cli;
 mod crash_durability;
 mod devnet_e2e;
 mod hardening_payments;
+mod hardening_watchers;
 mod llm_gateway;
 mod panel_browser;
 mod review_e2e;
