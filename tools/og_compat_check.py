@@ -1,7 +1,7 @@
 """Checks haca's OpenGradient-compatible tee fields the way a Python client would.
 
 Reads a JSON file {"canonical": {...}, "pem": "...", "fields": {tee_*}} written by
-crates/haca-tee/tests/og_compat_python.rs and prints one JSON line:
+crates/haca-tee/tests/it/og_compat_python.rs and prints one JSON line:
 {"request_hash": hex of keccak256(json.dumps(canonical, sort_keys=True)),
  "tee_id_ok": bool, "signature_ok": bool}.
 Needs the PyPI packages `cryptography` and `pycryptodome` (keccak256).

@@ -10,7 +10,7 @@ client (x402ClientSync + the exact EVM scheme over an eth_account LocalAccount) 
 payment for it, posts again with `PAYMENT-SIGNATURE`, and prints one JSON line:
 `{"status", "payment_response", "body"}`. Exits 1 when the paid request did not succeed.
 
-Needs: pip install 'x402[evm]' (eth_account, web3). Used by crates/haca/tests/x402_e2e.rs.
+Needs: pip install 'x402[evm]' (eth_account, web3). Used by crates/haca/tests/it/x402_e2e.rs.
 """
 
 import json

@@ -3,7 +3,7 @@
 // once live updates show READY, a viewer who cannot decide, keyboard paths, and (when the node
 // serves a local LLM) the chat page with its boxes filling in. Screenshots go to $OUT.
 //
-// crates/haca/tests/panel_browser.rs starts the node and runs this with:
+// crates/haca/tests/it/panel_browser.rs starts the node and runs this with:
 //   HACA_URL, REVIEWER_TOKEN, VIEWER_TOKEN, CASE_ID, OUT, and CHAT=1 to test the chat page.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';

@@ -5,7 +5,7 @@
 //! uint256 validAfter,uint256 validBefore,bytes32 nonce)` in the domain `EIP712Domain(string
 //! name,string version,uint256 chainId,address verifyingContract)`, where `verifyingContract` is
 //! the token. Digest = keccak256(0x19 0x01 || domainSeparator || hashStruct(message)).
-//! Signature = 65 bytes `r || s || v`, v = 27 or 28. Test vector: `tests/interop.rs`, signed
+//! Signature = 65 bytes `r || s || v`, v = 27 or 28. Test vector: `tests/it/interop.rs`, signed
 //! by `eth_account` through `tests/x402_vectors.py`.
 
 use crate::types::Authorization;

@@ -9,7 +9,7 @@
 //! responses}.py`, `x402/http/{constants,utils}.py`, `x402/mechanisms/evm/{types,eip712,
 //! constants,utils}.py`, `x402/mechanisms/evm/exact/{client,facilitator}.py` and their `v1/`
 //! twins) and the public spec (coinbase/x402 `specs/x402-specification-v2.md`,
-//! `specs/schemes/exact/scheme_exact_evm.md`). `tests/interop.rs` checks it byte for byte
+//! `specs/schemes/exact/scheme_exact_evm.md`). `tests/it/interop.rs` checks it byte for byte
 //! against headers that the Python package produced.
 //!
 //! - **Encoding.** Every x402 header value is standard base64 (with padding) of UTF-8 JSON.
