@@ -29,7 +29,7 @@ alloy_sol_types::sol! {
 
 /// The half of the secp256k1 group order: a larger `s` is the malleable twin that token
 /// contracts (OpenZeppelin / Circle `ECRecover`) refuse.
-const HALF_ORDER: U256 = U256::from_limbs([
+pub(crate) const HALF_ORDER: U256 = U256::from_limbs([
     0xdfe9_2f46_681b_20a0,
     0x5d57_6e73_57a4_501d,
     0xffff_ffff_ffff_ffff,

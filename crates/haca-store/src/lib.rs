@@ -66,6 +66,20 @@ pub struct Store {
     reader: Mutex<Connection>,
 }
 
+/// Creates the database file readable by its owner only (0600, like the node's keys), before
+/// SQLite opens it: the store holds outputs, conversations and balances. SQLite gives its
+/// `-wal` and `-shm` files the database file's permissions.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path).map(drop).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -86,6 +100,7 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
+        create_private(&path)?;
         let mut writer_conn = open_conn(&path)?;
         migrations::apply(&mut writer_conn)?;
         let reader = open_conn(&path)?;
@@ -223,6 +238,30 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         });
         for finish in finishers {
             finish(outcome.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haca.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .write_blocking(|tx| Ok(tx.execute("CREATE TABLE t (x INTEGER)", [])?))
+            .unwrap();
+        for f in ["haca.db", "haca.db-wal", "haca.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}: {mode:o}");
         }
     }
 }

@@ -210,6 +210,16 @@ impl Store {
         })
     }
 
+    /// Whether run `run_id` belongs to any case (reviewers may read such runs' outputs).
+    pub fn run_in_a_case(&self, run_id: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM case_runs WHERE run_id = ?1 LIMIT 1")?
+                    .exists([run_id])?,
+            )
+        })
+    }
+
     /// The newest cases first that pass `filter`.
     pub fn list_cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRow>, StoreError> {
         let mut sql = format!("SELECT {CASE_COLUMNS} FROM cases c WHERE 1 = 1");

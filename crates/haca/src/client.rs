@@ -129,6 +129,16 @@ impl NodeClient {
         parse_answer(status, &bytes)
     }
 
+    /// GETs JSON with extra request headers (such as a payer's read proof).
+    pub async fn get_json_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, ClientError> {
+        let (status, bytes) = self.send_with(Method::GET, path, None, headers).await?;
+        parse_answer(status, &bytes)
+    }
+
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let (_, bytes) = self.send(Method::GET, path, None).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())

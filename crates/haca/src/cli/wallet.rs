@@ -10,8 +10,8 @@ use crate::client::{NodeClient, PaymentDemand};
 use clap::{Args, Subcommand};
 use haca_pay::types::PAYMENT_SIGNATURE_HEADER;
 use haca_pay::{
-    build_payment, decode_payment_required_header, encode_header, select_requirement, Address,
-    PayPolicy, PrivateKeySigner, B256, U256,
+    build_payment, decode_payment_required_header, encode_header, select_requirement, PayPolicy,
+    PrivateKeySigner, B256, U256,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -127,10 +127,20 @@ fn units_field(v: &Value) -> Option<U256> {
     }
 }
 
-/// The wallet's balance on the node's ledger.
-async fn balance(client: &NodeClient, who: Address) -> Result<U256, CliError> {
+/// The wallet's balance on the node's ledger, read with a proof that this wallet holds the
+/// address (a balance is its holder's to read; see `haca_pay::proof`).
+async fn balance(client: &NodeClient, signer: &PrivateKeySigner) -> Result<U256, CliError> {
+    let path = format!("/v1/x402/balance/{}", signer.address().to_checksum(None));
+    let at = crate::now_ms() / 1000;
+    let proof = haca_pay::proof::sign_read(signer, &path, at);
     let v = client
-        .get_json(&format!("/v1/x402/balance/{}", who.to_checksum(None)))
+        .get_json_with(
+            &path,
+            &[
+                ("x-haca-proof", &proof),
+                ("x-haca-proof-time", &at.to_string()),
+            ],
+        )
         .await?;
     units_field(&v["balance"])
         .ok_or_else(|| CliError::Msg(format!("the node sent a balance that is not a number: {v}")))
@@ -155,7 +165,7 @@ pub async fn run(a: WalletArgs) -> Result<ExitCode, CliError> {
             let signer = load_or_create_wallet(&home)?;
             let address = signer.address().to_checksum(None);
             let key_file = home.join(KEY_FILE);
-            let bal = balance(&client, signer.address()).await;
+            let bal = balance(&client, &signer).await;
             if a.json {
                 let mut v = json!({
                     "address": address,
@@ -244,7 +254,7 @@ pub async fn pay_and_retry(
     let price = selected.amount();
     let signer = load_or_create_wallet(&haca_home()?)?;
     let me = signer.address();
-    let have = balance(client, me).await.map_err(|e| {
+    let have = balance(client, &signer).await.map_err(|e| {
         CliError::Msg(format!(
             "the node asks {} ({price} base units) per run ({}); cannot read wallet {me}'s balance: {e}",
             fmt_units(price),

@@ -42,6 +42,11 @@ fn principal(parts: &Parts, st: &AppState) -> Result<Principal, ApiError> {
              (an operator creates one with `haca token create --role reviewer|viewer`)",
         ));
     };
+    principal_of_token(token, st)
+}
+
+/// The principal of bearer `token`: the operator, or a review token's holder; 401 otherwise.
+pub(super) fn principal_of_token(token: &str, st: &AppState) -> Result<Principal, ApiError> {
     if super::extract::constant_time_eq(token.as_bytes(), st.operator_token.as_bytes()) {
         return Ok(Principal {
             id: "operator".into(),
