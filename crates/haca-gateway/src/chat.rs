@@ -15,7 +15,7 @@ use crate::payment::{Covered, PendingPayment, SettledPayment};
 use crate::{now_ms, Gateway, RunToCommit};
 use haca_core::receipt::*;
 use haca_core::{Digest, RunId};
-use haca_exec::llm::call::{hash_json, output_json, prompt_tokens, send_whole};
+use haca_exec::llm::call::{hash_json, output_json, prompt_tokens, send_whole, Cancel};
 use haca_exec::llm::router::{self, PathClass, Provider, ProviderKind, Route, RouteError};
 use haca_exec::llm::upstream::{upstream_body, Upstream, UpstreamError};
 use haca_exec::llm::{
@@ -781,15 +781,21 @@ impl ChatGateway {
         let partial = partial.to_owned();
         let sink = sink.cloned();
         let llm2 = llm.clone();
-        let a = tokio::task::spawn_blocking(move || generate_local(&llm2, &call2, &partial, sink))
-            .await
-            .map_err(|e| {
-                failure(
-                    GatewayError::internal(format!("generator stopped: {e}")),
-                    true,
-                )
-            })?
-            .map_err(|e| failure(e.into(), false))?;
+        // This future is dropped when the client goes away (a whole answer's request) or the
+        // server stops: the guard then stops the generation at its next token.
+        let cancel = Cancel::new();
+        let _stop_when_dropped = cancel.on_drop();
+        let a = tokio::task::spawn_blocking(move || {
+            generate_local(&llm2, &call2, &partial, sink, &cancel)
+        })
+        .await
+        .map_err(|e| {
+            failure(
+                GatewayError::internal(format!("generator stopped: {e}")),
+                true,
+            )
+        })?
+        .map_err(|e| failure(e.into(), false))?;
         Ok(Produced {
             content: a.content,
             tool_calls: a.tool_calls,

@@ -9,6 +9,8 @@ use super::{
 };
 use haca_core::{canonical, sha256, Digest};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The local model's public name.
@@ -135,6 +137,39 @@ pub fn call_hashes(call: &Call) -> Result<(Digest, Digest), LlmError> {
 /// `{"tool_calls": [...]}`). A failed send means the client went away.
 pub type Sink = mpsc::UnboundedSender<Value>;
 
+/// A generation's stop flag, shared between the blocking thread that generates and the
+/// request that waits for it: set, the generation ends at its next token (`cancelled`).
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// A guard that cancels when it is dropped. The future that waits for a generation holds
+    /// it, so that dropping that future (its client went away, the server stopped) stops the
+    /// generation too, instead of leaving it to run on a blocking thread to its last token.
+    pub fn on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+/// See [`Cancel::on_drop`].
+#[must_use = "the generation is cancelled when this guard is dropped"]
+pub struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// A local model's answer.
 pub struct LocalAnswer {
     pub content: String,
@@ -153,12 +188,14 @@ pub fn prompt_tokens(llm: &LocalLlm, call: &Call) -> Result<Vec<u32>, LlmError> 
 }
 
 /// Answers `call` on the local model, continuing `partial` (another route's words), sending
-/// text to `sink` as it is generated. Blocking: callers run it on a blocking thread.
+/// text to `sink` as it is generated, until it ends, the sink's receiver is gone or `cancel`
+/// is set (finish reason `cancelled`). Blocking: callers run it on a blocking thread.
 pub fn generate_local(
     llm: &LocalLlm,
     call: &Call,
     partial: &str,
     sink: Option<Sink>,
+    cancel: &Cancel,
 ) -> Result<LocalAnswer, LlmError> {
     let sampling = call.sampling();
     let mut prompt = prompt_tokens(llm, call)?;
@@ -188,9 +225,12 @@ pub fn generate_local(
     };
     // With tools the answer may turn out to be a call: it is sent whole at the end.
     let buffered = call.local_tools();
-    let generated = llm.generate(&prompt, &params, &mut |piece| match &sink {
-        Some(s) if !buffered => s.send(json!({"content": piece})).is_ok(),
-        _ => true,
+    let generated = llm.generate(&prompt, &params, &mut |piece| {
+        !cancel.is_cancelled()
+            && match &sink {
+                Some(s) if !buffered => s.send(json!({"content": piece})).is_ok(),
+                _ => true,
+            }
     })?;
     tracing::info!(
         "{LOCAL_MODEL}: {} prompt tokens in {} ms, {} tokens at {:.1} tokens/s ({})",
@@ -283,6 +323,15 @@ mod tests {
         let whole = chat(json!({"model": "local/gemma-3-270m",
             "messages": [{"role": "user", "content": "hi"}]}));
         assert_eq!(call_hashes(&c).unwrap(), call_hashes(&whole).unwrap());
+    }
+
+    #[test]
+    fn dropping_the_guard_cancels() {
+        let c = Cancel::new();
+        let guard = c.on_drop();
+        assert!(!c.clone().is_cancelled());
+        drop(guard);
+        assert!(c.is_cancelled());
     }
 
     #[test]

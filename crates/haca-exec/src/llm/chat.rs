@@ -2,6 +2,7 @@
 //! bad body is refused with the field's path and the reason before any provider sees it.
 //! The raw body is kept too: upstream providers get the client's own fields.
 
+use super::CONTEXT_LIMIT;
 use crate::ExecError;
 use serde_json::Value;
 
@@ -186,11 +187,21 @@ fn sampling(o: &serde_json::Map<String, Value>) -> Result<Sampling, ExecError> {
     if top_p == Some(0.0) {
         return Err(bad("top_p", "must be above 0"));
     }
+    // No answer is longer than the context it shares with its prompt: a larger budget would
+    // only keep a generation (and a core) busy for a client that asked for the impossible.
     let mut max_tokens = None;
     for key in ["max_tokens", "max_completion_tokens"] {
         if let Some(v) = opt(o, key) {
             match v.as_u64() {
-                Some(n) if n >= 1 && n <= u32::MAX as u64 => max_tokens = Some(n as u32),
+                Some(n) if (1..=CONTEXT_LIMIT as u64).contains(&n) => max_tokens = Some(n as u32),
+                Some(n) if n > CONTEXT_LIMIT as u64 => {
+                    return Err(bad(
+                        key,
+                        format!(
+                            "{n} is above the context of {CONTEXT_LIMIT} tokens (prompt and answer together)"
+                        ),
+                    ))
+                }
                 _ => return Err(bad(key, "must be a whole number of at least 1")),
             }
         }
@@ -534,6 +545,17 @@ mod tests {
         assert_eq!(r.sampling.stop, vec!["\n"]);
         assert!(r.stream && r.include_usage);
         assert_eq!(r.privacy, Privacy::Private);
+    }
+
+    #[test]
+    fn max_tokens_is_capped_at_the_context() {
+        let body = |key: &str, n: u64| json!({"model": "m", "messages": [{"role": "user", "content": "x"}], key: n});
+        for key in ["max_tokens", "max_completion_tokens"] {
+            assert_eq!(field_of(body(key, CONTEXT_LIMIT as u64 + 1)), key);
+            assert_eq!(field_of(body(key, 1_000_000_000)), key);
+            let ok = ChatRequest::parse(body(key, CONTEXT_LIMIT as u64)).unwrap();
+            assert_eq!(ok.sampling.max_tokens, Some(CONTEXT_LIMIT as u32));
+        }
     }
 
     #[test]

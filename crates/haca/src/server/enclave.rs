@@ -31,7 +31,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use haca_core::receipt::tee_run_message;
 use haca_core::{tensor, BlobId, NodeKey};
-use haca_exec::llm::call::{hash_json, output_json};
+use haca_exec::llm::call::{hash_json, output_json, Cancel};
 use haca_exec::llm::{call_hashes, generate_local, Call};
 use haca_exec::OnnxModel;
 use haca_tee::attester::{Attester, DevAttester};
@@ -271,9 +271,12 @@ async fn chat(
     // The enclave hashes the request itself: it signs what it served, not what it was told.
     let (request_hash, input_hash) =
         call_hashes(&call).map_err(haca_gateway::GatewayError::from)?;
+    // The gateway hanging up (its client went away) drops this future: stop generating too.
+    let cancel = Cancel::new();
+    let _stop_when_dropped = cancel.on_drop();
     let answer = tokio::task::spawn_blocking({
         let (llm, call) = (llm.clone(), call.clone());
-        move || generate_local(&llm, &call, "", None)
+        move || generate_local(&llm, &call, "", None, &cancel)
     })
     .await
     .map_err(|err| ApiError::internal(format!("generator stopped: {err}")))?
