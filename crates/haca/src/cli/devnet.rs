@@ -612,7 +612,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .map_err(|e| StartError::Listen(cfg.listen, e))?;
     let (tx, rx) = oneshot::channel::<()>();
     let app = server::router(state, chain_api);
-    let task = tokio::spawn(server::serve(listener, app, async move {
+    let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {
         let _ = rx.await;
     }));
     Ok(RunningNode {

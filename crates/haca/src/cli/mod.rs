@@ -74,6 +74,17 @@ struct ServeArgs {
     /// Bytes of model files the in-memory model cache may hold.
     #[arg(long, default_value_t = 1 << 30)]
     cache_bytes: u64,
+    /// Seconds a client has to send a request's line and headers before its connection is
+    /// closed (an idle keep-alive connection waits as long for its next request).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body (408 beyond); every 64 KiB received
+    /// adds a second, so a large upload at a real speed is not cut.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted until one closes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// The local LLM served as local/gemma-3-270m: a Gemma 3 GGUF file. Default: the first
     /// *.gguf under $HACA_HOME/models (scripts/devnet and .ci/run put it there), else the
     /// PyPI package's cache; none found, the node serves no local model.
@@ -351,12 +362,26 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(cli.command)) {
+    let result = rt.block_on(run(cli.command));
+    // A server that stopped has cancelled what its requests ran; whatever blocking work is
+    // left does not hold the process past this.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn limits(a: &ServeArgs) -> Limits {
+    Limits {
+        max_body: a.max_body_bytes,
+        max_upload: a.max_upload_bytes,
+        header_timeout: Duration::from_secs(a.header_timeout_secs),
+        body_timeout: Duration::from_secs(a.body_timeout_secs),
+        max_connections: a.max_connections as usize,
     }
 }
 
@@ -369,10 +394,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
             .unwrap_or_else(|| PathBuf::from("./.haca")),
         loopback_admin: devnet,
         seed_example: devnet,
-        limits: Limits {
-            max_body: a.max_body_bytes,
-            max_upload: a.max_upload_bytes,
-        },
+        limits: limits(a),
         cache_bytes: a.cache_bytes,
         validator: devnet,
         chain_dir: None,
@@ -438,7 +460,10 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
     let stop = node.shutdown_handle();
     tokio::spawn(async move {
         stop_signal().await;
-        eprintln!("stopping: finishing requests in flight");
+        eprintln!(
+            "stopping: finishing requests in flight (at most {}s)",
+            crate::server::SHUTDOWN_GRACE.as_secs()
+        );
         if let Some(tx) = stop {
             let _ = tx.send(());
         }
@@ -459,10 +484,10 @@ async fn stop_signal() {
     }
 }
 
-async fn serve_validator(config: &std::path::Path) -> Result<ExitCode, CliError> {
+async fn serve_validator(config: &std::path::Path, limits: Limits) -> Result<ExitCode, CliError> {
     let cfg =
         validator_node::ValidatorConfig::load(config).map_err(|e| CliError::Msg(e.to_string()))?;
-    let mut v = validator_node::start(cfg)
+    let mut v = validator_node::start(cfg, limits)
         .await
         .map_err(|e| CliError::Msg(e.to_string()))?;
     println!("haca validator is up");
@@ -625,7 +650,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 let config = config.ok_or_else(|| {
                     CliError::Msg("--roles validator: give the validator's --config FILE (`haca testnet up` writes them)".into())
                 })?;
-                return serve_validator(&config).await;
+                return serve_validator(&config, limits(&serve)).await;
             }
             if config.is_some() {
                 return Err(CliError::Msg(

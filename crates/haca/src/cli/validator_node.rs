@@ -200,7 +200,12 @@ impl RunningValidator {
     }
 }
 
-pub async fn start(cfg: ValidatorConfig) -> Result<RunningValidator, ValidatorStartError> {
+/// Starts the validator of `cfg`, serving its HTTP API within `limits` (timeouts and the
+/// connection limit; its bodies have their own limits).
+pub async fn start(
+    cfg: ValidatorConfig,
+    limits: crate::server::Limits,
+) -> Result<RunningValidator, ValidatorStartError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ValidatorStartError::DataDir(cfg.data_dir.clone(), e))?;
     let key = load_or_create_key(&cfg.data_dir.join("validator.key"))?;
@@ -274,7 +279,7 @@ pub async fn start(cfg: ValidatorConfig) -> Result<RunningValidator, ValidatorSt
         .local_addr()
         .map_err(|e| ValidatorStartError::Listen(cfg.http_listen, e))?;
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(crate::server::serve(listener, app, async move {
+    let task = tokio::spawn(crate::server::serve(listener, app, limits, async move {
         let _ = rx.await;
     }));
     Ok(RunningValidator {

@@ -60,12 +60,7 @@ pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::bad_request(
-                "unreadable_body",
-                format!("request body could not be read: {e}"),
-            )
-        })?;
+        let frame = frame.map_err(body_error)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -81,6 +76,22 @@ pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         return Err(too_large());
     }
     Ok(buf.freeze())
+}
+
+/// A body that could not be read: a 408 when it did not arrive in time (`Limits::body_timeout`),
+/// else a 400.
+fn body_error(e: axum::Error) -> ApiError {
+    let e = e.into_inner();
+    match e.downcast_ref::<super::BodyTimeout>() {
+        // The connection still holds the rest of a body that may never come.
+        Some(t) => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", t.to_string()).closing()
+        }
+        None => ApiError::bad_request(
+            "unreadable_body",
+            format!("request body could not be read: {e}"),
+        ),
+    }
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -17,6 +17,7 @@ use haca_core::BlobId;
 use haca_gateway::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Shared by every handler.
 pub struct AppState {
@@ -36,11 +37,20 @@ pub struct AppState {
     pub review: Arc<crate::review::Review>,
 }
 
-/// Body limits, in bytes.
+/// Body limits, in bytes, and how long and how many clients are served.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_body: usize,
     pub max_upload: usize,
+    /// A request's line and headers must arrive within this, or its connection is closed (an
+    /// idle keep-alive connection too, once it has waited as long for its next request).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this, counted from its head, plus a second for
+    /// every [`BODY_BYTES_PER_SECOND`] already received (a large upload at a real speed is
+    /// not cut); past it, a 408.
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait to be accepted until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -48,9 +58,19 @@ impl Default for Limits {
         Limits {
             max_body: 16 << 20,
             max_upload: 512 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
+
+/// The slowest body that keeps earning time past [`Limits::body_timeout`].
+pub const BODY_BYTES_PER_SECOND: u64 = 64 << 10;
+
+/// How long a stopping server waits for the requests in flight before it closes their
+/// connections (which cancels what they were doing, generations included).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The node's routes; `chain` adds `/v1/chain/*` when the node keeps or follows a chain.
 pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Router {
@@ -117,16 +137,205 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `app` on `listener` (HTTP/1.1) until `shutdown` resolves, then stops accepting and
+/// gives the requests in flight [`SHUTDOWN_GRACE`] before closing their connections.
+///
+/// A slow client holds nothing for long: its request head must arrive within
+/// `limits.header_timeout` and its body within `limits.body_timeout` (a 408); at most
+/// `limits.max_connections` connections are served at once, the next ones waiting in the
+/// listen backlog until one closes. Handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::sync::{watch, Semaphore};
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while conns.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        let service = Connection {
+            app: app.clone(),
+            peer,
+            body_timeout: limits.body_timeout,
+        };
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let mut stop = stop_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} connections still busy {}s after the stop: closing them",
+            conns.len(),
+            SHUTDOWN_GRACE.as_secs()
+        );
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+/// A failed accept: a connection that died in the backlog is skipped; anything else (out of
+/// file descriptors) is logged and waited out, as accepting at once would fail the same way.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) {
+        return;
+    }
+    tracing::error!("accepting a connection failed: {e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// One connection's service: the router, with the peer's address and a body deadline on
+/// each request.
+#[derive(Clone)]
+struct Connection {
+    app: Router,
+    peer: SocketAddr,
+    body_timeout: Duration,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Connection {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        parts
+            .extensions
+            .insert(axum::extract::ConnectInfo(self.peer));
+        let body = TimedBody::new(body, self.body_timeout);
+        let mut app = self.app.clone();
+        tower_service::Service::call(&mut app, hyper::Request::from_parts(parts, body))
+    }
+}
+
+/// The error of a body that did not arrive in time ([`Limits::body_timeout`]);
+/// `extract::body_bytes` answers it with a 408.
+#[derive(Debug)]
+pub struct BodyTimeout(pub Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {}s",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// A request body with a deadline: it ends in [`BodyTimeout`] when it is not whole by then.
+struct TimedBody {
+    inner: hyper::body::Incoming,
+    limit: Duration,
+    deadline: tokio::time::Instant,
+    /// Started the first time the body makes its reader wait.
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    timed_out: bool,
+}
+
+impl TimedBody {
+    fn new(inner: hyper::body::Incoming, limit: Duration) -> TimedBody {
+        TimedBody {
+            inner,
+            limit,
+            deadline: tokio::time::Instant::now() + limit,
+            sleep: None,
+            timed_out: false,
+        }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    // Time earned by what arrived, at the slowest rate that still earns it.
+                    this.deadline +=
+                        Duration::from_secs_f64(data.len() as f64 / BODY_BYTES_PER_SECOND as f64);
+                    if let Some(s) = this.sleep.as_mut() {
+                        s.as_mut().reset(this.deadline);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.timed_out = true;
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
