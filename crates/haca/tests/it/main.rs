@@ -6,6 +6,7 @@ mod common;
 mod attest_cli;
 mod crash_durability;
 mod devnet_e2e;
+mod hardening_http;
 mod hardening_payments;
 mod hardening_watchers;
 mod llm_gateway;
