@@ -8,6 +8,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
     if let Ok(map) = parse_input(&value, "input") {
         let _ = hash_tensors(&map);
-        let _ = to_json(&map);
+        let _ = to_json(&map, "input");
     }
 });

@@ -116,29 +116,43 @@ impl Tensor {
         self.data.dtype()
     }
 
-    /// The JSON form used in answers: `{"dtype", "shape", "data": [flat]}`.
-    pub fn to_json(&self) -> Value {
+    /// The JSON form used in answers: `{"dtype", "shape", "data": [flat]}`, which
+    /// [`parse_input`] reads back to the same tensor (and so the same hash). JSON has no NaN
+    /// or infinity: a tensor holding one is refused, naming the element (`at` names the
+    /// tensor), rather than written as something that no longer hashes to its bits.
+    pub fn to_json(&self, at: &str) -> Result<Value, TensorError> {
         let data = match &self.data {
-            TensorData::F32(v) => json!(v
-                .iter()
-                .map(|x| finite_or_null(*x as f64))
-                .collect::<Vec<_>>()),
-            TensorData::F64(v) => json!(v.iter().map(|x| finite_or_null(*x)).collect::<Vec<_>>()),
+            TensorData::F32(v) => Value::Array(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, x)| finite(*x as f64, at, i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            TensorData::F64(v) => Value::Array(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, x)| finite(*x, at, i))
+                    .collect::<Result<_, _>>()?,
+            ),
             TensorData::I64(v) => json!(v),
             TensorData::I32(v) => json!(v),
             TensorData::U8(v) => json!(v),
             TensorData::Bool(v) => json!(v),
             TensorData::Str(v) => json!(v),
         };
-        json!({"dtype": self.dtype().name(), "shape": self.shape, "data": data})
+        Ok(json!({"dtype": self.dtype().name(), "shape": self.shape, "data": data}))
     }
 }
 
-fn finite_or_null(x: f64) -> Value {
-    // JSON has no NaN; an output NaN is reported as null (its bits are still in the output hash).
+fn finite(x: f64, at: &str, i: usize) -> Result<Value, TensorError> {
     serde_json::Number::from_f64(x)
         .map(Value::Number)
-        .unwrap_or(Value::Null)
+        .ok_or_else(|| {
+            err(
+                format!("{at}.data[{i}]"),
+                format!("{x} is not finite (JSON has no NaN or infinity)"),
+            )
+        })
 }
 
 /// Named tensors, ordered by name.
@@ -288,44 +302,88 @@ fn flatten<'a>(
     }
 }
 
+/// A JSON number as a person would write it back: integers as they are, floats in the
+/// shortest form that reads back to the same double, in exponent form when large or tiny
+/// (`1e39`, `-4e38`, `0.5`).
+fn number_text(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if !(v.is_i64() || v.is_u64()) => {
+            if x != 0.0 && !(1e-6..1e16).contains(&x.abs()) {
+                format!("{x:e}")
+            } else {
+                format!("{x}")
+            }
+        }
+        _ => v.to_string(),
+    }
+}
+
+/// Reads each element as `dtype`. A number that the dtype cannot hold is refused, naming
+/// the element and the number: a float past the type's finite range (it would become an
+/// infinity, which JSON cannot carry back), an integer outside the type's range.
 fn typed(flat: &[&Value], dtype: DType, at: &str) -> Result<TensorData, TensorError> {
     let num = |i: usize, v: &Value| {
-        v.as_f64().ok_or_else(|| {
+        let x = v.as_f64().ok_or_else(|| {
             err(
                 format!("{at}[{i}]"),
                 format!("is not a number (dtype {})", dtype.name()),
             )
-        })
+        })?;
+        if x.is_finite() {
+            Ok(x)
+        } else {
+            Err(err(
+                format!("{at}[{i}]"),
+                format!("{} is not finite", number_text(v)),
+            ))
+        }
     };
     let int = |i: usize, v: &Value| {
         v.as_i64().ok_or_else(|| {
-            err(
-                format!("{at}[{i}]"),
-                format!("is not an integer (dtype {})", dtype.name()),
-            )
+            // An integer past i64 (as JSON text, or written as a float such as 1e20).
+            let too_big = v.is_u64()
+                || v.as_f64()
+                    .is_some_and(|x| x.fract() == 0.0 && x.abs() >= 9.2e18);
+            let reason = if too_big {
+                format!("{} overflows {}", number_text(v), dtype.name())
+            } else {
+                format!("is not an integer (dtype {})", dtype.name())
+            };
+            err(format!("{at}[{i}]"), reason)
         })
+    };
+    let out_of_range = |i: usize, v: &Value, range: &str| {
+        err(
+            format!("{at}[{i}]"),
+            format!("{} overflows {} ({range})", number_text(v), dtype.name()),
+        )
     };
     let e = flat.iter().enumerate();
     Ok(match dtype {
         DType::F32 => TensorData::F32(
-            e.map(|(i, v)| num(i, v).map(|x| x as f32))
-                .collect::<Result<_, _>>()?,
+            e.map(|(i, v)| {
+                let x = num(i, v)? as f32;
+                if x.is_finite() {
+                    Ok(x)
+                } else {
+                    Err(out_of_range(i, v, "its largest magnitude is 3.4028235e38"))
+                }
+            })
+            .collect::<Result<_, _>>()?,
         ),
         DType::F64 => TensorData::F64(e.map(|(i, v)| num(i, v)).collect::<Result<_, _>>()?),
         DType::I64 => TensorData::I64(e.map(|(i, v)| int(i, v)).collect::<Result<_, _>>()?),
         DType::I32 => TensorData::I32(
             e.map(|(i, v)| {
                 int(i, v).and_then(|x| {
-                    i32::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of int32 range"))
+                    i32::try_from(x).map_err(|_| out_of_range(i, v, "-2147483648..=2147483647"))
                 })
             })
             .collect::<Result<_, _>>()?,
         ),
         DType::U8 => TensorData::U8(
             e.map(|(i, v)| {
-                int(i, v).and_then(|x| {
-                    u8::try_from(x).map_err(|_| err(format!("{at}[{i}]"), "out of uint8 range"))
-                })
+                int(i, v).and_then(|x| u8::try_from(x).map_err(|_| out_of_range(i, v, "0..=255")))
             })
             .collect::<Result<_, _>>()?,
         ),
@@ -427,9 +485,14 @@ fn fixed_point(pair: &Value) -> Option<f64> {
     Some(value / 10f64.powi(decimals as i32))
 }
 
-/// The output map as JSON: `{NAME: {dtype, shape, data}}`.
-pub fn to_json(map: &TensorMap) -> Value {
-    Value::Object(map.iter().map(|(k, t)| (k.clone(), t.to_json())).collect())
+/// The map as JSON: `{NAME: {dtype, shape, data}}`, which [`parse_input`] reads back to the
+/// same map and hash. A NaN or an infinity is refused (see [`Tensor::to_json`]); `at` names
+/// the map in the error (`output` makes `output.NAME.data[3]`).
+pub fn to_json(map: &TensorMap, at: &str) -> Result<Value, TensorError> {
+    map.iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_json(&format!("{at}.{k}"))?)))
+        .collect::<Result<_, _>>()
+        .map(Value::Object)
 }
 
 /// SHA-256 of the fixed binary layout of a tensor map:
@@ -531,6 +594,262 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "input.numbers[0].values[0]");
+    }
+
+    #[test]
+    fn numbers_a_dtype_cannot_hold_are_refused_naming_element_and_value() {
+        let cases = [
+            (
+                json!([0.5, 1, 2, 1e39]),
+                "float32",
+                "input.x.data[3]",
+                "1e39 overflows float32",
+            ),
+            (
+                json!([-4e38]),
+                "float32",
+                "input.x.data[0]",
+                "-4e38 overflows float32",
+            ),
+            (
+                json!([1, 2147483648i64]),
+                "int32",
+                "input.x.data[1]",
+                "2147483648 overflows int32",
+            ),
+            (
+                json!([-2147483649i64]),
+                "int32",
+                "input.x.data[0]",
+                "overflows int32",
+            ),
+            (
+                json!([256]),
+                "uint8",
+                "input.x.data[0]",
+                "256 overflows uint8",
+            ),
+            (
+                json!([-1]),
+                "uint8",
+                "input.x.data[0]",
+                "-1 overflows uint8",
+            ),
+            (
+                json!([9223372036854775808u64]),
+                "int64",
+                "input.x.data[0]",
+                "overflows int64",
+            ),
+            (json!([1e20]), "int64", "input.x.data[0]", "overflows int64"),
+            (
+                json!(["NaN"]),
+                "float32",
+                "input.x.data[0]",
+                "is not a number",
+            ),
+            (
+                json!(["inf"]),
+                "float64",
+                "input.x.data[0]",
+                "is not a number",
+            ),
+            (
+                json!([1.5]),
+                "int64",
+                "input.x.data[0]",
+                "is not an integer",
+            ),
+        ];
+        for (data, dtype, field, reason) in cases {
+            let e = parse_input(&json!({"x": {"data": data, "dtype": dtype}}), "input")
+                .expect_err(dtype);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+        }
+        // The edges themselves are accepted.
+        let m = parse_input(
+            &json!({"x": {"data": [3.4028234e38, -3.4028234e38, 1e-46], "dtype": "float32"}}),
+            "input",
+        )
+        .unwrap();
+        assert_eq!(
+            m["x"].data,
+            TensorData::F32(vec![f32::MAX, f32::MIN, 0.0]),
+            "rounds to the nearest float32"
+        );
+        let m = parse_input(
+            &json!({"x": {"data": [-2147483648i64, 2147483647], "dtype": "int32"}}),
+            "input",
+        )
+        .unwrap();
+        assert_eq!(m["x"].data, TensorData::I32(vec![i32::MIN, i32::MAX]));
+        // JSON itself has no NaN or infinity: 1e400 is not even JSON serde reads.
+        assert!(serde_json::from_str::<Value>("[1e400]").is_err());
+    }
+
+    #[test]
+    fn a_tensor_holding_nan_or_infinity_has_no_json_form() {
+        for (data, bad) in [
+            (TensorData::F32(vec![1.0, f32::NAN]), "NaN"),
+            (TensorData::F64(vec![f64::NEG_INFINITY]), "-inf"),
+        ] {
+            let n = data.len();
+            let mut m = TensorMap::new();
+            m.insert(
+                "y".into(),
+                Tensor {
+                    shape: vec![n],
+                    data,
+                    dtype_implied: false,
+                },
+            );
+            let e = to_json(&m, "output").unwrap_err();
+            assert_eq!(e.field, format!("output.y.data[{}]", n - 1));
+            assert!(
+                e.reason.starts_with(bad) && e.reason.contains("not finite"),
+                "{e}"
+            );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Numbers as JSON can carry them: any finite double (most past float32's range),
+        /// float32's edges, every integer width, and texts that name non-numbers.
+        fn number() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<f64>()
+                    .prop_filter("JSON numbers are finite", |x| x.is_finite())
+                    .prop_map(|x| json!(x)),
+                any::<f32>()
+                    .prop_filter("finite", |x| x.is_finite())
+                    .prop_map(|x| json!(x as f64)),
+                prop_oneof![
+                    Just(3.4028235e38f64),
+                    Just(3.4028236e38),
+                    Just(-3.40282357e38),
+                    Just(1e-46),
+                    Just(-0.0),
+                ]
+                .prop_map(|x| json!(x)),
+                any::<i64>().prop_map(|x| json!(x)),
+                any::<u64>().prop_map(|x| json!(x)),
+                any::<i32>().prop_map(|x| json!(x)),
+                any::<u8>().prop_map(|x| json!(x)),
+                any::<bool>().prop_map(|x| json!(x)),
+                prop_oneof![Just("NaN"), Just("inf"), Just("-Infinity"), Just("1e39")]
+                    .prop_map(|x| json!(x)),
+                ".{0,8}".prop_map(Value::String),
+            ]
+        }
+
+        fn dtype() -> impl Strategy<Value = Option<&'static str>> {
+            prop_oneof![
+                Just(None),
+                prop_oneof![
+                    Just("float32"),
+                    Just("float64"),
+                    Just("int64"),
+                    Just("int32"),
+                    Just("uint8"),
+                    Just("bool"),
+                    Just("string"),
+                ]
+                .prop_map(Some),
+            ]
+        }
+
+        /// Elements of one kind, as a client of that dtype would send them (most accepted),
+        /// or of every kind mixed (most refused).
+        fn elements() -> impl Strategy<Value = (Option<&'static str>, Vec<Value>)> {
+            fn of<T: std::fmt::Debug + Clone + 'static>(
+                dtype: &'static str,
+                s: impl Strategy<Value = T> + 'static,
+                to: fn(T) -> Value,
+            ) -> BoxedStrategy<(Option<&'static str>, Vec<Value>)> {
+                prop::collection::vec(s.prop_map(to), 0..24)
+                    .prop_map(move |v| (Some(dtype), v))
+                    .boxed()
+            }
+            let finite32 = any::<f32>().prop_filter("finite", |x| x.is_finite());
+            let finite64 = any::<f64>().prop_filter("finite", |x| x.is_finite());
+            prop_oneof![
+                (dtype(), prop::collection::vec(number(), 0..24)),
+                of("float32", finite32, |x| json!(x as f64)),
+                of("float64", finite64, |x| json!(x)),
+                of("int64", any::<i64>(), |x| json!(x)),
+                of("int32", any::<i32>(), |x| json!(x)),
+                of("uint8", any::<u8>(), |x| json!(x)),
+                of("bool", any::<bool>(), |x| json!(x)),
+                of("string", ".{0,8}", Value::String),
+            ]
+        }
+
+        fn tensor_input() -> impl Strategy<Value = Value> {
+            (elements(), 0usize..3, any::<bool>()).prop_map(|((dtype, data), rows, with_shape)| {
+                // Flat, or in `rows` equal rows when they divide the data.
+                let nested = rows > 1 && data.len() % rows == 0 && !data.is_empty();
+                let data_json = if nested {
+                    Value::Array(
+                        data.chunks(data.len() / rows)
+                            .map(|c| Value::Array(c.to_vec()))
+                            .collect(),
+                    )
+                } else {
+                    Value::Array(data.clone())
+                };
+                let mut t = json!({"data": data_json});
+                if let Some(d) = dtype {
+                    t["dtype"] = json!(d);
+                }
+                if with_shape {
+                    t["shape"] = json!([data.len()]);
+                }
+                json!({"x": t})
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// No input panics the parser; whatever it accepts writes out as JSON, and that
+            /// JSON, as text, reads back to a map with the same hash (so every accepted
+            /// input, and every output the node answers with, can be re-hashed by a client).
+            #[test]
+            fn every_accepted_tensor_rehashes_after_a_json_round_trip(input in tensor_input()) {
+                if let Ok(m) = parse_input(&input, "input") {
+                    let out = to_json(&m, "input").expect("an accepted tensor has a JSON form");
+                    let text = serde_json::to_string(&out).unwrap();
+                    let back = parse_input(&serde_json::from_str(&text).unwrap(), "input")
+                        .expect("its JSON form reads back");
+                    prop_assert_eq!(hash_tensors(&back), hash_tensors(&m));
+                    prop_assert_eq!(back, m);
+                }
+            }
+
+            /// Floats the node computed: finite ones round-trip bit for bit, and the others
+            /// are refused by name, never written as something else.
+            #[test]
+            fn computed_floats_round_trip_or_are_refused(v in prop::collection::vec(any::<f32>(), 1..16)) {
+                let mut m = TensorMap::new();
+                m.insert("y".into(), Tensor { shape: vec![v.len()], data: TensorData::F32(v.clone()), dtype_implied: false });
+                match to_json(&m, "output") {
+                    Ok(out) => {
+                        prop_assert!(v.iter().all(|x| x.is_finite()));
+                        let text = serde_json::to_string(&out).unwrap();
+                        let back = parse_input(&serde_json::from_str(&text).unwrap(), "output").unwrap();
+                        prop_assert_eq!(hash_tensors(&back), hash_tensors(&m));
+                    }
+                    Err(e) => {
+                        let i = v.iter().position(|x| !x.is_finite()).expect("a non-finite element");
+                        prop_assert_eq!(e.field, format!("output.y.data[{i}]"));
+                    }
+                }
+            }
+        }
     }
 
     /// Computed independently with Python's hashlib and struct over the same layout.

@@ -74,10 +74,20 @@ fn brief(e: &TractError) -> String {
         .join("; ")
 }
 
-fn parse(bytes: &[u8], ignore_value_info: bool) -> TractResult<InferenceModel> {
-    tract_onnx::onnx()
-        .with_ignore_value_info(ignore_value_info)
-        .model_for_read(&mut &bytes[..])
+/// Where a model's bytes are: in memory, or in a file (which tract memory-maps, so the
+/// file is not copied into memory whole; only what the model holds is).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
+fn parse(src: Source<'_>, ignore_value_info: bool) -> TractResult<InferenceModel> {
+    let onnx = tract_onnx::onnx().with_ignore_value_info(ignore_value_info);
+    match src {
+        Source::Bytes(bytes) => onnx.model_for_read(&mut &bytes[..]),
+        Source::File(path) => onnx.model_for_path(path),
+    }
 }
 
 fn specs(model: &InferenceModel) -> TractResult<(Vec<InputSpec>, Vec<String>)> {
@@ -119,7 +129,23 @@ impl OnnxModel {
         if bytes.is_empty() {
             return Err(ExecError::Load("the file is empty".into()));
         }
-        let model = parse(bytes, false).map_err(|e| ExecError::Load(brief(&e)))?;
+        Self::load_from(Source::Bytes(bytes))
+    }
+
+    /// [`OnnxModel::load`] from the file at `path`, memory-mapped rather than read: a large
+    /// file's bytes are not copied into memory, only the tensors the model keeps.
+    pub fn load_file(path: &std::path::Path) -> Result<Self, ExecError> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| ExecError::Load(format!("{}: {e}", path.display())))?
+            .len();
+        if len == 0 {
+            return Err(ExecError::Load("the file is empty".into()));
+        }
+        Self::load_from(Source::File(path))
+    }
+
+    fn load_from(src: Source<'_>) -> Result<Self, ExecError> {
+        let model = parse(src, false).map_err(|e| ExecError::Load(brief(&e)))?;
         let (inputs, outputs) = specs(&model).map_err(|e| ExecError::Load(brief(&e)))?;
         let compiled = match model
             .clone()
@@ -132,7 +158,7 @@ impl OnnxModel {
                     return Err(ExecError::Load(brief(&first)));
                 }
                 // Without the exporter's intermediate shape annotations, tract infers its own.
-                let model = parse(bytes, true).map_err(|e| ExecError::Load(brief(&e)))?;
+                let model = parse(src, true).map_err(|e| ExecError::Load(brief(&e)))?;
                 let compiled = Compiled::PerShape {
                     model,
                     plans: Mutex::new(Vec::new()),
@@ -396,6 +422,14 @@ pub struct OnnxCheck;
 impl haca_hub::ArtifactCheck for OnnxCheck {
     fn check(&self, bytes: &[u8]) -> Result<String, String> {
         OnnxModel::load(bytes)
+            .map(|_| "onnx".to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A staged upload is loaded from its file, memory-mapped: checking a large model does
+    /// not first copy its whole file into memory.
+    fn check_file(&self, path: &std::path::Path) -> Result<String, String> {
+        OnnxModel::load_file(path)
             .map(|_| "onnx".to_owned())
             .map_err(|e| e.to_string())
     }

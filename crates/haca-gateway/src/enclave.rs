@@ -172,12 +172,20 @@ fn decode<T: DeserializeOwned>(
     refused_code: &'static str,
 ) -> Result<T, EnclaveError> {
     if !status.is_success() {
-        let msg = serde_json::from_slice::<wire::ErrorAnswer>(bytes)
-            .map(|e| e.error.message)
-            .unwrap_or_else(|_| "no reason given".into());
+        let (code, msg) = serde_json::from_slice::<wire::ErrorAnswer>(bytes)
+            .map(|e| (e.error.code, e.error.message))
+            .unwrap_or_else(|_| (String::new(), "no reason given".into()));
         return Err(if status.is_client_error() {
             EnclaveError {
-                error: GatewayError::invalid(refused_code, msg),
+                error: if code == wire::NON_FINITE_OUTPUT {
+                    // The model computed a NaN or an infinity: the same 422 as in process.
+                    GatewayError::Unprocessable {
+                        code: wire::NON_FINITE_OUTPUT,
+                        message: msg,
+                    }
+                } else {
+                    GatewayError::invalid(refused_code, msg)
+                },
                 retryable: false,
             }
         } else {

@@ -202,7 +202,7 @@ impl From<ExecError> for GatewayError {
 
 impl From<haca_core::tensor::TensorError> for GatewayError {
     fn from(e: haca_core::tensor::TensorError) -> Self {
-        Self::invalid("invalid_input", e.to_string())
+        Self::invalid("invalid_input", e.to_string()).param(e.field)
     }
 }
 

@@ -15,6 +15,7 @@ use haca_core::tensor::{self, TensorMap};
 use haca_core::{sha256, BlobId, Digest};
 use haca_exec::{ModelCache, OnnxModel, RUNTIME};
 use haca_hub::Hub;
+use haca_tee::protocol::NON_FINITE_OUTPUT;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -212,6 +213,9 @@ impl Gateway {
                     inputs,
                 })
                 .await?;
+            // JSON has no NaN or infinity: an output holding one could not be re-hashed by
+            // whoever receives it, so it gets no receipt (and the charge goes back below).
+            let output = tensor::to_json(&executed.outputs, "output").map_err(non_finite)?;
             let output_hash = tensor::hash_tensors(&executed.outputs);
             let node = self.key.node_id();
             let mut builder = ReceiptBuilder::new(run_id, settlement, started_at);
@@ -237,11 +241,15 @@ impl Gateway {
                 enclave: executed.enclave,
             })?;
             let mut receipt = builder.build(&self.evidence)?;
-            let output = tensor::to_json(&executed.outputs);
-            let content = kept_inputs.map(|inputs| RecordContent {
-                input: tensor::to_json(&inputs),
-                output: output.clone(),
-            });
+            let content = match kept_inputs {
+                Some(inputs) => Some(RecordContent {
+                    input: tensor::to_json(&inputs, "input").map_err(|e| {
+                        GatewayError::internal(format!("a parsed input has no JSON form: {e}"))
+                    })?,
+                    output: output.clone(),
+                }),
+                None => None,
+            };
             self.commit(
                 &mut receipt,
                 RunToCommit {
@@ -275,6 +283,15 @@ impl Gateway {
             tee,
             payment,
         })
+    }
+}
+
+/// A run whose output holds a NaN or an infinity: 422 [`NON_FINITE_OUTPUT`], naming the
+/// element.
+fn non_finite(e: tensor::TensorError) -> GatewayError {
+    GatewayError::Unprocessable {
+        code: NON_FINITE_OUTPUT,
+        message: format!("the model's output cannot be answered or receipted: {e}"),
     }
 }
 

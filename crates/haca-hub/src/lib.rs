@@ -4,18 +4,41 @@
 //!
 //! Architecture invariant: the hub never stores bytes it was not able to validate, and a
 //! label's past revisions never change (the database refuses updates and deletes).
+//!
+//! Large uploads never sit in memory whole: [`Hub::stage`] gives a [`BlobWriter`] that
+//! writes the bytes to a temporary file in the blob directory and hashes them as they come;
+//! [`Hub::upload_file`] checks the file from disk (one check at a time) and renames it into
+//! place, or removes it.
 
-use haca_core::BlobId;
+use haca_core::{BlobId, Digest};
 use haca_store::{write_atomic, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
+use sha2::Digest as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Validates artifact bytes before they are stored. Returns the format (such as `onnx`).
 pub trait ArtifactCheck: Send + Sync {
     fn check(&self, bytes: &[u8]) -> Result<String, String>;
+
+    /// Validates the artifact in the file at `path` (a staged upload). The default reads the
+    /// file and calls [`ArtifactCheck::check`]; a checker that can read from disk without
+    /// holding the whole file in memory (ONNX through tract memory-maps it) overrides this.
+    fn check_file(&self, path: &Path) -> Result<String, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        self.check(&bytes)
+    }
 }
+
+/// The prefix of staged uploads' temporary files in the blob directory (never a blob's name,
+/// which is hex); any left by a process that died are removed when the hub opens.
+const STAGING_PREFIX: &str = ".upload-";
+
+/// How many staged uploads are checked at once: a check may hold the artifact's parsed form
+/// in memory, so concurrent uploads queue here instead of each holding theirs.
+const CONCURRENT_CHECKS: usize = 1;
 
 /// Hub failures; each names what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +105,77 @@ pub struct Hub {
     blob_dir: PathBuf,
     checker: Arc<dyn ArtifactCheck>,
     authority: Option<Arc<dyn LabelAuthority>>,
+    checks: Arc<tokio::sync::Semaphore>,
+}
+
+/// An upload being received: its bytes go to a temporary file in the blob directory (the
+/// same filesystem, so storing it is a rename) and through SHA-256 as they come. Dropped
+/// before [`BlobWriter::finish`], the file is removed.
+pub struct BlobWriter {
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl BlobWriter {
+    /// Appends `chunk` (blocking file I/O).
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), HubError> {
+        self.out.write_all(chunk).map_err(|e| self.io(e))?;
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The staged bytes, flushed to the file, with their blob id.
+    pub fn finish(self) -> Result<StagedBlob, HubError> {
+        let BlobWriter { out, hasher, size } = self;
+        let file = out.into_inner().map_err(|e| {
+            let (source, out) = e.into_parts();
+            HubError::Store(StoreError::Io {
+                path: out.get_ref().path().to_owned(),
+                source,
+            })
+        })?;
+        Ok(StagedBlob {
+            file,
+            blob_id: BlobId(Digest(hasher.finalize().into())),
+            size,
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> HubError {
+        HubError::Store(StoreError::Io {
+            path: self.out.get_ref().path().to_owned(),
+            source,
+        })
+    }
+}
+
+/// Bytes staged by a [`BlobWriter`], not yet checked: [`Hub::upload_file`] stores them or,
+/// like dropping this, removes the file. Only a writer makes one, so its blob id is the
+/// SHA-256 of exactly the bytes in the file.
+pub struct StagedBlob {
+    file: tempfile::NamedTempFile,
+    blob_id: BlobId,
+    size: u64,
+}
+
+impl StagedBlob {
+    pub fn blob_id(&self) -> BlobId {
+        self.blob_id
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// The temporary file (in the blob directory) holding the bytes.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
 }
 
 /// Who numbers label revisions when the hub is not the authority: the chain's model registry.
@@ -148,11 +242,13 @@ impl Hub {
             path: blob_dir.clone(),
             source,
         })?;
+        remove_staged_leftovers(&blob_dir);
         Ok(Hub {
             store,
             blob_dir,
             checker,
             authority: None,
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS)),
         })
     }
 
@@ -251,6 +347,81 @@ impl Hub {
             .await?;
         let entry = self.append(label, blob_id, uploader, t).await?;
         tracing::info!(label = %entry.label, revision = entry.revision, blob = %entry.blob_id, "hub: stored artifact");
+        Ok(entry)
+    }
+
+    /// Starts receiving an upload: a [`BlobWriter`] over a new temporary file in the blob
+    /// directory.
+    pub fn stage(&self) -> Result<BlobWriter, HubError> {
+        let file = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .tempfile_in(&self.blob_dir)
+            .map_err(|source| StoreError::Io {
+                path: self.blob_dir.clone(),
+                source,
+            })?;
+        Ok(BlobWriter {
+            out: std::io::BufWriter::with_capacity(256 << 10, file),
+            hasher: sha2::Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Validates the staged bytes from disk and stores them as a new revision of `label`:
+    /// the same rules as [`Hub::upload`] (the check first, then the bytes, then the rows),
+    /// with the bytes renamed into place instead of written from memory. Checks run one at a
+    /// time, on the blocking pool; a refused upload leaves no file behind.
+    pub async fn upload_file(
+        &self,
+        label: &str,
+        staged: StagedBlob,
+        uploader: &str,
+    ) -> Result<LabelEntry, HubError> {
+        validate_label(label)?;
+        let (blob_id, size) = (staged.blob_id, staged.size);
+        let path = self.blob_path(&blob_id);
+        let checker = self.checker.clone();
+        let format = {
+            let _turn = self
+                .checks
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the check semaphore is never closed");
+            tokio::task::spawn_blocking(move || -> Result<String, HubError> {
+                let format = checker
+                    .check_file(staged.path())
+                    .map_err(HubError::Refused)?;
+                if !path.exists() {
+                    // Bytes first, then the database rows, as in `upload`.
+                    let io = |source| {
+                        HubError::Store(StoreError::Io {
+                            path: path.clone(),
+                            source,
+                        })
+                    };
+                    staged.file.as_file().sync_all().map_err(io)?;
+                    set_blob_permissions(staged.file.as_file()).map_err(io)?;
+                    staged.file.persist(&path).map_err(|e| io(e.error))?;
+                }
+                // Otherwise the same bytes are already stored: the staged file is dropped.
+                Ok(format)
+            })
+            .await
+            .map_err(|e| HubError::Refused(format!("the artifact check stopped: {e}")))??
+        };
+        let t = now_ms();
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT OR IGNORE INTO blobs (blob_id, size, format, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![blob_id.to_string(), size as i64, format, t as i64],
+                )?;
+                Ok(())
+            })
+            .await?;
+        let entry = self.append(label, blob_id, uploader, t).await?;
+        tracing::info!(label = %entry.label, revision = entry.revision, blob = %entry.blob_id, size, "hub: stored uploaded artifact");
         Ok(entry)
     }
 
@@ -453,6 +624,44 @@ impl Hub {
     }
 }
 
+/// Removes staged uploads a previous process left behind (it died while receiving or
+/// checking them); nothing refers to them.
+fn remove_staged_leftovers(blob_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(blob_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+        {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "hub: removed an unfinished upload")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), "hub: an unfinished upload could not be removed: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// A stored blob is readable like one `write_atomic` wrote (a temporary file is private).
+fn set_blob_permissions(file: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(())
+    }
+}
+
 fn append_revision(
     tx: &rusqlite::Transaction<'_>,
     label: &str,
@@ -558,6 +767,142 @@ mod tests {
             hub.upload("Bad Label", b"ok", "x").await,
             Err(HubError::InvalidLabel { .. })
         ));
+    }
+
+    fn staged(hub: &Hub, chunks: &[&[u8]]) -> StagedBlob {
+        let mut w = hub.stage().unwrap();
+        for c in chunks {
+            w.write(c).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn files_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_streamed_upload_is_stored_under_the_hash_of_its_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let s = staged(&hub, &[b"ok-", b"", b"stre", b"amed"]);
+        assert_eq!(s.blob_id(), BlobId::of(b"ok-streamed"));
+        assert_eq!(s.size(), 11);
+        assert!(s.path().starts_with(hub.blob_dir()), "same filesystem");
+        let temp = s.path().to_owned();
+        let a = hub.upload_file("team/m", s, "alice").await.unwrap();
+        assert_eq!((a.revision, a.blob_id), (1, BlobId::of(b"ok-streamed")));
+        assert!(!temp.exists(), "renamed into place");
+        assert_eq!(hub.read_blob(&a.blob_id).unwrap(), b"ok-streamed");
+        assert_eq!(files_in(hub.blob_dir()), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(hub.blob_path(&a.blob_id))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+        let listed = &hub.list().unwrap()[0];
+        assert_eq!((listed.size, listed.format.as_str()), (11, "test"));
+
+        // The same bytes again, streamed or not: stored once, a new revision or label.
+        let b = hub
+            .upload_file("team/m", staged(&hub, &[b"ok-streamed"]), "bob")
+            .await
+            .unwrap();
+        assert_eq!((b.revision, b.blob_id), (2, a.blob_id));
+        let c = hub
+            .upload("other/m", b"ok-streamed", "carol")
+            .await
+            .unwrap();
+        assert_eq!(c.blob_id, a.blob_id);
+        assert_eq!(files_in(hub.blob_dir()), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refused_or_abandoned_upload_leaves_no_file_and_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let e = hub
+            .upload_file("m", staged(&hub, &[b"ba", b"d"]), "x")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, HubError::Refused(ref m) if m.contains("does not start with ok")),
+            "{e}"
+        );
+        assert_eq!(files_in(hub.blob_dir()), 0);
+        let e = hub
+            .upload_file("Bad Label", staged(&hub, &[b"ok"]), "x")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HubError::InvalidLabel { .. }), "{e}");
+        assert_eq!(files_in(hub.blob_dir()), 0);
+        // Abandoned mid-stream (the client went away) or after staging.
+        let mut w = hub.stage().unwrap();
+        w.write(b"ok-partial").unwrap();
+        assert_eq!(files_in(hub.blob_dir()), 1);
+        drop(w);
+        drop(staged(&hub, &[b"ok-whole"]));
+        assert_eq!(files_in(hub.blob_dir()), 0);
+        assert!(hub.list().unwrap().is_empty());
+        assert!(hub.history("m").unwrap().is_empty());
+    }
+
+    #[test]
+    fn uploads_a_dead_process_left_unfinished_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::write(blobs.join(format!("{STAGING_PREFIX}abc123")), b"half").unwrap();
+        std::fs::write(blobs.join("00ff"), b"not ours to judge").unwrap();
+        let hub = hub(dir.path());
+        let left: Vec<_> = std::fs::read_dir(hub.blob_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("00ff")]);
+    }
+
+    /// Records how many checks run at once.
+    #[derive(Default)]
+    struct SlowCheck {
+        running: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+    impl ArtifactCheck for SlowCheck {
+        fn check(&self, _: &[u8]) -> Result<String, String> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            self.running.fetch_sub(1, SeqCst);
+            Ok("test".into())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn staged_uploads_are_checked_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = Arc::new(SlowCheck::default());
+        let store = Arc::new(Store::open(dir.path().join("haca.db")).unwrap());
+        let hub = Arc::new(Hub::open(store, dir.path().join("blobs"), check.clone()).unwrap());
+        let uploads: Vec<_> = (0..4u8)
+            .map(|i| {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    let s = staged(&hub, &[b"ok", &[i]]);
+                    hub.upload_file(&format!("m{i}"), s, "x").await
+                })
+            })
+            .collect();
+        for u in uploads {
+            u.await.unwrap().unwrap();
+        }
+        assert_eq!(check.most.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(files_in(hub.blob_dir()), 4);
     }
 
     #[tokio::test(flavor = "multi_thread")]

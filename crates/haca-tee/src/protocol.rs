@@ -25,6 +25,9 @@ pub const HEARTBEAT_PATH: &str = "/heartbeat";
 
 /// The error code of a run whose artifact the enclave has not been given yet.
 pub const MODEL_NOT_LOADED: &str = "model_not_loaded";
+/// The error code (422) of a run whose output holds a NaN or an infinity, which JSON cannot
+/// carry: such an output is never signed or answered.
+pub const NON_FINITE_OUTPUT: &str = "non_finite_output";
 /// The largest nonce an attestation request may carry.
 pub const MAX_NONCE_BYTES: usize = 512;
 

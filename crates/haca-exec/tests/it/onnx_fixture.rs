@@ -2,7 +2,7 @@
 
 use haca_core::tensor::{parse_input, TensorData};
 use haca_core::BlobId;
-use haca_exec::{ExecError, ModelCache, OnnxModel};
+use haca_exec::{ExecError, ModelCache, OnnxCheck, OnnxModel};
 use serde_json::json;
 
 const MLP: &[u8] = include_bytes!("../../../../fixtures/models/mnist-mlp.onnx");
@@ -91,6 +91,43 @@ fn corrupt_and_non_onnx_bytes_are_refused() {
         OnnxModel::load(&MLP[..MLP.len() / 2]),
         Err(ExecError::Load(_))
     ));
+}
+
+/// The hub checks a staged upload from its file (memory-mapped): the same verdicts as from
+/// bytes.
+#[test]
+fn the_onnx_check_reads_a_file_as_it_reads_bytes() {
+    use haca_hub::ArtifactCheck;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    assert_eq!(
+        OnnxCheck.check_file(&write("mlp.onnx", MLP)).unwrap(),
+        "onnx"
+    );
+    // An unknown field (number 1000, 4 bytes) after the model: ONNX readers skip it.
+    let mut padded = MLP.to_vec();
+    padded.extend([0xc2, 0x3e, 4]);
+    padded.extend(b"skip");
+    assert_eq!(
+        OnnxCheck
+            .check_file(&write("padded.onnx", &padded))
+            .unwrap(),
+        "onnx"
+    );
+    for (name, bytes) in [
+        ("empty", &b""[..]),
+        ("junk", &b"hello, not a model"[..]),
+        ("half", &MLP[..MLP.len() / 2]),
+    ] {
+        assert!(OnnxCheck.check(bytes).is_err(), "{name}");
+        let e = OnnxCheck.check_file(&write(name, bytes)).unwrap_err();
+        assert!(!e.is_empty(), "{name}");
+    }
+    assert!(OnnxCheck.check_file(&dir.path().join("missing")).is_err());
 }
 
 #[test]

@@ -60,6 +60,9 @@ pub struct NodeConfig {
     pub case_classes: Vec<haca_review::CaseClass>,
     /// A new devnet genesis closes a settlement round when its oldest record is this old.
     pub round_interval_ms: u64,
+    /// The URL clients reach this node at (payments name it); `None`: `http://` and the
+    /// address the listener bound.
+    pub public_url: Option<server::x402::PublicUrl>,
 }
 
 impl NodeConfig {
@@ -79,6 +82,7 @@ impl NodeConfig {
             providers: Vec::new(),
             case_classes: Vec::new(),
             round_interval_ms: DEFAULT_ROUND_INTERVAL_MS,
+            public_url: None,
         }
     }
 }
@@ -594,7 +598,19 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         Ok(n) => tracing::info!("sending {n} pending review webhooks again"),
         Err(e) => tracing::error!("pending review webhooks could not be read: {e}"),
     }
+    // Bound before the state is made: the default public URL is the address bound.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| StartError::Listen(cfg.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(cfg.listen, e))?;
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| server::x402::PublicUrl::of_listener(addr));
     let state = Arc::new(AppState {
+        public_url,
         review,
         chat,
         payments,
@@ -604,12 +620,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         example_blob: example.as_ref().map(|(_, b)| *b),
         limits: cfg.limits,
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| StartError::Listen(cfg.listen, e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Listen(cfg.listen, e))?;
     let (tx, rx) = oneshot::channel::<()>();
     let app = server::router(state, chain_api);
     let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {

@@ -62,6 +62,12 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// The URL clients reach this node at: http(s)://HOST[:PORT], no path or query. x402
+    /// payments name it as their resource (never the request's Host header). Default:
+    /// http:// and the address bound (on 0.0.0.0, that address as is): a node behind a proxy
+    /// or load balancer must set it.
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    public_url: Option<crate::server::x402::PublicUrl>,
     /// Where the store, keys and blobs live [default: ./.haca; with --chain DIR: DIR/gateway].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -103,6 +109,10 @@ struct ServeArgs {
     /// webhook. `default` (execution.signed;run.settled) is always there unless redefined.
     #[arg(long, value_name = "SPEC", value_parser = parse_case_class)]
     case_class: Vec<haca_review::CaseClass>,
+}
+
+fn parse_public_url(s: &str) -> Result<crate::server::x402::PublicUrl, String> {
+    crate::server::x402::PublicUrl::parse(s)
 }
 
 fn parse_case_class(s: &str) -> Result<haca_review::CaseClass, String> {
@@ -166,6 +176,10 @@ enum Command {
         /// Start no dev enclave (no `mode: "tee"` runs, no tee chat path).
         #[arg(long)]
         no_enclave: bool,
+        /// Give loopback clients no operator rights (admin actions and reading every run
+        /// then need the operator token, as on `haca node`).
+        #[arg(long)]
+        no_loopback_admin: bool,
     },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
@@ -404,6 +418,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         providers: a.provider.iter().map(|p| (p.0.clone(), p.1)).collect(),
         case_classes: a.case_class.clone(),
         round_interval_ms: devnet::DEFAULT_ROUND_INTERVAL_MS,
+        public_url: a.public_url.clone(),
     })
 }
 
@@ -599,10 +614,12 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             facilitator,
             round_interval_ms,
             no_enclave,
+            no_loopback_admin,
         } => {
             let mut cfg = serve_config(&serve, true)?;
             cfg.round_interval_ms = round_interval_ms;
             cfg.dev_enclave = !no_enclave;
+            cfg.loopback_admin = !no_loopback_admin;
             cfg.payments = (price_per_request > 0).then(|| haca_gateway::payment::PaymentConfig {
                 facilitator,
                 model_prices: model_price

@@ -228,7 +228,14 @@ async fn run(
     })
     .await
     .map_err(|err| ApiError::internal(format!("executor stopped: {err}")))??;
-    let output = tensor::to_json(&outputs);
+    // JSON has no NaN or infinity: such an output is neither signed nor answered.
+    let output = tensor::to_json(&outputs, "output").map_err(|err| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            wire::NON_FINITE_OUTPUT,
+            format!("the model's output cannot be answered or signed: {err}"),
+        )
+    })?;
     let og = haca_tee::og_compat::ml_hashes(&req.blob_id.to_string(), &req.input, &output);
     let signed = e.sign(
         &req.blob_id,

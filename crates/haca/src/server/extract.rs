@@ -78,6 +78,50 @@ pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
+/// The raw body handed to `sink` chunk by chunk as it arrives, at most `limit` bytes in all
+/// (nothing holds it whole); over that, no more chunks and, once the rest is drained as
+/// [`body_bytes`] does, a 413 naming the limit. Returns the body's size.
+pub async fn body_chunks<F, Fut>(req: Request, limit: usize, mut sink: F) -> Result<usize, ApiError>
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ApiError>>,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is over this node's limit of {limit} bytes"),
+        )
+        .closing()
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_CAP)) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(body_error)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > limit.saturating_add(DRAIN_CAP) {
+            break;
+        }
+        if seen <= limit {
+            sink(data).await?;
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(seen)
+}
+
 /// A body that could not be read: a 408 when it did not arrive in time (`Limits::body_timeout`),
 /// else a 400.
 fn body_error(e: axum::Error) -> ApiError {

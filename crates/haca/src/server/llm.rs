@@ -53,13 +53,24 @@ pub async fn completions(
     serve(st, headers, call, "/v1/completions").await
 }
 
-pub async fn conversation(State(st): S, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// A conversation's turns: readable by whoever may read its runs' outputs
+/// ([`super::access`]).
+pub async fn conversation(
+    State(st): S,
+    reader: super::access::Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let turns = st.gateway.store.chat_turns(&id)?;
     if turns.is_empty() {
         return Err(ApiError::not_found(
             "unknown_conversation",
             format!("no conversation {id:?} on this node"),
         ));
+    }
+    for t in &turns {
+        if let Some(run) = st.gateway.store.get_run(&t.run_id)? {
+            reader.may_read_run(&st, &run)?;
+        }
     }
     Ok(Json(conversation_view(&id, &turns)))
 }
@@ -87,7 +98,7 @@ async fn serve(
         None => None,
         Some(p) => {
             let price = p.price_of_chat_model(call.model());
-            let resource = super::x402::resource_url(&headers, endpoint);
+            let resource = st.public_url.resource(endpoint);
             let refused = |e: haca_gateway::GatewayError| {
                 if e.is_payment_required() {
                     Ok(super::x402::payment_required(p, &resource, e.into(), price))

@@ -1,5 +1,6 @@
 //! HTTP: the router, shared state and the handlers.
 
+pub mod access;
 pub mod chain;
 pub mod enclave;
 pub mod error;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub chat: Option<Arc<haca_gateway::chat::ChatGateway>>,
     /// The review queue (cases, decisions) and its web panel.
     pub review: Arc<crate::review::Review>,
+    /// The node's public base URL: payment resources are `{public_url}{path}`.
+    pub public_url: x402::PublicUrl,
 }
 
 /// Body limits, in bytes, and how long and how many clients are served.

@@ -1,8 +1,9 @@
 //! Handlers. Each parses, calls a role, and answers; errors go through `ApiError`.
 
 use super::error::ApiError;
-use super::extract::{body_bytes, Admin, JsonBody};
+use super::extract::{body_chunks, Admin, JsonBody};
 use super::AppState;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -85,7 +86,7 @@ pub async fn infer(
         None => (None, String::new(), Default::default()),
         Some(p) => {
             let price = p.price_of(&st.gateway.hub, &req.model)?;
-            let resource = super::x402::resource_url(&headers, "/v1/infer");
+            let resource = st.public_url.resource("/v1/infer");
             match p
                 .check(&super::x402::payment_offer(&headers), &resource, price)
                 .await
@@ -139,7 +140,12 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-pub async fn list_runs(State(st): S, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_runs(
+    State(st): S,
+    reader: super::access::Reader,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    reader.may_list_runs()?;
     let limit = q.limit.unwrap_or(50).min(1000);
     Ok(Json(json!({"runs": st.gateway.store.list_runs(limit)?})))
 }
@@ -163,8 +169,15 @@ fn stored_json(text: &str, what: &str) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("stored {what} is damaged: {e}")))
 }
 
-pub async fn get_run(State(st): S, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// A run with its output: for who paid for it, reviewers of its case, and the operator
+/// ([`super::access`]).
+pub async fn get_run(
+    State(st): S,
+    reader: super::access::Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let r = load_run(&st, &id)?;
+    reader.may_read_run(&st, &r)?;
     Ok(Json(json!({
         "run_id": r.run_id,
         "created_at": r.created_at,
@@ -205,20 +218,52 @@ pub async fn get_settlement(State(st): S, Path(id): Path<String>) -> Result<Json
     Ok(Json(super::chain::settlement_json(&run, s, false)))
 }
 
+/// `POST /v1/hub/models/{label}`: the body streams to a temporary file in the hub's blob
+/// directory as it arrives (written and hashed on the blocking pool, two chunks in flight),
+/// so concurrent uploads do not each hold their body in memory; the hub then checks the file
+/// from disk and renames it into place, or removes it.
 pub async fn upload_model(
     State(st): S,
     admin: Admin,
     Path(label): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let bytes = body_bytes(req, st.limits.max_upload).await?;
-    if bytes.is_empty() {
+    let hub = &st.gateway.hub;
+    let mut writer = hub.stage()?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let stager = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            writer.write(&chunk)?;
+        }
+        writer.finish()
+    });
+    let received = body_chunks(req, st.limits.max_upload, |chunk| {
+        let tx = tx.clone();
+        async move {
+            // Closed only when the writer failed; its error is the one answered.
+            tx.send(chunk)
+                .await
+                .map_err(|_| ApiError::internal("the upload writer stopped"))
+        }
+    })
+    .await;
+    drop(tx);
+    let staged = stager
+        .await
+        .map_err(|e| ApiError::internal(format!("the upload writer stopped: {e}")))?;
+    // Whatever is refused here drops the staged file, which removes it.
+    let staged = match (received, staged) {
+        (_, Err(e)) => return Err(e.into()),
+        (Err(e), Ok(_)) => return Err(e),
+        (Ok(_), Ok(staged)) => staged,
+    };
+    if staged.size() == 0 {
         return Err(ApiError::bad_request(
             "empty_body",
             "body: send the model file's bytes",
         ));
     }
-    let entry = st.gateway.hub.upload(&label, &bytes, &admin.0).await?;
+    let entry = hub.upload_file(&label, staged, &admin.0).await?;
     Ok((StatusCode::CREATED, Json(json!(entry))).into_response())
 }
 

@@ -34,14 +34,58 @@ pub fn payment_offer(headers: &HeaderMap) -> PaymentOffer {
     })
 }
 
-/// The URL the client asked for, as the payment's resource.
-pub fn resource_url(headers: &HeaderMap, path: &str) -> String {
-    match headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        Some(host) => format!("http://{host}{path}"),
-        None => path.into(),
+/// The node's public base URL (`--public-url`): `http` or `https`, a host and an optional
+/// port, nothing else. A payment's resource is built from it, never from the request's
+/// `Host` header, which the client writes (and a payer would sign whatever it said).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// Reads and normalizes an operator's URL (lowercase host, no default port, no
+    /// trailing slash); each refusal says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !(text.starts_with("http://") || text.starts_with("https://")) {
+            return Err(format!(
+                "{text:?} must start with http or https (http://HOST[:PORT])"
+            ));
+        }
+        let url = reqwest::Url::parse(text)
+            .map_err(|e| format!("{text:?} is not a URL: {e} (check the host and port)"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("{text:?} must not carry a user or password"));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{text:?} names no host"))?;
+        if url.path() != "/" {
+            return Err(format!(
+                "{text:?} must not have a path ({}): the node's routes are at the root",
+                url.path()
+            ));
+        }
+        if url.query().is_some() {
+            return Err(format!("{text:?} must not have a query"));
+        }
+        if url.fragment().is_some() {
+            return Err(format!("{text:?} must not have a fragment"));
+        }
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        Ok(PublicUrl(format!("{}://{host}{port}", url.scheme())))
+    }
+
+    /// `http://` and the address a listener bound (its port chosen when it asked for 0).
+    pub fn of_listener(addr: std::net::SocketAddr) -> Self {
+        PublicUrl(format!("http://{addr}"))
+    }
+
+    /// The URL of `path` (which starts with `/`) on this node, as payments name it.
+    pub fn resource(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -216,9 +260,14 @@ pub async fn faucet(
 }
 
 /// `GET /v1/x402/balance/{address}`.
-pub async fn balance(State(st): S, Path(address): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn balance(
+    State(st): S,
+    reader: super::access::Reader,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let p = payments_of(&st)?;
     let address = parse_address(&address, "address")?;
+    reader.may_read_balance(&address)?;
     let asset = p.config.asset.to_checksum(None);
     let balance = p.store.balance(&asset, &address.to_checksum(None))?;
     Ok(Json(json!({
@@ -349,4 +398,44 @@ pub async fn revoke_api_key(
     }
     tracing::info!("api key {id} revoked by {who}");
     Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublicUrl;
+
+    #[test]
+    fn a_public_url_is_a_scheme_host_and_port_only() {
+        for (given, want) in [
+            ("http://127.0.0.1:7070", "http://127.0.0.1:7070"),
+            (
+                "https://API.Example.com:8443/",
+                "https://api.example.com:8443",
+            ),
+            ("https://api.example.com:443", "https://api.example.com"),
+            ("http://[::1]:7070/", "http://[::1]:7070"),
+        ] {
+            let url = PublicUrl::parse(given).unwrap();
+            assert_eq!(url.as_str(), want, "{given}");
+            assert_eq!(url.resource("/v1/infer"), format!("{want}/v1/infer"));
+        }
+        for (given, why) in [
+            ("example.com", "http or https"),
+            ("ftp://example.com", "http or https"),
+            ("http://", "not a URL"),
+            ("http://example.com:99999", "port"),
+            ("http://user:pw@example.com", "user"),
+            ("http://example.com/base", "path"),
+            ("http://example.com/../x", "path"),
+            ("http://example.com/?a=1", "query"),
+            ("http://example.com/#top", "fragment"),
+        ] {
+            let e = PublicUrl::parse(given).unwrap_err();
+            assert!(e.contains(why), "{given}: {e}");
+        }
+        assert_eq!(
+            PublicUrl::of_listener("0.0.0.0:7070".parse().unwrap()).resource("/v1/infer"),
+            "http://0.0.0.0:7070/v1/infer"
+        );
+    }
 }
