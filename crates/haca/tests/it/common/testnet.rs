@@ -39,28 +39,55 @@ impl Testnet {
     /// `haca testnet up` with `n` validators and `gateway` registered in the genesis, with
     /// short rounds and timeouts so that faults show quickly.
     pub fn up(n: usize, gateway: &NodeKey, extra: &[&str]) -> Testnet {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().to_str().unwrap().to_owned();
-        let gw = gateway.node_id().to_string();
-        let n = n.to_string();
-        let mut args = vec![
-            "testnet",
-            "up",
-            "--dir",
-            &d,
-            "--validators",
-            &n,
-            "--gateway",
-            &gw,
-            "--round-interval-ms",
-            "100",
-            "--timeout-propose-ms",
-            "600",
-            "--timeout-vote-ms",
-            "300",
-        ];
-        args.extend_from_slice(extra);
-        haca_ok(&args);
+        // Validators' ports are picked free and bound a moment later: with many testnets
+        // starting at once in this test binary, another may take one in between. Such a
+        // start is stopped and tried again in a new directory.
+        let mut attempt = 0;
+        let dir = loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let d = dir.path().to_str().unwrap().to_owned();
+            let gw = gateway.node_id().to_string();
+            let n = n.to_string();
+            let mut args = vec![
+                "testnet",
+                "up",
+                "--dir",
+                &d,
+                "--validators",
+                &n,
+                "--gateway",
+                &gw,
+                "--round-interval-ms",
+                "100",
+                "--timeout-propose-ms",
+                "600",
+                "--timeout-vote-ms",
+                "300",
+            ];
+            args.extend_from_slice(extra);
+            let out = Command::new(BIN)
+                .args(&args)
+                .env("HACA_LOG", "warn")
+                .output()
+                .expect("run haca");
+            if out.status.success() {
+                break dir;
+            }
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = Command::new(BIN)
+                .args(["testnet", "stop", "--dir", &d])
+                .output();
+            assert!(
+                attempt < 3 && text.contains("Address already in use"),
+                "haca {}: {text}",
+                args.join(" ")
+            );
+        };
         let file: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("testnet.json")).unwrap(),
         )
