@@ -17,7 +17,7 @@ use haca_core::receipt::*;
 use haca_core::{Digest, RunId};
 use haca_exec::llm::call::{hash_json, output_json, prompt_tokens, send_whole, Cancel};
 use haca_exec::llm::router::{self, PathClass, Provider, ProviderKind, Route, RouteError};
-use haca_exec::llm::upstream::{upstream_body, Upstream, UpstreamError};
+use haca_exec::llm::upstream::{upstream_body, Upstream, UpstreamError, UpstreamPool};
 use haca_exec::llm::{
     call_hashes, generate_local, Call, LlmError, LocalLlm, Privacy, Sink, CONTEXT_LIMIT,
     LLM_RUNTIME, LOCAL_MODEL,
@@ -32,7 +32,7 @@ use tokio::sync::watch;
 const LOCAL_PROVIDER: &str = "local";
 const LOCAL_MODEL_ID: &str = "gemma-3-270m";
 
-/// How long a request waits for the local model to finish loading before a 503.
+/// How long a request waits for the local model to finish loading before it is told to retry.
 const LOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Where the local model stands.
@@ -99,7 +99,7 @@ impl LocalModel {
         self.state.borrow().clone()
     }
 
-    /// The loaded model; waits while it loads, then a 503 with `Retry-After`.
+    /// The loaded model; waits while it loads, then `Unavailable` with a retry hint.
     pub async fn ready(&self) -> Result<Arc<LocalLlm>, GatewayError> {
         let mut rx = self.state.clone();
         let deadline = tokio::time::Instant::now() + LOAD_WAIT;
@@ -214,7 +214,7 @@ impl ChatGateway {
         local: Option<Arc<LocalModel>>,
         enclave: Option<EnclaveClient>,
         upstream: Vec<(Provider, Duration)>,
-        http: reqwest::Client,
+        pool: &UpstreamPool,
     ) -> Result<ChatGateway, String> {
         let mut providers = Vec::new();
         if local.is_some() {
@@ -235,24 +235,8 @@ impl ChatGateway {
             if providers.iter().any(|q: &Provider| q.name == p.name) {
                 return Err(format!("--provider: {} is configured twice", p.name));
             }
-            if let ProviderKind::OpenAi { base_url, key_env } = &p.kind {
-                let api_key =
-                    match key_env {
-                        None => None,
-                        Some(var) => Some(std::env::var(var).map_err(|_| {
-                            format!("--provider {}: key_env={var} is not set", p.name)
-                        })?),
-                    };
-                upstreams.insert(
-                    p.name.clone(),
-                    Upstream {
-                        name: p.name.clone(),
-                        base_url: base_url.clone(),
-                        api_key,
-                        timeout,
-                        http: http.clone(),
-                    },
-                );
+            if let Some(up) = Upstream::for_provider(&p, timeout, pool)? {
+                upstreams.insert(p.name.clone(), up);
             }
             providers.push(p);
         }
@@ -868,9 +852,7 @@ async fn attempt_upstream(
                     message: e.to_string(),
                     timed_out: true,
                 },
-                UpstreamError::Status { status, .. }
-                    if (400..500).contains(status) && !retryable =>
-                {
+                _ if e.refused_request() => {
                     GatewayError::invalid("upstream_refused", e.to_string())
                 }
                 UpstreamError::Cancelled => GatewayError::invalid("client_gone", e.to_string()),

@@ -3,19 +3,53 @@
 
 use crate::error::GatewayError;
 use haca_core::receipt::AttestationEvidence;
-use haca_core::{sha256, Digest};
+use haca_core::{sha256, BlobId, Digest};
 use haca_tee::og_compat::{self, TeeFields};
 use haca_tee::protocol::{self as wire, Signed};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// Where the node's enclave can be reached now: a supervised local process (devnet), or a
-/// remote one. `None` while it restarts.
-pub trait EnclaveLocator: Send + Sync {
-    fn url(&self) -> Option<String>;
-    /// Whether it serves chat (it was given the local LLM).
+/// How this node reaches its enclave: HTTP on loopback to devnet's supervised process
+/// today (the binary's `enclave::HttpEnclave`), vsock or a remote attested enclave later. A
+/// transport moves [`haca_tee::protocol`] messages and says how a call failed; what a failure
+/// means for a run is this module's ([`EnclaveClient`]).
+#[async_trait::async_trait]
+pub trait EnclaveTransport: Send + Sync {
+    /// Whether the enclave serves chat (it was given the local LLM).
     fn has_llm(&self) -> bool;
+    async fn attestation(
+        &self,
+        nonce: Option<&[u8]>,
+    ) -> Result<wire::AttestationAnswer, TransportError>;
+    async fn heartbeat(
+        &self,
+        request: &wire::HeartbeatRequest,
+    ) -> Result<wire::HeartbeatAnswer, TransportError>;
+    async fn run(&self, request: &wire::RunRequest) -> Result<wire::RunAnswer, TransportError>;
+    async fn put_model(
+        &self,
+        blob_id: BlobId,
+        bytes: Vec<u8>,
+    ) -> Result<wire::PutModelAnswer, TransportError>;
+    async fn chat(
+        &self,
+        request: &wire::ChatRunRequest,
+    ) -> Result<wire::ChatAnswer, TransportError>;
+}
+
+/// How an enclave call failed, as a transport tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The enclave could not be reached (down, restarting): a retry or another route may
+    /// succeed.
+    Down(String),
+    /// The enclave failed while serving the call.
+    Failed(String),
+    /// The enclave refused the call, with the protocol's error code (empty when it gave
+    /// none) and its reason.
+    Refused { code: String, message: String },
+    /// Its answer is not a protocol message.
+    Malformed(String),
 }
 
 /// A failed enclave call: the error and whether another route may take over (the enclave
@@ -32,6 +66,44 @@ impl From<EnclaveError> for GatewayError {
     }
 }
 
+impl TransportError {
+    /// What the failure means for a run; a refusal without a code of its own is
+    /// `refused_code`.
+    fn for_run(self, refused_code: &'static str) -> EnclaveError {
+        let (error, retryable) = match self {
+            TransportError::Down(m) => (
+                GatewayError::unavailable(
+                    "enclave_down",
+                    format!("the enclave did not answer: {m}"),
+                ),
+                true,
+            ),
+            TransportError::Failed(m) => (
+                GatewayError::internal(format!("the enclave failed: {m}")),
+                true,
+            ),
+            // The model computed a NaN or an infinity: the same error as in process.
+            TransportError::Refused { code, message } if code == wire::NON_FINITE_OUTPUT => (
+                GatewayError::Unprocessable {
+                    code: wire::NON_FINITE_OUTPUT,
+                    message,
+                },
+                false,
+            ),
+            TransportError::Refused { message, .. } => {
+                (GatewayError::invalid(refused_code, message), false)
+            }
+            TransportError::Malformed(m) => (
+                GatewayError::internal(format!(
+                    "the enclave's answer is not a valid protocol message: {m}"
+                )),
+                true,
+            ),
+        };
+        EnclaveError { error, retryable }
+    }
+}
+
 /// What an enclave's answer carries beyond its output, once checked.
 #[derive(Clone, Debug)]
 pub struct EnclaveEvidence {
@@ -44,57 +116,17 @@ pub struct EnclaveEvidence {
     pub input_hash: Digest,
 }
 
-/// The enclave protocol's client.
+/// The enclave protocol's client, over any transport.
 #[derive(Clone)]
-pub struct EnclaveClient {
-    locator: Arc<dyn EnclaveLocator>,
-    http: reqwest::Client,
-}
+pub struct EnclaveClient(Arc<dyn EnclaveTransport>);
 
 impl EnclaveClient {
-    pub fn new(locator: Arc<dyn EnclaveLocator>, http: reqwest::Client) -> Self {
-        EnclaveClient { locator, http }
+    pub fn new(transport: Arc<dyn EnclaveTransport>) -> Self {
+        EnclaveClient(transport)
     }
 
     pub fn has_llm(&self) -> bool {
-        self.locator.has_llm()
-    }
-
-    fn url(&self) -> Result<String, EnclaveError> {
-        self.locator.url().ok_or_else(|| EnclaveError {
-            error: GatewayError::unavailable(
-                "enclave_down",
-                "the enclave is restarting; try again",
-            ),
-            retryable: true,
-        })
-    }
-
-    /// Sends one request: its status and body. Unreachable is retryable.
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<(reqwest::StatusCode, Vec<u8>), EnclaveError> {
-        let unreachable = |e: reqwest::Error| EnclaveError {
-            error: GatewayError::unavailable(
-                "enclave_down",
-                format!("the enclave did not answer: {e}"),
-            ),
-            retryable: true,
-        };
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        Ok((status, resp.bytes().await.map_err(unreachable)?.to_vec()))
-    }
-
-    /// Sends one request and reads its typed answer.
-    async fn call<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-        refused_code: &'static str,
-    ) -> Result<T, EnclaveError> {
-        let (status, bytes) = self.send(req).await?;
-        decode(status, &bytes, refused_code)
+        self.0.has_llm()
     }
 
     /// A fresh attestation document, carrying `nonce` when given.
@@ -102,24 +134,22 @@ impl EnclaveClient {
         &self,
         nonce: Option<&[u8]>,
     ) -> Result<wire::AttestationAnswer, EnclaveError> {
-        let url = self.url()?;
-        let mut path = format!("{url}{}", wire::ATTESTATION_PATH);
-        if let Some(n) = nonce {
-            path.push_str(&format!("?nonce={}", hex::encode(n)));
-        }
-        self.call(self.http.get(path), "invalid_nonce").await
+        self.0
+            .attestation(nonce)
+            .await
+            .map_err(|e| e.for_run("invalid_nonce"))
     }
 
     /// The run key's heartbeat signature at `at_ms`.
     pub async fn heartbeat(&self, at_ms: u64) -> Result<wire::HeartbeatAnswer, EnclaveError> {
-        let url = format!("{}{}", self.url()?, wire::HEARTBEAT_PATH);
-        let body = wire::HeartbeatRequest { at_ms };
-        self.call(self.http.post(url).json(&body), "enclave_refused")
+        self.0
+            .heartbeat(&wire::HeartbeatRequest { at_ms })
             .await
+            .map_err(|e| e.for_run("enclave_refused"))
     }
 
-    /// Runs `blob_id` on `input` in the enclave; `artifact` reads the bytes when the enclave
-    /// does not hold them yet (its first run of that artifact).
+    /// Runs `request` in the enclave; `artifact` reads the bytes when the enclave does not
+    /// hold them yet (its first run of that artifact), which it is then given.
     pub async fn run<F, Fut>(
         &self,
         request: wire::RunRequest,
@@ -129,78 +159,38 @@ impl EnclaveClient {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>, GatewayError>>,
     {
-        let url = self.url()?;
-        let run_url = format!("{url}{}", wire::RUN_PATH);
-        let (status, bytes) = self.send(self.http.post(&run_url).json(&request)).await?;
-        if status != reqwest::StatusCode::NOT_FOUND {
-            return decode(status, &bytes, "enclave_refused");
+        match self.0.run(&request).await {
+            Err(TransportError::Refused { code, .. }) if code == wire::MODEL_NOT_LOADED => {}
+            other => return other.map_err(|e| e.for_run("enclave_refused")),
         }
-        // First run of this artifact in this enclave: hand it the bytes (it hashes them).
         let bytes = artifact().await.map_err(|error| EnclaveError {
             error,
             retryable: false,
         })?;
-        let put = format!("{url}{}/{}", wire::MODELS_PATH, request.blob_id);
-        let _: wire::PutModelAnswer = self
-            .call(self.http.put(put).body(bytes), "enclave_refused")
+        self.0
+            .put_model(request.blob_id, bytes)
             .await
             .map_err(|e| EnclaveError {
                 error: GatewayError::internal(format!(
                     "the enclave refused the artifact: {}",
-                    e.error.message()
+                    e.for_run("enclave_refused").error.message()
                 )),
                 retryable: false,
             })?;
-        self.call(self.http.post(&run_url).json(&request), "enclave_refused")
+        self.0
+            .run(&request)
             .await
+            .map_err(|e| e.for_run("enclave_refused"))
     }
 
     /// A chat completion on the enclave's local model.
     pub async fn chat(&self, body: &Value) -> Result<wire::ChatAnswer, EnclaveError> {
-        let url = format!("{}{}", self.url()?, wire::CHAT_PATH);
-        let req = wire::ChatRunRequest { body: body.clone() };
-        self.call(self.http.post(url).json(&req), "enclave_refused")
+        let request = wire::ChatRunRequest { body: body.clone() };
+        self.0
+            .chat(&request)
             .await
+            .map_err(|e| e.for_run("enclave_refused"))
     }
-}
-
-/// Reads a typed answer: a 4xx is the enclave refusing the request (`refused_code`);
-/// anything else that is not a success is its failure, which another route may take over.
-fn decode<T: DeserializeOwned>(
-    status: reqwest::StatusCode,
-    bytes: &[u8],
-    refused_code: &'static str,
-) -> Result<T, EnclaveError> {
-    if !status.is_success() {
-        let (code, msg) = serde_json::from_slice::<wire::ErrorAnswer>(bytes)
-            .map(|e| (e.error.code, e.error.message))
-            .unwrap_or_else(|_| (String::new(), "no reason given".into()));
-        return Err(if status.is_client_error() {
-            EnclaveError {
-                error: if code == wire::NON_FINITE_OUTPUT {
-                    // The model computed a NaN or an infinity: the same 422 as in process.
-                    GatewayError::Unprocessable {
-                        code: wire::NON_FINITE_OUTPUT,
-                        message: msg,
-                    }
-                } else {
-                    GatewayError::invalid(refused_code, msg)
-                },
-                retryable: false,
-            }
-        } else {
-            EnclaveError {
-                error: GatewayError::internal(format!("the enclave failed: {msg}")),
-                retryable: true,
-            }
-        });
-    }
-    serde_json::from_slice(bytes).map_err(|e| EnclaveError {
-        error: GatewayError::internal(format!(
-            "the enclave's answer is not a valid protocol message: {e}"
-        )),
-        retryable: true,
-    })
 }
 
 /// Checks what binds an enclave's answer and turns it into the attestation box and the

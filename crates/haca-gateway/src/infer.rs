@@ -286,7 +286,7 @@ impl Gateway {
     }
 }
 
-/// A run whose output holds a NaN or an infinity: 422 [`NON_FINITE_OUTPUT`], naming the
+/// A run whose output holds a NaN or an infinity: unprocessable, [`NON_FINITE_OUTPUT`], naming the
 /// element.
 fn non_finite(e: tensor::TensorError) -> GatewayError {
     GatewayError::Unprocessable {

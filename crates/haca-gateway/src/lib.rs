@@ -58,7 +58,6 @@ pub struct Gateway {
     /// Sources of the boxes the pipeline does not fill itself (proof, data, memory, private
     /// route), applied to every run in order.
     pub evidence: Vec<Arc<dyn EvidenceSource>>,
-    pub http: reqwest::Client,
 }
 
 /// What a run stores beside its receipt.

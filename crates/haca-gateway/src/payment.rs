@@ -1,13 +1,14 @@
-//! x402 payments on the node: the paywall on `POST /v1/infer` and an x402 facilitator
-//! (`/v1/x402/verify`, `/settle`, `/supported`) over the store's durable token ledger, plus
-//! a devnet faucet and balances. Both are mounted only when the node has a [`PaymentConfig`].
+//! Payments for runs: x402 authorizations and API keys, verified and settled over the store's
+//! durable token ledger (or by a remote [`Facilitator`]). The binary's `server::x402` reads
+//! offers off requests and serves the facilitator endpoints over these rules.
 //!
 //! The rules are `haca-pay`'s ([`verify_exact`]); the money moves in one store transaction
 //! ([`Store::transfer_with_authorization`]): the nonce is checked unused and spent, and the
-//! balance checked and moved, all or nothing. The paywall verifies a payment when the request
-//! arrives, settles it once the request is known to be runnable (model resolved, input
-//! parsed, request hash computed) and before the model runs, and only then serves. A run that
-//! fails after its payment settled is not refunded.
+//! balance checked and moved, all or nothing. A payment is verified when the request
+//! arrives ([`Payments::check`]) and settled once the request is known to be runnable (model
+//! resolved, input parsed, request hash computed) and before the model runs
+//! ([`crate::Gateway::take_payment`]). A charge names its run: one whose run is never stored
+//! is refunded ([`crate::Gateway::refund_failed_run`]).
 //!
 //! The ledger is haca's own (no chain is involved): it models one EIP-3009 token per asset,
 //! whose money enters only through the faucet. Its settlement ids are the EIP-712 digests the
@@ -24,8 +25,8 @@ use haca_pay::types::{
 use haca_pay::{
     decode_payment_header, encode_header, verify_exact, Address, AnyPaymentPayload,
     AnyRequirements, FacilitatorRequest, Ledger, PaymentError, PaymentRequirements,
-    PaymentRequirementsV1, SettleResponse, SupportedResponse, VerifiedPayment, VerifyContext,
-    VerifyResponse, B256, U256,
+    PaymentRequirementsV1, SettleResponse, VerifiedPayment, VerifyContext, VerifyResponse, B256,
+    U256,
 };
 use haca_store::{ApiKeyRow, Store, Transfer, TransferRefusal};
 use rand::RngCore;
@@ -199,12 +200,12 @@ pub async fn settle_on(
     }
 }
 
-/// A payment refused at the paywall: 402 with `{error: {code, message}}`.
+/// A payment refused by the rules, with the rule's stable code.
 pub fn refused(e: &PaymentError) -> GatewayError {
     GatewayError::payment(e.code(), format!("payment refused: {e}"))
 }
 
-/// The code of a 402 that asks for a payment (no payment header was sent).
+/// The code of a refusal that asks for a payment (none was offered).
 pub const PAYMENT_REQUIRED_CODE: &str = "payment_required";
 
 /// Who pays for a request that passed the paywall's first half.
@@ -215,7 +216,7 @@ enum Payer {
         token_name: String,
         token_version: String,
         /// Set when a remote facilitator settles it: the facilitator and the request to send.
-        remote: Option<Box<(RemoteFacilitator, FacilitatorRequest)>>,
+        remote: Option<Box<(Arc<dyn Facilitator>, FacilitatorRequest)>>,
     },
     /// An API key's prepaid balance (the key's ledger account), charged `price`.
     ApiKey {
@@ -264,8 +265,9 @@ impl SettledPayment {
 }
 
 impl PendingPayment {
-    /// Settles this payment for the request `covered` describes; a refusal is a 402 (a
-    /// replay: the nonce was spent meanwhile; an API key's balance ran short).
+    /// Settles this payment for the request `covered` describes; a refusal is
+    /// [`GatewayError::PaymentRequired`] (a replay: the nonce was spent meanwhile; an API
+    /// key's balance ran short).
     pub async fn settle(self, covered: Covered) -> Result<SettledPayment, GatewayError> {
         match &self.payer {
             Payer::X402 {
@@ -288,9 +290,10 @@ impl PendingPayment {
                     Some((f, request)) => {
                         haca_pay::check_window(v.authorization(), now_s(), 0)
                             .map_err(|e| refused(&e))?;
-                        let answer: SettleResponse = f.call("settle", request).await?;
+                        let answer = f.settle(request).await?;
                         if !answer.success {
-                            return Err(f.refused(
+                            return Err(facilitator_refused(
+                                f.as_ref(),
                                 answer.error_reason.as_deref(),
                                 answer.error_message.as_deref(),
                             ));
@@ -455,7 +458,7 @@ pub fn new_api_key(label: Option<String>, created_by: &str) -> (String, ApiKeyRo
 
 /// The API key a request presents as `Authorization: Bearer hk_...`, when it presents one:
 /// a bearer of another form (an operator token, another service's key) is not an API key,
-/// and pays for nothing. An unknown or revoked key is 401.
+/// and pays for nothing. An unknown or revoked key is [`GatewayError::Unauthorized`].
 pub fn presented_api_key(
     store: &Store,
     bearer: Option<&str>,
@@ -492,116 +495,44 @@ impl Ledger for RemoteLedger {
     }
 }
 
-/// An x402 facilitator over HTTP, per the spec: `POST {base}/verify` and `{base}/settle` with
-/// `{x402Version, paymentPayload, paymentRequirements}`, `GET {base}/supported`.
-#[derive(Clone)]
-pub struct RemoteFacilitator {
-    base: String,
-    http: reqwest::Client,
+/// A remote x402 facilitator, which holds the ledger a payment settles on: it answers the
+/// spec's `verify` and `settle` for `{x402Version, paymentPayload, paymentRequirements}`. The
+/// binary's `facilitator::HttpFacilitator` is one over HTTP; its transport failures are
+/// [`GatewayError::Unavailable`].
+#[async_trait::async_trait]
+pub trait Facilitator: Send + Sync {
+    /// Who it is, for messages (its base URL).
+    fn name(&self) -> &str;
+    async fn verify(&self, request: &FacilitatorRequest) -> Result<VerifyResponse, GatewayError>;
+    async fn settle(&self, request: &FacilitatorRequest) -> Result<SettleResponse, GatewayError>;
 }
 
-/// How long the paywall waits for a remote facilitator's answer.
-const FACILITATOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl RemoteFacilitator {
-    pub fn new(base: &str) -> Self {
-        static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-        RemoteFacilitator {
-            base: base.trim_end_matches('/').to_owned(),
-            http: HTTP
-                .get_or_init(|| {
-                    reqwest::Client::builder()
-                        .timeout(FACILITATOR_TIMEOUT)
-                        .build()
-                        .expect("an HTTP client builds")
-                })
-                .clone(),
-        }
-    }
-
-    fn unavailable(&self, why: String) -> GatewayError {
-        GatewayError::unavailable(
-            "facilitator_unavailable",
-            format!("the x402 facilitator at {}: {why}", self.base),
-        )
-    }
-
-    /// A facilitator's refusal as this node's 402.
-    fn refused(&self, reason: Option<&str>, message: Option<&str>) -> GatewayError {
-        GatewayError::payment(
-            "facilitator_refused",
-            format!(
-                "payment refused by the x402 facilitator at {}: {}{}",
-                self.base,
-                reason.unwrap_or("no reason given"),
-                message.map(|m| format!(" ({m})")).unwrap_or_default()
-            ),
-        )
-    }
-
-    /// POSTs `request` to `{base}/{what}`. The spec's facilitators answer 200 with the
-    /// verdict, haca's answers 400 for a body it cannot decode; both are read as an answer.
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        request: &FacilitatorRequest,
-    ) -> Result<T, GatewayError> {
-        let url = format!("{}/{what}", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| self.unavailable(format!("{what}: {e}")))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| self.unavailable(format!("{what}: {e}")))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            self.unavailable(format!(
-                "{what} answered HTTP {status} with a body that is not an x402 {what} response ({e}): {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            ))
-        })
-    }
-
-    /// Checks that the facilitator settles `exact` payments on `network` (`GET /supported`).
-    pub async fn check_supports(&self, network: &str) -> Result<(), String> {
-        let url = format!("{}/supported", self.base);
-        let v: SupportedResponse = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("{url}: not an x402 /supported answer: {e}"))?;
-        if v.kinds
-            .iter()
-            .any(|k| k.scheme == SCHEME_EXACT && k.network == network)
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "{url}: the facilitator does not settle scheme exact on {network}"
-            ))
-        }
-    }
+/// A facilitator's refusal as this node's 402.
+fn facilitator_refused(
+    f: &dyn Facilitator,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> GatewayError {
+    GatewayError::payment(
+        "facilitator_refused",
+        format!(
+            "payment refused by the x402 facilitator at {}: {}{}",
+            f.name(),
+            reason.unwrap_or("no reason given"),
+            message.map(|m| format!(" ({m})")).unwrap_or_default()
+        ),
+    )
 }
 
-/// The node's payments: its terms and its ledger.
+/// The node's payments: its terms and its ledger, or the remote facilitator that keeps it.
 pub struct Payments {
     pub config: PaymentConfig,
     pub store: Arc<Store>,
+    /// Set when `config.facilitator` names one: verifies balance and nonce, and settles.
+    pub facilitator: Option<Arc<dyn Facilitator>>,
 }
 
 impl Payments {
-    /// The price of one run of `reference` (a label, `label@REV` or a blob id): the price set
-    /// for its label, or for any priced label that points at the same artifact now (so that
-    /// naming the blob costs what naming the label does), else the node's default.
     /// The price of a chat model by its public name (`provider/model`): its `--model-price`,
     /// else the node's price per request.
     pub fn price_of_chat_model(&self, name: &str) -> U256 {
@@ -612,6 +543,9 @@ impl Payments {
             .unwrap_or(self.config.price)
     }
 
+    /// The price of one run of `reference` (a label, `label@REV` or a blob id): the price set
+    /// for its label, or for any priced label that points at the same artifact now (so that
+    /// naming the blob costs what naming the label does), else the node's default.
     pub fn price_of(&self, hub: &haca_hub::Hub, reference: &str) -> Result<U256, GatewayError> {
         if self.config.model_prices.is_empty() {
             return Ok(self.config.price);
@@ -632,9 +566,10 @@ impl Payments {
         Ok(self.config.price)
     }
 
-    /// The paywall's first half: read `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) and
-    /// verify it against this node's terms (at `price`) and ledger, or, without either, charge the API
-    /// key of `Authorization: Bearer`. Each refusal is a 402, but for an unknown API key (401).
+    /// The paywall's first half: verify the offered x402 payload (`PAYMENT-SIGNATURE`, v2, or
+    /// `X-PAYMENT`, v1) against this node's terms (at `price`) and ledger, or, without one,
+    /// find the offered API key and its balance. Each refusal is
+    /// [`GatewayError::PaymentRequired`], but for an unknown API key (`Unauthorized`).
     pub async fn check(
         &self,
         offer: &PaymentOffer,
@@ -691,9 +626,9 @@ impl Payments {
             AnyPaymentPayload::V1(_) => AnyRequirements::V1(config.requirements_v1(resource)),
             AnyPaymentPayload::V2(_) => AnyRequirements::V2(config.requirements()),
         };
-        let remote = config.facilitator.as_ref().map(|base| {
+        let remote = self.facilitator.clone().map(|f| {
             Box::new((
-                RemoteFacilitator::new(base),
+                f,
                 FacilitatorRequest {
                     x402_version: match &payload {
                         AnyPaymentPayload::V1(_) => 1,
@@ -713,9 +648,10 @@ impl Payments {
         match remote.as_deref() {
             None => {}
             Some((f, request)) => {
-                let answer: VerifyResponse = f.call("verify", request).await?;
+                let answer = f.verify(request).await?;
                 if !answer.is_valid {
-                    return Err(f.refused(
+                    return Err(facilitator_refused(
+                        f.as_ref(),
                         answer.invalid_reason.as_deref(),
                         answer.invalid_message.as_deref(),
                     ));
@@ -786,7 +722,7 @@ impl Payments {
     }
 }
 
-/// What a request offers to pay with, as the HTTP layer read it off its headers.
+/// What a request offers to pay with, as the HTTP layer read it off the request.
 #[derive(Clone, Debug, Default)]
 pub struct PaymentOffer {
     /// `PAYMENT-SIGNATURE` (v2), else `X-PAYMENT` (v1): the header's name and its text
@@ -794,18 +730,4 @@ pub struct PaymentOffer {
     pub x402: Option<(&'static str, Option<String>)>,
     /// The token of `Authorization: Bearer`.
     pub bearer: Option<String>,
-}
-
-impl PaymentOffer {
-    /// Reads an offer from header lookups (`get(name)` is the header's text; `Err` when the
-    /// header is there but not ASCII).
-    pub fn from_headers(get: impl Fn(&str) -> Option<Result<String, ()>>) -> Self {
-        let x402 = [PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER]
-            .into_iter()
-            .find_map(|name| get(name).map(|v| (name, v.ok())));
-        let bearer = get("authorization")
-            .and_then(Result::ok)
-            .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
-        PaymentOffer { x402, bearer }
-    }
 }

@@ -1,9 +1,13 @@
 //! The dev enclave's supervisor: `haca devnet` starts the enclave process (`haca enclave`,
 //! served by the HTTP layer's `enclave` module) and keeps it running, restarted if it dies, killed
 //! with the node even on `kill -9`. The gateway reaches it through
-//! [`haca_gateway::enclave::EnclaveClient`], by the URL this supervisor knows.
+//! [`haca_gateway::enclave::EnclaveClient`] over [`HttpEnclave`], at the URL this supervisor
+//! knows.
 
+use haca_core::BlobId;
+use haca_gateway::enclave::{EnclaveTransport, TransportError};
 use haca_tee::dev::DevCa;
+use haca_tee::protocol as wire;
 use std::path::Path as FsPath;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -65,15 +69,6 @@ impl EnclaveSupervisor {
     /// The enclave's URL, while it is up.
     pub fn url(&self) -> Option<String> {
         self.url.read().expect("url lock").clone()
-    }
-}
-
-impl haca_gateway::enclave::EnclaveLocator for EnclaveSupervisor {
-    fn url(&self) -> Option<String> {
-        EnclaveSupervisor::url(self)
-    }
-    fn has_llm(&self) -> bool {
-        self.has_llm
     }
 }
 
@@ -154,5 +149,91 @@ async fn supervise(
         }
         tracing::error!("the dev enclave exited ({status:?}); restarting it");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The enclave protocol over loopback HTTP to the supervised process (`haca enclave`).
+pub struct HttpEnclave {
+    pub supervisor: Arc<EnclaveSupervisor>,
+    pub http: reqwest::Client,
+}
+
+impl HttpEnclave {
+    fn url(&self, path: &str) -> Result<String, TransportError> {
+        self.supervisor
+            .url()
+            .map(|u| format!("{u}{path}"))
+            .ok_or_else(|| TransportError::Down("the enclave is restarting; try again".into()))
+    }
+
+    /// Sends one request and reads its typed answer: a 4xx is a refusal (with the protocol's
+    /// error code), any other failure status the enclave's failure.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, TransportError> {
+        let down = |e: reqwest::Error| TransportError::Down(e.to_string());
+        let resp = req.send().await.map_err(down)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(down)?;
+        if !status.is_success() {
+            let (code, message) = serde_json::from_slice::<wire::ErrorAnswer>(&bytes)
+                .map(|e| (e.error.code, e.error.message))
+                .unwrap_or_else(|_| (String::new(), "no reason given".into()));
+            return Err(if status.is_client_error() {
+                TransportError::Refused { code, message }
+            } else {
+                TransportError::Failed(message)
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| TransportError::Malformed(e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl EnclaveTransport for HttpEnclave {
+    fn has_llm(&self) -> bool {
+        self.supervisor.has_llm
+    }
+
+    async fn attestation(
+        &self,
+        nonce: Option<&[u8]>,
+    ) -> Result<wire::AttestationAnswer, TransportError> {
+        let mut url = self.url(wire::ATTESTATION_PATH)?;
+        if let Some(n) = nonce {
+            url.push_str(&format!("?nonce={}", hex::encode(n)));
+        }
+        self.call(self.http.get(url)).await
+    }
+
+    async fn heartbeat(
+        &self,
+        request: &wire::HeartbeatRequest,
+    ) -> Result<wire::HeartbeatAnswer, TransportError> {
+        let url = self.url(wire::HEARTBEAT_PATH)?;
+        self.call(self.http.post(url).json(request)).await
+    }
+
+    async fn run(&self, request: &wire::RunRequest) -> Result<wire::RunAnswer, TransportError> {
+        let url = self.url(wire::RUN_PATH)?;
+        self.call(self.http.post(url).json(request)).await
+    }
+
+    async fn put_model(
+        &self,
+        blob_id: BlobId,
+        bytes: Vec<u8>,
+    ) -> Result<wire::PutModelAnswer, TransportError> {
+        let url = self.url(&format!("{}/{blob_id}", wire::MODELS_PATH))?;
+        self.call(self.http.put(url).body(bytes)).await
+    }
+
+    async fn chat(
+        &self,
+        request: &wire::ChatRunRequest,
+    ) -> Result<wire::ChatAnswer, TransportError> {
+        let url = self.url(wire::CHAT_PATH)?;
+        self.call(self.http.post(url).json(request)).await
     }
 }

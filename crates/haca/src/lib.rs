@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod client;
 pub mod enclave;
+pub mod facilitator;
 pub mod forward;
 pub mod registry;
 pub mod remote;

@@ -148,6 +148,8 @@ pub struct Review {
     >,
     /// Open live views per token.
     watchers: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Sends clearance webhooks.
+    http: reqwest::Client,
 }
 
 /// A case with its runs' current receipts.
@@ -165,6 +167,10 @@ impl Review {
             changes: tokio::sync::watch::channel(0).0,
             feeds: Default::default(),
             watchers: Default::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client builds"),
         }
     }
 
@@ -543,7 +549,7 @@ impl Review {
                 gw.store.record_webhook(delivery.clone()).await?;
                 tokio::spawn(deliver_webhook(
                     gw.store.clone(),
-                    gw.http.clone(),
+                    self.http.clone(),
                     gw.key.clone(),
                     delivery,
                 ));
@@ -869,7 +875,7 @@ pub fn new_token(
 
 /// Sends again every delivery a stopped node left `pending` (each with a new round of
 /// attempts; the `webhook-id` stays the same, so a receiver can drop a duplicate).
-pub fn resume_webhooks(gw: &Gateway) -> Result<usize, haca_store::StoreError> {
+pub fn resume_webhooks(review: &Review, gw: &Gateway) -> Result<usize, haca_store::StoreError> {
     let pending = gw.store.pending_webhooks()?;
     for d in &pending {
         tracing::info!(
@@ -879,7 +885,7 @@ pub fn resume_webhooks(gw: &Gateway) -> Result<usize, haca_store::StoreError> {
         );
         tokio::spawn(deliver_webhook(
             gw.store.clone(),
-            gw.http.clone(),
+            review.http.clone(),
             gw.key.clone(),
             d.clone(),
         ));

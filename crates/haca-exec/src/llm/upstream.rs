@@ -72,6 +72,13 @@ impl UpstreamError {
         }
     }
 
+    /// The provider refused the request itself (a client error that no other route would
+    /// answer differently): the client's to fix, not the provider's.
+    pub fn refused_request(&self) -> bool {
+        matches!(self, UpstreamError::Status { status, .. } if (400..500).contains(status))
+            && !self.retryable()
+    }
+
     /// Whether the client already saw part of an answer.
     pub fn partial_chunks(&self) -> usize {
         match self {
@@ -96,7 +103,57 @@ pub fn upstream_body(client_body: &Value, upstream_model: &str) -> Value {
     body
 }
 
+/// The HTTP connections every upstream provider shares: a pool with a connect timeout and
+/// no overall deadline (a stream may run for minutes; each call has its own first-byte and
+/// between-chunk timeout).
+#[derive(Clone)]
+pub struct UpstreamPool(reqwest::Client);
+
+impl UpstreamPool {
+    pub fn new() -> Self {
+        UpstreamPool(
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client builds"),
+        )
+    }
+}
+
+impl Default for UpstreamPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Upstream {
+    /// The upstream of provider `p` on `pool`, its API key read from its `key_env` (an unset
+    /// variable is an error naming it); `None` for a provider that is not OpenAI-compatible
+    /// (the local model).
+    pub fn for_provider(
+        p: &super::router::Provider,
+        timeout: Duration,
+        pool: &UpstreamPool,
+    ) -> Result<Option<Upstream>, String> {
+        let super::router::ProviderKind::OpenAi { base_url, key_env } = &p.kind else {
+            return Ok(None);
+        };
+        let api_key = match key_env {
+            None => None,
+            Some(var) => Some(
+                std::env::var(var)
+                    .map_err(|_| format!("--provider {}: key_env={var} is not set", p.name))?,
+            ),
+        };
+        Ok(Some(Upstream {
+            name: p.name.clone(),
+            base_url: base_url.clone(),
+            api_key,
+            timeout,
+            http: pool.0.clone(),
+        }))
+    }
+
     /// Calls `path` (`/chat/completions` or `/completions`) and streams each delta to
     /// `on_delta` (for chat, `choices[0].delta`; for completions, `{"content": text}`);
     /// `on_delta` returns false when the client went away.

@@ -482,24 +482,26 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         })
     });
     let enclave = if cfg.dev_enclave {
-        Some(Arc::new(
+        let supervisor =
             crate::enclave::EnclaveSupervisor::start(&dev_ca_seed, cfg.llm_model.as_deref())
                 .await
-                .map_err(StartError::Enclave)?,
-        ))
+                .map_err(StartError::Enclave)?;
+        Some(EnclaveClient::new(Arc::new(crate::enclave::HttpEnclave {
+            supervisor: Arc::new(supervisor),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("HTTP client"),
+        })))
     } else {
         None
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("HTTP client");
     if let (Some(enclave), Some(validator)) = (&enclave, &chain) {
         let registrar = crate::tee_registrar::TeeRegistrar {
             validator: validator.clone(),
             remote: remote.clone(),
             approvers,
-            enclave: EnclaveClient::new(enclave.clone(), http.clone()),
+            enclave: enclave.clone(),
         };
         // Registered before serving, so that the first tee run can settle.
         match registrar.step().await {
@@ -512,9 +514,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         }));
     }
     let gateway = Gateway {
-        enclave: enclave.clone().map(|e| EnclaveClient::new(e, http.clone())),
+        enclave,
         evidence: Vec::new(),
-        http,
         key,
         store,
         hub: hub.clone(),
@@ -547,36 +548,37 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     let node_id = gateway.key.node_id();
     let chain_id = gateway.chain.as_ref().map(|v| v.genesis().chain_id.clone());
-    if let Some(url) = cfg.payments.as_ref().and_then(|p| p.facilitator.as_ref()) {
-        let network = &cfg.payments.as_ref().expect("payments configured").network;
-        haca_gateway::payment::RemoteFacilitator::new(url)
-            .check_supports(network)
-            .await
-            .map_err(StartError::Facilitator)?;
-    }
-    let payments = cfg.payments.clone().map(|config| {
-        Arc::new(haca_gateway::payment::Payments {
-            config,
-            store: gateway.store.clone(),
-        })
-    });
+    let payments = match cfg.payments.clone() {
+        None => None,
+        Some(config) => {
+            let facilitator = match &config.facilitator {
+                None => None,
+                Some(url) => {
+                    let f = crate::facilitator::HttpFacilitator::new(url);
+                    f.check_supports(&config.network)
+                        .await
+                        .map_err(StartError::Facilitator)?;
+                    Some(Arc::new(f) as Arc<dyn haca_gateway::payment::Facilitator>)
+                }
+            };
+            Some(Arc::new(haca_gateway::payment::Payments {
+                config,
+                store: gateway.store.clone(),
+                facilitator,
+            }))
+        }
+    };
     let chat = if cfg.llm_model.is_some() || !cfg.providers.is_empty() {
         let local = cfg
             .llm_model
             .clone()
             .map(haca_gateway::chat::LocalModel::start);
-        // No overall deadline: a stream may run for minutes; each upstream has its own
-        // first-byte and between-chunks timeout.
-        let upstream_http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client");
         Some(Arc::new(
             haca_gateway::chat::ChatGateway::new(
                 local,
                 gateway.enclave.clone().filter(|e| e.has_llm()),
                 cfg.providers.clone(),
-                upstream_http,
+                &haca_exec::llm::upstream::UpstreamPool::new(),
             )
             .map_err(StartError::Providers)?,
         ))
@@ -593,7 +595,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         Ok(n) => tracing::warn!("refunded {n} charges whose runs were never stored"),
         Err(e) => tracing::error!("charges without runs could not be reconciled: {e}"),
     }
-    match crate::review::resume_webhooks(&gateway) {
+    match crate::review::resume_webhooks(&review, &gateway) {
         Ok(0) => {}
         Ok(n) => tracing::info!("sending {n} pending review webhooks again"),
         Err(e) => tracing::error!("pending review webhooks could not be read: {e}"),

@@ -15,7 +15,9 @@ use haca_gateway::payment::{
     new_api_key, presented_api_key, settle_on, PaymentConfig, PaymentOffer, Payments,
     PAYMENT_REQUIRED_CODE,
 };
-use haca_pay::types::{PAYMENT_REQUIRED_HEADER, SCHEME_EXACT};
+use haca_pay::types::{
+    PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER, SCHEME_EXACT, X_PAYMENT_HEADER,
+};
 use haca_pay::{
     decode_facilitator_request, encode_header, Address, AnyPaymentPayload, AnyRequirements,
     PaymentError, PaymentRequired, PaymentRequiredV1, ResourceInfo, SupportedKind,
@@ -27,11 +29,18 @@ use std::sync::Arc;
 
 /// What a request offers to pay with: its x402 header or its API key.
 pub fn payment_offer(headers: &HeaderMap) -> PaymentOffer {
-    PaymentOffer::from_headers(|name| {
+    let text = |name: &str| {
         headers
             .get(name)
-            .map(|v| v.to_str().map(str::to_owned).map_err(|_| ()))
-    })
+            .map(|v| v.to_str().ok().map(str::to_owned))
+    };
+    let x402 = [PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER]
+        .into_iter()
+        .find_map(|name| text(name).map(|v| (name, v)));
+    let bearer = text(axum::http::header::AUTHORIZATION.as_str())
+        .flatten()
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
+    PaymentOffer { x402, bearer }
 }
 
 /// The node's public base URL (`--public-url`): `http` or `https`, a host and an optional
