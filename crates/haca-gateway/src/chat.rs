@@ -11,8 +11,8 @@ use crate::builder::{Execution, ReceiptBuilder};
 use crate::enclave::{enclave_evidence, EnclaveClient, EnclaveEvidence};
 
 use crate::error::GatewayError;
-use crate::payment::{Covered, PendingPayment, SettledPayment};
-use crate::{now_ms, Gateway, RunToCommit};
+use crate::payment::{Covered, PendingPayment};
+use crate::{now_ms, Charge, Gateway, RunToCommit};
 use haca_core::receipt::*;
 use haca_core::{Digest, RunId};
 use haca_exec::llm::call::{hash_json, output_json, prompt_tokens, send_whole, Cancel};
@@ -439,7 +439,7 @@ impl ChatGateway {
         routes: &[Route],
         start: &CallStart,
         pending: Option<PendingPayment>,
-    ) -> Result<Option<SettledPayment>, GatewayError> {
+    ) -> Result<Option<Charge>, GatewayError> {
         let first = routes
             .first()
             .ok_or_else(|| GatewayError::internal("a call with no planned route"))?;
@@ -465,7 +465,8 @@ impl ChatGateway {
     }
 
     /// Tries `routes` in order and commits the served answer's receipt. A paid call that
-    /// fails is refunded (its run is never stored).
+    /// fails, or is dropped because its client went away, is refunded as its [`Charge`]
+    /// drops (its run is never stored).
     #[allow(clippy::too_many_arguments)]
     pub async fn serve(
         &self,
@@ -474,11 +475,11 @@ impl ChatGateway {
         routes: Vec<Route>,
         start: CallStart,
         settlement: haca_core::settlement::SettlementMode,
-        payment: Option<PaymentEvidence>,
+        mut charge: Option<Charge>,
         conversation: Option<String>,
         sink: Option<Sink>,
     ) -> Result<Served, Failed> {
-        let paid = payment.is_some();
+        let payment = charge.as_ref().map(|c| c.paid().evidence.clone());
         let served = self
             .serve_routes(
                 gw,
@@ -491,9 +492,13 @@ impl ChatGateway {
                 sink,
             )
             .await;
-        if let (Err(f), true) = (&served, paid) {
-            let why = format!("no route served the call: {}", f.error.message());
-            gw.refund_failed_run(start.run_id, &why).await;
+        match (&served, charge.take()) {
+            (Ok(_), Some(c)) => drop(c.stored()),
+            (Err(f), Some(c)) => {
+                c.refund(format!("no route served the call: {}", f.error.message()))
+                    .await
+            }
+            (_, None) => {}
         }
         served
     }

@@ -190,7 +190,7 @@ impl Gateway {
         let run_id = self.new_run_id(&request_hash);
         // The request is runnable: its payment settles before the model runs (a replay that
         // raced this one is refused here, by the ledger's transaction).
-        let payment = self
+        let charge = self
             .take_payment(
                 payment,
                 Covered {
@@ -202,7 +202,6 @@ impl Gateway {
                 },
             )
             .await?;
-        let paid = payment.is_some();
         let run = async {
             let kept_inputs = (settlement == SettlementMode::Individual).then(|| inputs.clone());
             let executed = executor
@@ -214,7 +213,7 @@ impl Gateway {
                 })
                 .await?;
             // JSON has no NaN or infinity: an output holding one could not be re-hashed by
-            // whoever receives it, so it gets no receipt (and the charge goes back below).
+            // whoever receives it, so it gets no receipt (and the charge goes back).
             let output = tensor::to_json(&executed.outputs, "output").map_err(non_finite)?;
             let output_hash = tensor::hash_tensors(&executed.outputs);
             let node = self.key.node_id();
@@ -227,7 +226,7 @@ impl Gateway {
                     format: resolved.format.clone(),
                 })
                 .route(RouteEvidence::direct(executed.provider, node))
-                .payment(payment.as_ref().map(|p| p.evidence.clone()));
+                .payment(charge.as_ref().map(|c| c.paid().evidence.clone()));
             let tee = executed.enclave.as_ref().map(|e| e.tee.clone());
             builder.executed(Execution {
                 mode,
@@ -267,11 +266,9 @@ impl Gateway {
         let (output, receipt, tee) = match run.await {
             Ok(done) => done,
             Err(e) => {
-                // Paid for and not stored: the charge goes back (a crash here is reconciled at
-                // the next start instead).
-                if paid {
-                    self.refund_failed_run(run_id, &format!("the run failed: {}", e.message()))
-                        .await;
+                // Paid for and not stored: the charge goes back before the error is answered.
+                if let Some(c) = charge {
+                    c.refund(format!("the run failed: {}", e.message())).await;
                 }
                 return Err(e);
             }
@@ -281,7 +278,7 @@ impl Gateway {
             output,
             receipt,
             tee,
-            payment,
+            payment: charge.map(crate::Charge::stored),
         })
     }
 }

@@ -78,15 +78,22 @@ impl Gateway {
     /// Settles a verified payment for the request `covered` describes, before the request
     /// runs: the one place a run is charged. A refusal (a replay that raced this request,
     /// an API key's balance run short) is [`GatewayError::PaymentRequired`].
+    ///
+    /// The charge is held by a [`Charge`] until its run is stored: dropped before that (the
+    /// run failed, or the request was dropped because its client went away), it is refunded.
     pub async fn take_payment(
         &self,
         pending: Option<payment::PendingPayment>,
         covered: payment::Covered,
-    ) -> Result<Option<payment::SettledPayment>, GatewayError> {
-        match pending {
-            Some(p) => Ok(Some(p.settle(covered).await?)),
-            None => Ok(None),
-        }
+    ) -> Result<Option<Charge>, GatewayError> {
+        let Some(p) = pending else {
+            return Ok(None);
+        };
+        let run_id = covered.run_id;
+        Ok(Some(Charge {
+            paid: Some(p.settle(covered).await?),
+            refund: Some((self.store.clone(), self.log.clone(), run_id)),
+        }))
     }
 
     /// Signs `receipt`, stores the run with its settlement record (and chat turn) in one
@@ -177,22 +184,6 @@ impl Gateway {
         }
     }
 
-    /// Gives back the charge of `run_id`, a run that will not be stored (it failed after its
-    /// payment settled): the value returns to the payer, and the refund is logged and
-    /// appended to the transparency log. A payment settled by a remote facilitator is not on
-    /// this node's ledger and is not refunded here.
-    pub async fn refund_failed_run(&self, run_id: RunId, why: &str) {
-        match self
-            .store
-            .refund_unrun(&run_id.to_string(), why, now_ms())
-            .await
-        {
-            Ok(Some(r)) => self.record_refund(&r).await,
-            Ok(None) => {}
-            Err(e) => tracing::error!("run {run_id}: its charge could not be refunded: {e}"),
-        }
-    }
-
     /// Refunds every charge whose run was never stored: the node stopped between taking the
     /// payment and storing the run. Call it at start, before serving. Returns how many.
     pub async fn refund_orphan_charges(&self) -> Result<usize, GatewayError> {
@@ -204,35 +195,9 @@ impl Gateway {
             )
             .await?;
         for r in &refunds {
-            self.record_refund(r).await;
+            record_refund(&self.log, r).await;
         }
         Ok(refunds.len())
-    }
-
-    async fn record_refund(&self, r: &haca_store::Refund) {
-        tracing::warn!(
-            "refunded {} base units of {} to {} for run {} (charge {}): {}",
-            r.amount,
-            r.asset,
-            r.payer,
-            r.run_id,
-            r.transaction_id,
-            r.reason
-        );
-        let entry = serde_json::json!({
-            "run_id": r.run_id, "transaction": r.transaction_id, "asset": r.asset,
-            "payer": r.payer, "pay_to": r.pay_to, "amount": r.amount, "reason": r.reason,
-        });
-        if let Err(e) = self
-            .log
-            .append_entries(vec![haca_chain::log::LogEntry::new("refund", entry)])
-            .await
-        {
-            tracing::error!(
-                "run {}: the refund was not appended to the log: {e}",
-                r.run_id
-            );
-        }
     }
 
     /// A new run id for a request with hash `request_hash`.
@@ -240,5 +205,101 @@ impl Gateway {
         let mut nonce = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
         RunId::derive(request_hash, &self.key.node_id(), &nonce)
+    }
+}
+
+/// A settled payment whose run is not stored yet. [`Charge::stored`] ends it, and
+/// [`Charge::refund`] gives it back when the run failed; dropped before either (the request
+/// was dropped because its client went away), the charge goes back to the payer (on this node's ledger; a remote
+/// facilitator's settlement is not refunded here) with a `refund` log entry. A node killed
+/// meanwhile refunds it at its next start ([`Gateway::refund_orphan_charges`]).
+pub struct Charge {
+    paid: Option<payment::SettledPayment>,
+    refund: Option<(Arc<Store>, Arc<TransparencyLog>, RunId)>,
+}
+
+impl Charge {
+    /// What was paid: the payment box and the response header.
+    pub fn paid(&self) -> &payment::SettledPayment {
+        self.paid
+            .as_ref()
+            .expect("a charge holds its payment until it ends")
+    }
+
+    /// The run failed: the charge goes back now, before the failure is answered.
+    pub async fn refund(mut self, why: impl Into<String>) {
+        if let Some((store, log, run_id)) = self.refund.take() {
+            refund_unstored_run(store, log, run_id, why.into()).await;
+        }
+    }
+
+    /// The run is stored: the charge stands.
+    pub fn stored(mut self) -> payment::SettledPayment {
+        self.refund = None;
+        self.paid
+            .take()
+            .expect("a charge holds its payment until it ends")
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let Some((store, log, run_id)) = self.refund.take() else {
+            return;
+        };
+        // The request was dropped (its client went away) before its run was stored.
+        let why = "the call was dropped before its run was stored (its client went away)";
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(refund_unstored_run(store, log, run_id, why.into()));
+            }
+            Err(_) => tracing::warn!(
+                "run {run_id}: its charge is refunded at the next start (no runtime to refund it now)"
+            ),
+        }
+    }
+}
+
+/// Gives back the charge of `run_id` if its run was never stored (the store checks that in
+/// the refund's own transaction, so a run stored meanwhile keeps its charge).
+async fn refund_unstored_run(
+    store: Arc<Store>,
+    log: Arc<TransparencyLog>,
+    run_id: RunId,
+    why: String,
+) {
+    match store
+        .refund_unrun(&run_id.to_string(), &why, now_ms())
+        .await
+    {
+        Ok(Some(r)) => record_refund(&log, &r).await,
+        Ok(None) => {}
+        Err(e) => tracing::error!("run {run_id}: its charge could not be refunded: {e}"),
+    }
+}
+
+/// Logs a refund and appends it to the transparency log.
+async fn record_refund(log: &TransparencyLog, r: &haca_store::Refund) {
+    tracing::warn!(
+        "refunded {} base units of {} to {} for run {} (charge {}): {}",
+        r.amount,
+        r.asset,
+        r.payer,
+        r.run_id,
+        r.transaction_id,
+        r.reason
+    );
+    let entry = serde_json::json!({
+        "run_id": r.run_id, "transaction": r.transaction_id, "asset": r.asset,
+        "payer": r.payer, "pay_to": r.pay_to, "amount": r.amount, "reason": r.reason,
+    });
+    if let Err(e) = log
+        .append_entries(vec![haca_chain::log::LogEntry::new("refund", entry)])
+        .await
+    {
+        tracing::error!(
+            "run {}: the refund was not appended to the log: {e}",
+            r.run_id
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! arrives ([`Payments::check`]) and settled once the request is known to be runnable (model
 //! resolved, input parsed, request hash computed) and before the model runs
 //! ([`crate::Gateway::take_payment`]). A charge names its run: one whose run is never stored
-//! is refunded ([`crate::Gateway::refund_failed_run`]).
+//! is refunded as its [`crate::Charge`] drops.
 //!
 //! The ledger is haca's own (no chain is involved): it models one EIP-3009 token per asset,
 //! whose money enters only through the faucet. Its settlement ids are the EIP-712 digests the

@@ -154,8 +154,7 @@ async fn serve(
             extra_headers.push(("x-haca-conversation", v));
         }
     }
-    let payment_header = payment.as_ref().and_then(|p| p.header());
-    let evidence = payment.map(|p| p.evidence);
+    let payment_header = payment.as_ref().and_then(|c| c.paid().header());
     let created = crate::now_ms() / 1000;
     let id = match &call {
         Call::Chat(_) => format!("chatcmpl-{run_id}"),
@@ -171,7 +170,7 @@ async fn serve(
                 routes,
                 start,
                 settlement,
-                evidence,
+                payment,
                 conversation,
                 None,
             )
@@ -210,7 +209,7 @@ async fn serve(
                     routes,
                     start,
                     settlement,
-                    evidence,
+                    payment,
                     conversation,
                     Some(delta_tx),
                 )

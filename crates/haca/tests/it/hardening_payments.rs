@@ -108,6 +108,36 @@ fn a_paid_call_whose_routes_all_fail_is_refunded() {
 }
 
 #[test]
+fn a_paid_call_whose_client_hangs_up_is_refunded_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // An upstream that accepts and never answers: the call waits until its client leaves.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let node = paid_devnet(dir.path(), port, 120);
+    let http = client();
+    wait_ready(&http, &node.url);
+    let key = api_key(&node);
+    let gone = Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/chat/completions", node.url))
+        .bearer_auth(&key)
+        .json(&json!({"model": "up/m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    assert!(gone.is_err(), "the call should still be waiting: {gone:?}");
+    // The node dropped the call with its client: the charge comes back without a restart.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance(&http, &node.url, &key) != FUNDS {
+        assert!(Instant::now() < deadline, "the charge was not refunded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refunds = refund_entries(&http, &node.url);
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    drop(silent);
+}
+
+#[test]
 fn a_charge_cut_off_by_kill_9_is_refunded_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     // An upstream that accepts and never answers: the call hangs after its charge.
