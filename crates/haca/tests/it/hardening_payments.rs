@@ -127,12 +127,19 @@ fn a_paid_call_whose_client_hangs_up_is_refunded_at_once() {
         .send();
     assert!(gone.is_err(), "the call should still be waiting: {gone:?}");
     // The node dropped the call with its client: the charge comes back without a restart.
+    // The balance is credited first and the log entry appended just after, so wait for both.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while balance(&http, &node.url, &key) != FUNDS {
-        assert!(Instant::now() < deadline, "the charge was not refunded");
+    let refunds = loop {
+        let refunds = refund_entries(&http, &node.url);
+        if balance(&http, &node.url, &key) == FUNDS && !refunds.is_empty() {
+            break refunds;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the charge was not refunded and logged: {refunds:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
-    }
-    let refunds = refund_entries(&http, &node.url);
+    };
     assert_eq!(refunds.len(), 1, "{refunds:?}");
     drop(silent);
 }
