@@ -1,0 +1,81 @@
+//! haca-zk: zero-knowledge-mode proofs of ONNX inference.
+//!
+//! A model file becomes a chain of quantized linear layers ([`model`], [`quant`]); a run is proved
+//! with sumchecks over the Goldilocks field and a Ligero-style hash commitment ([`protocol`]).
+//! There is no trusted setup: the per-model "setup" is a Merkle commitment to the quantized
+//! weights, which anyone can recompute from the model's bytes.
+//!
+//! ```
+//! # fn main() -> Result<(), haca_zk::ZkError> {
+//! // A one-layer model: y = 2·x0 - x1 + 0.5.
+//! let net = haca_zk::model::FloatNet::from_layers(vec![2], vec![
+//!     haca_zk::model::FloatLayer::gemm(2, 1, vec![2.0, -1.0], vec![0.5], false),
+//! ])?;
+//! let pk = haca_zk::ProvingKey::new(haca_zk::quant::quantize(&net, 1.0)?);
+//! let (output, proof) = pk.prove(&[0.25, 0.5])?;
+//! assert!((output[0] - 0.5).abs() < 1e-3);
+//! haca_zk::verify(&pk.vk, &proof)?;
+//! let bytes = proof.to_bytes();
+//! haca_zk::verify(&pk.vk, &haca_zk::Proof::from_bytes(&bytes)?)?;
+//! # Ok(()) }
+//! ```
+
+pub mod field;
+pub mod ligero;
+pub mod model;
+pub mod poly;
+pub mod protocol;
+pub mod quant;
+pub mod transcript;
+mod wire;
+
+pub use protocol::{verify, Proof, ProvingKey, VerifyingKey, SYSTEM};
+
+/// Operators a zkml model may use.
+pub const SUPPORTED_OPERATORS: &str =
+    "Gemm, MatMul (+ Add), Conv, Relu, Flatten, Reshape, Identity, Dropout";
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ZkError {
+    /// The model file cannot be proved as it is.
+    #[error("{0}")]
+    Model(String),
+    #[error("operator {op} (node {node}) is not supported in zkml mode; supported: {SUPPORTED_OPERATORS}")]
+    UnsupportedOperator { op: String, node: String },
+    /// The input cannot be proved with this model's quantization.
+    #[error("{0}")]
+    Input(String),
+    /// A check of the proof failed: `field` names the part of the proof, `reason` says why.
+    #[error("{field}: {reason}")]
+    Proof { field: String, reason: String },
+    #[error("proof: not a readable proof ({0})")]
+    Malformed(String),
+}
+
+impl ZkError {
+    pub fn proof(field: impl Into<String>, reason: impl Into<String>) -> ZkError {
+        ZkError::Proof {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Proof {
+    /// The proof as CBOR bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(self, &mut out).expect("a proof serializes");
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Proof, ZkError> {
+        ciborium::from_reader(bytes).map_err(|e| ZkError::Malformed(e.to_string()))
+    }
+}
+
+/// Reads an ONNX model and prepares it for proving, for inputs with |x| ≤ `input_bound`.
+pub fn setup(onnx: &[u8], input_bound: f32) -> Result<ProvingKey, ZkError> {
+    let net = model::FloatNet::from_onnx(onnx)?;
+    Ok(ProvingKey::new(quant::quantize(&net, input_bound)?))
+}

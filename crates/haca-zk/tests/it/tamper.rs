@@ -1,0 +1,107 @@
+use crate::{heldout, model};
+use haca_zk::field::{E, F};
+use haca_zk::{verify, Proof, ProvingKey, ZkError};
+use prost::Message;
+use std::sync::OnceLock;
+
+fn mlp() -> &'static (ProvingKey, Proof) {
+    static P: OnceLock<(ProvingKey, Proof)> = OnceLock::new();
+    P.get_or_init(|| {
+        let pk = haca_zk::setup(&model("digits-mlp-56.onnx"), 1.0).unwrap();
+        let (_, proof) = pk.prove(&heldout()[7].0).unwrap();
+        (pk, proof)
+    })
+}
+
+fn refused(p: &Proof) -> String {
+    let (pk, _) = mlp();
+    verify(&pk.vk, p)
+        .expect_err("a tampered proof must fail")
+        .to_string()
+}
+
+#[test]
+fn a_tampered_output_fails() {
+    let mut p = mlp().1.clone();
+    p.output[3] += 1;
+    let e = refused(&p);
+    assert!(e.contains("layers[0]"), "{e}");
+}
+
+#[test]
+fn a_tampered_input_fails() {
+    let mut p = mlp().1.clone();
+    p.input[400] += 1;
+    let e = refused(&p);
+    assert!(!e.is_empty(), "{e}");
+    let mut p = mlp().1.clone();
+    p.input[0] = i64::MAX;
+    assert!(refused(&p).contains("outside the model's input range"));
+}
+
+#[test]
+fn tampered_proof_parts_fail_with_their_reason() {
+    let base = &mlp().1;
+    let mut p = base.clone();
+    p.layers[0].rounds[2][1] += E::ONE;
+    assert!(refused(&p).contains("does not add up"), "{}", refused(&p));
+    let mut p = base.clone();
+    p.layers[1].rescale.as_mut().unwrap().planes[4] += E::ONE;
+    assert!(refused(&p).contains("rounding"), "{}", refused(&p));
+    let mut p = base.clone();
+    p.layers[0].weight_eval += E::ONE;
+    assert!(refused(&p).contains("matrix product"), "{}", refused(&p));
+    let mut p = base.clone();
+    p.witness_opening.as_mut().unwrap().columns[5].values[2] += F::ONE;
+    assert!(refused(&p).contains("witness_opening"), "{}", refused(&p));
+    let mut p = base.clone();
+    p.weight_opening.columns[0].values[0] += F::ONE;
+    assert!(refused(&p).contains("weight_opening"), "{}", refused(&p));
+    let bytes = base.to_bytes();
+    let e = Proof::from_bytes(&bytes[..bytes.len() / 2]).unwrap_err();
+    assert!(matches!(e, ZkError::Malformed(_)), "{e}");
+}
+
+#[test]
+fn a_tampered_weight_commitment_or_another_models_key_fails() {
+    let (pk, p) = mlp();
+    let mut vk = pk.vk.clone();
+    vk.weights.root[0] ^= 1;
+    let e = verify(&vk, p).unwrap_err().to_string();
+    assert!(e.contains("vk_digest"), "{e}");
+    // Re-made for the tampered key, the proof still fails on the weights.
+    let mut p2 = p.clone();
+    p2.vk_digest = vk.digest();
+    let e = verify(&vk, &p2).unwrap_err().to_string();
+    assert!(e.contains("weight_opening") || e.contains("layers"), "{e}");
+    let other = haca_zk::setup(&model("mnist-mlp.onnx"), 1.0).unwrap();
+    let e = verify(&other.vk, p).unwrap_err().to_string();
+    assert!(e.contains("another verifying key"), "{e}");
+}
+
+#[test]
+fn an_unsupported_operator_is_refused_by_name() {
+    let mut m = tract_onnx::pb::ModelProto::decode(&model("digits-mlp-56.onnx")[..]).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let relu = g.node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+    relu.op_type = "Sigmoid".into();
+    let name = relu.name.clone();
+    let e = haca_zk::setup(&m.encode_to_vec(), 1.0).err().unwrap();
+    assert_eq!(
+        e,
+        ZkError::UnsupportedOperator {
+            op: "Sigmoid".into(),
+            node: name
+        }
+    );
+    assert!(e.to_string().contains("Sigmoid"));
+}
+
+#[test]
+fn an_input_outside_the_calibrated_range_is_refused_naming_it() {
+    let (pk, _) = mlp();
+    let mut x = heldout()[0].0.clone();
+    x[17] = 40.0;
+    let e = pk.prove(&x).unwrap_err().to_string();
+    assert!(e.contains("input[17]"), "{e}");
+}
