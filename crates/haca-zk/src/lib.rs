@@ -79,3 +79,27 @@ pub fn setup(onnx: &[u8], input_bound: f32) -> Result<ProvingKey, ZkError> {
     let net = model::FloatNet::from_onnx(onnx)?;
     Ok(ProvingKey::new(quant::quantize(&net, input_bound)?))
 }
+
+/// The input bound models are calibrated for unless their owner says otherwise: inputs scaled to
+/// [-1, 1], as haca's example models take.
+pub const DEFAULT_INPUT_BOUND: f32 = 1.0;
+
+impl VerifyingKey {
+    /// The float input bound this key was made for.
+    pub fn input_bound(&self) -> f32 {
+        (self.net.input_bound as f64 / (1u64 << self.net.layers[0].input_scale) as f64) as f32
+    }
+
+    /// Checks that this key is the one the model file `onnx` gives: same quantization, same
+    /// weight commitment. This is what ties a proof to a blob id.
+    pub fn check_model(&self, onnx: &[u8]) -> Result<(), ZkError> {
+        let pk = setup(onnx, self.input_bound())?;
+        if pk.vk.digest() != self.digest() {
+            return Err(ZkError::proof(
+                "verifying_key",
+                "is not the key this model file gives (other weights, shape or quantization)",
+            ));
+        }
+        Ok(())
+    }
+}

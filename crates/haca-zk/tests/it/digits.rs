@@ -82,3 +82,11 @@ fn the_weight_commitment_is_recomputed_from_the_model_bytes() {
     let c = haca_zk::setup(&model("mnist-mlp.onnx"), 1.0).unwrap();
     assert_ne!(a.vk.weights.root, c.vk.weights.root);
 }
+
+#[test]
+fn a_key_is_checked_against_its_model_file() {
+    let pk = haca_zk::setup(&model("digits-mlp-56.onnx"), haca_zk::DEFAULT_INPUT_BOUND).unwrap();
+    pk.vk.check_model(&model("digits-mlp-56.onnx")).unwrap();
+    let e = pk.vk.check_model(&model("mnist-mlp.onnx")).unwrap_err().to_string();
+    assert!(e.starts_with("verifying_key:"), "{e}");
+}
