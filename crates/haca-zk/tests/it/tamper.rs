@@ -105,3 +105,50 @@ fn an_input_outside_the_calibrated_range_is_refused_naming_it() {
     let e = pk.prove(&x).unwrap_err().to_string();
     assert!(e.contains("input[17]"), "{e}");
 }
+
+/// A deterministic stream of numbers for the byte mutations (splitmix64).
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn flipped_or_truncated_proof_bytes_are_refused_without_panicking() {
+    let (pk, proof) = mlp();
+    let bytes = proof.to_bytes();
+    let mut mix = Mix(0x5eed);
+    let (mut refused, mut same_proof) = (0, 0);
+    for round in 0..500 {
+        let mut b = bytes.clone();
+        match round % 3 {
+            0 => b.truncate(mix.below(bytes.len())),
+            _ => {
+                for _ in 0..1 + mix.below(4) {
+                    let i = mix.below(b.len());
+                    b[i] ^= 1 + mix.below(255) as u8;
+                }
+            }
+        }
+        match Proof::from_bytes(&b).and_then(|p| verify(&pk.vk, &p).map(|()| p)) {
+            Err(_) => refused += 1,
+            // What still verifies must be the same proof written differently (such as a hex
+            // digest in capitals): it decodes to exactly the original.
+            Ok(p) => {
+                assert_eq!(p.to_bytes(), bytes, "round {round}: a changed proof verified");
+                same_proof += 1;
+            }
+        }
+    }
+    println!("500 mutations: {refused} refused, {same_proof} decoded to the same proof");
+    assert!(refused >= 490, "{refused}");
+}

@@ -12,6 +12,7 @@ mod token;
 pub mod validator_node;
 mod verify;
 mod wallet;
+mod zk;
 
 use crate::client::{ClientError, NodeClient};
 use crate::server::Limits;
@@ -283,6 +284,9 @@ enum Command {
     /// Review tokens for the web panel and the cases API: `create --role reviewer|viewer`
     /// prints the token alone on its last line (an admin action).
     Token(token::TokenArgs),
+    /// Zero-knowledge proofs of ONNX runs, offline on a model file.
+    #[command(subcommand)]
+    Zk(zk::ZkCommand),
 }
 
 #[derive(Subcommand)]
@@ -746,6 +750,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Wallet(a) => wallet::run(a).await,
         Command::Apikey(a) => apikey::run(a).await,
         Command::Token(a) => token::run(a).await,
+        Command::Zk(z) => zk::run(&z),
     }
 }
 

@@ -19,3 +19,4 @@ mod tee_e2e;
 mod testnet_byzantine;
 mod testnet_faults;
 mod x402_e2e;
+mod zk_cli;
