@@ -81,6 +81,16 @@ struct ProofFile {
     proof: String,
 }
 
+/// What `prove` prints: through serde, so the output's f32 values print as the proof file
+/// holds them (a `json!` value would widen them to f64 digits).
+#[derive(Serialize)]
+struct ProveLine<'a> {
+    prove_ms: f64,
+    setup_ms: f64,
+    proof_bytes: usize,
+    output: &'a [f32],
+}
+
 pub fn run(cmd: &ZkCommand) -> Result<ExitCode, CliError> {
     match cmd {
         ZkCommand::Prove(a) => prove(a),
@@ -197,15 +207,13 @@ fn prove(a: &ProveArgs) -> Result<ExitCode, CliError> {
         bytes.len(),
         a.out.display()
     ));
-    println!(
-        "{}",
-        json!({
-            "prove_ms": prove_ms,
-            "setup_ms": setup_ms,
-            "proof_bytes": bytes.len(),
-            "output": output,
-        })
-    );
+    let line = ProveLine {
+        prove_ms,
+        setup_ms,
+        proof_bytes: bytes.len(),
+        output: &output,
+    };
+    println!("{}", serde_json::to_string(&line).expect("JSON prints"));
     Ok(ExitCode::SUCCESS)
 }
 
