@@ -144,7 +144,11 @@ fn flipped_or_truncated_proof_bytes_are_refused_without_panicking() {
             // What still verifies must be the same proof written differently (such as a hex
             // digest in capitals): it decodes to exactly the original.
             Ok(p) => {
-                assert_eq!(p.to_bytes(), bytes, "round {round}: a changed proof verified");
+                assert_eq!(
+                    p.to_bytes(),
+                    bytes,
+                    "round {round}: a changed proof verified"
+                );
                 same_proof += 1;
             }
         }
