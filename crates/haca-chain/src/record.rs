@@ -159,6 +159,11 @@ pub enum RejectCode {
     /// The x402 authorization was already settled with another run: the chain state's rule,
     /// not a verifier's.
     PaymentSpent,
+    /// A `zkml`-mode run carries no proof box, or the box carries no proof or key.
+    ProofMissing,
+    /// The proof box's proof does not verify against its key, or its public input or output
+    /// is not the run's (by hash).
+    ProofInvalid,
     /// A rejection in a block made before rejections carried codes (the field is absent
     /// there). No validator produces it, so a new block carrying it is refused.
     Unclassified,
@@ -182,6 +187,8 @@ impl RejectCode {
             RejectCode::PaymentInvalid => "payment_invalid",
             RejectCode::PaymentNotCovering => "payment_not_covering",
             RejectCode::PaymentSpent => "payment_spent",
+            RejectCode::ProofMissing => "proof_missing",
+            RejectCode::ProofInvalid => "proof_invalid",
             RejectCode::Unclassified => "unclassified",
         }
     }
@@ -551,12 +558,51 @@ impl EvidenceVerifier for PaymentAuthorizations {
     }
 }
 
+/// A `zkml` run's proof: present, verifying against the key it carries, about the run's input
+/// and output. A proof box on a run of another mode is checked the same way when it carries a
+/// proof. A private record shows no receipt and is not checked here (a gateway does not
+/// settle zkml runs privately: the proof publishes their input and output).
+pub struct ProofEvidence;
+
+impl EvidenceVerifier for ProofEvidence {
+    fn verify(&self, r: &RunRecord, _view: &EvidenceView<'_>) -> Result<(), Rejection> {
+        use RejectCode::*;
+        let Some(raw) = &r.receipt else {
+            return Ok(());
+        };
+        let boxes = &raw["boxes"];
+        let zkml = boxes["execution"]["evidence"]["mode"] == "zkml";
+        if !zkml && boxes["proof"]["evidence"]["proof_b64"].is_null() {
+            return Ok(());
+        }
+        let receipt = parse_receipt(raw)?;
+        let b = &receipt.boxes;
+        let exec = b
+            .execution
+            .evidence
+            .as_ref()
+            .ok_or_else(|| ReceiptMalformed.with("receipt has no execution box"))?;
+        let proof = b
+            .proof
+            .evidence
+            .as_ref()
+            .filter(|p| p.proof_b64.is_some())
+            .ok_or_else(|| {
+                ProofMissing.with("proof: a zkml run settles with its proof attached")
+            })?;
+        haca_zk::receipt_check::check_evidence(proof, &exec.input_hash, &exec.output_hash)
+            .map(|_| ())
+            .map_err(|e| ProofInvalid.with(format!("proof: {e}")))
+    }
+}
+
 /// What every validator checks before a record settles: [`SignatureAndHashes`], then
-/// [`TeeEvidence`], then [`PaymentAuthorizations`].
+/// [`TeeEvidence`], then [`ProofEvidence`], then [`PaymentAuthorizations`].
 pub fn standard_evidence() -> Box<dyn EvidenceVerifier> {
     Box::new(AllOf(vec![
         Box::new(SignatureAndHashes),
         Box::new(TeeEvidence::default()),
+        Box::new(ProofEvidence),
         Box::new(PaymentAuthorizations),
     ]))
 }
@@ -583,6 +629,8 @@ mod tests {
             (PaymentInvalid, "payment_invalid"),
             (PaymentNotCovering, "payment_not_covering"),
             (PaymentSpent, "payment_spent"),
+            (ProofMissing, "proof_missing"),
+            (ProofInvalid, "proof_invalid"),
             (Unclassified, "unclassified"),
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), name);

@@ -5,10 +5,11 @@
 
 use crate::ids::NodeId;
 use crate::receipt::{
-    check_signature, tee_run_message, AttestationEvidence, BoxStatus, ParsedReceipt,
-    PaymentEvidence, PrivacyPath, SignatureProblem,
+    check_signature, tee_run_message, AttestationEvidence, BoxStatus, ExecutionEvidence,
+    ParsedReceipt, PaymentEvidence, PrivacyPath, ProofEvidence, SignatureProblem,
 };
 use crate::settlement::ValidatorHistory;
+use crate::BlobId;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -239,6 +240,29 @@ pub struct TrustAnchors {
     /// The x402 signature verifier (EIP-712 recovery lives outside this crate); `None` leaves
     /// `payment.authorized` unchecked.
     pub payment: Option<&'static dyn PaymentVerifier>,
+    /// The ZK proof verifier (haca-zk); `None` leaves `execution.correct` and proof-based
+    /// `artifact.bound` unchecked.
+    pub proof: Option<&'static dyn ProofVerifier>,
+}
+
+/// Verifies proof boxes for the claims checker (haca-zk implements it).
+pub trait ProofVerifier: Send + Sync + fmt::Debug {
+    /// Checks the box's proof against its verifying key, and that the proof's public input
+    /// and output are the ones the execution box hashes. A description, or the reason.
+    fn verify(
+        &self,
+        proof: &ProofEvidence,
+        execution: &ExecutionEvidence,
+    ) -> Result<String, String>;
+
+    /// Whether the box's verifying key is the one the model blob `blob_id` gives. `Ok` with a
+    /// description; `Err((NotPresent | Unchecked | Fails, reason))` otherwise (the verifier
+    /// may not hold the model's bytes).
+    fn bound(
+        &self,
+        proof: &ProofEvidence,
+        blob_id: &BlobId,
+    ) -> Result<String, (ClaimState, String)>;
 }
 
 /// Whether payment box `p` covers the run of `receipt`: the request and artifact it paid for
@@ -314,6 +338,7 @@ impl TrustAnchors {
             validators: Some(history),
             attestation: None,
             payment: None,
+            proof: None,
         }
     }
 }
@@ -335,6 +360,31 @@ impl<'a> Checker<'a> {
             at_ms,
             signature,
         }
+    }
+
+    /// The proof box, verified against the execution box: `execution.correct`.
+    fn proved(&self) -> Result<String, (ClaimState, String)> {
+        use ClaimState::*;
+        let b = &self.parsed.receipt.boxes;
+        let Some(p) = &b.proof.evidence else {
+            return Err((NotPresent, "the proof box is absent".into()));
+        };
+        if p.proof_b64.is_none() {
+            return Err((
+                NotPresent,
+                "the proof is still being made (the box is claimed, no proof is attached)".into(),
+            ));
+        }
+        let Some(exec) = &b.execution.evidence else {
+            return Err((
+                Fails,
+                "a proof without an execution box proves nothing about this run".into(),
+            ));
+        };
+        let Some(v) = self.anchors.proof else {
+            return Err((Unchecked, "no ZK verifier was given".into()));
+        };
+        v.verify(p, exec).map_err(|why| (Fails, why))
     }
 
     /// The attestation box's document, verified, binding the key the box names.
@@ -453,7 +503,14 @@ impl<'a> Checker<'a> {
                     ),
                     Err((state, why)) => (state, why),
                 },
-                _ => (Unchecked, "proof binding is checked by the ZK verifier, not in this build".into()),
+                (Some(a), None, Some(p)) => match (self.proved(), self.anchors.proof) {
+                    (Err(e), _) => e,
+                    (Ok(_), None) => (Unchecked, "no ZK verifier was given".into()),
+                    (Ok(_), Some(v)) => match v.bound(p, &a.blob_id) {
+                        Ok(why) => (Holds, why),
+                        Err((state, why)) => (state, why),
+                    },
+                },
             },
             Claim::RoutePrivate => match &b.route.evidence {
                 None => (NotPresent, "the route box is absent".into()),
@@ -471,9 +528,9 @@ impl<'a> Checker<'a> {
                     Err(e) => e,
                 },
             },
-            Claim::ExecutionCorrect => match &b.proof.evidence {
-                None => (NotPresent, "the proof box is absent".into()),
-                Some(_) => (Unchecked, "proofs are checked by the ZK verifier, not in this build".into()),
+            Claim::ExecutionCorrect => match self.proved() {
+                Ok(why) => (Holds, why),
+                Err(e) => e,
             },
             Claim::DataAttested => match &b.data.evidence {
                 None => (NotPresent, "the data box is absent".into()),

@@ -240,17 +240,32 @@ pub fn tee_run_message(
     m
 }
 
-/// proof box: a zero-knowledge proof that the committed model maps the input to the output.
+/// proof box: a proof that the committed model maps the run's input to its output.
+///
+/// At the answer it is `claimed`: the key, the model commitment and the statement's hashes
+/// are named, the proof is still being made. It becomes `verified` when the proof is attached
+/// and the node's verifier accepted it; validators check it again before the run settles.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 pub struct ProofEvidence {
+    /// The proof system (haca-zk's `SYSTEM`).
     pub system: String,
-    pub proof_digest: Digest,
     pub verifying_key_digest: Digest,
+    /// The commitment to the quantized weights: what ties the key to the model's bytes.
     pub model_commitment: Digest,
+    /// The hashes of the proof's public input and output as tensors: the execution box's.
     pub input_hash: Digest,
     pub output_hash: Digest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_digest: Option<Digest>,
+    /// The verifying key itself (JSON), so that the receipt checks offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifying_key: Option<Value>,
+    /// The proof's bytes, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_b64: Option<String>,
+    /// How long proving took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prove_ms: Option<u64>,
 }
 
 /// One admitted external data item.

@@ -124,6 +124,14 @@ impl ReceiptBuilder {
         Ok(self)
     }
 
+    /// The proof box of a zkml run at its answer: `claimed`, the proof on its way.
+    pub fn proof(&mut self, claimed: Option<ProofEvidence>) -> &mut Self {
+        if let Some(p) = claimed {
+            self.boxes.proof = EvidenceBox::with(p, BoxStatus::Claimed, self.started_at);
+        }
+        self
+    }
+
     /// The payment box: what was paid, what it covered and the payer's authorization.
     pub fn payment(&mut self, paid: Option<PaymentEvidence>) -> &mut Self {
         if let Some(p) = paid {

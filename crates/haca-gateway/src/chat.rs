@@ -643,6 +643,7 @@ impl ChatGateway {
                     output,
                     content: None,
                     turn,
+                    zk_job: None,
                 },
             )
             .await

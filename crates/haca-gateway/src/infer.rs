@@ -6,6 +6,7 @@ use crate::builder::{Execution, ReceiptBuilder};
 use crate::enclave::{enclave_evidence, EnclaveClient, EnclaveEvidence};
 use crate::error::GatewayError;
 use crate::payment::{Covered, PendingPayment, SettledPayment};
+use crate::zk::ZkProver;
 use crate::{now_ms, Gateway, RunToCommit};
 use haca_chain::record::RecordContent;
 use haca_core::canonical;
@@ -73,6 +74,8 @@ pub enum MlExecutor<'a> {
         client: &'a EnclaveClient,
         hub: &'a Arc<Hub>,
     },
+    /// The quantized model in this process; its proof follows in the background.
+    Zkml { zk: &'a ZkProver },
 }
 
 impl MlExecutor<'_> {
@@ -92,6 +95,19 @@ impl MlExecutor<'_> {
                     finished_at: now_ms(),
                     runtime: RUNTIME.into(),
                     provider: "local/tract",
+                    enclave: None,
+                })
+            }
+            MlExecutor::Zkml { zk } => {
+                let key = zk.key(job.blob_id).await?;
+                // Already on the grid when the pipeline rounded it: rounding again is exact.
+                let (_, q) = ZkProver::round_input(&key, &job.inputs)?;
+                let outputs = ZkProver::execute(key, q).await?;
+                Ok(Executed {
+                    outputs,
+                    finished_at: now_ms(),
+                    runtime: haca_zk::SYSTEM.into(),
+                    provider: "local/haca-zk",
                     enclave: None,
                 })
             }
@@ -144,6 +160,9 @@ impl Gateway {
                 "mode_unavailable",
                 "mode: \"tee\" is not available on this node (it runs no enclave); use \"vanilla\"",
             )),
+            (ExecMode::Zkml, _) if self.zk.is_some() => Ok(MlExecutor::Zkml {
+                zk: self.zk.as_deref().expect("checked"),
+            }),
             (ExecMode::Zkml, _) => Err(GatewayError::invalid(
                 "mode_unavailable",
                 "mode: \"zkml\" is not available on this node (it runs no prover); use \"vanilla\" or \"tee\"",
@@ -168,8 +187,15 @@ impl Gateway {
         payment: Option<PendingPayment>,
     ) -> Result<InferAnswer, GatewayError> {
         let mode = req.mode.unwrap_or(ExecMode::Vanilla);
+        if mode == ExecMode::Zkml && settlement == SettlementMode::Private {
+            return Err(GatewayError::invalid(
+                "mode_unavailable",
+                "settlement: private is not available with mode: \"zkml\" (a proof publishes its input and output)",
+            )
+            .param("settlement"));
+        }
         let executor = self.ml_executor(mode)?;
-        let inputs = tensor::parse_input(&req.input, "input")?;
+        let mut inputs = tensor::parse_input(&req.input, "input")?;
         let resolved = self.hub.resolve(&req.model, None)?;
         if resolved.format != "onnx" {
             return Err(GatewayError::invalid(
@@ -182,6 +208,19 @@ impl Gateway {
         }
         let started_at = now_ms();
         let blob_id = resolved.blob_id;
+        // zkml: the model computes on its fixed-point grid, so the input is rounded to it first
+        // and the receipt's input hash names the rounded input (what the proof shows).
+        let mut zk_key = None;
+        if mode == ExecMode::Zkml {
+            let zk = self
+                .zk
+                .as_ref()
+                .expect("ml_executor refused zkml without a prover");
+            let key = zk.key(blob_id).await?;
+            let (rounded, q) = ZkProver::round_input(&key, &inputs)?;
+            inputs = rounded;
+            zk_key = Some((key, q));
+        }
         let input_hash = tensor::hash_tensors(&inputs);
         let request_hash = sha256(
             &canonical::to_vec(&json!({"kind": "infer", "model": req.model, "mode": mode.as_str(), "input_hash": input_hash.to_hex()}))
@@ -226,7 +265,10 @@ impl Gateway {
                     format: resolved.format.clone(),
                 })
                 .route(RouteEvidence::direct(executed.provider, node))
-                .payment(charge.as_ref().map(|c| c.paid().evidence.clone()));
+                .payment(charge.as_ref().map(|c| c.paid().evidence.clone()))
+                .proof(zk_key.as_ref().map(|(k, _)| {
+                    haca_zk::receipt_check::claimed_evidence(&k.vk, input_hash, output_hash)
+                }));
             let tee = executed.enclave.as_ref().map(|e| e.tee.clone());
             builder.executed(Execution {
                 mode,
@@ -258,6 +300,9 @@ impl Gateway {
                     output: output.clone(),
                     content,
                     turn: None,
+                    zk_job: zk_key
+                        .as_ref()
+                        .map(|(k, q)| ZkProver::job(&run_id.to_string(), blob_id, q, k)),
                 },
             )
             .await?;

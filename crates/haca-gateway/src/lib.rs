@@ -13,6 +13,7 @@ pub mod enclave;
 pub mod error;
 pub mod infer;
 pub mod payment;
+pub mod zk;
 
 pub use builder::{EvidenceSource, ReceiptBuilder, RunFacts};
 pub use error::GatewayError;
@@ -58,6 +59,8 @@ pub struct Gateway {
     /// Sources of the boxes the pipeline does not fill itself (proof, data, memory, private
     /// route), applied to every run in order.
     pub evidence: Vec<Arc<dyn EvidenceSource>>,
+    /// The prover that serves `mode: "zkml"`; `None` when this node proves nothing.
+    pub zk: Option<Arc<zk::ZkProver>>,
 }
 
 /// What a run stores beside its receipt.
@@ -72,6 +75,8 @@ pub struct RunToCommit {
     pub content: Option<RecordContent>,
     /// The chat turn the run is, in its conversation.
     pub turn: Option<haca_store::ChatTurn>,
+    /// A zkml run's proof job: stored with the run; its settlement record waits for the proof.
+    pub zk_job: Option<haca_store::ZkJob>,
 }
 
 impl Gateway {
@@ -131,6 +136,19 @@ impl Gateway {
                 .as_ref()
                 .map(|_| serde_json::to_string(&chain_record).expect("records serialize")),
         };
+        if let Some(job) = run.zk_job {
+            let zk = self
+                .zk
+                .as_ref()
+                .ok_or_else(|| GatewayError::internal("a zkml run on a node without a prover"))?;
+            let record = RunRecord {
+                outbox: None,
+                ..record
+            };
+            self.store.insert_zk_run(record, job).await?;
+            zk.enqueue(&run_id.to_string());
+            return Ok(None);
+        }
         let turn = self.store.insert_chat_run(record, run.turn).await?;
         // The record is in the outbox already (a lost submission is retried at restart), so
         // it is verified and queued off the answer's path.

@@ -13,6 +13,7 @@ mod migrations;
 mod payments;
 mod review;
 mod runs;
+mod zk;
 
 pub use chain::{SettlementRow, StoredBlock};
 pub use files::{load_or_create_key, load_or_create_token, write_atomic};
@@ -20,6 +21,7 @@ pub use log::{LogCheckpointRow, LogEntryRow};
 pub use payments::{parse_amount, ApiKeyRow, PaymentRow, Refund, Transfer, TransferRefusal};
 pub use review::{CaseFilter, CaseRow, DecisionRow, LabelUseRow, ReviewTokenRow, WebhookDelivery};
 pub use runs::{ChatTurn, ChatTurnRow, RunRecord, RunSummary};
+pub use zk::{ZkJob, ZkJobRow};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 use std::path::{Path, PathBuf};

@@ -247,6 +247,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE payments ADD COLUMN refund_reason TEXT;
     CREATE INDEX payments_by_run ON payments(run_id);
     "#,
+    // 10: zkml runs answer before their proof exists; the job that proves one is stored with
+    // the run (its input, rounded to the model's grid), so a restarted node proves it still.
+    r#"
+    CREATE TABLE zk_jobs (
+        run_id      TEXT PRIMARY KEY REFERENCES runs(run_id),
+        blob_id     TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('queued', 'proving', 'proved', 'failed')),
+        error       TEXT,
+        created_at  INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX zk_jobs_unfinished ON zk_jobs(status) WHERE status IN ('queued', 'proving');
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

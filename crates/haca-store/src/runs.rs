@@ -58,7 +58,10 @@ pub struct ChatTurnRow {
     pub attempts: u64,
 }
 
-fn insert_run_tx(tx: &rusqlite::Transaction<'_>, rec: &RunRecord) -> Result<(), StoreError> {
+pub(crate) fn insert_run_tx(
+    tx: &rusqlite::Transaction<'_>,
+    rec: &RunRecord,
+) -> Result<(), StoreError> {
     let n = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO runs (run_id, created_at, model, blob_id, mode, node_id, receipt_digest, output, receipt)

@@ -26,6 +26,7 @@ pub mod model;
 pub mod poly;
 pub mod protocol;
 pub mod quant;
+pub mod receipt_check;
 pub mod transcript;
 mod wire;
 

@@ -162,7 +162,10 @@ impl FloatLayer {
 /// A model file read as a chain of linear layers.
 #[derive(Clone, Debug)]
 pub struct FloatNet {
+    pub input_name: String,
     pub input_shape: Vec<usize>,
+    pub output_name: String,
+    pub output_shape: Vec<usize>,
     pub layers: Vec<FloatLayer>,
 }
 
@@ -437,7 +440,10 @@ impl FloatNet {
             ));
         }
         Ok(FloatNet {
+            input_name: input.name.clone(),
             input_shape,
+            output_name: current,
+            output_shape: [vec![1], shape].concat(),
             layers,
         })
     }
@@ -469,8 +475,12 @@ impl FloatNet {
         if layers.is_empty() {
             return Err(ZkError::Model("a network needs a layer".into()));
         }
+        let out = layers.last().expect("a layer").output;
         Ok(FloatNet {
+            input_name: "input".into(),
             input_shape: [vec![1], input_shape].concat(),
+            output_name: "output".into(),
+            output_shape: vec![1, out.dense_len()],
             layers,
         })
     }

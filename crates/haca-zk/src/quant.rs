@@ -95,7 +95,10 @@ impl LayerSpec {
 /// What the verifier knows of a quantized network.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct NetSpec {
+    pub input_name: String,
     pub input_shape: Vec<usize>,
+    pub output_name: String,
+    pub output_shape: Vec<usize>,
     pub act_scale: u32,
     /// largest |quantized input| accepted
     pub input_bound: i64,
@@ -154,6 +157,13 @@ impl NetSpec {
                 }
             })
             .collect()
+    }
+
+    /// A quantized input as the float values the model computes on (exact: scales are powers
+    /// of two and inputs are small).
+    pub fn dequantize_input(&self, x: &[i64]) -> Vec<f32> {
+        let scale = (1u64 << self.layers[0].input_scale) as f64;
+        x.iter().map(|&v| (v as f64 / scale) as f32).collect()
     }
 
     pub fn dequantize_output(&self, y: &[i64]) -> Vec<f32> {
@@ -284,7 +294,10 @@ fn quantize_at(net: &FloatNet, input_bound: f32, act_scale: u32) -> Result<Quant
     }
     Ok(QuantNet {
         spec: NetSpec {
+            input_name: net.input_name.clone(),
             input_shape: net.input_shape.clone(),
+            output_name: net.output_name.clone(),
+            output_shape: net.output_shape.clone(),
             act_scale,
             input_bound: input_bound_q,
             layers,

@@ -14,6 +14,7 @@ static ANCHORS: TrustAnchors = TrustAnchors {
     validators: None,
     attestation: None,
     payment: None,
+    proof: None,
 };
 
 fn signed_receipt() -> (Receipt, NodeKey) {

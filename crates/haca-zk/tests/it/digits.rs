@@ -87,6 +87,10 @@ fn the_weight_commitment_is_recomputed_from_the_model_bytes() {
 fn a_key_is_checked_against_its_model_file() {
     let pk = haca_zk::setup(&model("digits-mlp-56.onnx"), haca_zk::DEFAULT_INPUT_BOUND).unwrap();
     pk.vk.check_model(&model("digits-mlp-56.onnx")).unwrap();
-    let e = pk.vk.check_model(&model("mnist-mlp.onnx")).unwrap_err().to_string();
+    let e = pk
+        .vk
+        .check_model(&model("mnist-mlp.onnx"))
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("verifying_key:"), "{e}");
 }

@@ -171,6 +171,8 @@ pub enum StartError {
     Facilitator(String),
     #[error("LLM providers: {0}")]
     Providers(String),
+    #[error("zkml prover: {0}")]
+    Prover(String),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -513,9 +515,18 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             registrar.run().await
         }));
     }
+    // Every gateway proves: zkml runs answer at once and their proofs follow from here.
+    let zk = haca_gateway::zk::ZkProver::start(
+        hub.clone(),
+        store.clone(),
+        chain.clone(),
+        remote_outbox.clone(),
+    )
+    .map_err(|e| StartError::Prover(e.message().to_string()))?;
     let gateway = Gateway {
         enclave,
         evidence: Vec::new(),
+        zk: Some(zk),
         key,
         store,
         hub: hub.clone(),

@@ -250,8 +250,9 @@ enum Command {
         run: String,
         #[arg(long)]
         json: bool,
-        /// Wait until the run reaches this state first (`settled`: its round has committed).
-        #[arg(long, value_parser = ["settled"])]
+        /// Wait until the run reaches this state first (`settled`: its round has committed;
+        /// `proved`: a zkml run's proof is attached and verified, with progress on a terminal).
+        #[arg(long, value_parser = ["settled", "proved"])]
         wait: Option<String>,
         /// How long --wait waits, such as 30s or 2m.
         #[arg(long, default_value = "60s")]
@@ -579,6 +580,44 @@ async fn wait_settled(client: &NodeClient, run: &str, limit: Duration) -> Result
     }
 }
 
+/// Polls a zkml run's proof until it is attached; on a terminal, each change of its state
+/// (queued behind N runs, proving for T) is printed to stderr. A failed proof is an error.
+async fn wait_proved(client: &NodeClient, run: &str, limit: Duration) -> Result<(), CliError> {
+    let start = std::time::Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last = String::new();
+    loop {
+        let v = client.get_json(&format!("/v1/runs/{run}/proof")).await?;
+        let p = &v["proof"];
+        let status = p["status"].as_str().unwrap_or("unknown");
+        let line = match status {
+            "queued" => format!("proof queued, {} runs ahead", p["ahead"]),
+            "proving" => "proving".to_string(),
+            other => other.to_string(),
+        };
+        if tty && line != last {
+            eprintln!("{run}: {line} ({:.1} s)", start.elapsed().as_secs_f64());
+            last = line;
+        }
+        match status {
+            "proved" => return Ok(()),
+            "failed" => {
+                return Err(CliError::Msg(format!(
+                    "run {run}: its proof failed: {}",
+                    p["error"].as_str().unwrap_or("no reason given")
+                )))
+            }
+            _ if start.elapsed() >= limit => {
+                return Err(CliError::Msg(format!(
+                    "run {run}: its proof is still {status} after {}s",
+                    limit.as_secs()
+                )))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
     match c {
         ChainCommand::Status { json, node } => {
@@ -726,10 +765,15 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             timeout,
             node,
         } => {
-            if wait.is_some() {
+            if let Some(state) = &wait {
                 let limit = haca_core::claims::parse_duration(&timeout)
                     .map_err(|e| CliError::Msg(format!("--timeout: {e}")))?;
-                wait_settled(&node.client(), &run, Duration::from_secs(limit)).await?;
+                let limit = Duration::from_secs(limit);
+                if state == "proved" {
+                    wait_proved(&node.client(), &run, limit).await?;
+                } else {
+                    wait_settled(&node.client(), &run, limit).await?;
+                }
             }
             let text = node
                 .client()

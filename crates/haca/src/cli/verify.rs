@@ -29,6 +29,11 @@ pub struct VerifyArgs {
     /// anchor for `run.settled` and `node.registered`. Without it they print `unchecked`.
     #[arg(long)]
     validators: Option<PathBuf>,
+    /// A model file (ONNX) the receipt's proof may be about (repeatable): with it,
+    /// `artifact.bound` checks that the proof's key is the one this file gives and that the
+    /// file is the artifact's blob. Without it a proof-based binding prints `unchecked`.
+    #[arg(long)]
+    model: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -59,6 +64,14 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
     };
     anchors.attestation = Some(&haca_tee::receipt_check::TEE_VERIFIER);
     anchors.payment = Some(&haca_pay::receipt_check::PAYMENT_VERIFIER);
+    let mut zk = haca_zk::receipt_check::ZkVerifier::default();
+    for path in &a.model {
+        let bytes = std::fs::read(path)
+            .map_err(|e| CliError::Msg(format!("--model {}: {e}", path.display())))?;
+        zk.models.insert(haca_core::BlobId::of(&bytes), bytes);
+    }
+    // The checker wants a verifier that lives as long as the process: this one does.
+    anchors.proof = Some(Box::leak(Box::new(zk)));
     let checker = Checker::new(&parsed, &anchors, at);
     let outcomes: Vec<_> = Claim::all(data_age, mem_age)
         .into_iter()

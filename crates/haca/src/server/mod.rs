@@ -118,6 +118,7 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .route("/v1/runs/{run_id}", get(routes::get_run))
         .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))
         .route("/v1/runs/{run_id}/settlement", get(routes::get_settlement))
+        .route("/v1/runs/{run_id}/proof", get(routes::get_proof))
         .route("/v1/log", get(routes::log_head))
         .route("/v1/log/checkpoint", get(routes::log_checkpoint))
         .route("/v1/log/entries/{index}", get(routes::log_entry))

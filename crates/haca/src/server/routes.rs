@@ -218,6 +218,26 @@ pub async fn get_settlement(State(st): S, Path(id): Path<String>) -> Result<Json
     Ok(Json(super::chain::settlement_json(&run, s, false)))
 }
 
+/// `GET /v1/runs/{id}/proof`: where a zkml run's proof stands (queued with the runs ahead of
+/// it, proving for how long, proved, failed with why). Public, like receipts.
+pub async fn get_proof(State(st): S, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = load_run(&st, &id)?;
+    let status = match &st.gateway.zk {
+        Some(zk) => zk.status(&r.run_id)?,
+        None => None,
+    };
+    let status = status.ok_or_else(|| {
+        ApiError::not_found(
+            "no_proof",
+            format!(
+                "run {}: it ran in mode {}, which has no proof",
+                r.run_id, r.mode
+            ),
+        )
+    })?;
+    Ok(Json(json!({"run_id": r.run_id, "proof": status})))
+}
+
 /// `POST /v1/hub/models/{label}`: the body streams to a temporary file in the hub's blob
 /// directory as it arrives (written and hashed on the blocking pool, two chunks in flight),
 /// so concurrent uploads do not each hold their body in memory; the hub then checks the file

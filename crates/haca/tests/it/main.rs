@@ -20,3 +20,4 @@ mod testnet_byzantine;
 mod testnet_faults;
 mod x402_e2e;
 mod zk_cli;
+mod zkml_e2e;

@@ -131,18 +131,6 @@ fn a_tee_run_verifies_offline_only_with_the_dev_root_and_not_after_a_swap() {
     let line = claim_line(&text, "enclave.genuine");
     assert!(line.contains("fails") && line.contains("binds"), "{line}");
 
-    // A mode the node cannot serve is refused, naming the field.
-    let out = node.haca(&[
-        "infer",
-        "example/mnist-mlp",
-        "--input",
-        input.to_str().unwrap(),
-        "--mode",
-        "zkml",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mode"));
-
     // A challenge: a fresh document carrying the caller's nonce, binding the same run key.
     let http = reqwest::blocking::Client::new();
     let v: Value = http
