@@ -56,22 +56,64 @@ pub struct Commitment {
     pub root: Hash,
 }
 
-/// One queried column: its values and its Merkle path, leaf to root.
+/// One queried column and its values.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Column {
     pub index: usize,
     pub values: Vec<F>,
-    #[serde(with = "crate::wire::path")]
-    pub path: Vec<Hash>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Opening {
-    /// ρᵀ·M for the proximity test
+    /// ρᵀ·M for the proximity test (default encoding: CBOR writes the zeros of an unused
+    /// region of the matrix in one byte each)
     pub proximity: Vec<E>,
     /// γᵢᵀ·M for each claim
     pub combined: Vec<Vec<E>>,
+    /// the queried columns, each once, in increasing index order
     pub columns: Vec<Column>,
+    /// the Merkle nodes that the opened columns do not determine, in the order
+    /// [`multiproof_root`] consumes them
+    #[serde(with = "crate::wire::path")]
+    pub nodes: Vec<Hash>,
+}
+
+/// The distinct queried indices, sorted.
+fn distinct(mut q: Vec<usize>) -> Vec<usize> {
+    q.sort_unstable();
+    q.dedup();
+    q
+}
+
+/// Walks the tree from the given leaves to the root, level by level, taking a sibling from
+/// `next_node` whenever the known nodes do not hold it. Returns the root.
+fn multiproof_root(
+    mut level: Vec<(usize, Hash)>,
+    depth: usize,
+    mut next_node: impl FnMut(usize, usize) -> Option<Hash>,
+) -> Option<Hash> {
+    for d in 0..depth {
+        let mut up = Vec::with_capacity(level.len());
+        let mut k = 0;
+        while k < level.len() {
+            let (i, h) = level[k];
+            let (l, r) = if i & 1 == 0 {
+                match level.get(k + 1) {
+                    Some(&(j, hj)) if j == i + 1 => {
+                        k += 1;
+                        (h, hj)
+                    }
+                    _ => (h, next_node(d, i + 1)?),
+                }
+            } else {
+                (next_node(d, i - 1)?, h)
+            };
+            up.push((i >> 1, hash_node(&l, &r)));
+            k += 1;
+        }
+        level = up;
+    }
+    (level.len() == 1).then(|| level[0].1)
 }
 
 /// A claim on a committed matrix: `row_weights ᵀ · M · eq(col_point) = value`.
@@ -151,27 +193,26 @@ impl Committed {
             tr.absorb_e(b"ligero.combined", u);
         }
         let n = self.columns.len();
-        let columns = tr
-            .indices(QUERIES, n)
-            .into_iter()
-            .map(|index| {
-                let mut path = Vec::with_capacity(self.layers.len() - 1);
-                let mut i = index;
-                for layer in &self.layers[..self.layers.len() - 1] {
-                    path.push(layer[i ^ 1]);
-                    i >>= 1;
-                }
-                Column {
-                    index,
-                    values: self.columns[index].clone(),
-                    path,
-                }
+        let indices = distinct(tr.indices(QUERIES, n));
+        let leaves: Vec<(usize, Hash)> = indices.iter().map(|&i| (i, self.layers[0][i])).collect();
+        let mut nodes = Vec::new();
+        multiproof_root(leaves, self.layers.len() - 1, |d, i| {
+            nodes.push(self.layers[d][i]);
+            Some(self.layers[d][i])
+        })
+        .expect("the prover's own tree");
+        let columns = indices
+            .iter()
+            .map(|&index| Column {
+                index,
+                values: self.columns[index].clone(),
             })
             .collect();
         Opening {
             proximity,
             combined,
             columns,
+            nodes,
         }
     }
 }
@@ -217,48 +258,45 @@ impl Commitment {
         for u in &o.combined {
             tr.absorb_e(b"ligero.combined", u);
         }
-        let expected = tr.indices(QUERIES, n);
-        if o.columns.len() != QUERIES {
+        let expected = distinct(tr.indices(QUERIES, n));
+        if o.columns.len() != expected.len() {
             return Err(ZkError::proof(
                 what,
-                format!("{} columns opened, expected {QUERIES}", o.columns.len()),
+                format!(
+                    "{} columns opened, expected {}",
+                    o.columns.len(),
+                    expected.len()
+                ),
             ));
         }
         let enc_prox = encode_e(&o.proximity);
         let enc: Vec<Vec<E>> = o.combined.iter().map(|u| encode_e(u)).collect();
         let depth = n.trailing_zeros() as usize;
+        let mut leaves = Vec::with_capacity(expected.len());
         for (q, (col, &want)) in o.columns.iter().zip(&expected).enumerate() {
             if col.index != want {
                 return Err(ZkError::proof(
                     what,
-                    format!(
-                        "column query {q} opened column {}, expected {want}",
-                        col.index
-                    ),
+                    format!("opened column {q} is {}, expected {want}", col.index),
                 ));
             }
-            if col.values.len() != self.rows || col.path.len() != depth {
+            if col.values.len() != self.rows {
                 return Err(ZkError::proof(
                     what,
                     format!("column {} has the wrong shape", col.index),
                 ));
             }
-            let mut h = hash_leaf(&col.values);
-            let mut i = col.index;
-            for sib in &col.path {
-                h = if i & 1 == 0 {
-                    hash_node(&h, sib)
-                } else {
-                    hash_node(sib, &h)
-                };
-                i >>= 1;
-            }
-            if h != self.root {
-                return Err(ZkError::proof(
-                    what,
-                    format!("column {} is not under the committed root", col.index),
-                ));
-            }
+            leaves.push((col.index, hash_leaf(&col.values)));
+        }
+        let mut supplied = o.nodes.iter();
+        let root = multiproof_root(leaves, depth, |_, _| supplied.next().copied());
+        if root != Some(self.root) || supplied.next().is_some() {
+            return Err(ZkError::proof(
+                what,
+                "the opened columns are not under the committed root",
+            ));
+        }
+        for col in &o.columns {
             let dot = |w: &[E]| {
                 w.iter()
                     .zip(&col.values)

@@ -75,7 +75,8 @@ pub mod path {
                 Ok(v)
             }
         }
-        let bytes = d.deserialize_bytes(V)?;
+        // byte_buf, not bytes: ciborium reads a borrowed byte string into a 4 KiB scratch buffer.
+        let bytes = d.deserialize_byte_buf(V)?;
         if bytes.len() % 32 != 0 {
             return Err(D::Error::custom(format!(
                 "a Merkle path of {} bytes is not whole hashes",

@@ -290,7 +290,7 @@ impl Review {
     }
 
     /// What claims are checked against: the chain's validator history (so `run.settled` and
-    /// `node.registered` are checked, not assumed), the TEE and x402 verifiers.
+    /// `node.registered` are checked, not assumed), the TEE, x402 and ZK proof verifiers.
     pub fn anchors(&self, gw: &Gateway) -> TrustAnchors {
         let mut a = match &gw.chain {
             Some(chain) => {
@@ -303,6 +303,7 @@ impl Review {
         };
         a.attestation = Some(&haca_tee::receipt_check::TEE_VERIFIER);
         a.payment = Some(&haca_pay::receipt_check::PAYMENT_VERIFIER);
+        a.proof = Some(&haca_zk::receipt_check::ZK_VERIFIER);
         a
     }
 
