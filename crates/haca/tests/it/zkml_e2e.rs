@@ -174,6 +174,66 @@ fn a_zkml_run_answers_at_once_is_proved_settles_and_verifies_offline() {
         "{text}"
     );
 
+    // Validators check the proof themselves: the node's own key signs two more zkml runs, one
+    // whose proof bytes were altered (its digest updated to match) and one with no proof.
+    let key = haca_core::NodeKey::from_file_string(
+        &std::fs::read_to_string(dir.path().join("node.key")).unwrap(),
+    )
+    .unwrap();
+    let forged = |seed: u8, edit: &dyn Fn(&mut Value)| -> String {
+        let mut r: haca_core::Receipt = serde_json::from_value(receipt.clone()).unwrap();
+        r.run_id =
+            haca_core::RunId::derive(&haca_core::sha256(&[seed]), &key.node_id(), &[seed; 16]);
+        r.settlement_mode = Some(haca_core::settlement::SettlementMode::Batch);
+        r.boxes.settlement = Default::default();
+        let mut v = serde_json::to_value(&r).unwrap();
+        edit(&mut v["boxes"]["proof"]["evidence"]);
+        let mut r: haca_core::Receipt = serde_json::from_value(v).unwrap();
+        r.sign(&key).unwrap();
+        let rec =
+            haca_chain::RunRecord::new(&r, haca_core::settlement::SettlementMode::Batch, None)
+                .unwrap();
+        let resp = http
+            .post(format!("{}/v1/chain/records", node.url))
+            .json(&rec)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202, "{}", resp.text().unwrap());
+        let id = rec.run_id.to_string();
+        let start = std::time::Instant::now();
+        loop {
+            let v: Value = http
+                .get(format!("{}/v1/chain/records/{id}", node.url))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if v["status"] != "pending" {
+                assert_eq!(v["status"], "rejected", "{v}");
+                return format!("{} {}", v["code"], v["reason"]);
+            }
+            assert!(start.elapsed().as_secs() < 60, "still pending: {v}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let bad_bytes = {
+        let mut b = b64
+            .decode(proof["evidence"]["proof_b64"].as_str().unwrap())
+            .unwrap();
+        let n = b.len();
+        b[n / 3] ^= 0x10;
+        b
+    };
+    let why = forged(1, &|p: &mut Value| {
+        p["proof_b64"] = Value::from(b64.encode(&bad_bytes));
+        p["proof_digest"] = Value::from(haca_core::sha256(&bad_bytes).to_hex());
+    });
+    assert!(why.contains("proof: the proof does not verify"), "{why}");
+    let why = forged(2, &|p: &mut Value| {
+        p.as_object_mut().unwrap().remove("proof_b64");
+    });
+    assert!(why.contains("settles with its proof attached"), "{why}");
+
     // Private settlement would hide what the proof publishes: refused, naming the field.
     let out = node.haca(&[
         "infer",
