@@ -42,9 +42,12 @@ pub struct ZkProver {
     remote_outbox: Option<Arc<Notify>>,
     keys: Mutex<HashMap<BlobId, Arc<ProvingKey>>>,
     queue: mpsc::UnboundedSender<String>,
-    /// run id → (queued order, started proving at)
-    live: Mutex<(u64, HashMap<String, (u64, Option<u64>)>)>,
+    live: Mutex<Live>,
 }
+
+/// The runs queued or proving now: a counter for queue order, and per run id its place in the
+/// queue and when proving started.
+type Live = (u64, HashMap<String, (u64, Option<u64>)>);
 
 fn zk_error(e: ZkError) -> GatewayError {
     match e {
