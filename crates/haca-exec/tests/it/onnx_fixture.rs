@@ -16,8 +16,16 @@ fn linspace_input() -> serde_json::Value {
 fn mlp_output_matches_onnxruntime() {
     // onnxruntime 1.32 on the same file (the trained digits MLP) and input (np.linspace(0, 1, 784, dtype=float32)).
     let ort = [
-        -4.347_149, 1.191_149_8, 1.654_096_5, -14.490_028, 14.067_853, -12.533_673, 11.908_312,
-        -11.152_757, -7.327_716_4, -26.485_657,
+        -4.347_149,
+        1.191_149_8,
+        1.654_096_5,
+        -14.490_028,
+        14.067_853,
+        -12.533_673,
+        11.908_312,
+        -11.152_757,
+        -7.327_716_4,
+        -26.485_657,
     ];
     let model = OnnxModel::load(MLP).unwrap();
     assert_eq!(model.inputs()[0].name, "input");
@@ -32,7 +40,10 @@ fn mlp_output_matches_onnxruntime() {
     };
     for (got, want) in v.iter().zip(ort) {
         // Relative: the trained model's logits reach 26, where f32 sums differ in the 6th digit.
-        assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "{got} vs {want}");
+        assert!(
+            (got - want).abs() < 1e-5 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
     }
 }
 
