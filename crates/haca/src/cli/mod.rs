@@ -226,7 +226,9 @@ enum Command {
         /// How the run settles (sent as X-SETTLEMENT-TYPE): private, batch or individual.
         #[arg(long, default_value = "batch")]
         settlement: String,
-        /// Where it executes: vanilla, or tee (inside the node's enclave, with an attestation).
+        /// Where it executes: vanilla, tee (inside the node's enclave, with an attestation), or
+        /// zkml (the model quantized, with a proof of the run that follows in the background:
+        /// `haca receipt RUN --wait proved`).
         #[arg(long, default_value = "vanilla", value_parser = ["vanilla", "tee", "zkml"])]
         mode: String,
         /// The most this run may cost, in base units (6 decimals: 1000000 = 1.000000); a node

@@ -156,9 +156,21 @@ pub fn receipt(r: &Value) {
         } else if let Some(ev) = b["evidence"].as_object() {
             for (k, v) in ev {
                 let text = match v {
+                    // A proof or a document is for machines: its size, not its bytes.
+                    Value::String(s) if s.len() > 120 => {
+                        let head: String = s.chars().take(48).collect();
+                        format!("{head}… ({} characters)", s.len())
+                    }
                     Value::String(s) => s.clone(),
                     Value::Number(_) if k.ends_with("_at") => time(v),
-                    other => other.to_string(),
+                    other => {
+                        let t = other.to_string();
+                        if t.len() > 200 {
+                            format!("({} characters of JSON; --json shows it)", t.len())
+                        } else {
+                            t
+                        }
+                    }
                 };
                 println!("    {k}: {text}");
             }
