@@ -94,3 +94,26 @@ fn a_key_is_checked_against_its_model_file() {
         .to_string();
     assert!(e.starts_with("verifying_key:"), "{e}");
 }
+
+#[test]
+fn a_proof_box_for_another_blob_fails_its_binding() {
+    use haca_core::claims::{ClaimState, ProofVerifier};
+    use haca_core::BlobId;
+    use haca_zk::receipt_check::{proved_evidence, ZkVerifier};
+    let a = model("digits-mlp-56.onnx");
+    let b = model("mnist-mlp.onnx");
+    let pk = haca_zk::setup(&a, haca_zk::DEFAULT_INPUT_BOUND).unwrap();
+    let (_, proof) = pk.prove(&crate::heldout()[3].0).unwrap();
+    let ev = proved_evidence(&pk.vk, &proof, 1);
+    let mut v = ZkVerifier::default();
+    v.models.insert(BlobId::of(&a), a.clone());
+    v.models.insert(BlobId::of(&b), b.clone());
+    assert!(v.bound(&ev, &BlobId::of(&a)).is_ok());
+    let (state, why) = v.bound(&ev, &BlobId::of(&b)).unwrap_err();
+    assert_eq!(state, ClaimState::Fails, "{why}");
+    assert!(why.contains("verifying_key"), "{why}");
+    let (state, _) = ZkVerifier::default()
+        .bound(&ev, &BlobId::of(&a))
+        .unwrap_err();
+    assert_eq!(state, ClaimState::Unchecked);
+}
