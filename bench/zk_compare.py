@@ -304,7 +304,7 @@ def table(rows):
     ]
     for r in rows:
         base = ezkl_prove.get(r["model"])
-        ratio = f"{r['prove_ms'] / base:.2f}x" if base else "-"
+        ratio = f"{r['prove_ms'] / base:.2g}x" if base else "-"
         lines.append(
             f"| {r['system']} | {r['model']} | {fmt_ms(r['prove_ms'])} | {fmt_ms(r['verify_ms'])} | "
             f"{fmt_bytes(r['proof_bytes'])} | {fmt_bytes(r['peak_rss_bytes'])} | {fmt_ms(r['setup_ms'])} | "

@@ -1,4 +1,5 @@
-//! haca-zk: zero-knowledge-mode proofs of ONNX inference.
+//! haca-zk: the proofs of zkml mode, for ONNX inference. They prove correct execution of a
+//! public model on a public input and output; they hide nothing (no zero-knowledge blinding).
 //!
 //! A model file becomes a chain of quantized linear layers ([`model`], [`quant`]); a run is proved
 //! with sumchecks over the Goldilocks field and a Ligero-style hash commitment ([`protocol`]).
@@ -70,8 +71,17 @@ impl Proof {
         out
     }
 
+    /// Reads a proof; only its canonical encoding (the bytes [`Proof::to_bytes`] writes) is
+    /// accepted, so one proof has one digest.
     pub fn from_bytes(bytes: &[u8]) -> Result<Proof, ZkError> {
-        ciborium::from_reader(bytes).map_err(|e| ZkError::Malformed(e.to_string()))
+        let p: Proof =
+            ciborium::from_reader(bytes).map_err(|e| ZkError::Malformed(e.to_string()))?;
+        if p.to_bytes() != bytes {
+            return Err(ZkError::Malformed(
+                "not in canonical form (another encoding of a proof, or trailing bytes)".into(),
+            ));
+        }
+        Ok(p)
     }
 }
 

@@ -156,3 +156,28 @@ fn flipped_or_truncated_proof_bytes_are_refused_without_panicking() {
     println!("500 mutations: {refused} refused, {same_proof} decoded to the same proof");
     assert!(refused >= 490, "{refused}");
 }
+
+#[test]
+fn a_proof_has_one_encoding() {
+    let bytes = mlp().1.to_bytes();
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(
+        Proof::from_bytes(&longer),
+        Err(ZkError::Malformed(_))
+    ));
+    // The same digest written in upper case is the same proof in another encoding: refused.
+    let text = hex::encode(mlp().1.vk_digest);
+    let at = bytes
+        .windows(64)
+        .position(|w| w == text.as_bytes())
+        .expect("the digest's hex");
+    let mut upper = bytes.clone();
+    upper[at..at + 64].make_ascii_uppercase();
+    if upper != bytes {
+        assert!(matches!(
+            Proof::from_bytes(&upper),
+            Err(ZkError::Malformed(_))
+        ));
+    }
+}

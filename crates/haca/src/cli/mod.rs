@@ -287,7 +287,8 @@ enum Command {
     /// Review tokens for the web panel and the cases API: `create --role reviewer|viewer`
     /// prints the token alone on its last line (an admin action).
     Token(token::TokenArgs),
-    /// Zero-knowledge proofs of ONNX runs, offline on a model file.
+    /// Proofs of ONNX runs (zkml mode's proof system), offline on a model file. They prove
+    /// correct execution; they hide nothing (input, output and model are public).
     #[command(subcommand)]
     Zk(zk::ZkCommand),
 }

@@ -1,4 +1,4 @@
-//! `haca zk`: zero-knowledge proofs of ONNX runs, offline on a model file (haca-zk's prover and
+//! `haca zk`: proofs of ONNX runs (zkml mode's proof system), offline on a model file (haca-zk's prover and
 //! verifier, no node). `prove` writes a proof file, `verify` checks one, `eval` measures what
 //! quantization costs in accuracy on a labelled digit set. Each prints one JSON line on stdout
 //! (bench/zk_compare.py reads it); progress goes to stderr on a terminal only.
