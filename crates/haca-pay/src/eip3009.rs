@@ -29,7 +29,7 @@ alloy_sol_types::sol! {
 
 /// The half of the secp256k1 group order: a larger `s` is the malleable twin that token
 /// contracts (OpenZeppelin / Circle `ECRecover`) refuse.
-pub(crate) const HALF_ORDER: U256 = U256::from_limbs([
+const HALF_ORDER: U256 = U256::from_limbs([
     0xdfe9_2f46_681b_20a0,
     0x5d57_6e73_57a4_501d,
     0xffff_ffff_ffff_ffff,
@@ -89,20 +89,29 @@ impl TokenDomain {
         auth: &Authorization,
         signature: &[u8],
     ) -> Result<Address, SignatureError> {
-        let raw: &[u8; 65] = signature
-            .try_into()
-            .map_err(|_| SignatureError::Length(signature.len()))?;
-        let v = raw[64];
-        if v != 27 && v != 28 {
-            return Err(SignatureError::V(v));
-        }
-        let sig = Signature::from_bytes_and_parity(&raw[..64], v == 28);
-        if sig.s() > HALF_ORDER {
-            return Err(SignatureError::HighS);
-        }
-        sig.recover_address_from_prehash(&self.signing_hash(auth))
-            .map_err(|e| SignatureError::Unrecoverable(e.to_string()))
+        recover_prehash(signature, &self.signing_hash(auth))
     }
+}
+
+/// The address that signed the 32-byte `hash` with the 65-byte `signature`, refusing what a
+/// token contract refuses: another length, `v` other than 27 or 28, a high `s`.
+pub(crate) fn recover_prehash(
+    signature: &[u8],
+    hash: &alloy_primitives::B256,
+) -> Result<Address, SignatureError> {
+    let raw: &[u8; 65] = signature
+        .try_into()
+        .map_err(|_| SignatureError::Length(signature.len()))?;
+    let v = raw[64];
+    if v != 27 && v != 28 {
+        return Err(SignatureError::V(v));
+    }
+    let sig = Signature::from_bytes_and_parity(&raw[..64], v == 28);
+    if sig.s() > HALF_ORDER {
+        return Err(SignatureError::HighS);
+    }
+    sig.recover_address_from_prehash(hash)
+        .map_err(|e| SignatureError::Unrecoverable(e.to_string()))
 }
 
 /// Why a signature could not be recovered.

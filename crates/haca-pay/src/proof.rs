@@ -4,7 +4,7 @@
 //! accounts; the time bounds replay of a captured proof.
 
 use crate::eip3009::SignatureError;
-use alloy_primitives::{eip191_hash_message, Address, Signature};
+use alloy_primitives::{eip191_hash_message, Address};
 
 /// How far the proof's time may be from the node's clock, in seconds.
 pub const PROOF_WINDOW_SECS: u64 = 300;
@@ -43,17 +43,8 @@ pub fn recover_reader(
         .and_then(|h| hex::decode(h).ok())
         .filter(|b| b.len() == 65)
         .ok_or(ProofError::Encoding)?;
-    let v = raw[64];
-    if v != 27 && v != 28 {
-        return Err(SignatureError::V(v).into());
-    }
-    let sig = Signature::from_bytes_and_parity(&raw[..64], v == 28);
-    if sig.s() > crate::eip3009::HALF_ORDER {
-        return Err(SignatureError::HighS.into());
-    }
     let hash = eip191_hash_message(read_message(path, at).as_bytes());
-    sig.recover_address_from_prehash(&hash)
-        .map_err(|e| SignatureError::Unrecoverable(e.to_string()).into())
+    Ok(crate::eip3009::recover_prehash(&raw, &hash)?)
 }
 
 /// Signs [`read_message`] of `path` at `at` with `signer`: what a client sends (tests, the
