@@ -41,40 +41,12 @@ const DRAIN_CAP: usize = 64 << 20;
 
 /// The raw body, at most `limit` bytes; over that, a 413 in the API's shape.
 pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is over this node's limit of {limit} bytes"),
-        )
-        .closing()
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_CAP)) {
-        return Err(too_large());
-    }
-    let mut body = req.into_body();
     let mut buf = bytes::BytesMut::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(body_error)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen = seen.saturating_add(data.len());
-        if seen > limit.saturating_add(DRAIN_CAP) {
-            break;
-        }
-        if seen <= limit {
-            buf.extend_from_slice(&data);
-        }
-    }
-    if seen > limit {
-        return Err(too_large());
-    }
+    body_chunks(req, limit, |data| {
+        buf.extend_from_slice(&data);
+        std::future::ready(Ok(()))
+    })
+    .await?;
     Ok(buf.freeze())
 }
 
