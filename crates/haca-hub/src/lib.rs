@@ -334,7 +334,19 @@ impl Hub {
             // blob (harmless), never a label pointing at missing bytes.
             write_atomic(&path, bytes, false)?;
         }
-        let size = bytes.len() as u64;
+        self.record_blob(label, blob_id, bytes.len() as u64, format, uploader)
+            .await
+    }
+
+    /// The rows of stored bytes: the blob (once), then a new revision of `label` naming it.
+    async fn record_blob(
+        &self,
+        label: &str,
+        blob_id: BlobId,
+        size: u64,
+        format: String,
+        uploader: &str,
+    ) -> Result<LabelEntry, HubError> {
         let t = now_ms();
         self.store
             .write(move |tx| {
@@ -346,7 +358,7 @@ impl Hub {
             })
             .await?;
         let entry = self.append(label, blob_id, uploader, t).await?;
-        tracing::info!(label = %entry.label, revision = entry.revision, blob = %entry.blob_id, "hub: stored artifact");
+        tracing::info!(label = %entry.label, revision = entry.revision, blob = %entry.blob_id, size, "hub: stored artifact");
         Ok(entry)
     }
 
@@ -410,19 +422,8 @@ impl Hub {
             .await
             .map_err(|e| HubError::Refused(format!("the artifact check stopped: {e}")))??
         };
-        let t = now_ms();
-        self.store
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT OR IGNORE INTO blobs (blob_id, size, format, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![blob_id.to_string(), size as i64, format, t as i64],
-                )?;
-                Ok(())
-            })
-            .await?;
-        let entry = self.append(label, blob_id, uploader, t).await?;
-        tracing::info!(label = %entry.label, revision = entry.revision, blob = %entry.blob_id, size, "hub: stored uploaded artifact");
-        Ok(entry)
+        self.record_blob(label, blob_id, size, format, uploader)
+            .await
     }
 
     /// Points `label` at an artifact already in the hub, as a new revision.

@@ -249,6 +249,8 @@ pub async fn upload_model(
     req: Request,
 ) -> Result<Response, ApiError> {
     let hub = &st.gateway.hub;
+    // A bad label is refused before any of the body is read.
+    haca_hub::validate_label(&label)?;
     let mut writer = hub.stage()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
     let stager = tokio::task::spawn_blocking(move || {
