@@ -201,7 +201,7 @@ pub async fn settle_on(
 }
 
 /// A payment refused by the rules, with the rule's stable code.
-pub fn refused(e: &PaymentError) -> GatewayError {
+fn refused(e: &PaymentError) -> GatewayError {
     GatewayError::payment(e.code(), format!("payment refused: {e}"))
 }
 

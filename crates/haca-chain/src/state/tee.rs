@@ -54,14 +54,8 @@ impl ChainState {
             .collect()
     }
 
-    /// The roots attestation documents may chain to: the AWS Nitro root, and the chain's dev
-    /// root if it has one.
-    pub fn tee_roots(&self) -> Vec<TrustedRoot> {
-        self.evidence_view().tee_roots()
-    }
-
     /// Verifies an enclave registration's document (standard base64) deterministically: at
-    /// its own timestamp, against [`ChainState::tee_roots`]. Returns the facts it attests.
+    /// its own timestamp, against the chain's roots (`EvidenceView::tee_roots`). Returns the facts it attests.
     pub fn verify_enclave_document(&self, document_b64: &str) -> Result<EnclaveFacts, String> {
         self.evidence_view().verify_enclave_document(document_b64)
     }
