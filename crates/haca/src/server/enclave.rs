@@ -276,8 +276,7 @@ async fn chat(
         .await?
         .clone();
     // The enclave hashes the request itself: it signs what it served, not what it was told.
-    let (request_hash, input_hash) =
-        call_hashes(&call).map_err(haca_gateway::GatewayError::from)?;
+    let (request_hash, input_hash) = call_hashes(&call)?;
     // The gateway hanging up (its client went away) drops this future: stop generating too.
     let cancel = Cancel::new();
     let _stop_when_dropped = cancel.on_drop();
@@ -286,10 +285,9 @@ async fn chat(
         move || generate_local(&llm, &call, "", None, &cancel)
     })
     .await
-    .map_err(|err| ApiError::internal(format!("generator stopped: {err}")))?
-    .map_err(haca_gateway::GatewayError::from)?;
+    .map_err(|err| ApiError::internal(format!("generator stopped: {err}")))??;
     let output = output_json(&answer.content, &answer.tool_calls, &answer.finish_reason);
-    let output_hash = hash_json(&output).map_err(haca_gateway::GatewayError::from)?;
+    let output_hash = hash_json(&output)?;
     let og_request = haca_tee::og_compat::chat_request_hash(&req.body)
         .map_err(|err| ApiError::bad_request("invalid_input", err))?;
     let calls =

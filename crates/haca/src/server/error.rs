@@ -198,3 +198,9 @@ impl From<StoreError> for ApiError {
         GatewayError::from(e).into()
     }
 }
+
+impl From<haca_exec::llm::LlmError> for ApiError {
+    fn from(e: haca_exec::llm::LlmError) -> Self {
+        GatewayError::from(e).into()
+    }
+}
