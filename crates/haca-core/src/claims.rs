@@ -106,6 +106,19 @@ impl fmt::Display for Claim {
 }
 
 /// Writes seconds in the largest unit that divides them: `30d`, `5m`, `300s` -> `5m`.
+/// An item the run used after the `valid_until` its data node signed, in words.
+fn used_after_valid_until(i: &crate::receipt::DataItem) -> Option<String> {
+    let (until, age) = (i.valid_until?, i.age_ms?);
+    let used = i.fetched_at.saturating_add(age);
+    (used > until).then(|| {
+        format!(
+            "{} was used {} ms after its valid_until",
+            i.label(),
+            used - until
+        )
+    })
+}
+
 pub fn format_duration(s: u64) -> String {
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
         if s > 0 && s.is_multiple_of(size) {
@@ -243,6 +256,9 @@ pub struct TrustAnchors {
     /// The ZK proof verifier (haca-zk); `None` leaves `execution.correct` and proof-based
     /// `artifact.bound` unchecked.
     pub proof: Option<&'static dyn ProofVerifier>,
+    /// Data nodes whose signed items are trusted (`haca verify --data-node`); `None` leaves
+    /// `data.attested` unchecked once every item's signature verifies.
+    pub data_nodes: Option<BTreeSet<NodeId>>,
 }
 
 /// Verifies proof boxes for the claims checker (haca-zk implements it).
@@ -339,6 +355,7 @@ impl TrustAnchors {
             attestation: None,
             payment: None,
             proof: None,
+            data_nodes: None,
         }
     }
 }
@@ -534,11 +551,17 @@ impl<'a> Checker<'a> {
             },
             Claim::DataAttested => match &b.data.evidence {
                 None => (NotPresent, "the data box is absent".into()),
-                Some(_) => (Unchecked, "data-node attestations are checked by the data verifier, not in this build".into()),
+                Some(d) => match signed {
+                    Err(e) => (Fails, e),
+                    Ok(_) => self.data_attested(d),
+                },
             },
             Claim::DataFresh { max_age_s } => match &b.data.evidence {
                 None => (NotPresent, "the data box is absent".into()),
-                Some(d) => self.fresh(d.items.iter().map(|i| (i.source.as_str(), i.fetched_at)), max_age_s, "fetched"),
+                Some(d) => match d.items.iter().find_map(used_after_valid_until) {
+                    Some(why) => (Fails, why),
+                    None => self.fresh(d.items.iter().map(|i| (i.source.as_str(), i.fetched_at)), max_age_s, "fetched"),
+                },
             },
             Claim::MemoryOwned => match &b.memory.evidence {
                 None => (NotPresent, "the memory box is absent".into()),
@@ -642,6 +665,45 @@ impl<'a> Checker<'a> {
             Some(v) => match v.verify(p) {
                 Ok(detail) => (Holds, detail),
                 Err(e) => (Fails, e),
+            },
+        }
+    }
+
+    /// `data.attested`: every item's id and data-node signature verify, and its signer is a
+    /// trusted data node.
+    fn data_attested(&self, d: &crate::receipt::DataEvidence) -> (ClaimState, String) {
+        use ClaimState::*;
+        if d.items.is_empty() {
+            return (NotPresent, "the box lists no items".into());
+        }
+        for item in &d.items {
+            if let Err(e) = item.verify() {
+                return (Fails, format!("{}: {e}", item.label()));
+            }
+        }
+        let signers: BTreeSet<NodeId> = d.items.iter().map(|i| i.signer).collect();
+        let names = signers
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match &self.anchors.data_nodes {
+            None => (
+                Unchecked,
+                format!(
+                    "{} item(s) signed by data node(s) {names}; no trusted data nodes given (pass --data-node NODE_ID)",
+                    d.items.len()
+                ),
+            ),
+            Some(trusted) => match d.items.iter().find(|i| !trusted.contains(&i.signer)) {
+                Some(i) => (
+                    Fails,
+                    format!("{} is signed by {}, which is not a trusted data node", i.label(), i.signer),
+                ),
+                None => (
+                    Holds,
+                    format!("{} item(s) signed by trusted data node(s) {names}", d.items.len()),
+                ),
             },
         }
     }

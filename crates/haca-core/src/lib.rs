@@ -4,6 +4,7 @@
 pub mod canonical;
 pub mod checkpoint;
 pub mod claims;
+pub mod data;
 pub mod hash;
 pub mod ids;
 pub mod keys;

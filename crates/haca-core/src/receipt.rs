@@ -268,15 +268,7 @@ pub struct ProofEvidence {
     pub prove_ms: Option<u64>,
 }
 
-/// One admitted external data item.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
-pub struct DataItem {
-    pub source: String,
-    pub fetched_at: u64,
-    pub content_hash: Digest,
-    pub signer: NodeId,
-    pub signature: String,
-}
+pub use crate::data::DataItem;
 
 /// data box.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]

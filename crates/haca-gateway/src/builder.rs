@@ -132,6 +132,24 @@ impl ReceiptBuilder {
         self
     }
 
+    /// The data box: each admitted item with its age when the run started; absent when the
+    /// run admitted none.
+    pub fn data(&mut self, items: Vec<DataItem>) -> &mut Self {
+        if items.is_empty() {
+            return self;
+        }
+        let at = self.started_at;
+        let items = items
+            .into_iter()
+            .map(|mut i| {
+                i.age_ms = Some(at.saturating_sub(i.fetched_at));
+                i
+            })
+            .collect();
+        self.boxes.data = EvidenceBox::with(DataEvidence { items }, BoxStatus::Claimed, at);
+        self
+    }
+
     /// The payment box: what was paid, what it covered and the payer's authorization.
     pub fn payment(&mut self, paid: Option<PaymentEvidence>) -> &mut Self {
         if let Some(p) = paid {
@@ -190,11 +208,18 @@ mod tests {
         }
         fn contribute(&self, facts: &RunFacts, boxes: &mut Boxes) -> Result<(), GatewayError> {
             let item = DataItem {
+                id: None,
                 source: "test".into(),
                 fetched_at: facts.started_at,
-                content_hash: facts.input_hash,
+                valid_until: None,
+                http_status: None,
+                sha256: facts.input_hash,
+                tls_cert_sha256: None,
+                content_type: None,
+                size: None,
                 signer: NodeKey::from_seed([2; 32]).node_id(),
                 signature: "00".into(),
+                age_ms: None,
             };
             boxes.data = EvidenceBox::with(
                 DataEvidence { items: vec![item] },

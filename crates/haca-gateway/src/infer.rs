@@ -30,6 +30,9 @@ pub struct InferRequest {
     pub input: Value,
     #[serde(default)]
     pub mode: Option<ExecMode>,
+    /// Data items to admit, by id (a data node fetched and signed them); each must be fresh.
+    #[serde(default)]
+    pub data: Vec<String>,
 }
 
 /// What a run answers.
@@ -207,6 +210,8 @@ impl Gateway {
             ));
         }
         let started_at = now_ms();
+        // Before the run is charged: an unknown, tampered or stale item refuses it.
+        let admitted = self.admit_data(&req.data, started_at)?;
         let blob_id = resolved.blob_id;
         // zkml: the model computes on its fixed-point grid, so the input is rounded to it first
         // and the receipt's input hash names the rounded input (what the proof shows).
@@ -222,10 +227,12 @@ impl Gateway {
             zk_key = Some((key, q));
         }
         let input_hash = tensor::hash_tensors(&inputs);
-        let request_hash = sha256(
-            &canonical::to_vec(&json!({"kind": "infer", "model": req.model, "mode": mode.as_str(), "input_hash": input_hash.to_hex()}))
-                .expect("strings canonicalize"),
-        );
+        let mut hashed = json!({"kind": "infer", "model": req.model, "mode": mode.as_str(), "input_hash": input_hash.to_hex()});
+        if !admitted.is_empty() {
+            // The items are part of the request (a run without data hashes as before).
+            hashed["data"] = json!(admitted.iter().map(|i| i.id).collect::<Vec<_>>());
+        }
+        let request_hash = sha256(&canonical::to_vec(&hashed).expect("strings canonicalize"));
         let run_id = self.new_run_id(&request_hash);
         // The request is runnable: its payment settles before the model runs (a replay that
         // raced this one is refused here, by the ledger's transaction).
@@ -266,6 +273,7 @@ impl Gateway {
                 })
                 .route(RouteEvidence::direct(executed.provider, node))
                 .payment(charge.as_ref().map(|c| c.paid().evidence.clone()))
+                .data(admitted)
                 .proof(zk_key.as_ref().map(|(k, _)| {
                     haca_zk::receipt_check::claimed_evidence(&k.vk, input_hash, output_hash)
                 }));

@@ -9,6 +9,7 @@
 
 pub mod builder;
 pub mod chat;
+pub mod data;
 pub mod enclave;
 pub mod error;
 pub mod infer;

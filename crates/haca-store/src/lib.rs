@@ -7,6 +7,7 @@
 //! power cut may lose the last transactions, which is SQLite's documented WAL trade-off).
 
 mod chain;
+mod data;
 mod files;
 mod log;
 mod migrations;

@@ -261,6 +261,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX zk_jobs_unfinished ON zk_jobs(status) WHERE status IN ('queued', 'proving');
     "#,
+    // 11: data items a data node fetched and signed, with the bytes they hash; runs admit
+    // them by id. Items are immutable: an id is the hash of the item's signed fields.
+    r#"
+    CREATE TABLE data_items (
+        id          TEXT PRIMARY KEY,
+        item        TEXT NOT NULL,
+        content     BLOB NOT NULL,
+        source      TEXT NOT NULL,
+        fetched_at  INTEGER NOT NULL
+    );
+    CREATE TRIGGER data_items_no_update BEFORE UPDATE ON data_items
+        BEGIN SELECT RAISE(ABORT, 'data items are immutable'); END;
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

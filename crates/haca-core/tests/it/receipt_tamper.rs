@@ -15,6 +15,7 @@ static ANCHORS: TrustAnchors = TrustAnchors {
     attestation: None,
     payment: None,
     proof: None,
+    data_nodes: None,
 };
 
 fn signed_receipt() -> (Receipt, NodeKey) {
