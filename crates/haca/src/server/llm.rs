@@ -99,38 +99,24 @@ async fn serve(
         Some(p) => {
             let price = p.price_of_chat_model(call.model());
             let resource = st.public_url.resource(endpoint);
-            let refused = |e: haca_gateway::GatewayError| {
-                if e.is_payment_required() {
-                    Ok(super::x402::payment_required(p, &resource, e.into(), price))
-                } else {
-                    Err(ApiError::from(e))
-                }
-            };
             match p
                 .check(&super::x402::payment_offer(&headers), &resource, price)
                 .await
             {
-                Ok(pending) => Some((pending, resource, price)),
-                Err(e) => return refused(e),
+                Ok(pending) => Some((p, pending, resource, price)),
+                Err(e) => return super::x402::refusal(p, &resource, price, e),
             }
         }
     };
     let payment = match pending {
         None => None,
-        Some((pending, resource, price)) => {
+        Some((p, pending, resource, price)) => {
             match chat
                 .take_payment(&st.gateway, &call, &routes, &start, Some(pending))
                 .await
             {
                 Ok(paid) => paid,
-                Err(e) if e.is_payment_required() => {
-                    let p = st
-                        .payments
-                        .as_ref()
-                        .expect("a node that took a payment charges");
-                    return Ok(super::x402::payment_required(p, &resource, e.into(), price));
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return super::x402::refusal(p, &resource, price, e),
             }
         }
     };

@@ -92,20 +92,14 @@ pub async fn infer(
                 .await
             {
                 Ok(pending) => (Some(pending), resource, price),
-                Err(e) if e.is_payment_required() => {
-                    return Ok(super::x402::payment_required(p, &resource, e.into(), price))
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return super::x402::refusal(p, &resource, price, e),
             }
         }
     };
-    let ans = match st.gateway.infer(req, mode, pending).await {
-        Ok(ans) => ans,
-        Err(e) if e.is_payment_required() => match &st.payments {
-            Some(p) => return Ok(super::x402::payment_required(p, &resource, e.into(), price)),
-            None => return Err(e.into()),
-        },
-        Err(e) => return Err(e.into()),
+    let ans = match (st.gateway.infer(req, mode, pending).await, &st.payments) {
+        (Ok(ans), _) => ans,
+        (Err(e), Some(p)) => return super::x402::refusal(p, &resource, price, e),
+        (Err(e), None) => return Err(e.into()),
     };
     let id = ans.run_id.to_string();
     let mut body = json!({"run_id": id, "output": ans.output, "receipt": ans.receipt});

@@ -98,6 +98,21 @@ impl PublicUrl {
     }
 }
 
+/// A gateway error as the paywall answers it: a payment refusal becomes a 402 carrying the
+/// requirements of `resource` at `price`; any other error keeps its own status.
+pub fn refusal(
+    p: &Payments,
+    resource: &str,
+    price: U256,
+    e: haca_gateway::GatewayError,
+) -> Result<Response, ApiError> {
+    if e.is_payment_required() {
+        Ok(payment_required(p, resource, e.into(), price))
+    } else {
+        Err(e.into())
+    }
+}
+
 /// A 402 answer: always the v2 `PAYMENT-REQUIRED` header; the body is the v1
 /// `{x402Version: 1, error, accepts}` when no payment was sent, else `{error: {code,
 /// message}}` saying which check failed.
