@@ -63,6 +63,9 @@ pub struct NodeConfig {
     /// The URL clients reach this node at (payments name it); `None`: `http://` and the
     /// address the listener bound.
     pub public_url: Option<server::x402::PublicUrl>,
+    /// Run the data role (`POST /v1/data/fetch`) with this allowlist (`--data-allow`);
+    /// `None`: no data role.
+    pub data_allow: Option<Vec<haca_data::AllowRule>>,
 }
 
 impl NodeConfig {
@@ -83,6 +86,7 @@ impl NodeConfig {
             case_classes: Vec::new(),
             round_interval_ms: DEFAULT_ROUND_INTERVAL_MS,
             public_url: None,
+            data_allow: Some(Vec::new()),
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct RunningNode {
     pub chain_id: Option<String>,
     /// What the node charges per run, when it does.
     pub payments: Option<haca_gateway::payment::PaymentConfig>,
+    /// The data role's key, when the node runs one.
+    pub data_node: Option<NodeId>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     engine: Option<EngineHandle>,
@@ -173,6 +179,8 @@ pub enum StartError {
     Providers(String),
     #[error("zkml prover: {0}")]
     Prover(String),
+    #[error("data role: {0}")]
+    Data(String),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -528,7 +536,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         evidence: Vec::new(),
         zk: Some(zk),
         key,
-        store,
+        store: store.clone(),
         hub: hub.clone(),
         models: Arc::new(ModelCache::new(cfg.cache_bytes)),
         chain,
@@ -634,7 +642,15 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         limits: cfg.limits,
     });
     let (tx, rx) = oneshot::channel::<()>();
-    let app = server::router(state, chain_api);
+    let mut app = server::router(state, chain_api);
+    let data_node = match data_api(&cfg, store.clone())? {
+        Some(api) => {
+            let id = api.key.node_id();
+            app = app.merge(server::data::router(Arc::new(api)));
+            Some(id)
+        }
+        None => None,
+    };
     let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {
         let _ = rx.await;
     }));
@@ -645,10 +661,71 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         example,
         chain_id,
         payments: cfg.payments,
+        data_node,
         shutdown: Some(tx),
         task,
         engine,
         logger,
         remote_tasks,
+    })
+}
+
+/// The data role of a node: its key (`data.key`), the node's store, a fetcher over the
+/// allowlist; `None` when the node runs no data role.
+fn data_api(
+    cfg: &NodeConfig,
+    store: Arc<Store>,
+) -> Result<Option<server::data::DataApi>, StartError> {
+    let Some(rules) = &cfg.data_allow else {
+        return Ok(None);
+    };
+    let fetcher = haca_data::Fetcher::new(
+        haca_data::Allowlist::new(rules.clone()),
+        haca_data::FreshnessPolicy::default(),
+        haca_data::fetch::DEFAULT_MAX_BYTES,
+        haca_data::fetch::DEFAULT_TIMEOUT,
+    )
+    .map_err(|e| StartError::Data(e.to_string()))?;
+    Ok(Some(server::data::DataApi {
+        key: load_or_create_key(&cfg.data_dir.join("data.key"))?,
+        store,
+        fetcher,
+    }))
+}
+
+/// A node with the data role alone (`haca node --roles data`): its store, its key and the
+/// data routes.
+pub async fn start_data_only(cfg: NodeConfig) -> Result<RunningNode, StartError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    let store = Arc::new(Store::open(cfg.data_dir.join("haca.db"))?);
+    let api = data_api(&cfg, store)?.ok_or_else(|| StartError::Data("no data role".into()))?;
+    let node_id = api.key.node_id();
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| StartError::Listen(cfg.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(cfg.listen, e))?;
+    let app = server::data::router(Arc::new(api))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {
+        let _ = rx.await;
+    }));
+    Ok(RunningNode {
+        url: format!("http://{addr}"),
+        node_id,
+        data_dir: cfg.data_dir,
+        example: None,
+        chain_id: None,
+        payments: None,
+        data_node: Some(node_id),
+        shutdown: Some(tx),
+        task,
+        engine: None,
+        logger: None,
+        remote_tasks: Vec::new(),
     })
 }

@@ -181,6 +181,11 @@ enum Command {
         /// then need the operator token, as on `haca node`).
         #[arg(long)]
         no_loopback_admin: bool,
+        /// A source the data role may fetch (repeatable): a URL prefix, matched on scheme,
+        /// host, port and whole path segments (`https://api.example.com/v1`). None: every
+        /// fetch is refused.
+        #[arg(long, value_name = "PREFIX", value_parser = parse_allow_rule)]
+        data_allow: Vec<haca_data::AllowRule>,
     },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
@@ -188,9 +193,13 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
         /// Comma-separated roles: `gateway`, `gateway,validator` (a one-validator chain in
-        /// this process), or `validator` alone with --config (one validator of a network).
+        /// this process), `validator` alone with --config (one validator of a network), and
+        /// `data` (fetch allowed sources into signed data items), alone or beside a gateway.
         #[arg(long, default_value = "gateway", value_delimiter = ',')]
         roles: Vec<String>,
+        /// A source the data role may fetch (repeatable), as on `haca devnet`.
+        #[arg(long, value_name = "PREFIX", value_parser = parse_allow_rule)]
+        data_allow: Vec<haca_data::AllowRule>,
         /// A validator's config file (genesis, listen addresses, peers), as `haca testnet
         /// up` writes them.
         #[arg(long)]
@@ -235,9 +244,16 @@ enum Command {
         /// asking more is not paid.
         #[arg(long, env = "HACA_MAX_PAYMENT", default_value_t = 1_000_000)]
         max_payment: u64,
+        /// Admit a data item into the run, by id (repeatable; `haca data fetch` prints ids).
+        /// A stale item refuses the run.
+        #[arg(long = "data", value_name = "ITEM_ID")]
+        data: Vec<String>,
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Data nodes: fetch an allowed source into a signed, hashed item with its age.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// List recent runs.
     Runs {
         #[arg(long, default_value_t = 20)]
@@ -311,6 +327,19 @@ enum ChainCommand {
         /// Print the history as JSON (the export format).
         #[arg(long)]
         export: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Ask the node's data role to fetch URL; prints the signed item (id, sha256,
+    /// signature, valid_until).
+    Fetch {
+        url: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -427,7 +456,36 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         case_classes: a.case_class.clone(),
         round_interval_ms: devnet::DEFAULT_ROUND_INTERVAL_MS,
         public_url: a.public_url.clone(),
+        data_allow: None,
     })
+}
+
+fn parse_allow_rule(s: &str) -> Result<haca_data::AllowRule, String> {
+    haca_data::AllowRule::parse(s).map_err(|e| e.to_string())
+}
+
+/// `haca node --roles data`: the data role alone, until ctrl-c.
+async fn serve_data_only(cfg: NodeConfig) -> Result<ExitCode, CliError> {
+    let rules = cfg.data_allow.clone().unwrap_or_default();
+    let mut node = devnet::start_data_only(cfg).await?;
+    println!("haca data node is up");
+    println!("  url:       {}", node.url);
+    println!("  data node: {}", node.node_id);
+    println!("  data dir:  {}", node.data_dir.display());
+    for r in &rules {
+        println!("  allow:     {r}");
+    }
+    let stop = node.shutdown_handle();
+    tokio::spawn(async move {
+        stop_signal().await;
+        if let Some(tx) = stop {
+            let _ = tx.send(());
+        }
+    });
+    node.wait()
+        .await
+        .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, CliError> {
@@ -448,6 +506,9 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
             node.data_dir.join("genesis.json").display()
         ),
         _ => {}
+    }
+    if let Some(id) = &node.data_node {
+        println!("  data node: {id} (trust it with `haca verify --data-node {id}`)");
     }
     if let Some(p) = &node.payments {
         println!(
@@ -661,8 +722,10 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             round_interval_ms,
             no_enclave,
             no_loopback_admin,
+            data_allow,
         } => {
             let mut cfg = serve_config(&serve, true)?;
+            cfg.data_allow = Some(data_allow);
             cfg.round_interval_ms = round_interval_ms;
             cfg.dev_enclave = !no_enclave;
             cfg.loopback_admin = !no_loopback_admin;
@@ -700,14 +763,27 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             serve,
             roles,
             config,
+            data_allow,
         } => {
             if let Some(r) = roles
                 .iter()
-                .find(|r| !matches!(r.as_str(), "gateway" | "validator"))
+                .find(|r| !matches!(r.as_str(), "gateway" | "validator" | "data"))
             {
                 return Err(CliError::Msg(format!(
-                    "--roles: {r:?} is not available in this build (available: gateway, validator)"
+                    "--roles: {r:?} is not available in this build (available: gateway, validator, data)"
                 )));
+            }
+            let data = roles.iter().any(|r| r == "data");
+            if !data && !data_allow.is_empty() {
+                return Err(CliError::Msg(
+                    "--data-allow: only a node with the data role (--roles data) fetches sources"
+                        .into(),
+                ));
+            }
+            if data && roles.iter().all(|r| r == "data") {
+                let mut cfg = serve_config(&serve, false)?;
+                cfg.data_allow = Some(data_allow);
+                return serve_data_only(cfg).await;
             }
             if !roles.iter().any(|r| r == "gateway") {
                 let config = config.ok_or_else(|| {
@@ -723,6 +799,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             }
             let mut cfg = serve_config(&serve, false)?;
             cfg.validator = roles.iter().any(|r| r == "validator");
+            cfg.data_allow = data.then_some(data_allow);
             serve_until_ctrl_c(cfg, "haca node").await
         }
         Command::Infer {
@@ -732,13 +809,17 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             settlement,
             mode,
             max_payment,
+            data,
             node,
         } => {
             let input = json_arg(&input, "--input")?;
             let settle = haca_core::settlement::SettlementMode::parse(&settlement)
                 .map_err(|e| CliError::Msg(format!("--settlement: {e}")))?;
             let client = node.client();
-            let body = json!({"model": model, "input": input, "mode": mode});
+            let mut body = json!({"model": model, "input": input, "mode": mode});
+            if !data.is_empty() {
+                body["data"] = json!(data);
+            }
             let headers = [("x-settlement-type", settle.as_str())];
             let ans = match client
                 .post_json_x402("/v1/infer", body.clone(), &headers)
@@ -786,6 +867,14 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 CliError::Msg(format!("the node sent a receipt that is not JSON: {e}"))
             })?;
             print_or(json, &receipt, show::receipt);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data(DataCommand::Fetch { url, json, node }) => {
+            let v = node
+                .client()
+                .send_json(Method::POST, "/v1/data/fetch", json!({"url": url}))
+                .await?;
+            print_or(json, &v, show::data_item);
             Ok(ExitCode::SUCCESS)
         }
         Command::Model(m) => model(m).await,

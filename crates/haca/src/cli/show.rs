@@ -279,3 +279,26 @@ pub fn history(v: &Value) {
         );
     }
 }
+
+/// A signed data item, as `haca data fetch` prints it.
+pub fn data_item(v: &Value) {
+    println!("data item {}", v["id"].as_str().unwrap_or("?"));
+    println!("  source:      {}", v["source"].as_str().unwrap_or("?"));
+    println!(
+        "  status:      {} {} ({} bytes)",
+        v["http_status"],
+        v["content_type"].as_str().unwrap_or("-"),
+        v["size"]
+    );
+    println!("  sha256:      {}", v["sha256"].as_str().unwrap_or("?"));
+    if let Some(t) = v["tls_cert_sha256"].as_str() {
+        println!("  tls cert:    sha256 {t}");
+    }
+    println!("  fetched at:  {}", time(&v["fetched_at"]));
+    println!("  valid until: {}", time(&v["valid_until"]));
+    println!("  signer:      {}", v["signer"].as_str().unwrap_or("?"));
+    println!(
+        "  signature:   {}",
+        short(v["signature"].as_str().unwrap_or("?"))
+    );
+}

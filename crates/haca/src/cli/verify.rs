@@ -34,6 +34,11 @@ pub struct VerifyArgs {
     /// file is the artifact's blob. Without it a proof-based binding prints `unchecked`.
     #[arg(long)]
     model: Vec<PathBuf>,
+    /// A data node whose signed items are trusted (repeatable; its id, 64 hex characters):
+    /// the trust anchor for `data.attested`. Without it, a data box whose signatures all
+    /// verify prints `unchecked`.
+    #[arg(long, value_name = "NODE_ID")]
+    data_node: Vec<haca_core::NodeId>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -62,6 +67,9 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
             TrustAnchors::from_history(history, a.allow_dev_root)
         }
     };
+    if !a.data_node.is_empty() {
+        anchors.data_nodes = Some(a.data_node.iter().copied().collect());
+    }
     anchors.attestation = Some(&haca_tee::receipt_check::TEE_VERIFIER);
     anchors.payment = Some(&haca_pay::receipt_check::PAYMENT_VERIFIER);
     let mut zk = haca_zk::receipt_check::ZkVerifier::default();

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod chain;
+pub mod data;
 pub mod enclave;
 pub mod error;
 pub mod extract;

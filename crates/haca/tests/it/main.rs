@@ -5,6 +5,7 @@ mod common;
 
 mod attest_cli;
 mod crash_durability;
+mod data_e2e;
 mod devnet_e2e;
 mod hardening_http;
 mod hardening_inputs;
