@@ -7,7 +7,6 @@
 //! - reviewers and viewers (`Bearer rt_...`), for runs that belong to a case.
 
 use super::error::ApiError;
-use super::extract::constant_time_eq;
 use super::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts, StatusCode};
@@ -60,19 +59,16 @@ impl FromRequestParts<Arc<AppState>> for Reader {
                     .map_err(|e| unauthorized(format!("header {PROOF_HEADER}: {e}")))?;
             return Ok(Reader::Payer(address));
         }
-        if let Some(auth) = text(header::AUTHORIZATION.as_str()) {
-            let token = auth.strip_prefix("Bearer ").unwrap_or("").trim();
-            if constant_time_eq(token.as_bytes(), st.operator_token.as_bytes()) {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let token = super::extract::bearer(&parts.headers).unwrap_or("");
+            if super::extract::is_operator(st, token) {
                 return Ok(Reader::Operator);
             }
-            if token.starts_with(haca_gateway::payment::API_KEY_PREFIX) {
-                return match haca_gateway::payment::presented_api_key(
-                    &st.gateway.store,
-                    Some(token),
-                )? {
-                    Some(k) => Ok(Reader::ApiKey(k)),
-                    None => Err(unauthorized("header Authorization: no such API key")),
-                };
+            // An unknown or revoked key is refused in there; a key is never `None` here.
+            if let Some(k) =
+                haca_gateway::payment::presented_api_key(&st.gateway.store, Some(token))?
+            {
+                return Ok(Reader::ApiKey(k));
             }
             if token.starts_with(haca_review::TOKEN_PREFIX) {
                 let p = super::review::principal_of_token(token, st)?;

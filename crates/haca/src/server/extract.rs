@@ -140,14 +140,8 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-            let given = auth
-                .to_str()
-                .unwrap_or("")
-                .strip_prefix("Bearer ")
-                .unwrap_or("")
-                .trim();
-            if constant_time_eq(given.as_bytes(), state.operator_token.as_bytes()) {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            if bearer(&parts.headers).is_some_and(|t| is_operator(state, t)) {
                 return Ok(Admin("operator".into()));
             }
             return Err(ApiError::new(
@@ -167,6 +161,20 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             .closing()),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header, trimmed; `None` without one.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Whether `token` is this node's operator token (compared in constant time).
+pub(crate) fn is_operator(st: &AppState, token: &str) -> bool {
+    constant_time_eq(token.as_bytes(), st.operator_token.as_bytes())
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -7,7 +7,7 @@ use super::extract::{Admin, JsonBody};
 use super::AppState;
 use crate::review::{parse_action, Principal, ReviewError};
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::{header, request::Parts, StatusCode};
+use axum::http::{request::Parts, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,17 +24,8 @@ pub struct Viewer(pub Principal);
 /// A reviewer token, or the operator token: 403 for a viewer.
 pub struct Reviewer(pub Principal);
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
 fn principal(parts: &Parts, st: &AppState) -> Result<Principal, ApiError> {
-    let Some(token) = bearer(parts) else {
+    let Some(token) = super::extract::bearer(&parts.headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -47,7 +38,7 @@ fn principal(parts: &Parts, st: &AppState) -> Result<Principal, ApiError> {
 
 /// The principal of bearer `token`: the operator, or a review token's holder; 401 otherwise.
 pub(super) fn principal_of_token(token: &str, st: &AppState) -> Result<Principal, ApiError> {
-    if super::extract::constant_time_eq(token.as_bytes(), st.operator_token.as_bytes()) {
+    if super::extract::is_operator(st, token) {
         return Ok(Principal {
             id: "operator".into(),
             role: Role::Reviewer,

@@ -37,9 +37,7 @@ pub fn payment_offer(headers: &HeaderMap) -> PaymentOffer {
     let x402 = [PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER]
         .into_iter()
         .find_map(|name| text(name).map(|v| (name, v)));
-    let bearer = text(axum::http::header::AUTHORIZATION.as_str())
-        .flatten()
-        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
+    let bearer = super::extract::bearer(headers).map(str::to_owned);
     PaymentOffer { x402, bearer }
 }
 
