@@ -123,6 +123,22 @@ fn set_balance(c: &Connection, asset: &str, owner: &str, v: u128) -> Result<(), 
     Ok(())
 }
 
+/// Moves `amount` of `asset` from `from` (which holds `.1`, at least `amount`) to `to`. The
+/// payee's balance is read after the debit, so a payment to oneself nets to zero.
+fn move_value(
+    c: &Connection,
+    asset: &str,
+    from: (&str, u128),
+    to: &str,
+    amount: u128,
+) -> Result<(), StoreError> {
+    set_balance(c, asset, from.0, from.1 - amount)?;
+    let credited = read_balance(c, asset, to)?
+        .checked_add(amount)
+        .ok_or_else(|| StoreError::Corrupt("a balance exceeds the supply".into()))?;
+    set_balance(c, asset, to, credited)
+}
+
 fn insert_payment(
     c: &Connection,
     t: &Transfer,
@@ -205,11 +221,7 @@ fn refund_where(
             );
             continue;
         }
-        set_balance(tx, &asset, &pay_to, held - value)?;
-        let back = read_balance(tx, &asset, &payer)?
-            .checked_add(value)
-            .ok_or_else(|| StoreError::Corrupt("a balance exceeds the supply".into()))?;
-        set_balance(tx, &asset, &payer, back)?;
+        move_value(tx, &asset, (&pay_to, held), &payer, value)?;
         tx.prepare_cached(
             "UPDATE payments SET refunded_at = ?1, refund_reason = ?2 WHERE transaction_id = ?3",
         )?
@@ -266,12 +278,7 @@ impl Store {
                 "INSERT INTO used_nonces (asset, address, nonce, used_at) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![asset, from, nonce, t.settled_at as i64])?;
-            set_balance(tx, &asset, &from, balance - amount)?;
-            // Read after the debit, so a payment to oneself nets to zero.
-            let credited = read_balance(tx, &asset, &to)?
-                .checked_add(amount)
-                .ok_or_else(|| StoreError::Corrupt("a balance exceeds the supply".into()))?;
-            set_balance(tx, &asset, &to, credited)?;
+            move_value(tx, &asset, (&from, balance), &to, amount)?;
             insert_payment(tx, &t, true, None)?;
             Ok(Ok(()))
         })
