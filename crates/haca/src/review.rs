@@ -962,3 +962,53 @@ pub fn parse_action(s: &str) -> Result<Action, ReviewError> {
         .param("action")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sixteen_watchers_of_a_case_share_one_read_per_change() {
+        let classes = haca_review::CaseClasses::new(Vec::new()).unwrap();
+        let review = Arc::new(Review::new(classes, false));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counter = reads.clone();
+        let read: ReadSummary = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok("the case's summary".to_string())
+        });
+        let (heights, height) = tokio::sync::watch::channel(0u64);
+        let mut views: Vec<CaseWatch> = (0..MAX_WATCHERS_PER_TOKEN)
+            .map(|_| {
+                review
+                    .watch("case_1", "rt_a", Some(height.clone()), read.clone())
+                    .unwrap()
+            })
+            .collect();
+        let refused = review.watch("case_1", "rt_a", Some(height.clone()), read.clone());
+        assert!(matches!(refused, Err(ReviewError::TooManyWatchers(_))));
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            0,
+            "nothing is read before a change"
+        );
+
+        // One new block: one read, and every view gets its summary.
+        heights.send(1).unwrap();
+        for v in &mut views {
+            tokio::time::timeout(Duration::from_secs(10), v.updates.changed())
+                .await
+                .expect("a view hears of the change")
+                .unwrap();
+            assert_eq!(v.updates.borrow().as_deref(), Some("the case's summary"));
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "16 views, one read");
+
+        // Closing a view frees its token's slot.
+        views.pop();
+        review
+            .watch("case_1", "rt_a", Some(height.clone()), read.clone())
+            .unwrap();
+    }
+}

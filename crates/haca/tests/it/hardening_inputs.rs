@@ -248,10 +248,19 @@ fn proc_kb(pid: u32, field: &str) -> u64 {
 /// Starts measuring the node's peak resident memory from now: resets its VmHWM to its
 /// current RSS (`5` into /proc/PID/clear_refs) and returns that. Where the reset is not
 /// allowed, the peak so far.
+/// Resets the node's peak RSS and returns its RSS now: the baseline the upload's peak is
+/// measured against. Where the kernel refuses the reset, the baseline is the peak so far,
+/// which can hide a spike below it: said out loud, so that a pass there is read as weaker.
 fn reset_peak_rss(pid: u32) -> u64 {
     match std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
         Ok(()) => proc_kb(pid, "VmRSS"),
-        Err(_) => proc_kb(pid, "VmHWM"),
+        Err(e) => {
+            eprintln!(
+                "WARNING: cannot reset the node's peak RSS ({e}); measuring against its earlier \
+                 peak, which can hide a spike below it"
+            );
+            proc_kb(pid, "VmHWM")
+        }
     }
 }
 
