@@ -237,6 +237,25 @@ mod tests {
         assert!(e.contains("the allowlist is empty"), "{e}");
     }
 
+    proptest::proptest! {
+        /// No host that merely starts or ends like the rule's, and no path that merely
+        /// starts like its prefix, is admitted.
+        #[test]
+        fn look_alike_hosts_and_paths_are_never_admitted(
+            label in "[a-z0-9]{1,12}", seg in "[a-z0-9]{1,8}",
+        ) {
+            let l = list(&["https://example.com/v1"]);
+            let suffixed = format!("https://example.com.{label}/v1");
+            let prefixed = format!("https://{label}example.com/v1");
+            let longer = format!("https://example.com/v1{seg}");
+            let inside = format!("https://example.com/v1/{seg}");
+            proptest::prop_assert!(l.admit(&suffixed).is_err());
+            proptest::prop_assert!(l.admit(&prefixed).is_err());
+            proptest::prop_assert!(l.admit(&longer).is_err());
+            proptest::prop_assert!(l.admit(&inside).is_ok());
+        }
+    }
+
     #[test]
     fn bad_rules_and_urls_are_named() {
         assert!(AllowRule::parse("ftp://x/").is_err());
