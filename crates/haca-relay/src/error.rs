@@ -31,6 +31,9 @@ pub enum OhttpError {
     /// A response (or one chunk of it) did not open: altered, reordered, or for another request.
     #[error("the response does not decrypt (altered, reordered, or for another request)")]
     ResponseDecrypt,
+    /// The same request (the same `enc` under the same key id) was opened before.
+    #[error("replayed request (key id {key_id})")]
+    Replayed { key_id: u8 },
     /// A chunked response ended before its final chunk: possibly cut short.
     #[error("the chunked response ended without its final chunk")]
     MissingFinalChunk,
@@ -66,6 +69,7 @@ impl OhttpError {
             OhttpError::UnsupportedSuite { .. } => "unsupported_suite",
             OhttpError::RequestDecrypt => "request_decrypt_failed",
             OhttpError::ResponseDecrypt => "response_decrypt_failed",
+            OhttpError::Replayed { .. } => "replayed_request",
             OhttpError::MissingFinalChunk => "missing_final_chunk",
             OhttpError::TrailingData => "trailing_data",
             OhttpError::MalformedKeyConfig(_) => "malformed_key_config",

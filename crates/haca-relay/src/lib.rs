@@ -8,6 +8,7 @@
 //!   or chunked ([`ChunkedResponseEncoder`]).
 //! - [`client`]: [`encapsulate`] a request, open its response ([`ClientContext`],
 //!   [`ChunkedResponseDecoder`]).
+//! - [`ReplayGuard`]: refuses a request opened before (OHTTP alone does not).
 //! - [`bhttp`]: the inner message, BHTTP (RFC 9292) or OpenGradient's JSON.
 //!
 //! Interoperability target: OpenGradient's `opengradient.client.tee_ohttp` (PyPI
@@ -33,6 +34,7 @@ pub mod config;
 mod error;
 mod hpke_ops;
 pub mod keys;
+mod replay;
 pub mod response;
 pub mod server;
 
@@ -40,6 +42,7 @@ pub use client::{encapsulate, encapsulate_with, ClientContext};
 pub use config::{Aead, KeyConfig, OhttpDescriptor, SymmetricSuite};
 pub use error::OhttpError;
 pub use keys::{KeyPair, KeyRing};
+pub use replay::ReplayGuard;
 pub use response::{ChunkedResponseDecoder, ChunkedResponseEncoder};
 pub use server::{decapsulate, RequestHeader, ResponseContext};
 

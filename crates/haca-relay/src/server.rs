@@ -94,8 +94,7 @@ impl std::fmt::Debug for ResponseContext {
 /// bytes.
 ///
 /// OHTTP itself does not stop a replayed request: the same bytes open again (with a fresh
-/// response). A gateway that must refuse replays remembers `enc` per key id until the key
-/// expires ([`ResponseContext::enc`]).
+/// response). A gateway refuses replays with a [`crate::ReplayGuard`] after this succeeds.
 pub fn decapsulate(
     ring: &KeyRing,
     request: &[u8],

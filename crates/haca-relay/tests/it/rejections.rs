@@ -210,3 +210,29 @@ fn reordered_or_altered_chunks_and_data_after_the_end_are_refused() {
         OhttpError::TrailingData
     );
 }
+
+#[test]
+fn a_replayed_request_opens_but_the_replay_guard_refuses_it() {
+    let ring = ring();
+    let mut guard = haca_relay::ReplayGuard::new(2);
+    let (request, _) = encapsulate(ring.current().config(), b"{}").unwrap();
+    let (_, first) = decapsulate(&ring, &request).unwrap();
+    guard.check(&first).unwrap();
+    // OHTTP alone opens the same bytes again; the guard names the replay.
+    let (_, again) = decapsulate(&ring, &request).unwrap();
+    let err = guard.check(&again).unwrap_err();
+    assert_eq!(err, OhttpError::Replayed { key_id: 2 });
+    assert_eq!(err.code(), "replayed_request");
+    assert!(!err.is_key_problem());
+    // Bounded: past its capacity the oldest request is forgotten.
+    for _ in 0..2 {
+        let (r, _) = encapsulate(ring.current().config(), b"{}").unwrap();
+        guard.check(&decapsulate(&ring, &r).unwrap().1).unwrap();
+    }
+    assert_eq!(guard.remembered(2), 2);
+    assert!(guard
+        .check(&decapsulate(&ring, &request).unwrap().1)
+        .is_ok());
+    guard.forget_key(&[2]);
+    assert_eq!(guard.remembered(2), 0);
+}
