@@ -11,7 +11,7 @@ use super::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts, StatusCode};
 use haca_pay::Address;
-use haca_store::{ApiKeyRow, RunRecord};
+use haca_store::ApiKeyRow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -97,17 +97,22 @@ const HOW: &str = "send its payer's API key (Authorization: Bearer hk_...) or an
 impl Reader {
     /// Whether this reader may read `rec`'s output; refuses with why. The receipt stays
     /// public at `/v1/runs/{id}/receipt`.
-    pub fn may_read_run(&self, st: &AppState, rec: &RunRecord) -> Result<(), ApiError> {
-        let payer = || run_payer(rec);
+    /// Whether this reader may read run `run_id`, whose stored receipt is `receipt`.
+    pub fn may_read_run(
+        &self,
+        st: &AppState,
+        run_id: &str,
+        receipt: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let payer = || run_payer(receipt);
         match self {
             Reader::Operator => Ok(()),
             Reader::Reviewer(id) => {
-                if st.gateway.store.run_in_a_case(&rec.run_id)? {
+                if st.gateway.store.run_in_a_case(run_id)? {
                     Ok(())
                 } else {
                     Err(forbidden(format!(
-                        "review token {id} reads runs that belong to a case; run {} is in none",
-                        rec.run_id
+                        "review token {id} reads runs that belong to a case; run {run_id} is in none"
                     )))
                 }
             }
@@ -120,12 +125,10 @@ impl Reader {
                 Ok(())
             }
             Reader::ApiKey(_) | Reader::Payer(_) => Err(forbidden(format!(
-                "run {} was not paid by this payer; its receipt is public at /v1/runs/{}/receipt",
-                rec.run_id, rec.run_id
+                "run {run_id} was not paid by this payer; its receipt is public at /v1/runs/{run_id}/receipt"
             ))),
             Reader::Anonymous => Err(unauthorized(format!(
-                "run {}'s output is readable by who paid for it: {HOW}; its receipt is public at /v1/runs/{}/receipt",
-                rec.run_id, rec.run_id
+                "run {run_id}'s output is readable by who paid for it: {HOW}; its receipt is public at /v1/runs/{run_id}/receipt"
             ))),
         }
     }
@@ -159,9 +162,8 @@ impl Reader {
 }
 
 /// The payer named in a stored run's payment box (`None`: the run was free).
-fn run_payer(rec: &RunRecord) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(&rec.receipt).ok()?;
-    v["boxes"]["payment"]["evidence"]["payer"]
+fn run_payer(receipt: &serde_json::Value) -> Option<String> {
+    receipt["boxes"]["payment"]["evidence"]["payer"]
         .as_str()
         .map(str::to_owned)
 }

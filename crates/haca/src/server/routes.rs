@@ -171,7 +171,8 @@ pub async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let r = load_run(&st, &id)?;
-    reader.may_read_run(&st, &r)?;
+    let receipt = stored_json(&r.receipt, "receipt")?;
+    reader.may_read_run(&st, &r.run_id, &receipt)?;
     Ok(Json(json!({
         "run_id": r.run_id,
         "created_at": r.created_at,
@@ -181,7 +182,7 @@ pub async fn get_run(
         "node_id": r.node_id,
         "receipt_digest": r.receipt_digest,
         "output": stored_json(&r.output, "output")?,
-        "receipt": stored_json(&r.receipt, "receipt")?,
+        "receipt": receipt,
     })))
 }
 
