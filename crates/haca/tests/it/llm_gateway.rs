@@ -374,7 +374,11 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
         .args([
             "chat",
             "--once",
-            "Name a fruit.",
+            // Greedy: the base model's answer is the same every run, so "some text came
+            // back" does not hang on the sampler (a sampled answer may be only whitespace).
+            "The capital of France is",
+            "--temperature",
+            "0",
             "--max-tokens",
             "8",
             "--node",
