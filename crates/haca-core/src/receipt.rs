@@ -158,6 +158,10 @@ pub struct RouteEvidence {
     pub policy: String,
     #[serde(default)]
     pub attempts: Vec<RouteAttempt>,
+    /// The OHTTP relay the request came through, as the relay named itself (path `ohttp`
+    /// only; absent when the relay did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
 }
 
 impl RouteEvidence {
@@ -175,6 +179,7 @@ impl RouteEvidence {
                 outcome: "served".into(),
                 error: None,
             }],
+            relay: None,
         }
     }
 }

@@ -330,13 +330,25 @@ impl ChatGateway {
 }
 
 /// What haca signs about the request, fixed before any route is tried: its hash, the input's
-/// hash and the run id derived from them.
-#[derive(Clone, Copy)]
+/// hash and the run id derived from them, and how the request reached the gateway.
+#[derive(Clone)]
 pub struct CallStart {
     pub run_id: RunId,
     pub request_hash: Digest,
     pub input_hash: Digest,
     pub started_at: u64,
+    pub transport: Transport,
+}
+
+/// How a call reached the gateway: the route box's path says `ohttp` for a call that came
+/// sealed through an OHTTP relay (whatever route then served it), and names the relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    #[default]
+    Direct,
+    Ohttp {
+        relay: Option<String>,
+    },
 }
 
 impl CallStart {
@@ -347,6 +359,7 @@ impl CallStart {
             request_hash,
             input_hash,
             started_at: now_ms(),
+            transport: Transport::Direct,
         })
     }
 }
@@ -600,13 +613,18 @@ impl ChatGateway {
         if let Some(a) = produced.artifact.take() {
             builder.artifact(a);
         }
+        let (path, relay) = match &start.transport {
+            Transport::Direct => (route.path.receipt_path(), None),
+            Transport::Ohttp { relay } => (PrivacyPath::Ohttp, relay.clone()),
+        };
         builder
             .route(RouteEvidence {
                 provider: format!("{}/{}", route.provider, route.model),
                 node,
-                path: route.path.receipt_path(),
+                path,
                 policy: call.privacy().as_str().into(),
                 attempts: attempts.clone(),
+                relay,
             })
             .payment(payment);
         builder
@@ -629,7 +647,7 @@ impl ChatGateway {
             conversation: c.clone(),
             model: call.model().to_owned(),
             provider: format!("{}/{}", route.provider, route.model),
-            path: path_name(route.path.receipt_path()).into(),
+            path: path_name(path).into(),
             privacy: call.privacy().as_str().into(),
             attempts: attempts.len() as u64,
         });

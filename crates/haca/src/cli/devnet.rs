@@ -181,6 +181,8 @@ pub enum StartError {
     Prover(String),
     #[error("data role: {0}")]
     Data(String),
+    #[error("OHTTP keys: {0}")]
+    Ohttp(#[from] server::ohttp::OhttpKeysError),
 }
 
 /// The log entries of one committed block: its decided runs, then its round.
@@ -630,7 +632,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .public_url
         .clone()
         .unwrap_or_else(|| server::x402::PublicUrl::of_listener(addr));
+    let ohttp = Arc::new(server::ohttp::OhttpKeys::load_or_create(&cfg.data_dir)?);
+    let mut remote_tasks = remote_tasks;
+    remote_tasks.push(server::ohttp::spawn_rotation(ohttp.clone()));
     let state = Arc::new(AppState {
+        ohttp: Some(ohttp),
         public_url,
         review,
         chat,

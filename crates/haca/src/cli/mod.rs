@@ -6,6 +6,7 @@ mod chat;
 pub mod devnet;
 mod govern;
 mod loadgen;
+pub mod relay;
 mod show;
 mod testnet;
 mod token;
@@ -204,6 +205,17 @@ enum Command {
         /// up` writes them.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The relay role (`--roles relay`): the gateway it forwards OHTTP requests to.
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
+        /// The relay role: a gateway API key the relay pays with on its users' behalf.
+        #[arg(
+            long,
+            value_name = "KEY",
+            env = "HACA_RELAY_API_KEY",
+            hide_env_values = true
+        )]
+        api_key: Option<String>,
     },
     /// The dev enclave process (devnet starts and supervises it): holds a run key that no
     /// other process sees and proves it with dev-CA attestation documents.
@@ -488,13 +500,37 @@ async fn serve_data_only(cfg: NodeConfig) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, CliError> {
+async fn serve_until_ctrl_c(
+    cfg: NodeConfig,
+    title: &str,
+    with_relay: bool,
+) -> Result<ExitCode, CliError> {
     let cfg_chain = cfg.chain_dir.clone();
+    let relay_addr = SocketAddr::new(cfg.listen.ip(), 0);
     let mut node = devnet::start(cfg).await?;
     println!("{title} is up");
     println!("  url:       {}", node.url);
     println!("  node id:   {}", node.node_id);
     println!("  data dir:  {}", node.data_dir.display());
+    if with_relay {
+        // The private path's relay, in this process (`haca node --roles relay` alone).
+        let listener = tokio::net::TcpListener::bind(relay_addr)
+            .await
+            .map_err(|e| CliError::Msg(format!("relay: cannot listen on {relay_addr}: {e}")))?;
+        let url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(|e| CliError::Msg(e.to_string()))?
+        );
+        let cfg = relay::RelayConfig {
+            gateway: node.url.clone(),
+            name: url.clone(),
+            api_key: None,
+        };
+        tokio::spawn(relay::serve(listener, cfg, std::future::pending()));
+        println!("  relay:     {url} (OHTTP: POST {url}/v1/ohttp)");
+    }
     match (&node.chain_id, &cfg_chain) {
         (Some(chain_id), Some(dir)) => println!(
             "  chain:     {chain_id}, the validators of {}; trust file {}",
@@ -555,6 +591,43 @@ async fn serve_until_ctrl_c(cfg: NodeConfig, title: &str) -> Result<ExitCode, Cl
     node.wait()
         .await
         .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `haca node --roles relay`: the OHTTP relay alone, until ctrl-c.
+async fn serve_relay(
+    listen: SocketAddr,
+    gateway: String,
+    api_key: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::Msg(format!("cannot listen on {listen}: {e}")))?;
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(|e| CliError::Msg(e.to_string()))?
+    );
+    println!("haca relay is up");
+    println!("  url:       {url}");
+    println!("  gateway:   {gateway}");
+    println!(
+        "  pays:      {}",
+        if api_key.is_some() {
+            "with its API key"
+        } else {
+            "no (clients' requests go unpaid)"
+        }
+    );
+    let cfg = relay::RelayConfig {
+        gateway,
+        name: url,
+        api_key,
+    };
+    relay::serve(listener, cfg, stop_signal())
+        .await
+        .map_err(|e| CliError::Msg(format!("relay stopped: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -746,7 +819,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 cfg.validator = false;
                 cfg.chain_dir = Some(dir);
             }
-            serve_until_ctrl_c(cfg, "haca devnet").await
+            serve_until_ctrl_c(cfg, "haca devnet", true).await
         }
         Command::Testnet(t) => testnet::run(t).await,
         Command::Enclave {
@@ -764,14 +837,34 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             roles,
             config,
             data_allow,
+            gateway,
+            api_key,
         } => {
             if let Some(r) = roles
                 .iter()
-                .find(|r| !matches!(r.as_str(), "gateway" | "validator" | "data"))
+                .find(|r| !matches!(r.as_str(), "gateway" | "validator" | "data" | "relay"))
             {
                 return Err(CliError::Msg(format!(
-                    "--roles: {r:?} is not available in this build (available: gateway, validator, data)"
+                    "--roles: {r:?} is not available in this build (available: gateway, validator, data, relay)"
                 )));
+            }
+            let is_relay = roles.iter().any(|r| r == "relay");
+            if is_relay && roles.len() > 1 {
+                return Err(CliError::Msg(
+                    "--roles relay runs alone (a relay beside its own gateway would see both sides)"
+                        .into(),
+                ));
+            }
+            if is_relay {
+                let gateway = gateway.ok_or_else(|| {
+                    CliError::Msg("--roles relay: give the gateway's --gateway URL".into())
+                })?;
+                return serve_relay(serve.listen, gateway, api_key).await;
+            }
+            if gateway.is_some() || api_key.is_some() {
+                return Err(CliError::Msg(
+                    "--gateway/--api-key: only a relay (--roles relay) takes them".into(),
+                ));
             }
             let data = roles.iter().any(|r| r == "data");
             if !data && !data_allow.is_empty() {
@@ -800,7 +893,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             let mut cfg = serve_config(&serve, false)?;
             cfg.validator = roles.iter().any(|r| r == "validator");
             cfg.data_allow = data.then_some(data_allow);
-            serve_until_ctrl_c(cfg, "haca node").await
+            serve_until_ctrl_c(cfg, "haca node", false).await
         }
         Command::Infer {
             model,

@@ -8,12 +8,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use haca_core::settlement::SettlementMode;
 use haca_exec::llm::Call;
 use haca_exec::llm::{ChatRequest, CompletionRequest};
 use haca_gateway::chat::{
-    conversation_view, new_conversation_id, CallStart, ChatGateway, Failed, Served,
+    conversation_view, new_conversation_id, CallStart, ChatGateway, Failed, Served, Transport,
 };
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -35,13 +36,17 @@ pub async fn models(State(st): S) -> Result<Json<Value>, ApiError> {
     Ok(Json(chat_of(&st)?.models()))
 }
 
+/// `transport` is set only by the OHTTP gateway ([`super::ohttp`]), on the request it
+/// opened and dispatches in-process; a request from the network never carries it.
 pub async fn chat_completions(
     State(st): S,
+    transport: Option<Extension<Transport>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let call = Call::Chat(ChatRequest::parse(body)?);
-    serve(st, headers, call, "/v1/chat/completions").await
+    let transport = transport.map(|Extension(t)| t).unwrap_or_default();
+    serve(st, headers, call, "/v1/chat/completions", transport).await
 }
 
 pub async fn completions(
@@ -50,7 +55,7 @@ pub async fn completions(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let call = Call::Completion(CompletionRequest::parse(body)?);
-    serve(st, headers, call, "/v1/completions").await
+    serve(st, headers, call, "/v1/completions", Transport::Direct).await
 }
 
 /// A conversation's turns: readable by whoever may read its runs' outputs
@@ -91,6 +96,7 @@ async fn serve(
     headers: HeaderMap,
     call: Call,
     endpoint: &str,
+    transport: Transport,
 ) -> Result<Response, ApiError> {
     let chat = chat_of(&st)?;
     let settlement = super::routes::settlement_mode(&headers)?;
@@ -102,7 +108,8 @@ async fn serve(
     }
     let routes = chat.plan(&call)?;
     chat.precheck(&call, &routes).await?;
-    let start = CallStart::new(&st.gateway, &call)?;
+    let mut start = CallStart::new(&st.gateway, &call)?;
+    start.transport = transport;
     let pending = match &st.payments {
         None => None,
         Some(p) => {
@@ -196,6 +203,7 @@ async fn serve(
             }
         });
         let include_usage = call.include_usage();
+        let run_id = start.run_id;
         tokio::spawn(async move {
             let result = chat
                 .serve(
@@ -227,7 +235,7 @@ async fn serve(
                 }
                 Err(f) => {
                     let mut body = failed_error(f).body();
-                    body["error"]["haca"] = json!({"run_id": start.run_id.to_string()});
+                    body["error"]["haca"] = json!({"run_id": run_id.to_string()});
                     let _ = event_tx.send(body.to_string());
                 }
             }

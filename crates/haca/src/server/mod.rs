@@ -7,6 +7,7 @@ pub mod enclave;
 pub mod error;
 pub mod extract;
 mod llm;
+pub mod ohttp;
 mod panel;
 pub mod review;
 mod routes;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub review: Arc<crate::review::Review>,
     /// The node's public base URL: payment resources are `{public_url}{path}`.
     pub public_url: x402::PublicUrl,
+    /// The private path's keys (`/v1/ohttp`), when the node answers OHTTP.
+    pub ohttp: Option<Arc<ohttp::OhttpKeys>>,
 }
 
 /// Body limits, in bytes, and how long and how many clients are served.
@@ -94,7 +97,8 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
             .route("/v1/apikeys/self", get(pay::api_key_self))
             .route("/v1/apikeys/{id}", delete(pay::revoke_api_key));
     }
-    r.route("/", get(panel::index))
+    let app = r
+        .route("/", get(panel::index))
         .route("/panel.js", get(panel::script))
         .route("/panel.css", get(panel::style))
         .route("/v1/review/tokens", post(review::create_token))
@@ -139,7 +143,8 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone());
+    ohttp::wrap(app, state)
 }
 
 /// Serves `app` on `listener` (HTTP/1.1) until `shutdown` resolves, then stops accepting and

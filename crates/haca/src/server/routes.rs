@@ -513,7 +513,20 @@ pub async fn tee_enclaves(State(st): S) -> Result<Json<Value>, ApiError> {
             .cloned(),
         None => None,
     };
+    // The private path's keys, signed by the node; the enclave's document binds their
+    // digest as its nonce (the enclave vouches for the list shown, not for who holds it).
+    let ohttp = match &st.ohttp {
+        None => Value::Null,
+        Some(keys) => {
+            let (mut view, digest) = keys.signed_view(&st.gateway.key);
+            if let Ok(doc) = enclave_of(&st)?.attestation(Some(&digest)).await {
+                view["attestation_doc_b64"] = doc.document_b64.into();
+            }
+            view
+        }
+    };
     Ok(Json(json!({"enclaves": [{
+        "ohttp": ohttp,
         "tee_id": v.tee_id,
         "signing_key_pem": v.signing_key_pem,
         "enclave_key": v.enclave_key,

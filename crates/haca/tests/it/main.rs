@@ -13,6 +13,7 @@ mod hardening_payments;
 mod hardening_reads;
 mod hardening_watchers;
 mod llm_gateway;
+mod ohttp_e2e;
 mod panel_browser;
 mod review_e2e;
 mod settlement_e2e;

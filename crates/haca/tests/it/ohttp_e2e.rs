@@ -1,0 +1,377 @@
+//! The private path end to end: a real `haca devnet` (gateway and its in-process relay) with
+//! a fake OpenAI-compatible upstream, a separate `haca node --roles relay` behind a TCP
+//! proxy that records what the relay sends and receives, and haca-relay's client side
+//! sealing requests and opening answers.
+
+use crate::common::{wait_ready, BIN};
+use haca_relay::KeyConfig;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PROMPT: &str = "secret-prompt-7f3a: what is the capital of Atlantis?";
+const ANSWER: &str = "secret-answer-91c2: Poseidonia";
+
+/// A fake OpenAI-compatible upstream that streams [`ANSWER`] to every chat call.
+fn fake_upstream() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.to_ascii_lowercase();
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let chunk = |delta: Value, finish: Value| {
+                    format!(
+                        "data: {}\n\n",
+                        json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m1",
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+                    )
+                };
+                let sse = format!(
+                    "{}{}data: [DONE]\n\n",
+                    chunk(json!({"role": "assistant", "content": ANSWER}), Value::Null),
+                    chunk(json!({}), json!("stop"))
+                );
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{sse}",
+                    sse.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the first line the child prints starting with `prefix`.
+fn printed(child: &mut Child, prefix: &'static str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(v) = line.trim().strip_prefix(prefix) {
+                let _ = tx.send(v.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the process printed its URL within 60 s")
+}
+
+struct Net {
+    _devnet: Proc,
+    gateway: String,
+    relay: String,
+    http: Client,
+    _dir: tempfile::TempDir,
+}
+
+fn devnet() -> Net {
+    let port = fake_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("name=fake,url=http://127.0.0.1:{port}/v1,models=m1");
+    let mut child = Command::new(BIN)
+        .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--price-per-request", "0", "--no-llm", "--provider", &spec])
+        .env("HACA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut gateway, mut relay) = (None, None);
+    while gateway.is_none() || relay.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("devnet printed its url and relay within 60 s");
+        let first = |p: &str| {
+            line.trim()
+                .strip_prefix(p)
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        gateway = gateway.or(first("url:"));
+        relay = relay.or(first("relay:"));
+    }
+    let http = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let gateway = gateway.unwrap();
+    wait_ready(&http, &gateway);
+    Net {
+        _devnet: Proc(child),
+        gateway,
+        relay: relay.unwrap(),
+        http,
+        _dir: dir,
+    }
+}
+
+fn keys(http: &Client, base: &str) -> Vec<KeyConfig> {
+    let r = http.get(format!("{base}/v1/ohttp/config")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], haca_relay::MEDIA_TYPE_KEYS);
+    KeyConfig::decode_list(&r.bytes().unwrap()).unwrap()
+}
+
+fn chat_body(stream: bool) -> Vec<u8> {
+    json!({"model": "fake/m1", "stream": stream,
+           "messages": [{"role": "user", "content": PROMPT}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn send(http: &Client, relay: &str, sealed: Vec<u8>, stream: bool) -> reqwest::blocking::Response {
+    let mut req = http
+        .post(format!("{relay}/v1/ohttp"))
+        .header("content-type", haca_relay::MEDIA_TYPE_REQUEST)
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("cookie", "who=alice")
+        .body(sealed);
+    if stream {
+        req = req
+            .header("accept", haca_relay::MEDIA_TYPE_CHUNKED_RESPONSE)
+            .header("x-ohttp-stream", "true");
+    }
+    req.send().unwrap()
+}
+
+/// Seals a chat to the current key, sends it through `relay`, opens the answer.
+fn private_chat(http: &Client, relay: &str) -> Value {
+    let config = &keys(http, relay)[0];
+    let (sealed, ctx) = haca_relay::encapsulate(config, &chat_body(false)).unwrap();
+    let r = send(http, relay, sealed, false);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], haca_relay::MEDIA_TYPE_RESPONSE);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    serde_json::from_slice(&ctx.open(&r.bytes().unwrap()).unwrap()).unwrap()
+}
+
+#[test]
+fn a_chat_sealed_through_the_relay_opens_and_its_route_box_says_ohttp_and_names_the_relay() {
+    let net = devnet();
+    let configs = keys(&net.http, &net.relay);
+    assert!(configs.len() >= 2, "two key ids are served at once");
+    assert_eq!(configs, keys(&net.http, &net.gateway));
+    let answer = private_chat(&net.http, &net.relay);
+    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+    let route = &answer["haca"]["route"];
+    assert_eq!(route["path"], "ohttp", "{answer}");
+    assert_eq!(route["relay"], net.relay.as_str(), "{answer}");
+    let run = answer["haca"]["run_id"].as_str().unwrap();
+    let receipt: Value = net
+        .http
+        .get(format!("{}/v1/runs/{run}/receipt", net.gateway))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let evidence = &receipt["boxes"]["route"]["evidence"];
+    assert_eq!(evidence["path"], "ohttp", "{receipt}");
+    assert_eq!(evidence["relay"], net.relay.as_str());
+
+    // /v1/tee shows the keys, signed by the node over the key list it serves.
+    let tee: Value = net
+        .http
+        .get(format!("{}/v1/tee", net.gateway))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let o = &tee["enclaves"][0]["ohttp"];
+    assert_eq!(o["key_id"], configs[0].key_id, "{tee}");
+    let list = haca_relay::KeyConfig::encode_list(&configs);
+    let digest = haca_core::hash::sha256(&list);
+    let msg = [b"haca.ohttp.keys.v1:".as_slice(), digest.as_bytes()].concat();
+    let signer: haca_core::NodeId = o["signer"].as_str().unwrap().parse().unwrap();
+    haca_core::keys::verify(&signer, &msg, o["signature"].as_str().unwrap()).unwrap();
+}
+
+#[test]
+fn a_streamed_private_chat_comes_back_one_sealed_sse_event_per_chunk() {
+    let net = devnet();
+    let config = &keys(&net.http, &net.relay)[0];
+    let (sealed, ctx) = haca_relay::encapsulate(config, &chat_body(true)).unwrap();
+    let r = send(&net.http, &net.relay, sealed, true);
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        haca_relay::MEDIA_TYPE_CHUNKED_RESPONSE
+    );
+    let chunks = ctx.open_chunked(&r.bytes().unwrap()).unwrap();
+    let text: Vec<String> = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert!(text.iter().any(|t| t.contains(ANSWER)), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("[DONE]")), "{text:?}");
+    assert!(
+        text.iter().any(|t| t.contains("\"ohttp\"")),
+        "the final event's route says ohttp: {text:?}"
+    );
+}
+
+#[test]
+fn unknown_key_ids_truncated_replayed_and_mistyped_requests_are_refused_without_a_crash() {
+    let net = devnet();
+    let config = &keys(&net.http, &net.relay)[0];
+    // An unknown key id: RFC 9458's problem document.
+    let mut other = config.clone();
+    other.key_id = config.key_id.wrapping_add(100);
+    let (sealed, _) = haca_relay::encapsulate(&other, &chat_body(false)).unwrap();
+    let r = send(&net.http, &net.relay, sealed, false);
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.text().unwrap(), haca_relay::KEY_PROBLEM_JSON);
+    // Truncated: a 400 naming why.
+    let (sealed, _) = haca_relay::encapsulate(config, &chat_body(false)).unwrap();
+    for cut in [0, 3, 20, sealed.len() - 1] {
+        let r = send(&net.http, &net.relay, sealed[..cut].to_vec(), false);
+        assert_eq!(r.status(), 400, "cut at {cut}");
+        let v: Value = r.json().unwrap();
+        assert!(
+            matches!(
+                v["error"]["code"].as_str(),
+                Some("truncated" | "request_decrypt_failed")
+            ),
+            "{v}"
+        );
+    }
+    // Replayed: the second copy is refused.
+    let r = send(&net.http, &net.relay, sealed.clone(), false);
+    assert_eq!(r.status(), 200);
+    let r = send(&net.http, &net.relay, sealed, false);
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["code"],
+        "replayed_request"
+    );
+    // Another media type: 415.
+    let r = net
+        .http
+        .post(format!("{}/v1/ohttp", net.gateway))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // The gateway still serves.
+    let answer = private_chat(&net.http, &net.relay);
+    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+}
+
+/// A TCP proxy to `target` recording every byte both ways.
+fn recording_proxy(target: String) -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(client) = conn else { continue };
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            Ok(n) => {
+                                record.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if to.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn the_relays_traffic_and_logs_hold_no_plaintext_of_the_prompt_or_the_answer() {
+    let net = devnet();
+    let target = net.gateway.trim_start_matches("http://").to_owned();
+    let (port, seen) = recording_proxy(target);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["node", "--roles", "relay", "--listen", "127.0.0.1:0"])
+        .args(["--gateway", &format!("http://127.0.0.1:{port}")])
+        .env("HACA_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let relay = printed(&mut child, "url:");
+    let _relay = Proc(child);
+    let answer = private_chat(&net.http, &relay);
+    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+    assert_eq!(answer["haca"]["route"]["relay"], relay.as_str());
+    let traffic = seen.lock().unwrap().clone();
+    assert!(traffic.len() > 100, "the proxy saw the relay's traffic");
+    let logs = std::fs::read(log.path()).unwrap();
+    for (what, bytes) in [("traffic", &traffic), ("logs", &logs)] {
+        for secret in [PROMPT, ANSWER, "secret-prompt", "secret-answer", "Atlantis"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the relay's {what} hold {secret:?}"
+            );
+        }
+    }
+    // Client-identifying headers stayed with the relay.
+    let text = String::from_utf8_lossy(&traffic).to_ascii_lowercase();
+    assert!(!text.contains("x-forwarded-for"), "{text}");
+    assert!(!text.contains("alice"), "{text}");
+    assert!(text.contains("x-haca-relay"), "{text}");
+}
