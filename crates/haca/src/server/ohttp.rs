@@ -305,7 +305,7 @@ async fn request(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> R
     let inner = match format {
         InnerFormat::Json => Request::post("/v1/chat/completions")
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(plaintext))
+            .body(Body::from(sealed_to_enclave(&headers, plaintext)))
             .map_err(|e| e.to_string()),
         InnerFormat::Bhttp => match InnerRequest::decode(&plaintext) {
             Ok(r) => bhttp_request(r),
@@ -350,6 +350,23 @@ async fn request(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> R
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// A JSON chat sealed for an enclave (`X-TEE-ID`, as OpenGradient's client sends) runs in
+/// it: `privacy: "tee"` unless the body says otherwise. OpenGradient's client drops fields
+/// its signature does not cover, `privacy` among them; the enclave's signed request hash
+/// leaves it out too, so the answer still verifies.
+fn sealed_to_enclave(headers: &HeaderMap, plaintext: Vec<u8>) -> Vec<u8> {
+    if !headers.contains_key(haca_relay::HEADER_TEE_ID) {
+        return plaintext;
+    }
+    match serde_json::from_slice::<Value>(&plaintext) {
+        Ok(Value::Object(mut o)) if !o.contains_key("privacy") => {
+            o.insert("privacy".into(), "tee".into());
+            Value::Object(o).to_string().into_bytes()
+        }
+        _ => plaintext,
+    }
 }
 
 fn bhttp_request(r: InnerRequest) -> Result<Request<Body>, String> {

@@ -3,12 +3,13 @@
 //! proxy that records what the relay sends and receives, and haca-relay's client side
 //! sealing requests and opening answers.
 
-use crate::common::{wait_ready, BIN};
+use crate::common::{in_ci, local_model, wait_ready, BIN};
 use haca_relay::KeyConfig;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,14 +99,20 @@ struct Net {
     _dir: tempfile::TempDir,
 }
 
+/// A devnet whose `fake` provider is [`fake_upstream`].
 fn devnet() -> Net {
     let port = fake_upstream();
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!("name=fake,url=http://127.0.0.1:{port}/v1,models=m1");
+    devnet_with(&["--no-llm", "--provider", &spec])
+}
+
+fn devnet_with(args: &[&str]) -> Net {
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
-        .args(["--price-per-request", "0", "--no-llm", "--provider", &spec])
+        .args(["--price-per-request", "0"])
+        .args(args)
         .env("HACA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -374,4 +381,83 @@ fn the_relays_traffic_and_logs_hold_no_plaintext_of_the_prompt_or_the_answer() {
     assert!(!text.contains("x-forwarded-for"), "{text}");
     assert!(!text.contains("alice"), "{text}");
     assert!(text.contains("x-haca-relay"), "{text}");
+}
+
+/// OpenGradient's Python with its OHTTP client: `HACA_OG_PYTHON`, else the venv haca-relay's
+/// interop test makes (`~/.cache/haca-og-venv`). `None` (after saying why) when it does not
+/// load, except under `CI=true`, where that fails the test.
+fn og_python() -> Option<PathBuf> {
+    let python = std::env::var_os("HACA_OG_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/haca-og-venv/bin/python")
+        });
+    let loads = Command::new(&python)
+        .arg(og_script())
+        .arg("check")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if loads {
+        return Some(python);
+    }
+    let why = format!(
+        "OpenGradient's OHTTP client does not load from {} (set HACA_OG_PYTHON, or run haca-relay's og_python test once to make the venv)",
+        python.display()
+    );
+    assert!(!in_ci(), "{why}");
+    eprintln!("opengradient_relay_client: skipped: {why}");
+    None
+}
+
+fn og_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/og_relay_client.py")
+}
+
+/// OpenGradient's own `OhttpRelayClient`, unchanged, sends a chat sealed to the key `GET
+/// /v1/tee` lists through devnet's relay, single-shot and streamed; it verifies the
+/// enclave's signature on each answer before returning it.
+#[test]
+fn opengradients_relay_client_gets_a_verified_private_chat_through_a_haca_relay() {
+    let Some(python) = og_python() else { return };
+    let Some(model) = local_model("opengradients_relay_client") else {
+        return;
+    };
+    let net = devnet_with(&["--llm-model", model.to_str().unwrap()]);
+    let tee: Value = net
+        .http
+        .get(format!("{}/v1/tee", net.gateway))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entry = &tee["enclaves"][0];
+    let body = json!({"model": "local/gemma-3-270m", "max_tokens": 8, "temperature": 0,
+                      "messages": [{"role": "user", "content": "Say hello."}]});
+    // The enclave may still be loading the model: retry for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let out = loop {
+        let out = Command::new(&python)
+            .arg(og_script())
+            .args(["chat", &net.relay, &entry.to_string(), &body.to_string()])
+            .output()
+            .unwrap();
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert!(
+        out.status.success(),
+        "OpenGradient's client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for how in ["single", "stream"] {
+        assert_eq!(v[how]["tee_id"], entry["tee_id"], "{v}");
+        assert!(!v[how]["content"].as_str().unwrap().is_empty(), "{v}");
+        assert_eq!(v[how]["route"]["path"], "ohttp", "{v}");
+        assert_eq!(v[how]["route"]["relay"], net.relay.as_str(), "{v}");
+    }
+    assert!(v["stream"]["frames"].as_u64().unwrap() > 1, "{v}");
 }
