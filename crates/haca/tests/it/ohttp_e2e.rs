@@ -103,16 +103,17 @@ struct Net {
 fn devnet() -> Net {
     let port = fake_upstream();
     let spec = format!("name=fake,url=http://127.0.0.1:{port}/v1,models=m1");
-    devnet_with(&["--no-llm", "--provider", &spec])
+    devnet_with(&["--no-llm", "--provider", &spec], &[])
 }
 
-fn devnet_with(args: &[&str]) -> Net {
+fn devnet_with(args: &[&str], env: &[(&str, &str)]) -> Net {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .args(["--price-per-request", "0"])
         .args(args)
+        .envs(env.iter().copied())
         .env("HACA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -198,6 +199,13 @@ fn a_chat_sealed_through_the_relay_opens_and_its_route_box_says_ohttp_and_names_
     let net = devnet();
     let configs = keys(&net.http, &net.relay);
     assert!(configs.len() >= 2, "two key ids are served at once");
+    let file = net._dir.path().join("ohttp-keys.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the private key ring is the node's alone"
+    );
     assert_eq!(configs, keys(&net.http, &net.gateway));
     let answer = private_chat(&net.http, &net.relay);
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
@@ -423,7 +431,7 @@ fn opengradients_relay_client_gets_a_verified_private_chat_through_a_haca_relay(
     let Some(model) = local_model("opengradients_relay_client") else {
         return;
     };
-    let net = devnet_with(&["--llm-model", model.to_str().unwrap()]);
+    let net = devnet_with(&["--llm-model", model.to_str().unwrap()], &[]);
     let tee: Value = net
         .http
         .get(format!("{}/v1/tee", net.gateway))
@@ -460,4 +468,85 @@ fn opengradients_relay_client_gets_a_verified_private_chat_through_a_haca_relay(
         assert_eq!(v[how]["route"]["relay"], net.relay.as_str(), "{v}");
     }
     assert!(v["stream"]["frames"].as_u64().unwrap() > 1, "{v}");
+}
+
+/// Seals `inner` (BHTTP) to the current key, sends it through the relay, opens the answer.
+fn bhttp_call(net: &Net, inner: haca_relay::bhttp::InnerRequest) -> (u16, Value) {
+    let config = &keys(&net.http, &net.relay)[0];
+    let (sealed, ctx) = haca_relay::encapsulate(config, &inner.encode().unwrap()).unwrap();
+    let r = send(&net.http, &net.relay, sealed, false);
+    assert_eq!(r.status(), 200);
+    let answer = ctx.open(&r.bytes().unwrap()).unwrap();
+    let answer = haca_relay::bhttp::InnerResponse::decode(&answer).unwrap();
+    (answer.status, serde_json::from_slice(&answer.body).unwrap())
+}
+
+#[test]
+fn a_standard_bhttp_client_reaches_the_route_its_inner_request_names() {
+    let net = devnet();
+    let request = |method: &str, path: &str, body: Vec<u8>| haca_relay::bhttp::InnerRequest {
+        method: method.into(),
+        scheme: "http".into(),
+        authority: "gateway".into(),
+        path: path.into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body,
+    };
+    let (status, models) = bhttp_call(&net, request("GET", "/v1/models", vec![]));
+    assert_eq!(status, 200);
+    assert!(models.to_string().contains("fake/m1"), "{models}");
+    let (status, answer) = bhttp_call(
+        &net,
+        request("POST", "/v1/chat/completions", chat_body(false)),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+    assert_eq!(answer["haca"]["route"]["path"], "ohttp", "{answer}");
+    // A sealed request cannot name the OHTTP route again.
+    let (status, _) = bhttp_call(&net, request("POST", "/v1/ohttp", vec![]));
+    assert!(status >= 400);
+}
+
+#[test]
+fn keys_rotate_on_schedule_and_a_request_sealed_to_the_previous_key_still_opens() {
+    let port = fake_upstream();
+    let spec = format!("name=fake,url=http://127.0.0.1:{port}/v1,models=m1");
+    let net = devnet_with(
+        &["--no-llm", "--provider", &spec],
+        &[("HACA_OHTTP_ROTATE_SECS", "2")],
+    );
+    let before = keys(&net.http, &net.gateway);
+    let (sealed, ctx) = haca_relay::encapsulate(&before[0], &chat_body(false)).unwrap();
+    // One rotation later the old current key is still answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = keys(&net.http, &net.gateway);
+        if now[0].key_id != before[0].key_id {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rotation in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(after.len() >= 2);
+    assert!(after.iter().any(|c| c.key_id == before[0].key_id));
+    let r = send(&net.http, &net.relay, sealed, false);
+    assert_eq!(r.status(), 200);
+    let answer: Value = serde_json::from_slice(&ctx.open(&r.bytes().unwrap()).unwrap()).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
+    // Two rotations later it is gone: the client is told to fetch the keys again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while keys(&net.http, &net.gateway)
+        .iter()
+        .any(|c| c.key_id == before[0].key_id)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old key was never retired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (sealed, _) = haca_relay::encapsulate(&before[0], &chat_body(false)).unwrap();
+    let r = send(&net.http, &net.relay, sealed, false);
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
