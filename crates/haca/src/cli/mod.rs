@@ -523,10 +523,33 @@ async fn serve_until_ctrl_c(
                 .local_addr()
                 .map_err(|e| CliError::Msg(e.to_string()))?
         );
+        // The relay pays for its users with a key from the node's faucet (devnet charges).
+        let api_key = match &node.payments {
+            None => None,
+            Some(_) => {
+                let client = crate::client::NodeClient::new(&node.url, None);
+                match apikey::funded_api_key(
+                    &client,
+                    haca_exec::llm::LOCAL_MODEL,
+                    100_000,
+                    "devnet relay",
+                )
+                .await
+                {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        eprintln!(
+                            "relay: no API key to pay with ({e}); private requests go unpaid"
+                        );
+                        None
+                    }
+                }
+            }
+        };
         let cfg = relay::RelayConfig {
             gateway: node.url.clone(),
             name: url.clone(),
-            api_key: None,
+            api_key,
         };
         tokio::spawn(relay::serve(listener, cfg, std::future::pending()));
         println!("  relay:     {url} (OHTTP: POST {url}/v1/ohttp)");

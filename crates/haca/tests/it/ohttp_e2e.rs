@@ -111,7 +111,11 @@ fn devnet_with(args: &[&str], env: &[(&str, &str)]) -> Net {
     let mut child = Command::new(BIN)
         .args(["devnet", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
-        .args(["--price-per-request", "0"])
+        .args(if args.contains(&"--price-per-request") {
+            &[][..]
+        } else {
+            &["--price-per-request", "0"][..]
+        })
         .args(args)
         .envs(env.iter().copied())
         .env("HACA_LOG", "warn")
@@ -549,4 +553,61 @@ fn keys_rotate_on_schedule_and_a_request_sealed_to_the_previous_key_still_opens(
     let r = send(&net.http, &net.relay, sealed, false);
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+/// `haca chat --private` seals each turn to the node's key and sends it through devnet's
+/// relay, which pays the charging node with its own API key: the answer streams back and the
+/// route line says `ohttp via` the relay.
+#[test]
+fn haca_chat_private_goes_through_the_relay_which_pays_for_it() {
+    let port = fake_upstream();
+    let spec = format!("name=fake,url=http://127.0.0.1:{port}/v1,models=m1");
+    let net = devnet_with(
+        &[
+            "--no-llm",
+            "--provider",
+            &spec,
+            "--price-per-request",
+            "1000",
+        ],
+        &[],
+    );
+    let out = Command::new(BIN)
+        .args([
+            "chat",
+            "--private",
+            "--relay",
+            &net.relay,
+            "--node",
+            &net.gateway,
+        ])
+        .args(["--model", "fake/m1", "--once", PROMPT])
+        .env_remove("HACA_API_KEY")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(ANSWER), "{stdout}");
+    assert!(
+        stderr.contains(&format!("over ohttp via {}", net.relay)),
+        "{stderr}"
+    );
+    // An API key would name the user to the node: --private refuses one.
+    let out = Command::new(BIN)
+        .args([
+            "chat",
+            "--private",
+            "--relay",
+            &net.relay,
+            "--node",
+            &net.gateway,
+        ])
+        .args(["--model", "fake/m1", "--once", "hi", "--api-key", "k"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--private"));
 }
