@@ -40,6 +40,7 @@ struct Relay {
 pub fn router(cfg: RelayConfig) -> Router {
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
+        .tcp_nodelay(true)
         .build()
         .expect("an HTTP client builds");
     Router::new()

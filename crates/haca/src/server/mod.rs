@@ -185,6 +185,9 @@ pub async fn serve(
                 }
             },
         };
+        // Streamed answers go out event by event: a small write must not wait for the
+        // previous one's ACK (Nagle against a delayed ACK costs ~40 ms per stall).
+        let _ = stream.set_nodelay(true);
         let service = Connection {
             app: app.clone(),
             peer,
