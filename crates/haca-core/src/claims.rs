@@ -534,6 +534,13 @@ impl<'a> Checker<'a> {
                 Some(r) if r.path == PrivacyPath::Direct => {
                     (NotPresent, format!("the request took the direct path to {}; the route box does not claim privacy", r.provider))
                 }
+                Some(r) if r.path == PrivacyPath::Ohttp && b.attestation.evidence.is_none() => (
+                    Unchecked,
+                    format!(
+                        "the node signs that the request came sealed (OHTTP){}, so it never learned who asked; the receipt cannot prove what the relay saw",
+                        r.relay.as_deref().map(|x| format!(" through relay {x}")).unwrap_or_default()
+                    ),
+                ),
                 Some(_) if b.attestation.evidence.is_none() => (Fails, "a private path is named but no attestation backs it".into()),
                 Some(_) => (Unchecked, "private paths are attested by the TEE verifier, not in this build".into()),
             },

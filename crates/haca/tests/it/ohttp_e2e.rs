@@ -227,6 +227,20 @@ fn a_chat_sealed_through_the_relay_opens_and_its_route_box_says_ohttp_and_names_
     let evidence = &receipt["boxes"]["route"]["evidence"];
     assert_eq!(evidence["path"], "ohttp", "{receipt}");
     assert_eq!(evidence["relay"], net.relay.as_str());
+    // It verifies offline; route.private is the node's word, not a failure.
+    let file = net._dir.path().join("ohttp-receipt.json");
+    std::fs::write(&file, receipt.to_string()).unwrap();
+    let out = Command::new(BIN)
+        .args(["verify", file.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert_eq!(
+        crate::common::claim_state(&verdict, "route.private"),
+        Some(json!("unchecked")),
+        "{verdict}"
+    );
 
     // /v1/tee shows the keys, signed by the node over the key list it serves.
     let tee: Value = net
