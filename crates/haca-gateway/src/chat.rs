@@ -316,7 +316,26 @@ impl ChatGateway {
     }
 
     pub fn plan(&self, call: &Call) -> Result<Vec<Route>, GatewayError> {
-        router::plan(&self.providers, call.model(), call.privacy()).map_err(|e| {
+        self.plan_at(call, call.privacy())
+    }
+
+    /// [`plan`](Self::plan) for a call that reached the gateway over `transport`: a
+    /// `private` call that came sealed through an OHTTP relay is met by that path (the node
+    /// never learns who asked), so any route may serve it; `tee` still needs an enclave. The
+    /// receipt keeps the policy the call stated.
+    pub fn plan_over(
+        &self,
+        call: &Call,
+        transport: &Transport,
+    ) -> Result<Vec<Route>, GatewayError> {
+        match (call.privacy(), transport) {
+            (Privacy::Private, Transport::Ohttp { .. }) => self.plan_at(call, Privacy::Any),
+            (p, _) => self.plan_at(call, p),
+        }
+    }
+
+    fn plan_at(&self, call: &Call, privacy: Privacy) -> Result<Vec<Route>, GatewayError> {
+        router::plan(&self.providers, call.model(), privacy).map_err(|e| {
             let msg = e.to_string();
             match e {
                 RouteError::PrivacyUnmet { .. } => {

@@ -106,7 +106,7 @@ async fn serve(
             "header X-SETTLEMENT-TYPE: individual settles ML inputs and outputs; chat settles batch or private",
         ));
     }
-    let routes = chat.plan(&call)?;
+    let routes = chat.plan_over(&call, &transport)?;
     chat.precheck(&call, &routes).await?;
     let mut start = CallStart::new(&st.gateway, &call)?;
     start.transport = transport;

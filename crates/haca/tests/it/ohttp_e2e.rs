@@ -332,6 +332,33 @@ fn unknown_key_ids_truncated_replayed_and_mistyped_requests_are_refused_without_
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
 }
 
+#[test]
+fn a_private_request_is_met_by_the_ohttp_path_and_refused_on_the_direct_one() {
+    let net = devnet();
+    let body = json!({"model": "fake/m1", "privacy": "private",
+                      "messages": [{"role": "user", "content": PROMPT}]});
+    // Direct, a standard upstream cannot meet it: refused before anything is sent.
+    let r = net
+        .http
+        .post(format!("{}/v1/chat/completions", net.gateway))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "privacy_unmet");
+    // Sealed through the relay, the node never learns who asked: served, policy kept.
+    let config = &keys(&net.http, &net.relay)[0];
+    let (sealed, ctx) = haca_relay::encapsulate(config, body.to_string().as_bytes()).unwrap();
+    let r = send(&net.http, &net.relay, sealed, false);
+    let answer: Value = serde_json::from_slice(&ctx.open(&r.bytes().unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"], ANSWER,
+        "{answer}"
+    );
+    assert_eq!(answer["haca"]["route"]["path"], "ohttp");
+    assert_eq!(answer["haca"]["route"]["policy"], "private");
+}
+
 /// A TCP proxy to `target` recording every byte both ways.
 fn recording_proxy(target: String) -> (u16, Arc<Mutex<Vec<u8>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
