@@ -203,6 +203,7 @@ pub fn wrap(app: Router, st: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/ohttp", post(request))
         .route("/v1/ohttp/config", get(config))
+        .method_not_allowed_fallback(super::routes::method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(Gateway {
             keys,

@@ -327,6 +327,14 @@ fn unknown_key_ids_truncated_replayed_and_mistyped_requests_are_refused_without_
         .send()
         .unwrap();
     assert_eq!(r.status(), 415);
+    // Another method: 405 in the API's shape.
+    let r = net
+        .http
+        .get(format!("{}/v1/ohttp", net.gateway))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<Value>().unwrap()["error"]["code"].is_string());
     // The gateway still serves.
     let answer = private_chat(&net.http, &net.relay);
     assert_eq!(answer["choices"][0]["message"]["content"], ANSWER);
