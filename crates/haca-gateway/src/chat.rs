@@ -357,6 +357,9 @@ pub struct CallStart {
     pub input_hash: Digest,
     pub started_at: u64,
     pub transport: Transport,
+    /// The data items the call admits, checked and fresh when the call started (before it
+    /// is charged).
+    pub data: Vec<haca_core::data::DataItem>,
 }
 
 /// How a call reached the gateway: the route box's path says `ohttp` for a call that came
@@ -373,12 +376,16 @@ pub enum Transport {
 impl CallStart {
     pub fn new(gw: &Gateway, call: &Call) -> Result<CallStart, GatewayError> {
         let (request_hash, input_hash) = call_hashes(call)?;
+        let started_at = now_ms();
+        // The ids are in the signed request already (it is the client's own body).
+        let data = gw.admit_data(call.data(), started_at)?;
         Ok(CallStart {
             run_id: gw.new_run_id(&request_hash),
             request_hash,
             input_hash,
-            started_at: now_ms(),
+            started_at,
             transport: Transport::Direct,
+            data,
         })
     }
 }
@@ -645,7 +652,8 @@ impl ChatGateway {
                 attempts: attempts.clone(),
                 relay,
             })
-            .payment(payment);
+            .payment(payment)
+            .data(start.data.clone());
         builder
             .executed(Execution {
                 mode,

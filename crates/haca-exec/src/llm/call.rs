@@ -55,6 +55,13 @@ impl Call {
             Call::Completion(c) => c.include_usage,
         }
     }
+    /// The data items the call admits (chat only).
+    pub fn data(&self) -> &[String] {
+        match self {
+            Call::Chat(c) => &c.data,
+            Call::Completion(_) => &[],
+        }
+    }
     /// The client's body as it was sent.
     pub fn raw(&self) -> &Value {
         match self {

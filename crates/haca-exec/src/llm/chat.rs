@@ -105,6 +105,9 @@ pub struct ChatRequest {
     pub privacy: Privacy,
     /// haca's conversation id: turns of one conversation are kept together.
     pub conversation: Option<String>,
+    /// haca's `data`: ids of data items the call admits (a data node fetched and signed
+    /// them); the gateway checks them and lists them in the receipt's data box.
+    pub data: Vec<String>,
     /// The body as the client sent it, for upstream providers.
     pub raw: Value,
 }
@@ -464,6 +467,23 @@ fn response_format(o: &serde_json::Map<String, Value>) -> Result<ResponseFormat,
     }
 }
 
+/// haca's `data` field: a list of data item ids (strings).
+fn data_ids(o: &serde_json::Map<String, Value>) -> Result<Vec<String>, ExecError> {
+    match opt(o, "data") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("data[{i}]"), "must be a data item id (a string)"))
+            })
+            .collect(),
+        Some(_) => Err(bad("data", "must be a list of data item ids")),
+    }
+}
+
 impl ChatRequest {
     pub fn parse(body: Value) -> Result<ChatRequest, ExecError> {
         let o = object(&body)?;
@@ -489,6 +509,7 @@ impl ChatRequest {
             response_format: response_format(o)?,
             privacy: privacy(o)?,
             conversation,
+            data: data_ids(o)?,
             raw: body,
         })
     }
@@ -584,6 +605,8 @@ mod tests {
             "messages[0].tool_call_id"
         );
         assert_eq!(field_of(base(json!({"temperature": 3}))), "temperature");
+        assert_eq!(field_of(base(json!({"data": "abc"}))), "data");
+        assert_eq!(field_of(base(json!({"data": ["ab", 7]}))), "data[1]");
         assert_eq!(field_of(base(json!({"max_tokens": 0}))), "max_tokens");
         assert_eq!(field_of(base(json!({"stop": [1]}))), "stop[0]");
         assert_eq!(field_of(base(json!({"privacy": "secret"}))), "privacy");

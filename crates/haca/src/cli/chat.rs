@@ -29,6 +29,10 @@ pub struct ChatArgs {
     /// Send this one message, print the answer and exit (no prompt).
     #[arg(long)]
     once: Option<String>,
+    /// Admit a data item (its id from `haca data fetch`) into every turn (repeatable): the
+    /// node checks it and lists it, with its age, in the receipt's data box.
+    #[arg(long = "data", value_name = "ITEM_ID")]
+    data: Vec<String>,
     /// An API key (`haca apikey create`) to pay with; without one, a node that charges
     /// gets a key funded from its faucet for this session (devnet, from loopback).
     #[arg(long, env = "HACA_API_KEY", hide_env_values = true)]
@@ -105,6 +109,9 @@ pub async fn run(a: ChatArgs) -> Result<ExitCode, CliError> {
         });
         if let Some(t) = a.temperature {
             body["temperature"] = t.into();
+        }
+        if !a.data.is_empty() {
+            body["data"] = a.data.clone().into();
         }
         if let Some(c) = &conversation {
             body["conversation"] = c.clone().into();

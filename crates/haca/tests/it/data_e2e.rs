@@ -239,3 +239,47 @@ fn a_data_only_node_fetches_allowed_sources_and_refuses_the_rest() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_chat_admits_data_items_into_its_data_box_and_refuses_unknown_ones() {
+    let src = source();
+    let port = crate::ohttp_e2e::fake_upstream();
+    let spec = format!("name=fake,url=http://127.0.0.1:{port}/v1,models=m1");
+    let rule = format!("{src}/rates");
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::Devnet::start(dir.path(), &["--provider", &spec, "--data-allow", &rule]);
+    let out = node.haca_ok(&["data", "fetch", &format!("{src}/rates/eur"), "--json"]);
+    let item: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = item["id"].as_str().unwrap().to_owned();
+
+    let chat = |data: &str| {
+        node.haca(&[
+            "chat",
+            "--once",
+            "What is the rate?",
+            "--model",
+            "fake/m1",
+            "--data",
+            data,
+        ])
+    };
+    let out = chat(&id);
+    let told = stderr(&out);
+    assert!(out.status.success(), "{told}");
+    // The turn's line names its receipt; the data box there lists the item with its age.
+    let url = told
+        .split_whitespace()
+        .find(|w| w.starts_with("http") && w.contains("/receipt"))
+        .unwrap_or_else(|| panic!("no receipt URL in: {told}"))
+        .trim_end_matches(']');
+    let receipt: Value = reqwest::blocking::get(url).unwrap().json().unwrap();
+    let items = &receipt["boxes"]["data"]["evidence"]["items"];
+    assert_eq!(items[0]["id"], id.as_str(), "{receipt}");
+    assert!(items[0]["age_ms"].as_u64().is_some(), "{receipt}");
+    assert_eq!(receipt["boxes"]["data"]["status"], "claimed");
+
+    // An item this node never fetched refuses the call before anything is served.
+    let out = chat(&"ab".repeat(32));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("data[0]"), "{}", stderr(&out));
+}

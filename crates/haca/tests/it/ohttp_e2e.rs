@@ -18,7 +18,7 @@ const PROMPT: &str = "secret-prompt-7f3a: what is the capital of Atlantis?";
 const ANSWER: &str = "secret-answer-91c2: Poseidonia";
 
 /// A fake OpenAI-compatible upstream that streams [`ANSWER`] to every chat call.
-fn fake_upstream() -> u16 {
+pub(crate) fn fake_upstream() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
