@@ -308,12 +308,7 @@ impl EvidenceVerifier for SignatureAndHashes {
         }
         // The record's signature was verified over this very digest above; the receipt must
         // carry the same signer and signature (no second verification needed).
-        let exec = receipt
-            .boxes
-            .execution
-            .evidence
-            .as_ref()
-            .ok_or_else(|| ReceiptMalformed.with("receipt has no execution box"))?;
+        let exec = execution_of(receipt)?;
         if exec.signer != r.gateway {
             return Err(ReceiptMismatch.with(format!(
                 "receipt is signed by {}, the record names {}",
@@ -371,6 +366,18 @@ pub struct TeeEvidence {
 }
 
 /// Parses a record's receipt; refused as [`RejectCode::ReceiptMalformed`].
+/// The receipt's execution box, which every evidence check starts from.
+fn execution_of(
+    receipt: &haca_core::Receipt,
+) -> Result<&haca_core::receipt::ExecutionEvidence, Rejection> {
+    receipt
+        .boxes
+        .execution
+        .evidence
+        .as_ref()
+        .ok_or_else(|| RejectCode::ReceiptMalformed.with("receipt has no execution box"))
+}
+
 fn parse_receipt(raw: &Value) -> Result<haca_core::Receipt, Rejection> {
     ParsedReceipt::typed(raw)
         .map_err(|e| RejectCode::ReceiptMalformed.with(format!("receipt: {e}")))
@@ -424,11 +431,7 @@ impl EvidenceVerifier for TeeEvidence {
         }
         let receipt = parse_receipt(raw)?;
         let b = &receipt.boxes;
-        let exec = b
-            .execution
-            .evidence
-            .as_ref()
-            .ok_or_else(|| ReceiptMalformed.with("receipt has no execution box"))?;
+        let exec = execution_of(&receipt)?;
         let Some(att) = &b.attestation.evidence else {
             if exec.mode == haca_core::receipt::ExecMode::Tee {
                 return Err(AttestationMissing.with("a tee-mode run without an attestation box"));
@@ -577,11 +580,7 @@ impl EvidenceVerifier for ProofEvidence {
         }
         let receipt = parse_receipt(raw)?;
         let b = &receipt.boxes;
-        let exec = b
-            .execution
-            .evidence
-            .as_ref()
-            .ok_or_else(|| ReceiptMalformed.with("receipt has no execution box"))?;
+        let exec = execution_of(&receipt)?;
         let proof = b
             .proof
             .evidence

@@ -487,13 +487,7 @@ async fn serve_data_only(cfg: NodeConfig) -> Result<ExitCode, CliError> {
     for r in &rules {
         println!("  allow:     {r}");
     }
-    let stop = node.shutdown_handle();
-    tokio::spawn(async move {
-        stop_signal().await;
-        if let Some(tx) = stop {
-            let _ = tx.send(());
-        }
-    });
+    stop_on_signal(node.shutdown_handle(), None);
     node.wait()
         .await
         .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;
@@ -600,17 +594,13 @@ async fn serve_until_ctrl_c(
         );
     }
     println!("press ctrl-c to stop");
-    let stop = node.shutdown_handle();
-    tokio::spawn(async move {
-        stop_signal().await;
-        eprintln!(
+    stop_on_signal(
+        node.shutdown_handle(),
+        Some(format!(
             "stopping: finishing requests in flight (at most {}s)",
             crate::server::SHUTDOWN_GRACE.as_secs()
-        );
-        if let Some(tx) = stop {
-            let _ = tx.send(());
-        }
-    });
+        )),
+    );
     node.wait()
         .await
         .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;
@@ -664,6 +654,19 @@ async fn stop_signal() {
     }
 }
 
+/// Sends `stop` once ctrl-c or SIGTERM arrives, printing `saying` first when given.
+fn stop_on_signal(stop: Option<tokio::sync::oneshot::Sender<()>>, saying: Option<String>) {
+    tokio::spawn(async move {
+        stop_signal().await;
+        if let Some(s) = saying {
+            eprintln!("{s}");
+        }
+        if let Some(tx) = stop {
+            let _ = tx.send(());
+        }
+    });
+}
+
 async fn serve_validator(config: &std::path::Path, limits: Limits) -> Result<ExitCode, CliError> {
     let cfg =
         validator_node::ValidatorConfig::load(config).map_err(|e| CliError::Msg(e.to_string()))?;
@@ -674,14 +677,10 @@ async fn serve_validator(config: &std::path::Path, limits: Limits) -> Result<Exi
     println!("  url:       {}", v.url);
     println!("  validator: {}", v.validator_id);
     println!("  chain:     {}", v.chain_id);
-    let stop = v.shutdown_handle();
-    tokio::spawn(async move {
-        stop_signal().await;
-        eprintln!("stopping: the engine ends after the requests in flight");
-        if let Some(tx) = stop {
-            let _ = tx.send(());
-        }
-    });
+    stop_on_signal(
+        v.shutdown_handle(),
+        Some("stopping: the engine ends after the requests in flight".into()),
+    );
     v.wait()
         .await
         .map_err(|e| CliError::Msg(format!("server stopped: {e}")))?;

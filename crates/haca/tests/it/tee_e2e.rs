@@ -8,26 +8,10 @@ use base64::Engine as _;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-fn claim_line<'a>(out: &'a str, claim: &str) -> &'a str {
-    out.lines()
-        .find(|l| l.trim_start().starts_with(claim))
-        .unwrap_or_else(|| panic!("no {claim} line in:\n{out}"))
-}
+use common::claim_line;
 
 fn verify(node: &common::Devnet, file: &std::path::Path, extra: &[&str]) -> (bool, String) {
-    let genesis = node.data_dir.join("genesis.json");
-    let mut args = vec![
-        "verify",
-        file.to_str().unwrap(),
-        "--validators",
-        genesis.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = node.haca(&args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    node.verify(file, extra)
 }
 
 /// Pids of dev enclave processes started for `data_dir`.

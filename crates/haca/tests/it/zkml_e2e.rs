@@ -14,28 +14,12 @@ fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-fn claim_line<'a>(out: &'a str, claim: &str) -> &'a str {
-    out.lines()
-        .find(|l| l.trim_start().starts_with(claim))
-        .unwrap_or_else(|| panic!("no {claim} line in:\n{out}"))
-}
+use common::claim_line;
 
 fn verify(node: &common::Devnet, receipt: &Value, dir: &Path, extra: &[&str]) -> (bool, String) {
     let file = dir.join("zk-receipt.json");
     std::fs::write(&file, serde_json::to_vec_pretty(receipt).unwrap()).unwrap();
-    let genesis = node.data_dir.join("genesis.json");
-    let mut args = vec![
-        "verify",
-        file.to_str().unwrap(),
-        "--validators",
-        genesis.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = node.haca(&args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    node.verify(&file, extra)
 }
 
 #[test]

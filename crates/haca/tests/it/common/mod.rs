@@ -79,6 +79,24 @@ impl Devnet {
         out
     }
 
+    /// `haca verify FILE` against this devnet's genesis, with `extra` flags: whether it
+    /// passed, and what it printed.
+    pub fn verify(&self, file: &Path, extra: &[&str]) -> (bool, String) {
+        let genesis = self.data_dir.join("genesis.json");
+        let mut args = vec![
+            "verify",
+            file.to_str().unwrap(),
+            "--validators",
+            genesis.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = self.haca(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     pub fn haca(&self, args: &[&str]) -> std::process::Output {
         self.haca_env(args, &[])
     }
@@ -115,6 +133,13 @@ pub fn last_line(out: &std::process::Output) -> String {
 }
 
 /// The state of `claim` in a `haca verify --json` verdict (`None` when it is not listed).
+/// The line of `haca verify`'s plain output about `claim`.
+pub fn claim_line<'a>(out: &'a str, claim: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.trim_start().starts_with(claim))
+        .unwrap_or_else(|| panic!("no {claim} line in:\n{out}"))
+}
+
 pub fn claim_state(verdict: &Value, claim: &str) -> Option<Value> {
     verdict["claims"]
         .as_array()?
