@@ -113,11 +113,14 @@ impl ZkProver {
         })
         .await
         .map_err(|e| GatewayError::internal(format!("zkml setup stopped: {e}")))??;
-        self.keys
+        // Two first uses may both have made it: every caller gets the one kept.
+        Ok(self
+            .keys
             .lock()
             .expect("keys lock")
-            .insert(blob_id, pk.clone());
-        Ok(pk)
+            .entry(blob_id)
+            .or_insert(pk)
+            .clone())
     }
 
     /// Rounds a request's input to the model's fixed-point grid: the values the model and its

@@ -175,6 +175,11 @@ impl Committed {
         }
     }
 
+    /// The committed rows, as given.
+    pub fn rows(&self) -> &[Vec<F>] {
+        &self.rows
+    }
+
     pub fn commitment(&self) -> Commitment {
         Commitment {
             rows: self.rows.len(),

@@ -75,11 +75,10 @@ fn weight_rows(net: &QuantNet) -> (Vec<Vec<F>>, usize) {
     let spec = &net.spec;
     let (offsets, m) = spec.weight_blocks();
     let mut v = vec![F::ZERO; 1 << m];
-    for ((ls, k), off) in spec.layers.iter().zip(&net.weights).zip(offsets) {
-        let cw = 1usize << ls.col_vars();
-        for (i, &x) in k.iter().enumerate() {
-            // row o, column j of the block: o·cw + j
-            v[off + (i / cw) * cw + i % cw] = F::from_i64(x);
+    // Each block is its layer's matrix row-major, as `net.weights` holds it.
+    for (k, off) in net.weights.iter().zip(offsets) {
+        for (d, &x) in v[off..].iter_mut().zip(k) {
+            *d = F::from_i64(x);
         }
     }
     let log_cols = weight_log_cols(m);
@@ -157,14 +156,16 @@ impl ProvingKey {
                     let lambda = tr.challenge();
                     let tau = tr.challenges(vars);
                     let beta = tr.challenges(rs.planes());
-                    let q = trace.rounded[l].as_ref().expect("rounded values");
-                    let planes = bit_planes(rs, &trace.accs[l], q, ls.output.size());
+                    // The planes committed above, cut to this layer's width.
+                    let committed = witness.as_ref().expect("hidden layers commit planes");
+                    let planes = &committed.rows()[first_row[l]..first_row[l] + rs.planes()];
                     let mut tables = vec![w_vec, eq_table(&tau)];
-                    tables.extend(
-                        planes
+                    tables.extend(planes.iter().map(|p| {
+                        p[..ls.output.size()]
                             .iter()
-                            .map(|p| p.iter().map(|&f| E::from(f)).collect::<Vec<E>>()),
-                    );
+                            .map(|&f| E::from(f))
+                            .collect::<Vec<E>>()
+                    }));
                     let f = rescale_fn(rs, ls.relu, lambda, &beta);
                     let (rounds, point) = poly::prove(&mut tables, 3, f, &mut tr);
                     let evals: Vec<E> = tables[2..].iter().map(|t| t[0]).collect();
