@@ -1,7 +1,7 @@
 use crate::{argmax, heldout, model};
 use haca_zk::model::FloatNet;
 use haca_zk::quant::quantize;
-use haca_zk::{verify, Proof, ProvingKey};
+use haca_zk::{verify, Proof};
 
 /// Float and quantized accuracy on the held-out digits, in correct answers.
 fn accuracy(name: &str) -> (usize, usize, usize, usize) {
