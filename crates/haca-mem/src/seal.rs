@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 /// HKDF-SHA256 info prefix of a row key; the row's id follows it.
 pub const ROW_KEY_INFO: &str = "haca.mem.row.v1";
+/// HKDF-SHA256 info prefix of a blob key (a row's embedding, the user's bio); its label follows.
+pub const BLOB_KEY_INFO: &str = "haca.mem.blob.v1";
+/// HKDF-SHA256 salt of a user key derived from a credential the user holds.
+pub const USER_KEY_SALT: &str = "haca.mem.user.v1";
 
 /// A user's 32-byte memory secret. Only per-row keys derived from it touch data.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,11 +47,70 @@ impl UserKey {
         hex::encode(self.0)
     }
 
+    /// The key of a user who holds `credential` (an API key, or a deterministic signature of an
+    /// x402 payer): HKDF-SHA256(salt = "haca.mem.user.v1", ikm = credential). The node stores
+    /// neither, so what it holds at rest opens only while the user presents the credential.
+    pub fn derive(credential: &[u8]) -> Self {
+        let mut okm = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(USER_KEY_SALT.as_bytes()), credential)
+            .expand(b"user", &mut okm)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        UserKey(okm)
+    }
+
+    /// Seals `plain` under the key of blob `label` (which is also its associated data, so a
+    /// sealed blob moved to another label does not open): a 24-byte nonce, then the ciphertext.
+    pub fn seal_blob(&self, label: &str, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let cipher = XChaCha20Poly1305::new(&self.derived(BLOB_KEY_INFO, label).into());
+        let ct = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: label.as_bytes(),
+                },
+            )
+            .expect("XChaCha20-Poly1305 encrypts any message under 256 GiB");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens what [`UserKey::seal_blob`] sealed under `label`.
+    pub fn open_blob(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>, MemError> {
+        let refused = |reason: &str| MemError::Field {
+            id: label.to_owned(),
+            field: "sealed",
+            reason: reason.to_owned(),
+        };
+        if sealed.len() < 24 + 16 {
+            return Err(refused("shorter than a nonce and a tag"));
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        XChaCha20Poly1305::new(&self.derived(BLOB_KEY_INFO, label).into())
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: label.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                refused("does not open under this key and label (wrong key, moved or tampered)")
+            })
+    }
+
     /// The key of row `id`: HKDF-SHA256(ikm = secret, info = "haca.mem.row.v1" || id).
     fn row_key(&self, id: &str) -> [u8; 32] {
-        let mut info = Vec::with_capacity(ROW_KEY_INFO.len() + id.len());
-        info.extend_from_slice(ROW_KEY_INFO.as_bytes());
-        info.extend_from_slice(id.as_bytes());
+        self.derived(ROW_KEY_INFO, id)
+    }
+
+    fn derived(&self, prefix: &str, label: &str) -> [u8; 32] {
+        let mut info = Vec::with_capacity(prefix.len() + label.len());
+        info.extend_from_slice(prefix.as_bytes());
+        info.extend_from_slice(label.as_bytes());
         let mut okm = [0u8; 32];
         hkdf::Hkdf::<sha2::Sha256>::new(None, &self.0)
             .expand(&info, &mut okm)
@@ -278,6 +341,22 @@ mod tests {
         assert_eq!(format!("{a:?}"), "UserKey(..)");
         assert_eq!(UserKey::from_hex(&a.to_hex()).unwrap(), a);
         assert!(UserKey::from_hex("zz").is_err());
+    }
+
+    #[test]
+    fn blobs_open_only_under_their_key_and_label() {
+        let a = UserKey::derive(b"hk_alice");
+        assert_eq!(a, UserKey::derive(b"hk_alice"));
+        let b = UserKey::derive(b"hk_bob");
+        assert_ne!(a, b);
+        let sealed = a.seal_blob("vec:m1", b"0123");
+        assert_eq!(a.open_blob("vec:m1", &sealed).unwrap(), b"0123");
+        assert!(b.open_blob("vec:m1", &sealed).is_err());
+        assert!(a.open_blob("vec:m2", &sealed).is_err());
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(a.open_blob("vec:m1", &flipped).is_err());
+        assert!(a.open_blob("vec:m1", &sealed[..20]).is_err());
     }
 
     #[test]

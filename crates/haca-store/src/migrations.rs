@@ -274,6 +274,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER data_items_no_update BEFORE UPDATE ON data_items
         BEGIN SELECT RAISE(ABORT, 'data items are immutable'); END;
     "#,
+    // 12: MemSync. Each user's memory rows as sealed JSON (haca-mem's SealedRow: metadata in
+    // the clear, text under the user's key) with the row's sealed embedding; the bio sealed
+    // likewise. Nothing here opens without the user's credential, which the node never stores.
+    r#"
+    CREATE TABLE memory_rows (
+        owner       TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        sealed      TEXT NOT NULL,
+        vector      BLOB,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (owner, id)
+    );
+    CREATE TABLE memory_bios (
+        owner       TEXT PRIMARY KEY,
+        sealed      BLOB NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
