@@ -106,6 +106,61 @@ impl fmt::Display for Claim {
 }
 
 /// Writes seconds in the largest unit that divides them: `30d`, `5m`, `300s` -> `5m`.
+/// `memory.owned`: every row the run used is the box owner's, sealed under that owner's key
+/// (the box names the sealed row's hash), and the owner is who paid for the run.
+fn memory_owned(
+    m: &crate::receipt::MemoryEvidence,
+    payment: Option<&crate::receipt::PaymentEvidence>,
+) -> (ClaimState, String) {
+    use ClaimState::*;
+    let Some(owner) = m.owner.as_deref() else {
+        return (Fails, "the memory box names no owner".into());
+    };
+    if let Some(r) = m.rows.iter().find(|r| !r.owner.eq_ignore_ascii_case(owner)) {
+        return (
+            Fails,
+            format!(
+                "row {} belongs to {}, not to the box's owner {owner}",
+                r.id, r.owner
+            ),
+        );
+    }
+    if let Some(r) = m.rows.iter().find(|r| r.sealed_sha256.is_none()) {
+        return (
+            Fails,
+            format!("row {} names no sealed row it was opened from", r.id),
+        );
+    }
+    let Some(p) = payment else {
+        return (
+            Unchecked,
+            format!(
+                "{} rows of {owner}; no payment box names who ran it",
+                m.rows.len()
+            ),
+        );
+    };
+    if !p.payer.eq_ignore_ascii_case(owner) {
+        return (
+            Fails,
+            format!(
+                "the memory is {owner}'s but the run was paid by {}",
+                p.payer
+            ),
+        );
+    }
+    if m.rows.is_empty() {
+        return (Holds, format!("no memory row of {owner} steered the run"));
+    }
+    (
+        Holds,
+        format!(
+            "{} rows, each sealed under the key of {owner}, who paid for the run",
+            m.rows.len()
+        ),
+    )
+}
+
 /// An item the run used after the `valid_until` its data node signed, in words.
 fn used_after_valid_until(i: &crate::receipt::DataItem) -> Option<String> {
     let (until, age) = (i.valid_until?, i.age_ms?);
@@ -572,7 +627,10 @@ impl<'a> Checker<'a> {
             },
             Claim::MemoryOwned => match &b.memory.evidence {
                 None => (NotPresent, "the memory box is absent".into()),
-                Some(_) => (Unchecked, "memory ownership is checked by MemSync, not in this build".into()),
+                Some(m) => match signed {
+                    Err(e) => (Fails, e),
+                    Ok(_) => memory_owned(m, b.payment.evidence.as_ref()),
+                },
             },
             Claim::MemoryFresh { max_age_s } => match &b.memory.evidence {
                 None => (NotPresent, "the memory box is absent".into()),

@@ -289,12 +289,32 @@ pub struct MemoryRow {
     pub created_at: u64,
     pub last_validated_at: u64,
     pub score: f64,
+    /// SHA-256 of the sealed row as the store held it when the run used it: which ciphertext
+    /// (under the owner's key) the row's text came from; the owner's export holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_sha256: Option<Digest>,
+    /// The row was not re-validated within the policy's age and was used anyway, flagged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// memory box.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
 pub struct MemoryEvidence {
     pub rows: Vec<MemoryRow>,
+    /// Whose memory steered the run: the address that pays for the user's runs (an API key's
+    /// account, or an x402 payer). Every row's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The embedding model retrieval ranked rows with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
+    /// The retrieval policy: rows not validated within this many seconds are stale, and
+    /// `stale_policy` says whether they were excluded or surfaced (flagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_policy: Option<String>,
 }
 
 /// The settlement of a payment, when it lands.

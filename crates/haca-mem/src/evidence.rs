@@ -17,12 +17,19 @@ pub struct UsedRow {
     pub score: f64,
     /// `live`, `superseded` or `deleted`.
     pub state: String,
+    /// Not validated within the policy's age, used anyway (the policy surfaces stale rows).
+    pub stale: bool,
+    /// SHA-256 of the sealed row the text was opened from.
+    pub sealed_sha256: Option<haca_core::Digest>,
 }
 
-/// The rows used at `t`, each with its retrieval score.
+/// The rows used at `t`, each with its retrieval score (not stale, no sealed hash: set them
+/// where known).
 pub fn used_rows<'a>(rows: impl IntoIterator<Item = (&'a MemoryRow, f64)>, t: u64) -> Vec<UsedRow> {
     rows.into_iter()
         .map(|(r, score)| UsedRow {
+            stale: false,
+            sealed_sha256: None,
             id: r.id.clone(),
             owner: r.owner.clone(),
             created_at: r.created_at,
@@ -42,14 +49,34 @@ impl From<&UsedRow> for EvidenceRow {
             created_at: u.created_at,
             last_validated_at: u.last_validated_at,
             score: u.score,
+            sealed_sha256: u.sealed_sha256,
+            stale: u.stale,
         }
     }
 }
 
-/// The receipt's memory box (haca-core's [`MemoryEvidence`]) for the rows used.
-pub fn memory_evidence(used: &[UsedRow]) -> MemoryEvidence {
+/// How retrieval chose rows: recorded in the memory box beside them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrievalPolicy {
+    pub embedder: String,
+    pub max_age_s: u64,
+    pub stale: crate::StalePolicy,
+}
+
+/// The receipt's memory box (haca-core's [`MemoryEvidence`]) for `owner`'s rows used.
+pub fn memory_evidence(owner: &str, used: &[UsedRow], policy: &RetrievalPolicy) -> MemoryEvidence {
     MemoryEvidence {
         rows: used.iter().map(EvidenceRow::from).collect(),
+        owner: Some(owner.to_owned()),
+        embedder: Some(policy.embedder.clone()),
+        max_age_s: Some(policy.max_age_s),
+        stale_policy: Some(
+            match policy.stale {
+                crate::StalePolicy::Exclude => "exclude",
+                crate::StalePolicy::Surface => "surface",
+            }
+            .to_owned(),
+        ),
     }
 }
 
@@ -76,7 +103,14 @@ mod tests {
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }
-        let ev = memory_evidence(&used);
+        let policy = RetrievalPolicy {
+            embedder: "all-MiniLM-L6-v2".into(),
+            max_age_s: 60,
+            stale: crate::StalePolicy::Surface,
+        };
+        let ev = memory_evidence("alice", &used, &policy);
+        assert_eq!(ev.owner.as_deref(), Some("alice"));
+        assert_eq!(ev.stale_policy.as_deref(), Some("surface"));
         assert_eq!(ev.rows[0].id, "m1");
         assert_eq!(ev.rows[0].score, 0.75);
     }

@@ -20,7 +20,7 @@ pub mod seal;
 pub mod set;
 
 pub use bundle::{Bundle, BUNDLE_DOMAIN, BUNDLE_FORMAT};
-pub use evidence::{memory_evidence, used_rows, UsedRow};
+pub use evidence::{memory_evidence, used_rows, RetrievalPolicy, UsedRow};
 pub use row::{
     for_retrieval, revalidate, supersede, Category, MemoryRow, MemoryType, Retrieved, RowState,
     StalePolicy,

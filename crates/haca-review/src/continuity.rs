@@ -230,6 +230,8 @@ mod tests {
             created_at: 0,
             last_validated_at: validated,
             score: 0.5,
+            sealed_sha256: None,
+            stale: false,
         };
         let (old, fresh) = (row("m1", 1_000), row("m2", 99_000));
         let run = RunId(haca_core::hash::sha256(b"r"));

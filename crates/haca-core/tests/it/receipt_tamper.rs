@@ -31,7 +31,11 @@ fn signed_receipt() -> (Receipt, NodeKey) {
                 created_at: t - 10,
                 last_validated_at: t - 5,
                 score: 0.5,
+                sealed_sha256: Some(haca_core::sha256(b"sealed row")),
+                stale: false,
             }],
+            owner: Some("0xabc".into()),
+            ..Default::default()
         },
         BoxStatus::Claimed,
         t,
@@ -267,4 +271,67 @@ fn payment_claims_check_what_the_payment_covered() {
     let (s, d) = state(&late, Claim::PaymentAuthorized);
     assert_eq!(s, ClaimState::Fails, "{d}");
     assert!(d.contains("window"), "{d}");
+}
+
+/// `memory.owned` holds only when every row is the box owner's, sealed, and the owner paid.
+#[test]
+fn memory_owned_needs_the_payer_to_own_every_sealed_row() {
+    let key = NodeKey::from_seed([42; 32]);
+    let payer = "0x00000000000000000000000000000000000000aa";
+    let build = |edit: &dyn Fn(&mut MemoryEvidence), paid_by: Option<&str>| {
+        let (mut r, _) = signed_receipt();
+        let mut m = r.boxes.memory.evidence.clone().unwrap();
+        m.owner = Some(payer.into());
+        m.rows[0].owner = payer.into();
+        edit(&mut m);
+        r.boxes.memory = EvidenceBox::with(m, BoxStatus::Claimed, r.issued_at);
+        if let Some(p) = paid_by {
+            let exec = r.boxes.execution.evidence.clone().unwrap();
+            r.boxes.payment = EvidenceBox::with(
+                PaymentEvidence {
+                    scheme: "apikey".into(),
+                    network: "eip155:31337".into(),
+                    asset: "0x5FbDB2315678afecb367f032d93F642f64180aa3".into(),
+                    amount: "1000".into(),
+                    payer: p.into(),
+                    nonce: format!("0x{}", "11".repeat(32)),
+                    resource: "http://127.0.0.1/v1/chat/completions".into(),
+                    request_hash: exec.request_hash,
+                    model: None,
+                    mode: None,
+                    max_tokens: None,
+                    authorization: None,
+                    verified_at: r.issued_at - 5,
+                    settlement: None,
+                },
+                BoxStatus::Claimed,
+                r.issued_at,
+            );
+        }
+        r.sign(&key).unwrap();
+        ParsedReceipt::from_json_str(&serde_json::to_string(&r).unwrap()).unwrap()
+    };
+    let owned = |parsed: &ParsedReceipt| {
+        let o = Checker::new(parsed, &ANCHORS, parsed.receipt.issued_at).check(Claim::MemoryOwned);
+        (o.state, o.detail)
+    };
+    let (s, d) = owned(&build(
+        &|_| {},
+        Some(&payer.to_uppercase().replace("0X", "0x")),
+    ));
+    assert_eq!(s, ClaimState::Holds, "{d}");
+    let (s, d) = owned(&build(
+        &|_| {},
+        Some("0x00000000000000000000000000000000000000bb"),
+    ));
+    assert_eq!(s, ClaimState::Fails, "{d}");
+    assert!(d.contains("paid by"), "{d}");
+    let (s, d) = owned(&build(&|m| m.rows[0].owner = "0xcc".into(), Some(payer)));
+    assert_eq!(s, ClaimState::Fails, "{d}");
+    assert!(d.contains("row m1 belongs to 0xcc"), "{d}");
+    let (s, d) = owned(&build(&|m| m.rows[0].sealed_sha256 = None, Some(payer)));
+    assert_eq!(s, ClaimState::Fails, "{d}");
+    assert!(d.contains("sealed"), "{d}");
+    let (s, d) = owned(&build(&|_| {}, None));
+    assert_eq!(s, ClaimState::Unchecked, "{d}");
 }

@@ -234,7 +234,14 @@ fn freshness_policy_and_evidence() {
     let used = used_rows(got.iter().map(|r| (r.row, 0.9)), now);
     assert_eq!(used[0].age_ms, 5 * DAY);
     assert_eq!(used[0].state, "live");
-    assert_eq!(memory_evidence(&used).rows[0].last_validated_at, 35 * DAY);
+    let policy = haca_mem::RetrievalPolicy {
+        embedder: "test".into(),
+        max_age_s: max_age / 1000,
+        stale: StalePolicy::Exclude,
+    };
+    let ev = memory_evidence("alice", &used, &policy);
+    assert_eq!(ev.rows[0].last_validated_at, 35 * DAY);
+    assert_eq!(ev.stale_policy.as_deref(), Some("exclude"));
 }
 
 #[test]
