@@ -12,15 +12,22 @@
 //! - [`bundle`]: the signed export [`Bundle`] (rows stay sealed under the user's key) and its
 //!   import checks.
 //! - [`evidence`]: the rows a run used, with age, score and state, for the receipt's memory box.
+//! - [`extract`]: memories from a conversation (rules, and the pure halves of extraction by a
+//!   language model), [`same_fact`] for re-validation, and [`evaluate`] against a labelled set.
 
 pub mod bundle;
 pub mod evidence;
+pub mod extract;
 pub mod row;
 pub mod seal;
 pub mod set;
 
 pub use bundle::{Bundle, BUNDLE_DOMAIN, BUNDLE_FORMAT};
 pub use evidence::{memory_evidence, used_rows, RetrievalPolicy, UsedRow};
+pub use extract::{
+    evaluate, extract_rules, llm_extraction_prompt, parse_llm_extraction, same_fact, subjects,
+    ExtractError, Extracted, Message, Role, Score,
+};
 pub use row::{
     for_retrieval, revalidate, supersede, Category, MemoryRow, MemoryType, Retrieved, RowState,
     StalePolicy,

@@ -1,5 +1,7 @@
 //! haca-mem end to end: sealing, ownership, supersession, deletion, freshness, bundles.
 
+mod extraction;
+
 use haca_core::NodeKey;
 use haca_mem::{
     for_retrieval, memory_evidence, used_rows, Bundle, Category, MemError, MemoryRow, MemorySet,
