@@ -30,7 +30,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
+use hash::{hash_chunks, hash_one, Hash};
 use reed_solomon_simd::ReedSolomonEncoder;
+
+mod hash;
 
 /// Walrus mainnet's number of shards.
 pub const MAINNET_SHARDS: u16 = 1000;
@@ -51,7 +54,6 @@ pub const MAX_SYMBOL_SIZE: u16 = u16::MAX - 1;
 pub const ENCODING_TYPE_RS2: u8 = 1;
 
 const DIGEST_LEN: usize = 32;
-type Hash = [u8; DIGEST_LEN];
 type Blake2b256 = Blake2b<U32>;
 
 const LEAF_PREFIX: u8 = 0;
@@ -230,6 +232,8 @@ pub fn metadata(bytes: &[u8], n_shards: u16) -> Result<BlobMetadata, WalrusError
     let mut column_hashes = vec![EMPTY_NODE; n];
     let mut secondary_hashes = vec![EMPTY_NODE; n];
     let mut column_buf = vec![0u8; p * ss];
+    let mut recovery_buf = vec![0u8; (n - p) * ss];
+    let mut scratch = Vec::with_capacity(n / 2);
     let mut encoder = ReedSolomonEncoder::new(p, n - p, ss).unwrap_or_else(|e| rs(e));
     for c in 0..n {
         let column: &[u8] = if c < s {
@@ -244,31 +248,32 @@ pub fn metadata(bytes: &[u8], n_shards: u16) -> Result<BlobMetadata, WalrusError
         } else {
             &recovery_columns[(c - s) * p * ss..(c - s + 1) * p * ss]
         };
-        for (r, symbol) in column.chunks_exact(ss).enumerate() {
+        for symbol in column.chunks_exact(ss) {
             encoder.add_original_shard(symbol).unwrap_or_else(|e| rs(e));
-            column_hashes[r] = leaf_hash(symbol);
         }
         let result = encoder.encode().unwrap_or_else(|e| rs(e));
-        for (k, symbol) in result.recovery_iter().enumerate() {
-            column_hashes[p + k] = leaf_hash(symbol);
+        for (dest, symbol) in recovery_buf.chunks_exact_mut(ss).zip(result.recovery_iter()) {
+            dest.copy_from_slice(symbol);
         }
         drop(result);
+        hash_chunks(LEAF_PREFIX, column, ss, &mut column_hashes[..p]);
+        hash_chunks(LEAF_PREFIX, &recovery_buf, ss, &mut column_hashes[p..]);
         for (r, h) in column_hashes.iter().enumerate() {
             row_hashes[r * n + c] = *h;
         }
-        secondary_hashes[n - 1 - c] = merkle_root_in_place(&mut column_hashes);
+        secondary_hashes[n - 1 - c] = merkle_root_in_place(&mut column_hashes, &mut scratch);
     }
     drop(encoder);
 
     // 3. Sliver pair i: the primary hash over row i, the secondary over column n - 1 - i.
-    let mut pair_leaves = Vec::with_capacity(n);
+    let mut pairs = vec![[0u8; 2 * DIGEST_LEN]; n];
     for (i, row) in row_hashes.chunks_exact_mut(n).enumerate() {
-        let mut pair = [0u8; 2 * DIGEST_LEN];
-        pair[..DIGEST_LEN].copy_from_slice(&merkle_root_in_place(row));
-        pair[DIGEST_LEN..].copy_from_slice(&secondary_hashes[i]);
-        pair_leaves.push(leaf_hash(&pair));
+        pairs[i][..DIGEST_LEN].copy_from_slice(&merkle_root_in_place(row, &mut scratch));
+        pairs[i][DIGEST_LEN..].copy_from_slice(&secondary_hashes[i]);
     }
-    let root = merkle_root_in_place(&mut pair_leaves);
+    let mut pair_leaves = vec![EMPTY_NODE; n];
+    hash_chunks(LEAF_PREFIX, pairs.as_flattened(), 2 * DIGEST_LEN, &mut pair_leaves);
+    let root = merkle_root_in_place(&mut pair_leaves, &mut scratch);
 
     Ok(BlobMetadata {
         blob_id: BlobId::from_metadata_root(&root, len),
@@ -279,35 +284,36 @@ pub fn metadata(bytes: &[u8], n_shards: u16) -> Result<BlobMetadata, WalrusError
     })
 }
 
+#[cfg(test)]
 fn leaf_hash(data: &[u8]) -> Hash {
-    let mut h = Blake2b256::new();
-    h.update([LEAF_PREFIX]);
-    h.update(data);
-    h.finalize().into()
+    hash_one(LEAF_PREFIX, data)
 }
 
 fn inner_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Blake2b256::new();
-    h.update([INNER_PREFIX]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
+    let mut both = [0u8; 2 * DIGEST_LEN];
+    both[..DIGEST_LEN].copy_from_slice(left);
+    both[DIGEST_LEN..].copy_from_slice(right);
+    hash_one(INNER_PREFIX, &both)
 }
 
 /// The Merkle root over leaf hashes (Walrus's `MerkleTree::build_from_leaf_hashes(..).root()`),
-/// using the slice as the working space.
-fn merkle_root_in_place(level: &mut [Hash]) -> Hash {
+/// using the slice as the working space. A level's nodes are hashed pairwise, many at once.
+fn merkle_root_in_place(level: &mut [Hash], scratch: &mut Vec<Hash>) -> Hash {
     if level.is_empty() {
         return EMPTY_NODE;
     }
     let mut len = level.len();
     while len > 1 {
-        let parents = len.div_ceil(2);
-        for i in 0..parents {
-            let right = if 2 * i + 1 < len { level[2 * i + 1] } else { EMPTY_NODE };
-            level[i] = inner_hash(&level[2 * i], &right);
+        let pairs = len / 2;
+        // An odd level's last node pairs with the empty node.
+        let odd = (len % 2 == 1).then(|| inner_hash(&level[len - 1], &EMPTY_NODE));
+        scratch.resize(pairs, EMPTY_NODE);
+        hash_chunks(INNER_PREFIX, level[..2 * pairs].as_flattened(), 2 * DIGEST_LEN, scratch);
+        level[..pairs].copy_from_slice(scratch);
+        if let Some(h) = odd {
+            level[pairs] = h;
         }
-        len = parents;
+        len = len.div_ceil(2);
     }
     level[0]
 }
@@ -343,7 +349,18 @@ mod tests {
         let leaves: Vec<Hash> = (0u8..3).map(|i| leaf_hash(&[i])).collect();
         let expected =
             inner_hash(&inner_hash(&leaves[0], &leaves[1]), &inner_hash(&leaves[2], &EMPTY_NODE));
-        assert_eq!(merkle_root_in_place(&mut leaves.clone()), expected);
-        assert_eq!(merkle_root_in_place(&mut leaves[..1].to_vec()), leaves[0]);
+        let mut scratch = Vec::new();
+        assert_eq!(merkle_root_in_place(&mut leaves.clone(), &mut scratch), expected);
+        assert_eq!(merkle_root_in_place(&mut leaves[..1].to_vec(), &mut scratch), leaves[0]);
+        // 19 leaves: levels of 19, 10, 5, 3, 2 nodes, as Walrus builds them one by one.
+        let leaves: Vec<Hash> = (0u8..19).map(|i| leaf_hash(&[i])).collect();
+        let mut level = leaves.clone();
+        while level.len() > 1 {
+            level = level
+                .chunks(2)
+                .map(|p| inner_hash(&p[0], p.get(1).unwrap_or(&EMPTY_NODE)))
+                .collect();
+        }
+        assert_eq!(merkle_root_in_place(&mut leaves.clone(), &mut scratch), level[0]);
     }
 }
