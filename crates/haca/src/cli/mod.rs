@@ -2,6 +2,7 @@
 
 mod apikey;
 mod attest;
+mod blob;
 mod chat;
 pub mod devnet;
 mod govern;
@@ -319,6 +320,10 @@ enum Command {
     /// correct execution; they hide nothing (input, output and model are public).
     #[command(subcommand)]
     Zk(zk::ZkCommand),
+    /// Content addresses of files, offline: `id FILE` prints SHA-256, or with `--walrus
+    /// [--shards N]` the Walrus blob id, as its last line.
+    #[command(subcommand)]
+    Blob(blob::BlobCommand),
 }
 
 #[derive(Subcommand)]
@@ -1002,6 +1007,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Apikey(a) => apikey::run(a).await,
         Command::Token(a) => token::run(a).await,
         Command::Zk(z) => zk::run(&z),
+        Command::Blob(b) => blob::run(&b),
     }
 }
 

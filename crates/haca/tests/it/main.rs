@@ -4,6 +4,7 @@
 mod common;
 
 mod attest_cli;
+mod blob_cli;
 mod crash_durability;
 mod data_e2e;
 mod devnet_e2e;
