@@ -56,6 +56,8 @@ for (const nShards of [1000, 10, 4]) {
 		// A multi-megabyte input where it fits: 10 shards hold at most 4*7 symbols of 65534 bytes.
 		Math.min(3 * 1024 * 1024, perBlob * 65534),
 	]);
+	// The bench's 8 MiB input, where it fits (crates/haca-walrus/benches/blob_id.rs).
+	if (8 * 1024 * 1024 <= perBlob * 65534) lens.add(8 * 1024 * 1024);
 	// The largest blob and one byte more, refused as too large (checked below), where that is
 	// small enough to hold here (not at 1000 shards: 14.6 GB).
 	const maxBlob = perBlob * 65534;
