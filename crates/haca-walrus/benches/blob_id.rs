@@ -11,9 +11,11 @@ fn bench(c: &mut Criterion) {
     for mib in [8usize, 64, 256] {
         let data: Vec<u8> = (0..mib << 20).map(|i| ((i * 31 + 7) % 251) as u8).collect();
         g.throughput(Throughput::Bytes(data.len() as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{mib}MiB")), &data, |b, d| {
-            b.iter(|| blob_id(d, MAINNET_SHARDS).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{mib}MiB")),
+            &data,
+            |b, d| b.iter(|| blob_id(d, MAINNET_SHARDS).unwrap()),
+        );
     }
     g.finish();
 }

@@ -86,7 +86,15 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn g(v: &mut [__m512i; 16], a: usize, b: usize, c: usize, d: usize, x: __m512i, y: __m512i) {
+    unsafe fn g(
+        v: &mut [__m512i; 16],
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        x: __m512i,
+        y: __m512i,
+    ) {
         v[a] = _mm512_add_epi64(_mm512_add_epi64(v[a], v[b]), x);
         v[d] = _mm512_ror_epi64::<32>(_mm512_xor_si512(v[d], v[a]));
         v[c] = _mm512_add_epi64(v[c], v[d]);
@@ -191,7 +199,11 @@ mod tests {
                 let mut out = vec![[0u8; 32]; count];
                 hash_chunks(1, &data, chunk, &mut out);
                 for (i, o) in out.iter().enumerate() {
-                    assert_eq!(*o, hash_one(1, &data[i * chunk..(i + 1) * chunk]), "{chunk} {i}");
+                    assert_eq!(
+                        *o,
+                        hash_one(1, &data[i * chunk..(i + 1) * chunk]),
+                        "{chunk} {i}"
+                    );
                 }
             }
         }

@@ -119,8 +119,10 @@ impl FromStr for BlobId {
         let bytes = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|e| BlobIdParseError::Base64(e.to_string()))?;
-        let id: [u8; 32] =
-            bytes.as_slice().try_into().map_err(|_| BlobIdParseError::Length(bytes.len()))?;
+        let id: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| BlobIdParseError::Length(bytes.len()))?;
         Ok(BlobId(id))
     }
 }
@@ -155,7 +157,11 @@ impl Encoding {
             return Err(WalrusError::TooManyShards { n_shards });
         }
         let f = (n_shards - 1) / 3;
-        Ok(Encoding { n_shards, primary_symbols: n_shards - 2 * f, secondary_symbols: n_shards - f })
+        Ok(Encoding {
+            n_shards,
+            primary_symbols: n_shards - 2 * f,
+            secondary_symbols: n_shards - f,
+        })
     }
 
     /// The symbols in the message matrix.
@@ -170,7 +176,10 @@ impl Encoding {
 
     /// The symbol size for a blob of `len` bytes (the empty blob gets the smallest).
     pub fn symbol_size(&self, len: u64) -> Result<u16, WalrusError> {
-        let size = len.max(1).div_ceil(self.source_symbols()).next_multiple_of(2);
+        let size = len
+            .max(1)
+            .div_ceil(self.source_symbols())
+            .next_multiple_of(2);
         u16::try_from(size).map_err(|_| WalrusError::BlobTooLarge {
             len,
             n_shards: self.n_shards,
@@ -193,9 +202,8 @@ pub fn metadata(bytes: &[u8], n_shards: u16) -> Result<BlobMetadata, WalrusError
     let n = usize::from(n_shards);
     let p = usize::from(enc.primary_symbols);
     let s = usize::from(enc.secondary_symbols);
-    let rs = |e: reed_solomon_simd::Error| -> ! {
-        unreachable!("RS2 parameters were checked: {e}")
-    };
+    let rs =
+        |e: reed_solomon_simd::Error| -> ! { unreachable!("RS2 parameters were checked: {e}") };
 
     // 1. The secondary encoding: each of the p rows (s symbols) gets n - s recovery symbols,
     //    the columns s..n of the row. They are kept column by column, as the primary encoding
@@ -252,7 +260,10 @@ pub fn metadata(bytes: &[u8], n_shards: u16) -> Result<BlobMetadata, WalrusError
             encoder.add_original_shard(symbol).unwrap_or_else(|e| rs(e));
         }
         let result = encoder.encode().unwrap_or_else(|e| rs(e));
-        for (dest, symbol) in recovery_buf.chunks_exact_mut(ss).zip(result.recovery_iter()) {
+        for (dest, symbol) in recovery_buf
+            .chunks_exact_mut(ss)
+            .zip(result.recovery_iter())
+        {
             dest.copy_from_slice(symbol);
         }
         drop(result);
@@ -272,7 +283,12 @@ pub fn metadata(bytes: &[u8], n_shards: u16) -> Result<BlobMetadata, WalrusError
         pairs[i][DIGEST_LEN..].copy_from_slice(&secondary_hashes[i]);
     }
     let mut pair_leaves = vec![EMPTY_NODE; n];
-    hash_chunks(LEAF_PREFIX, pairs.as_flattened(), 2 * DIGEST_LEN, &mut pair_leaves);
+    hash_chunks(
+        LEAF_PREFIX,
+        pairs.as_flattened(),
+        2 * DIGEST_LEN,
+        &mut pair_leaves,
+    );
     let root = merkle_root_in_place(&mut pair_leaves, &mut scratch);
 
     Ok(BlobMetadata {
@@ -308,7 +324,12 @@ fn merkle_root_in_place(level: &mut [Hash], scratch: &mut Vec<Hash>) -> Hash {
         // An odd level's last node pairs with the empty node.
         let odd = (len % 2 == 1).then(|| inner_hash(&level[len - 1], &EMPTY_NODE));
         scratch.resize(pairs, EMPTY_NODE);
-        hash_chunks(INNER_PREFIX, level[..2 * pairs].as_flattened(), 2 * DIGEST_LEN, scratch);
+        hash_chunks(
+            INNER_PREFIX,
+            level[..2 * pairs].as_flattened(),
+            2 * DIGEST_LEN,
+            scratch,
+        );
         level[..pairs].copy_from_slice(scratch);
         if let Some(h) = odd {
             level[pairs] = h;
@@ -325,11 +346,21 @@ mod tests {
     #[test]
     fn source_symbols_follow_the_bft_bound() {
         // Walrus's own table (encoding/config.rs).
-        for (n, primary, secondary) in
-            [(4, 2, 3), (7, 3, 5), (9, 5, 7), (10, 4, 7), (31, 11, 21), (100, 34, 67), (1000, 334, 667)]
-        {
+        for (n, primary, secondary) in [
+            (4, 2, 3),
+            (7, 3, 5),
+            (9, 5, 7),
+            (10, 4, 7),
+            (31, 11, 21),
+            (100, 34, 67),
+            (1000, 334, 667),
+        ] {
             let e = Encoding::new(n).unwrap();
-            assert_eq!((e.primary_symbols, e.secondary_symbols), (primary, secondary), "n = {n}");
+            assert_eq!(
+                (e.primary_symbols, e.secondary_symbols),
+                (primary, secondary),
+                "n = {n}"
+            );
         }
     }
 
@@ -347,11 +378,19 @@ mod tests {
     #[test]
     fn merkle_root_pads_odd_levels_with_zeros() {
         let leaves: Vec<Hash> = (0u8..3).map(|i| leaf_hash(&[i])).collect();
-        let expected =
-            inner_hash(&inner_hash(&leaves[0], &leaves[1]), &inner_hash(&leaves[2], &EMPTY_NODE));
+        let expected = inner_hash(
+            &inner_hash(&leaves[0], &leaves[1]),
+            &inner_hash(&leaves[2], &EMPTY_NODE),
+        );
         let mut scratch = Vec::new();
-        assert_eq!(merkle_root_in_place(&mut leaves.clone(), &mut scratch), expected);
-        assert_eq!(merkle_root_in_place(&mut leaves[..1].to_vec(), &mut scratch), leaves[0]);
+        assert_eq!(
+            merkle_root_in_place(&mut leaves.clone(), &mut scratch),
+            expected
+        );
+        assert_eq!(
+            merkle_root_in_place(&mut leaves[..1].to_vec(), &mut scratch),
+            leaves[0]
+        );
         // 19 leaves: levels of 19, 10, 5, 3, 2 nodes, as Walrus builds them one by one.
         let leaves: Vec<Hash> = (0u8..19).map(|i| leaf_hash(&[i])).collect();
         let mut level = leaves.clone();
@@ -361,6 +400,9 @@ mod tests {
                 .map(|p| inner_hash(&p[0], p.get(1).unwrap_or(&EMPTY_NODE)))
                 .collect();
         }
-        assert_eq!(merkle_root_in_place(&mut leaves.clone(), &mut scratch), level[0]);
+        assert_eq!(
+            merkle_root_in_place(&mut leaves.clone(), &mut scratch),
+            level[0]
+        );
     }
 }

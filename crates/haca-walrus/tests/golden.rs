@@ -3,6 +3,8 @@
 
 use haca_walrus::{blob_id, metadata, BlobId, WalrusError, MAINNET_SHARDS};
 
+// As tools/walrus_golden.mjs prints them, one case a line.
+#[rustfmt::skip]
 #[path = "golden/values.rs"]
 mod values;
 
@@ -18,8 +20,16 @@ fn blob_ids_match_walrus() {
     let mut shard_counts = std::collections::BTreeSet::new();
     for &(len, n_shards, id, root) in values::GOLDEN {
         let m = metadata(&data[..len], n_shards).unwrap();
-        assert_eq!(hex::encode(m.root), root, "metadata root of {len} bytes at {n_shards} shards");
-        assert_eq!(m.blob_id.to_string(), id, "blob id of {len} bytes at {n_shards} shards");
+        assert_eq!(
+            hex::encode(m.root),
+            root,
+            "metadata root of {len} bytes at {n_shards} shards"
+        );
+        assert_eq!(
+            m.blob_id.to_string(),
+            id,
+            "blob id of {len} bytes at {n_shards} shards"
+        );
         assert_eq!(m.unencoded_length, len as u64);
         shard_counts.insert(n_shards);
     }
@@ -40,7 +50,11 @@ fn blobs_walrus_refuses_are_refused() {
         let data = input(len);
         assert_eq!(
             blob_id(&data, n_shards),
-            Err(WalrusError::BlobTooLarge { len: len as u64, n_shards, max: len as u64 - 1 })
+            Err(WalrusError::BlobTooLarge {
+                len: len as u64,
+                n_shards,
+                max: len as u64 - 1
+            })
         );
         // One byte less is the largest blob: it encodes.
         assert!(blob_id(&data[..len - 1], n_shards).is_ok());
@@ -50,11 +64,16 @@ fn blobs_walrus_refuses_are_refused() {
 #[test]
 fn shard_counts_out_of_range_are_refused() {
     for n in 0..4 {
-        assert_eq!(blob_id(b"x", n), Err(WalrusError::TooFewShards { n_shards: n }));
+        assert_eq!(
+            blob_id(b"x", n),
+            Err(WalrusError::TooFewShards { n_shards: n })
+        );
     }
     assert_eq!(
         blob_id(b"x", haca_walrus::MAX_SHARDS + 1),
-        Err(WalrusError::TooManyShards { n_shards: haca_walrus::MAX_SHARDS + 1 })
+        Err(WalrusError::TooManyShards {
+            n_shards: haca_walrus::MAX_SHARDS + 1
+        })
     );
     let e = blob_id(b"x", 2).unwrap_err().to_string();
     assert!(e.contains("too few"), "{e}");
@@ -65,14 +84,20 @@ fn blob_ids_print_and_parse_back() {
     let id = blob_id(b"hello walrus", 10).unwrap();
     let s = id.to_string();
     assert_eq!(s.len(), 43);
-    assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{s}");
+    assert!(
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{s}"
+    );
     assert_eq!(s.parse::<BlobId>().unwrap(), id);
     for &(_, _, golden, _) in values::GOLDEN {
         assert_eq!(golden.parse::<BlobId>().unwrap().to_string(), golden);
     }
     // Padding, the standard alphabet and the wrong length are refused.
     assert!(format!("{s}=").parse::<BlobId>().is_err());
-    assert!("3GPQL3HZNnFhN/F7l5Aa+X1VOtAKwIsg9zuWk8R81v4".parse::<BlobId>().is_err());
+    assert!("3GPQL3HZNnFhN/F7l5Aa+X1VOtAKwIsg9zuWk8R81v4"
+        .parse::<BlobId>()
+        .is_err());
     assert!(s[..42].parse::<BlobId>().is_err());
     assert!("AAAA".parse::<BlobId>().is_err());
 }

@@ -8,7 +8,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_haca");
 
 /// Runs `haca blob id ARGS`: (exit status, last line of stdout, stderr).
 fn blob_id(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(["blob", "id"]).args(args).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["blob", "id"])
+        .args(args)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -28,10 +32,17 @@ fn blob_id_prints_the_walrus_id_mystens_encoder_computes() {
     // Mainnet's 1000 shards by default, and 10 shards named.
     assert_eq!(
         blob_id(&[f, "--walrus"]),
-        (0, "BCQjPD_cwPTsNlcGQwdOM_BI1l7H21tJXFRvH1BL01w".to_owned(), String::new())
+        (
+            0,
+            "BCQjPD_cwPTsNlcGQwdOM_BI1l7H21tJXFRvH1BL01w".to_owned(),
+            String::new()
+        )
     );
     let (code, id, _) = blob_id(&[f, "--walrus", "--shards", "10"]);
-    assert_eq!((code, id.as_str()), (0, "RV5Io9fgU7sWMkNXE7IUo8QbTxJS4Gs9aaJU6xabCsw"));
+    assert_eq!(
+        (code, id.as_str()),
+        (0, "RV5Io9fgU7sWMkNXE7IUo8QbTxJS4Gs9aaJU6xabCsw")
+    );
 
     // Without --walrus: SHA-256 hex.
     let (code, id, _) = blob_id(&[f]);
