@@ -1,10 +1,12 @@
 //! Executors: ONNX models through tract (pure Rust), with a model cache bounded by bytes;
-//! LLMs through candle (a local GGUF) or upstream OpenAI-compatible providers.
+//! LLMs through candle (a local GGUF) or upstream OpenAI-compatible providers; sentence
+//! embeddings (all-MiniLM-L6-v2) through candle, in [`embed`].
 //!
 //! Architecture invariant: executors compute; they neither sign nor store. The caller turns
 //! what they return into a receipt.
 
 mod cache;
+pub mod embed;
 pub mod llm;
 mod onnx;
 

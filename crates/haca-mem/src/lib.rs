@@ -14,10 +14,13 @@
 //! - [`evidence`]: the rows a run used, with age, score and state, for the receipt's memory box.
 //! - [`extract`]: memories from a conversation (rules, and the pure halves of extraction by a
 //!   language model), [`same_fact`] for re-validation, and [`evaluate`] against a labelled set.
+//! - [`index`]: the approximate nearest-neighbour index for retrieval ([`AnnIndex`], HNSW over
+//!   unit vectors keyed by `u32` slots), and [`recall_at_k`].
 
 pub mod bundle;
 pub mod evidence;
 pub mod extract;
+pub mod index;
 pub mod row;
 pub mod seal;
 pub mod set;
@@ -32,6 +35,7 @@ pub use row::{
     for_retrieval, revalidate, supersede, Category, MemoryRow, MemoryType, Retrieved, RowState,
     StalePolicy,
 };
+pub use index::{recall_at_k, AnnIndex, HnswParams, IndexError};
 pub use seal::{SealedRow, UserKey, ROW_KEY_INFO};
 pub use set::MemorySet;
 

