@@ -289,6 +289,37 @@ function decisionsHtml(view) {
     </li>`).join('')}</ol>`;
 }
 
+const MEMORY_STATE_WORDS = { fresh: 'fresh', stale: 'stale', over_age: 'over age' };
+const MEMORY_WARNING_WORDS = { shared: 'Row shared by runs', stale: 'Used while stale', over_age: 'Over age', owner: "Not the payer's row" };
+// An address as 0x1234…abcd; the full one is in the title.
+const shortOwner = (s) => (String(s).length > 14 ? `${String(s).slice(0, 6)}…${String(s).slice(-4)}` : String(s));
+
+// One line per memory row per run: which row, whose, how old when used, its score, and its
+// state (stale when the receipt flagged it at use, over age against the class's memory.fresh).
+function memoryContinuityHtml(m) {
+  if (!m.rows_used) return '<p class="memory-none">No memory used: no run of this case carries a memory row.</p>';
+  const warnings = m.warnings.map((w) => `<div class="warning" role="note" data-warning="${esc(w.kind)}"><strong>${esc(MEMORY_WARNING_WORDS[w.kind] || w.kind)}:</strong> ${esc(w.message)}
+    ${w.runs.length === 1 ? `(run <code>${esc(short(w.runs[0]))}</code>)` : `(${esc(w.runs.length)} runs)`}</div>`).join('');
+  const lines = m.runs.flatMap((r) => r.rows.map((row) => {
+    const warn = row.state !== 'fresh' || row.owner_differs || row.used_by_runs > 1 || !row.sealed;
+    return `<tr class="mem-line${warn ? ' mem-warn' : ''}" data-state="${esc(row.state)}">
+      <td><code title="${esc(r.run_id)}">${esc(short(r.run_id))}</code></td><td><code>${esc(row.row_id)}</code></td>
+      <td><code title="${esc(row.owner)}">${esc(shortOwner(row.owner))}</code>${row.owner_differs ? ` <span class="warn-text">not the payer's</span>` : ''}</td>
+      <td class="num" title="last validated ${esc(time(row.last_validated_at))}">${esc(row.age_at_use)}</td>
+      <td class="num">${esc(Number(row.score).toFixed(3))}</td>
+      <td><span class="ms ms-${esc(row.state)}">${esc(MEMORY_STATE_WORDS[row.state] || row.state)}</span>${row.state === 'stale' && row.over_age ? ' <span class="warn-text">and over age</span>' : ''}${row.used_by_runs > 1 ? ` <span class="warn-text">used by ${esc(row.used_by_runs)} runs</span>` : ''}${row.sealed ? '' : ' <span class="warn-text">names no sealed row</span>'}</td></tr>`;
+  })).join('');
+  return `
+    <p>${esc(m.rows_used)} memory row use${m.rows_used === 1 ? '' : 's'} across ${esc(m.runs_with_memory)} run${m.runs_with_memory === 1 ? '' : 's'}
+      (${esc(m.distinct_rows)} distinct row${m.distinct_rows === 1 ? '' : 's'}); the class allows rows validated within ${esc(m.max_age)}.</p>
+    ${warnings}
+    <table class="memory-lines">
+      <caption>Memory rows each run used${m.rows_left_out ? `; ${esc(m.rows_left_out)} more not listed (the counts and warnings cover them)` : ''}</caption>
+      <thead><tr><th scope="col">Run</th><th scope="col">Row</th><th scope="col">Owner</th><th scope="col">Age at use</th><th scope="col">Score</th><th scope="col">State</th></tr></thead>
+      <tbody>${lines}</tbody>
+    </table>`;
+}
+
 function continuityHtml(c) {
   const drift = c.label_drift.map((d) => `<div class="warning" role="note"><strong>Label moved:</strong> ${esc(d.message)}</div>`).join('');
   const artifacts = `
@@ -299,10 +330,6 @@ function continuityHtml(c) {
         <td>${a.labels.map(esc).join(', ')}</td><td class="num">${a.runs}</td><td class="num">${a.in_case}</td>
         <td>${esc(time(a.first_at))}</td><td>${esc(time(a.last_at))}</td></tr>`).join('')}</tbody>
     </table>`;
-  const memory = c.memory.rows_used
-    ? `<p>${c.memory.rows_used} memory row${c.memory.rows_used === 1 ? '' : 's'} steered these runs; ${c.memory.stale.length} not re-validated within ${esc(c.memory.max_age)}.</p>
-       ${c.memory.stale.map((s) => `<div class="warning" role="note">${esc(s.message)} (run <code>${esc(short(s.run_id))}</code>)</div>`).join('')}`
-    : '<p>No memory rows steered these runs (their memory boxes are absent).</p>';
   const turns = c.turns.length ? `
     <table>
       <caption>Turns of the conversations these runs belong to</caption>
@@ -313,7 +340,9 @@ function continuityHtml(c) {
     </table>` : '<p>These runs belong to no conversation.</p>';
   return `
     <h3>Artifacts behind the labels</h3>${drift || '<p>Each label in this case resolved to one artifact.</p>'}${artifacts}
-    <h3>Memory</h3>${memory}
+    <section aria-labelledby="memcont-h">
+      <h3 id="memcont-h">Memory continuity</h3>${memoryContinuityHtml(c.memory)}
+    </section>
     <h3>Route and privacy path across turns</h3>${turns}`;
 }
 

@@ -1,10 +1,12 @@
 // The review panel in Debian's Chromium, driven by playwright-core: sign in, the queue and its
 // filters, a case refused before settlement with its missing claims, cleared after settlement
 // once live updates show READY, a viewer who cannot decide, keyboard paths, and (when the node
-// serves a local LLM) the chat page with its boxes filling in. Screenshots go to $OUT.
+// serves a local LLM) the chat page with its boxes filling in; the case's memory continuity
+// ("no memory used"), and the memory lines of a view built by haca-review. Screenshots go to $OUT.
 //
 // crates/haca/tests/it/panel_browser.rs starts the node and runs this with:
-//   HACA_URL, REVIEWER_TOKEN, VIEWER_TOKEN, CASE_ID, OUT, and CHAT=1 to test the chat page.
+//   HACA_URL, REVIEWER_TOKEN, VIEWER_TOKEN, CASE_ID, OUT, CHAT=1 to test the chat page, and
+//   MEMORY_VIEW: a case's memory view (JSON) with shared, stale, over-age and foreign rows.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -75,6 +77,35 @@ try {
   assert.match(await settlement.innerText(), /absent 1/);
   assert.match(await settlement.innerText(), /Never proves/);
   await page.getByRole('region', { name: 'Chronology' }).getByText('answer shown').waitFor();
+  const memorySection = page.getByRole('region', { name: 'Memory continuity' });
+  assert.match(await memorySection.innerText(), /No memory used/);
+  assert.equal(await memorySection.locator('tr.mem-line').count(), 0);
+
+  step('memory continuity lists each row of each run, warnings highlighted, markup as text');
+  const memoryView = JSON.parse(env('MEMORY_VIEW'));
+  await page.evaluate((m) => {
+    const d = document.createElement('section');
+    d.id = 'memory-fixture';
+    d.setAttribute('aria-label', 'Memory fixture');
+    d.innerHTML = memoryContinuityHtml(m);
+    document.body.append(d);
+  }, memoryView);
+  const fixture = page.locator('#memory-fixture');
+  const lines = fixture.locator('tbody tr.mem-line');
+  assert.equal(await lines.count(), 5, 'one line per row per run');
+  const line = async (i) => (await lines.nth(i).innerText()).replace(/\s+/g, ' ').trim();
+  assert.match(await line(0), /m-shared 0x1111…1111 5d 0\.813 over age used by 2 runs/);
+  assert.match(await line(1), /m-stale 0x1111…1111 45d 0\.813 stale and over age/);
+  assert.match(await line(3), /m-fresh 0x1111…1111 1d 0\.813 fresh$/);
+  assert.match(await line(4), /<img src=x onerror="window.__pwned=1"> 0x2222…2222 not the payer's 1d 0\.813 fresh/);
+  assert.equal(await fixture.locator('img').count(), 0, 'a row id is text, never markup');
+  assert.deepEqual(await lines.evaluateAll((ls) => ls.map((l) => l.classList.contains('mem-warn'))), [true, true, true, false, true]);
+  const warnings = await fixture.locator('.warning').allInnerTexts();
+  for (const w of ['Row shared by runs: memory row m-shared steered 2 runs', 'Used while stale: memory row m-stale', 'Over age: memory row m-shared', "Not the payer's row"]) {
+    assert.ok(warnings.some((t) => t.includes(w)), `warning "${w}" in ${JSON.stringify(warnings)}`);
+  }
+  await fixture.screenshot({ path: `${out}/03a-memory-continuity.png` });
+  await page.evaluate(() => document.getElementById('memory-fixture').remove());
 
   step('a clear before settlement is refused with the missing claims');
   await page.getByRole('button', { name: 'Clear', exact: true }).click();

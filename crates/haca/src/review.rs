@@ -763,8 +763,9 @@ fn state_key(s: ClaimState) -> &'static str {
     }
 }
 
-/// The continuity views of a case: its labels' runs grouped by artifact, memory rows used
-/// but not re-validated, and the turns of its conversations with route changes marked.
+/// The continuity views of a case: its labels' runs grouped by artifact, the memory rows each
+/// run used (with the rows shared, stale, over age or not the payer's), and the turns of its
+/// conversations with route changes marked.
 fn continuity_view(
     gw: &Gateway,
     case: &LoadedCase,
@@ -800,20 +801,9 @@ fn continuity_view(
             _ => None,
         })
         .unwrap_or(haca_review::case::DEFAULT_MEMORY_MAX_AGE_S);
-    let used: Vec<(RunId, &haca_core::receipt::MemoryRow)> = case
-        .runs
-        .iter()
-        .flat_map(|(_, p)| {
-            let run = p.receipt.run_id;
-            p.receipt
-                .boxes
-                .memory
-                .evidence
-                .iter()
-                .flat_map(move |m| m.rows.iter().map(move |row| (run, row)))
-        })
-        .collect();
-    let stale = continuity::stale_memory(&used, memory_age, at);
+    let receipts: Vec<&haca_core::receipt::Receipt> =
+        case.runs.iter().map(|(_, p)| &p.receipt).collect();
+    let memory = continuity::memory_view(&receipts, memory_age, at);
 
     let mut turns: Vec<Turn> = Vec::new();
     let case_runs: std::collections::HashSet<&str> =
@@ -850,7 +840,7 @@ fn continuity_view(
     Ok(json!({
         "artifacts": groups,
         "label_drift": drift,
-        "memory": {"rows_used": used.len(), "max_age": haca_core::claims::format_duration(memory_age), "stale": stale},
+        "memory": memory,
         "turns": turns,
     }))
 }

@@ -3,6 +3,8 @@
 //! try a clear before its run settles; live updates then bring READY.
 //! Needs /usr/bin/chromium and `npm ci --prefix web` (.ci/run installs both; CI requires them);
 //! its chat step needs the local LLM (`common::local_model`; required in CI too).
+//! The devnet's case has no memory (its section says so); the memory continuity lines are
+//! checked on a view haca-review builds from receipts with memory boxes (`memory_fixture`).
 
 use crate::common::{self, Devnet};
 use serde_json::{json, Value};
@@ -33,6 +35,89 @@ fn browser_ready() -> Option<PathBuf> {
         chromium.display()
     );
     None
+}
+
+/// The memory view of two chat runs as `GET /v1/cases/{id}` serves it, built by haca-review
+/// from receipts: row `m-shared` steered both runs and is over the 30 days `memory.fresh`
+/// allows, `m-stale` was flagged stale when used, `m-fresh` is fresh, and a row whose id is
+/// markup belongs to someone other than the payer (the panel must show it as text).
+fn memory_fixture() -> String {
+    use haca_core::receipt::{
+        BoxStatus, EvidenceBox, MemoryEvidence, MemoryRow, PaymentEvidence, Receipt,
+    };
+    const DAY_MS: u64 = 86_400_000;
+    let owner = "0x1111111111111111111111111111111111111111";
+    let row = |id: &str, owner: &str, validated_day: u64, stale: bool| MemoryRow {
+        id: id.into(),
+        owner: owner.into(),
+        created_at: 0,
+        last_validated_at: validated_day * DAY_MS,
+        score: 0.8125,
+        sealed_sha256: Some(haca_core::hash::sha256(id.as_bytes())),
+        stale,
+    };
+    let run = |seed: u64, day: u64, rows: Vec<MemoryRow>| -> Receipt {
+        let key = haca_core::keys::NodeKey::from_seed([9; 32]);
+        let at = day * DAY_MS;
+        let blob = haca_core::BlobId(haca_core::hash::sha256(b"gemma"));
+        let mut r = haca_core::testing::vanilla_receipt(&key, blob, at, seed);
+        r.boxes.memory = EvidenceBox::with(
+            MemoryEvidence {
+                rows,
+                owner: Some(owner.into()),
+                embedder: Some("all-MiniLM-L6-v2".into()),
+                max_age_s: Some(30 * 86_400),
+                stale_policy: Some("surface".into()),
+            },
+            BoxStatus::Claimed,
+            at,
+        );
+        r.boxes.payment = EvidenceBox::with(
+            PaymentEvidence {
+                scheme: "apikey".into(),
+                network: "haca:devnet".into(),
+                asset: "credit".into(),
+                amount: "1".into(),
+                payer: owner.into(),
+                nonce: format!("n{seed}"),
+                resource: "/v1/chat/completions".into(),
+                request_hash: haca_core::hash::sha256(b"req"),
+                model: None,
+                mode: None,
+                max_tokens: None,
+                authorization: None,
+                verified_at: at,
+                settlement: None,
+            },
+            BoxStatus::Claimed,
+            at,
+        );
+        r
+    };
+    let first = run(
+        1,
+        50,
+        vec![
+            row("m-shared", owner, 45, false),
+            row("m-stale", owner, 5, true),
+        ],
+    );
+    let second = run(
+        2,
+        99,
+        vec![
+            row("m-shared", owner, 45, false),
+            row("m-fresh", owner, 98, false),
+            row(
+                "<img src=x onerror=\"window.__pwned=1\">",
+                "0x2222222222222222222222222222222222222222",
+                98,
+                false,
+            ),
+        ],
+    );
+    let view = haca_review::continuity::memory_view(&[&first, &second], 30 * 86_400, 100 * DAY_MS);
+    serde_json::to_string(&view).unwrap()
 }
 
 #[test]
@@ -92,6 +177,7 @@ fn the_panel_refuses_a_clear_before_settlement_and_clears_after() {
         .env("OUT", &shots)
         .env("CHROMIUM", &chromium)
         .env("CHAT", if llm.is_some() { "1" } else { "0" })
+        .env("MEMORY_VIEW", memory_fixture())
         .status()
         .expect("run node");
     assert!(
