@@ -15,9 +15,9 @@ use haca_store::{LogCheckpointRow, LogEntryRow, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
-/// The entry kinds the log accepts: runs and their settlements, review decisions, and
-/// refunds of charges whose runs were never stored.
-pub const KINDS: &[&str] = &["run", "settlement", "decision", "refund"];
+/// The entry kinds the log accepts: runs and their settlements, review decisions, refunds of
+/// charges whose runs were never stored, and deletions of users' memory rows (MemSync).
+pub const KINDS: &[&str] = &["run", "settlement", "decision", "refund", "memory.delete"];
 
 /// Entries taken into one group commit, at most (a single larger append still goes alone):
 /// bounds the transaction and the time readers wait for the tree lock.

@@ -150,6 +150,15 @@ impl ReceiptBuilder {
         self
     }
 
+    /// The memory box: the rows retrieval let into the run, with their age, score and state;
+    /// absent when the run used no memory.
+    pub fn memory(&mut self, used: Option<MemoryEvidence>) -> &mut Self {
+        if let Some(m) = used {
+            self.boxes.memory = EvidenceBox::with(m, BoxStatus::Claimed, self.started_at);
+        }
+        self
+    }
+
     /// The payment box: what was paid, what it covered and the payer's authorization.
     pub fn payment(&mut self, paid: Option<PaymentEvidence>) -> &mut Self {
         if let Some(p) = paid {

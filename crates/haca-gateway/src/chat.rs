@@ -360,6 +360,8 @@ pub struct CallStart {
     /// The data items the call admits, checked and fresh when the call started (before it
     /// is charged).
     pub data: Vec<haca_core::data::DataItem>,
+    /// The memory rows let into the call (`memory: true`), as the memory box lists them.
+    pub memory: Option<haca_core::receipt::MemoryEvidence>,
 }
 
 /// How a call reached the gateway: the route box's path says `ohttp` for a call that came
@@ -386,6 +388,7 @@ impl CallStart {
             started_at,
             transport: Transport::Direct,
             data,
+            memory: None,
         })
     }
 }
@@ -653,7 +656,8 @@ impl ChatGateway {
                 relay,
             })
             .payment(payment)
-            .data(start.data.clone());
+            .data(start.data.clone())
+            .memory(start.memory.clone());
         builder
             .executed(Execution {
                 mode,

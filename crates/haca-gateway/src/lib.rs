@@ -13,6 +13,7 @@ pub mod data;
 pub mod enclave;
 pub mod error;
 pub mod infer;
+pub mod memory;
 pub mod payment;
 pub mod zk;
 

@@ -47,6 +47,27 @@ pub fn recover_reader(
     Ok(crate::eip3009::recover_prehash(&raw, &hash)?)
 }
 
+/// The address whose key signed `message` (EIP-191 `personal_sign`; a `0x` hex signature of 65
+/// bytes). For MemSync's memory key, whose message names the address and has no time.
+pub fn recover_message_signer(message: &str, signature: &str) -> Result<Address, ProofError> {
+    let raw = signature
+        .strip_prefix("0x")
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|b| b.len() == 65)
+        .ok_or(ProofError::Encoding)?;
+    let hash = eip191_hash_message(message.as_bytes());
+    Ok(crate::eip3009::recover_prehash(&raw, &hash)?)
+}
+
+/// Signs `message` (EIP-191) with `signer`: a `0x` hex signature. Deterministic (RFC 6979).
+pub fn sign_message(signer: &alloy_signer_local::PrivateKeySigner, message: &str) -> String {
+    use alloy_signer::SignerSync;
+    let sig = signer
+        .sign_message_sync(message.as_bytes())
+        .expect("a local secp256k1 key signs any message");
+    format!("0x{}", hex::encode(sig.as_bytes()))
+}
+
 /// Signs [`read_message`] of `path` at `at` with `signer`: what a client sends (tests, the
 /// CLI's wallet).
 pub fn sign_read(signer: &alloy_signer_local::PrivateKeySigner, path: &str, at: u64) -> String {

@@ -167,6 +167,21 @@ impl NodeClient {
         parse_answer(status, &bytes)
     }
 
+    /// Any method, an optional JSON body and extra request headers (such as MemSync's
+    /// `X-API-Key`).
+    pub async fn request_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, ClientError> {
+        let (status, bytes) = self
+            .send_with(method, path, body.map(Body::Json), headers)
+            .await?;
+        parse_answer(status, &bytes)
+    }
+
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, ClientError> {
         let (status, bytes) = self
             .send(Method::POST, path, Some(Body::Bytes(body)))

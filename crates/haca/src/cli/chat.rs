@@ -48,6 +48,11 @@ pub struct ChatArgs {
     /// The OHTTP relay for --private (`haca devnet` prints its `relay:` URL).
     #[arg(long, env = "HACA_RELAY")]
     relay: Option<String>,
+    /// Let the user's memory (MemSync, the --api-key's) into every turn: the rows nearest the
+    /// turn go into the prompt and are listed in the receipt's memory box; what the turn says
+    /// is remembered.
+    #[arg(long, requires = "api_key", conflicts_with = "private")]
+    memory: bool,
 }
 
 /// What one turn's stream said besides its text.
@@ -112,6 +117,9 @@ pub async fn run(a: ChatArgs) -> Result<ExitCode, CliError> {
         }
         if !a.data.is_empty() {
             body["data"] = a.data.clone().into();
+        }
+        if a.memory {
+            body["memory"] = true.into();
         }
         if let Some(c) = &conversation {
             body["conversation"] = c.clone().into();

@@ -66,6 +66,9 @@ pub struct NodeConfig {
     /// Run the data role (`POST /v1/data/fetch`) with this allowlist (`--data-allow`);
     /// `None`: no data role.
     pub data_allow: Option<Vec<haca_data::AllowRule>>,
+    /// The embedding model's directory for MemSync (`--embed-model`); `None`: HACA_EMBED_MODEL,
+    /// else `$HACA_HOME/models/all-MiniLM-L6-v2`; memory is off when none is found.
+    pub embed_model: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -87,6 +90,7 @@ impl NodeConfig {
             round_interval_ms: DEFAULT_ROUND_INTERVAL_MS,
             public_url: None,
             data_allow: Some(Vec::new()),
+            embed_model: None,
         }
     }
 }
@@ -177,6 +181,8 @@ pub enum StartError {
     Facilitator(String),
     #[error("LLM providers: {0}")]
     Providers(String),
+    #[error("memory: {0}")]
+    Memory(String),
     #[error("zkml prover: {0}")]
     Prover(String),
     #[error("data role: {0}")]
@@ -635,7 +641,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let ohttp = Arc::new(server::ohttp::OhttpKeys::load_or_create(&cfg.data_dir)?);
     let mut remote_tasks = remote_tasks;
     remote_tasks.push(server::ohttp::spawn_rotation(ohttp.clone()));
+    let memory = server::memory::start(cfg.embed_model.as_deref(), &gateway)
+        .map_err(StartError::Memory)?;
     let state = Arc::new(AppState {
+        memory,
         ohttp: Some(ohttp),
         public_url,
         review,

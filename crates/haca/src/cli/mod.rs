@@ -7,6 +7,7 @@ mod chat;
 pub mod devnet;
 mod govern;
 mod loadgen;
+mod memory;
 pub mod relay;
 mod show;
 mod testnet;
@@ -102,6 +103,11 @@ struct ServeArgs {
     /// Serve no local LLM even when a GGUF is found.
     #[arg(long)]
     no_llm: bool,
+    /// The embedding model for MemSync (all-MiniLM-L6-v2's directory). Default:
+    /// $HACA_HOME/models/all-MiniLM-L6-v2 (scripts/devnet and .ci/run put it there); none
+    /// found, the node serves no memory.
+    #[arg(long, env = "HACA_EMBED_MODEL")]
+    embed_model: Option<PathBuf>,
     /// An upstream OpenAI-compatible provider (repeatable):
     /// name=NAME,url=BASE_URL,models=A;B[,key_env=VAR][,privacy=standard|tee]
     /// [,fallback=PROVIDER][,timeout=SECONDS]. Its models are served as NAME/MODEL.
@@ -316,6 +322,9 @@ enum Command {
     /// Review tokens for the web panel and the cases API: `create --role reviewer|viewer`
     /// prints the token alone on its last line (an admin action).
     Token(token::TokenArgs),
+    /// A user's MemSync memory on a node: add, search, list, delete, export, import. The
+    /// user is an API key (--api-key) or the CLI's wallet.
+    Memory(memory::MemoryArgs),
     /// Proofs of ONNX runs (zkml mode's proof system), offline on a model file. They prove
     /// correct execution; they hide nothing (input, output and model are public).
     #[command(subcommand)]
@@ -474,6 +483,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         round_interval_ms: devnet::DEFAULT_ROUND_INTERVAL_MS,
         public_url: a.public_url.clone(),
         data_allow: None,
+        embed_model: a.embed_model.clone(),
     })
 }
 
@@ -1005,6 +1015,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Chat(a) => chat::run(a).await,
         Command::Wallet(a) => wallet::run(a).await,
         Command::Apikey(a) => apikey::run(a).await,
+        Command::Memory(a) => memory::run(a).await,
         Command::Token(a) => token::run(a).await,
         Command::Zk(z) => zk::run(&z),
         Command::Blob(b) => blob::run(&b),

@@ -110,6 +110,14 @@ async fn serve(
     chat.precheck(&call, &routes).await?;
     let mut start = CallStart::new(&st.gateway, &call)?;
     start.transport = transport;
+    // Memory's own refusals (its field, the user's credentials) come before any payment.
+    let memory = match super::memory::memory_request(call.raw())? {
+        None => None,
+        Some(limit) => {
+            super::memory::memsync(&st)?;
+            Some((limit, super::memory::user_of(&headers, &st)?))
+        }
+    };
     let pending = match &st.payments {
         None => None,
         Some(p) => {
@@ -134,6 +142,16 @@ async fn serve(
                 Ok(paid) => paid,
                 Err(e) => return super::x402::refusal(p, &resource, price, e),
             }
+        }
+    };
+    // After the payment: a refusal here drops the charge, which refunds it.
+    let call = match memory {
+        None => call,
+        Some((limit, user)) => {
+            let (call, used) =
+                super::memory::recall_into(&st, user, call, limit, start.run_id).await?;
+            start.memory = Some(used);
+            call
         }
     };
     let conversation = match &call {

@@ -7,6 +7,7 @@ pub mod enclave;
 pub mod error;
 pub mod extract;
 mod llm;
+pub mod memory;
 pub mod ohttp;
 mod panel;
 pub mod review;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub public_url: x402::PublicUrl,
     /// The private path's keys (`/v1/ohttp`), when the node answers OHTTP.
     pub ohttp: Option<Arc<ohttp::OhttpKeys>>,
+    /// MemSync (`/v1/memories`, `/v1/profile`), when the node has its embedding model.
+    pub memory: Option<Arc<haca_gateway::memory::MemSync>>,
 }
 
 /// Body limits, in bytes, and how long and how many clients are served.
@@ -119,6 +122,19 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .route("/v1/completions", post(llm::completions))
         .route("/v1/models", get(llm::models))
         .route("/v1/conversations/{id}", get(llm::conversation))
+        .route("/v1/memories", post(memory::add).get(memory::list))
+        .route("/v1/memories/search", post(memory::search))
+        .route("/v1/memories/export", post(memory::export))
+        .route("/v1/memories/import", post(memory::import))
+        .route(
+            "/v1/memories/{id}",
+            axum::routing::patch(memory::update).delete(memory::delete),
+        )
+        .route("/v1/profile", get(memory::profile))
+        .route(
+            "/v1/profile/bio",
+            get(memory::get_bio).patch(memory::set_bio),
+        )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{run_id}", get(routes::get_run))
         .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))

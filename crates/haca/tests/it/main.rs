@@ -14,6 +14,7 @@ mod hardening_payments;
 mod hardening_reads;
 mod hardening_watchers;
 mod llm_gateway;
+mod memory_e2e;
 mod ohttp_e2e;
 mod panel_browser;
 mod review_e2e;
