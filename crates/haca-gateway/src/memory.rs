@@ -135,11 +135,15 @@ pub fn memory_key_message(address: &str) -> String {
     )
 }
 
-/// How retrieval treats rows not re-validated lately.
-#[derive(Clone, Copy, Debug)]
+/// How retrieval treats rows not re-validated lately, and who extracts memories from a
+/// conversation.
+#[derive(Clone, Debug)]
 pub struct MemoryConfig {
     pub max_age_s: u64,
     pub stale: StalePolicy,
+    /// The chat model (`provider/model`, e.g. `local/gemma-3-270m` or an upstream's) that
+    /// extracts memories from conversations; `None`: the rule extractor.
+    pub extractor: Option<String>,
 }
 
 impl Default for MemoryConfig {
@@ -147,6 +151,7 @@ impl Default for MemoryConfig {
         MemoryConfig {
             max_age_s: DEFAULT_MAX_AGE_S,
             stale: StalePolicy::Exclude,
+            extractor: None,
         }
     }
 }

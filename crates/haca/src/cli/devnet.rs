@@ -69,6 +69,9 @@ pub struct NodeConfig {
     /// The embedding model's directory for MemSync (`--embed-model`); `None`: HACA_EMBED_MODEL,
     /// else `$HACA_HOME/models/all-MiniLM-L6-v2`; memory is off when none is found.
     pub embed_model: Option<PathBuf>,
+    /// The chat model that extracts memories from conversations (`--memory-extractor`);
+    /// `None`: rules.
+    pub memory_extractor: Option<String>,
 }
 
 impl NodeConfig {
@@ -91,6 +94,7 @@ impl NodeConfig {
             public_url: None,
             data_allow: Some(Vec::new()),
             embed_model: None,
+            memory_extractor: None,
         }
     }
 }
@@ -641,7 +645,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let ohttp = Arc::new(server::ohttp::OhttpKeys::load_or_create(&cfg.data_dir)?);
     let mut remote_tasks = remote_tasks;
     remote_tasks.push(server::ohttp::spawn_rotation(ohttp.clone()));
-    let memory = server::memory::start(cfg.embed_model.as_deref(), &gateway)
+    let memory = server::memory::start(
+        cfg.embed_model.as_deref(),
+        cfg.memory_extractor.clone(),
+        &gateway,
+    )
         .map_err(StartError::Memory)?;
     let state = Arc::new(AppState {
         memory,

@@ -108,6 +108,10 @@ struct ServeArgs {
     /// found, the node serves no memory.
     #[arg(long, env = "HACA_EMBED_MODEL")]
     embed_model: Option<PathBuf>,
+    /// The chat model (provider/model) that extracts memories from conversations posted to
+    /// /v1/memories; each extraction is a run with its receipt. Default: rules.
+    #[arg(long, value_name = "MODEL")]
+    memory_extractor: Option<String>,
     /// An upstream OpenAI-compatible provider (repeatable):
     /// name=NAME,url=BASE_URL,models=A;B[,key_env=VAR][,privacy=standard|tee]
     /// [,fallback=PROVIDER][,timeout=SECONDS]. Its models are served as NAME/MODEL.
@@ -484,6 +488,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         public_url: a.public_url.clone(),
         data_allow: None,
         embed_model: a.embed_model.clone(),
+        memory_extractor: a.memory_extractor.clone(),
     })
 }
 

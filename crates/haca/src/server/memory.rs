@@ -152,9 +152,83 @@ pub async fn add(
     }
     let _ = (&req.agent_id, &req.thread_id, &req.source, &req.metadata);
     let mut items = req.memories;
-    items.extend(extract_rules(&req.messages));
-    let report = mem.add(&user, items, None).await?;
-    Ok(Json(add_answer(&report, started)))
+    let extraction = extract(&st, mem, &req.messages).await;
+    items.extend(extraction.items);
+    let report = mem.add(&user, items, extraction.run.as_deref()).await?;
+    let mut answer = add_answer(&report, started);
+    answer["extractor"] = json!(extraction.extractor);
+    answer["extraction_run"] = json!(extraction.run);
+    Ok(Json(answer))
+}
+
+/// What extraction found, who found it, and the run that did when a model did.
+pub struct Extraction {
+    pub items: Vec<NewMemory>,
+    pub extractor: String,
+    pub run: Option<String>,
+}
+
+/// Memories in `messages`: by the node's extraction model when it has one (the call is a run
+/// with its own receipt), else by rules. A model that fails or answers what does not parse
+/// leaves the rules to do it, and the answer says so.
+pub async fn extract(st: &AppState, mem: &MemSync, messages: &[Message]) -> Extraction {
+    let rules = |why: Option<String>| Extraction {
+        items: extract_rules(messages),
+        extractor: match why {
+            None => "rules".into(),
+            Some(w) => format!("rules ({w})"),
+        },
+        run: None,
+    };
+    if messages.is_empty() {
+        return rules(None);
+    }
+    let (Some(model), Some(chat)) = (mem.config.extractor.clone(), st.chat.clone()) else {
+        return rules(None);
+    };
+    match extract_with_model(st, &chat, &model, messages).await {
+        Ok((items, run)) => Extraction {
+            items,
+            extractor: model,
+            run: Some(run),
+        },
+        Err(e) => {
+            tracing::warn!("memory extraction by {model} failed, rules instead: {e}");
+            rules(Some(format!("{model} failed: {e}")))
+        }
+    }
+}
+
+async fn extract_with_model(
+    st: &AppState,
+    chat: &haca_gateway::chat::ChatGateway,
+    model: &str,
+    messages: &[Message],
+) -> Result<(Vec<NewMemory>, String), String> {
+    use haca_exec::llm::{Call, ChatRequest};
+    let prompt = haca_mem::extract::llm_extraction_prompt(messages);
+    let body = json!({"model": model, "messages": prompt, "max_tokens": 512, "temperature": 0});
+    let call = Call::Chat(ChatRequest::parse(body).map_err(|e| e.to_string())?);
+    let routes = chat.plan(&call).map_err(|e| e.message().to_owned())?;
+    let start = haca_gateway::chat::CallStart::new(&st.gateway, &call)
+        .map_err(|e| e.message().to_owned())?;
+    let run = start.run_id.to_string();
+    let served = chat
+        .serve(
+            &st.gateway,
+            &call,
+            routes,
+            start,
+            Default::default(),
+            None,
+            None,
+            None,
+        )
+        .await
+        .map_err(|f| f.error.message().to_owned())?;
+    let items =
+        haca_mem::extract::parse_llm_extraction(&served.content).map_err(|e| e.to_string())?;
+    Ok((items, run))
 }
 
 /// `POST /v1/memories/search`.
@@ -410,6 +484,7 @@ pub async fn import(
 /// HACA_EMBED_MODEL, else `$HACA_HOME/models/all-MiniLM-L6-v2`); the model loads on first use.
 pub fn start(
     explicit: Option<&std::path::Path>,
+    extractor: Option<String>,
     gateway: &haca_gateway::Gateway,
 ) -> Result<Option<Arc<MemSync>>, String> {
     let Some(dir) = haca_exec::llm::model_home::find_embed_model(explicit)? else {
@@ -425,7 +500,10 @@ pub fn start(
         gateway.log.clone(),
         gateway.key.clone(),
         Arc::new(haca_gateway::memory::LazyEmbedder::new(dir)),
-        haca_gateway::memory::MemoryConfig::default(),
+        haca_gateway::memory::MemoryConfig {
+            extractor,
+            ..Default::default()
+        },
     ))))
 }
 

@@ -379,6 +379,18 @@ fn a_bundle_exported_from_one_node_imports_into_another_and_tampering_is_refused
 /// An OpenAI-compatible upstream that answers each chat call with the system message it got
 /// (what haca let into the prompt), so the test sees what the model saw.
 fn echo_upstream() -> u16 {
+    upstream(|req| {
+        req["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["role"] == "system"))
+            .map(|m| m["content"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_else(|| "no system message".into())
+    })
+}
+
+/// An OpenAI-compatible upstream whose answer to each chat call is `answer(request body)`,
+/// streamed as one chunk.
+fn upstream(answer: fn(&Value) -> String) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -402,11 +414,7 @@ fn echo_upstream() -> u16 {
                 let mut body = vec![0; len];
                 let _ = r.read_exact(&mut body);
                 let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let system = req["messages"]
-                    .as_array()
-                    .and_then(|m| m.iter().find(|m| m["role"] == "system"))
-                    .map(|m| m["content"].as_str().unwrap_or("").to_owned())
-                    .unwrap_or_else(|| "no system message".into());
+                let system = answer(&req);
                 let chunk = |delta: Value, finish: Value| {
                     format!(
                         "data: {}\n\n",
@@ -533,5 +541,70 @@ fn a_chat_with_memory_lists_the_rows_it_used_in_its_receipt() {
     assert!(
         v["error"]["message"].as_str().unwrap().contains("memory"),
         "{v}"
+    );
+}
+
+#[test]
+fn a_model_extracts_memories_in_a_run_of_its_own_and_an_unparsable_answer_falls_back_to_rules() {
+    if embed_model("memsync extractor").is_none() {
+        return;
+    }
+    // The "model" answers in prose around a fenced JSON list, as small models do; a
+    // conversation about pottery gets an answer that is not JSON at all.
+    let port = upstream(|req| {
+        let said = req.to_string();
+        if said.contains("pottery") {
+            "I could not find anything.".into()
+        } else {
+            "Here you go:\n```json\n[{\"memory\": \"Works as a nurse in Leeds\", \"type\": \"semantic\", \"categories\": [\"career\"], \"subject\": \"job_title\"}]\n```".into()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("name=up,url=http://127.0.0.1:{port}/v1,models=m");
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--price-per-request",
+            "1000",
+            "--provider",
+            &spec,
+            "--memory-extractor",
+            "up/m",
+        ],
+    );
+    let (http, url) = (client(), node.url.clone());
+    let key = api_key(&node);
+    let v = remember(
+        &http,
+        &url,
+        &key,
+        "These night shifts at the hospital are long.",
+    );
+    assert_eq!(v["extractor"], "up/m", "{v}");
+    assert_eq!(v["memories_created"], 1, "{v}");
+    let run = v["extraction_run"].as_str().unwrap().to_owned();
+    let rows = list(&http, &url, &key);
+    assert_eq!(rows[0]["memory"], "Works as a nurse in Leeds", "{rows:?}");
+    assert_eq!(rows[0]["source_run"], run.as_str(), "{rows:?}");
+    // The extraction is a run with a receipt like any other.
+    let r = http
+        .get(format!("{url}/v1/runs/{run}/receipt"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let v = remember(
+        &http,
+        &url,
+        &key,
+        "I live in York. I started a pottery class.",
+    );
+    let extractor = v["extractor"].as_str().unwrap();
+    assert!(extractor.starts_with("rules (up/m failed"), "{v}");
+    let rows = list(&http, &url, &key);
+    assert!(
+        rows.iter()
+            .any(|r| r["memory"].as_str().unwrap_or("").contains("York")),
+        "{rows:?}"
     );
 }
