@@ -164,8 +164,27 @@ proptest! {
         let mut s = good.clone();
         s.ciphertext = Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes));
         prop_assert!(s.open(&key).is_err());
-        // Garbage bundle JSON is a parse error, never a panic.
+        // Garbage bundle JSON is a parse error, never a panic; garbage sealed blobs never open.
         let _ = serde_json::from_slice::<Bundle>(&bytes);
+        prop_assert!(key.open_blob("vec:m1", &bytes).is_err());
+    }
+
+    /// A bundle with one character of its JSON changed either fails to parse or import, or
+    /// imports exactly the rows that were exported (a change JSON does not see: whitespace).
+    #[test]
+    fn an_edited_bundle_never_imports_other_rows(at in any::<prop::sample::Index>(), to in 32u8..127) {
+        let key = alice_key();
+        let node = haca_core::NodeKey::from_seed([3; 32]);
+        let set = alice_set();
+        let json = serde_json::to_string(&Bundle::export(&set, &key, &node, 7 * DAY).unwrap()).unwrap();
+        let mut bytes = json.clone().into_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] = to;
+        if let Ok(b) = serde_json::from_slice::<Bundle>(&bytes) {
+            if let Ok(imported) = b.import(&key) {
+                prop_assert_eq!(imported.rows(), set.rows());
+            }
+        }
     }
 }
 
