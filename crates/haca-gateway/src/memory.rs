@@ -182,12 +182,30 @@ pub struct Hit {
     pub sealed_sha256: Digest,
 }
 
+/// MemSync's scopes: the agent and the thread a memory came from. A search naming one finds
+/// only rows of that scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub agent_id: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+impl Scope {
+    fn admits(&self, row: &MemoryRow) -> bool {
+        let fits = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        fits(&self.agent_id, &row.agent_id) && fits(&self.thread_id, &row.thread_id)
+    }
+}
+
 /// A search's filters.
 #[derive(Clone, Debug, Default)]
 pub struct SearchQuery {
     pub query: String,
     pub limit: usize,
     pub categories: Vec<Category>,
+    pub scope: Scope,
 }
 
 /// Each user's rows, sealed in the store, opened on demand.
@@ -443,6 +461,7 @@ impl MemSync {
         user: &MemUser,
         items: Vec<NewMemory>,
         source_run: Option<&str>,
+        scope: &Scope,
     ) -> Result<AddReport, GatewayError> {
         if items.len() > MAX_ADD {
             return Err(GatewayError::invalid(
@@ -511,6 +530,8 @@ impl MemSync {
             if let Some(run) = source_run {
                 row = row.with_source_run(run);
             }
+            row.agent_id = scope.agent_id.clone();
+            row.thread_id = scope.thread_id.clone();
             let old = w.set.insert(row, at).map_err(mem_error)?;
             w.index.insert(&id, &v)?;
             w.vectors.insert(id.clone(), v);
@@ -545,7 +566,7 @@ impl MemSync {
         let max_age_ms = self.config.max_age_s.saturating_mul(1000);
         // Filters drop some of what the index returns: ask for more than the limit, and for
         // everything when categories narrow the set a lot.
-        let k = if q.categories.is_empty() {
+        let k = if q.categories.is_empty() && q.scope == Scope::default() {
             (q.limit * 4).max(20)
         } else {
             w.index.ids.len()
@@ -558,6 +579,9 @@ impl MemSync {
             }
             if !q.categories.is_empty() && !row.categories.iter().any(|c| q.categories.contains(c))
             {
+                continue;
+            }
+            if !q.scope.admits(row) {
                 continue;
             }
             let stale = !row.is_fresh(at, max_age_ms);
@@ -620,6 +644,8 @@ impl MemSync {
         if let Some(s) = edited.subject {
             row = row.with_subject(s);
         }
+        row.agent_id = old.agent_id.clone();
+        row.thread_id = old.thread_id.clone();
         w.set.replace(id, row, at).map_err(mem_error)?;
         w.index.remove(id);
         w.index.insert(&new_id, &v)?;
@@ -791,6 +817,7 @@ impl MemSync {
                     query: query.to_owned(),
                     limit,
                     categories: Vec::new(),
+                    scope: Scope::default(),
                 },
             )
             .await?;

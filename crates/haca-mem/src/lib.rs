@@ -31,11 +31,11 @@ pub use extract::{
     evaluate, extract_rules, llm_extraction_prompt, parse_llm_extraction, same_fact, subjects,
     ExtractError, Extracted, Message, Role, Score,
 };
+pub use index::{recall_at_k, AnnIndex, HnswParams, IndexError};
 pub use row::{
     for_retrieval, revalidate, supersede, Category, MemoryRow, MemoryType, Retrieved, RowState,
     StalePolicy,
 };
-pub use index::{recall_at_k, AnnIndex, HnswParams, IndexError};
 pub use seal::{SealedRow, UserKey, ROW_KEY_INFO};
 pub use set::MemorySet;
 

@@ -90,6 +90,11 @@ pub struct MemoryRow {
     pub state: RowState,
     /// The row this one replaced.
     pub supersedes: Option<String>,
+    /// MemSync's scopes: the agent and the thread whose conversation produced the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
 }
 
 impl MemoryRow {
@@ -116,6 +121,8 @@ impl MemoryRow {
             last_validated_run: None,
             state: RowState::Live,
             supersedes: None,
+            agent_id: None,
+            thread_id: None,
         }
     }
 

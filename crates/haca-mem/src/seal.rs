@@ -153,6 +153,10 @@ struct Body {
     valid_from: u64,
     valid_until: Option<u64>,
     last_validated_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thread_id: Option<String>,
 }
 
 impl SealedRow {
@@ -180,6 +184,8 @@ impl SealedRow {
             valid_from: row.valid_from,
             valid_until: row.valid_until,
             last_validated_run: row.last_validated_run.clone(),
+            agent_id: row.agent_id.clone(),
+            thread_id: row.thread_id.clone(),
         };
         let plain = serde_json::to_vec(&body).map_err(|e| sealed.field("body", e))?;
         let aad = sealed.aad()?;
@@ -243,6 +249,8 @@ impl SealedRow {
             valid_until: body.valid_until,
             last_validated_at: self.last_validated_at,
             last_validated_run: body.last_validated_run,
+            agent_id: body.agent_id,
+            thread_id: body.thread_id,
             state: self.state.clone(),
             supersedes: self.supersedes.clone(),
         })
@@ -279,6 +287,8 @@ impl SealedRow {
             valid_until: None,
             last_validated_at: self.last_validated_at,
             last_validated_run: None,
+            agent_id: None,
+            thread_id: None,
             state: self.state.clone(),
             supersedes: self.supersedes.clone(),
         }

@@ -89,6 +89,8 @@ impl MemorySet {
         r.subject = None;
         r.source_run = None;
         r.last_validated_run = None;
+        r.agent_id = None;
+        r.thread_id = None;
         Ok(())
     }
 

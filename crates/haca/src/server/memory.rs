@@ -15,7 +15,8 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{request::Parts, StatusCode};
 use axum::Json;
 use haca_gateway::memory::{
-    memory_key_message, memory_type_name, AddReport, MemSync, MemUser, NewMemory, SearchQuery,
+    memory_key_message, memory_type_name, AddReport, MemSync, MemUser, NewMemory, Scope,
+    SearchQuery,
 };
 use haca_mem::extract::{extract_rules, Message};
 use haca_mem::{Bundle, Category, MemoryRow, RowState};
@@ -150,11 +151,18 @@ pub async fn add(
         )
         .param("messages"));
     }
-    let _ = (&req.agent_id, &req.thread_id, &req.source, &req.metadata);
+    // MemSync's `source` and `metadata` describe the call; haca keeps neither.
+    let _ = (&req.source, &req.metadata);
+    let scope = Scope {
+        agent_id: req.agent_id,
+        thread_id: req.thread_id,
+    };
     let mut items = req.memories;
     let extraction = extract(&st, mem, &req.messages).await;
     items.extend(extraction.items);
-    let report = mem.add(&user, items, extraction.run.as_deref()).await?;
+    let report = mem
+        .add(&user, items, extraction.run.as_deref(), &scope)
+        .await?;
     let mut answer = add_answer(&report, started);
     answer["extractor"] = json!(extraction.extractor);
     answer["extraction_run"] = json!(extraction.run);
@@ -207,7 +215,9 @@ async fn extract_with_model(
 ) -> Result<(Vec<NewMemory>, String), String> {
     use haca_exec::llm::{Call, ChatRequest};
     let prompt = haca_mem::extract::llm_extraction_prompt(messages);
-    let body = json!({"model": model, "messages": prompt, "max_tokens": 512, "temperature": 0});
+    // A list of a conversation's memories fits in 256 tokens; a model that rambles past it
+    // gives an answer that does not parse, and the rules take over.
+    let body = json!({"model": model, "messages": prompt, "max_tokens": 256, "temperature": 0});
     let call = Call::Chat(ChatRequest::parse(body).map_err(|e| e.to_string())?);
     let routes = chat.plan(&call).map_err(|e| e.message().to_owned())?;
     let start = haca_gateway::chat::CallStart::new(&st.gateway, &call)
@@ -275,6 +285,8 @@ fn row_json(r: &MemoryRow) -> Value {
         "valid_until": r.valid_until,
         "last_validated_at": r.last_validated_at,
         "last_validated_run": r.last_validated_run,
+        "agent_id": r.agent_id,
+        "thread_id": r.thread_id,
     })
 }
 
@@ -309,7 +321,6 @@ pub async fn search(
     if req.query.trim().is_empty() {
         return Err(ApiError::bad_request("invalid_field", "query: is empty").param("query"));
     }
-    let _ = (&req.agent_id, &req.thread_id);
     let hits = mem
         .search(
             &user,
@@ -317,6 +328,10 @@ pub async fn search(
                 query: req.query.clone(),
                 limit: req.limit as usize,
                 categories: req.categories,
+                scope: Scope {
+                    agent_id: req.agent_id,
+                    thread_id: req.thread_id,
+                },
             },
         )
         .await?;
@@ -603,7 +618,7 @@ pub async fn recall_into(
     if !learned.is_empty() {
         let (mem, run) = (mem.clone(), run.to_string());
         tokio::spawn(async move {
-            match mem.add(&user, learned, Some(&run)).await {
+            match mem.add(&user, learned, Some(&run), &Scope::default()).await {
                 Ok(r) => tracing::info!(
                     "memory of {}: run {run} added {}, re-validated {}, superseded {}",
                     user.owner,

@@ -127,6 +127,22 @@ fn memories_are_per_user_sealed_at_rest_and_superseded_not_lost() {
     }
     let lisbon = hits[0]["id"].as_str().unwrap().to_owned();
 
+    // MemSync's scopes: a search naming another agent finds none of this agent's rows.
+    for (agent, found) in [("test-agent", true), ("other-agent", false)] {
+        let (s, v) = send(
+            http.post(format!("{url}/v1/memories/search"))
+                .json(&json!({"query": "which city is my home?", "agent_id": agent})),
+            &alice,
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            !v["memories"].as_array().unwrap().is_empty(),
+            found,
+            "{agent}: {v}"
+        );
+    }
+    assert_eq!(hits[0]["agent_id"], "test-agent", "{}", hits[0]);
+
     // Bob's key sees none of it, and cannot change or delete Alice's row.
     assert!(search(&http, &url, &bob, "which city is my home?").is_empty());
     assert!(list(&http, &url, &bob).is_empty());
@@ -529,6 +545,20 @@ fn a_chat_with_memory_lists_the_rows_it_used_in_its_receipt() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // `haca chat --memory` does the same from the terminal.
+    let out = node.haca_ok(&[
+        "chat",
+        "--model",
+        "up/m",
+        "--memory",
+        "--api-key",
+        &key,
+        "--once",
+        "Where do I live?",
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("Oslo"), "{printed}");
+
     // `memory` must be true, false or {limit}; a chat without credentials for memory is refused.
     let r = http
         .post(format!("{url}/v1/chat/completions"))
@@ -542,6 +572,12 @@ fn a_chat_with_memory_lists_the_rows_it_used_in_its_receipt() {
         v["error"]["message"].as_str().unwrap().contains("memory"),
         "{v}"
     );
+    let r = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "up/m", "memory": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no user, no memory");
 }
 
 #[test]
@@ -606,5 +642,123 @@ fn a_model_extracts_memories_in_a_run_of_its_own_and_an_unparsable_answer_falls_
         rows.iter()
             .any(|r| r["memory"].as_str().unwrap_or("").contains("York")),
         "{rows:?}"
+    );
+}
+
+/// The labelled set's conversations (`fixtures/memory/extraction.jsonl`): messages and the
+/// memories expected from them.
+fn labelled_set() -> Vec<(Vec<Value>, Vec<haca_mem::extract::Extracted>)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/memory/extraction.jsonl"
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let expected = serde_json::from_value(v["expected"].clone()).unwrap();
+            (v["messages"].as_array().unwrap().clone(), expected)
+        })
+        .collect()
+}
+
+/// Extraction by the local LLM through the node, measured on the labelled set's held-out
+/// conversations (all of them with HACA_EVAL_ALL=1): each conversation goes to a new user, whose
+/// rows are what was extracted. A measurement, not a check (BENCHMARKS.md records it):
+/// `cargo test -p haca --test it extraction_by_the_local_model -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn extraction_by_the_local_model_on_the_labelled_set() {
+    let Some(gguf) = crate::common::local_model("extraction eval") else {
+        return;
+    };
+    if embed_model("extraction eval").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--price-per-request",
+            "1",
+            "--llm-model",
+            gguf.to_str().unwrap(),
+        ],
+    );
+    let http = Client::builder()
+        .timeout(Duration::from_secs(900))
+        .build()
+        .unwrap();
+    let url = node.url.clone();
+    let models: Value = http
+        .get(format!("{url}/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let local = models["data"][0]["id"].as_str().unwrap().to_owned();
+    drop(node);
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--price-per-request",
+            "1",
+            "--llm-model",
+            gguf.to_str().unwrap(),
+            "--memory-extractor",
+            &local,
+        ],
+    );
+    let url = node.url.clone();
+    let set = labelled_set();
+    let from = if std::env::var_os("HACA_EVAL_ALL").is_some() {
+        0
+    } else {
+        set.len() - 15
+    };
+    let (mut pred, mut gold, mut by_model) = (Vec::new(), Vec::new(), 0);
+    let mut model_only = Vec::new();
+    let started = Instant::now();
+    for (messages, expected) in &set[from..] {
+        let key = api_key(&node);
+        let (s, v) = send(
+            http.post(format!("{url}/v1/memories"))
+                .json(&json!({"messages": messages})),
+            &key,
+        );
+        assert_eq!(s, 200, "{v}");
+        let answered = v["extractor"] == local.as_str();
+        by_model += usize::from(answered);
+        let rows: Vec<haca_mem::extract::Extracted> = list(&http, &url, &key)
+            .into_iter()
+            .map(|r| {
+                serde_json::from_value(json!({"memory": r["memory"], "type": r["type"],
+                    "categories": r["categories"], "subject": r["subject"]}))
+                .unwrap()
+            })
+            .collect();
+        model_only.push(if answered { rows.clone() } else { Vec::new() });
+        pred.push(rows);
+        gold.push(expected.clone());
+    }
+    let score = haca_mem::extract::evaluate(&pred, &gold);
+    let alone = haca_mem::extract::evaluate(&model_only, &gold);
+    println!(
+        "the model alone (a fallback counts as nothing found): P {:.3} R {:.3} F1 {:.3} (tp {} fp {} fn {})",
+        alone.precision, alone.recall, alone.f1, alone.tp, alone.fp, alone.fn_
+    );
+    println!(
+        "extraction by {local} on {} conversations: {} answered in JSON that parsed (the rest fell back to rules); P {:.3} R {:.3} F1 {:.3} (tp {} fp {} fn {}); {:.0} s",
+        pred.len(),
+        by_model,
+        score.precision,
+        score.recall,
+        score.f1,
+        score.tp,
+        score.fp,
+        score.fn_,
+        started.elapsed().as_secs_f64()
     );
 }
