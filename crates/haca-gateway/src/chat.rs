@@ -15,12 +15,14 @@ use crate::payment::{Covered, PendingPayment};
 use crate::{now_ms, Charge, Gateway, RunToCommit};
 use haca_core::receipt::*;
 use haca_core::{Digest, RunId};
-use haca_exec::llm::call::{hash_json, output_json, prompt_tokens, send_whole, Cancel};
+use haca_exec::llm::call::{
+    hash_json, output_json, prompt_tokens, schema_grammar, send_whole, Cancel,
+};
 use haca_exec::llm::router::{self, PathClass, Provider, ProviderKind, Route, RouteError};
 use haca_exec::llm::upstream::{upstream_body, Upstream, UpstreamError, UpstreamPool};
 use haca_exec::llm::{
-    call_hashes, generate_local, Call, LlmError, LocalLlm, Privacy, Sink, CONTEXT_LIMIT,
-    LLM_RUNTIME, LOCAL_MODEL,
+    call_hashes, generate_local, Call, LlmError, LocalLlm, ModelInfo, Privacy, Sink, LLM_RUNTIME,
+    QUEUE, SLOTS,
 };
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -30,55 +32,59 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const LOCAL_PROVIDER: &str = "local";
-const LOCAL_MODEL_ID: &str = "gemma-3-270m";
 
 /// How long a request waits for the local model to finish loading before it is told to retry.
 const LOAD_WAIT: Duration = Duration::from_secs(30);
 
-/// Where the local model stands.
+/// Where a local model stands.
 #[derive(Clone)]
 pub enum LocalState {
-    Loading { read: u64, total: u64 },
+    Loading { done: u64, total: u64 },
     Ready(Arc<LocalLlm>),
     Failed(String),
 }
 
-/// The local model, loaded once in the background and shared by every request.
+/// A local model, loaded once in the background and shared by every request.
 pub struct LocalModel {
     pub path: PathBuf,
+    /// What its GGUF header says (read before loading: a bad file is refused at start).
+    pub info: ModelInfo,
     state: watch::Receiver<LocalState>,
 }
 
 impl LocalModel {
-    /// Starts loading `path` on its own thread, logging progress.
-    pub fn start(path: PathBuf) -> Arc<LocalModel> {
-        let (tx, rx) = watch::channel(LocalState::Loading { read: 0, total: 0 });
+    /// Checks `path`'s header, then loads it on its own thread, logging progress. A file that
+    /// is not a servable GGUF is refused here, with its reason.
+    pub fn start(path: PathBuf) -> Result<Arc<LocalModel>, String> {
+        let (info, _) = LocalLlm::inspect(&path).map_err(|e| e.to_string())?;
+        let (tx, rx) = watch::channel(LocalState::Loading { done: 0, total: 0 });
         let p = path.clone();
+        let name = format!("{LOCAL_PROVIDER}/{}", info.name);
         std::thread::Builder::new()
             .name("local-llm-loader".into())
             .spawn(move || {
                 let started = Instant::now();
-                tracing::info!("local model: loading {} as {LOCAL_MODEL}", p.display());
-                let mut read = 0u64;
+                tracing::info!("local model: loading {} as {name}", p.display());
                 let mut next_report = 0u64;
-                let loaded = LocalLlm::load(&p, &mut |n, total| {
-                    read += n;
-                    // Hashing, then loading: two passes over the file, reported as one.
-                    if read * 10 >= next_report * total && total > 0 {
+                let loaded = LocalLlm::load(&p, &mut |done, total| {
+                    // Hashing and mapping the weights run side by side: `done` counts both.
+                    if total > 0 && done * 10 >= next_report * total {
                         tracing::info!(
-                            "local model: {}% ({} of {} MB read)",
-                            read * 100 / total,
-                            read >> 20,
-                            total >> 20
+                            "local model {name}: {}% (hashed and mapped {} of {} MB)",
+                            done * 100 / total,
+                            done >> 21,
+                            total >> 21
                         );
-                        next_report = read * 10 / total + 1;
+                        next_report = done * 10 / total + 1;
                     }
-                    tx.send_replace(LocalState::Loading { read, total });
+                    tx.send_replace(LocalState::Loading { done, total });
                 });
                 match loaded {
                     Ok(m) => {
                         tracing::info!(
-                            "local model ready: {LOCAL_MODEL} (artifact {}, {} MB) in {:.1} s",
+                            "local model ready: {name} ({}{}, artifact {}, {} MB) in {:.1} s",
+                            m.info.architecture,
+                            if m.info.base { ", a base model" } else { "" },
                             m.blob_id,
                             m.size >> 20,
                             started.elapsed().as_secs_f64()
@@ -86,13 +92,22 @@ impl LocalModel {
                         tx.send_replace(LocalState::Ready(Arc::new(m)));
                     }
                     Err(e) => {
-                        tracing::error!("local model: {e}");
+                        tracing::error!("local model {name}: {e}");
                         tx.send_replace(LocalState::Failed(e.to_string()));
                     }
                 }
             })
             .expect("threads start");
-        Arc::new(LocalModel { path, state: rx })
+        Ok(Arc::new(LocalModel {
+            path,
+            info,
+            state: rx,
+        }))
+    }
+
+    /// The served name, `local/<name>`.
+    pub fn served_name(&self) -> String {
+        format!("{LOCAL_PROVIDER}/{}", self.info.name)
     }
 
     pub fn state(&self) -> LocalState {
@@ -103,16 +118,17 @@ impl LocalModel {
     pub async fn ready(&self) -> Result<Arc<LocalLlm>, GatewayError> {
         let mut rx = self.state.clone();
         let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+        let name = self.served_name();
         loop {
             let progress = match &*rx.borrow_and_update() {
                 LocalState::Ready(m) => return Ok(m.clone()),
                 LocalState::Failed(e) => {
                     return Err(GatewayError::unavailable(
                         "model_unavailable",
-                        format!("{LOCAL_MODEL} failed to load: {e}"),
+                        format!("{name} failed to load: {e}"),
                     ))
                 }
-                LocalState::Loading { read, total } => (*read, *total),
+                LocalState::Loading { done, total } => (*done, *total),
             };
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await
@@ -121,7 +137,7 @@ impl LocalModel {
                 let pct = (progress.0 * 100).checked_div(progress.1).unwrap_or(0);
                 return Err(GatewayError::unavailable(
                     "model_loading",
-                    format!("{LOCAL_MODEL} is still loading ({pct}%); retry shortly"),
+                    format!("{name} is still loading ({pct}%); retry shortly"),
                 )
                 .retry_after(5));
             }
@@ -133,8 +149,9 @@ impl LocalModel {
 pub struct ChatGateway {
     pub providers: Vec<Provider>,
     upstreams: HashMap<String, Upstream>,
-    pub local: Option<Arc<LocalModel>>,
-    /// The enclave, when it serves the local model (the `tee` path).
+    /// The local models, by served name (`local/<name>`); the first is the default.
+    pub local: Vec<Arc<LocalModel>>,
+    /// The enclave, when it serves the first local model (the `tee` path).
     enclave: Option<EnclaveClient>,
 }
 
@@ -211,13 +228,23 @@ pub fn parse_provider(spec: &str) -> Result<(Provider, Duration), String> {
 impl ChatGateway {
     /// The node's providers: the local model when it has one, and `upstream` ones.
     pub fn new(
-        local: Option<Arc<LocalModel>>,
+        local: Vec<Arc<LocalModel>>,
         enclave: Option<EnclaveClient>,
         upstream: Vec<(Provider, Duration)>,
         pool: &UpstreamPool,
     ) -> Result<ChatGateway, String> {
         let mut providers = Vec::new();
-        if local.is_some() {
+        for (i, m) in local.iter().enumerate() {
+            if local[..i].iter().any(|o| o.info.name == m.info.name) {
+                return Err(format!(
+                    "--llm-model: two models are named {} ({} and {}): rename one file or its general.name",
+                    m.served_name(),
+                    local[..i].iter().find(|o| o.info.name == m.info.name).map_or_else(String::new, |o| o.path.display().to_string()),
+                    m.path.display()
+                ));
+            }
+        }
+        if !local.is_empty() {
             let mut paths = vec![PathClass::Standard];
             if enclave.is_some() {
                 paths.push(PathClass::Tee);
@@ -225,7 +252,7 @@ impl ChatGateway {
             providers.push(Provider {
                 name: LOCAL_PROVIDER.into(),
                 kind: ProviderKind::Local,
-                models: vec![LOCAL_MODEL_ID.into()],
+                models: local.iter().map(|m| m.info.name.clone()).collect(),
                 paths,
                 fallback: None,
             });
@@ -272,9 +299,15 @@ impl ChatGateway {
                              "fallback": p.fallback},
                 });
                 if p.kind == ProviderKind::Local {
-                    if let Some(local) = &self.local {
+                    if let Some(local) = self.local_model(m) {
                         let h = &mut entry["haca"];
-                        h["context_length"] = CONTEXT_LIMIT.into();
+                        h["context_length"] = local.info.context.into();
+                        h["architecture"] = local.info.architecture.clone().into();
+                        // A base model continues text; it was not tuned to follow instructions.
+                        h["instruction_tuned"] = (!local.info.base).into();
+                        if local.info.base {
+                            h["note"] = "a base (pretrained) model: it continues text rather than following instructions; serve an instruction-tuned GGUF for chat".into();
+                        }
                         match local.state() {
                             LocalState::Ready(m) => {
                                 h["state"] = "ready".into();
@@ -297,22 +330,39 @@ impl ChatGateway {
     /// Refuses, before anything is paid, a call the first route is sure to refuse: a prompt
     /// over the local model's context.
     pub async fn precheck(&self, call: &Call, routes: &[Route]) -> Result<(), GatewayError> {
-        let (Some(first), Some(local)) = (routes.first(), &self.local) else {
+        let Some(first) = routes.first() else {
             return Ok(());
         };
         if first.provider != LOCAL_PROVIDER {
             return Ok(());
         }
+        let Some(local) = self.local_model(&first.model) else {
+            return Ok(());
+        };
+        // A strict schema the grammar converter cannot express is refused before payment.
+        schema_grammar(call)?;
         let llm = local.ready().await?;
         let prompt = prompt_tokens(&llm, call)?;
-        if prompt.len() >= CONTEXT_LIMIT {
+        if prompt.len() >= llm.context() {
             return Err(LlmError::ContextTooLong {
                 tokens: prompt.len(),
-                limit: CONTEXT_LIMIT,
+                limit: llm.context(),
+            }
+            .into());
+        }
+        // Full now is refused before payment; a slot taken meanwhile fails the run (refunded).
+        if first.path == PathClass::Standard && llm.is_full() {
+            return Err(LlmError::Busy {
+                held: QUEUE + SLOTS,
             }
             .into());
         }
         Ok(())
+    }
+
+    /// The local model served as `local/<name>`.
+    pub fn local_model(&self, name: &str) -> Option<&Arc<LocalModel>> {
+        self.local.iter().find(|m| m.info.name == name)
     }
 
     pub fn plan(&self, call: &Call) -> Result<Vec<Route>, GatewayError> {
@@ -485,8 +535,8 @@ impl ChatGateway {
         let first = routes
             .first()
             .ok_or_else(|| GatewayError::internal("a call with no planned route"))?;
-        let model = match (&self.local, first.provider == LOCAL_PROVIDER) {
-            (Some(l), true) => match l.state() {
+        let model = match self.local_model(&first.model) {
+            Some(l) if first.provider == LOCAL_PROVIDER => match l.state() {
                 LocalState::Ready(m) => Some(m.blob_id),
                 _ => None,
             },
@@ -734,9 +784,10 @@ impl ChatGateway {
             .expect("routes name configured providers");
         match provider.kind {
             ProviderKind::Local if route.path == PathClass::Tee => {
-                self.attempt_enclave(call, start, partial, sink).await
+                self.attempt_enclave(route, call, start, partial, sink)
+                    .await
             }
-            ProviderKind::Local => self.attempt_local(call, partial, sink).await,
+            ProviderKind::Local => self.attempt_local(route, call, partial, sink).await,
             ProviderKind::OpenAi { .. } => {
                 let up = &self.upstreams[&route.provider];
                 attempt_upstream(up, route, call, sink).await
@@ -747,6 +798,7 @@ impl ChatGateway {
     /// The local model inside the enclave: an attested answer, sent whole.
     async fn attempt_enclave(
         &self,
+        route: &Route,
         call: &Call,
         start: &CallStart,
         partial: &str,
@@ -775,6 +827,24 @@ impl ChatGateway {
                 true,
             )
         })?;
+        // The enclave holds the first local model only.
+        if self.local.first().map(|m| &m.info.name) != Some(&route.model) {
+            return Err(failure(
+                GatewayError::invalid(
+                    "privacy_unmet",
+                    format!(
+                        "the enclave serves {} only, not {LOCAL_PROVIDER}/{}",
+                        self.local
+                            .first()
+                            .map_or_else(String::new, |m| m.served_name()),
+                        route.model
+                    ),
+                )
+                .param("privacy"),
+                false,
+            ));
+        }
+        let label = format!("{LOCAL_PROVIDER}/{}", route.model);
         let answer = client
             .chat(&c.raw)
             .await
@@ -797,21 +867,25 @@ impl ChatGateway {
             prompt_tokens: answer.usage.prompt_tokens,
             completion_tokens: answer.usage.completion_tokens,
             runtime: format!("dev-enclave/{LLM_RUNTIME}"),
-            artifact: Some(local_artifact(answer.blob_id)),
+            artifact: Some(local_artifact(&label, answer.blob_id)),
             enclave: Some(evidence),
         })
     }
 
     async fn attempt_local(
         &self,
+        route: &Route,
         call: &Call,
         partial: &str,
         sink: Option<&Sink>,
     ) -> Result<Produced, AttemptFailure> {
         let failure = AttemptFailure::before_output;
-        let local = self.local.as_ref().ok_or_else(|| {
+        let local = self.local_model(&route.model).ok_or_else(|| {
             failure(
-                GatewayError::unavailable("model_unavailable", "this node has no local model"),
+                GatewayError::unavailable(
+                    "model_unavailable",
+                    format!("this node has no local model {}", route.model),
+                ),
                 true,
             )
         })?;
@@ -834,7 +908,11 @@ impl ChatGateway {
                 true,
             )
         })?
-        .map_err(|e| failure(e.into(), false))?;
+        .map_err(|e| {
+            // Busy: no token was generated, so another route may still take the call.
+            let retryable = matches!(e, LlmError::Busy { .. });
+            failure(e.into(), retryable)
+        })?;
         Ok(Produced {
             content: a.content,
             tool_calls: a.tool_calls,
@@ -842,16 +920,16 @@ impl ChatGateway {
             prompt_tokens: a.prompt_tokens,
             completion_tokens: a.completion_tokens,
             runtime: LLM_RUNTIME.into(),
-            artifact: Some(local_artifact(llm.blob_id)),
+            artifact: Some(local_artifact(&local.served_name(), llm.blob_id)),
             enclave: None,
         })
     }
 }
 
-/// The local model's artifact box.
-pub fn local_artifact(blob_id: haca_core::BlobId) -> ArtifactEvidence {
+/// A local model's artifact box.
+pub fn local_artifact(label: &str, blob_id: haca_core::BlobId) -> ArtifactEvidence {
     ArtifactEvidence {
-        label: Some(LOCAL_MODEL.into()),
+        label: Some(label.into()),
         revision: None,
         blob_id,
         format: "gguf".into(),

@@ -221,6 +221,8 @@ impl From<LlmError> for GatewayError {
             LlmError::Load(m) => Self::unavailable("model_unavailable", m),
             LlmError::Run(m) => Self::internal(m),
             LlmError::Request(m) => Self::invalid("invalid_input", m),
+            // A slot frees within one answer: a short wait is worth a retry.
+            LlmError::Busy { .. } => Self::unavailable("model_busy", e.to_string()).retry_after(2),
         }
     }
 }

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// The local model's public name.
+/// The default local model's public name (Gemma 3 270M, the GGUF the node finds by default;
+/// any other GGUF is served as `local/<its name>`).
 pub const LOCAL_MODEL: &str = "local/gemma-3-270m";
 /// Answer length when the request sets none: a base model rambles.
 pub const DEFAULT_MAX_TOKENS: usize = 256;
@@ -186,6 +187,37 @@ pub struct LocalAnswer {
     pub completion_tokens: u64,
 }
 
+/// The grammar a strict `json_schema` answer is sampled under, made from its schema by
+/// llama.cpp's converter; `None` for any other format. A schema it cannot convert is the
+/// request's fault, named by its field.
+pub fn schema_grammar(call: &Call) -> Result<Option<String>, LlmError> {
+    let Call::Chat(c) = call else { return Ok(None) };
+    let ResponseFormat::JsonSchema {
+        schema,
+        strict: true,
+        ..
+    } = &c.response_format
+    else {
+        return Ok(None);
+    };
+    let text = schema.to_string();
+    // The converter throws on what it cannot express; the binding turns that into an error,
+    // but guard the unwinding boundary all the same.
+    let converted = std::panic::catch_unwind(|| llama_cpp_2::json_schema_to_grammar(&text));
+    match converted {
+        Ok(Ok(g)) if !g.trim().is_empty() => Ok(Some(g)),
+        Ok(Ok(_)) => Err(LlmError::Request(
+            "response_format.json_schema.schema: no grammar could be made from it".into(),
+        )),
+        Ok(Err(e)) => Err(LlmError::Request(format!(
+            "response_format.json_schema.schema: cannot be enforced: {e}"
+        ))),
+        Err(_) => Err(LlmError::Request(
+            "response_format.json_schema.schema: cannot be enforced".into(),
+        )),
+    }
+}
+
 /// The prompt of `call` on `llm`, as tokens.
 pub fn prompt_tokens(llm: &LocalLlm, call: &Call) -> Result<Vec<u32>, LlmError> {
     match call {
@@ -205,6 +237,7 @@ pub fn generate_local(
     cancel: &Cancel,
 ) -> Result<LocalAnswer, LlmError> {
     let sampling = call.sampling();
+    let grammar = schema_grammar(call)?;
     let mut prompt = prompt_tokens(llm, call)?;
     let json = match call {
         Call::Chat(c) => LocalLlm::json_prefix(&c.response_format, &c.tool_choice)
@@ -232,7 +265,9 @@ pub fn generate_local(
     };
     // With tools the answer may turn out to be a call: it is sent whole at the end.
     let buffered = call.local_tools();
-    let generated = llm.generate(&prompt, &params, &mut |piece| {
+    // A stream's client that left, or a waiter that was dropped, gives the slot up at once.
+    let gone = || cancel.is_cancelled() || sink.as_ref().is_some_and(|s| s.is_closed());
+    let generated = llm.generate_with(&prompt, &params, grammar, &gone, &mut |piece| {
         !cancel.is_cancelled()
             && match &sink {
                 Some(s) if !buffered => s.send(json!({"content": piece})).is_ok(),
@@ -240,7 +275,8 @@ pub fn generate_local(
             }
     })?;
     tracing::info!(
-        "{LOCAL_MODEL}: {} prompt tokens in {} ms, {} tokens at {:.1} tokens/s ({})",
+        "local/{}: {} prompt tokens in {} ms, {} tokens at {:.1} tokens/s ({})",
+        llm.info.name,
         generated.prompt_tokens,
         generated.prefill.as_millis(),
         generated.completion_tokens,

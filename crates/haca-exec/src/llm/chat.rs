@@ -64,8 +64,13 @@ pub enum ResponseFormat {
     Text,
     /// Any JSON object.
     JsonObject,
-    /// A JSON object meant to match this schema.
-    JsonSchema { name: String, schema: Value },
+    /// A JSON object meant to match this schema; `strict`: held to it (local models sample
+    /// under a grammar made from the schema).
+    JsonSchema {
+        name: String,
+        schema: Value,
+        strict: bool,
+    },
 }
 
 /// `tool_choice`.
@@ -454,9 +459,20 @@ fn response_format(o: &serde_json::Map<String, Value>) -> Result<ResponseFormat,
                     "must be a JSON Schema object",
                 ));
             }
+            let strict = match js.get("strict") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(bad(
+                        "response_format.json_schema.strict",
+                        "must be true or false",
+                    ))
+                }
+            };
             Ok(ResponseFormat::JsonSchema {
                 name: name.to_owned(),
                 schema,
+                strict,
             })
         }
         Some(t) => Err(bad(

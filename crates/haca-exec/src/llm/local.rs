@@ -1,37 +1,44 @@
-//! The local provider: a quantized Gemma 3 GGUF run on the CPU with candle.
+//! The local provider: any GGUF that llama.cpp runs (Llama, Qwen, Gemma, Phi, Mistral and
+//! the other families it knows), on the CPU, through the `llama-cpp-2` bindings.
 //!
-//! The weights load once; each generation clones the model handle (the quantized tensors are
-//! shared, only the KV cache is its own) and runs on the caller's blocking thread.
+//! Loading reads the GGUF's header first ([`super::gguf`]: a bad file is refused with its
+//! reason), hashes the file for its blob id while llama.cpp maps the weights, then starts the
+//! engine thread ([`super::engine`]) that owns the one llama.cpp context every request shares.
+//! `generate` hands a request to the engine and relays its text as it comes.
 
 use super::chat::{ChatMessage, ResponseFormat, ToolChoice};
-use super::json_prefix::JsonPrefix;
-use super::template::{gemma_chat, Segment};
-use super::tokenizer::{self, Vocab};
+use super::engine::{self, Admission, Event, Job, VocabFacts};
+use super::gguf::{self, GgufHeader};
+use super::template::{chatml, gemma_chat, jinja_chat, Segment};
 use super::LlmError;
-use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_gemma3::ModelWeights;
 use haca_core::{BlobId, Digest};
-use rand::{Rng, SeedableRng};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
 use sha2::{Digest as _, Sha256};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tokenizers::Tokenizer;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 /// The runtime named in receipts.
-pub const LLM_RUNTIME: &str = "candle 0.11 (gguf q4_k_m, cpu)";
+pub const LLM_RUNTIME: &str = "llama.cpp (llama-cpp-2 0.1.160, gguf, cpu)";
 
-/// The longest prompt plus answer served. The model was trained for 32,768 positions, but
-/// candle prefills a prompt in one pass whose attention scores take 16·n² bytes: 4,096
-/// positions keep that near 270 MB.
+/// The longest prompt plus answer served per request (less when the model was trained on
+/// fewer positions).
 pub const CONTEXT_LIMIT: usize = 4096;
 
-/// Tokens sampled from when the temperature is above zero (then `top_p` cuts them).
-const TOP_K: usize = 64;
-/// A light penalty on tokens of the last `REPEAT_WINDOW` keeps a small base model out of loops.
-const REPEAT_PENALTY: f32 = 1.15;
-const REPEAT_WINDOW: usize = 64;
+/// Requests decoded together, each a sequence of one batch.
+pub const SLOTS: usize = 4;
+/// Requests that may wait for a slot; past them a request is refused (busy) at once.
+pub const QUEUE: usize = 4;
+
+/// Prompt tokens decoded per step (shared by the sequences that are prefilling).
+const BATCH_TOKENS: u32 = 512;
 
 /// What a generation is asked for.
 #[derive(Debug, Clone)]
@@ -92,128 +99,246 @@ impl Generation {
     }
 }
 
-/// A loaded local model.
+/// What a GGUF says about the model in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The served name, after `local/`: `general.name` slugified, else the file name.
+    pub name: String,
+    /// `general.architecture` (llama, qwen2, gemma3, phi3, ...).
+    pub architecture: String,
+    /// A base (pretrained, not instruction-tuned) model: it continues text rather than
+    /// answering.
+    pub base: bool,
+    /// The GGUF's own chat template (`tokenizer.chat_template`), if it has one.
+    pub chat_template: Option<String>,
+    /// Positions served per request: the training context, at most [`CONTEXT_LIMIT`].
+    pub context: usize,
+}
+
+impl ModelInfo {
+    /// Reads what the header says; `path` names the model when the header does not.
+    pub fn from_header(h: &GgufHeader, path: &Path) -> ModelInfo {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = h
+            .str("general.name")
+            .map(slug)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| slug(&stem));
+        let hints = [
+            h.str("general.finetune").unwrap_or_default(),
+            h.str("general.name").unwrap_or_default(),
+            h.str("general.basename").unwrap_or_default(),
+            &stem,
+        ]
+        .join(" ");
+        ModelInfo {
+            name,
+            architecture: h.architecture().unwrap_or_default().to_owned(),
+            base: !names_instruct(&hints),
+            chat_template: h.str("tokenizer.chat_template").map(str::to_owned),
+            context: h
+                .context_length()
+                .map_or(CONTEXT_LIMIT, |n| (n as usize).min(CONTEXT_LIMIT)),
+        }
+    }
+}
+
+/// Lower case, runs of anything but letters, digits and dots as one `-`.
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_owned()
+}
+
+/// Whether a model's names mark it instruction-tuned (`-it`, `Instruct`, `chat`, ...): GGUF
+/// has no field that says so, and a chat template alone does not (base models ship one).
+fn names_instruct(hints: &str) -> bool {
+    hints
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .map(str::to_ascii_lowercase)
+        .any(|w| {
+            matches!(
+                w.as_str(),
+                "it" | "instruct" | "chat" | "sft" | "dpo" | "rlhf"
+            )
+        })
+}
+
+/// llama.cpp's backend, initialized once per process.
+fn backend() -> Result<&'static LlamaBackend, LlmError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            install_log_capture();
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| LlmError::Load(format!("llama.cpp backend: {e}")))
+}
+
+/// Held while a model loads or a context is made: llama.cpp does not make either safe to run
+/// beside another (a context may write to its model while it is made).
+static LLAMA_SETUP: Mutex<()> = Mutex::new(());
+
+/// llama.cpp's recent error lines: it reports why a model did not load only through its log.
+static LLAMA_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn install_log_capture() {
+    unsafe extern "C" fn capture(
+        level: llama_cpp_sys_2::ggml_log_level,
+        text: *const std::os::raw::c_char,
+        _: *mut std::os::raw::c_void,
+    ) {
+        if level != llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR || text.is_null() {
+            return;
+        }
+        // SAFETY: llama.cpp passes a NUL-terminated string, valid for this call.
+        let line = unsafe { std::ffi::CStr::from_ptr(text) }
+            .to_string_lossy()
+            .trim()
+            .to_owned();
+        tracing::debug!("llama.cpp: {line}");
+        if let Ok(mut lines) = LLAMA_ERRORS.lock() {
+            if lines.len() >= 8 {
+                lines.remove(0);
+            }
+            lines.push(line);
+        }
+    }
+    // SAFETY: the callback is a plain function that lives as long as the process.
+    unsafe { llama_cpp_sys_2::llama_log_set(Some(capture), std::ptr::null_mut()) };
+}
+
+fn take_llama_errors() -> String {
+    LLAMA_ERRORS
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l).join("; "))
+        .unwrap_or_default()
+}
+
+/// Threads for matrix work: `HACA_LLM_THREADS`, else every core.
+fn threads() -> i32 {
+    std::env::var("HACA_LLM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &i32| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32))
+}
+
+/// A loaded local model and its engine.
 pub struct LocalLlm {
-    weights: ModelWeights,
-    tokenizer: Tokenizer,
-    /// Tokenizes message content: no control pieces, so content cannot open a turn.
-    text_tokenizer: Tokenizer,
-    vocab: Vocab,
-    /// Pieces as text (`▁` as a space; byte pieces as U+FFFD), for the JSON constraint.
-    pieces: Vec<String>,
-    end_ids: Vec<u32>,
-    suppressed: Vec<u32>,
+    model: Arc<LlamaModel>,
+    facts: Arc<VocabFacts>,
+    jobs: mpsc::Sender<Job>,
+    admission: Admission,
+    bos: Option<u32>,
+    bos_text: String,
+    eos_text: String,
+    pub info: ModelInfo,
     pub path: PathBuf,
     pub blob_id: BlobId,
     pub size: u64,
 }
 
-/// A reader that reports how far it got, for progress while the weights load.
-struct Counting<'a, R> {
-    inner: R,
-    total: u64,
-    report: &'a mut dyn FnMut(u64, u64),
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.report)(n as u64, self.total);
-        Ok(n)
-    }
-}
-
-impl<R: Seek> Seek for Counting<'_, R> {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
-    }
-}
-
 impl LocalLlm {
-    /// Loads a Gemma 3 GGUF. `progress(bytes, total)` is called as bytes are read (twice over
-    /// the file: hashing, then the weights).
+    /// Reads and checks a GGUF's header: what the model is called and what it is, or why the
+    /// file cannot be served.
+    pub fn inspect(path: &Path) -> Result<(ModelInfo, u64), LlmError> {
+        let load = |what: String| LlmError::Load(format!("{}: {what}", path.display()));
+        let file = std::fs::File::open(path).map_err(|e| load(e.to_string()))?;
+        let size = file.metadata().map_err(|e| load(e.to_string()))?.len();
+        let header = gguf::read_header(std::io::BufReader::with_capacity(1 << 20, file))
+            .map_err(|e| load(e.to_string()))?;
+        header.check_size(size).map_err(|e| load(e.to_string()))?;
+        if header.architecture().is_none_or(str::is_empty) {
+            return Err(load("general.architecture: missing".into()));
+        }
+        Ok((ModelInfo::from_header(&header, path), size))
+    }
+
+    /// Loads a GGUF. `progress(done, total)` is called as the file is hashed and the weights
+    /// are mapped (two passes over the file, run side by side; `total` is twice its size).
     pub fn load(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<LocalLlm, LlmError> {
         let load = |what: String| LlmError::Load(format!("{}: {what}", path.display()));
-        let size = std::fs::metadata(path)
-            .map_err(|e| load(e.to_string()))?
-            .len();
-        let mut file = std::fs::File::open(path).map_err(|e| load(e.to_string()))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(|e| load(e.to_string()))?;
-            if n == 0 {
-                break;
+        let (info, size) = Self::inspect(path)?;
+        let backend = backend()?;
+        let mapped = Arc::new(AtomicU32::new(0));
+        let mapped_cb = mapped.clone();
+        let (model, blob_id) = std::thread::scope(|scope| {
+            let loader = scope.spawn(move || {
+                let params = LlamaModelParams::default().with_progress_callback(move |f| {
+                    mapped_cb.store((f.clamp(0.0, 1.0) * 1000.0) as u32, Ordering::Relaxed);
+                    true
+                });
+                let _setup = LLAMA_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+                LlamaModel::load_from_file(backend, path, &params)
+            });
+            let hashed = hash_file(path, &mut |hashed| {
+                let weights = size * mapped.load(Ordering::Relaxed) as u64 / 1000;
+                progress(hashed + weights, size * 2);
+            });
+            let model = loader.join();
+            (model, hashed)
+        });
+        let blob_id = blob_id.map_err(|e| load(e.to_string()))?;
+        let model = match model {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                let why = take_llama_errors();
+                return Err(load(format!(
+                    "llama.cpp cannot load this {} model: {}",
+                    info.architecture,
+                    if why.is_empty() { e.to_string() } else { why }
+                )));
             }
-            hasher.update(&buf[..n]);
-            progress(n as u64, size * 2);
-        }
-        let blob_id = BlobId(Digest(hasher.finalize().into()));
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| load(e.to_string()))?;
-        let mut reader = Counting {
-            inner: std::io::BufReader::with_capacity(1 << 20, file),
-            total: size * 2,
-            report: progress,
+            Err(_) => return Err(load("the loader thread panicked".into())),
         };
-        let content = gguf_file::Content::read(&mut reader)
-            .map_err(|e| load(format!("not a GGUF file: {e}")))?;
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        if arch != "gemma3" {
-            return Err(load(format!(
-                "general.architecture is {arch:?}; the local provider runs gemma3"
-            )));
-        }
-        let (tokenizer, vocab) = tokenizer::from_gguf(&content).map_err(load)?;
-        let weights = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
-            .map_err(|e| load(format!("weights: {e}")))?;
-        let text_tokenizer = without_control_pieces(&tokenizer, &vocab);
-        let id = |piece: &str| {
-            tokenizer
-                .token_to_id(piece)
-                .ok_or_else(|| load(format!("the vocabulary lacks {piece}")))
+        progress(size * 2, size * 2);
+        let model = Arc::new(model);
+        let facts = Arc::new(vocab_facts(&model));
+        let vocab = model.vocab();
+        let bos = vocab.should_add_bos().then(|| vocab.bos().0 as u32);
+        let text_of = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
         };
-        let end_ids = vec![vocab.eos, id("<end_of_turn>")?];
-        let suppressed = vocab
-            .control
-            .iter()
-            .copied()
-            .filter(|c| !end_ids.contains(c))
-            .collect();
-        let pieces = (0..vocab.size as u32)
-            .map(|i| {
-                let p = tokenizer.id_to_token(i).unwrap_or_default();
-                if p.starts_with("<0x") && p.len() == 6 {
-                    u8::from_str_radix(&p[3..5], 16)
-                        .ok()
-                        .filter(u8::is_ascii)
-                        .map(|b| (b as char).to_string())
-                        .unwrap_or_else(|| "\u{FFFD}".into())
-                } else {
-                    p.replace('▁', " ")
-                }
-            })
-            .collect();
+        let (bos_text, eos_text) = (text_of(vocab.bos()), text_of(vocab.eos()));
+        let (jobs, admission) =
+            start_engine(backend, &model, &facts, info.context).map_err(load)?;
         Ok(LocalLlm {
-            weights,
-            tokenizer,
-            text_tokenizer,
-            vocab,
-            pieces,
-            end_ids,
-            suppressed,
+            model,
+            facts,
+            jobs,
+            admission,
+            bos,
+            bos_text,
+            eos_text,
+            info,
             path: path.to_path_buf(),
             blob_id,
             size,
         })
     }
 
-    /// Token ids of a chat prompt (Gemma's template; tool definitions when tools are on).
+    /// Positions served per request (prompt and answer).
+    pub fn context(&self) -> usize {
+        self.info.context
+    }
+
+    /// Whether every slot and queue place is taken: a new request would be refused.
+    pub fn is_full(&self) -> bool {
+        self.admission.held() >= self.admission.capacity
+    }
+
+    /// Token ids of a chat prompt: the GGUF's own template, else the family's.
     pub fn chat_prompt(
         &self,
         messages: &[ChatMessage],
@@ -221,168 +346,156 @@ impl LocalLlm {
         tool_choice: &ToolChoice,
     ) -> Result<Vec<u32>, LlmError> {
         let tools = tools.filter(|_| *tool_choice != ToolChoice::None);
-        let mut ids = Vec::new();
-        for seg in gemma_chat(messages, tools) {
-            match seg {
-                Segment::Control(name) => ids.push(
-                    self.tokenizer
-                        .token_to_id(name)
-                        .ok_or_else(|| LlmError::Run(format!("the vocabulary lacks {name}")))?,
-                ),
-                Segment::Text(t) => ids.extend(self.encode(&t)?),
+        let gemma = self.info.architecture.starts_with("gemma");
+        let rendered = self
+            .info
+            .chat_template
+            .as_deref()
+            .filter(|_| !gemma)
+            .map(|t| jinja_chat(t, messages, tools, &self.bos_text, &self.eos_text));
+        let segments = match rendered {
+            Some(Ok(s)) => s,
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::debug!("{}: {e}; the family's template stands in", self.info.name);
+                }
+                if gemma {
+                    gemma_chat(messages, tools)
+                } else {
+                    chatml(messages, tools)
+                }
+            }
+        };
+        let vocab = self.model.vocab();
+        let mut ids: Vec<u32> = Vec::new();
+        for seg in segments {
+            let (text, special) = match &seg {
+                Segment::Control(name) => (*name, true),
+                Segment::Markup(m) => (m.as_str(), true),
+                Segment::Text(t) => (t.as_str(), false),
+            };
+            let toks = vocab.tokenize(text.as_bytes(), false, special);
+            if let Segment::Control(name) = seg {
+                if toks.len() != 1 {
+                    return Err(LlmError::Run(format!("the vocabulary lacks {name}")));
+                }
+            }
+            ids.extend(toks.iter().map(|t| t.0 as u32));
+        }
+        if let Some(bos) = self.bos {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
             }
         }
         Ok(ids)
     }
 
-    /// Token ids of a raw completion prompt, after `<bos>`.
+    /// Token ids of a raw completion prompt, after the model's start token if it takes one.
     pub fn text_prompt(&self, prompt: &str) -> Result<Vec<u32>, LlmError> {
-        let mut ids = vec![self.vocab.bos];
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
         ids.extend(self.encode(prompt)?);
         Ok(ids)
     }
 
+    /// Tokens of `text` as text: control pieces it spells stay text.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
         Ok(self
-            .text_tokenizer
-            .encode_fast(text, false)
-            .map_err(|e| LlmError::Run(format!("tokenizer: {e}")))?
-            .get_ids()
-            .to_vec())
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), false, false)
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect())
     }
 
     pub fn decode(&self, ids: &[u32]) -> String {
-        self.tokenizer.decode(ids, true).unwrap_or_default()
+        let mut bytes = Vec::new();
+        for &id in ids {
+            if let Some(b) = self.facts.bytes.get(id as usize) {
+                bytes.extend_from_slice(b);
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Generates after `prompt`. `on_text` gets each new piece of text as it becomes final
     /// (stop sequences held back until they can no longer match) and returns false to stop.
+    /// Refused at once with [`LlmError::Busy`] when every slot and queue place is taken.
     pub fn generate(
         &self,
         prompt: &[u32],
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, LlmError> {
-        if prompt.len() >= CONTEXT_LIMIT {
+        self.generate_with(prompt, params, None, &|| false, on_text)
+    }
+
+    /// [`generate`](Self::generate), the answer held to a GBNF `grammar` when one is given,
+    /// and given up (cancelled) as soon as `gone` says the requester left, even while waiting
+    /// for a slot.
+    pub fn generate_with(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        grammar: Option<String>,
+        gone: &dyn Fn() -> bool,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, LlmError> {
+        if prompt.len() >= self.context() {
             return Err(LlmError::ContextTooLong {
                 tokens: prompt.len(),
-                limit: CONTEXT_LIMIT,
+                limit: self.context(),
             });
         }
-        let run = |e: candle_core::Error| LlmError::Run(e.to_string());
-        let mut model = self.weights.clone();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
-        let mut json = params.json.as_ref().map(|prefix| {
-            let mut j = JsonPrefix::object();
-            j.feed(prefix);
-            j
-        });
-        let mut out = Stream::new(params.json.clone().unwrap_or_default(), &params.stop);
-        let head = out.flush();
-        if !head.is_empty() && !on_text(&head) {
-            return Ok(out.finish(
-                prompt.len(),
-                0,
-                FinishReason::Cancelled,
-                Duration::ZERO,
-                Duration::ZERO,
-            ));
+        let vocab = self.facts.bytes.len();
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(LlmError::Request(format!(
+                "prompt: token {bad} is outside the vocabulary of {vocab}"
+            )));
         }
-        let start = Instant::now();
-        let input = Tensor::new(prompt, &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(run)?;
-        let mut logits = model.forward(&input, 0).map_err(run)?;
-        let prefill = start.elapsed();
-        let decode_start = Instant::now();
-        let mut generated: Vec<u32> = Vec::new();
-        let budget = params.max_tokens.min(CONTEXT_LIMIT - prompt.len());
-        let mut finish = FinishReason::Length;
-        while generated.len() < budget {
-            let mut scores: Vec<f32> = logits
-                .squeeze(0)
-                .and_then(|t| t.to_dtype(candle_core::DType::F32))
-                .and_then(|t| t.to_vec1())
-                .map_err(run)?;
-            for &s in &self.suppressed {
-                scores[s as usize] = f32::NEG_INFINITY;
-            }
-            let window = &generated[generated.len().saturating_sub(REPEAT_WINDOW)..];
-            for &t in window {
-                let s = &mut scores[t as usize];
-                *s = if *s >= 0.0 {
-                    *s / REPEAT_PENALTY
-                } else {
-                    *s * REPEAT_PENALTY
-                };
-            }
-            // Not before `min_tokens`, and never with nothing said.
-            let too_early = generated.len() < params.min_tokens
-                || (generated.is_empty() && out.text.is_empty());
-            let next = {
-                let json = &json;
-                let end_ids = &self.end_ids;
-                let pieces = &self.pieces;
-                pick(&scores, params, &mut rng, &mut |id| {
-                    let is_end = end_ids.contains(&id);
-                    match json {
-                        // A JSON answer ends only once the value is complete.
-                        Some(j) => !is_end && j.accepts(&pieces[id as usize]),
-                        // A base model may end its turn at once.
-                        None => !(is_end && too_early),
-                    }
-                })
+        // Held here, not by the engine: dropped when this returns, however it returns.
+        let _slot = self.admission.try_take().ok_or(LlmError::Busy {
+            held: self.admission.capacity,
+        })?;
+        let (events, rx) = mpsc::channel();
+        self.jobs
+            .send(Job {
+                prompt: prompt.to_vec(),
+                params: params.clone(),
+                grammar,
+                events,
+            })
+            .map_err(|_| LlmError::Run("the generation engine stopped".into()))?;
+        let mut text = String::new();
+        let cancelled = |text: String, tokens: usize| Generation {
+            text,
+            prompt_tokens: prompt.len(),
+            completion_tokens: tokens,
+            finish_reason: FinishReason::Cancelled,
+            prefill: Duration::ZERO,
+            decode: Duration::ZERO,
+        };
+        loop {
+            let event = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(e) => e,
+                Err(mpsc::RecvTimeoutError::Timeout) if gone() => return Ok(cancelled(text, 0)),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let Some(next) = next else {
-                finish = FinishReason::Stop;
-                break;
-            };
-            if self.end_ids.contains(&next) {
-                finish = FinishReason::Stop;
-                break;
-            }
-            generated.push(next);
-            if let Some(j) = &mut json {
-                j.feed(&self.pieces[next as usize]);
-            }
-            let text = self.decode(&generated);
-            match out.advance(&text, json.as_ref().is_some_and(JsonPrefix::is_complete)) {
-                Advance::More(piece) => {
-                    if !piece.is_empty() && !on_text(&piece) {
-                        finish = FinishReason::Cancelled;
-                        break;
+            match event {
+                Event::Started => {}
+                Event::Text { piece, tokens } => {
+                    text.push_str(&piece);
+                    if !on_text(&piece) {
+                        // Dropping the receiver ends the sequence at the engine's next token.
+                        return Ok(cancelled(text, tokens));
                     }
                 }
-                Advance::Stopped(piece) => {
-                    if !piece.is_empty() {
-                        on_text(&piece);
-                    }
-                    finish = FinishReason::Stop;
-                    break;
-                }
-            }
-            if generated.len() >= budget {
-                break;
-            }
-            let input = Tensor::new(&[next], &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(run)?;
-            logits = model
-                .forward(&input, prompt.len() + generated.len() - 1)
-                .map_err(run)?;
-        }
-        if finish != FinishReason::Cancelled {
-            let rest = out.flush();
-            if !rest.is_empty() {
-                on_text(&rest);
+                Event::Done(result) => return result,
             }
         }
-        Ok(out.finish(
-            prompt.len(),
-            generated.len(),
-            finish,
-            prefill,
-            decode_start.elapsed(),
+        Err(LlmError::Run(
+            "the generation engine stopped mid-answer".into(),
         ))
     }
 
@@ -403,218 +516,151 @@ impl LocalLlm {
     }
 }
 
-/// The same tokenizer without the control pieces registered as added tokens, so text that
-/// spells `<start_of_turn>` is tokenized as text.
-fn without_control_pieces(full: &Tokenizer, vocab: &Vocab) -> Tokenizer {
-    let mut t = Tokenizer::new(full.get_model().clone());
-    let _ = t.with_normalizer(full.get_normalizer().cloned());
-    t.with_decoder(full.get_decoder().cloned());
-    let added: Vec<tokenizers::AddedToken> = full
-        .get_added_tokens_decoder()
-        .iter()
-        .filter(|(id, tok)| !tok.special && !vocab.control.contains(id))
-        .map(|(_, tok)| tok.clone())
-        .collect();
-    // Adding tokens the vocabulary already holds cannot fail.
-    let _ = t.add_tokens(added);
-    t
+/// SHA-256 of the file (its blob id), reporting bytes hashed so far.
+fn hash_file(path: &Path, progress: &mut dyn FnMut(u64)) -> std::io::Result<BlobId> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+        progress(done);
+    }
+    Ok(BlobId(Digest(hasher.finalize().into())))
 }
 
-/// Picks the next token among those `valid` allows: greedy at temperature 0, else sampled from
-/// the top-k and top-p of the distribution, rejecting invalid draws.
-fn pick(
-    scores: &[f32],
-    params: &GenerateParams,
-    rng: &mut rand::rngs::StdRng,
-    valid: &mut dyn FnMut(u32) -> bool,
-) -> Option<u32> {
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    let k = TOP_K.min(idx.len());
-    idx.select_nth_unstable_by(k - 1, |a, b| {
-        scores[*b as usize].total_cmp(&scores[*a as usize])
-    });
-    let mut top: Vec<u32> = idx[..k]
-        .iter()
-        .copied()
-        .filter(|i| scores[*i as usize].is_finite())
-        .collect();
-    top.sort_by(|a, b| scores[*b as usize].total_cmp(&scores[*a as usize]));
-    if params.temperature > 0.0 && !top.is_empty() {
-        let t = params.temperature as f32;
-        let max = scores[top[0] as usize];
-        let mut w: Vec<f32> = top
-            .iter()
-            .map(|i| ((scores[*i as usize] - max) / t).exp())
-            .collect();
-        let total: f32 = w.iter().sum();
-        let mut acc = 0.0;
-        let mut keep = w.len();
-        for (n, x) in w.iter().enumerate() {
-            acc += x / total;
-            if acc as f64 >= params.top_p {
-                keep = n + 1;
-                break;
-            }
+/// The vocabulary tables the engine samples with.
+fn vocab_facts(model: &LlamaModel) -> VocabFacts {
+    let vocab = model.vocab();
+    let n = vocab.n_tokens().max(0) as u32;
+    let mut end = Vec::new();
+    let mut suppressed = Vec::new();
+    let mut bytes = Vec::with_capacity(n as usize);
+    let mut pieces = Vec::with_capacity(n as usize);
+    for id in 0..n {
+        let t = LlamaToken(id as i32);
+        if vocab.is_eog(t) {
+            end.push(id);
+        } else if vocab.is_control(t) {
+            suppressed.push(id);
         }
-        w.truncate(keep);
-        loop {
-            let sum: f32 = w.iter().sum();
-            if sum <= 0.0 {
-                break;
-            }
-            let mut r = rng.gen::<f32>() * sum;
-            let mut chosen = w.len() - 1;
-            for (n, x) in w.iter().enumerate() {
-                if r < *x {
-                    chosen = n;
-                    break;
+        let b = vocab.token_to_piece(t, false, None);
+        pieces.push(match std::str::from_utf8(&b) {
+            Ok(s) => s.to_owned(),
+            Err(_) => "\u{FFFD}".to_owned(),
+        });
+        bytes.push(b);
+    }
+    VocabFacts {
+        end,
+        suppressed,
+        bytes,
+        pieces,
+    }
+}
+
+/// Starts the engine thread with its context; returns once the context exists (or could not
+/// be made).
+fn start_engine(
+    backend: &'static LlamaBackend,
+    model: &Arc<LlamaModel>,
+    facts: &Arc<VocabFacts>,
+    context: usize,
+) -> Result<(mpsc::Sender<Job>, Admission), String> {
+    let (jobs, rx) = mpsc::channel::<Job>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (model, facts) = (model.clone(), facts.clone());
+    let n = threads();
+    std::thread::Builder::new()
+        .name("local-llm-engine".into())
+        .spawn(move || {
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new((context * SLOTS) as u32))
+                .with_n_batch(BATCH_TOKENS)
+                .with_n_ubatch(BATCH_TOKENS)
+                .with_n_seq_max(SLOTS as u32)
+                .with_kv_unified(false)
+                .with_n_threads(n)
+                .with_n_threads_batch(n);
+            let setup = LLAMA_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+            let ctx = match model.new_context(backend, params) {
+                Ok(c) => c,
+                Err(e) => {
+                    let why = take_llama_errors();
+                    let _ = ready_tx.send(Err(format!("llama.cpp context: {e} {why}")));
+                    return;
                 }
-                r -= x;
-            }
-            if valid(top[chosen]) {
-                return Some(top[chosen]);
-            }
-            w[chosen] = 0.0;
-        }
-    } else if let Some(&id) = top.iter().find(|i| valid(**i)) {
-        return Some(id);
-    }
-    // Nothing in the head of the distribution fits: scan every token, most likely first.
-    let mut all: Vec<u32> = (0..scores.len() as u32)
-        .filter(|i| scores[*i as usize].is_finite())
-        .collect();
-    all.sort_by(|a, b| scores[*b as usize].total_cmp(&scores[*a as usize]));
-    all.into_iter().find(|i| valid(*i))
-}
-
-/// Text released to the caller: everything decoded so far, less what may still turn out to
-/// be the start of a stop sequence or half of a UTF-8 character.
-struct Stream<'a> {
-    /// A forced start of the answer (JSON), released before generation.
-    head_len: usize,
-    text: String,
-    emitted: usize,
-    stop: &'a [String],
-}
-
-enum Advance {
-    More(String),
-    Stopped(String),
-}
-
-impl<'a> Stream<'a> {
-    fn new(head: String, stop: &'a [String]) -> Self {
-        Stream {
-            head_len: head.len(),
-            text: head,
-            emitted: 0,
-            stop,
-        }
-    }
-
-    /// `decoded` is the whole generated text so far; `complete` ends it (a finished JSON value).
-    fn advance(&mut self, decoded: &str, complete: bool) -> Advance {
-        self.text.truncate(self.head_len);
-        self.text.push_str(decoded);
-        let found = self
-            .stop
-            .iter()
-            .filter_map(|s| {
-                let from = self.emitted.saturating_sub(s.len() - 1).max(self.head_len);
-                let from = floor_boundary(&self.text, from);
-                self.text[from..].find(s.as_str()).map(|p| p + from)
-            })
-            .min();
-        if let Some(at) = found {
-            self.text.truncate(at.max(self.emitted));
-            return Advance::Stopped(self.flush());
-        }
-        if complete {
-            return Advance::Stopped(self.flush());
-        }
-        let hold = self.stop.iter().map(|s| s.len() - 1).max().unwrap_or(0);
-        let mut end = self.text.len().saturating_sub(hold);
-        if self.text.ends_with('\u{FFFD}') {
-            // Half of a character split over byte pieces: wait for the rest.
-            end = end.min(self.text.len() - '\u{FFFD}'.len_utf8());
-        }
-        let end = floor_boundary(&self.text, end).max(self.emitted);
-        Advance::More(self.take(end))
-    }
-
-    fn take(&mut self, end: usize) -> String {
-        let piece = self.text[self.emitted..end].to_owned();
-        self.emitted = end;
-        piece
-    }
-
-    fn flush(&mut self) -> String {
-        self.take(self.text.len())
-    }
-
-    fn finish(
-        self,
-        prompt_tokens: usize,
-        completion_tokens: usize,
-        finish_reason: FinishReason,
-        prefill: Duration,
-        decode: Duration,
-    ) -> Generation {
-        Generation {
-            text: self.text,
-            prompt_tokens,
-            completion_tokens,
-            finish_reason,
-            prefill,
-            decode,
-        }
-    }
-}
-
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
+            };
+            drop(setup);
+            let _ = ready_tx.send(Ok(()));
+            engine::run(ctx, &model, &facts, rx, SLOTS, context);
+        })
+        .map_err(|e| format!("engine thread: {e}"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| "the engine thread stopped while starting".to_owned())??;
+    Ok((jobs, Admission::new(SLOTS + QUEUE)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::gguf::tests::tiny_gguf;
 
-    fn run(pieces: &[&str], stop: &[&str]) -> (Vec<String>, bool) {
-        let stop: Vec<String> = stop.iter().map(|s| s.to_string()).collect();
-        let mut s = Stream::new(String::new(), &stop);
-        let mut out = Vec::new();
-        let mut text = String::new();
-        for p in pieces {
-            text.push_str(p);
-            match s.advance(&text, false) {
-                Advance::More(x) => out.push(x),
-                Advance::Stopped(x) => {
-                    out.push(x);
-                    return (out, true);
-                }
-            }
-        }
-        out.push(s.flush());
-        (out, false)
+    fn info(meta: &[(&str, &str)], file: &str) -> ModelInfo {
+        let f = tiny_gguf(meta, 0, 4);
+        ModelInfo::from_header(&gguf::read_header(&f[..]).unwrap(), Path::new(file))
     }
 
     #[test]
-    fn stop_sequences_are_held_back_and_cut() {
-        let (out, stopped) = run(&["Hello", " wo", "rld", "\n\nUser", ":"], &["\n\nUser:"]);
-        assert!(stopped);
-        assert_eq!(out.concat(), "Hello world");
-        let (out, stopped) = run(&["a\n", "b"], &["\n\n"]);
-        assert!(!stopped);
-        assert_eq!(out.concat(), "a\nb");
+    fn the_served_name_comes_from_general_name_else_the_file() {
+        let i = info(
+            &[
+                ("general.architecture", "gemma3"),
+                ("general.name", "Gemma 3 270m"),
+            ],
+            "/m/x.gguf",
+        );
+        assert_eq!(i.name, "gemma-3-270m");
+        let i = info(
+            &[("general.architecture", "qwen2")],
+            "/m/Qwen2.5-0.5B-Instruct-Q4_K_M.gguf",
+        );
+        assert_eq!(i.name, "qwen2.5-0.5b-instruct-q4-k-m");
+        assert!(!i.base, "Instruct in the name");
     }
 
     #[test]
-    fn half_characters_wait() {
-        let (out, _) = run(&["caf", "\u{FFFD}"], &[]);
-        assert_eq!(out[1], "");
+    fn a_model_is_base_unless_its_names_say_instruction_tuned() {
+        let base = info(
+            &[
+                ("general.architecture", "gemma3"),
+                ("general.name", "Gemma 3 270m"),
+            ],
+            "/m/gemma-3-270m-q4_k_m.gguf",
+        );
+        assert!(base.base);
+        let it = info(
+            &[
+                ("general.architecture", "gemma3"),
+                ("general.finetune", "it"),
+            ],
+            "/m/g.gguf",
+        );
+        assert!(!it.base);
+        // "it" inside a word is not the marker.
+        let word = info(
+            &[
+                ("general.architecture", "llama"),
+                ("general.name", "Kitten"),
+            ],
+            "/m/k.gguf",
+        );
+        assert!(word.base);
     }
 }

@@ -1,22 +1,28 @@
-//! LLM execution: OpenAI-compatible request types, the local GGUF provider (candle) and its
-//! tokenizer, Gemma's chat template, and a JSON recognizer for constrained answers.
+//! LLM execution: OpenAI-compatible request types, the local GGUF provider (llama.cpp) and
+//! its batching engine, chat templates (the GGUF's own, or the family's), and a JSON
+//! recognizer for constrained answers.
 //! Upstream providers and the router live in [`crate::router`] and [`crate::upstream`].
 
 pub mod call;
 pub mod chat;
+mod engine;
+pub mod gguf;
 pub mod json_prefix;
 pub mod local;
 pub mod model_home;
 pub mod router;
 pub mod template;
-pub mod tokenizer;
 pub mod upstream;
 
 pub use call::{call_hashes, generate_local, Call, LocalAnswer, Sink, LOCAL_MODEL};
 pub use chat::{
     ChatMessage, ChatRequest, CompletionRequest, Privacy, ResponseFormat, Role, ToolChoice,
 };
-pub use local::{FinishReason, GenerateParams, Generation, LocalLlm, CONTEXT_LIMIT, LLM_RUNTIME};
+pub use engine::SlotPermit;
+pub use local::{
+    FinishReason, GenerateParams, Generation, LocalLlm, ModelInfo, CONTEXT_LIMIT, LLM_RUNTIME,
+    QUEUE, SLOTS,
+};
 
 /// LLM failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +33,9 @@ pub enum LlmError {
     ContextTooLong { tokens: usize, limit: usize },
     #[error("generation failed: {0}")]
     Run(String),
+    /// Every generation slot and queue place is taken; a retry may find one free.
+    #[error("the local model is busy ({held} requests generating or waiting); retry shortly")]
+    Busy { held: usize },
     /// The request cannot be executed as sent (for instance, it does not canonicalize).
     #[error("{0}")]
     Request(String),

@@ -52,8 +52,8 @@ pub struct NodeConfig {
     /// Charge for `POST /v1/infer` with x402 and serve the `/v1/x402/*` facilitator; `None`:
     /// runs are free and those routes are absent.
     pub payments: Option<haca_gateway::payment::PaymentConfig>,
-    /// The GGUF served as `local/gemma-3-270m`; `None`: no local LLM.
-    pub llm_model: Option<PathBuf>,
+    /// The GGUFs served as `local/<name>` (the first also in the enclave); empty: no local LLM.
+    pub llm_model: Vec<PathBuf>,
     /// Upstream OpenAI-compatible providers, with their timeouts.
     pub providers: Vec<(haca_exec::llm::router::Provider, Duration)>,
     /// Review case classes beyond devnet's `default` (which one of the same name replaces).
@@ -87,7 +87,7 @@ impl NodeConfig {
             chain_dir: None,
             dev_enclave: true,
             payments: None,
-            llm_model: None,
+            llm_model: Vec::new(),
             providers: Vec::new(),
             case_classes: Vec::new(),
             round_interval_ms: DEFAULT_ROUND_INTERVAL_MS,
@@ -185,6 +185,8 @@ pub enum StartError {
     Facilitator(String),
     #[error("LLM providers: {0}")]
     Providers(String),
+    #[error("--llm-model {0}")]
+    LocalModel(String),
     #[error("memory: {0}")]
     Memory(String),
     #[error("zkml prover: {0}")]
@@ -504,10 +506,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         })
     });
     let enclave = if cfg.dev_enclave {
-        let supervisor =
-            crate::enclave::EnclaveSupervisor::start(&dev_ca_seed, cfg.llm_model.as_deref())
-                .await
-                .map_err(StartError::Enclave)?;
+        let supervisor = crate::enclave::EnclaveSupervisor::start(
+            &dev_ca_seed,
+            cfg.llm_model.first().map(PathBuf::as_path),
+        )
+        .await
+        .map_err(StartError::Enclave)?;
         Some(EnclaveClient::new(Arc::new(crate::enclave::HttpEnclave {
             supervisor: Arc::new(supervisor),
             http: reqwest::Client::builder()
@@ -599,11 +603,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             }))
         }
     };
-    let chat = if cfg.llm_model.is_some() || !cfg.providers.is_empty() {
+    let chat = if !cfg.llm_model.is_empty() || !cfg.providers.is_empty() {
         let local = cfg
             .llm_model
-            .clone()
-            .map(haca_gateway::chat::LocalModel::start);
+            .iter()
+            .map(|p| haca_gateway::chat::LocalModel::start(p.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::LocalModel)?;
         Some(Arc::new(
             haca_gateway::chat::ChatGateway::new(
                 local,
@@ -650,7 +656,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         cfg.memory_extractor.clone(),
         &gateway,
     )
-        .map_err(StartError::Memory)?;
+    .map_err(StartError::Memory)?;
     let state = Arc::new(AppState {
         memory,
         ohttp: Some(ohttp),

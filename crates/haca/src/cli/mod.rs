@@ -95,11 +95,13 @@ struct ServeArgs {
     /// Connections served at once; more wait to be accepted until one closes.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// The local LLM served as local/gemma-3-270m: a Gemma 3 GGUF file. Default: the first
-    /// *.gguf under $HACA_HOME/models (scripts/devnet and .ci/run put it there), else the
-    /// PyPI package's cache; none found, the node serves no local model.
+    /// A local LLM to serve: any GGUF llama.cpp runs (Llama, Qwen, Gemma, Phi, Mistral, ...),
+    /// served as local/<its general.name, slugified, else its file name>. Repeatable: each
+    /// is served at once, the first also in the enclave. Default: the first *.gguf under
+    /// $HACA_HOME/models (scripts/devnet and .ci/run put Gemma 3 270M there), else the PyPI
+    /// package's cache; none found, the node serves no local model.
     #[arg(long, env = "HACA_LLM_MODEL")]
-    llm_model: Option<PathBuf>,
+    llm_model: Vec<PathBuf>,
     /// Serve no local LLM even when a GGUF is found.
     #[arg(long)]
     no_llm: bool,
@@ -144,19 +146,29 @@ fn parse_provider_arg(s: &str) -> Result<ProviderArg, String> {
 /// `--llm-model`/HACA_LLM_MODEL (which must exist), else the first `*.gguf` under
 /// $HACA_HOME/models, else the PyPI package's cache; none found, no local model (and a note
 /// saying how to install one).
-fn find_llm_model(a: &ServeArgs) -> Result<Option<PathBuf>, CliError> {
+fn find_llm_model(a: &ServeArgs) -> Result<Vec<PathBuf>, CliError> {
     if a.no_llm {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let found = haca_exec::llm::model_home::find_local_model(a.llm_model.as_deref())
-        .map_err(|e| CliError::Msg(format!("--llm-model: {e}")))?;
+    let find = |p: Option<&std::path::Path>| {
+        haca_exec::llm::model_home::find_local_model(p)
+            .map_err(|e| CliError::Msg(format!("--llm-model: {e}")))
+    };
+    if !a.llm_model.is_empty() {
+        return a
+            .llm_model
+            .iter()
+            .map(|p| find(Some(p)).map(|f| f.unwrap_or_else(|| p.clone())))
+            .collect();
+    }
+    let found = find(None)?;
     if found.is_none() {
         tracing::info!(
             "no local LLM found, so none is served: {}",
             haca_exec::llm::model_home::INSTALL_HINT
         );
     }
-    Ok(found)
+    Ok(found.into_iter().collect())
 }
 
 #[derive(Subcommand)]
@@ -236,7 +248,7 @@ enum Command {
         /// The dev CA's seed (created on first use; the dev root stays the same across restarts).
         #[arg(long)]
         ca_seed_file: PathBuf,
-        /// A Gemma 3 GGUF the enclave serves chat with (`POST /chat`), loaded on first use.
+        /// A GGUF the enclave serves chat with (`POST /chat`), loaded on first use.
         #[arg(long)]
         llm_model: Option<PathBuf>,
     },

@@ -277,7 +277,7 @@ fn the_local_model_answers_the_official_openai_client_and_signs_receipts() {
     assert!(boxes["execution"]["evidence"]["runtime"]
         .as_str()
         .unwrap()
-        .contains("candle"));
+        .contains("llama.cpp"));
     // The receipt verifies offline (signature and the claims it makes).
     let file = dir.path().join("chat-receipt.json");
     std::fs::write(&file, receipt.to_string()).unwrap();
@@ -677,4 +677,205 @@ fn upstream_failover_and_private_requests_failing_closed() {
     assert_eq!(turns.len(), 2, "the failed private turn is not a turn: {c}");
     assert_eq!(turns[1]["fell_back"], true, "{c}");
     assert_eq!(turns[1]["changed"], json!(["provider"]), "{c}");
+}
+
+/// Waits until the local model `id` has loaded; returns its `/v1/models` entry.
+fn wait_model_named(http: &Client, url: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: Value = http
+            .get(format!("{url}/v1/models"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let m = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is listed: {v}"));
+        match m["haca"]["state"].as_str() {
+            Some("ready") => return m,
+            Some("failed") => panic!("{id} failed to load: {m}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{id} did not load in 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const TINY_TEMPLATE: &str = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+#[test]
+fn a_second_architecture_is_served_by_its_own_name_beside_gemma_and_held_to_a_strict_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.gguf");
+    std::fs::write(
+        &tiny,
+        haca_exec::llm::gguf::fixture::tiny_llama("Tiny Llama", "llama", Some(TINY_TEMPLATE)),
+    )
+    .unwrap();
+    let tiny = tiny.to_str().unwrap().to_owned();
+    let gemma = common::local_model("llm_gateway");
+    let mut args = vec!["--llm-model", tiny.as_str()];
+    let gemma_path = gemma.as_ref().map(|p| p.to_str().unwrap().to_owned());
+    if let Some(g) = &gemma_path {
+        args.extend(["--llm-model", g.as_str()]);
+    }
+    let node = Devnet::start(&dir.path().join("node"), &args);
+    let http = client();
+    wait_ready(&http, &node.url);
+    let listed = wait_model_named(&http, &node.url, "local/tiny-llama");
+    assert_eq!(listed["haca"]["architecture"], "llama", "{listed}");
+    assert_eq!(listed["haca"]["instruction_tuned"], false, "{listed}");
+    if gemma.is_some() {
+        let g = wait_model_named(&http, &node.url, "local/gemma-3-270m");
+        assert_eq!(g["haca"]["architecture"], "gemma3");
+        assert_eq!(
+            g["haca"]["instruction_tuned"], false,
+            "the default is a base model"
+        );
+    }
+    let chat = format!("{}/v1/chat/completions", node.url);
+    let (status, _, v) = post(
+        &http,
+        &chat,
+        &json!({"model": "local/tiny-llama", "max_tokens": 6, "min_tokens": 6, "temperature": 0,
+                "messages": [{"role": "user", "content": "hello"}]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 6, "{v}");
+    assert_eq!(v["haca"]["route"]["provider"], "local/tiny-llama", "{v}");
+
+    let schema = json!({"type": "object", "additionalProperties": false,
+        "required": ["color", "size"],
+        "properties": {"color": {"enum": ["red", "green", "blue"]},
+                       "size": {"type": "integer", "minimum": 1, "maximum": 9}}});
+    let (status, _, v) = post(
+        &http,
+        &chat,
+        &json!({"model": "local/tiny-llama", "max_tokens": 100, "temperature": 0.9, "seed": 5,
+                "messages": [{"role": "user", "content": "a color and a size"}],
+                "response_format": {"type": "json_schema",
+                    "json_schema": {"name": "thing", "strict": true, "schema": schema}}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let answer: Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {v}"));
+    let o = answer.as_object().expect("an object");
+    assert_eq!(o.len(), 2, "{answer}");
+    assert!(
+        ["red", "green", "blue"].contains(&o["color"].as_str().unwrap_or("")),
+        "{answer}"
+    );
+    assert!(
+        (1..=9).contains(&o["size"].as_i64().unwrap_or(0)),
+        "{answer}"
+    );
+
+    let (status, _, v) = post(
+        &http,
+        &chat,
+        &json!({"model": "local/tiny-llama",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "bad",
+                    "strict": true, "schema": {"properties": {"a": {"$ref": "#/$defs/none"}}}}}}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("response_format.json_schema.schema"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_bad_gguf_is_refused_at_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    let whole = haca_exec::llm::gguf::fixture::tiny_llama("Tiny Llama", "llama", None);
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "devnet",
+            "--listen",
+            "127.0.0.1:0",
+            "--price-per-request",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("node"))
+        .arg("--llm-model")
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_full_generation_queue_is_503_with_retry_after_and_leaving_clients_free_their_slots() {
+    let Some(model) = common::local_model("llm_gateway") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_llm_node(dir.path(), &model, &[]);
+    let http = client();
+    let url = format!("{}/v1/completions", node.url);
+    let long = json!({"model": "local/gemma-3-270m", "prompt": "Once upon a time",
+        "max_tokens": 3000, "min_tokens": 3000, "temperature": 0, "stream": true});
+    let capacity = haca_exec::llm::SLOTS + haca_exec::llm::QUEUE;
+    // Every slot and queue place taken by streams nobody reads yet.
+    let held: Vec<_> = (0..capacity)
+        .map(|_| {
+            let r = http.post(&url).json(&long).send().unwrap();
+            assert_eq!(r.status(), 200);
+            r
+        })
+        .collect();
+    let short = json!({"model": "local/gemma-3-270m", "prompt": "Hi", "max_tokens": 2});
+    let probe = json!({"model": "local/gemma-3-270m", "prompt": "Hi", "max_tokens": 2,
+        "stream": true});
+    // The streams take their places as their requests reach the engine: the next one is
+    // refused once they all have. A probe that got in is dropped at once (and gives its
+    // place back as it goes).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let r = http.post(&url).json(&probe).send().unwrap();
+        if r.status() == 503 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never refused: {}", r.status());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let retry: u32 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "model_busy", "{body}");
+    // The clients go away: their places free without waiting for 3,000 tokens each.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, v) = post(&http, &url, &short);
+        if status == 200 {
+            assert_eq!(v["usage"]["completion_tokens"], 2, "{v}");
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        assert!(Instant::now() < deadline, "the places were not freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
