@@ -227,6 +227,8 @@ struct Working {
     vectors: HashMap<String, Vec<f32>>,
     index: RowIndex,
     last_used: Instant,
+    /// A write to the store failed after the set changed in memory: reopen before use.
+    broken: bool,
 }
 
 /// The approximate index over live rows, with the map between its slots and row ids.
@@ -387,7 +389,17 @@ impl MemSync {
             open.get(&user.owner).cloned()
         };
         if let Some(found) = cached {
-            if found.lock().await.fingerprint == fingerprint {
+            let (same, broken) = {
+                let mut w = found.lock().await;
+                w.last_used = Instant::now();
+                (w.fingerprint == fingerprint, w.broken)
+            };
+            if broken {
+                // A write failed half-way: what is in memory may differ from the store.
+                self.forget(&user.owner);
+                return Box::pin(self.working(user)).await;
+            }
+            if same {
                 return Ok(found);
             }
             return Err(GatewayError::unauthorized(
@@ -406,8 +418,21 @@ impl MemSync {
                 .await
                 .map_err(|e| GatewayError::internal(format!("opening memory: {e}")))??;
         let w = Arc::new(tokio::sync::Mutex::new(working));
-        let mut open = self.open.lock().expect("memory map lock");
-        Ok(open.entry(user.owner.clone()).or_insert(w).clone())
+        let kept = {
+            let mut open = self.open.lock().expect("memory map lock");
+            open.entry(user.owner.clone()).or_insert(w).clone()
+        };
+        // Another request may have opened the set first, with its own credential.
+        if kept.lock().await.fingerprint != fingerprint {
+            return Err(GatewayError::unauthorized(
+                "memory_key_mismatch",
+                format!(
+                    "the memory of {} is sealed under another credential",
+                    user.owner
+                ),
+            ));
+        }
+        Ok(kept)
     }
 
     /// Drops a user's working set, so the next request reopens it from the store (after a
@@ -446,6 +471,7 @@ impl MemSync {
             });
         }
         if let Err(e) = self.store.put_memory_rows(records, now_ms()).await {
+            w.broken = true;
             self.forget(&user.owner);
             return Err(e.into());
         }
@@ -532,8 +558,9 @@ impl MemSync {
             }
             row.agent_id = scope.agent_id.clone();
             row.thread_id = scope.thread_id.clone();
-            let old = w.set.insert(row, at).map_err(mem_error)?;
+            // The fallible index first: a slot whose row never came is skipped by search.
             w.index.insert(&id, &v)?;
+            let old = w.set.insert(row, at).map_err(mem_error)?;
             w.vectors.insert(id.clone(), v);
             if let Some(old) = old {
                 w.index.remove(&old);
@@ -626,6 +653,12 @@ impl MemSync {
                 .cloned()
                 .ok_or_else(|| mem_error(MemError::UnknownId { id: id.into() }))?
         };
+        if !old.state.is_live() {
+            return Err(mem_error(MemError::NotLive {
+                id: id.into(),
+                state: old.state.name().into(),
+            }));
+        }
         let text = memory.unwrap_or_else(|| old.memory.clone());
         let edited = NewMemory {
             memory: text.clone(),
@@ -633,7 +666,11 @@ impl MemSync {
             categories: categories.unwrap_or_else(|| old.categories.clone()),
             subject: old.subject.clone(),
         };
-        check_new_memory(&edited, "body")?;
+        check_new_memory(&edited, "body")
+            .map_err(|e| {
+                let text = e.message().replace("body.memory", "memory");
+                e.with_message(text)
+            })?;
         let v = self.embed(vec![text]).await?.pop().unwrap_or_default();
         let mut w = w.lock().await;
         w.last_used = Instant::now();
@@ -646,9 +683,9 @@ impl MemSync {
         }
         row.agent_id = old.agent_id.clone();
         row.thread_id = old.thread_id.clone();
+        w.index.insert(&new_id, &v)?;
         w.set.replace(id, row, at).map_err(mem_error)?;
         w.index.remove(id);
-        w.index.insert(&new_id, &v)?;
         w.vectors.insert(new_id.clone(), v);
         self.persist(user, &mut w, &[id.to_owned(), new_id.clone()])
             .await?;
@@ -760,12 +797,18 @@ impl MemSync {
                 .iter_mut()
                 .find(|r| r.state.is_live() && r.subject.as_deref() == Some(&subject))
             {
-                if new.last_validated_at >= old.last_validated_at {
-                    haca_mem::supersede(old, new, at);
+                // The one validated later stays live; the other is marked superseded by it.
+                // Neither row's own `supersedes` link (to its predecessor) is overwritten.
+                let (loser, winner) = if new.last_validated_at >= old.last_validated_at {
                     changed.push(old.id.clone());
+                    (&mut *old, &mut *new)
                 } else {
-                    haca_mem::supersede(new, old, at);
-                    changed.push(old.id.clone());
+                    (&mut *new, &mut *old)
+                };
+                let keep = winner.supersedes.clone();
+                haca_mem::supersede(loser, winner, at);
+                if keep.is_some() {
+                    winner.supersedes = keep;
                 }
             }
         }
@@ -780,9 +823,11 @@ impl MemSync {
         let vectors = self
             .embed(live_texts.iter().map(|(_, t)| t.clone()).collect())
             .await?;
+        for ((id, _), v) in live_texts.iter().zip(&vectors) {
+            w.index.insert(id, v)?;
+        }
         w.set = set;
         for ((id, _), v) in live_texts.iter().zip(vectors) {
-            w.index.insert(id, &v)?;
             w.vectors.insert(id.clone(), v);
         }
         for id in &changed {
@@ -899,6 +944,7 @@ fn open_working(
         vectors,
         index,
         last_used: Instant::now(),
+        broken: false,
     })
 }
 

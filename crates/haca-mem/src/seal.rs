@@ -97,8 +97,9 @@ impl UserKey {
                     aad: label.as_bytes(),
                 },
             )
-            .map_err(|_| {
-                refused("does not open under this key and label (wrong key, moved or tampered)")
+            // As a row that does not open: the caller's credential is the likely cause.
+            .map_err(|_| MemError::Open {
+                id: label.to_owned(),
             })
     }
 

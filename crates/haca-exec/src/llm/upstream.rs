@@ -93,7 +93,7 @@ impl UpstreamError {
 pub fn upstream_body(client_body: &Value, upstream_model: &str) -> Value {
     let mut body = client_body.clone();
     if let Some(o) = body.as_object_mut() {
-        for haca_field in ["privacy", "conversation", "data"] {
+        for haca_field in ["privacy", "conversation", "data", "memory"] {
             o.remove(haca_field);
         }
         o.insert("model".into(), upstream_model.into());

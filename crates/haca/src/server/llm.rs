@@ -111,7 +111,7 @@ async fn serve(
     let mut start = CallStart::new(&st.gateway, &call)?;
     start.transport = transport;
     // Memory's own refusals (its field, the user's credentials) come before any payment.
-    let memory = match super::memory::memory_request(call.raw())? {
+    let memory = match super::memory::memory_of_call(&call)? {
         None => None,
         Some(limit) => {
             super::memory::memsync(&st)?;
@@ -145,13 +145,12 @@ async fn serve(
         }
     };
     // After the payment: a refusal here drops the charge, which refunds it.
-    let call = match memory {
-        None => call,
+    let (call, learning) = match memory {
+        None => (call, None),
         Some((limit, user)) => {
-            let (call, used) =
-                super::memory::recall_into(&st, user, call, limit, start.run_id).await?;
+            let (call, used, learning) = super::memory::recall_into(&st, user, call, limit).await?;
             start.memory = Some(used);
-            call
+            (call, Some(learning))
         }
     };
     let conversation = match &call {
@@ -196,6 +195,9 @@ async fn serve(
             )
             .await
             .map_err(failed_error)?;
+        if let Some(l) = learning {
+            l.learn(served.receipt.run_id);
+        }
         let mut body = whole_answer(&call, &id, created, &public_model, &served);
         add_tee_fields(&mut body, &served);
         Json(body).into_response()
@@ -239,6 +241,9 @@ async fn serve(
             let _ = forward.await;
             match result {
                 Ok(served) => {
+                    if let Some(l) = learning {
+                        l.learn(served.receipt.run_id);
+                    }
                     let mut last = chunk(json!({}), Some(&served.finish_reason));
                     last["haca"] = served.haca_fields();
                     add_tee_fields(&mut last, &served);

@@ -229,7 +229,8 @@ async fn extract_with_model(
             &call,
             routes,
             start,
-            Default::default(),
+            // The answer is the user's memories in plaintext: a private run keeps only hashes.
+            haca_core::settlement::SettlementMode::Private,
             None,
             None,
             None,
@@ -525,6 +526,25 @@ pub fn start(
 /// Most rows a chat call's `memory` may let in.
 pub const MAX_RECALL: u64 = 20;
 
+/// Whether `call` may use memory, and how many rows: refused before any payment when its
+/// `memory` field is malformed, when it is a completion, or when it must run in an enclave
+/// (the enclave signs the request the client sent, and retrieval happens outside it).
+pub fn memory_of_call(call: &haca_exec::llm::Call) -> Result<Option<usize>, ApiError> {
+    let Some(limit) = memory_request(call.raw())? else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        Err(ApiError::bad_request("invalid_field", format!("memory: {why}")).param("memory"))
+    };
+    match call {
+        haca_exec::llm::Call::Completion(_) => refuse("only chat calls use memory"),
+        _ if call.privacy() == haca_exec::llm::Privacy::Tee => {
+            refuse("not yet with privacy tee: retrieval runs in the gateway, outside the enclave")
+        }
+        _ => Ok(Some(limit)),
+    }
+}
+
 /// A chat body's `memory` (haca's field): `true` (5 rows), `{limit: N}`, or absent / `false`.
 pub fn memory_request(body: &Value) -> Result<Option<usize>, ApiError> {
     let bad = |reason: &str| {
@@ -555,8 +575,14 @@ pub async fn recall_into(
     user: MemUser,
     call: haca_exec::llm::Call,
     limit: usize,
-    run: haca_core::RunId,
-) -> Result<(haca_exec::llm::Call, haca_core::receipt::MemoryEvidence), ApiError> {
+) -> Result<
+    (
+        haca_exec::llm::Call,
+        haca_core::receipt::MemoryEvidence,
+        Learning,
+    ),
+    ApiError,
+> {
     use haca_exec::llm::{Call, ChatRequest};
     let mem = memsync(st)?;
     let Call::Chat(chat) = &call else {
@@ -606,18 +632,36 @@ pub async fn recall_into(
         }
     }
     let with_memory = ChatRequest::parse(raw)?;
-    // What the user says in this conversation is remembered too, after retrieval (so the box
-    // lists only rows that existed before the call) and off the answer's path: a repeated fact
-    // re-validates its row, a contradicting one supersedes it, both naming this run.
-    let said: Vec<Message> = chat
-        .raw
-        .get("messages")
-        .and_then(|m| serde_json::from_value::<Vec<Message>>(m.clone()).ok())
-        .unwrap_or_default();
-    let learned = extract_rules(&said);
-    if !learned.is_empty() {
-        let (mem, run) = (mem.clone(), run.to_string());
+    Ok((
+        Call::Chat(with_memory),
+        used,
+        Learning {
+            mem: mem.clone(),
+            user,
+            said: query,
+        },
+    ))
+}
+
+/// What a chat call with memory learns once its run is served: the facts in its last user
+/// turn (earlier turns were learned, or deliberately forgotten, when they were said).
+pub struct Learning {
+    mem: Arc<MemSync>,
+    user: MemUser,
+    said: String,
+}
+
+impl Learning {
+    /// Adds the turn's facts off the answer's path: a repeated fact re-validates its row, a
+    /// contradicting one supersedes it, both naming `run`.
+    pub fn learn(self, run: haca_core::RunId) {
+        let learned = extract_rules(&[Message::user(self.said)]);
+        if learned.is_empty() {
+            return;
+        }
+        let run = run.to_string();
         tokio::spawn(async move {
+            let (mem, user) = (self.mem, self.user);
             match mem.add(&user, learned, Some(&run), &Scope::default()).await {
                 Ok(r) => tracing::info!(
                     "memory of {}: run {run} added {}, re-validated {}, superseded {}",
@@ -632,5 +676,4 @@ pub async fn recall_into(
             }
         });
     }
-    Ok((Call::Chat(with_memory), used))
 }
