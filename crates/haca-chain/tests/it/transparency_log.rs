@@ -115,7 +115,7 @@ async fn bad_arguments_are_named() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "entries[1].kind: \"gossip\" is not one of [\"run\", \"settlement\", \"decision\", \"refund\"]"
+        "entries[1].kind: \"gossip\" is not one of [\"run\", \"settlement\", \"decision\", \"refund\", \"memory.delete\"]"
     );
     assert_eq!(log.size(), 4, "a refused append writes nothing");
 }
