@@ -187,11 +187,29 @@ pub struct LocalAnswer {
     pub completion_tokens: u64,
 }
 
-/// The grammar a strict `json_schema` answer is sampled under, made from its schema by
-/// llama.cpp's converter; `None` for any other format. A schema it cannot convert is the
+/// The grammar a local answer is sampled under, made from a schema by llama.cpp's converter:
+/// a strict `json_schema` answer's schema, or a forced tool call's `parameters` (the prompt
+/// already holds `{"name": ..., "arguments": `, so the grammar covers the arguments and the
+/// closing brace). `None` for anything else. A schema the converter cannot express is the
 /// request's fault, named by its field.
 pub fn schema_grammar(call: &Call) -> Result<Option<String>, LlmError> {
     let Call::Chat(c) = call else { return Ok(None) };
+    if let ToolChoice::Function(name) = &c.tool_choice {
+        let tools = c.tools.as_ref().and_then(Value::as_array);
+        let Some((i, tool)) = tools.and_then(|t| {
+            t.iter()
+                .enumerate()
+                .find(|(_, t)| t["function"]["name"] == name.as_str())
+        }) else {
+            return Ok(None);
+        };
+        let params = &tool["function"]["parameters"];
+        if !params.is_object() {
+            return Ok(None);
+        }
+        let g = convert(params, &format!("tools[{i}].function.parameters"))?;
+        return Ok(Some(then_closing_brace(&g)));
+    }
     let ResponseFormat::JsonSchema {
         schema,
         strict: true,
@@ -200,22 +218,37 @@ pub fn schema_grammar(call: &Call) -> Result<Option<String>, LlmError> {
     else {
         return Ok(None);
     };
+    convert(schema, "response_format.json_schema.schema").map(Some)
+}
+
+/// A grammar for `schema`, or an error naming `field`.
+fn convert(schema: &Value, field: &str) -> Result<String, LlmError> {
     let text = schema.to_string();
     // The converter throws on what it cannot express; the binding turns that into an error,
     // but guard the unwinding boundary all the same.
     let converted = std::panic::catch_unwind(|| llama_cpp_2::json_schema_to_grammar(&text));
     match converted {
-        Ok(Ok(g)) if !g.trim().is_empty() => Ok(Some(g)),
-        Ok(Ok(_)) => Err(LlmError::Request(
-            "response_format.json_schema.schema: no grammar could be made from it".into(),
-        )),
-        Ok(Err(e)) => Err(LlmError::Request(format!(
-            "response_format.json_schema.schema: cannot be enforced: {e}"
+        Ok(Ok(g)) if !g.trim().is_empty() => Ok(g),
+        Ok(Ok(_)) => Err(LlmError::Request(format!(
+            "{field}: no grammar could be made from it"
         ))),
-        Err(_) => Err(LlmError::Request(
-            "response_format.json_schema.schema: cannot be enforced".into(),
-        )),
+        Ok(Err(e)) => Err(LlmError::Request(format!(
+            "{field}: cannot be enforced: {e}"
+        ))),
+        Err(_) => Err(LlmError::Request(format!("{field}: cannot be enforced"))),
     }
+}
+
+/// `grammar`'s root renamed, followed by the `}` that closes a tool call's object.
+fn then_closing_brace(grammar: &str) -> String {
+    let body: Vec<String> = grammar
+        .lines()
+        .map(|l| match l.strip_prefix("root ::=") {
+            Some(rest) => format!("haca-arguments ::={rest}"),
+            None => l.to_owned(),
+        })
+        .collect();
+    format!("root ::= haca-arguments \"}}\"\n{}", body.join("\n"))
 }
 
 /// The prompt of `call` on `llm`, as tokens.
@@ -366,6 +399,15 @@ mod tests {
         let whole = chat(json!({"model": "local/gemma-3-270m",
             "messages": [{"role": "user", "content": "hi"}]}));
         assert_eq!(call_hashes(&c).unwrap(), call_hashes(&whole).unwrap());
+    }
+
+    #[test]
+    fn a_tool_grammar_closes_the_call_after_its_arguments() {
+        let g = then_closing_brace("root ::= \"{\" space \"}\"\nspace ::= \" \"?");
+        assert_eq!(
+            g,
+            "root ::= haca-arguments \"}\"\nhaca-arguments ::= \"{\" space \"}\"\nspace ::= \" \"?"
+        );
     }
 
     #[test]

@@ -176,3 +176,29 @@ fn bad_ggufs_are_refused_at_load_with_their_reason() {
     let e = LocalLlm::load(&not, &mut |_, _| {}).err().expect("refused");
     assert!(e.to_string().contains("not a GGUF"), "{e}");
 }
+
+#[test]
+fn a_forced_tool_calls_arguments_are_held_to_its_parameters_schema() {
+    let m = llm();
+    for seed in [1, 2, 3] {
+        let call = Call::Chat(
+            ChatRequest::parse(json!({"model": "local/tiny-llama", "max_tokens": 60,
+                "temperature": 0.8, "seed": seed,
+                "messages": [{"role": "user", "content": "pick a size"}],
+                "tools": [{"type": "function", "function": {"name": "set_size",
+                    "parameters": {"type": "object", "additionalProperties": false,
+                        "required": ["size"],
+                        "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 9}}}}}],
+                "tool_choice": {"type": "function", "function": {"name": "set_size"}}}))
+            .unwrap(),
+        );
+        let a = generate_local(m, &call, "", None, &Cancel::new()).unwrap();
+        assert_eq!(a.finish_reason, "tool_calls", "{:?}", a.content);
+        let f = &a.tool_calls[0]["function"];
+        assert_eq!(f["name"], "set_size");
+        let args: Value = serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap();
+        let o = args.as_object().expect("an object");
+        assert_eq!(o.len(), 1, "{args}");
+        assert!((1..=9).contains(&o["size"].as_i64().unwrap_or(0)), "{args}");
+    }
+}
