@@ -24,7 +24,15 @@ pub struct Bundle {
     pub signer: NodeId,
     /// Ed25519, 128 hex characters.
     pub signature: String,
+    /// The signed message sealed under the rows' key (hex): the signature says which node
+    /// signed, this says the holder of the key made this row list. Without it, anyone holding
+    /// the bundle could drop rows and sign the rest with a key of their own.
+    #[serde(default)]
+    pub seal: String,
 }
+
+/// The label the bundle's seal is made under.
+const SEAL_LABEL: &str = "haca.mem.bundle.seal.v1";
 
 #[derive(Serialize)]
 struct Unsigned<'a> {
@@ -43,7 +51,9 @@ impl Bundle {
         node: &NodeKey,
         created_at: u64,
     ) -> Result<Bundle, MemError> {
-        Self::sign(set.owner(), set.seal_all(key)?, node, created_at)
+        let mut b = Self::sign(set.owner(), set.seal_all(key)?, node, created_at)?;
+        b.seal = hex::encode(key.seal_blob(SEAL_LABEL, &b.signed_message()?));
+        Ok(b)
     }
 
     /// A signed bundle of already sealed rows (checked as [`Bundle::verify`] checks them).
@@ -60,6 +70,7 @@ impl Bundle {
             rows,
             signer: node.node_id(),
             signature: String::new(),
+            seal: String::new(),
         };
         b.check_rows()?;
         b.signature = hex::encode(node.sign(&b.signed_message()?));
@@ -99,6 +110,22 @@ impl Bundle {
     /// checked). A row whose ciphertext does not open is named by its index.
     pub fn import(&self, key: &UserKey) -> Result<MemorySet, MemError> {
         self.verify()?;
+        let sealed = hex::decode(&self.seal)
+            .map_err(|e| bad("seal", format!("not hex: {e}")))
+            .and_then(|b| {
+                key.open_blob(SEAL_LABEL, &b).map_err(|_| {
+                    bad(
+                        "seal",
+                        "does not open under this key (wrong key, or not the exporter's seal)",
+                    )
+                })
+            })?;
+        if sealed != self.signed_message()? {
+            return Err(bad(
+                "seal",
+                "does not match the rows: rows were added, dropped or changed and signed again without the key",
+            ));
+        }
         for (i, r) in self.rows.iter().enumerate() {
             if !matches!(r.state, crate::RowState::Deleted { .. }) {
                 r.open(key)

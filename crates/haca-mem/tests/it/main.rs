@@ -280,7 +280,7 @@ fn bundle_round_trips_into_a_fresh_set() {
     let err = received
         .import(&UserKey::from_bytes([0xB0; 32]))
         .unwrap_err();
-    assert!(err.to_string().contains("rows[0].ciphertext"), "{err}");
+    assert!(err.to_string().contains("seal"), "{err}");
 }
 
 #[test]
@@ -313,12 +313,23 @@ fn tampered_bundles_are_refused_naming_what() {
     b.owner = "bob".into();
     assert_eq!(field(&b), "signature", "owner swapped");
 
-    // Re-signed by a node after tampering: the checks past the signature still refuse.
+    // Re-signed by a node after tampering, without the key: the seal refuses it.
     let mut rows = good.rows.clone();
     rows[2].ciphertext = rows[0].ciphertext.clone();
     rows[2].nonce = rows[0].nonce.clone();
-    let b = Bundle::sign("alice", rows, &node, 6 * DAY).unwrap();
+    let mut b = Bundle::sign("alice", rows, &node, 6 * DAY).unwrap();
+    assert_eq!(field(&b), "seal");
+    // With the seal made under the key (the key's holder did it), the rows are checked still.
+    b.seal = hex::encode(key.seal_blob("haca.mem.bundle.seal.v1", &b.signed_message().unwrap()));
     assert_eq!(field(&b), "rows[2].ciphertext");
+    // A row dropped and the rest signed by another node keeps a valid signature, not the seal.
+    let mut b = good.clone();
+    b.rows.remove(b.rows.len() - 1);
+    let other = NodeKey::from_seed([10; 32]);
+    b.signer = other.node_id();
+    b.signature = hex::encode(other.sign(&b.signed_message().unwrap()));
+    assert_eq!(b.verify().unwrap(), other.node_id());
+    assert_eq!(field(&b), "seal");
 
     let mut b = good.clone();
     b.owner = "bob".into();

@@ -361,13 +361,28 @@ fn a_bundle_exported_from_one_node_imports_into_another_and_tampering_is_refused
     );
     assert_eq!(s, 400, "{v}");
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ciphertext"),
+        v["error"]["message"].as_str().unwrap().contains("seal"),
         "{v}"
     );
     assert!(list(&http, &two.url, &k3).is_empty());
+    // Rows dropped and the rest signed again by another node: the signature holds, the seal
+    // made under the bundle key does not.
+    let mut fewer: haca_mem::Bundle = serde_json::from_value(original.clone()).unwrap();
+    fewer.rows.pop();
+    let other = haca_core::NodeKey::from_seed([77; 32]);
+    fewer.signer = other.node_id();
+    fewer.signature = hex::encode(other.sign(&fewer.signed_message().unwrap()));
+    assert!(fewer.verify().is_ok());
+    let (s, v) = send(
+        http.post(format!("{}/v1/memories/import", two.url))
+            .json(&json!({"bundle": fewer, "key": key.trim()})),
+        &k3,
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("seal"),
+        "{v}"
+    );
 
     // The wallet is a user too (an x402 payer's signature), the same one on every node.
     let home = tempfile::tempdir().unwrap();
