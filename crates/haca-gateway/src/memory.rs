@@ -666,11 +666,10 @@ impl MemSync {
             categories: categories.unwrap_or_else(|| old.categories.clone()),
             subject: old.subject.clone(),
         };
-        check_new_memory(&edited, "body")
-            .map_err(|e| {
-                let text = e.message().replace("body.memory", "memory");
-                e.with_message(text)
-            })?;
+        check_new_memory(&edited, "body").map_err(|e| {
+            let text = e.message().replace("body.memory", "memory");
+            e.with_message(text)
+        })?;
         let v = self.embed(vec![text]).await?.pop().unwrap_or_default();
         let mut w = w.lock().await;
         w.last_used = Instant::now();

@@ -2,6 +2,6 @@
 
 mod embed_minilm;
 mod local_gemma;
-mod tiny_llama;
 mod onnx_fixture;
 mod third_party_onnx;
+mod tiny_llama;
