@@ -17,8 +17,8 @@ use haca_core::{Digest, NodeKey};
 use haca_mem::extract::Extracted;
 use haca_mem::index::{dot, AnnIndex};
 use haca_mem::{
-    Bundle, Category, MemError, MemoryRow, MemorySet, MemoryType, RetrievalPolicy, RowState,
-    SealedRow, StalePolicy, UsedRow, UserKey,
+    Bundle, Category, MemError, MemoryRow, MemorySet, RetrievalPolicy, RowState, SealedRow,
+    StalePolicy, UsedRow, UserKey,
 };
 use haca_store::{MemoryRecord, Store};
 use serde::Serialize;
@@ -526,9 +526,15 @@ impl MemSync {
                 Some(id) => {
                     let old = w.vectors.get(id).map_or(0.0, |ov| dot(ov, &v));
                     let old_row = w.set.get(id).expect("live row");
-                    (old >= SAME_FACT_SIMILARITY
-                        || normalized(&old_row.memory) == normalized(&item.memory))
-                    .then(|| id.clone())
+                    let said_before = Extracted {
+                        memory: old_row.memory.clone(),
+                        memory_type: old_row.memory_type,
+                        categories: old_row.categories.clone(),
+                        subject: old_row.subject.clone(),
+                    };
+                    // The matcher extraction is scored with, or the embeddings' closeness.
+                    (old >= SAME_FACT_SIMILARITY || haca_mem::same_fact(&said_before, &item))
+                        .then(|| id.clone())
                 }
                 None if item.subject.is_none() => w
                     .index
@@ -596,7 +602,7 @@ impl MemSync {
         let k = if q.categories.is_empty() && q.scope == Scope::default() {
             (q.limit * 4).max(20)
         } else {
-            w.index.ids.len()
+            w.index.ann.len()
         };
         let mut hits = Vec::new();
         for (id, similarity) in w.index.search(&v, k)? {
@@ -868,10 +874,11 @@ impl MemSync {
         let at = now_ms();
         let used: Vec<UsedRow> = hits
             .iter()
-            .map(|h| {
-                let mut u = haca_mem::used_rows([(&h.row, h.similarity as f64)], at)
-                    .pop()
-                    .expect("one row in, one out");
+            .zip(haca_mem::used_rows(
+                hits.iter().map(|h| (&h.row, h.similarity as f64)),
+                at,
+            ))
+            .map(|(h, mut u)| {
                 u.stale = h.stale;
                 u.sealed_sha256 = Some(h.sealed_sha256);
                 u
@@ -884,15 +891,6 @@ impl MemSync {
         };
         Ok((hits, haca_mem::memory_evidence(&user.owner, &used, &policy)))
     }
-}
-
-/// Lower case, words only: two texts that differ in case and punctuation say the same thing.
-fn normalized(text: &str) -> String {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Opens `owner`'s stored rows under `key` and indexes the live ones.
@@ -945,12 +943,4 @@ fn open_working(
         last_used: Instant::now(),
         broken: false,
     })
-}
-
-/// The memory types MemSync names.
-pub fn memory_type_name(t: MemoryType) -> &'static str {
-    match t {
-        MemoryType::Semantic => "semantic",
-        MemoryType::Episodic => "episodic",
-    }
 }

@@ -12,32 +12,16 @@ use haca_exec::embed::{Embedder, MAX_TOKENS};
 use haca_exec::llm::model_home::{find_embed_model, EMBED_INSTALL_HINT};
 use haca_mem::index::{dot, recall_at_k, AnnIndex};
 use serde_json::Value;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
-
-/// `CI` is set (and not `false` or `0`): the model is required.
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
 
 /// The loaded model, or `None` (the caller returns: a skip) when none is installed outside CI.
 fn embedder() -> Option<&'static Embedder> {
     static E: OnceLock<Option<Embedder>> = OnceLock::new();
     E.get_or_init(|| {
-        let dir = find_embed_model(None).unwrap_or_else(|e| panic!("{e}"));
-        match dir {
-            Some(d) => Some(Embedder::load(&d).unwrap_or_else(|e| panic!("{e}"))),
-            None if in_ci() => panic!("CI must have the embedding model: {EMBED_INSTALL_HINT}"),
-            None => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "embed_minilm: skipped, no embedding model found: {EMBED_INSTALL_HINT}"
-                );
-                None
-            }
-        }
+        crate::installed("embed_minilm", find_embed_model(None), EMBED_INSTALL_HINT)
+            .map(|d| Embedder::load(&d).unwrap_or_else(|e| panic!("{e}")))
     })
     .as_ref()
 }

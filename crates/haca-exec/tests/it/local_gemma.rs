@@ -6,33 +6,14 @@
 use haca_exec::llm::chat::{ChatMessage, ResponseFormat, Role, ToolChoice};
 use haca_exec::llm::model_home::{find_local_model, INSTALL_HINT};
 use haca_exec::llm::{GenerateParams, LlmError, LocalLlm, CONTEXT_LIMIT};
-use std::io::Write;
 use std::sync::OnceLock;
-
-/// `CI` is set (and not `false` or `0`): the model is required.
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
 
 /// The loaded model, or `None` (the caller returns: a skip) when none is installed outside CI.
 fn llm() -> Option<&'static LocalLlm> {
     static LLM: OnceLock<Option<LocalLlm>> = OnceLock::new();
     LLM.get_or_init(|| {
-        let path = find_local_model(None).unwrap_or_else(|e| panic!("{e}"));
-        match path {
-            Some(p) => Some(LocalLlm::load(&p, &mut |_, _| {}).expect("the GGUF loads")),
-            None if in_ci() => {
-                panic!("CI must have the local LLM (.ci/run installs it): {INSTALL_HINT}")
-            }
-            None => {
-                // Straight to stderr, past the test harness's capture: a skip should show.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "local_gemma: skipped, no local LLM found: {INSTALL_HINT}"
-                );
-                None
-            }
-        }
+        crate::installed("local_gemma", find_local_model(None), INSTALL_HINT)
+            .map(|p| LocalLlm::load(&p, &mut |_, _| {}).expect("the GGUF loads"))
     })
     .as_ref()
 }

@@ -15,8 +15,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::{request::Parts, StatusCode};
 use axum::Json;
 use haca_gateway::memory::{
-    memory_key_message, memory_type_name, AddReport, MemSync, MemUser, NewMemory, Scope,
-    SearchQuery,
+    memory_key_message, AddReport, MemSync, MemUser, NewMemory, Scope, SearchQuery,
 };
 use haca_mem::extract::{extract_rules, Message};
 use haca_mem::{Bundle, Category, MemoryRow, RowState};
@@ -275,7 +274,7 @@ fn row_json(r: &MemoryRow) -> Value {
         "id": r.id,
         "memory": r.memory,
         "categories": r.categories,
-        "type": memory_type_name(r.memory_type),
+        "type": r.memory_type,
         "subject": r.subject,
         "state": state,
         "superseded_by": by,

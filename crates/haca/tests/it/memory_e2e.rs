@@ -2,32 +2,12 @@
 //! rest, supersession of a contradicted fact, field-named refusals, export from one node and
 //! import into another, and a chat call whose memory box lists the rows it used.
 
-use crate::common::{in_ci, last_line, Devnet};
+use crate::common::{embed_model, fake_upstream, last_line, Devnet};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const FUNDS: u64 = 100_000;
-
-/// The embedding model, as the node finds it. Required in CI (.ci/run installs it); elsewhere,
-/// when missing, the test is skipped with a note on stderr.
-fn embed_model(test: &str) -> Option<PathBuf> {
-    use haca_exec::llm::model_home::{find_embed_model, EMBED_INSTALL_HINT};
-    match find_embed_model(None) {
-        Ok(Some(p)) => Some(p),
-        Err(e) => panic!("{e}"),
-        Ok(None) if in_ci() => panic!("CI must have the embedding model: {EMBED_INSTALL_HINT}"),
-        Ok(None) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped, no embedding model: {EMBED_INSTALL_HINT}"
-            );
-            None
-        }
-    }
-}
 
 fn client() -> Client {
     Client::builder()
@@ -410,64 +390,13 @@ fn a_bundle_exported_from_one_node_imports_into_another_and_tampering_is_refused
 /// An OpenAI-compatible upstream that answers each chat call with the system message it got
 /// (what haca let into the prompt), so the test sees what the model saw.
 fn echo_upstream() -> u16 {
-    upstream(|req| {
+    fake_upstream(|req| {
         req["messages"]
             .as_array()
             .and_then(|m| m.iter().find(|m| m["role"] == "system"))
             .map(|m| m["content"].as_str().unwrap_or("").to_owned())
             .unwrap_or_else(|| "no system message".into())
     })
-}
-
-/// An OpenAI-compatible upstream whose answer to each chat call is `answer(request body)`,
-/// streamed as one chunk.
-fn upstream(answer: fn(&Value) -> String) -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut s) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let system = answer(&req);
-                let chunk = |delta: Value, finish: Value| {
-                    format!(
-                        "data: {}\n\n",
-                        json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-                    )
-                };
-                let sse = format!(
-                    "{}{}data: [DONE]\n\n",
-                    chunk(json!({"role": "assistant", "content": system}), Value::Null),
-                    chunk(json!({}), json!("stop"))
-                );
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{sse}",
-                    sse.len()
-                );
-            });
-        }
-    });
-    port
 }
 
 #[test]
@@ -602,7 +531,7 @@ fn a_model_extracts_memories_in_a_run_of_its_own_and_an_unparsable_answer_falls_
     }
     // The "model" answers in prose around a fenced JSON list, as small models do; a
     // conversation about pottery gets an answer that is not JSON at all.
-    let port = upstream(|req| {
+    let port = fake_upstream(|req| {
         let said = req.to_string();
         if said.contains("pottery") {
             "I could not find anything.".into()

@@ -19,51 +19,7 @@ const ANSWER: &str = "secret-answer-91c2: Poseidonia";
 
 /// A fake OpenAI-compatible upstream that streams [`ANSWER`] to every chat call.
 pub(crate) fn fake_upstream() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut s) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let l = line.to_ascii_lowercase();
-                    if let Some(v) = l.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let chunk = |delta: Value, finish: Value| {
-                    format!(
-                        "data: {}\n\n",
-                        json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m1",
-                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-                    )
-                };
-                let sse = format!(
-                    "{}{}data: [DONE]\n\n",
-                    chunk(json!({"role": "assistant", "content": ANSWER}), Value::Null),
-                    chunk(json!({}), json!("stop"))
-                );
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{sse}",
-                    sse.len()
-                );
-            });
-        }
-    });
-    port
+    crate::common::fake_upstream(|_| ANSWER.into())
 }
 
 /// A child process killed on drop.

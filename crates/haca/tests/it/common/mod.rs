@@ -192,24 +192,88 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-/// The local LLM's GGUF, found where `haca_exec::llm::model_home` says it lives. Required in
-/// CI (.ci/run installs it); elsewhere, when there is none, `None` after saying why on stderr
+/// A model file the tests need, as `found` (a `model_home` lookup) says. Required in CI
+/// (.ci/run installs it); elsewhere, when there is none, `None` after saying why on stderr
 /// (past the test harness's capture, so that the skip shows), for `test` to skip.
-pub fn local_model(test: &str) -> Option<PathBuf> {
-    use haca_exec::llm::model_home::{find_local_model, INSTALL_HINT};
+pub fn installed(
+    test: &str,
+    found: Result<Option<PathBuf>, String>,
+    hint: &str,
+) -> Option<PathBuf> {
     use std::io::Write;
-    match find_local_model(None) {
-        Ok(Some(p)) => Some(p),
-        Err(e) => panic!("{e}"),
-        Ok(None) if in_ci() => {
-            panic!("CI must have the local LLM (.ci/run installs it): {INSTALL_HINT}")
-        }
-        Ok(None) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped, no local LLM found: {INSTALL_HINT}"
-            );
+    match found.unwrap_or_else(|e| panic!("{e}")) {
+        Some(p) => Some(p),
+        None if in_ci() => panic!("CI must have it (.ci/run installs it): {hint}"),
+        None => {
+            let _ = writeln!(std::io::stderr(), "{test}: skipped, not installed: {hint}");
             None
         }
     }
+}
+
+/// The local LLM's GGUF, found where `haca_exec::llm::model_home` says it lives.
+pub fn local_model(test: &str) -> Option<PathBuf> {
+    use haca_exec::llm::model_home::{find_local_model, INSTALL_HINT};
+    installed(test, find_local_model(None), INSTALL_HINT)
+}
+
+/// all-MiniLM-L6-v2's directory, found where `haca_exec::llm::model_home` says it lives.
+pub fn embed_model(test: &str) -> Option<PathBuf> {
+    use haca_exec::llm::model_home::{find_embed_model, EMBED_INSTALL_HINT};
+    installed(test, find_embed_model(None), EMBED_INSTALL_HINT)
+}
+
+/// An OpenAI-compatible upstream whose answer to each chat call is `answer(request body)`,
+/// streamed as one chunk.
+pub fn fake_upstream(answer: fn(&Value) -> String) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let content = answer(&req);
+                let chunk = |delta: Value, finish: Value| {
+                    format!(
+                        "data: {}\n\n",
+                        json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": req["model"],
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+                    )
+                };
+                let sse = format!(
+                    "{}{}data: [DONE]\n\n",
+                    chunk(
+                        json!({"role": "assistant", "content": content}),
+                        Value::Null
+                    ),
+                    chunk(json!({}), json!("stop"))
+                );
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{sse}",
+                    sse.len()
+                );
+            });
+        }
+    });
+    port
 }
