@@ -44,7 +44,24 @@ pub struct VerifyArgs {
     json: bool,
 }
 
+/// The exit status of `haca verify`: 0 when every claim that is present holds (no claim
+/// fails, no problem found), 1 when a claim fails, 2 when an input (the receipt, the
+/// validator history, a model file, a flag's value) could not be read or parsed; the error
+/// is printed to stderr then.
+pub const EXIT_CLAIM_FAILS: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
 pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
+    match check(a) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+    }
+}
+
+fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
     let text = std::fs::read_to_string(&a.receipt)
         .map_err(|e| CliError::Msg(format!("{}: {e}", a.receipt.display())))?;
     let parsed = ParsedReceipt::from_json_str(&text)
@@ -140,6 +157,6 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, CliError> {
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(EXIT_CLAIM_FAILS)
     })
 }

@@ -87,19 +87,41 @@ fn infer_returns_output_and_a_receipt_that_verifies_offline_until_tampered() {
     std::fs::write(&file, tampered.to_string()).unwrap();
     let v = node.haca(&["verify", file.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&v.stdout);
-    assert!(!v.status.success());
+    assert_eq!(v.status.code(), Some(1), "a failed claim exits 1: {text}");
     assert!(
         text.contains("execution.signed") && text.contains("changed after it was signed"),
         "{text}"
     );
 
-    // A truncated file is a clear error, not a panic.
+    // A truncated file is a clear error, not a panic, and exits 2 (the input could not be
+    // parsed), apart from a claim that fails (1).
     std::fs::write(&file, &out.stdout[..out.stdout.len() / 3]).unwrap();
     let v = node.haca(&["verify", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&v.stderr);
-    assert_eq!(v.status.code(), Some(1), "{err}");
+    assert_eq!(v.status.code(), Some(2), "{err}");
     assert!(err.contains("truncated"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // So does a file that is not there, or a trust file that does not parse.
+    let missing = dir.path().join("no-such-receipt.json");
+    let v = node.haca(&["verify", missing.to_str().unwrap()]);
+    assert_eq!(
+        v.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    std::fs::write(&file, &out.stdout).unwrap();
+    let bad_trust = dir.path().join("not-a-genesis.json");
+    std::fs::write(&bad_trust, "{not json").unwrap();
+    let v = node.haca(&[
+        "verify",
+        file.to_str().unwrap(),
+        "--validators",
+        bad_trust.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert_eq!(v.status.code(), Some(2), "{err}");
+    assert!(err.contains("--validators"), "{err}");
 }
 
 #[test]
