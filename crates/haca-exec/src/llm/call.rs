@@ -194,6 +194,9 @@ pub struct LocalAnswer {
 /// request's fault, named by its field.
 pub fn schema_grammar(call: &Call) -> Result<Option<String>, LlmError> {
     let Call::Chat(c) = call else { return Ok(None) };
+    if c.tool_choice == ToolChoice::Required {
+        return required_tool_grammar(c.tools.as_ref()).map(Some);
+    }
     if let ToolChoice::Function(name) = &c.tool_choice {
         let tools = c.tools.as_ref().and_then(Value::as_array);
         let Some((i, tool)) = tools.and_then(|t| {
@@ -237,6 +240,115 @@ fn convert(schema: &Value, field: &str) -> Result<String, LlmError> {
         ))),
         Err(_) => Err(LlmError::Request(format!("{field}: cannot be enforced"))),
     }
+}
+
+/// The grammar of `tool_choice: "required"`: the prompt already holds `{"name": "`, so the
+/// answer is one of the tools' names, then `", "arguments": `, then that tool's arguments under
+/// its own `parameters` schema, then the closing `}`. Each tool's rules are renamed apart
+/// (`t0-…`, `t1-…`) because the converter names rules the same way for every schema.
+fn required_tool_grammar(tools: Option<&Value>) -> Result<String, LlmError> {
+    let tools = tools
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut alternatives = Vec::new();
+    let mut rules = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let Some(name) = tool["function"]["name"].as_str() else {
+            continue;
+        };
+        let params = &tool["function"]["parameters"];
+        let any_object = json!({"type": "object"});
+        let schema = if params.is_object() {
+            params
+        } else {
+            &any_object
+        };
+        let g = convert(schema, &format!("tools[{i}].function.parameters"))?;
+        let prefix = format!("t{i}-");
+        rules.push(prefix_rules(&g, &prefix));
+        // The name as JSON writes it inside its quotes, then the arguments' key.
+        let quoted = Value::from(name).to_string();
+        let head = format!("{}\", \"arguments\": ", &quoted[1..quoted.len() - 1]);
+        alternatives.push(format!("{} {prefix}root", gbnf_literal(&head)));
+    }
+    if alternatives.is_empty() {
+        return Err(LlmError::Request(
+            "tool_choice: \"required\" needs at least one tool with a function name".into(),
+        ));
+    }
+    Ok(format!(
+        "root ::= ( {} ) \"}}\"\n{}",
+        alternatives.join(" | "),
+        rules.join("\n")
+    ))
+}
+
+/// `s` as a GBNF string literal.
+fn gbnf_literal(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Every rule of `grammar` (one `name ::= body` per line, as the converter writes them) renamed
+/// to `prefix` + its name, in its definition and in every reference; literals (`"…"`) and
+/// character classes (`[…]`) are left as they are.
+fn prefix_rules(grammar: &str, prefix: &str) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let names: std::collections::HashSet<&str> = grammar
+        .lines()
+        .filter_map(|l| l.split_once("::=").map(|(n, _)| n.trim()))
+        .collect();
+    let mut out = String::with_capacity(grammar.len() + 64);
+    for line in grammar.lines() {
+        let mut chars = line.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '"' | '[' => {
+                    let close = if c == '"' { '"' } else { ']' };
+                    out.push(c);
+                    while let Some((_, d)) = chars.next() {
+                        out.push(d);
+                        if d == '\\' {
+                            if let Some((_, e)) = chars.next() {
+                                out.push(e);
+                            }
+                        } else if d == close {
+                            break;
+                        }
+                    }
+                }
+                c if is_name(c) => {
+                    let mut end = at + c.len_utf8();
+                    while let Some(&(i, d)) = chars.peek() {
+                        if !is_name(d) {
+                            break;
+                        }
+                        end = i + d.len_utf8();
+                        chars.next();
+                    }
+                    let word = &line[at..end];
+                    if names.contains(word) {
+                        out.push_str(prefix);
+                    }
+                    out.push_str(word);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `grammar`'s root renamed, followed by the `}` that closes a tool call's object.
@@ -408,6 +520,34 @@ mod tests {
             g,
             "root ::= haca-arguments \"}\"\nhaca-arguments ::= \"{\" space \"}\"\nspace ::= \" \"?"
         );
+    }
+
+    #[test]
+    fn rules_are_renamed_apart_but_literals_and_classes_are_not() {
+        let g = "root ::= \"{\" space \"\\\"space\\\"\" [a-z\\]space] value\nvalue ::= \"x\"\nspace ::= \" \"?";
+        assert_eq!(
+            prefix_rules(g, "t1-"),
+            "t1-root ::= \"{\" t1-space \"\\\"space\\\"\" [a-z\\]space] t1-value\nt1-value ::= \"x\"\nt1-space ::= \" \"?\n"
+        );
+    }
+
+    #[test]
+    fn a_required_tool_call_is_one_of_the_tools_by_name_then_its_arguments() {
+        let tools = json!([
+            {"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}},
+            {"type": "function", "function": {"name": "say \"hi\""}}
+        ]);
+        let g = required_tool_grammar(Some(&tools)).unwrap();
+        let root = g.lines().next().unwrap();
+        assert_eq!(
+            root,
+            r#"root ::= ( "a\", \"arguments\": " t0-root | "say \\\"hi\\\"\", \"arguments\": " t1-root ) "}""#
+        );
+        assert!(g.lines().any(|l| l.starts_with("t0-root ::=")), "{g}");
+        assert!(g.lines().any(|l| l.starts_with("t1-root ::=")), "{g}");
+        assert!(!g.lines().skip(1).any(|l| l.starts_with("root ::=")), "{g}");
+        let e = required_tool_grammar(Some(&json!([]))).unwrap_err();
+        assert!(e.to_string().contains("tool_choice"), "{e}");
     }
 
     #[test]

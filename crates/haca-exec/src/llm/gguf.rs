@@ -365,7 +365,7 @@ pub mod fixture {
         let mut meta: Vec<(String, Meta)> = vec![
             ("general.architecture".into(), Meta::Str(arch)),
             ("general.name".into(), Meta::Str(name)),
-            (key("context_length"), Meta::U32(512)),
+            (key("context_length"), Meta::U32(1536)),
             (key("embedding_length"), Meta::U32(EMBED as u32)),
             (key("block_count"), Meta::U32(LAYERS)),
             (key("feed_forward_length"), Meta::U32(FF as u32)),

@@ -50,7 +50,7 @@ fn a_llama_gguf_is_named_and_described_from_its_metadata() {
     assert_eq!(m.info.name, "tiny-llama");
     assert_eq!(m.info.architecture, "llama");
     assert!(m.info.base, "nothing in its names says instruction-tuned");
-    assert_eq!(m.info.context, 512, "its training context, under the cap");
+    assert_eq!(m.info.context, 1536, "its training context, under the cap");
 }
 
 #[test]
@@ -201,4 +201,44 @@ fn a_forced_tool_calls_arguments_are_held_to_its_parameters_schema() {
         assert_eq!(o.len(), 1, "{args}");
         assert!((1..=9).contains(&o["size"].as_i64().unwrap_or(0)), "{args}");
     }
+}
+
+#[test]
+fn a_required_tool_call_names_one_of_the_tools_and_holds_to_its_schema() {
+    let m = llm();
+    let tools = json!([
+        // Short: the tools are in the prompt, about one token a byte with this vocabulary.
+        {"type": "function", "function": {"name": "size",
+            "parameters": {"type": "object", "additionalProperties": false, "required": ["n"],
+                "properties": {"n": {"enum": [1, 2, 3]}}}}},
+        {"type": "function", "function": {"name": "hue",
+            "parameters": {"type": "object", "additionalProperties": false, "required": ["c"],
+                "properties": {"c": {"enum": ["red", "blue"]}}}}}
+    ]);
+    let mut names = std::collections::BTreeSet::new();
+    for seed in 1..=6 {
+        let call = Call::Chat(
+            ChatRequest::parse(json!({"model": "local/tiny-llama", "max_tokens": 60,
+                "temperature": 1.0, "seed": seed,
+                "messages": [{"role": "user", "content": "go"}],
+                "tools": tools, "tool_choice": "required"}))
+            .unwrap(),
+        );
+        let a = generate_local(m, &call, "", None, &Cancel::new()).unwrap();
+        assert_eq!(a.finish_reason, "tool_calls", "{:?}", a.content);
+        let f = &a.tool_calls[0]["function"];
+        let args: Value = serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap();
+        let o = args.as_object().expect("an object");
+        assert_eq!(o.len(), 1, "{args}");
+        match f["name"].as_str().unwrap() {
+            "size" => assert!((1..=3).contains(&o["n"].as_i64().unwrap_or(0)), "{args}"),
+            "hue" => assert!(
+                ["red", "blue"].contains(&o["c"].as_str().unwrap_or("")),
+                "{args}"
+            ),
+            other => panic!("not a tool: {other}"),
+        }
+        names.insert(f["name"].as_str().unwrap().to_owned());
+    }
+    assert!(!names.is_empty());
 }
