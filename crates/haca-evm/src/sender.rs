@@ -1,0 +1,285 @@
+//! One gas key's transactions: simulated first (a call the chain would refuse is refused
+//! here, with its reason, before any gas is spent), signed in nonce order, broadcast, then
+//! waited for until the receipt's block has the confirmations asked. A receipt whose block
+//! leaves the chain while waiting (a reorg) is noticed: the transaction is broadcast again
+//! and waited for anew, never reported final from a block that is gone.
+
+use crate::contracts::{decode_revert, Revert};
+use crate::rpc::{Rpc, RpcError, TxReceipt};
+use crate::tx::{sign_eip1559, SignedTx, TxRequest};
+use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::SolCall;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// A transaction in a block with enough confirmations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confirmed {
+    pub hash: B256,
+    pub block_number: u64,
+    pub block_hash: B256,
+    pub gas_used: u64,
+    /// The deployed contract, for a deployment.
+    pub contract_address: Option<Address>,
+}
+
+/// Why a transaction did not get confirmed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The simulation reverted: nothing was broadcast.
+    #[error("refused by the contract before sending: {} ({})", .0.message, .0.code)]
+    Refused(Revert),
+    /// Mined and reverted: gas spent, nothing else changed.
+    #[error("transaction {hash} reverted in block {block}")]
+    RevertedOnChain { hash: B256, block: u64 },
+    /// The RPC failed; `sent` says whether the transaction may have been broadcast.
+    #[error("{error}{}", .sent.map(|h| format!(" (transaction {h} was broadcast; its outcome is unknown)")).unwrap_or_default())]
+    Rpc { error: RpcError, sent: Option<B256> },
+    /// Broadcast, and not confirmed in time.
+    #[error("transaction {hash} was not confirmed within {waited:?}")]
+    Timeout { hash: B256, waited: Duration },
+}
+
+impl SendError {
+    /// Whether the same transaction may succeed if tried later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendError::Rpc { error, .. } => error.is_transient(),
+            SendError::Timeout { .. } => true,
+            SendError::Refused(_) | SendError::RevertedOnChain { .. } => false,
+        }
+    }
+}
+
+/// Sends transactions from one key on one chain.
+pub struct Sender {
+    pub rpc: Arc<Rpc>,
+    key: PrivateKeySigner,
+    chain_id: u64,
+    /// Blocks on top of the receipt's (1: the receipt's block itself suffices).
+    pub confirmations: u64,
+    pub poll: Duration,
+    pub timeout: Duration,
+    next_nonce: Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("rpc", &self.rpc)
+            .field("address", &self.key.address())
+            .field("chain_id", &self.chain_id)
+            .finish()
+    }
+}
+
+impl Sender {
+    /// A sender for `key` on the chain `rpc` serves (its chain id is asked once here).
+    pub async fn connect(rpc: Arc<Rpc>, key: PrivateKeySigner) -> Result<Self, RpcError> {
+        let chain_id = rpc.chain_id().await?;
+        Ok(Sender {
+            rpc,
+            key,
+            chain_id,
+            confirmations: 1,
+            poll: Duration::from_millis(100),
+            timeout: Duration::from_secs(120),
+            next_nonce: Mutex::new(None),
+        })
+    }
+
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// A view call, decoded.
+    pub async fn view<C: SolCall>(&self, to: Address, call: &C) -> Result<C::Return, RpcError> {
+        let out = self.rpc.call(None, to, &call.abi_encode()).await?;
+        C::abi_decode_returns(&out).map_err(|e| RpcError::Garbage {
+            url: self.rpc.url().to_owned(),
+            method: "eth_call".into(),
+            detail: format!("the return of {} does not decode: {e}", C::SIGNATURE),
+        })
+    }
+
+    /// Simulates `call` from this key: the contract's refusal, decoded, or the gas it needs.
+    pub async fn simulate(&self, to: Option<Address>, data: &[u8]) -> Result<u64, SendError> {
+        match self.rpc.estimate_gas(self.address(), to, data).await {
+            Ok(g) => Ok(g),
+            Err(RpcError::Reverted { data, message, .. }) => {
+                Err(SendError::Refused(if data.is_empty() {
+                    Revert {
+                        code: "reverted",
+                        message,
+                    }
+                } else {
+                    decode_revert(&data)
+                }))
+            }
+            Err(error) => Err(SendError::Rpc { error, sent: None }),
+        }
+    }
+
+    /// Simulates, signs, broadcasts and waits for `data` sent to `to` (a deployment when
+    /// `None`) to be confirmed.
+    pub async fn send(&self, to: Option<Address>, data: Bytes) -> Result<Confirmed, SendError> {
+        let gas = self.simulate(to, &data).await?;
+        let signed = self.sign_and_broadcast(to, data, gas).await?;
+        self.wait(&signed).await
+    }
+
+    async fn fees(&self) -> Result<(u128, u128), RpcError> {
+        let tip = match self.rpc.max_priority_fee().await {
+            Ok(t) => t,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => 1_000_000_000,
+        };
+        let base = self.rpc.base_fee().await?.unwrap_or(0);
+        Ok((base.saturating_mul(2).saturating_add(tip), tip))
+    }
+
+    async fn sign_and_broadcast(
+        &self,
+        to: Option<Address>,
+        data: Bytes,
+        gas: u64,
+    ) -> Result<SignedTx, SendError> {
+        let rpc_err = |error| SendError::Rpc { error, sent: None };
+        let (max_fee, tip) = self.fees().await.map_err(rpc_err)?;
+        let mut next = self.next_nonce.lock().await;
+        for attempt in 0..2 {
+            let nonce = match *next {
+                Some(n) => n,
+                None => self
+                    .rpc
+                    .pending_nonce(self.address())
+                    .await
+                    .map_err(rpc_err)?,
+            };
+            let signed = sign_eip1559(
+                &TxRequest {
+                    chain_id: self.chain_id,
+                    nonce,
+                    to,
+                    value: U256::ZERO,
+                    data: data.clone(),
+                    // Headroom over the estimate: storage costs can move between the two.
+                    gas_limit: gas.saturating_mul(6) / 5 + 10_000,
+                    max_fee_per_gas: max_fee,
+                    max_priority_fee_per_gas: tip,
+                },
+                &self.key,
+            );
+            match self.rpc.send_raw(&signed.raw).await {
+                Ok(_) => {
+                    *next = Some(nonce + 1);
+                    return Ok(signed);
+                }
+                // Our count went stale (another sender used this key, or a transaction
+                // dropped): ask the chain once more.
+                Err(RpcError::Node { message, .. })
+                    if attempt == 0 && message.to_lowercase().contains("nonce") =>
+                {
+                    tracing::warn!("EVM nonce {nonce} refused ({message}); asking the chain");
+                    *next = None;
+                }
+                Err(error) => {
+                    // Whether it arrived is unknown: start again from the chain's count.
+                    *next = None;
+                    let sent = error.is_transient().then_some(signed.hash);
+                    return Err(SendError::Rpc { error, sent });
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// Waits for `signed` to be in a block with `confirmations`, broadcasting it again if its
+    /// block is reorganized away.
+    pub async fn wait(&self, signed: &SignedTx) -> Result<Confirmed, SendError> {
+        let start = Instant::now();
+        let hash = signed.hash;
+        let rpc_err = |error| SendError::Rpc {
+            error,
+            sent: Some(hash),
+        };
+        loop {
+            if start.elapsed() > self.timeout {
+                return Err(SendError::Timeout {
+                    hash,
+                    waited: start.elapsed(),
+                });
+            }
+            let receipt = match self.rpc.receipt(hash).await {
+                Ok(r) => r,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("waiting for {hash}: {e}");
+                    tokio::time::sleep(self.poll * 5).await;
+                    continue;
+                }
+                Err(e) => return Err(rpc_err(e)),
+            };
+            let Some(r) = receipt else {
+                tokio::time::sleep(self.poll).await;
+                continue;
+            };
+            if !r.success {
+                return Err(SendError::RevertedOnChain {
+                    hash,
+                    block: r.block_number,
+                });
+            }
+            match self.confirmed(&r).await.map_err(rpc_err)? {
+                Some(c) => return Ok(c),
+                None => {
+                    tokio::time::sleep(self.poll).await;
+                    if self.rpc.receipt(hash).await.map_err(rpc_err)?.is_none() {
+                        tracing::warn!(
+                            "transaction {hash} left block {} (reorg): broadcasting it again",
+                            r.block_number
+                        );
+                        // Already known or already mined again: either is fine.
+                        let _ = self.rpc.send_raw(&signed.raw).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Some` once `r`'s block is still on the chain with enough blocks on top.
+    async fn confirmed(&self, r: &TxReceipt) -> Result<Option<Confirmed>, RpcError> {
+        let head = self.rpc.block_number().await?;
+        if head + 1 < r.block_number + self.confirmations.max(1) {
+            return Ok(None);
+        }
+        if self.rpc.block_hash(r.block_number).await? != Some(r.block_hash) {
+            return Ok(None);
+        }
+        Ok(Some(Confirmed {
+            hash: r.transaction_hash,
+            block_number: r.block_number,
+            block_hash: r.block_hash,
+            gas_used: r.gas_used,
+            contract_address: r.contract_address,
+        }))
+    }
+
+    /// Whether a confirmed transaction's block is still on the chain (`false` after a reorg
+    /// deeper than the confirmations).
+    pub async fn still_on_chain(&self, c: &Confirmed) -> Result<bool, RpcError> {
+        Ok(
+            self.rpc.block_hash(c.block_number).await? == Some(c.block_hash)
+                && self
+                    .rpc
+                    .receipt(c.hash)
+                    .await?
+                    .is_some_and(|r| r.block_hash == c.block_hash),
+        )
+    }
+}
