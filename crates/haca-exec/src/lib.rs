@@ -1,16 +1,18 @@
 //! Executors: ONNX models through tract (pure Rust), with a model cache bounded by bytes;
-//! LLMs through candle (a local GGUF) or upstream OpenAI-compatible providers; sentence
+//! LLMs through llama.cpp (a local GGUF) or upstream OpenAI-compatible providers; sentence
 //! embeddings (all-MiniLM-L6-v2) through candle, in [`embed`].
 //!
 //! Architecture invariant: executors compute; they neither sign nor store. The caller turns
 //! what they return into a receipt.
 
 mod cache;
+mod check;
 pub mod embed;
 pub mod llm;
 mod onnx;
 
 pub use cache::ModelCache;
+pub use check::ModelCheck;
 pub use onnx::{InputSpec, OnnxCheck, OnnxModel, RUNTIME};
 
 /// Execution failures; `Input` names the request field that was wrong.

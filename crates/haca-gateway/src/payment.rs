@@ -505,6 +505,16 @@ pub trait Facilitator: Send + Sync {
     fn name(&self) -> &str;
     async fn verify(&self, request: &FacilitatorRequest) -> Result<VerifyResponse, GatewayError>;
     async fn settle(&self, request: &FacilitatorRequest) -> Result<SettleResponse, GatewayError>;
+    /// `owner`'s balance of the token, when this facilitator reads it from a chain; `None`:
+    /// the node's own ledger answers.
+    async fn balance(&self, _owner: Address) -> Option<Result<U256, GatewayError>> {
+        None
+    }
+    /// Mints `amount` of the token to `to` on a chain (a devnet faucet): the transaction
+    /// hash; `None` when this facilitator mints nothing and the node's ledger does.
+    async fn mint(&self, _to: Address, _amount: U256) -> Option<Result<String, GatewayError>> {
+        None
+    }
 }
 
 /// A facilitator's refusal as this node's 402.

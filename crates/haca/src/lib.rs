@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod client;
 pub mod enclave;
+pub mod evm;
 pub mod facilitator;
 pub mod forward;
 pub mod registry;

@@ -253,16 +253,29 @@ impl LocalLlm {
     /// Reads and checks a GGUF's header: what the model is called and what it is, or why the
     /// file cannot be served.
     pub fn inspect(path: &Path) -> Result<(ModelInfo, u64), LlmError> {
-        let load = |what: String| LlmError::Load(format!("{}: {what}", path.display()));
-        let file = std::fs::File::open(path).map_err(|e| load(e.to_string()))?;
-        let size = file.metadata().map_err(|e| load(e.to_string()))?.len();
-        let header = gguf::read_header(std::io::BufReader::with_capacity(1 << 20, file))
-            .map_err(|e| load(e.to_string()))?;
-        header.check_size(size).map_err(|e| load(e.to_string()))?;
-        if header.architecture().is_none_or(str::is_empty) {
-            return Err(load("general.architecture: missing".into()));
+        inspect(path).map_err(|what| LlmError::Load(format!("{}: {what}", path.display())))
+    }
+
+    /// Checks a GGUF as loading it would, without its weights: the header (a GGUF, whole, of
+    /// tensor types llama.cpp knows), then llama.cpp reads the architecture, hyperparameters
+    /// and vocabulary (`vocab_only`) and refuses what it cannot run. The error is the reason
+    /// alone (the Model Hub checks staged files whose names mean nothing to the uploader).
+    pub fn check_file(path: &Path) -> Result<ModelInfo, String> {
+        let (info, _) = inspect(path)?;
+        let backend = backend().map_err(|e| e.to_string())?;
+        let params = LlamaModelParams::default().with_vocab_only(true);
+        let setup = LLAMA_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = LlamaModel::load_from_file(backend, path, &params);
+        let why = take_llama_errors();
+        drop(setup);
+        match loaded {
+            Ok(_) => Ok(info),
+            Err(e) => Err(format!(
+                "llama.cpp cannot load this {} model: {}",
+                info.architecture,
+                if why.is_empty() { e.to_string() } else { why }
+            )),
         }
-        Ok((ModelInfo::from_header(&header, path), size))
     }
 
     /// Loads a GGUF. `progress(done, total)` is called as the file is hashed and the weights
@@ -513,6 +526,38 @@ impl LocalLlm {
             }
             _ => None,
         }
+    }
+}
+
+/// The GGUF header of `path`, checked against the file's size, and what it says of the model.
+fn inspect(path: &Path) -> Result<(ModelInfo, u64), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let header = gguf::read_header(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| e.to_string())?;
+    header.check_size(size).map_err(|e| e.to_string())?;
+    if header.architecture().is_none_or(str::is_empty) {
+        return Err("general.architecture: missing".into());
+    }
+    Ok((ModelInfo::from_header(&header, path), size))
+}
+
+/// The Model Hub's GGUF gate: [`LocalLlm::check_file`] on the staged upload.
+pub struct GgufCheck;
+
+impl haca_hub::ArtifactCheck for GgufCheck {
+    fn check(&self, bytes: &[u8]) -> Result<String, String> {
+        // llama.cpp reads models from files only.
+        let path =
+            std::env::temp_dir().join(format!(".haca-gguf-check-{}", haca_core::random_hex(8)));
+        std::fs::write(&path, bytes).map_err(|e| format!("staging the GGUF to check it: {e}"))?;
+        let checked = self.check_file(&path);
+        let _ = std::fs::remove_file(&path);
+        checked
+    }
+
+    fn check_file(&self, path: &Path) -> Result<String, String> {
+        LocalLlm::check_file(path).map(|_| "gguf".to_owned())
     }
 }
 

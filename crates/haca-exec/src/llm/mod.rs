@@ -20,8 +20,8 @@ pub use chat::{
 };
 pub use engine::SlotPermit;
 pub use local::{
-    FinishReason, GenerateParams, Generation, LocalLlm, ModelInfo, CONTEXT_LIMIT, LLM_RUNTIME,
-    QUEUE, SLOTS,
+    FinishReason, GenerateParams, Generation, GgufCheck, LocalLlm, ModelInfo, CONTEXT_LIMIT,
+    LLM_RUNTIME, QUEUE, SLOTS,
 };
 
 /// LLM failures.

@@ -242,3 +242,28 @@ fn a_required_tool_call_names_one_of_the_tools_and_holds_to_its_schema() {
     }
     assert!(!names.is_empty());
 }
+
+#[test]
+fn the_hubs_gate_checks_a_gguf_as_llama_cpp_would_load_it() {
+    use haca_exec::ModelCheck;
+    use haca_hub::ArtifactCheck;
+    let whole = tiny_llama("Tiny Llama", "llama", None);
+    assert_eq!(ModelCheck.check(&whole).unwrap(), "gguf");
+    assert_eq!(
+        ModelCheck.check_file(&write("ok.gguf", &whole)).unwrap(),
+        "gguf"
+    );
+    let e = ModelCheck
+        .check_file(&write("cut2.gguf", &whole[..whole.len() - 1000]))
+        .unwrap_err();
+    assert!(e.contains("truncated"), "{e}");
+    let e = ModelCheck
+        .check(&tiny_llama("Florb", "florb", None))
+        .unwrap_err();
+    assert!(e.contains("unknown model architecture: 'florb'"), "{e}");
+    // The reason alone: a staged upload's file name means nothing to its uploader.
+    assert!(!e.contains(".haca-gguf-check"), "{e}");
+    // Not a GGUF: the ONNX gate's verdict.
+    let e = ModelCheck.check(b"GGU").unwrap_err();
+    assert!(!e.contains("GGUF"), "{e}");
+}

@@ -11,7 +11,7 @@ use haca_chain::log::{LogEntry, TransparencyLog};
 use haca_core::settlement::{Genesis, SettlementParams, TeeConfig, Validator, ValidatorSet};
 use haca_core::NodeKey;
 use haca_core::{BlobId, NodeId};
-use haca_exec::{ModelCache, OnnxCheck};
+use haca_exec::{ModelCache, ModelCheck};
 use haca_gateway::enclave::EnclaveClient;
 use haca_gateway::Gateway;
 use haca_hub::Hub;
@@ -455,7 +455,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let mut hub = Hub::open(
         store.clone(),
         cfg.data_dir.join("blobs"),
-        Arc::new(OnnxCheck),
+        Arc::new(ModelCheck),
     )?;
     let mut remote_tasks = Vec::new();
     let remote_outbox = remote

@@ -210,6 +210,8 @@ enum Command {
         /// fetch is refused.
         #[arg(long, value_name = "PREFIX", value_parser = parse_allow_rule)]
         data_allow: Vec<haca_data::AllowRule>,
+        #[command(flatten)]
+        evm: crate::evm::EvmArgs,
     },
     /// Run a node with the given roles (gateway, and validator to settle its runs in-process).
     /// Admin actions need the operator token.
@@ -228,6 +230,8 @@ enum Command {
         /// up` writes them.
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        evm: crate::evm::EvmArgs,
         /// The relay role (`--roles relay`): the gateway it forwards OHTTP requests to.
         #[arg(long, value_name = "URL")]
         gateway: Option<String>,
@@ -349,6 +353,10 @@ enum Command {
     /// [--shards N]` the Walrus blob id, as its last line.
     #[command(subcommand)]
     Blob(blob::BlobCommand),
+    /// An EVM chain for x402 settlement and round anchoring: `deploy` puts the token and the
+    /// settlement registry on one and prints {"token", "registry", "chain_id"} last.
+    #[command(subcommand)]
+    Evm(crate::evm::EvmCommand),
 }
 
 #[derive(Subcommand)]
@@ -501,6 +509,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         data_allow: None,
         embed_model: a.embed_model.clone(),
         memory_extractor: a.memory_extractor.clone(),
+        evm: None,
     })
 }
 
@@ -850,8 +859,10 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             no_enclave,
             no_loopback_admin,
             data_allow,
+            evm,
         } => {
             let mut cfg = serve_config(&serve, true)?;
+            cfg.evm = evm.settings().map_err(CliError::Msg)?;
             cfg.data_allow = Some(data_allow);
             cfg.round_interval_ms = round_interval_ms;
             cfg.dev_enclave = !no_enclave;
@@ -888,6 +899,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         }
         Command::Node {
             serve,
+            evm,
             roles,
             config,
             data_allow,
@@ -947,6 +959,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             let mut cfg = serve_config(&serve, false)?;
             cfg.validator = roles.iter().any(|r| r == "validator");
             cfg.data_allow = data.then_some(data_allow);
+            cfg.evm = evm.settings().map_err(CliError::Msg)?;
             serve_until_ctrl_c(cfg, "haca node", false).await
         }
         Command::Infer {
@@ -1036,6 +1049,10 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Token(a) => token::run(a).await,
         Command::Zk(z) => zk::run(&z),
         Command::Blob(b) => blob::run(&b),
+        Command::Evm(e) => crate::evm::run(e)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(CliError::Msg),
     }
 }
 

@@ -263,6 +263,27 @@ pub async fn faucet(
     let address = parse_address(&req.address, "address")?;
     let amount = amount_field(&req.amount, "amount")?;
     let asset = p.config.asset.to_checksum(None);
+    // Settling on a chain (--evm-rpc): the token mints there, and the balance is the chain's.
+    if let Some(f) = &p.facilitator {
+        let units = U256::from_str_radix(&amount, 10)
+            .map_err(|e| ApiError::bad_request("invalid_field", format!("amount: {e}")))?;
+        if let Some(minted) = f.mint(address, units).await {
+            let transaction = minted?;
+            let balance = match f.balance(address).await {
+                Some(b) => b?.to_string(),
+                None => "?".into(),
+            };
+            tracing::info!("x402 faucet: {who} minted {amount} of {asset} to {address} on chain in {transaction}");
+            return Ok(Json(json!({
+                "address": address.to_checksum(None),
+                "asset": asset,
+                "network": p.config.network,
+                "minted": amount,
+                "balance": balance,
+                "transaction": transaction,
+            })));
+        }
+    }
     let balance = p
         .store
         .mint(&asset, &address.to_checksum(None), &amount)
@@ -291,7 +312,14 @@ pub async fn balance(
     let address = parse_address(&address, "address")?;
     reader.may_read_balance(&address)?;
     let asset = p.config.asset.to_checksum(None);
-    let balance = p.store.balance(&asset, &address.to_checksum(None))?;
+    let on_chain = match &p.facilitator {
+        Some(f) => f.balance(address).await,
+        None => None,
+    };
+    let balance = match on_chain {
+        Some(b) => b?.to_string(),
+        None => p.store.balance(&asset, &address.to_checksum(None))?,
+    };
     Ok(Json(json!({
         "address": address.to_checksum(None),
         "asset": asset,

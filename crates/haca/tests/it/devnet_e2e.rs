@@ -322,6 +322,35 @@ fn bad_input_gets_a_clear_error_naming_the_field_and_the_node_keeps_serving() {
         "a refused upload leaves no label behind"
     );
 
+    // A GGUF is checked as llama.cpp would load it, and refused with its reason.
+    use haca_exec::llm::gguf::fixture::tiny_llama;
+    let upload = |label: &str, bytes: Vec<u8>| {
+        http.post(format!("{}/v1/hub/models/{label}", node.url))
+            .body(bytes)
+            .send()
+            .unwrap()
+    };
+    let gguf = tiny_llama("Tiny Llama", "llama", None);
+    let resp = upload("team/tiny-llama", gguf.clone());
+    assert_eq!(resp.status(), 201);
+    let resolved: Value = http
+        .get(format!("{}/v1/hub/resolve/team/tiny-llama", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(resolved["format"], "gguf", "{resolved}");
+    let (s, code, msg) = error_of(upload("team/cut", gguf[..gguf.len() - 1000].to_vec()));
+    assert_eq!((s, code.as_str()), (422, "invalid_artifact"), "{msg}");
+    assert!(msg.contains("truncated"), "{msg}");
+    let (s, _, msg) = error_of(upload("team/florb", tiny_llama("Florb", "florb", None)));
+    assert_eq!(s, 422, "{msg}");
+    assert!(msg.contains("unknown model architecture: 'florb'"), "{msg}");
+    // A GGUF is not an ONNX model: /v1/infer says so instead of failing inside tract.
+    let (s, code, msg) = error_of(infer(json!({"model": "team/tiny-llama",
+        "input": {"input": {"shape": [1, 1], "data": [0.0]}}})));
+    assert_eq!((s, code.as_str()), (400, "unsupported_model"), "{msg}");
+
     let resp = http
         .post(format!("{}/v1/hub/models/team/x", node.url))
         .bearer_auth("wrong-token")

@@ -1,0 +1,628 @@
+//! haca on an EVM chain: x402 payments settled on the token contract, certified round roots
+//! anchored in the settlement registry, and `haca evm deploy`.
+//!
+//! - [`EvmFacilitator`] is a [`Facilitator`]: the paywall checks terms and signature as
+//!   always, then this simulates `transferWithAuthorization` on the chain (a spent nonce, an
+//!   expired authorization, a short balance or a wrong EIP-712 domain is refused before
+//!   serving, with the token's own reason), and settles by submitting it and waiting for the
+//!   receipt with the confirmations asked. The payment box's transaction is the chain's
+//!   transaction hash. A reverted or unconfirmed settlement is never reported settled: the
+//!   request is refused (402, or 503 while the RPC is down) and nothing is served.
+//! - [`anchor_rounds`] posts each committed round's roots to the registry, batched, retried
+//!   while the RPC is down, idempotent (the registry ignores roots it already holds).
+//! - `haca evm deploy` deploys the token and the registry from `contracts/build/`.
+//!
+//! Invariant: without `--evm-rpc` nothing here runs and the node's own ledger settles.
+
+use alloy_sol_types::SolCall;
+use haca_evm::contracts::{decode_revert, IHacaToken, ISettlementRegistry};
+use haca_evm::{Rpc, SendError, Sender};
+use haca_gateway::payment::{Facilitator, PaymentConfig};
+use haca_gateway::GatewayError;
+use haca_pay::{Address, FacilitatorRequest, SettleResponse, VerifyResponse, B256, U256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The EVM flags of `haca devnet` and `haca node`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct EvmArgs {
+    /// Settle x402 payments on this EVM chain's JSON-RPC (http://HOST:PORT) instead of the
+    /// node's own ledger: the facilitator submits each transferWithAuthorization.
+    #[arg(long, value_name = "URL")]
+    pub evm_rpc: Option<String>,
+    /// The facilitator's gas key: a file holding 0x + 64 hex digits (with --evm-rpc). On a
+    /// devnet chain it is also the token's minter (the faucet mints on chain).
+    #[arg(long, value_name = "FILE")]
+    pub evm_key: Option<PathBuf>,
+    /// The token contract [default: the payment asset; devnet's is where `haca evm deploy`
+    /// from anvil's account 0 puts it].
+    #[arg(long, value_name = "ADDRESS")]
+    pub evm_token: Option<String>,
+    /// A SettlementRegistry to anchor each certified round's roots in (`haca evm deploy`
+    /// prints it); the gas key must be a registered poster.
+    #[arg(long, value_name = "ADDRESS")]
+    pub evm_registry: Option<String>,
+    /// Blocks a settlement waits for (1: its own block).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub evm_confirmations: u64,
+}
+
+/// Checked EVM settings.
+#[derive(Clone, Debug)]
+pub struct EvmSettings {
+    pub rpc: String,
+    pub key_file: PathBuf,
+    pub token: Option<Address>,
+    pub registry: Option<Address>,
+    pub confirmations: u64,
+}
+
+impl EvmArgs {
+    /// The settings, `None` without `--evm-rpc`; each refusal names its flag.
+    pub fn settings(&self) -> Result<Option<EvmSettings>, String> {
+        let addr = |v: &Option<String>, flag: &str| {
+            v.as_deref()
+                .map(|s| haca_evm::parse_address(s).map_err(|e| format!("{flag}: {e}")))
+                .transpose()
+        };
+        let token = addr(&self.evm_token, "--evm-token")?;
+        let registry = addr(&self.evm_registry, "--evm-registry")?;
+        let Some(rpc) = &self.evm_rpc else {
+            if self.evm_key.is_some() || token.is_some() || registry.is_some() {
+                return Err(
+                    "--evm-key, --evm-token and --evm-registry need --evm-rpc (the chain)".into(),
+                );
+            }
+            return Ok(None);
+        };
+        if !(rpc.starts_with("http://") || rpc.starts_with("https://")) {
+            return Err(format!("--evm-rpc: {rpc:?} is not an http(s) URL"));
+        }
+        let key_file = self
+            .evm_key
+            .clone()
+            .ok_or("--evm-key: required with --evm-rpc (a file with the facilitator's gas key)")?;
+        Ok(Some(EvmSettings {
+            rpc: rpc.clone(),
+            key_file,
+            token,
+            registry,
+            confirmations: self.evm_confirmations,
+        }))
+    }
+}
+
+/// Reads a key file (0x + 64 hex digits), naming the file in each refusal.
+pub fn read_key_file(path: &std::path::Path) -> Result<haca_evm::PrivateKeySigner, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    haca_evm::parse_private_key(&text).map_err(|e| format!("key file {}: {e}", path.display()))
+}
+
+/// An x402 facilitator that settles on the token contract.
+pub struct EvmFacilitator {
+    pub sender: Arc<Sender>,
+    pub token: Address,
+    network: String,
+    name: String,
+}
+
+/// The node's EVM connection, made at start.
+pub struct EvmConnection {
+    pub facilitator: Arc<EvmFacilitator>,
+    pub registry: Option<Address>,
+}
+
+/// Connects to the chain and checks it against the payment terms: the chain id is the
+/// network's, the token is a contract, and its EIP-712 domain separator is the one payers
+/// sign in (a wrong domain would make every payment revert). Sets `config.asset` to the token.
+pub async fn connect(s: &EvmSettings, config: &mut PaymentConfig) -> Result<EvmConnection, String> {
+    let key = read_key_file(&s.key_file).map_err(|e| format!("--evm-key: {e}"))?;
+    let rpc = Arc::new(Rpc::new(&s.rpc, Duration::from_secs(10)));
+    let mut sender = Sender::connect(rpc.clone(), key)
+        .await
+        .map_err(|e| format!("--evm-rpc: {e}"))?;
+    sender.confirmations = s.confirmations;
+    let chain_id = sender.chain_id();
+    let network = format!("eip155:{chain_id}");
+    if config.network != network {
+        return Err(format!(
+            "--evm-rpc serves chain {chain_id} ({network}), the payments are on {} (set the network to {network})",
+            config.network
+        ));
+    }
+    let token = s.token.unwrap_or(config.asset);
+    config.asset = token;
+    let code = rpc.code(token).await.map_err(|e| e.to_string())?;
+    if code.is_empty() {
+        return Err(format!(
+            "--evm-token: no contract at {token} on chain {chain_id} (deploy one: haca evm deploy --rpc {} --key FILE)",
+            s.rpc
+        ));
+    }
+    let want = haca_evm::contracts::domain_separator(
+        &config.token_name,
+        &config.token_version,
+        chain_id,
+        token,
+    );
+    match sender
+        .view(token, &IHacaToken::DOMAIN_SEPARATORCall {})
+        .await
+    {
+        Ok(got) if got == want => {}
+        Ok(got) => {
+            return Err(format!(
+                "--evm-token: the token at {token} has EIP-712 domain separator {got}, not {want} (name {:?}, version {:?}): payers would sign in a domain it refuses",
+                config.token_name, config.token_version
+            ))
+        }
+        Err(e) => tracing::warn!("the token at {token} answers no DOMAIN_SEPARATOR(): {e}"),
+    }
+    if let Some(r) = s.registry {
+        if rpc.code(r).await.map_err(|e| e.to_string())?.is_empty() {
+            return Err(format!(
+                "--evm-registry: no contract at {r} on chain {chain_id}"
+            ));
+        }
+        let poster = ISettlementRegistry::isPosterCall {
+            poster: sender.address(),
+        };
+        if !sender.view(r, &poster).await.map_err(|e| e.to_string())? {
+            return Err(format!(
+                "--evm-registry: {} is not a registered poster of {r} (its owner calls setPoster)",
+                sender.address()
+            ));
+        }
+    }
+    tracing::info!(
+        "x402 settles on {network} through {} (token {token}, gas key {}, {} confirmations)",
+        s.rpc,
+        sender.address(),
+        s.confirmations
+    );
+    Ok(EvmConnection {
+        facilitator: Arc::new(EvmFacilitator {
+            sender: Arc::new(sender),
+            token,
+            network,
+            name: format!("the EVM chain at {}", s.rpc),
+        }),
+        registry: s.registry,
+    })
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::unavailable(
+        "evm_unavailable",
+        format!("{what}: {e}; nothing was charged, try again"),
+    )
+}
+
+impl EvmFacilitator {
+    /// The `transferWithAuthorization(from, to, value, validAfter, validBefore, nonce, v, r,
+    /// s)` call of a payment, or why its signature has no such form.
+    fn call_data(&self, request: &FacilitatorRequest) -> Result<Vec<u8>, (String, String)> {
+        let p = request.payment_payload.exact();
+        let sig = p.signature.as_ref();
+        if sig.len() != 65 {
+            return Err((
+                "invalid_exact_evm_payload_signature".into(),
+                format!("signature: 65 bytes expected, got {}", sig.len()),
+            ));
+        }
+        let a = &p.authorization;
+        Ok(IHacaToken::transferWithAuthorizationCall {
+            from: a.from,
+            to: a.to,
+            value: a.value,
+            validAfter: a.valid_after,
+            validBefore: a.valid_before,
+            nonce: a.nonce,
+            v: sig[64],
+            r: B256::from_slice(&sig[..32]),
+            s: B256::from_slice(&sig[32..64]),
+        }
+        .abi_encode())
+    }
+
+    fn failed(
+        &self,
+        request: &FacilitatorRequest,
+        reason: &str,
+        message: String,
+    ) -> SettleResponse {
+        SettleResponse {
+            success: false,
+            error_reason: Some(reason.to_owned()),
+            error_message: Some(message),
+            payer: Some(
+                request
+                    .payment_payload
+                    .exact()
+                    .authorization
+                    .from
+                    .to_checksum(None),
+            ),
+            transaction: String::new(),
+            network: self.network.clone(),
+            amount: None,
+        }
+    }
+
+    /// A transaction broadcast earlier whose outcome was unknown: confirmed now?
+    async fn earlier(&self, hash: B256) -> Option<haca_evm::TxReceipt> {
+        match self.sender.rpc.receipt(hash).await {
+            Ok(Some(r)) if r.success => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// How many times a settlement is tried while the RPC fails, and the pause after each.
+const SETTLE_TRIES: u32 = 3;
+
+#[async_trait::async_trait]
+impl Facilitator for EvmFacilitator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn verify(&self, request: &FacilitatorRequest) -> Result<VerifyResponse, GatewayError> {
+        let payer = Some(
+            request
+                .payment_payload
+                .exact()
+                .authorization
+                .from
+                .to_checksum(None),
+        );
+        let refuse = |reason: String, message: String| VerifyResponse {
+            is_valid: false,
+            invalid_reason: Some(reason),
+            invalid_message: Some(message),
+            payer: payer.clone(),
+        };
+        let data = match self.call_data(request) {
+            Ok(d) => d,
+            Err((r, m)) => return Ok(refuse(r, m)),
+        };
+        match self.sender.simulate(Some(self.token), &data).await {
+            Ok(_) => Ok(VerifyResponse {
+                is_valid: true,
+                invalid_reason: None,
+                invalid_message: None,
+                payer,
+            }),
+            Err(SendError::Refused(r)) => Ok(refuse(r.code.into(), r.message)),
+            Err(e) => Err(unavailable("checking the payment on chain", e)),
+        }
+    }
+
+    async fn settle(&self, request: &FacilitatorRequest) -> Result<SettleResponse, GatewayError> {
+        let data = match self.call_data(request) {
+            Ok(d) => d,
+            Err((r, m)) => return Ok(self.failed(request, &r, m)),
+        };
+        let a = &request.payment_payload.exact().authorization;
+        let mut sent: Option<B256> = None;
+        let mut last = String::new();
+        for attempt in 0..SETTLE_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+                // A transaction broadcast by an earlier try may have landed: then it is the
+                // settlement (the authorization's nonce is spent, a new try would revert).
+                if let Some(h) = sent {
+                    if let Some(r) = self.earlier(h).await {
+                        return Ok(settled(self, a.from, a.value, r.transaction_hash));
+                    }
+                }
+            }
+            match self
+                .sender
+                .send(Some(self.token), data.clone().into())
+                .await
+            {
+                Ok(c) => {
+                    tracing::info!(
+                        "x402 settled on chain: {} paid {} to {} in {} (block {})",
+                        a.from,
+                        a.value,
+                        a.to,
+                        c.hash,
+                        c.block_number
+                    );
+                    return Ok(settled(self, a.from, a.value, c.hash));
+                }
+                Err(SendError::Refused(r)) => {
+                    return Ok(self.failed(request, r.code, r.message));
+                }
+                Err(SendError::RevertedOnChain { hash, block }) => {
+                    let reason = match self.sender.simulate(Some(self.token), &data).await {
+                        Err(SendError::Refused(r)) => r.message,
+                        _ => "no reason given".into(),
+                    };
+                    return Ok(self.failed(
+                        request,
+                        "transaction_reverted",
+                        format!("transaction {hash} reverted in block {block}: {reason}"),
+                    ));
+                }
+                Err(e) => {
+                    if let SendError::Rpc { sent: Some(h), .. }
+                    | SendError::Timeout { hash: h, .. } = &e
+                    {
+                        sent = Some(*h);
+                    }
+                    tracing::warn!("x402 settlement on chain, try {}: {e}", attempt + 1);
+                    last = e.to_string();
+                    if !e.is_transient() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(h) = sent {
+            if let Some(r) = self.earlier(h).await {
+                return Ok(settled(self, a.from, a.value, r.transaction_hash));
+            }
+        }
+        Err(unavailable("settling the payment on chain", last))
+    }
+
+    async fn balance(&self, owner: Address) -> Option<Result<U256, GatewayError>> {
+        Some(
+            self.sender
+                .view(self.token, &IHacaToken::balanceOfCall { owner })
+                .await
+                .map_err(|e| unavailable("reading the balance on chain", e)),
+        )
+    }
+
+    async fn mint(&self, to: Address, amount: U256) -> Option<Result<String, GatewayError>> {
+        let call = IHacaToken::mintCall { to, amount };
+        Some(
+            match self
+                .sender
+                .send(Some(self.token), call.abi_encode().into())
+                .await
+            {
+                Ok(c) => Ok(format!("{}", c.hash)),
+                Err(SendError::Refused(r)) => Err(GatewayError::internal(format!(
+                    "the faucet cannot mint on chain: {}",
+                    r.message
+                ))),
+                Err(e) => Err(unavailable("minting on chain", e)),
+            },
+        )
+    }
+}
+
+fn settled(f: &EvmFacilitator, payer: Address, amount: U256, hash: B256) -> SettleResponse {
+    SettleResponse {
+        success: true,
+        error_reason: None,
+        error_message: None,
+        payer: Some(payer.to_checksum(None)),
+        transaction: format!("{hash}"),
+        network: f.network.clone(),
+        amount: Some(amount.to_string()),
+    }
+}
+
+/// The most rounds one anchoring transaction posts.
+const ANCHOR_BATCH: usize = 32;
+
+/// One round to anchor: (height, round, RFC 6962 root, OpenZeppelin root).
+type RoundRoots = (u64, u64, B256, B256);
+
+fn roots_of(store: &haca_store::Store, height: u64) -> Result<Option<RoundRoots>, String> {
+    let Some(b) = store.block(height).map_err(|e| e.to_string())? else {
+        return Err(format!("block {height} is not in the store"));
+    };
+    let block = haca_chain::Block::decode(&b.block).map_err(|e| e.to_string())?;
+    Ok(block.header.settlement.map(|s| {
+        (
+            height,
+            s.round,
+            B256::from(s.rfc6962_root.0),
+            B256::from(s.oz_root.0),
+        )
+    }))
+}
+
+/// Posts each committed round's roots to `registry`, in height order, up to
+/// [`ANCHOR_BATCH`] rounds a transaction; a failed post is retried (with a growing pause)
+/// until it lands. Starts after the registry's latest height, so a restart posts only what
+/// is missing; a post of roots the registry already holds is a no-op there.
+pub async fn anchor_rounds(
+    sender: Arc<Sender>,
+    registry: Address,
+    validator: Arc<haca_chain::validator::Validator>,
+    store: Arc<haca_store::Store>,
+) {
+    let mut heights = validator.heights();
+    let mut pause = Duration::from_millis(500);
+    let mut next = loop {
+        match sender
+            .view(registry, &ISettlementRegistry::latestHeightCall {})
+            .await
+        {
+            Ok(h) => break h + 1,
+            Err(e) => {
+                tracing::warn!("anchoring: reading the registry's latest height: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    loop {
+        let committed = *heights.borrow_and_update();
+        while next <= committed {
+            let mut batch = Vec::new();
+            let mut h = next;
+            while h <= committed && batch.len() < ANCHOR_BATCH {
+                match roots_of(&store, h) {
+                    Ok(Some(r)) => batch.push(r),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!("anchoring: {e}");
+                        break;
+                    }
+                }
+                h += 1;
+            }
+            if batch.is_empty() {
+                next = h;
+                if h <= committed {
+                    // An unreadable block: try again later.
+                    tokio::time::sleep(pause).await;
+                }
+                continue;
+            }
+            let call = ISettlementRegistry::postBatchCall {
+                heights: batch.iter().map(|r| r.0).collect(),
+                rounds: batch.iter().map(|r| r.1).collect(),
+                rfc6962Roots: batch.iter().map(|r| r.2).collect(),
+                ozRoots: batch.iter().map(|r| r.3).collect(),
+            };
+            match sender.send(Some(registry), call.abi_encode().into()).await {
+                Ok(c) => {
+                    tracing::info!(
+                        "anchored rounds at heights {}..={} in {} (block {})",
+                        batch[0].0,
+                        batch[batch.len() - 1].0,
+                        c.hash,
+                        c.block_number
+                    );
+                    next = h;
+                    pause = Duration::from_millis(500);
+                }
+                Err(SendError::Refused(r)) => {
+                    // Another poster's different roots, or this key no longer a poster:
+                    // nothing a retry changes. Said loudly, and skipped.
+                    tracing::error!(
+                        "anchoring heights {}..={} refused by the registry: {}",
+                        batch[0].0,
+                        batch[batch.len() - 1].0,
+                        r.message
+                    );
+                    next = h;
+                }
+                Err(e) => {
+                    tracing::warn!("anchoring: {e}; trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        if heights.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What the registry holds for `height`: (round, RFC 6962 root, OpenZeppelin root, the block
+/// it was posted in); `None` when nothing was posted.
+pub async fn anchored_root(
+    rpc_url: &str,
+    registry: Address,
+    height: u64,
+) -> Result<Option<(u64, B256, B256, u64)>, String> {
+    let rpc = Rpc::new(rpc_url, Duration::from_secs(10));
+    let call = ISettlementRegistry::rootAtCall { height };
+    let out = rpc
+        .call(None, registry, &call.abi_encode())
+        .await
+        .map_err(|e| match e {
+            haca_evm::RpcError::Reverted { data, .. } => decode_revert(&data).message,
+            e => e.to_string(),
+        })?;
+    let r = ISettlementRegistry::rootAtCall::abi_decode_returns(&out)
+        .map_err(|e| format!("{rpc_url}: rootAt({height}) answered something else: {e}"))?;
+    Ok(
+        (r.rfc6962Root != B256::ZERO).then_some((
+            r.round,
+            r.rfc6962Root,
+            r.ozRoot,
+            r.postedAtBlock,
+        )),
+    )
+}
+
+/// `haca evm`.
+#[derive(clap::Subcommand)]
+pub enum EvmCommand {
+    /// Deploy the HacaToken (EIP-3009; the key its minter) and the SettlementRegistry (the key
+    /// its owner and first poster); the last line is {"token", "registry", "chain_id"}.
+    Deploy {
+        /// The chain's JSON-RPC URL.
+        #[arg(long, value_name = "URL")]
+        rpc: String,
+        /// The deployer's key: a file holding 0x + 64 hex digits, or the key itself (a test
+        /// key such as anvil's; never a real one on a command line).
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// The token's EIP-712 domain name (USDC's by default).
+        #[arg(long, default_value = "USD Coin")]
+        token_name: String,
+        /// The token's EIP-712 domain version.
+        #[arg(long, default_value = "2")]
+        token_version: String,
+        /// The token's ERC-20 symbol.
+        #[arg(long, default_value = "USDC")]
+        token_symbol: String,
+    },
+}
+
+/// Runs `haca evm ...`.
+pub async fn run(cmd: EvmCommand) -> Result<(), String> {
+    match cmd {
+        EvmCommand::Deploy {
+            rpc,
+            key,
+            token_name,
+            token_version,
+            token_symbol,
+        } => {
+            let signer = match haca_evm::parse_private_key(&key) {
+                Ok(k) => k,
+                Err(_) => {
+                    read_key_file(std::path::Path::new(&key)).map_err(|e| format!("--key: {e}"))?
+                }
+            };
+            let sender = Sender::connect(Arc::new(Rpc::new(&rpc, Duration::from_secs(10))), signer)
+                .await
+                .map_err(|e| format!("--rpc: {e}"))?;
+            let (_, compiler) =
+                haca_evm::contracts::artifact_bytecode(haca_evm::contracts::TOKEN_ARTIFACT);
+            println!(
+                "deploying from {} on chain {} (contracts compiled by {compiler})",
+                sender.address(),
+                sender.chain_id()
+            );
+            let d = haca_evm::deploy(
+                &sender,
+                &haca_evm::TokenParams {
+                    name: token_name,
+                    version: token_version,
+                    symbol: token_symbol,
+                },
+            )
+            .await
+            .map_err(|e| format!("deploy: {e}"))?;
+            println!("token:    {}", d.token);
+            println!("registry: {}", d.registry);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "token": d.token.to_checksum(None),
+                    "registry": d.registry.to_checksum(None),
+                    "chain_id": d.chain_id,
+                })
+            );
+            Ok(())
+        }
+    }
+}
