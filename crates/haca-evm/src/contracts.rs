@@ -2,7 +2,7 @@
 //! solc 0.8.37; the bytecode and ABI are committed in `contracts/build/`): their calls as
 //! ABI-encoded bytes, their init code, and their revert errors in words.
 
-use alloy_primitives::{Address, Bytes};
+use alloy_primitives::{Address, Bytes, B256};
 use alloy_sol_types::{SolError, SolValue};
 
 alloy_sol_types::sol! {
@@ -195,6 +195,20 @@ pub fn decode_revert(data: &[u8]) -> Revert {
     r("reverted", format!("revert data 0x{}", hex::encode(data)))
 }
 
+/// The EIP-712 domain separator of a token with domain `name`/`version` at `token` on
+/// `chain_id`: what its `DOMAIN_SEPARATOR()` must answer for payments signed in that domain
+/// to verify.
+pub fn domain_separator(name: &str, version: &str, chain_id: u64, token: Address) -> B256 {
+    alloy_sol_types::Eip712Domain::new(
+        Some(name.to_owned().into()),
+        Some(version.to_owned().into()),
+        Some(alloy_primitives::U256::from(chain_id)),
+        Some(token),
+        None,
+    )
+    .separator()
+}
+
 /// Whether `code` (from `eth_getCode`) is a deployed contract.
 pub fn is_contract(code: &[u8]) -> bool {
     !code.is_empty()
@@ -226,9 +240,6 @@ pub fn abi_selectors(artifact: &str) -> Vec<(String, [u8; 4])> {
     }
     out
 }
-
-/// Anything to keep `Address` in this module's public surface stable.
-pub type ContractAddress = Address;
 
 #[cfg(test)]
 mod tests {

@@ -108,6 +108,15 @@ async fn eip3009_transfers_settle_once_and_bad_authorizations_are_refused_before
     let token = d.token;
     let name = owner.view(token, &IHacaToken::nameCall {}).await.unwrap();
     assert_eq!(name, "USD Coin");
+    // The domain payers sign in is the one the token checks.
+    let sep = owner
+        .view(token, &IHacaToken::DOMAIN_SEPARATORCall {})
+        .await
+        .unwrap();
+    assert_eq!(
+        sep,
+        haca_evm::contracts::domain_separator("USD Coin", "2", 31337, token)
+    );
     assert_eq!(
         owner
             .view(token, &IHacaToken::decimalsCall {})

@@ -72,6 +72,9 @@ pub struct NodeConfig {
     /// The chat model that extracts memories from conversations (`--memory-extractor`);
     /// `None`: rules.
     pub memory_extractor: Option<String>,
+    /// Settle x402 on an EVM chain (and anchor round roots there) instead of the node's own
+    /// ledger (`--evm-rpc`, issue 24); `None`: the node's ledger.
+    pub evm: Option<crate::evm::EvmSettings>,
 }
 
 impl NodeConfig {
@@ -95,6 +98,7 @@ impl NodeConfig {
             data_allow: Some(Vec::new()),
             embed_model: None,
             memory_extractor: None,
+            evm: None,
         }
     }
 }
@@ -583,11 +587,25 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     let node_id = gateway.key.node_id();
     let chain_id = gateway.chain.as_ref().map(|v| v.genesis().chain_id.clone());
+    let mut evm = None;
     let payments = match cfg.payments.clone() {
         None => None,
-        Some(config) => {
+        Some(mut config) => {
+            if let Some(s) = &cfg.evm {
+                if config.facilitator.is_some() {
+                    return Err(StartError::Facilitator(
+                        "--facilitator and --evm-rpc: settle with one of them".into(),
+                    ));
+                }
+                let c = crate::evm::connect(s, &mut config)
+                    .await
+                    .map_err(StartError::Facilitator)?;
+                evm = Some(c);
+            }
             let facilitator = match &config.facilitator {
-                None => None,
+                None => evm
+                    .as_ref()
+                    .map(|c| c.facilitator.clone() as Arc<dyn haca_gateway::payment::Facilitator>),
                 Some(url) => {
                     let f = crate::facilitator::HttpFacilitator::new(url);
                     f.check_supports(&config.network)
@@ -603,6 +621,19 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             }))
         }
     };
+    if let (Some(c), Some(registry)) = (&evm, evm.as_ref().and_then(|c| c.registry)) {
+        match &gateway.chain {
+            Some(v) if remote.is_none() => remote_tasks.push(tokio::spawn(crate::evm::anchor_rounds(
+                c.facilitator.sender.clone(),
+                registry,
+                v.clone(),
+                store.clone(),
+            ))),
+            _ => tracing::warn!(
+                "--evm-registry: this node keeps no chain of its own (no in-process validator), so it anchors nothing"
+            ),
+        }
+    }
     let chat = if !cfg.llm_model.is_empty() || !cfg.providers.is_empty() {
         let local = cfg
             .llm_model
@@ -657,6 +688,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         &gateway,
     )
     .map_err(StartError::Memory)?;
+    let payments_served = payments.as_ref().map(|p| p.config.clone());
     let state = Arc::new(AppState {
         memory,
         ohttp: Some(ohttp),
@@ -689,7 +721,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         data_dir: cfg.data_dir,
         example,
         chain_id,
-        payments: cfg.payments,
+        // As served: with --evm-rpc, the asset is the chain's token.
+        payments: payments_served,
         data_node,
         shutdown: Some(tx),
         task,
