@@ -8,6 +8,7 @@
 mod cache;
 mod check;
 pub mod embed;
+pub mod image;
 pub mod llm;
 mod onnx;
 

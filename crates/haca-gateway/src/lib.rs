@@ -12,6 +12,7 @@ pub mod chat;
 pub mod data;
 pub mod enclave;
 pub mod error;
+pub mod image;
 pub mod infer;
 pub mod memory;
 pub mod payment;

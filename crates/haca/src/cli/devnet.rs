@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub llm_model: Vec<PathBuf>,
     /// Upstream OpenAI-compatible providers, with their timeouts.
     pub providers: Vec<(haca_exec::llm::router::Provider, Duration)>,
+    /// Upstream image providers (`--provider ...,kind=image`), with their timeouts.
+    pub image_providers: Vec<(haca_exec::llm::router::Provider, Duration)>,
     /// Review case classes beyond devnet's `default` (which one of the same name replaces).
     pub case_classes: Vec<haca_review::CaseClass>,
     /// A new devnet genesis closes a settlement round when its oldest record is this old.
@@ -92,6 +94,7 @@ impl NodeConfig {
             payments: None,
             llm_model: Vec::new(),
             providers: Vec::new(),
+            image_providers: Vec::new(),
             case_classes: Vec::new(),
             round_interval_ms: DEFAULT_ROUND_INTERVAL_MS,
             public_url: None,
@@ -653,6 +656,18 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     } else {
         None
     };
+    let images = if cfg.image_providers.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            haca_gateway::image::ImageGateway::new(
+                cfg.image_providers.clone(),
+                &haca_exec::llm::upstream::UpstreamPool::new(),
+                cfg.data_dir.join("images"),
+            )
+            .map_err(StartError::Providers)?,
+        ))
+    };
     let classes =
         haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;
     let review = Arc::new(crate::review::Review::new(classes, cfg.dev_enclave));
@@ -695,6 +710,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         public_url,
         review,
         chat,
+        images,
         payments,
         gateway,
         operator_token,

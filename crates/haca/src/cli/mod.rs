@@ -6,6 +6,7 @@ mod blob;
 mod chat;
 pub mod devnet;
 mod govern;
+mod image;
 mod loadgen;
 mod memory;
 pub mod relay;
@@ -116,7 +117,8 @@ struct ServeArgs {
     memory_extractor: Option<String>,
     /// An upstream OpenAI-compatible provider (repeatable):
     /// name=NAME,url=BASE_URL,models=A;B[,key_env=VAR][,privacy=standard|tee]
-    /// [,fallback=PROVIDER][,timeout=SECONDS]. Its models are served as NAME/MODEL.
+    /// [,fallback=PROVIDER][,timeout=SECONDS][,kind=chat|image]. Its models are served as
+    /// NAME/MODEL; kind=image serves them at /v1/images/generations.
     #[arg(long, value_name = "SPEC", value_parser = parse_provider_arg)]
     provider: Vec<ProviderArg>,
     /// A review case class (repeatable): name=NAME,claims=CLAIM;CLAIM[,webhook=URL]. Its
@@ -136,10 +138,25 @@ fn parse_case_class(s: &str) -> Result<haca_review::CaseClass, String> {
 
 /// A parsed `--provider`.
 #[derive(Clone, Debug)]
-pub struct ProviderArg(haca_exec::llm::router::Provider, std::time::Duration);
+pub struct ProviderArg(
+    haca_exec::llm::router::Provider,
+    std::time::Duration,
+    /// `kind=image`: an image provider.
+    bool,
+);
 
 fn parse_provider_arg(s: &str) -> Result<ProviderArg, String> {
-    haca_gateway::chat::parse_provider(s).map(|(p, t)| ProviderArg(p, t))
+    let mut image = false;
+    let mut rest = Vec::new();
+    for part in s.split(',') {
+        match part.strip_prefix("kind=") {
+            Some("image") => image = true,
+            Some("chat") => {}
+            Some(k) => return Err(format!("--provider: kind={k} is not chat or image")),
+            None => rest.push(part),
+        }
+    }
+    haca_gateway::chat::parse_provider(&rest.join(",")).map(|(p, t)| ProviderArg(p, t, image))
 }
 
 /// The GGUF the node serves, by the one rule of [`haca_exec::llm::model_home`]:
@@ -333,6 +350,9 @@ enum Command {
     /// Chat with the node's LLM gateway in the terminal, streaming; each answer shows the
     /// route that served it and its receipt.
     Chat(chat::ChatArgs),
+    /// Generate images through the node's image providers (`--provider ...,kind=image`);
+    /// each is written to a file, its hash checked against the run's.
+    Image(image::ImageArgs),
     /// The x402 wallet `haca infer` pays with ($HACA_HOME/wallet.key, default ~/.haca):
     /// its address and balance; `fund` is devnet's faucet for any address.
     Wallet(wallet::WalletArgs),
@@ -502,7 +522,18 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         dev_enclave: devnet,
         payments: None,
         llm_model: find_llm_model(a)?,
-        providers: a.provider.iter().map(|p| (p.0.clone(), p.1)).collect(),
+        providers: a
+            .provider
+            .iter()
+            .filter(|p| !p.2)
+            .map(|p| (p.0.clone(), p.1))
+            .collect(),
+        image_providers: a
+            .provider
+            .iter()
+            .filter(|p| p.2)
+            .map(|p| (p.0.clone(), p.1))
+            .collect(),
         case_classes: a.case_class.clone(),
         round_interval_ms: devnet::DEFAULT_ROUND_INTERVAL_MS,
         public_url: a.public_url.clone(),
@@ -1043,6 +1074,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Attest(a) => attest::run(&a),
         Command::Loadgen(a) => loadgen::run(a).await,
         Command::Chat(a) => chat::run(a).await,
+        Command::Image(a) => image::run(a).await,
         Command::Wallet(a) => wallet::run(a).await,
         Command::Apikey(a) => apikey::run(a).await,
         Command::Memory(a) => memory::run(a).await,

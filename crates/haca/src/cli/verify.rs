@@ -39,6 +39,11 @@ pub struct VerifyArgs {
     /// verify prints `unchecked`.
     #[arg(long, value_name = "NODE_ID")]
     data_node: Vec<haca_core::NodeId>,
+    /// An image file the run served (repeatable, in the run's order): the receipt's output
+    /// hash must be the one these files give (each image's SHA-256, size and media type), so
+    /// a swapped or changed image fails.
+    #[arg(long)]
+    image: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -102,7 +107,11 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
         .into_iter()
         .map(|c| checker.check(c))
         .collect();
-    let problems = checker.problems();
+    let mut problems = checker.problems();
+    let images = check_images(&a.image, &parsed)?;
+    if let Some(Err(p)) = &images {
+        problems.push(p.clone());
+    }
     let failed = outcomes
         .iter()
         .filter(|o| o.state == ClaimState::Fails)
@@ -115,6 +124,7 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
             "at": at,
             "claims": outcomes,
             "problems": problems,
+            "images": images.as_ref().map(|r| r.is_ok()),
             "ok": ok,
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("JSON prints"));
@@ -135,6 +145,9 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
                 o.state.as_str(),
                 o.detail
             );
+        }
+        if let Some(Ok(line)) = &images {
+            println!("  images: {line}");
         }
         for p in &problems {
             println!("  problem: {p}");
@@ -159,4 +172,42 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(EXIT_CLAIM_FAILS)
     })
+}
+
+/// `--image` files against the receipt's output hash: `None` without files; else what held,
+/// or the problem.
+fn check_images(
+    files: &[PathBuf],
+    parsed: &ParsedReceipt,
+) -> Result<Option<Result<String, String>>, CliError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut facts = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(path)
+            .map_err(|e| CliError::Msg(format!("--image {}: {e}", path.display())))?;
+        match haca_exec::image::check_image(&bytes, usize::MAX) {
+            Ok(f) => facts.push(f),
+            Err(e) => return Ok(Some(Err(format!("--image {}: {e}", path.display())))),
+        }
+    }
+    let Some(exec) = parsed.receipt.boxes.execution.evidence.as_ref() else {
+        return Ok(Some(
+            Err("--image: the receipt has no execution box".into()),
+        ));
+    };
+    let got = haca_exec::image::output_hash(&facts);
+    Ok(Some(if got == exec.output_hash {
+        Ok(format!(
+            "{} file(s) are the images the run served (output hash {got})",
+            facts.len()
+        ))
+    } else {
+        Err(format!(
+            "--image: these {} file(s) give output hash {got}, the receipt's execution box signed {}: not the images the run served",
+            facts.len(),
+            exec.output_hash
+        ))
+    }))
 }

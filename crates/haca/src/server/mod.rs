@@ -6,6 +6,7 @@ pub mod data;
 pub mod enclave;
 pub mod error;
 pub mod extract;
+mod images;
 mod llm;
 pub mod memory;
 pub mod ohttp;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub payments: Option<Arc<haca_gateway::payment::Payments>>,
     /// The LLM gateway (local model and upstream providers), when the node serves LLMs.
     pub chat: Option<Arc<haca_gateway::chat::ChatGateway>>,
+    /// Image generation (`--provider ...,kind=image`), when the node has image providers.
+    pub images: Option<Arc<haca_gateway::image::ImageGateway>>,
     /// The review queue (cases, decisions) and its web panel.
     pub review: Arc<crate::review::Review>,
     /// The node's public base URL: payment resources are `{public_url}{path}`.
@@ -120,6 +123,8 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .route("/v1/infer", post(routes::infer))
         .route("/v1/chat/completions", post(llm::chat_completions))
         .route("/v1/completions", post(llm::completions))
+        .route("/v1/images/generations", post(images::generations))
+        .route("/v1/runs/{run_id}/images/{index}", get(images::get_image))
         .route("/v1/models", get(llm::models))
         .route("/v1/conversations/{id}", get(llm::conversation))
         .route("/v1/memories", post(memory::add).get(memory::list))

@@ -13,6 +13,7 @@ mod hardening_inputs;
 mod hardening_payments;
 mod hardening_reads;
 mod hardening_watchers;
+mod images_e2e;
 mod llm_gateway;
 mod memory_e2e;
 mod ohttp_e2e;

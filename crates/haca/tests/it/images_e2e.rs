@@ -1,0 +1,346 @@
+//! Image generation end to end: a real `haca devnet` routing `POST /v1/images/generations`
+//! to local OpenAI-compatible image servers this test starts (one draws real PNGs, one
+//! answers with something that is not an image), then `haca verify --image` proving which
+//! bytes came back.
+
+use crate::common::{wait_ready, Devnet};
+use base64::Engine as _;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in data {
+        a = (a + x as u32) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
+}
+
+/// A PNG (8-bit RGB) of `w` x `h` whose pixels follow from `seed`: zlib with stored blocks,
+/// so any decoder reads it.
+pub fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for y in 0..h {
+        raw.push(0); // filter: none
+        for x in 0..w {
+            raw.extend([
+                (x as u8).wrapping_mul(seed),
+                (y as u8).wrapping_add(seed),
+                seed ^ (x + y) as u8,
+            ]);
+        }
+    }
+    let mut z = vec![0x78, 0x01];
+    let mut blocks = raw.chunks(65535).peekable();
+    while let Some(block) = blocks.next() {
+        z.push(u8::from(blocks.peek().is_none()));
+        let len = block.len() as u16;
+        z.extend(len.to_le_bytes());
+        z.extend((!len).to_le_bytes());
+        z.extend(block);
+    }
+    z.extend(adler32(&raw).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut c = kind.to_vec();
+        c.extend(data);
+        out.extend(&c);
+        out.extend(crc32(&c).to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &z);
+    chunk(b"IEND", &[]);
+    out
+}
+
+/// An OpenAI-compatible `/images/generations` server: each request's answer is
+/// `answer(request body)`, as JSON with HTTP 200.
+fn image_server(answer: fn(&Value) -> Value) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                let mut path = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if path.is_empty() {
+                        path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let out = if path.ends_with("/images/generations") {
+                    answer(&req).to_string()
+                } else {
+                    json!({"error": {"message": format!("no route {path}")}}).to_string()
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{out}",
+                    out.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// Draws `n` PNGs, each from the prompt's length and its index.
+fn painter(req: &Value) -> Value {
+    assert_eq!(
+        req["response_format"], "b64_json",
+        "haca asks for the bytes"
+    );
+    let n = req["n"].as_u64().unwrap_or(1) as u8;
+    let seed = req["prompt"].as_str().unwrap_or_default().len() as u8;
+    let data: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"b64_json": base64::engine::general_purpose::STANDARD
+                .encode(png(16 + i as u32, 8, seed.wrapping_add(i)))})
+        })
+        .collect();
+    json!({"created": 0, "data": data})
+}
+
+/// Answers with base64 that decodes to text: not an image.
+fn liar(_: &Value) -> Value {
+    json!({"created": 0, "data": [{"b64_json": base64::engine::general_purpose::STANDARD
+        .encode(b"<html>sorry, no image today</html>")}]})
+}
+
+fn start(dir: &std::path::Path) -> Devnet {
+    let good = image_server(painter);
+    let bad = image_server(liar);
+    let node = Devnet::start(
+        dir,
+        &[
+            "--provider",
+            &format!("name=pix,url=http://127.0.0.1:{good}/v1,models=painter,kind=image"),
+            "--provider",
+            &format!(
+                "name=fake,url=http://127.0.0.1:{bad}/v1,models=painter,kind=image,fallback=pix"
+            ),
+            "--provider",
+            &format!("name=alone,url=http://127.0.0.1:{bad}/v1,models=painter,kind=image"),
+        ],
+    );
+    wait_ready(&client(), &node.url);
+    node
+}
+
+fn generate(node: &Devnet, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}/v1/images/generations", node.url))
+        .json(&body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
+#[test]
+fn images_are_covered_by_the_receipt_and_a_swapped_image_fails_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let (status, v) = generate(
+        &node,
+        json!({"model": "pix/painter", "prompt": "a red kite", "n": 2, "size": "256x256",
+               "response_format": "b64_json"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let run = v["haca"]["run_id"].as_str().unwrap().to_owned();
+    let images: Vec<Vec<u8>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            base64::engine::general_purpose::STANDARD
+                .decode(d["b64_json"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0], png(16, 8, 10), "the provider's bytes, unchanged");
+
+    // The node serves each image by the hash the run's output lists.
+    let http = client();
+    for (i, bytes) in images.iter().enumerate() {
+        let r = http
+            .get(format!("{}/v1/runs/{run}/images/{i}", node.url))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/png");
+        assert_eq!(&r.bytes().unwrap()[..], &bytes[..]);
+    }
+    let r = http
+        .get(format!("{}/v1/runs/{run}/images/2", node.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Offline: the receipt with the image files proves which bytes came back.
+    let receipt = http
+        .get(format!("{}/v1/runs/{run}/receipt", node.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let rfile = dir.path().join("receipt.json");
+    std::fs::write(&rfile, receipt).unwrap();
+    let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+    std::fs::write(&a, &images[0]).unwrap();
+    std::fs::write(&b, &images[1]).unwrap();
+    let (s, _) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (ok, out) = node.verify(&rfile, &["--image", s, "--image", b.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("images: 2 file(s) are the images the run served"),
+        "{out}"
+    );
+    // Swapped order, a changed image, or one image missing: not what the run served.
+    let (ok, out) = node.verify(&rfile, &["--image", b.to_str().unwrap(), "--image", s]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("not the images the run served"), "{out}");
+    let c = dir.path().join("c.png");
+    std::fs::write(&c, png(16, 8, 11)).unwrap();
+    let (ok, out) = node.verify(
+        &rfile,
+        &[
+            "--image",
+            c.to_str().unwrap(),
+            "--image",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "{out}");
+    let (ok, out) = node.verify(&rfile, &["--image", s]);
+    assert!(!ok, "{out}");
+}
+
+#[test]
+fn an_answer_that_is_not_an_image_is_refused_and_the_next_route_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let (status, v) = generate(&node, json!({"model": "fake/painter", "prompt": "a kite"}));
+    assert_eq!(status, 200, "{v}");
+    let route = &v["haca"]["route"];
+    assert_eq!(route["provider"], "pix/painter", "{route}");
+    let attempts = route["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a PNG, JPEG or WebP image"),
+        "{route}"
+    );
+    // response_format url: the image is at the node, by its hash.
+    let url = v["data"][0]["url"].as_str().unwrap();
+    let bytes = client().get(url).send().unwrap().bytes().unwrap();
+    assert_eq!(&bytes[..], &png(16, 8, 6)[..]);
+
+    // No other route: the request fails, naming why, and no run is stored.
+    let (status, v) = generate(&node, json!({"model": "alone/painter", "prompt": "a kite"}));
+    assert_eq!(status, 502, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a PNG"),
+        "{v}"
+    );
+    // Bad input names its field before anything is sent.
+    let (status, v) = generate(
+        &node,
+        json!({"model": "pix/painter", "prompt": "x", "n": 7}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "n", "{v}");
+    let (status, v) = generate(
+        &node,
+        json!({"model": "pix/painter", "prompt": "x", "privacy": "tee"}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "privacy_unmet", "{v}");
+}
+
+#[test]
+fn haca_image_writes_the_file_the_receipt_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let out = dir.path().join("kite.png");
+    let o = node.haca_ok(&[
+        "image",
+        "a kite",
+        "--model",
+        "pix/painter",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        crate::common::last_line(&o),
+        out.to_str().unwrap(),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), png(16, 8, 6));
+    let run = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .unwrap()
+        .to_owned();
+    let receipt = client()
+        .get(format!("{}/v1/runs/{run}/receipt", node.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let rfile = dir.path().join("r.json");
+    std::fs::write(&rfile, receipt).unwrap();
+    let (ok, out) = node.verify(&rfile, &["--image", out.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
