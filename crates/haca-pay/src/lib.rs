@@ -48,6 +48,7 @@ pub mod client;
 pub mod eip3009;
 pub mod facilitator;
 pub mod ledger;
+pub mod networks;
 pub mod price;
 pub mod proof;
 pub mod receipt_check;

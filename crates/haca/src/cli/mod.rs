@@ -4,6 +4,7 @@ mod apikey;
 mod attest;
 mod blob;
 mod chat;
+pub mod config;
 pub mod devnet;
 mod govern;
 mod image;
@@ -65,36 +66,36 @@ impl NodeArgs {
 #[derive(Args, Clone)]
 struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "HACA_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
     /// The URL clients reach this node at: http(s)://HOST[:PORT], no path or query. x402
     /// payments name it as their resource (never the request's Host header). Default:
     /// http:// and the address bound (on 0.0.0.0, that address as is): a node behind a proxy
     /// or load balancer must set it.
-    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    #[arg(long, env = "HACA_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
     public_url: Option<crate::server::x402::PublicUrl>,
     /// Where the store, keys and blobs live [default: ./.haca; with --chain DIR: DIR/gateway].
-    #[arg(long)]
+    #[arg(long, env = "HACA_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Largest JSON request body, in bytes (413 beyond).
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, env = "HACA_MAX_BODY_BYTES", default_value_t = 16 << 20)]
     max_body_bytes: usize,
     /// Largest model upload, in bytes.
-    #[arg(long, default_value_t = 512 << 20)]
+    #[arg(long, env = "HACA_MAX_UPLOAD_BYTES", default_value_t = 512 << 20)]
     max_upload_bytes: usize,
     /// Bytes of model files the in-memory model cache may hold.
-    #[arg(long, default_value_t = 1 << 30)]
+    #[arg(long, env = "HACA_CACHE_BYTES", default_value_t = 1 << 30)]
     cache_bytes: u64,
     /// Seconds a client has to send a request's line and headers before its connection is
     /// closed (an idle keep-alive connection waits as long for its next request).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HACA_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout_secs: u64,
     /// Seconds a client has to send a request's body (408 beyond); every 64 KiB received
     /// adds a second, so a large upload at a real speed is not cut.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HACA_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout_secs: u64,
     /// Connections served at once; more wait to be accepted until one closes.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "HACA_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// A local LLM to serve: any GGUF llama.cpp runs (Llama, Qwen, Gemma, Phi, Mistral, ...),
     /// served as local/<its general.name, slugified, else its file name>. Repeatable: each
@@ -104,7 +105,7 @@ struct ServeArgs {
     #[arg(long, env = "HACA_LLM_MODEL")]
     llm_model: Vec<PathBuf>,
     /// Serve no local LLM even when a GGUF is found.
-    #[arg(long)]
+    #[arg(long, env = "HACA_NO_LLM")]
     no_llm: bool,
     /// The embedding model for MemSync (all-MiniLM-L6-v2's directory). Default:
     /// $HACA_HOME/models/all-MiniLM-L6-v2 (scripts/devnet and .ci/run put it there); none
@@ -113,19 +114,126 @@ struct ServeArgs {
     embed_model: Option<PathBuf>,
     /// The chat model (provider/model) that extracts memories from conversations posted to
     /// /v1/memories; each extraction is a run with its receipt. Default: rules.
-    #[arg(long, value_name = "MODEL")]
+    #[arg(long, env = "HACA_MEMORY_EXTRACTOR", value_name = "MODEL")]
     memory_extractor: Option<String>,
     /// An upstream OpenAI-compatible provider (repeatable):
     /// name=NAME,url=BASE_URL,models=A;B[,key_env=VAR][,privacy=standard|tee]
     /// [,fallback=PROVIDER][,timeout=SECONDS][,kind=chat|image]. Its models are served as
     /// NAME/MODEL; kind=image serves them at /v1/images/generations.
-    #[arg(long, value_name = "SPEC", value_parser = parse_provider_arg)]
+    #[arg(long, env = "HACA_PROVIDER", value_delimiter = '|', value_name = "SPEC", value_parser = parse_provider_arg)]
     provider: Vec<ProviderArg>,
     /// A review case class (repeatable): name=NAME,claims=CLAIM;CLAIM[,webhook=URL]. Its
     /// cases clear only when every claim holds; a clearance is posted, signed, to the
     /// webhook. `default` (execution.signed;run.settled) is always there unless redefined.
-    #[arg(long, value_name = "SPEC", value_parser = parse_case_class)]
+    #[arg(long, env = "HACA_CASE_CLASS", value_delimiter = '|', value_name = "SPEC", value_parser = parse_case_class)]
     case_class: Vec<haca_review::CaseClass>,
+}
+
+/// What a node charges in, on which network: flags, `HACA_*` variables, or the config
+/// file's `[payments]` section. A known network (Base `eip155:8453`, Base Sepolia
+/// `eip155:84532`) brings its USDC address and EIP-712 domain; any other needs all three.
+#[derive(Args, Clone, Debug, Default)]
+struct PayArgs {
+    /// The x402 network, CAIP-2 (`eip155:8453` Base, `eip155:84532` Base Sepolia; their v1
+    /// names `base`, `base-sepolia` too) [devnet default: eip155:31337, a local token].
+    #[arg(long, env = "HACA_NETWORK", value_name = "CAIP2")]
+    network: Option<String>,
+    /// The token's contract address [default: USDC on a known network].
+    #[arg(long, env = "HACA_ASSET", value_name = "ADDRESS")]
+    asset: Option<String>,
+    /// The token's EIP-712 domain name [default: USDC's on a known network: "USD Coin" on
+    /// Base, "USDC" on Base Sepolia].
+    #[arg(long, env = "HACA_TOKEN_NAME")]
+    token_name: Option<String>,
+    /// The token's EIP-712 domain version [default: "2" on a known network].
+    #[arg(long, env = "HACA_TOKEN_VERSION")]
+    token_version: Option<String>,
+    /// The address payments go to (required to charge on `haca node`).
+    #[arg(long, env = "HACA_PAY_TO", value_name = "ADDRESS")]
+    pay_to: Option<String>,
+    /// How long a payer's authorization for one request may run, in seconds.
+    #[arg(long, env = "HACA_MAX_TIMEOUT_SECS", default_value_t = haca_gateway::payment::DEFAULT_MAX_TIMEOUT_SECS)]
+    max_timeout_secs: u64,
+}
+
+/// The node's payment config from its flags: `None` at price 0 (free, no `/v1/x402`).
+/// `devnet` fills in devnet's network, token and payee where none is given.
+fn payment_config(
+    p: &PayArgs,
+    price: u64,
+    model_price: Vec<(String, u64)>,
+    facilitator: Option<String>,
+    devnet: bool,
+) -> Result<Option<haca_gateway::payment::PaymentConfig>, CliError> {
+    use haca_gateway::payment::{PaymentConfig, DEVNET_NETWORK};
+    if price == 0 {
+        return Ok(None);
+    }
+    let mut cfg = PaymentConfig::devnet(haca_pay::U256::from(price));
+    let network = match (&p.network, devnet) {
+        (Some(n), _) => n.clone(),
+        (None, true) => DEVNET_NETWORK.to_owned(),
+        (None, false) => {
+            return Err(CliError::Msg(
+                "--network (HACA_NETWORK, [payments] network): required to charge, such as \
+                 eip155:8453 (Base) or eip155:84532 (Base Sepolia)"
+                    .into(),
+            ))
+        }
+    };
+    if network != DEVNET_NETWORK || p.asset.is_some() {
+        let r = haca_pay::networks::resolve(
+            &network,
+            p.asset.as_deref(),
+            p.token_name.as_deref(),
+            p.token_version.as_deref(),
+        )
+        .map_err(|e| CliError::Msg(format!("payments: {e}")))?;
+        cfg.network = r.network;
+        cfg.asset = r.asset;
+        cfg.token_name = r.token_name;
+        cfg.token_version = r.token_version;
+    } else {
+        if let Some(n) = &p.token_name {
+            cfg.token_name = n.clone();
+        }
+        if let Some(v) = &p.token_version {
+            cfg.token_version = v.clone();
+        }
+    }
+    match (&p.pay_to, devnet) {
+        (Some(a), _) => {
+            cfg.pay_to = haca_pay::networks::parse_address(a).ok_or_else(|| {
+                CliError::Msg(format!(
+                    "--pay-to (HACA_PAY_TO, [payments] pay_to): {a:?} is not an address (0x + 40 hex digits)"
+                ))
+            })?
+        }
+        (None, true) => {}
+        (None, false) => {
+            return Err(CliError::Msg(
+                "--pay-to (HACA_PAY_TO, [payments] pay_to): required to charge: the address payments go to"
+                    .into(),
+            ))
+        }
+    }
+    if let Some(f) = &facilitator {
+        let ok = reqwest::Url::parse(f)
+            .map(|u| matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(false);
+        if !ok {
+            return Err(CliError::Msg(format!(
+                "--facilitator (HACA_FACILITATOR, [payments] facilitator): {f:?} is not an http(s) URL"
+            )));
+        }
+    }
+    cfg.max_timeout_seconds = p.max_timeout_secs;
+    cfg.facilitator = facilitator;
+    cfg.model_prices = model_price
+        .into_iter()
+        .map(|(m, p)| (m, haca_pay::U256::from(p)))
+        .collect();
+    Ok(Some(cfg))
 }
 
 fn parse_public_url(s: &str) -> Result<crate::server::x402::PublicUrl, String> {
@@ -201,7 +309,7 @@ enum Command {
         /// Base units (6 decimals: 1000 = 0.001 USDC) charged per `/v1/infer` run, with x402
         /// or an API key, on a local token (chain eip155:31337; `haca wallet fund` is its
         /// faucet). 0 serves for free and takes no payments.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, env = "HACA_PRICE_PER_REQUEST", default_value_t = 1000)]
         price_per_request: u64,
         /// The price of one run of a model, by label, overriding --price-per-request for it
         /// (repeatable): `--model-price example/mnist-mlp=2500`.
@@ -209,8 +317,10 @@ enum Command {
         model_price: Vec<(String, u64)>,
         /// Verify and settle x402 payments with this remote facilitator (its base URL, such
         /// as another node's http://HOST:PORT/v1/x402) instead of this node's own ledger.
-        #[arg(long)]
+        #[arg(long, env = "HACA_FACILITATOR")]
         facilitator: Option<String>,
+        #[command(flatten)]
+        pay: PayArgs,
         /// Settlement rounds close when their oldest record is this many milliseconds old
         /// (written into a new devnet's genesis; an existing genesis keeps its own).
         #[arg(long, default_value_t = devnet::DEFAULT_ROUND_INTERVAL_MS)]
@@ -238,19 +348,39 @@ enum Command {
         /// Comma-separated roles: `gateway`, `gateway,validator` (a one-validator chain in
         /// this process), `validator` alone with --config (one validator of a network), and
         /// `data` (fetch allowed sources into signed data items), alone or beside a gateway.
-        #[arg(long, default_value = "gateway", value_delimiter = ',')]
+        #[arg(
+            long,
+            env = "HACA_ROLES",
+            default_value = "gateway",
+            value_delimiter = ','
+        )]
         roles: Vec<String>,
         /// A source the data role may fetch (repeatable), as on `haca devnet`.
         #[arg(long, value_name = "PREFIX", value_parser = parse_allow_rule)]
         data_allow: Vec<haca_data::AllowRule>,
-        /// A validator's config file (genesis, listen addresses, peers), as `haca testnet
-        /// up` writes them.
-        #[arg(long)]
+        /// The node's config file: TOML (`haca config example` prints one, every flag a key),
+        /// whose `[validator]` section is a validator's config; or a validator's JSON config,
+        /// as `haca testnet up` writes them. Flags and `HACA_*` variables override the file.
+        #[arg(long, env = "HACA_CONFIG")]
         config: Option<PathBuf>,
+        /// Base units (6 decimals: 1000 = 0.001 USDC) charged per run, with x402 or an API
+        /// key; 0 (the default) serves for free. Charging needs --network and --pay-to.
+        #[arg(long, env = "HACA_PRICE_PER_REQUEST", default_value_t = 0)]
+        price_per_request: u64,
+        /// The price of one run of a model, by label (repeatable), as on `haca devnet`.
+        #[arg(long, value_name = "LABEL=UNITS", value_parser = parse_model_price)]
+        model_price: Vec<(String, u64)>,
+        /// Verify and settle x402 payments with this remote facilitator (its base URL, such
+        /// as https://x402.org/facilitator, or another haca node's http://HOST:PORT/v1/x402)
+        /// instead of this node's own ledger.
+        #[arg(long, env = "HACA_FACILITATOR", value_name = "URL")]
+        facilitator: Option<String>,
+        #[command(flatten)]
+        pay: PayArgs,
         #[command(flatten)]
         evm: crate::evm::EvmArgs,
         /// The relay role (`--roles relay`): the gateway it forwards OHTTP requests to.
-        #[arg(long, value_name = "URL")]
+        #[arg(long, env = "HACA_GATEWAY", value_name = "URL")]
         gateway: Option<String>,
         /// The relay role: a gateway API key the relay pays with on its users' behalf.
         #[arg(
@@ -377,6 +507,28 @@ enum Command {
     /// settlement registry on one and prints {"token", "registry", "chain_id"} last.
     #[command(subcommand)]
     Evm(crate::evm::EvmCommand),
+    /// The node's TOML config file: `example` prints a complete commented one; `check FILE`
+    /// checks one (unknown keys, bad values) without starting anything.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a complete, commented example config (every key of `haca node`).
+    Example,
+    /// Check a config file: exit 0 when `haca node --config FILE` would accept it, else an
+    /// error naming the key.
+    Check { file: PathBuf },
+}
+
+/// The parsed command line, kept to tell a flag given from its default (config file merge).
+static MATCHES: std::sync::OnceLock<clap::ArgMatches> = std::sync::OnceLock::new();
+
+/// Whether a node config file is TOML (anything but `.json`, the validator configs `haca
+/// testnet up` writes).
+fn is_toml_config(p: &std::path::Path) -> bool {
+    p.extension().and_then(|e| e.to_str()) != Some("json")
 }
 
 #[derive(Subcommand)]
@@ -467,18 +619,47 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let _ = MATCHES.set(matches);
+    // A node's config file may set the log format and filter; the variables beat it.
+    let file_log = match &cli.command {
+        Command::Node {
+            config: Some(path), ..
+        } if is_toml_config(path) => config::FileConfig::load(path).ok().map(|c| c.log),
+        _ => None,
+    }
+    .unwrap_or_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("HACA_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "info,tower_http=warn,informalsystems_malachitebft=warn,libp2p=warn",
+            file_log
+                .filter
+                .as_deref()
+                .unwrap_or("info,tower_http=warn,informalsystems_malachitebft=warn,libp2p=warn"),
         )
     });
+    let format = match std::env::var("HACA_LOG_FORMAT").ok().as_deref() {
+        Some("json") => config::LogFormat::Json,
+        Some("text") => config::LogFormat::Text,
+        Some(other) => {
+            eprintln!("error: HACA_LOG_FORMAT: {other:?} is neither text nor json");
+            return ExitCode::from(2);
+        }
+        None => file_log.format.unwrap_or(config::LogFormat::Text),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => fmt.with_ansi(ansi).init(),
+        config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -739,9 +920,10 @@ fn stop_on_signal(stop: Option<tokio::sync::oneshot::Sender<()>>, saying: Option
     });
 }
 
-async fn serve_validator(config: &std::path::Path, limits: Limits) -> Result<ExitCode, CliError> {
-    let cfg =
-        validator_node::ValidatorConfig::load(config).map_err(|e| CliError::Msg(e.to_string()))?;
+async fn serve_validator(
+    cfg: validator_node::ValidatorConfig,
+    limits: Limits,
+) -> Result<ExitCode, CliError> {
     let mut v = validator_node::start(cfg, limits)
         .await
         .map_err(|e| CliError::Msg(e.to_string()))?;
@@ -886,6 +1068,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             price_per_request,
             model_price,
             facilitator,
+            pay,
             round_interval_ms,
             no_enclave,
             no_loopback_admin,
@@ -898,16 +1081,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             cfg.round_interval_ms = round_interval_ms;
             cfg.dev_enclave = !no_enclave;
             cfg.loopback_admin = !no_loopback_admin;
-            cfg.payments = (price_per_request > 0).then(|| haca_gateway::payment::PaymentConfig {
-                facilitator,
-                model_prices: model_price
-                    .into_iter()
-                    .map(|(m, p)| (m, haca_pay::U256::from(p)))
-                    .collect(),
-                ..haca_gateway::payment::PaymentConfig::devnet(haca_pay::U256::from(
-                    price_per_request,
-                ))
-            });
+            cfg.payments = payment_config(&pay, price_per_request, model_price, facilitator, true)?;
             if let Some(dir) = chain {
                 if serve.data_dir.is_none() {
                     cfg.data_dir = dir.join("gateway");
@@ -936,7 +1110,44 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             data_allow,
             gateway,
             api_key,
+            price_per_request,
+            model_price,
+            facilitator,
+            mut pay,
         } => {
+            let (mut serve, mut roles, mut data_allow, mut gateway, mut api_key) =
+                (serve, roles, data_allow, gateway, api_key);
+            let (mut price_per_request, mut model_price, mut facilitator) =
+                (price_per_request, model_price, facilitator);
+            let mut validator_section = None;
+            let config = match config {
+                Some(path) if is_toml_config(&path) => {
+                    let file = config::FileConfig::load(&path)?;
+                    let m = MATCHES
+                        .get()
+                        .and_then(|m| m.subcommand_matches("node"))
+                        .ok_or_else(|| CliError::Msg("no command line to merge into".into()))?;
+                    config::apply_node(
+                        &file,
+                        &path,
+                        m,
+                        config::NodeFlags {
+                            serve: &mut serve,
+                            roles: &mut roles,
+                            data_allow: &mut data_allow,
+                            gateway: &mut gateway,
+                            api_key: &mut api_key,
+                            price_per_request: &mut price_per_request,
+                            model_price: &mut model_price,
+                            facilitator: &mut facilitator,
+                            pay: &mut pay,
+                        },
+                    )?;
+                    validator_section = file.validator;
+                    None
+                }
+                other => other,
+            };
             if let Some(r) = roles
                 .iter()
                 .find(|r| !matches!(r.as_str(), "gateway" | "validator" | "data" | "relay"))
@@ -976,14 +1187,17 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 return serve_data_only(cfg).await;
             }
             if !roles.iter().any(|r| r == "gateway") {
-                let config = config.ok_or_else(|| {
-                    CliError::Msg("--roles validator: give the validator's --config FILE (`haca testnet up` writes them)".into())
-                })?;
-                return serve_validator(&config, limits(&serve)).await;
+                let cfg = match (config, validator_section) {
+                    (Some(path), _) => validator_node::ValidatorConfig::load(&path)
+                        .map_err(|e| CliError::Msg(e.to_string()))?,
+                    (None, Some(section)) => section,
+                    (None, None) => return Err(CliError::Msg("--roles validator: give the validator's --config FILE (a TOML file with a [validator] section, or the JSON config `haca testnet up` writes)".into())),
+                };
+                return serve_validator(cfg, limits(&serve)).await;
             }
             if config.is_some() {
                 return Err(CliError::Msg(
-                    "--config: only a validator-only node (--roles validator) takes a config file"
+                    "--config: a validator's JSON config serves only a validator-only node (--roles validator); a gateway takes a TOML config"
                         .into(),
                 ));
             }
@@ -991,6 +1205,8 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             cfg.validator = roles.iter().any(|r| r == "validator");
             cfg.data_allow = data.then_some(data_allow);
             cfg.evm = evm.settings().map_err(CliError::Msg)?;
+            cfg.payments =
+                payment_config(&pay, price_per_request, model_price, facilitator, false)?;
             serve_until_ctrl_c(cfg, "haca node", false).await
         }
         Command::Infer {
@@ -1085,6 +1301,15 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             .await
             .map(|()| ExitCode::SUCCESS)
             .map_err(CliError::Msg),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            config::FileConfig::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

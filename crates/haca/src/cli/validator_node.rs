@@ -103,13 +103,20 @@ impl ValidatorConfig {
         let mut cfg: ValidatorConfig = serde_path_to_error::deserialize(&mut de)
             .map_err(|e| err(format!("field {}: {}", e.path(), e.inner())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        cfg.data_dir = base.join(&cfg.data_dir);
-        cfg.genesis = base.join(&cfg.genesis);
-        for p in &cfg.peers {
-            reqwest::Url::parse(&p.http)
-                .map_err(|e| err(format!("field peers[].http: {:?}: {e}", p.http)))?;
-        }
+        cfg.resolve_paths(base).map_err(err)?;
         Ok(cfg)
+    }
+
+    /// Resolves relative paths against `base` (the config file's directory) and checks the
+    /// peers' URLs.
+    pub fn resolve_paths(&mut self, base: &Path) -> Result<(), String> {
+        self.data_dir = base.join(&self.data_dir);
+        self.genesis = base.join(&self.genesis);
+        for p in &self.peers {
+            reqwest::Url::parse(&p.http)
+                .map_err(|e| format!("field peers[].http: {:?}: {e}", p.http))?;
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@ mod images_e2e;
 mod llm_gateway;
 mod memory_e2e;
 mod ohttp_e2e;
+mod ops_e2e;
 mod panel_browser;
 mod review_e2e;
 mod settlement_e2e;

@@ -1,0 +1,522 @@
+//! The node's config file: one TOML file (`haca node --config FILE`) with a section per
+//! concern, every key named as its flag is (`--max-body-bytes` is `[node] max_body_bytes`).
+//! Precedence: a flag, then its `HACA_*` variable, then the file, then the flag's default.
+//! The file is checked whole at start: an unknown key, a value of the wrong type or a value
+//! its flag would refuse stops the node with an error naming the key.
+//!
+//! `haca config example` prints [`EXAMPLE`], a complete commented file; `haca config check
+//! FILE` checks one without starting anything.
+
+use super::{CliError, PayArgs, ServeArgs};
+use crate::validator_node::ValidatorConfig;
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole file.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub payments: PaymentsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub log: LogSection,
+    /// A validator of a network (`--roles validator`): the same fields as the JSON config
+    /// `haca testnet up` writes; relative paths are relative to this file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator: Option<ValidatorConfig>,
+}
+
+/// `[node]`: `haca node`'s serving flags.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub roles: Option<Vec<String>>,
+    pub listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub max_body_bytes: Option<usize>,
+    pub max_upload_bytes: Option<usize>,
+    pub cache_bytes: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub max_connections: Option<u32>,
+    pub llm_model: Option<Vec<PathBuf>>,
+    pub no_llm: Option<bool>,
+    pub embed_model: Option<PathBuf>,
+    pub memory_extractor: Option<String>,
+    pub provider: Option<Vec<String>>,
+    pub case_class: Option<Vec<String>>,
+    pub data_allow: Option<Vec<String>>,
+    pub gateway: Option<String>,
+    pub api_key: Option<String>,
+}
+
+/// `[payments]`: x402.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSection {
+    pub price_per_request: Option<u64>,
+    pub model_price: Option<BTreeMap<String, u64>>,
+    pub facilitator: Option<String>,
+    pub network: Option<String>,
+    pub asset: Option<String>,
+    pub token_name: Option<String>,
+    pub token_version: Option<String>,
+    pub pay_to: Option<String>,
+    pub max_timeout_secs: Option<u64>,
+}
+
+/// `[limits]`: rate limits, concurrency and CORS (see `server::guard`).
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub rate_per_key: Option<f64>,
+    pub burst_per_key: Option<u32>,
+    pub rate_per_ip: Option<f64>,
+    pub burst_per_ip: Option<u32>,
+    pub max_concurrent: Option<BTreeMap<String, u32>>,
+    pub cors_origin: Option<Vec<String>>,
+}
+
+/// `[log]`.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json` (one JSON object a line).
+    pub format: Option<LogFormat>,
+    /// A tracing filter, as HACA_LOG takes it.
+    pub filter: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A config error: the file, the key and what is wrong with it.
+fn bad(path: &Path, key: &str, why: impl std::fmt::Display) -> CliError {
+    CliError::Msg(format!("config {}: {key}: {why}", path.display()))
+}
+
+impl FileConfig {
+    /// Reads and checks `path`: unknown keys and wrongly typed values are refused here,
+    /// naming the key.
+    pub fn load(path: &Path) -> Result<Self, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Msg(format!("config {}: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, CliError> {
+        let de = toml::Deserializer::new(text);
+        let mut cfg: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            // toml's own message carries the line and a caret; keep its first line.
+            let inner = e.inner().to_string();
+            let msg = inner
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            if key == "." {
+                CliError::Msg(format!("config {}: {msg}", path.display()))
+            } else {
+                bad(path, &key, msg)
+            }
+        })?;
+        if let Some(v) = cfg.validator.as_mut() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            v.resolve_paths(base)
+                .map_err(|e| bad(path, "validator", e))?;
+        }
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    /// The checks a flag's parser would make, per key.
+    fn check(&self, path: &Path) -> Result<(), CliError> {
+        let n = &self.node;
+        if let Some(u) = &n.public_url {
+            super::parse_public_url(u).map_err(|e| bad(path, "node.public_url", e))?;
+        }
+        for (i, s) in n.provider.iter().flatten().enumerate() {
+            super::parse_provider_arg(s)
+                .map_err(|e| bad(path, &format!("node.provider[{i}]"), e))?;
+        }
+        for (i, s) in n.case_class.iter().flatten().enumerate() {
+            super::parse_case_class(s)
+                .map_err(|e| bad(path, &format!("node.case_class[{i}]"), e))?;
+        }
+        for (i, s) in n.data_allow.iter().flatten().enumerate() {
+            super::parse_allow_rule(s)
+                .map_err(|e| bad(path, &format!("node.data_allow[{i}]"), e))?;
+        }
+        for (k, v) in [
+            ("header_timeout_secs", n.header_timeout_secs),
+            ("body_timeout_secs", n.body_timeout_secs),
+        ] {
+            if v == Some(0) {
+                return Err(bad(path, &format!("node.{k}"), "must be at least 1"));
+            }
+        }
+        if n.max_connections == Some(0) {
+            return Err(bad(path, "node.max_connections", "must be at least 1"));
+        }
+        let p = &self.payments;
+        if let Some(a) = &p.pay_to {
+            if haca_pay::networks::parse_address(a).is_none() {
+                return Err(bad(
+                    path,
+                    "payments.pay_to",
+                    format!("{a:?} is not an address (0x + 40 hex digits)"),
+                ));
+            }
+        }
+        if let Some(a) = &p.asset {
+            if haca_pay::networks::parse_address(a).is_none() {
+                return Err(bad(
+                    path,
+                    "payments.asset",
+                    format!("{a:?} is not an address (0x + 40 hex digits)"),
+                ));
+            }
+        }
+        if let Some(net) = &p.network {
+            if net != haca_gateway::payment::DEVNET_NETWORK {
+                haca_pay::networks::resolve(
+                    net,
+                    p.asset.as_deref(),
+                    p.token_name.as_deref(),
+                    p.token_version.as_deref(),
+                )
+                .map_err(|e| bad(path, "payments", e))?;
+            }
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("rate_per_key", l.rate_per_key),
+            ("rate_per_ip", l.rate_per_ip),
+        ] {
+            if v.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err(bad(
+                    path,
+                    &format!("limits.{k}"),
+                    "must be a positive number of requests per second",
+                ));
+            }
+        }
+        for (route, n) in l.max_concurrent.iter().flatten() {
+            if !route.starts_with('/') {
+                return Err(bad(
+                    path,
+                    &format!("limits.max_concurrent.{route:?}"),
+                    "a route starts with /",
+                ));
+            }
+            if *n == 0 {
+                return Err(bad(
+                    path,
+                    &format!("limits.max_concurrent.{route:?}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file again, as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config serializes")
+    }
+}
+
+/// Whether `id` was set on the command line or by its variable (then it beats the file).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// `haca node`'s flags, to fill in from the file.
+pub(super) struct NodeFlags<'a> {
+    pub serve: &'a mut ServeArgs,
+    pub roles: &'a mut Vec<String>,
+    pub data_allow: &'a mut Vec<haca_data::AllowRule>,
+    pub gateway: &'a mut Option<String>,
+    pub api_key: &'a mut Option<String>,
+    pub price_per_request: &'a mut u64,
+    pub model_price: &'a mut Vec<(String, u64)>,
+    pub facilitator: &'a mut Option<String>,
+    pub pay: &'a mut PayArgs,
+}
+
+/// Fills in every flag of `f` that neither the command line nor its variable set, from the
+/// file (already checked by [`FileConfig::load`]).
+pub(super) fn apply_node(
+    file: &FileConfig,
+    path: &Path,
+    m: &ArgMatches,
+    f: NodeFlags<'_>,
+) -> Result<(), CliError> {
+    macro_rules! take {
+        ($dst:expr, $src:expr, $id:literal) => {
+            if let Some(v) = $src.clone() {
+                if !given(m, $id) {
+                    $dst = v;
+                }
+            }
+        };
+        ($dst:expr, $src:expr, $id:literal, some) => {
+            if let Some(v) = $src.clone() {
+                if !given(m, $id) {
+                    $dst = Some(v);
+                }
+            }
+        };
+    }
+    let n = &file.node;
+    let s = f.serve;
+    take!(*f.roles, n.roles, "roles");
+    take!(s.listen, n.listen, "listen");
+    if let Some(u) = &n.public_url {
+        if !given(m, "public_url") {
+            s.public_url =
+                Some(super::parse_public_url(u).map_err(|e| bad(path, "node.public_url", e))?);
+        }
+    }
+    take!(s.data_dir, n.data_dir, "data_dir", some);
+    take!(s.max_body_bytes, n.max_body_bytes, "max_body_bytes");
+    take!(s.max_upload_bytes, n.max_upload_bytes, "max_upload_bytes");
+    take!(s.cache_bytes, n.cache_bytes, "cache_bytes");
+    take!(
+        s.header_timeout_secs,
+        n.header_timeout_secs,
+        "header_timeout_secs"
+    );
+    take!(
+        s.body_timeout_secs,
+        n.body_timeout_secs,
+        "body_timeout_secs"
+    );
+    take!(s.max_connections, n.max_connections, "max_connections");
+    take!(s.llm_model, n.llm_model, "llm_model");
+    take!(s.no_llm, n.no_llm, "no_llm");
+    take!(s.embed_model, n.embed_model, "embed_model", some);
+    take!(
+        s.memory_extractor,
+        n.memory_extractor,
+        "memory_extractor",
+        some
+    );
+    if let Some(specs) = &n.provider {
+        if !given(m, "provider") {
+            s.provider = specs
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    super::parse_provider_arg(p)
+                        .map_err(|e| bad(path, &format!("node.provider[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+    }
+    if let Some(specs) = &n.case_class {
+        if !given(m, "case_class") {
+            s.case_class = specs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    super::parse_case_class(c)
+                        .map_err(|e| bad(path, &format!("node.case_class[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+    }
+    if let Some(rules) = &n.data_allow {
+        if !given(m, "data_allow") {
+            *f.data_allow = rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    super::parse_allow_rule(r)
+                        .map_err(|e| bad(path, &format!("node.data_allow[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+    }
+    take!(*f.gateway, n.gateway, "gateway", some);
+    take!(*f.api_key, n.api_key, "api_key", some);
+
+    let p = &file.payments;
+    take!(
+        *f.price_per_request,
+        p.price_per_request,
+        "price_per_request"
+    );
+    if let Some(prices) = &p.model_price {
+        if !given(m, "model_price") {
+            *f.model_price = prices.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        }
+    }
+    take!(*f.facilitator, p.facilitator, "facilitator", some);
+    let pay = f.pay;
+    take!(pay.network, p.network, "network", some);
+    take!(pay.asset, p.asset, "asset", some);
+    take!(pay.token_name, p.token_name, "token_name", some);
+    take!(pay.token_version, p.token_version, "token_version", some);
+    take!(pay.pay_to, p.pay_to, "pay_to", some);
+    take!(pay.max_timeout_secs, p.max_timeout_secs, "max_timeout_secs");
+    Ok(())
+}
+
+/// `haca config example`: every key, commented, at its default where it has one.
+pub const EXAMPLE: &str = r#"# haca node config: `haca node --config haca.toml`.
+# Every key is a flag of `haca node` (`max_body_bytes` is --max-body-bytes) and has a
+# variable (HACA_MAX_BODY_BYTES); a flag beats its variable, which beats this file. An
+# unknown key or a bad value stops the node with an error naming the key.
+
+[node]
+# gateway | gateway,validator | validator (with [validator]) | data | relay
+roles = ["gateway"]
+listen = "0.0.0.0:7070"
+# The URL clients reach this node at; x402 payments name it as their resource.
+public_url = "https://haca.example.com"
+data_dir = "/var/lib/haca"
+max_body_bytes = 16777216
+max_upload_bytes = 536870912
+cache_bytes = 1073741824
+header_timeout_secs = 10
+body_timeout_secs = 30
+max_connections = 1024
+# GGUF files served as local/<name>; none given: the first under $HACA_HOME/models.
+llm_model = ["/models/gemma-3-270m-q4_k_m.gguf"]
+no_llm = false
+embed_model = "/models/all-MiniLM-L6-v2"
+# memory_extractor = "local/gemma-3-270m"
+# Upstream OpenAI-compatible providers (their keys come from the named variables).
+provider = ["name=openai,url=https://api.openai.com/v1,models=gpt-4o-mini,key_env=OPENAI_API_KEY"]
+case_class = ["name=finance,claims=execution.signed;run.settled;payment.settled"]
+# The data role's allowed sources (--roles data).
+data_allow = ["https://api.example.com/v1"]
+# The relay role (--roles relay): its gateway, and the API key it pays with.
+# gateway = "https://haca.example.com"
+# api_key = "hk_..."
+
+[payments]
+# Base units of the asset per run (USDC: 6 decimals, 1000 = 0.001 USDC); 0 serves for free.
+price_per_request = 1000
+# Verify and settle with this x402 facilitator; absent: this node's own ledger.
+facilitator = "https://x402.org/facilitator"
+# CAIP-2. Built in: eip155:8453 (Base) and eip155:84532 (Base Sepolia), whose USDC address
+# and EIP-712 domain are filled in; any other network needs asset, token_name, token_version.
+network = "eip155:84532"
+# asset = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+# token_name = "USDC"
+# token_version = "2"
+pay_to = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+max_timeout_secs = 60
+
+[payments.model_price]
+"example/mnist-mlp" = 2500
+
+[limits]
+# Token buckets: requests per second and burst, per API key (or x402 payer) and per client IP.
+# Over it: 429 with Retry-After. Absent: no limit.
+rate_per_key = 20.0
+burst_per_key = 40
+rate_per_ip = 50.0
+burst_per_ip = 100
+# Origins the panel's API answers cross-origin requests from (absent: same origin only).
+cors_origin = ["https://panel.example.com"]
+
+# Requests served at once per route; more wait for a slot up to a second, then 503.
+[limits.max_concurrent]
+"/v1/infer" = 64
+"/v1/chat/completions" = 32
+
+[log]
+# text or json (one object a line, with the request id); HACA_LOG_FORMAT overrides it.
+format = "text"
+filter = "info"
+
+# A validator of a network (`roles = ["validator"]`), as `haca testnet up` writes it.
+# [validator]
+# data_dir = "validator-0"
+# genesis = "genesis.json"
+# http_listen = "0.0.0.0:7100"
+# p2p_listen = "0.0.0.0:7200"
+# peers = [{ p2p = "10.0.0.2:7200", http = "http://10.0.0.2:7100" }]
+# [validator.timeouts_ms]
+# propose = 1000
+# prevote = 500
+# precommit = 500
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_round_trips() {
+        let path = Path::new("haca.toml");
+        let cfg = FileConfig::parse(EXAMPLE, path).unwrap();
+        assert_eq!(cfg.payments.network.as_deref(), Some("eip155:84532"));
+        assert_eq!(cfg.limits.max_concurrent.as_ref().unwrap()["/v1/infer"], 64);
+        let again = FileConfig::parse(&cfg.to_toml(), path).unwrap();
+        assert_eq!(cfg, again);
+    }
+
+    #[test]
+    fn a_validator_section_round_trips_with_its_paths_resolved() {
+        let text = "[node]\nroles = [\"validator\"]\n[validator]\ndata_dir = \"v0\"\ngenesis = \"genesis.json\"\nhttp_listen = \"127.0.0.1:7100\"\np2p_listen = \"127.0.0.1:7200\"\n";
+        let cfg = FileConfig::parse(text, Path::new("/etc/haca/haca.toml")).unwrap();
+        let v = cfg.validator.as_ref().unwrap();
+        assert_eq!(v.data_dir, Path::new("/etc/haca/v0"));
+        let again = FileConfig::parse(&cfg.to_toml(), Path::new("/elsewhere/x.toml")).unwrap();
+        assert_eq!(
+            again.validator.unwrap().genesis,
+            Path::new("/etc/haca/genesis.json")
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_bad_key_is_refused_by_name() {
+        let path = Path::new("haca.toml");
+        let e = FileConfig::parse("[node]\nlistn = \"0.0.0.0:1\"\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node") && e.contains("listn"), "{e}");
+        let e = FileConfig::parse("[nodes]\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nodes"), "{e}");
+        let e = FileConfig::parse("[node]\nmax_body_bytes = \"big\"\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node.max_body_bytes"), "{e}");
+        let e = FileConfig::parse("[payments]\npay_to = \"0x12\"\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("payments.pay_to"), "{e}");
+        let e = FileConfig::parse("[node]\nprovider = [\"nope\"]\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node.provider[0]"), "{e}");
+        let e = FileConfig::parse("[payments]\nnetwork = \"eip155:10\"\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("payments") && e.contains("asset"), "{e}");
+    }
+}
