@@ -8,6 +8,7 @@ mod blob_cli;
 mod crash_durability;
 mod data_e2e;
 mod devnet_e2e;
+mod evm_e2e;
 mod hardening_http;
 mod hardening_inputs;
 mod hardening_payments;

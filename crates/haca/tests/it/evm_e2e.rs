@@ -1,0 +1,390 @@
+//! x402 on a real EVM chain (anvil, issue 24): `haca evm deploy` puts the token and the
+//! settlement registry on it, a devnet settles on it (`--evm-rpc`), the official Python x402
+//! client pays a run, the payee's balance rises on chain, the payment box names a real
+//! transaction, the run's round root lands in the registry, and a replayed authorization is
+//! refused by the node and by the chain. Needs anvil (`.ci/run` installs npm
+//! `@foundry-rs/anvil` and sets HACA_ANVIL); elsewhere it skips, saying so.
+
+use crate::common::{self, last_line, mlp_input, python, wait_ready, Devnet, BIN};
+use haca_evm::anvil::{find_anvil, Anvil, DEV_KEYS};
+use haca_evm::contracts::{IHacaToken, ISettlementRegistry};
+use haca_evm::{parse_private_key, Rpc, SendError, Sender};
+use haca_pay::types::PAYMENT_SIGNATURE_HEADER;
+use haca_pay::{
+    build_payment, decode_payment_required_header, encode_header, select_requirement, Address,
+    PayPolicy, PrivateKeySigner, B256, U256,
+};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PRICE: u64 = 1000;
+
+fn anvil_bin(test: &str) -> Option<std::path::PathBuf> {
+    common::installed(
+        test,
+        Ok(find_anvil()),
+        "anvil: npm install --prefix ~/.cache/haca-anvil @foundry-rs/anvil@1.7.1, or set HACA_ANVIL",
+    )
+}
+
+fn fresh_signer() -> PrivateKeySigner {
+    loop {
+        if let Ok(s) = PrivateKeySigner::from_bytes(&B256::from(rand::random::<[u8; 32]>())) {
+            return s;
+        }
+    }
+}
+
+fn body() -> Value {
+    json!({"model": "example/mnist-mlp", "input": mlp_input(3)})
+}
+
+/// `haca evm deploy` from anvil's account 0: (token, registry), from its last line.
+fn deploy(rpc: &str, key_file: &std::path::Path) -> (Address, Address) {
+    let out = std::process::Command::new(BIN)
+        .args(["evm", "deploy", "--rpc", rpc, "--key"])
+        .arg(key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&last_line(&out)).expect("the last line is JSON");
+    assert_eq!(v["chain_id"], 31337);
+    (
+        v["token"].as_str().unwrap().parse().unwrap(),
+        v["registry"].as_str().unwrap().parse().unwrap(),
+    )
+}
+
+/// The `transferWithAuthorization` call of a signed x402 payload, as the facilitator sends it.
+fn transfer_call(p: &haca_pay::AnyPaymentPayload) -> Vec<u8> {
+    use alloy_sol_types::SolCall;
+    let e = p.exact();
+    let a = &e.authorization;
+    let s = e.signature.as_ref();
+    IHacaToken::transferWithAuthorizationCall {
+        from: a.from,
+        to: a.to,
+        value: a.value,
+        validAfter: a.valid_after,
+        validBefore: a.valid_before,
+        nonce: a.nonce,
+        v: s[64],
+        r: B256::from_slice(&s[..32]),
+        s: B256::from_slice(&s[32..64]),
+    }
+    .abi_encode()
+}
+
+#[test]
+fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
+    let Some(bin) = anvil_bin("x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry")
+    else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("gas.key");
+    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
+    let (token, registry) = deploy(&anvil.url, &key_file);
+    assert_eq!(
+        token,
+        haca_gateway::payment::DEVNET_ASSET
+            .parse::<Address>()
+            .unwrap(),
+        "a fresh anvil's first deployment is devnet's asset"
+    );
+
+    let node = Devnet::start(
+        &dir.path().join("node"),
+        &[
+            "--price-per-request",
+            &PRICE.to_string(),
+            "--no-enclave",
+            "--evm-rpc",
+            &anvil.url,
+            "--evm-key",
+            key_file.to_str().unwrap(),
+            "--evm-registry",
+            &registry.to_checksum(None),
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let chain = rt
+        .block_on(Sender::connect(
+            Arc::new(Rpc::new(&anvil.url, Duration::from_secs(5))),
+            parse_private_key(DEV_KEYS[1]).unwrap(),
+        ))
+        .unwrap();
+    let on_chain = |who: Address| -> U256 {
+        rt.block_on(chain.view(token, &IHacaToken::balanceOfCall { owner: who }))
+            .unwrap()
+    };
+    let payee: Address = haca_gateway::payment::DEVNET_PAY_TO.parse().unwrap();
+    let payee_before = on_chain(payee);
+
+    // The faucet mints on chain.
+    let wallet = fresh_signer();
+    let v: Value = http
+        .post(format!("{}/v1/x402/faucet", node.url))
+        .json(&json!({"address": wallet.address().to_checksum(None), "amount": (3 * PRICE).to_string()}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(v["transaction"].as_str().unwrap().starts_with("0x"), "{v}");
+    assert_eq!(on_chain(wallet.address()), U256::from(3 * PRICE));
+
+    // The official Python client pays a run (required in CI; elsewhere haca-pay's client).
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, body().to_string()).unwrap();
+    let answer: Value = match python() {
+        Some(py) => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/x402_pay.py");
+            let out = std::process::Command::new(&py)
+                .arg(script)
+                .arg(format!("{}/v1/infer", node.url))
+                .arg(format!("0x{}", hex::encode(wallet.to_bytes())))
+                .arg(&body_file)
+                .output()
+                .expect("run python");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(v["status"], 200, "{v}");
+            assert_eq!(v["payment_response"]["success"], true);
+            v["body"].clone()
+        }
+        None => {
+            let resp = http
+                .post(format!("{}/v1/infer", node.url))
+                .json(&body())
+                .send()
+                .unwrap();
+            let required = decode_payment_required_header(
+                resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap(),
+            )
+            .unwrap();
+            let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let p = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+            let resp = http
+                .post(format!("{}/v1/infer", node.url))
+                .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
+                .json(&body())
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json().unwrap()
+        }
+    };
+    // The payee's balance rose on chain, the payer's fell; the node reads the chain's.
+    assert_eq!(on_chain(payee), payee_before + U256::from(PRICE));
+    assert_eq!(on_chain(wallet.address()), U256::from(2 * PRICE));
+    let b: Value = http
+        .get(format!(
+            "{}/v1/x402/balance/{}",
+            node.url,
+            wallet.address().to_checksum(None)
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(b["balance"], (2 * PRICE).to_string());
+    // The payment box names a real transaction, mined and successful.
+    let payment = &answer["receipt"]["boxes"]["payment"]["evidence"];
+    let tx: B256 = payment["settlement"]["transaction"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let receipt = rt
+        .block_on(chain.rpc.receipt(tx))
+        .unwrap()
+        .expect("the payment's transaction is on chain");
+    assert!(receipt.success);
+
+    // The run's round root lands in the registry.
+    let run = answer["run_id"].as_str().unwrap().to_owned();
+    let out = node.haca_ok(&["receipt", &run, "--wait", "settled", "--json"]);
+    let settled: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let header = &settled["boxes"]["settlement"]["evidence"]["header"];
+    let height = header["height"].as_u64().unwrap();
+    let root = header["settlement"]["rfc6962_root"].as_str().unwrap();
+    let start = Instant::now();
+    let anchored = loop {
+        let r = rt
+            .block_on(chain.view(registry, &ISettlementRegistry::rootAtCall { height }))
+            .unwrap();
+        if r.rfc6962Root != B256::ZERO {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "height {height} not anchored in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        hex::encode(anchored.rfc6962Root),
+        root.trim_start_matches("0x")
+    );
+    assert_eq!(
+        hex::encode(anchored.ozRoot),
+        header["settlement"]["oz_root"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x")
+    );
+
+    // A replayed authorization: the node refuses it, and so does the chain.
+    let resp = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&body())
+        .send()
+        .unwrap();
+    let required =
+        decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
+            .unwrap();
+    let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let once = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+    let header = encode_header(&once);
+    let paid = |h: &str| {
+        http.post(format!("{}/v1/infer", node.url))
+            .header(PAYMENT_SIGNATURE_HEADER, h)
+            .json(&body())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(paid(&header).status(), 200);
+    let again = paid(&header);
+    assert_eq!(again.status(), 402);
+    let e: Value = again.json().unwrap();
+    // As for any remote facilitator: its refusal, with the token's own reason in the message.
+    assert_eq!(e["error"]["code"], "facilitator_refused", "{e}");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("invalid_exact_evm_nonce_already_used"),
+        "{msg}"
+    );
+    match rt.block_on(chain.send(Some(token), transfer_call(&once).into())) {
+        Err(SendError::Refused(r)) => {
+            assert_eq!(
+                r.code, "invalid_exact_evm_nonce_already_used",
+                "{}",
+                r.message
+            )
+        }
+        other => panic!("the chain took a replay: {other:?}"),
+    }
+    assert_eq!(on_chain(wallet.address()), U256::from(PRICE));
+    assert_eq!(on_chain(payee), payee_before + U256::from(2 * PRICE));
+}
+
+#[test]
+fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_nothing() {
+    let Some(bin) = anvil_bin(
+        "an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_nothing",
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("gas.key");
+    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
+    deploy(&anvil.url, &key_file);
+    // A token address where no contract lives is refused at start, naming the flag.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "devnet",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-llm",
+            "--no-enclave",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("bad"))
+        .args(["--evm-rpc", &anvil.url, "--evm-key"])
+        .arg(&key_file)
+        .args(["--evm-token", &Address::repeat_byte(0x42).to_checksum(None)])
+        .env("HACA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--evm-token: no contract"), "{err}");
+
+    let node = Devnet::start(
+        &dir.path().join("node"),
+        &[
+            "--price-per-request",
+            &PRICE.to_string(),
+            "--no-enclave",
+            "--evm-rpc",
+            &anvil.url,
+            "--evm-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let wallet = fresh_signer();
+    let r = http
+        .post(format!("{}/v1/x402/faucet", node.url))
+        .json(&json!({"address": wallet.address().to_checksum(None), "amount": PRICE.to_string()}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let resp = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&body())
+        .send()
+        .unwrap();
+    let required =
+        decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
+            .unwrap();
+    let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let p = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+    // The chain goes away: the payment is neither served nor charged.
+    drop(anvil);
+    let resp = http
+        .post(format!("{}/v1/infer", node.url))
+        .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
+        .json(&body())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let e: Value = resp.json().unwrap();
+    assert_eq!(e["error"]["code"], "evm_unavailable", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was charged"),
+        "{e}"
+    );
+}
