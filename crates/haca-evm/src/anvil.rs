@@ -17,9 +17,14 @@ pub fn find_anvil() -> Option<std::path::PathBuf> {
         return p.exists().then_some(p);
     }
     let home = std::env::var_os("HOME")?;
-    let p = std::path::Path::new(&home)
-        .join(".cache/haca-anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    p.exists().then_some(p)
+    // The platform package npm picked: anvil-linux-amd64, anvil-darwin-arm64, ...
+    let dir = std::path::Path::new(&home).join(".cache/haca-anvil/node_modules/@foundry-rs");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("anvil-"))
+        .map(|e| e.path().join("bin/anvil"))
+        .find(|p| p.exists())
 }
 
 /// A running anvil.
