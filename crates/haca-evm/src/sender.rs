@@ -98,6 +98,12 @@ impl Sender {
         self.chain_id
     }
 
+    /// Forgets the nonce this sender counted, so that the next transaction asks the chain (after
+    /// a reorg, the chain's count may be lower than ours).
+    pub async fn forget_nonce(&self) {
+        *self.next_nonce.lock().await = None;
+    }
+
     /// A view call, decoded.
     pub async fn view<C: SolCall>(&self, to: Address, call: &C) -> Result<C::Return, RpcError> {
         let out = self.rpc.call(None, to, &call.abi_encode()).await?;

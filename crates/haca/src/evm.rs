@@ -106,7 +106,19 @@ pub struct EvmFacilitator {
     pub token: Address,
     network: String,
     name: String,
+    /// Settlements still young enough to be reorganized away, watched by [`watch_reorgs`].
+    recent: std::sync::Mutex<Vec<Watched>>,
 }
+
+/// A settlement [`watch_reorgs`] keeps an eye on.
+struct Watched {
+    call: Vec<u8>,
+    confirmed: haca_evm::Confirmed,
+    payer: Address,
+}
+
+/// Blocks after which a settlement is taken as final and no longer watched.
+const REORG_WINDOW: u64 = 64;
 
 /// The node's EVM connection, made at start.
 pub struct EvmConnection {
@@ -182,13 +194,16 @@ pub async fn connect(s: &EvmSettings, config: &mut PaymentConfig) -> Result<EvmC
         sender.address(),
         s.confirmations
     );
+    let facilitator = Arc::new(EvmFacilitator {
+        sender: Arc::new(sender),
+        token,
+        network,
+        name: format!("the EVM chain at {}", s.rpc),
+        recent: Default::default(),
+    });
+    tokio::spawn(watch_reorgs(Arc::downgrade(&facilitator)));
     Ok(EvmConnection {
-        facilitator: Arc::new(EvmFacilitator {
-            sender: Arc::new(sender),
-            token,
-            network,
-            name: format!("the EVM chain at {}", s.rpc),
-        }),
+        facilitator,
         registry: s.registry,
     })
 }
@@ -333,7 +348,16 @@ impl Facilitator for EvmFacilitator {
                         c.hash,
                         c.block_number
                     );
-                    return Ok(settled(self, a.from, a.value, c.hash));
+                    let hash = c.hash;
+                    self.recent
+                        .lock()
+                        .expect("the watch list is never poisoned")
+                        .push(Watched {
+                            call: data.clone(),
+                            confirmed: c,
+                            payer: a.from,
+                        });
+                    return Ok(settled(self, a.from, a.value, hash));
                 }
                 Err(SendError::Refused(r)) => {
                     return Ok(self.failed(request, r.code, r.message));
@@ -396,6 +420,90 @@ impl Facilitator for EvmFacilitator {
                 Err(e) => Err(unavailable("minting on chain", e)),
             },
         )
+    }
+}
+
+/// Watches recent settlements: one whose block left the chain (a reorg deeper than the
+/// confirmations) is settled again from its signed authorization, whose nonce the new chain
+/// has not seen spent; one [`REORG_WINDOW`] blocks deep is final and dropped. Ends when the
+/// facilitator is dropped.
+pub async fn watch_reorgs(f: std::sync::Weak<EvmFacilitator>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(f) = f.upgrade() else { return };
+        let watched: Vec<(usize, haca_evm::Confirmed)> = f
+            .recent
+            .lock()
+            .expect("the watch list is never poisoned")
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i, w.confirmed.clone()))
+            .collect();
+        if watched.is_empty() {
+            continue;
+        }
+        let Ok(head) = f.sender.rpc.block_number().await else {
+            continue;
+        };
+        let mut done = Vec::new();
+        let mut replaced = Vec::new();
+        for (i, c) in watched {
+            match f.sender.still_on_chain(&c).await {
+                Ok(true) if head >= c.block_number + REORG_WINDOW => done.push(i),
+                Ok(true) | Err(_) => {}
+                Ok(false) => {
+                    let (call, payer) = {
+                        let list = f.recent.lock().expect("the watch list is never poisoned");
+                        (list[i].call.clone(), list[i].payer)
+                    };
+                    tracing::warn!(
+                        "x402 settlement {} of {payer} left the chain (block {} reorganized away, deeper than the confirmations): settling it again",
+                        c.hash,
+                        c.block_number
+                    );
+                    f.sender.forget_nonce().await;
+                    match f.sender.send(Some(f.token), call.into()).await {
+                        Ok(again) => {
+                            tracing::warn!(
+                                "x402 settlement of {payer} settled again in {} (block {}); the receipt names {}",
+                                again.hash,
+                                again.block_number,
+                                c.hash
+                            );
+                            replaced.push((i, again));
+                        }
+                        // The original transaction was mined again on the new chain (its
+                        // authorization is spent there): nothing to do.
+                        Err(SendError::Refused(r))
+                            if r.code == "invalid_exact_evm_nonce_already_used" =>
+                        {
+                            tracing::info!("x402 settlement {}: {}", c.hash, r.message);
+                            done.push(i);
+                        }
+                        Err(SendError::Refused(r)) => {
+                            tracing::error!(
+                                "x402 settlement {} of {payer} cannot be settled again ({}): the run it paid for went unpaid",
+                                c.hash,
+                                r.message
+                            );
+                            done.push(i);
+                        }
+                        Err(e) => {
+                            tracing::warn!("x402 settlement {} not settled again yet: {e}", c.hash)
+                        }
+                    }
+                }
+            }
+        }
+        let mut list = f.recent.lock().expect("the watch list is never poisoned");
+        for (i, c) in replaced {
+            list[i].confirmed = c;
+        }
+        let mut i = 0;
+        list.retain(|_| {
+            i += 1;
+            !done.contains(&(i - 1))
+        });
     }
 }
 

@@ -44,6 +44,14 @@ pub struct VerifyArgs {
     /// a swapped or changed image fails.
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// Also check, online, that the receipt's settlement round is anchored in the
+    /// SettlementRegistry (--evm-registry) of the EVM chain at this JSON-RPC URL, with the
+    /// receipt's roots. Without it nothing goes online.
+    #[arg(long, value_name = "URL", requires = "evm_registry")]
+    evm_rpc: Option<String>,
+    /// The SettlementRegistry the node anchors its rounds in (with --evm-rpc).
+    #[arg(long, value_name = "ADDRESS", requires = "evm_rpc")]
+    evm_registry: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -108,6 +116,10 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
         .map(|c| checker.check(c))
         .collect();
     let mut problems = checker.problems();
+    let anchor = check_anchor(a, &parsed)?;
+    if let Some(Err(p)) = &anchor {
+        problems.push(p.clone());
+    }
     let images = check_images(&a.image, &parsed)?;
     if let Some(Err(p)) = &images {
         problems.push(p.clone());
@@ -125,6 +137,7 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
             "claims": outcomes,
             "problems": problems,
             "images": images.as_ref().map(|r| r.is_ok()),
+            "anchored": anchor.as_ref().map(|r| r.is_ok()),
             "ok": ok,
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("JSON prints"));
@@ -149,6 +162,9 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
         if let Some(Ok(line)) = &images {
             println!("  images: {line}");
         }
+        if let Some(Ok(line)) = &anchor {
+            println!("  anchored: {line}");
+        }
         for p in &problems {
             println!("  problem: {p}");
         }
@@ -172,6 +188,58 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(EXIT_CLAIM_FAILS)
     })
+}
+
+/// `--evm-rpc`: the receipt's round roots against the registry's, online. `None` without the
+/// flag; else what held, or the problem (a round not anchored, or anchored with other roots).
+fn check_anchor(
+    a: &VerifyArgs,
+    parsed: &ParsedReceipt,
+) -> Result<Option<Result<String, String>>, CliError> {
+    let (Some(rpc), Some(registry)) = (&a.evm_rpc, &a.evm_registry) else {
+        return Ok(None);
+    };
+    let registry = haca_evm::parse_address(registry)
+        .map_err(|e| CliError::Msg(format!("--evm-registry: {e}")))?;
+    let Some(ev) = parsed.receipt.boxes.settlement.evidence.as_ref() else {
+        return Ok(Some(Err(
+            "--evm-rpc: the receipt has no settlement box yet (haca receipt RUN --wait settled)"
+                .into(),
+        )));
+    };
+    let Some(round) = ev.header.settlement.as_ref() else {
+        return Ok(Some(Err(
+            "--evm-rpc: the settlement header closes no round".into(),
+        )));
+    };
+    let height = ev.header.height;
+    let (url, h) = (rpc.clone(), height);
+    // `haca verify` runs inside the CLI's runtime: the RPC call gets a runtime of its own.
+    let answer = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(crate::evm::anchored_root(&url, registry, h))
+    })
+    .join()
+    .map_err(|_| CliError::Msg("--evm-rpc: the RPC check stopped".into()))?
+    .map_err(|e| CliError::Msg(format!("--evm-rpc: {e}")))?;
+    let Some((posted_round, rfc, oz, block)) = answer else {
+        return Ok(Some(Err(format!(
+            "anchored: nothing is anchored for height {height} in registry {registry}"
+        ))));
+    };
+    if rfc.0 != round.rfc6962_root.0 || oz.0 != round.oz_root.0 || posted_round != round.round {
+        return Ok(Some(Err(format!(
+            "anchored: registry {registry} holds round {posted_round} with roots {rfc} / {oz} for height {height}, the receipt round {} with {} / {}",
+            round.round, round.rfc6962_root, round.oz_root
+        ))));
+    }
+    Ok(Some(Ok(format!(
+        "round {} (height {height}) anchored in registry {registry}, block {block}, roots equal",
+        round.round
+    ))))
 }
 
 /// `--image` files against the receipt's output hash: `None` without files; else what held,

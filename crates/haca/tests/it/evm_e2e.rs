@@ -252,6 +252,34 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
             .trim_start_matches("0x")
     );
 
+    // `haca verify --evm-rpc` checks the anchored roots online; a registry that holds
+    // nothing for the round fails the receipt.
+    let file = dir.path().join("settled.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let (ok, text) = node.verify(
+        &file,
+        &[
+            "--evm-rpc",
+            &anvil.url,
+            "--evm-registry",
+            &registry.to_checksum(None),
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("anchored: round"), "{text}");
+    let (_, other_registry) = deploy(&anvil.url, &key_file);
+    let (ok, text) = node.verify(
+        &file,
+        &[
+            "--evm-rpc",
+            &anvil.url,
+            "--evm-registry",
+            &other_registry.to_checksum(None),
+        ],
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("nothing is anchored for height"), "{text}");
+
     // A replayed authorization: the node refuses it, and so does the chain.
     let resp = http
         .post(format!("{}/v1/infer", node.url))
@@ -387,4 +415,94 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
             .contains("nothing was charged"),
         "{e}"
     );
+}
+
+#[test]
+fn a_settlement_reorganized_away_is_settled_again() {
+    let Some(bin) = anvil_bin("a_settlement_reorganized_away_is_settled_again") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("gas.key");
+    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
+    let (token, _) = deploy(&anvil.url, &key_file);
+    let node = Devnet::start(
+        &dir.path().join("node"),
+        &[
+            "--price-per-request",
+            &PRICE.to_string(),
+            "--no-enclave",
+            "--evm-rpc",
+            &anvil.url,
+            "--evm-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let rpc = Rpc::new(&anvil.url, Duration::from_secs(5));
+    let chain = rt
+        .block_on(Sender::connect(
+            Arc::new(Rpc::new(&anvil.url, Duration::from_secs(5))),
+            parse_private_key(DEV_KEYS[1]).unwrap(),
+        ))
+        .unwrap();
+    let on_chain = |who: Address| -> U256 {
+        rt.block_on(chain.view(token, &IHacaToken::balanceOfCall { owner: who }))
+            .unwrap()
+    };
+    let payee: Address = haca_gateway::payment::DEVNET_PAY_TO.parse().unwrap();
+    let wallet = fresh_signer();
+    let r = http
+        .post(format!("{}/v1/x402/faucet", node.url))
+        .json(&json!({"address": wallet.address().to_checksum(None), "amount": PRICE.to_string()}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = on_chain(payee);
+    let snapshot = rt
+        .block_on(rpc.call_raw("evm_snapshot", json!([])))
+        .unwrap();
+
+    let resp = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&body())
+        .send()
+        .unwrap();
+    let required =
+        decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
+            .unwrap();
+    let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let p = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+    let resp = http
+        .post(format!("{}/v1/infer", node.url))
+        .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
+        .json(&body())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(on_chain(payee), before + U256::from(PRICE));
+
+    // The block holding the settlement is reorganized away (deeper than one confirmation).
+    let reverted = rt
+        .block_on(rpc.call_raw("evm_revert", json!([snapshot])))
+        .unwrap();
+    assert_eq!(reverted, json!(true));
+    assert_eq!(on_chain(payee), before, "the reorg took the payment back");
+    // The node notices and settles the same authorization again.
+    let start = Instant::now();
+    while on_chain(payee) != before + U256::from(PRICE) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the reorganized settlement was not settled again in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(on_chain(wallet.address()), U256::ZERO);
 }
