@@ -215,6 +215,9 @@ impl Sender {
             error,
             sent: Some(hash),
         };
+        // Polls quickly first (an instantly mining chain answers within milliseconds), then
+        // backs off to `poll`.
+        let mut pause = Duration::from_millis(5).min(self.poll);
         loop {
             if start.elapsed() > self.timeout {
                 return Err(SendError::Timeout {
@@ -232,7 +235,8 @@ impl Sender {
                 Err(e) => return Err(rpc_err(e)),
             };
             let Some(r) = receipt else {
-                tokio::time::sleep(self.poll).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(self.poll);
                 continue;
             };
             if !r.success {
@@ -244,7 +248,8 @@ impl Sender {
             match self.confirmed(&r).await.map_err(rpc_err)? {
                 Some(c) => return Ok(c),
                 None => {
-                    tokio::time::sleep(self.poll).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(self.poll);
                     if self.rpc.receipt(hash).await.map_err(rpc_err)?.is_none() {
                         tracing::warn!(
                             "transaction {hash} left block {} (reorg): broadcasting it again",

@@ -506,3 +506,132 @@ fn a_settlement_reorganized_away_is_settled_again() {
     }
     assert_eq!(on_chain(wallet.address()), U256::ZERO);
 }
+
+/// Paid runs/s and latency with on-chain settlement, for BENCHMARKS.md (ignored: a
+/// measurement, not a check). Each configuration starts its own anvil and devnet and sends
+/// HACA_EVM_BENCH_RUNS (default 100) paid runs from 8 (or 32) threads, each with a fresh
+/// authorization; one JSON line per configuration:
+/// `cargo test -p haca --test it evm_e2e::bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_paid_runs_on_chain() {
+    let Some(bin) = anvil_bin("bench_paid_runs_on_chain") else {
+        return;
+    };
+    let runs: usize = std::env::var("HACA_EVM_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    // (label, on chain, anvil block time, client threads)
+    for (label, on_chain, block_time, threads) in [
+        ("embedded ledger", false, None, 8),
+        ("anvil, instant mining", true, None, 8),
+        ("anvil, 1 s blocks", true, Some(1), 8),
+        ("anvil, 1 s blocks", true, Some(1), 32),
+    ] {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let anvil = rt
+            .block_on(Anvil::start(&bin, block_time))
+            .expect("anvil starts");
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("gas.key");
+        std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
+        let mut args = vec![
+            "--price-per-request".to_owned(),
+            PRICE.to_string(),
+            "--no-enclave".to_owned(),
+        ];
+        if on_chain {
+            deploy(&anvil.url, &key_file);
+            args.extend([
+                "--evm-rpc".to_owned(),
+                anvil.url.clone(),
+                "--evm-key".to_owned(),
+                key_file.to_str().unwrap().to_owned(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = Devnet::start(&dir.path().join("node"), &args);
+        let http = Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        wait_ready(&http, &node.url);
+        let wallet = fresh_signer();
+        let r = http
+            .post(format!("{}/v1/x402/faucet", node.url))
+            .json(&json!({"address": wallet.address().to_checksum(None), "amount": (PRICE * runs as u64).to_string()}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+        let resp = http
+            .post(format!("{}/v1/infer", node.url))
+            .json(&body())
+            .send()
+            .unwrap();
+        let required =
+            decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
+                .unwrap();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (http, url, required, wallet, next) = (
+                    http.clone(),
+                    node.url.clone(),
+                    required.clone(),
+                    wallet.clone(),
+                    next.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut lat = Vec::new();
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
+                        let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs();
+                        let p = build_payment(
+                            &sel,
+                            &wallet,
+                            now,
+                            B256::from(rand::random::<[u8; 32]>()),
+                        );
+                        let t = Instant::now();
+                        let resp = http
+                            .post(format!("{url}/v1/infer"))
+                            .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
+                            .json(&body())
+                            .send()
+                            .unwrap();
+                        assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut lat: Vec<f64> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        let secs = started.elapsed().as_secs_f64();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        println!(
+            "{}",
+            json!({
+                "config": label,
+                "runs": lat.len(),
+                "threads": threads,
+                "seconds": (secs * 100.0).round() / 100.0,
+                "paid_runs_per_s": (lat.len() as f64 / secs * 10.0).round() / 10.0,
+                "p50_ms": (pct(0.5) * 10.0).round() / 10.0,
+                "p90_ms": (pct(0.9) * 10.0).round() / 10.0,
+                "max_ms": (pct(1.0) * 10.0).round() / 10.0,
+            })
+        );
+        drop(node);
+        drop(anvil);
+    }
+}
