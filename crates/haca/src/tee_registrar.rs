@@ -75,11 +75,11 @@ impl TeeRegistrar {
         let enabled = |r: &TeeRegistry| r.enclave(&tee_id).is_some_and(|e| e.enabled);
         if enabled(&self.validator.tee_registry().0) {
             let at_ms = crate::now_ms();
-            let hb = self
-                .enclave
-                .heartbeat(at_ms)
-                .await
-                .map_err(|e| e.error.to_string())?;
+            let hb = self.enclave.heartbeat(at_ms).await.map_err(|e| {
+                crate::server::ops::metrics().enclave_heartbeat("failed");
+                e.error.to_string()
+            })?;
+            crate::server::ops::metrics().enclave_heartbeat("ok");
             self.submit(Tx::EnclaveHeartbeat {
                 tee_id,
                 at_ms,

@@ -359,6 +359,18 @@ pub(super) fn apply_node(
     take!(*f.gateway, n.gateway, "gateway", some);
     take!(*f.api_key, n.api_key, "api_key", some);
 
+    let l = &file.limits;
+    take!(s.rate_per_key, l.rate_per_key, "rate_per_key", some);
+    take!(s.burst_per_key, l.burst_per_key, "burst_per_key", some);
+    take!(s.rate_per_ip, l.rate_per_ip, "rate_per_ip", some);
+    take!(s.burst_per_ip, l.burst_per_ip, "burst_per_ip", some);
+    if let Some(limits) = &l.max_concurrent {
+        if !given(m, "max_concurrent") {
+            s.max_concurrent = limits.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        }
+    }
+    take!(s.cors_origin, l.cors_origin, "cors_origin");
+
     let p = &file.payments;
     take!(
         *f.price_per_request,

@@ -77,6 +77,9 @@ pub struct NodeConfig {
     /// Settle x402 on an EVM chain (and anchor round roots there) instead of the node's own
     /// ledger (`--evm-rpc`, issue 24); `None`: the node's ledger.
     pub evm: Option<crate::evm::EvmSettings>,
+    /// Rate and concurrency limits and CORS around the routes, and `/metrics`
+    /// (`server::ops`).
+    pub ops: server::ops::OpsConfig,
 }
 
 impl NodeConfig {
@@ -102,6 +105,7 @@ impl NodeConfig {
             embed_model: None,
             memory_extractor: None,
             evm: None,
+            ops: Default::default(),
         }
     }
 }
@@ -719,6 +723,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         limits: cfg.limits,
     });
     let (tx, rx) = oneshot::channel::<()>();
+    let gauges = server::ops::GaugeSources {
+        store: Some(state.gateway.store.clone()),
+        chain: state.gateway.chain.clone(),
+    };
     let mut app = server::router(state, chain_api);
     let data_node = match data_api(&cfg, store.clone())? {
         Some(api) => {
@@ -728,6 +736,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         }
         None => None,
     };
+    let app = server::ops::wrap(app, &cfg.ops, gauges);
     let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {
         let _ = rx.await;
     }));

@@ -127,6 +127,58 @@ struct ServeArgs {
     /// webhook. `default` (execution.signed;run.settled) is always there unless redefined.
     #[arg(long, env = "HACA_CASE_CLASS", value_delimiter = '|', value_name = "SPEC", value_parser = parse_case_class)]
     case_class: Vec<haca_review::CaseClass>,
+    /// Requests per second per API key (bearer token or X-API-Key), a token bucket: beyond
+    /// it, 429 with Retry-After. Absent: no per-key limit.
+    #[arg(long, env = "HACA_RATE_PER_KEY", value_name = "PER_SECOND")]
+    rate_per_key: Option<f64>,
+    /// The per-key bucket's size [default: twice the rate, at least 1].
+    #[arg(long, env = "HACA_BURST_PER_KEY")]
+    burst_per_key: Option<u32>,
+    /// Requests per second per client IP, a token bucket (429 beyond). Absent: no limit.
+    #[arg(long, env = "HACA_RATE_PER_IP", value_name = "PER_SECOND")]
+    rate_per_ip: Option<f64>,
+    /// The per-IP bucket's size [default: twice the rate, at least 1].
+    #[arg(long, env = "HACA_BURST_PER_IP")]
+    burst_per_ip: Option<u32>,
+    /// Requests a route serves at once (repeatable, ROUTE=N: `/v1/infer=64`); more wait a
+    /// second for a slot, then 503 with Retry-After.
+    #[arg(long, env = "HACA_MAX_CONCURRENT", value_delimiter = ',', value_name = "ROUTE=N", value_parser = parse_route_limit)]
+    max_concurrent: Vec<(String, u32)>,
+    /// An origin allowed to call the API from a browser (repeatable; `*`: any). None: same
+    /// origin only (the panel served by the node itself).
+    #[arg(long, env = "HACA_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN")]
+    cors_origin: Vec<String>,
+}
+
+/// `ROUTE=N` of `--max-concurrent`.
+fn parse_route_limit(s: &str) -> Result<(String, u32), String> {
+    let (route, n) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ROUTE=N, such as /v1/infer=64"))?;
+    if !route.starts_with('/') {
+        return Err(format!("{s:?}: a route starts with /"));
+    }
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?}: {n:?} is not a whole number of at least 1"))?;
+    Ok((route.to_owned(), n))
+}
+
+/// The node's limits from its flags, checked.
+fn ops_config(a: &ServeArgs) -> Result<crate::server::ops::OpsConfig, CliError> {
+    let bucket = |rate: Option<f64>, burst: Option<u32>| {
+        rate.map(|r| (r, burst.unwrap_or_else(|| ((r * 2.0).ceil() as u32).max(1))))
+    };
+    let cfg = crate::server::ops::OpsConfig {
+        per_key: bucket(a.rate_per_key, a.burst_per_key),
+        per_ip: bucket(a.rate_per_ip, a.burst_per_ip),
+        max_concurrent: a.max_concurrent.iter().cloned().collect(),
+        cors_origins: a.cors_origin.clone(),
+    };
+    crate::server::ops::check(&cfg).map_err(|e| CliError::Msg(format!("limits: {e}")))?;
+    Ok(cfg)
 }
 
 /// What a node charges in, on which network: flags, `HACA_*` variables, or the config
@@ -722,6 +774,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         embed_model: a.embed_model.clone(),
         memory_extractor: a.memory_extractor.clone(),
         evm: None,
+        ops: ops_config(a)?,
     })
 }
 

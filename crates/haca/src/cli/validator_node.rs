@@ -279,6 +279,14 @@ pub async fn start(
             )
         })
         .layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = crate::server::ops::wrap(
+        app,
+        &Default::default(),
+        crate::server::ops::GaugeSources {
+            store: None,
+            chain: Some(validator.clone()),
+        },
+    );
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| ValidatorStartError::Listen(cfg.http_listen, e))?;

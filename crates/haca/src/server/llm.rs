@@ -198,6 +198,7 @@ async fn serve(
         if let Some(l) = learning {
             l.learn(served.receipt.run_id);
         }
+        super::ops::metrics().tokens(served.prompt_tokens, served.completion_tokens);
         let mut body = whole_answer(&call, &id, created, &public_model, &served);
         add_tee_fields(&mut body, &served);
         Json(body).into_response()
@@ -241,6 +242,7 @@ async fn serve(
             let _ = forward.await;
             match result {
                 Ok(served) => {
+                    super::ops::metrics().tokens(served.prompt_tokens, served.completion_tokens);
                     if let Some(l) = learning {
                         l.learn(served.receipt.run_id);
                     }

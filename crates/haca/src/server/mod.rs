@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 mod images;
 mod llm;
+pub mod ops;
 pub mod memory;
 pub mod ohttp;
 mod panel;
@@ -163,6 +164,8 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .layer(DefaultBodyLimit::disable())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        // Names the matched route for ops::wrap's metrics and holds its concurrency limit.
+        .layer(axum::middleware::from_fn(ops::at_route))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state.clone());
     ohttp::wrap(app, state)

@@ -80,6 +80,7 @@ pub async fn infer(
     JsonBody(req): JsonBody<InferRequest>,
 ) -> Result<Response, ApiError> {
     let mode = settlement_mode(&headers)?;
+    let exec_mode = req.mode.unwrap_or(haca_core::receipt::ExecMode::Vanilla);
     // x402: price the model (an unknown one is refused before any payment), verify the
     // payment; the gateway settles it before the model runs.
     let (pending, resource, price) = match &st.payments {
@@ -126,6 +127,9 @@ pub async fn infer(
             HeaderValue::from_str(&value).expect("base64 is ASCII"),
         );
     }
+    // The latency histogram's mode label (server::ops).
+    resp.extensions_mut()
+        .insert(super::ops::RunMode(exec_mode.as_str()));
     Ok(resp)
 }
 

@@ -259,3 +259,310 @@ fn a_config_file_with_an_unknown_or_bad_key_stops_the_node_naming_the_key() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// Parses an exposition with Python `prometheus_client`'s parsers (the OpenMetrics one, as
+/// the content type says, and the classic text one a Prometheus server also accepts) and
+/// returns `{name: [[sample name, labels, value], ...]}` from the OpenMetrics parse.
+fn parse_with_prometheus_client(python: &Path, text: &str) -> Value {
+    let script = r##"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+from prometheus_client.parser import text_string_to_metric_families as classic
+text = sys.stdin.read()
+out = {}
+for fam in om(text):
+    out[fam.name] = [[s.name, s.labels, s.value] for s in fam.samples]
+# The classic parser takes it too (it stops at nothing it cannot read).
+classic_names = [f.name for f in classic(text.replace("# EOF\n", ""))]
+assert classic_names, "the classic parser found no family"
+print(json.dumps(out))
+"##;
+    use std::io::Write;
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sample(families: &Value, family: &str, sample: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    families[family].as_array()?.iter().find_map(|s| {
+        let ok = s[0] == sample && labels.iter().all(|(k, v)| s[1][*k].as_str() == Some(*v));
+        ok.then(|| s[2].as_f64()).flatten()
+    })
+}
+
+/// `/metrics` scraped while runs are being served: every scrape parses with Python
+/// `prometheus_client`'s parsers, runs and latencies are counted per route and mode, and the
+/// node's gauges (settlement lag, outbox, mempool, height, review queue) are there. Every
+/// answer carries a request id, the client's own when it sent a sane one.
+#[test]
+fn metrics_scraped_during_a_load_parse_and_count_runs_by_route_and_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &["--no-enclave"]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    const RUNS: usize = 24;
+    let load: Vec<_> = (0..3)
+        .map(|t| {
+            let url = node.url.clone();
+            std::thread::spawn(move || {
+                let http = Client::new();
+                for i in 0..RUNS / 3 {
+                    let resp = http
+                        .post(format!("{url}/v1/infer"))
+                        .header("x-request-id", format!("load-{t}-{i}"))
+                        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(i as u32)}))
+                        .send()
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                    assert_eq!(
+                        resp.headers()["x-request-id"],
+                        format!("load-{t}-{i}").as_str()
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut scrapes = Vec::new();
+    while scrapes.len() < 4 {
+        let resp = http.get(format!("{}/metrics", node.url)).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        // A request without an id gets one.
+        assert!(!resp.headers()["x-request-id"].is_empty());
+        scrapes.push(resp.text().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for t in load {
+        t.join().unwrap();
+    }
+    scrapes.push(
+        http.get(format!("{}/metrics", node.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    );
+    let last = scrapes.last().unwrap();
+    for name in [
+        "haca_http_requests_total",
+        "haca_http_request_duration_seconds_bucket",
+        "haca_runs_total",
+        "haca_settlement_lag_seconds",
+        "haca_outbox_records",
+        "haca_mempool_records",
+        "haca_consensus_height",
+        "haca_review_cases",
+    ] {
+        assert!(last.contains(name), "{name} missing:\n{last}");
+    }
+    let Some(python) = common::python() else {
+        return;
+    };
+    for text in &scrapes {
+        parse_with_prometheus_client(&python, text);
+    }
+    let fams = parse_with_prometheus_client(&python, last);
+    let runs = sample(
+        &fams,
+        "haca_runs",
+        "haca_runs_total",
+        &[("route", "/v1/infer"), ("mode", "vanilla")],
+    );
+    assert!(runs.unwrap_or(0.0) >= RUNS as f64, "{runs:?}: {fams}");
+    let count = sample(
+        &fams,
+        "haca_http_request_duration_seconds",
+        "haca_http_request_duration_seconds_count",
+        &[("route", "/v1/infer"), ("mode", "vanilla")],
+    );
+    assert!(count.unwrap_or(0.0) >= RUNS as f64, "{count:?}");
+    let inf = sample(
+        &fams,
+        "haca_http_request_duration_seconds",
+        "haca_http_request_duration_seconds_bucket",
+        &[("route", "/v1/infer"), ("mode", "vanilla"), ("le", "+Inf")],
+    );
+    assert_eq!(inf, count);
+    let ok = sample(
+        &fams,
+        "haca_http_requests",
+        "haca_http_requests_total",
+        &[
+            ("route", "/v1/infer"),
+            ("method", "POST"),
+            ("status", "200"),
+        ],
+    );
+    assert!(ok.unwrap_or(0.0) >= RUNS as f64, "{ok:?}");
+    assert!(sample(&fams, "haca_consensus_height", "haca_consensus_height", &[]).unwrap() >= 1.0);
+    assert!(sample(
+        &fams,
+        "haca_review_cases",
+        "haca_review_cases",
+        &[("state", "open")]
+    )
+    .is_some());
+}
+
+fn api_key(node: &Devnet) -> String {
+    let out = node.haca_ok(&["apikey", "create", "--fund", "100000"]);
+    common::last_line(&out)
+}
+
+/// A burst from one API key past its bucket is 429 with Retry-After, while another key
+/// goes on being served; once the wait has passed, the first key is served again. CORS
+/// answers the configured origin only.
+#[test]
+fn a_burst_from_one_key_is_429_while_another_key_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--price-per-request",
+            "1000",
+            "--no-enclave",
+            "--rate-per-key",
+            "1",
+            "--burst-per-key",
+            "3",
+            "--cors-origin",
+            "https://panel.example.com",
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let (a, b) = (api_key(&node), api_key(&node));
+    let run = |key: &str, seed: u32| {
+        http.post(format!("{}/v1/infer", node.url))
+            .bearer_auth(key)
+            .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(seed)}))
+            .send()
+            .unwrap()
+    };
+    let mut refused = None;
+    for i in 0..6 {
+        let resp = run(&a, i);
+        if resp.status() == 429 {
+            refused = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
+    }
+    let refused = refused.expect("a burst of 6 from one key at 1/s with a burst of 3 is refused");
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // The other key is served meanwhile.
+    for i in 0..2 {
+        let resp = run(&b, 100 + i);
+        assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
+    }
+    std::thread::sleep(Duration::from_secs(wait));
+    assert_eq!(run(&a, 50).status(), 200);
+
+    // CORS: the configured origin is answered, another is not.
+    let pre = |origin: &str| {
+        http.request(reqwest::Method::OPTIONS, format!("{}/v1/runs", node.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+            .unwrap()
+    };
+    let ok = pre("https://panel.example.com");
+    assert_eq!(
+        ok.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some("https://panel.example.com")
+    );
+    assert!(pre("https://evil.example.com")
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
+/// A route at its concurrency limit makes the next request wait a second for a slot, then
+/// answers 503 with Retry-After; the slot frees when the request holding it ends. (A full
+/// local generation queue is 503 `model_busy` too:
+/// llm_gateway::a_full_generation_queue_is_503_with_retry_after_and_leaving_clients_free_their_slots.)
+#[test]
+fn a_route_at_its_concurrency_limit_answers_503_with_retry_after() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--no-enclave",
+            "--max-concurrent",
+            "/v1/hub/models/{*label}=1",
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    // An upload whose body never comes holds the route's one slot.
+    let addr = node.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        slow,
+        "POST /v1/hub/models/test/slow HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100000\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let resp = http
+        .post(format!("{}/v1/hub/models/test/fast", node.url))
+        .body(haca::devnet::EXAMPLE_MODEL)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "route_busy", "{body}");
+    // Other routes are not held up.
+    assert_eq!(
+        http.get(format!("{}/v1/runs", node.url))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    // The slow client leaves: the slot is free again.
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(300));
+    let resp = http
+        .post(format!("{}/v1/hub/models/test/fast", node.url))
+        .body(haca::devnet::EXAMPLE_MODEL)
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+}
