@@ -480,6 +480,18 @@ impl Validator {
         Ok(RunSettlement::Settled(Box::new(ev)))
     }
 
+    /// The tree dump of the round that settled `run`, with its Walrus blob id (what the
+    /// settlement box's `walrus_blob_id` names); `None` while the run is not settled.
+    pub fn round_dump(&self, run: &RunId) -> Result<Option<(String, Vec<u8>)>, ValidatorError> {
+        let RunSettlement::Settled(ev) = self.settlement(run)? else {
+            return Ok(None);
+        };
+        let cached = self.round_cache.lock().expect("round cache lock").clone();
+        Ok(cached
+            .filter(|r| r.height == ev.header.height)
+            .and_then(|r| Some((r.trees.walrus_blob_id.clone()?, r.trees.dump.clone()))))
+    }
+
     /// Picks the records for a block: everything waiting once the round is due (full, or
     /// its oldest record has waited the round interval), at most a round's worth, with the
     /// verdicts reached when they arrived.

@@ -64,6 +64,21 @@ impl StandardTree {
         self.nodes[0]
     }
 
+    /// OpenZeppelin's `StandardMerkleTree.dump()` of this tree over `values` (the values it
+    /// was built from, in input order): `{format: "standard-v1", leafEncoding, tree,
+    /// values: [{value, treeIndex}]}`, which `StandardMerkleTree.load` reads back.
+    pub fn dump(&self, values: &[(Digest, Digest)]) -> serde_json::Value {
+        serde_json::json!({
+            "format": "standard-v1",
+            "leafEncoding": ["bytes32", "bytes32"],
+            "tree": self.nodes.iter().map(hex0x).collect::<Vec<_>>(),
+            "values": values.iter().zip(&self.positions).map(|((a, b), p)| serde_json::json!({
+                "value": [hex0x(a), hex0x(b)],
+                "treeIndex": p,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// The proof for the value at `value_index` of the input.
     pub fn proof(&self, value_index: usize) -> Vec<Digest> {
         let mut i = self.positions[value_index];

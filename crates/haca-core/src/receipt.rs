@@ -136,6 +136,10 @@ pub struct ArtifactEvidence {
     pub blob_id: BlobId,
     /// Artifact format, such as `onnx`.
     pub format: String,
+    /// The artifact's Walrus blob id (URL-safe base64, RS2 over 1000 shards), when the hub
+    /// computed one: where the same bytes are found on Walrus. Absent in older receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walrus_blob_id: Option<String>,
 }
 
 /// One routing attempt (a fallback tried, or the one that served).

@@ -511,6 +511,11 @@ pub struct SettlementEvidence {
     /// The same round as an OpenZeppelin StandardMerkleTree.
     pub oz: OzProof,
     pub certificate: Certificate,
+    /// The Walrus blob id of the round's tree dump ([`crate::oz::StandardTree::dump`] as
+    /// canonical JSON, RS2 over 1000 shards): where the whole round's tree is stored, on
+    /// Walrus or at the node's `GET /v1/blobs/{id}`. Absent in older settlement boxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walrus_blob_id: Option<String>,
 }
 
 impl SettlementEvidence {

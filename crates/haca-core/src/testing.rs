@@ -18,6 +18,7 @@ pub fn vanilla_receipt(key: &NodeKey, blob_id: BlobId, at: u64, seed: u64) -> Re
             revision: Some(1),
             blob_id,
             format: "onnx".into(),
+            walrus_blob_id: None,
         },
         BoxStatus::Claimed,
         at,

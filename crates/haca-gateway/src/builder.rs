@@ -260,6 +260,7 @@ mod tests {
             revision: Some(1),
             blob_id: BlobId::of(b"model"),
             format: "onnx".into(),
+            walrus_blob_id: None,
         })
         .route(RouteEvidence::direct("local/tract", node));
         b.executed(execution(node, sha256(b"out"))).unwrap();

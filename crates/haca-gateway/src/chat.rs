@@ -933,6 +933,7 @@ pub fn local_artifact(label: &str, blob_id: haca_core::BlobId) -> ArtifactEviden
         revision: None,
         blob_id,
         format: "gguf".into(),
+        walrus_blob_id: None,
     }
 }
 

@@ -270,6 +270,7 @@ impl Gateway {
                     revision: resolved.revision,
                     blob_id,
                     format: resolved.format.clone(),
+                    walrus_blob_id: resolved.walrus_blob_id.clone(),
                 })
                 .route(RouteEvidence::direct(executed.provider, node))
                 .payment(charge.as_ref().map(|c| c.paid().evidence.clone()))

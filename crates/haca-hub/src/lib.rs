@@ -88,6 +88,9 @@ pub struct LabelSummary {
     pub updated_at: u64,
     pub format: String,
     pub size: u64,
+    /// The artifact's Walrus blob id, when the hub computed one (artifacts stored before
+    /// haca computed them have none).
+    pub walrus_blob_id: Option<String>,
 }
 
 /// What a model reference resolved to.
@@ -97,6 +100,8 @@ pub struct Resolved {
     pub revision: Option<u64>,
     pub blob_id: BlobId,
     pub format: String,
+    /// The artifact's Walrus blob id, when known.
+    pub walrus_blob_id: Option<String>,
 }
 
 /// The Model Hub over the embedded store and a blob directory.
@@ -328,13 +333,14 @@ impl Hub {
         validate_label(label)?;
         let format = self.checker.check(bytes).map_err(HubError::Refused)?;
         let blob_id = BlobId::of(bytes);
+        let walrus = walrus_id(bytes);
         let path = self.blob_path(&blob_id);
         if !path.exists() {
             // Bytes first, then the database rows: a crash in between leaves an unreferenced
             // blob (harmless), never a label pointing at missing bytes.
             write_atomic(&path, bytes, false)?;
         }
-        self.record_blob(label, blob_id, bytes.len() as u64, format, uploader)
+        self.record_blob(label, blob_id, bytes.len() as u64, format, walrus, uploader)
             .await
     }
 
@@ -345,14 +351,20 @@ impl Hub {
         blob_id: BlobId,
         size: u64,
         format: String,
+        walrus: Option<String>,
         uploader: &str,
     ) -> Result<LabelEntry, HubError> {
         let t = now_ms();
         self.store
             .write(move |tx| {
                 tx.execute(
-                    "INSERT OR IGNORE INTO blobs (blob_id, size, format, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![blob_id.to_string(), size as i64, format, t as i64],
+                    "INSERT OR IGNORE INTO blobs (blob_id, size, format, created_at, walrus_blob_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![blob_id.to_string(), size as i64, format, t as i64, walrus],
+                )?;
+                // A blob stored before Walrus ids were computed gets its id now.
+                tx.execute(
+                    "UPDATE blobs SET walrus_blob_id = ?2 WHERE blob_id = ?1 AND walrus_blob_id IS NULL",
+                    params![blob_id.to_string(), walrus],
                 )?;
                 Ok(())
             })
@@ -393,17 +405,20 @@ impl Hub {
         let (blob_id, size) = (staged.blob_id, staged.size);
         let path = self.blob_path(&blob_id);
         let checker = self.checker.clone();
-        let format = {
+        let (format, walrus) = {
             let _turn = self
                 .checks
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the check semaphore is never closed");
-            tokio::task::spawn_blocking(move || -> Result<String, HubError> {
+            tokio::task::spawn_blocking(move || -> Result<(String, Option<String>), HubError> {
                 let format = checker
                     .check_file(staged.path())
                     .map_err(HubError::Refused)?;
+                let walrus = std::fs::read(staged.path())
+                    .ok()
+                    .and_then(|bytes| walrus_id(&bytes));
                 if !path.exists() {
                     // Bytes first, then the database rows, as in `upload`.
                     let io = |source| {
@@ -417,12 +432,12 @@ impl Hub {
                     staged.file.persist(&path).map_err(|e| io(e.error))?;
                 }
                 // Otherwise the same bytes are already stored: the staged file is dropped.
-                Ok(format)
+                Ok((format, walrus))
             })
             .await
             .map_err(|e| HubError::Refused(format!("the artifact check stopped: {e}")))??
         };
-        self.record_blob(label, blob_id, size, format, uploader)
+        self.record_blob(label, blob_id, size, format, walrus, uploader)
             .await
     }
 
@@ -465,12 +480,23 @@ impl Hub {
     }
 
     fn blob_format(&self, blob_id: &BlobId) -> Result<(String, u64), HubError> {
+        self.blob_row(blob_id).map(|(f, s, _)| (f, s))
+    }
+
+    /// A stored blob's format, size and Walrus blob id.
+    fn blob_row(&self, blob_id: &BlobId) -> Result<(String, u64, Option<String>), HubError> {
         self.store
             .read(|c| {
                 Ok(c.query_row(
-                    "SELECT format, size FROM blobs WHERE blob_id = ?1",
+                    "SELECT format, size, walrus_blob_id FROM blobs WHERE blob_id = ?1",
                     [blob_id.to_string()],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)? as u64,
+                            r.get::<_, Option<String>>(2)?,
+                        ))
+                    },
                 )
                 .optional()?)
             })?
@@ -483,12 +509,13 @@ impl Hub {
             let blob_id: BlobId = reference
                 .parse()
                 .map_err(|e: haca_core::ids::IdParseError| HubError::UnknownBlob(e.to_string()))?;
-            let (format, _) = self.blob_format(&blob_id)?;
+            let (format, _, walrus_blob_id) = self.blob_row(&blob_id)?;
             return Ok(Resolved {
                 label: None,
                 revision: None,
                 blob_id,
                 format,
+                walrus_blob_id,
             });
         }
         let (label, revision) = match reference.rsplit_once('@') {
@@ -528,12 +555,13 @@ impl Hub {
                 })?,
             (None, None) => latest,
         };
-        let (format, _) = self.blob_format(&entry.blob_id)?;
+        let (format, _, walrus_blob_id) = self.blob_row(&entry.blob_id)?;
         Ok(Resolved {
             label: Some(label.into()),
             revision: Some(entry.revision),
             blob_id: entry.blob_id,
             format,
+            walrus_blob_id,
         })
     }
 
@@ -568,7 +596,7 @@ impl Hub {
     pub fn list(&self) -> Result<Vec<LabelSummary>, HubError> {
         let rows = self.store.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT l.label, l.revision, l.blob_id, l.created_at, b.format, b.size FROM labels l
+                "SELECT l.label, l.revision, l.blob_id, l.created_at, b.format, b.size, b.walrus_blob_id FROM labels l
                  JOIN blobs b ON b.blob_id = l.blob_id
                  WHERE l.revision = (SELECT MAX(revision) FROM labels WHERE label = l.label)
                  ORDER BY l.label",
@@ -581,12 +609,13 @@ impl Hub {
                     r.get::<_, i64>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         rows.into_iter()
-            .map(|(label, rev, blob, t, format, size)| {
+            .map(|(label, rev, blob, t, format, size, walrus_blob_id)| {
                 let blob_id = blob
                     .parse()
                     .map_err(|e| StoreError::Corrupt(format!("labels.blob_id {blob:?}: {e}")))?;
@@ -597,6 +626,7 @@ impl Hub {
                     updated_at: t as u64,
                     format,
                     size: size as u64,
+                    walrus_blob_id,
                 })
             })
             .collect()
@@ -620,8 +650,41 @@ impl Hub {
         Ok(bytes)
     }
 
+    /// The artifact whose Walrus blob id is `walrus`, when the hub holds one.
+    pub fn blob_by_walrus(&self, walrus: &str) -> Result<Option<BlobId>, HubError> {
+        let found = self.store.read(|c| {
+            Ok(c.query_row(
+                "SELECT blob_id FROM blobs WHERE walrus_blob_id = ?1",
+                [walrus],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?)
+        })?;
+        found
+            .map(|b| {
+                b.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("blobs.blob_id {b:?}: {e}")).into())
+            })
+            .transpose()
+    }
+
     pub fn blob_dir(&self) -> &Path {
         &self.blob_dir
+    }
+}
+
+/// The Walrus blob id of `bytes` at Walrus mainnet's shard count; `None` (logged) when the
+/// encoding refuses them.
+fn walrus_id(bytes: &[u8]) -> Option<String> {
+    match haca_walrus::blob_id(bytes, haca_walrus::MAINNET_SHARDS) {
+        Ok(id) => Some(id.to_string()),
+        Err(e) => {
+            tracing::warn!(
+                "hub: no Walrus blob id for a {}-byte artifact: {e}",
+                bytes.len()
+            );
+            None
+        }
     }
 }
 

@@ -292,6 +292,12 @@ const MIGRATIONS: &[&str] = &[
         updated_at  INTEGER NOT NULL
     );
     "#,
+    // 13: a Model Hub artifact's Walrus blob id beside its SHA-256 (RS2 over Walrus mainnet's
+    // 1000 shards, computed at upload); NULL for artifacts stored before it.
+    r#"
+    ALTER TABLE blobs ADD COLUMN walrus_blob_id TEXT;
+    CREATE INDEX blobs_by_walrus ON blobs(walrus_blob_id);
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

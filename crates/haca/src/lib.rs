@@ -14,6 +14,7 @@ pub mod remote;
 pub mod review;
 pub mod server;
 pub mod tee_registrar;
+pub mod walrus;
 
 pub use haca_gateway::{now_ms, random_hex};
 // The node's wiring, under the command line that runs it; kept at these paths for benches and tests.

@@ -31,6 +31,10 @@ impl Block {
 pub struct RoundTrees {
     levels: Levels,
     oz: StandardTree,
+    /// The round's tree dump (OpenZeppelin's standard-v1, canonical JSON) and its Walrus
+    /// blob id.
+    pub dump: Vec<u8>,
+    pub walrus_blob_id: Option<String>,
 }
 
 impl RoundTrees {
@@ -49,9 +53,17 @@ impl RoundTrees {
                 .map(|r| round_leaf(&r.run_id, &r.receipt_digest))
                 .collect(),
         );
+        let oz = StandardTree::build(&pairs)?;
+        let dump =
+            haca_core::canonical::to_vec(&oz.dump(&pairs)).expect("plain JSON canonicalizes");
+        let walrus_blob_id = haca_walrus::blob_id(&dump, haca_walrus::MAINNET_SHARDS)
+            .ok()
+            .map(|id| id.to_string());
         Some(RoundTrees {
             levels,
-            oz: StandardTree::build(&pairs)?,
+            oz,
+            dump,
+            walrus_blob_id,
         })
     }
 
@@ -75,6 +87,7 @@ impl RoundTrees {
                 &self.oz.proof(i),
             ),
             certificate: certificate.clone(),
+            walrus_blob_id: self.walrus_blob_id.clone(),
         }
     }
 }

@@ -68,6 +68,7 @@ fn openzeppelin_agrees_on_roots_and_proofs() {
         let input = serde_json::json!({
             "values": values.iter().map(|(a, b)| [format!("0x{a}"), format!("0x{b}")]).collect::<Vec<_>>(),
             "proofs": proofs,
+            "dump": tree.dump(&values),
         });
         let got = openzeppelin(&dir, &input);
         assert_eq!(got["root"], format!("0x{}", tree.root()), "{n} leaves");
@@ -75,5 +76,8 @@ fn openzeppelin_agrees_on_roots_and_proofs() {
         assert_eq!(verified.len(), n + 1);
         assert!(verified[..n].iter().all(|v| *v), "{n} leaves: {verified:?}");
         assert!(!verified[n], "OpenZeppelin accepted a tampered leaf");
+        // The round's tree dump is OpenZeppelin's own: it loads, and equals its dump.
+        assert_eq!(got["dumpRoot"], format!("0x{}", tree.root()), "{n} leaves");
+        assert_eq!(got["dumpSame"], true, "{n} leaves: the dump differs from OpenZeppelin's");
     }
 }

@@ -715,6 +715,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         review,
         chat,
         images,
+        blobs: Arc::new(
+            crate::walrus::LocalBlobs::open(&cfg.data_dir.join("walrus")).map_err(|source| {
+                haca_store::StoreError::Io {
+                    path: cfg.data_dir.join("walrus"),
+                    source,
+                }
+            })?,
+        ),
         payments,
         gateway,
         operator_token,

@@ -1349,7 +1349,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Memory(a) => memory::run(a).await,
         Command::Token(a) => token::run(a).await,
         Command::Zk(z) => zk::run(&z),
-        Command::Blob(b) => blob::run(&b),
+        Command::Blob(b) => blob::run(&b).await,
         Command::Evm(e) => crate::evm::run(e)
             .await
             .map(|()| ExitCode::SUCCESS)

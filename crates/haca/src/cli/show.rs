@@ -251,18 +251,19 @@ pub fn models(v: &Value) {
         return;
     }
     println!(
-        "{:<32} {:>4} {:<8} {:>10}  {:<25} BLOB",
-        "LABEL", "REV", "FORMAT", "BYTES", "UPDATED"
+        "{:<32} {:>4} {:<8} {:>10}  {:<25} {:<71} WALRUS BLOB ID",
+        "LABEL", "REV", "FORMAT", "BYTES", "UPDATED", "BLOB (SHA-256)"
     );
     for m in models {
         println!(
-            "{:<32} {:>4} {:<8} {:>10}  {:<25} {}",
+            "{:<32} {:>4} {:<8} {:>10}  {:<25} {:<71} {}",
             m["label"].as_str().unwrap_or(""),
             m["revision"],
             m["format"].as_str().unwrap_or(""),
             m["size"],
             time(&m["updated_at"]),
-            m["blob_id"].as_str().unwrap_or("")
+            m["blob_id"].as_str().unwrap_or(""),
+            m["walrus_blob_id"].as_str().unwrap_or("-")
         );
     }
 }

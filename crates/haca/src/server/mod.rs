@@ -14,6 +14,7 @@ pub mod ohttp;
 mod panel;
 pub mod review;
 mod routes;
+pub mod walrus;
 pub mod x402;
 
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub chat: Option<Arc<haca_gateway::chat::ChatGateway>>,
     /// Image generation (`--provider ...,kind=image`), when the node has image providers.
     pub images: Option<Arc<haca_gateway::image::ImageGateway>>,
+    /// The node's blobs by Walrus id (`/v1/blobs`: Walrus's publisher and aggregator API).
+    pub blobs: Arc<crate::walrus::LocalBlobs>,
     /// The review queue (cases, decisions) and its web panel.
     pub review: Arc<crate::review::Review>,
     /// The node's public base URL: payment resources are `{public_url}{path}`.
@@ -143,7 +146,7 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{run_id}", get(routes::get_run))
-        .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))
+        .route("/v1/runs/{run_id}/receipt", get(walrus::get_receipt))
         .route("/v1/runs/{run_id}/settlement", get(routes::get_settlement))
         .route("/v1/runs/{run_id}/proof", get(routes::get_proof))
         .route("/v1/log", get(routes::log_head))
@@ -157,6 +160,8 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         .route("/v1/hub/resolve/{*reference}", get(routes::resolve_model))
         .route("/v1/hub/labels/{*label}", put(routes::move_label))
         .route("/v1/hub/blobs/{blob_id}", get(routes::get_blob))
+        .route("/v1/blobs", put(walrus::put_blob))
+        .route("/v1/blobs/{blob_id}", get(walrus::get_blob))
         .route("/v1/node", get(routes::node_info))
         .route("/v1/tee", get(routes::tee_enclaves))
         .route("/v1/tee/attestation", get(routes::tee_attestation))

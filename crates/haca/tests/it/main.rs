@@ -25,6 +25,7 @@ mod settlement_e2e;
 mod tee_e2e;
 mod testnet_byzantine;
 mod testnet_faults;
+mod walrus_e2e;
 mod x402_e2e;
 mod zk_cli;
 mod zkml_e2e;

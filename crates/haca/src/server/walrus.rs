@@ -1,0 +1,87 @@
+//! Walrus's HTTP API on the node: `PUT /v1/blobs` (a publisher's store, operator only) and
+//! `GET /v1/blobs/{blob_id}` (an aggregator's read) over the node's blobs by Walrus id: what
+//! was stored here, Model Hub artifacts by their Walrus id, and settlement rounds' tree dumps
+//! (stored as their receipts are read). The receipt route adds the round's
+//! `x-settlement-walrus-blob-id` header.
+
+use super::error::ApiError;
+use super::extract::{body_bytes, Admin};
+use super::AppState;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::sync::Arc;
+
+type S = State<Arc<AppState>>;
+
+/// `PUT /v1/blobs[?epochs=N]`: stores the body under its Walrus id and answers as a Walrus
+/// publisher does (`newlyCreated.blobObject` or `alreadyCertified`).
+pub async fn put_blob(State(st): S, _admin: Admin, req: Request) -> Result<Response, ApiError> {
+    let body = body_bytes(req, st.limits.max_upload).await?;
+    let size = body.len();
+    let blobs = st.blobs.clone();
+    let (id, fresh) = tokio::task::spawn_blocking(move || blobs.put(&body))
+        .await
+        .map_err(|e| ApiError::internal(format!("storing a blob: {e}")))?
+        .map_err(|e| ApiError::bad_request("invalid_blob", format!("body: {e}")))?;
+    let v = if fresh {
+        json!({"newlyCreated": {
+            "blobObject": {"blobId": id, "size": size, "encodingType": "RS2",
+                           "deletable": false, "certifiedEpoch": null},
+            "resourceOperation": {"registerFromScratch": {}},
+            "cost": 0,
+        }})
+    } else {
+        json!({"alreadyCertified": {"blobId": id, "endEpoch": null}})
+    };
+    Ok(Json(v).into_response())
+}
+
+/// `GET /v1/blobs/{blob_id}`: the blob's bytes, as a Walrus aggregator serves them.
+pub async fn get_blob(State(st): S, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if !crate::walrus::is_walrus_id(&id) {
+        return Err(ApiError::bad_request(
+            "invalid_blob_id",
+            format!("blob_id: {id:?} is not a Walrus blob id (43 characters of URL-safe base64)"),
+        ));
+    }
+    let bytes = match st.blobs.get(&id) {
+        Some(b) => b,
+        None => match st.gateway.hub.blob_by_walrus(&id)? {
+            Some(sha) => st.gateway.hub.read_blob(&sha)?,
+            None => {
+                return Err(ApiError::not_found(
+                    "blob_not_found",
+                    format!("this node holds no blob {id}"),
+                ))
+            }
+        },
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// The receipt (as `routes::get_receipt` answers it), with `x-settlement-walrus-blob-id`
+/// once its round settled; the round's tree dump is then stored here, under that id.
+pub async fn get_receipt(st: S, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let state = st.0.clone();
+    let mut resp = super::routes::get_receipt(st, Path(id.clone())).await?;
+    let (Some(chain), Ok(run)) = (state.gateway.chain.clone(), id.parse::<haca_core::RunId>())
+    else {
+        return Ok(resp);
+    };
+    let dump = tokio::task::spawn_blocking(move || chain.round_dump(&run))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the round: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some((walrus, bytes)) = dump {
+        if let Err(e) = state.blobs.put_as(&walrus, &bytes) {
+            tracing::warn!("the tree dump {walrus} was not stored: {e}");
+        }
+        if let Ok(v) = HeaderValue::from_str(&walrus) {
+            resp.headers_mut().insert("x-settlement-walrus-blob-id", v);
+        }
+    }
+    Ok(resp)
+}

@@ -1,0 +1,209 @@
+//! Walrus blob ids on a real devnet: Model Hub artifacts carry theirs beside SHA-256 (the
+//! same id `haca blob id --walrus` computes offline, and the one the receipt's artifact box
+//! names).
+
+use crate::common::{mlp_input, wait_ready, Devnet};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+#[test]
+fn hub_artifacts_carry_their_walrus_blob_id_beside_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &[]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+
+    let models: Value = http
+        .get(format!("{}/v1/hub/models", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let m = &models["models"][0];
+    assert_eq!(m["label"], "example/mnist-mlp");
+    let walrus = m["walrus_blob_id"]
+        .as_str()
+        .expect("a Walrus id")
+        .to_owned();
+    // The artifact's bytes give the same id offline.
+    let bytes = http
+        .get(format!(
+            "{}/v1/hub/blobs/{}",
+            node.url,
+            m["blob_id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let file = dir.path().join("model.onnx");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = node.haca_ok(&["blob", "id", file.to_str().unwrap(), "--walrus"]);
+    assert_eq!(crate::common::last_line(&out), walrus);
+    let list = String::from_utf8_lossy(&node.haca_ok(&["model", "list"]).stdout).into_owned();
+    assert!(
+        list.contains(&walrus) && list.contains(m["blob_id"].as_str().unwrap()),
+        "{list}"
+    );
+
+    // A run's artifact box names both, and the receipt still verifies.
+    let ans: Value = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(1)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let artifact = &ans["receipt"]["boxes"]["artifact"]["evidence"];
+    assert_eq!(artifact["walrus_blob_id"], walrus.as_str(), "{artifact}");
+    assert_eq!(artifact["blob_id"], m["blob_id"]);
+    let rfile = dir.path().join("r.json");
+    std::fs::write(&rfile, ans["receipt"].to_string()).unwrap();
+    let (ok, out) = node.verify(&rfile, &[]);
+    assert!(
+        out.contains("execution.signed") && !out.contains("FAILED"),
+        "{ok} {out}"
+    );
+}
+
+/// A server that answers every request with `body` (HTTP 200): an aggregator that lies.
+fn fixed_server(body: &'static [u8]) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn the_node_speaks_walrus_blob_api_and_the_client_checks_every_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &[]);
+    wait_ready(&Client::new(), &node.url);
+    let file = dir.path().join("notes.txt");
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let f = file.to_str().unwrap();
+    let id = crate::common::last_line(&node.haca_ok(&["blob", "id", f, "--walrus"]));
+
+    // PUT /v1/blobs as a Walrus publisher; the client checks the id it names.
+    let out = node.haca_ok(&["blob", "put", f]);
+    assert_eq!(crate::common::last_line(&out), id);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("newly stored"));
+    let out = node.haca_ok(&["blob", "put", f]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already stored"));
+
+    // GET /v1/blobs/{id} as a Walrus aggregator, checked against the id.
+    let back = dir.path().join("back.bin");
+    node.haca_ok(&["blob", "get", &id, "--out", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    let r = Client::new()
+        .get(format!("{}/v1/blobs/{}", node.url, "A".repeat(43)))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // An aggregator whose bytes are not the blob asked for is caught.
+    let liar = fixed_server(b"not the blob you asked for");
+    let out = node.haca(&[
+        "blob",
+        "get",
+        &id,
+        "--out",
+        back.to_str().unwrap(),
+        "--aggregator",
+        &format!("http://127.0.0.1:{liar}"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("not {id}")), "{err}");
+
+    // A Model Hub artifact is served by its Walrus id too.
+    let models: Value = Client::new()
+        .get(format!("{}/v1/hub/models", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let walrus = models["models"][0]["walrus_blob_id"].as_str().unwrap();
+    let model = dir.path().join("m.onnx");
+    node.haca_ok(&["blob", "get", walrus, "--out", model.to_str().unwrap()]);
+    assert_eq!(
+        crate::common::last_line(&node.haca_ok(&["blob", "id", model.to_str().unwrap()])),
+        models["models"][0]["blob_id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+}
+
+#[test]
+fn a_settled_round_names_its_tree_dump_by_walrus_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &[]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let ans: Value = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(2)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let run = ans["run_id"].as_str().unwrap();
+    node.haca_ok(&["receipt", run, "--wait", "settled", "--json"]);
+    let r = http
+        .get(format!("{}/v1/runs/{run}/receipt", node.url))
+        .send()
+        .unwrap();
+    let header = r.headers()["x-settlement-walrus-blob-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = r.text().unwrap();
+    let receipt: Value = serde_json::from_str(&text).unwrap();
+    let settlement = &receipt["boxes"]["settlement"]["evidence"];
+    assert_eq!(settlement["walrus_blob_id"], header.as_str());
+
+    // The dump is OpenZeppelin's standard-v1 tree of the round, served by its Walrus id,
+    // and holds this run's leaf under the round's root.
+    let dump_file = dir.path().join("tree.json");
+    node.haca_ok(&["blob", "get", &header, "--out", dump_file.to_str().unwrap()]);
+    let dump: Value = serde_json::from_slice(&std::fs::read(&dump_file).unwrap()).unwrap();
+    assert_eq!(dump["format"], "standard-v1");
+    assert_eq!(dump["tree"][0], settlement["oz"]["root"]);
+    assert!(
+        dump["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["value"] == settlement["oz"]["leaf"]),
+        "{dump}"
+    );
+    // The settlement box with its Walrus id still verifies.
+    let rfile = dir.path().join("r.json");
+    std::fs::write(&rfile, &text).unwrap();
+    let (ok, out) = node.verify(&rfile, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("run.settled") && out.contains("holds"),
+        "{out}"
+    );
+}
