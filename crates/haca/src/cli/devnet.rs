@@ -110,6 +110,9 @@ impl NodeConfig {
     }
 }
 
+/// How long a stopping gateway spends sending its outbox to a remote chain.
+pub const OUTBOX_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
 /// A node that is serving.
 pub struct RunningNode {
     pub url: String,
@@ -675,6 +678,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let classes =
         haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;
     let review = Arc::new(crate::review::Review::new(classes, cfg.dev_enclave));
+    let stop_review = review.clone();
     // No run is in flight yet: a charge without its run was taken by a node that stopped
     // between the two, and goes back to its payer.
     match gateway.refund_orphan_charges().await {
@@ -745,9 +749,35 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         None => None,
     };
     let app = server::ops::wrap(app, &cfg.ops, gauges);
-    let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {
-        let _ = rx.await;
-    }));
+    // Stopping: live case views end with a last event, requests in flight finish (at most
+    // SHUTDOWN_GRACE), then a gateway on a remote chain sends its outbox once more.
+    let flush = remote.clone().map(|r| (r, store.clone()));
+    let limits = cfg.limits;
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = rx.await;
+            stop_review.stop_watches();
+        };
+        let served = server::serve(listener, app, limits, stopped).await;
+        if let Some((remote, store)) = flush {
+            let sent = tokio::time::timeout(
+                OUTBOX_FLUSH_LIMIT,
+                crate::remote::flush_outbox(&remote, store),
+            )
+            .await;
+            match sent {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!("stopping: sent the outbox's {n} records"),
+                Ok(Err(e)) => tracing::warn!(
+                    "stopping: the outbox was not sent ({e}); it is sent at the next start"
+                ),
+                Err(_) => tracing::warn!(
+                    "stopping: the outbox was not sent in time; it is sent at the next start"
+                ),
+            }
+        }
+        served
+    });
     Ok(RunningNode {
         url: format!("http://{addr}"),
         node_id,
