@@ -499,6 +499,18 @@ pub fn round_leaf(run_id: &RunId, receipt_digest: &Digest) -> Digest {
     merkle::leaf_hash(&data)
 }
 
+/// A round's roots posted to a SettlementRegistry contract on an EVM chain.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct EvmAnchor {
+    /// CAIP-2, e.g. `eip155:84532`.
+    pub network: String,
+    /// The registry contract (0x + 40 hex digits).
+    pub registry: String,
+    /// The transaction that posted the roots (0x + 64 hex digits), and its block.
+    pub transaction: String,
+    pub block: u64,
+}
+
 /// The settlement box's evidence: where a run sits in a committed round, and the proof.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 pub struct SettlementEvidence {
@@ -511,6 +523,11 @@ pub struct SettlementEvidence {
     /// The same round as an OpenZeppelin StandardMerkleTree.
     pub oz: OzProof,
     pub certificate: Certificate,
+    /// Where the round's roots are anchored on an EVM chain, when the node anchors them
+    /// (`--evm-registry`) and the anchoring transaction is known. Not covered by the
+    /// certificate: `haca verify --evm-rpc` checks it against the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evm_anchor: Option<EvmAnchor>,
     /// The Walrus blob id of the round's tree dump ([`crate::oz::StandardTree::dump`] as
     /// canonical JSON, RS2 over 1000 shards): where the whole round's tree is stored, on
     /// Walrus or at the node's `GET /v1/blobs/{id}`. Absent in older settlement boxes.

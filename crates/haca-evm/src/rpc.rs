@@ -72,6 +72,15 @@ pub struct TxReceipt {
     pub contract_address: Option<Address>,
 }
 
+/// An event log, the fields haca reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub topics: Vec<B256>,
+    pub data: Bytes,
+    pub transaction_hash: B256,
+    pub block_number: u64,
+}
+
 /// A JSON-RPC client of one node.
 pub struct Rpc {
     url: String,
@@ -334,6 +343,45 @@ impl Rpc {
         let m = "eth_sendRawTransaction";
         let v = self.call_raw(m, json!([hex_of(raw)])).await?;
         b256_of(&v).ok_or_else(|| self.garbage(m, "a transaction hash", &v))
+    }
+
+    /// The logs `address` emitted with first topic `topic0` in blocks `from..=to`:
+    /// (topics, data, transaction hash, block number) each.
+    pub async fn logs(
+        &self,
+        address: Address,
+        topic0: B256,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Log>, RpcError> {
+        let m = "eth_getLogs";
+        let v = self
+            .call_raw(
+                m,
+                json!([{"address": address, "topics": [topic0],
+                    "fromBlock": format!("{from:#x}"), "toBlock": format!("{to:#x}")}]),
+            )
+            .await?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| self.garbage(m, "a list of logs", &v))?;
+        list.iter()
+            .map(|l| {
+                let parse = || -> Option<Log> {
+                    Some(Log {
+                        topics: l["topics"]
+                            .as_array()?
+                            .iter()
+                            .map(b256_of)
+                            .collect::<Option<Vec<_>>>()?,
+                        data: data_of(&l["data"])?,
+                        transaction_hash: b256_of(&l["transactionHash"])?,
+                        block_number: u64::try_from(quantity(&l["blockNumber"])?).ok()?,
+                    })
+                };
+                parse().ok_or_else(|| self.garbage(m, "a log", l))
+            })
+            .collect()
     }
 
     /// The receipt of `hash`, `None` while it is not in a block.

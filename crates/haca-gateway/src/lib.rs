@@ -64,6 +64,15 @@ pub struct Gateway {
     pub evidence: Vec<Arc<dyn EvidenceSource>>,
     /// The prover that serves `mode: "zkml"`; `None` when this node proves nothing.
     pub zk: Option<Arc<zk::ZkProver>>,
+    /// Where committed rounds are anchored on an EVM chain (`--evm-registry`): settlement
+    /// boxes name the anchoring transaction once it is known.
+    pub anchors: Option<Arc<dyn AnchorBook>>,
+}
+
+/// The anchors of committed rounds outside the chain (an EVM SettlementRegistry).
+pub trait AnchorBook: Send + Sync {
+    /// The anchor of the round closed by the block at `height`, once known.
+    fn anchor(&self, height: u64) -> Option<haca_core::settlement::EvmAnchor>;
 }
 
 /// What a run stores beside its receipt.
@@ -182,9 +191,12 @@ impl Gateway {
                 .map_err(|e| GatewayError::internal(e.to_string()))?,
             None => RunSettlement::Pending,
         };
-        let RunSettlement::Settled(ev) = settled else {
+        let RunSettlement::Settled(mut ev) = settled else {
             return Ok(None);
         };
+        if let Some(book) = &self.anchors {
+            ev.evm_anchor = book.anchor(ev.header.height);
+        }
         let mut receipt: Receipt = serde_json::from_str(&rec.receipt)
             .map_err(|e| GatewayError::internal(format!("stored receipt is damaged: {e}")))?;
         let at = ev.header.time_ms;

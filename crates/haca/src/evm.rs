@@ -519,6 +519,64 @@ fn settled(f: &EvmFacilitator, payer: Address, amount: U256, hash: B256) -> Sett
     }
 }
 
+/// The anchors this node knows, by haca block height: read from the registry's `RootPosted`
+/// events at start and after each post, so a restart keeps naming them.
+pub struct EvmAnchors {
+    sender: Arc<Sender>,
+    network: String,
+    registry: Address,
+    known: std::sync::Mutex<std::collections::BTreeMap<u64, (B256, u64)>>,
+}
+
+impl EvmAnchors {
+    pub fn new(f: &EvmFacilitator, registry: Address) -> Arc<Self> {
+        Arc::new(EvmAnchors {
+            sender: f.sender.clone(),
+            network: f.network.clone(),
+            registry,
+            known: Default::default(),
+        })
+    }
+
+    /// Reads the registry's `RootPosted` events from block `from` on.
+    async fn scan(&self, from: u64) -> Result<(), haca_evm::RpcError> {
+        use alloy_sol_types::SolEvent;
+        let head = self.sender.rpc.block_number().await?;
+        let logs = self
+            .sender
+            .rpc
+            .logs(
+                self.registry,
+                ISettlementRegistry::RootPosted::SIGNATURE_HASH,
+                from,
+                head,
+            )
+            .await?;
+        let mut known = self.known.lock().expect("the anchor map is never poisoned");
+        for l in logs {
+            if let Some(t) = l.topics.get(1) {
+                let height = u64::from_be_bytes(t[24..].try_into().expect("8 bytes"));
+                known.insert(height, (l.transaction_hash, l.block_number));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl haca_gateway::AnchorBook for EvmAnchors {
+    fn anchor(&self, height: u64) -> Option<haca_core::settlement::EvmAnchor> {
+        let known = self.known.lock().expect("the anchor map is never poisoned");
+        known
+            .get(&height)
+            .map(|(tx, block)| haca_core::settlement::EvmAnchor {
+                network: self.network.clone(),
+                registry: self.registry.to_checksum(None),
+                transaction: format!("{tx}"),
+                block: *block,
+            })
+    }
+}
+
 /// The most rounds one anchoring transaction posts.
 const ANCHOR_BATCH: usize = 32;
 
@@ -549,9 +607,15 @@ pub async fn anchor_rounds(
     registry: Address,
     validator: Arc<haca_chain::validator::Validator>,
     store: Arc<haca_store::Store>,
+    book: Arc<EvmAnchors>,
 ) {
     let mut heights = validator.heights();
     let mut pause = Duration::from_millis(500);
+    while let Err(e) = book.scan(0).await {
+        tracing::warn!("anchoring: reading the registry's posts: {e}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
     let mut next = loop {
         match sender
             .view(registry, &ISettlementRegistry::latestHeightCall {})
@@ -606,6 +670,9 @@ pub async fn anchor_rounds(
                     );
                     next = h;
                     pause = Duration::from_millis(500);
+                    if let Err(e) = book.scan(c.block_number).await {
+                        tracing::warn!("anchoring: reading the registry's posts: {e}");
+                    }
                 }
                 Err(SendError::Refused(r)) => {
                     // Another poster's different roots, or this key no longer a poster:

@@ -87,6 +87,7 @@ impl RoundTrees {
                 &self.oz.proof(i),
             ),
             certificate: certificate.clone(),
+            evm_anchor: None,
             walrus_blob_id: self.walrus_blob_id.clone(),
         }
     }

@@ -110,9 +110,6 @@ impl NodeConfig {
     }
 }
 
-/// How long a stopping gateway spends sending its outbox to a remote chain.
-pub const OUTBOX_FLUSH_LIMIT: Duration = Duration::from_secs(5);
-
 /// A node that is serving.
 pub struct RunningNode {
     pub url: String,
@@ -565,6 +562,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         enclave,
         evidence: Vec::new(),
         zk: Some(zk),
+        anchors: None,
         key,
         store: store.clone(),
         hub: hub.clone(),
@@ -631,14 +629,20 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             }))
         }
     };
+    let mut anchor_book: Option<Arc<dyn haca_gateway::AnchorBook>> = None;
     if let (Some(c), Some(registry)) = (&evm, evm.as_ref().and_then(|c| c.registry)) {
         match &gateway.chain {
-            Some(v) if remote.is_none() => remote_tasks.push(tokio::spawn(crate::evm::anchor_rounds(
-                c.facilitator.sender.clone(),
-                registry,
-                v.clone(),
-                store.clone(),
-            ))),
+            Some(v) if remote.is_none() => {
+                let book = crate::evm::EvmAnchors::new(&c.facilitator, registry);
+                anchor_book = Some(book.clone());
+                remote_tasks.push(tokio::spawn(crate::evm::anchor_rounds(
+                    c.facilitator.sender.clone(),
+                    registry,
+                    v.clone(),
+                    store.clone(),
+                    book,
+                )))
+            }
             _ => tracing::warn!(
                 "--evm-registry: this node keeps no chain of its own (no in-process validator), so it anchors nothing"
             ),
@@ -678,7 +682,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let classes =
         haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;
     let review = Arc::new(crate::review::Review::new(classes, cfg.dev_enclave));
-    let stop_review = review.clone();
     // No run is in flight yet: a charge without its run was taken by a node that stopped
     // between the two, and goes back to its payer.
     match gateway.refund_orphan_charges().await {
@@ -712,6 +715,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     )
     .map_err(StartError::Memory)?;
     let payments_served = payments.as_ref().map(|p| p.config.clone());
+    let mut gateway = gateway;
+    gateway.anchors = anchor_book;
     let state = Arc::new(AppState {
         memory,
         ohttp: Some(ohttp),
@@ -749,35 +754,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         None => None,
     };
     let app = server::ops::wrap(app, &cfg.ops, gauges);
-    // Stopping: live case views end with a last event, requests in flight finish (at most
-    // SHUTDOWN_GRACE), then a gateway on a remote chain sends its outbox once more.
-    let flush = remote.clone().map(|r| (r, store.clone()));
-    let limits = cfg.limits;
-    let task = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = rx.await;
-            stop_review.stop_watches();
-        };
-        let served = server::serve(listener, app, limits, stopped).await;
-        if let Some((remote, store)) = flush {
-            let sent = tokio::time::timeout(
-                OUTBOX_FLUSH_LIMIT,
-                crate::remote::flush_outbox(&remote, store),
-            )
-            .await;
-            match sent {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!("stopping: sent the outbox's {n} records"),
-                Ok(Err(e)) => tracing::warn!(
-                    "stopping: the outbox was not sent ({e}); it is sent at the next start"
-                ),
-                Err(_) => tracing::warn!(
-                    "stopping: the outbox was not sent in time; it is sent at the next start"
-                ),
-            }
-        }
-        served
-    });
+    let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {
+        let _ = rx.await;
+    }));
     Ok(RunningNode {
         url: format!("http://{addr}"),
         node_id,

@@ -252,6 +252,32 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
             .trim_start_matches("0x")
     );
 
+    // The settlement box names the anchoring transaction and its block.
+    let start = Instant::now();
+    let anchor = loop {
+        let out = node.haca_ok(&["receipt", &run, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let a = v["boxes"]["settlement"]["evidence"]["evm_anchor"].clone();
+        if !a.is_null() {
+            break a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no evm_anchor in the settlement box: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(anchor["network"], "eip155:31337");
+    assert_eq!(anchor["registry"], json!(registry.to_checksum(None)));
+    let anchor_tx: B256 = anchor["transaction"].as_str().unwrap().parse().unwrap();
+    let mined = rt
+        .block_on(chain.rpc.receipt(anchor_tx))
+        .unwrap()
+        .expect("the anchoring transaction is on chain");
+    assert!(mined.success);
+    assert_eq!(json!(mined.block_number), anchor["block"]);
+    assert_eq!(mined.block_number, anchored.postedAtBlock);
+
     // `haca verify --evm-rpc` checks the anchored roots online; a registry that holds
     // nothing for the round fails the receipt.
     let file = dir.path().join("settled.json");
