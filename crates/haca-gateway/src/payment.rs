@@ -505,6 +505,11 @@ pub trait Facilitator: Send + Sync {
     fn name(&self) -> &str;
     async fn verify(&self, request: &FacilitatorRequest) -> Result<VerifyResponse, GatewayError>;
     async fn settle(&self, request: &FacilitatorRequest) -> Result<SettleResponse, GatewayError>;
+    /// Whether this facilitator settles on a chain itself (`--evm-rpc`): the chain is then the
+    /// node's ledger, and its own `/v1/x402/verify` and `/settle` go through it too.
+    fn on_chain(&self) -> bool {
+        false
+    }
     /// `owner`'s balance of the token, when this facilitator reads it from a chain; `None`:
     /// the node's own ledger answers.
     async fn balance(&self, _owner: Address) -> Option<Result<U256, GatewayError>> {

@@ -284,6 +284,10 @@ impl Facilitator for EvmFacilitator {
         &self.name
     }
 
+    fn on_chain(&self) -> bool {
+        true
+    }
+
     async fn verify(&self, request: &FacilitatorRequest) -> Result<VerifyResponse, GatewayError> {
         let payer = Some(
             request

@@ -172,6 +172,13 @@ pub async fn verify(State(st): S, req: Request) -> Result<Response, ApiError> {
         }
     };
     let payer = fr.payment_payload.exact().authorization.from;
+    if let Some(f) = p.facilitator.as_ref().filter(|f| f.on_chain()) {
+        let body = match chain_terms(p, &fr).await {
+            Ok(()) => f.verify(&fr).await?,
+            Err(e) => e.verify_response(Some(payer)),
+        };
+        return Ok(Json(body).into_response());
+    }
     let body = match p.verify_for_facilitator(&fr).await {
         Ok(v) => v.verify_response(),
         Err(e) => e.verify_response(Some(payer)),
@@ -203,6 +210,13 @@ pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
             .unwrap_or_default(),
         _ => String::new(),
     };
+    if let Some(f) = p.facilitator.as_ref().filter(|f| f.on_chain()) {
+        let body = match chain_terms(p, &fr).await {
+            Ok(()) => f.settle(&fr).await?,
+            Err(e) => e.settle_response(Some(payer), &network),
+        };
+        return Ok(Json(body).into_response());
+    }
     let verified_at = now_ms();
     let outcome = match p.verify_for_facilitator(&fr).await {
         Ok(v) => settle_on(&p.store, &v, &resource, None, None, verified_at)
@@ -212,6 +226,45 @@ pub async fn settle(State(st): S, req: Request) -> Result<Response, ApiError> {
     };
     let body = outcome.unwrap_or_else(|e| e.settle_response(Some(payer), &network));
     Ok(Json(body).into_response())
+}
+
+/// The x402 rules a chain does not check (scheme, network, asset, recipient, amount, window,
+/// signature form), for a facilitator request when the chain holds the ledger: balance and
+/// nonce are the chain's to check (the facilitator simulates the transfer there).
+async fn chain_terms(p: &Payments, fr: &haca_pay::FacilitatorRequest) -> Result<(), PaymentError> {
+    struct OnChain;
+    impl haca_pay::Ledger for OnChain {
+        fn balance(&self, _: Address, _: Address) -> U256 {
+            U256::MAX
+        }
+        fn nonce_used(&self, _: Address, _: Address, _: haca_pay::B256) -> bool {
+            false
+        }
+    }
+    let req = &fr.payment_requirements;
+    if req.network() != p.config.network {
+        return Err(PaymentError::NetworkMismatch {
+            expected: p.config.network.clone(),
+            got: req.network().into(),
+        });
+    }
+    if req.asset().parse::<Address>().ok() != Some(p.config.asset) {
+        return Err(PaymentError::AssetMismatch {
+            expected: p.config.asset.to_checksum(None),
+            got: req.asset().into(),
+        });
+    }
+    let (payload, req) = (fr.payment_payload.clone(), req.clone());
+    tokio::task::spawn_blocking(move || {
+        let ctx = haca_pay::VerifyContext::at(now_ms() / 1000);
+        haca_pay::verify_exact(&payload, &req, &ctx, &OnChain).map(|_| ())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(PaymentError::Settlement(format!(
+            "verification stopped: {e}"
+        )))
+    })
 }
 
 /// `GET /v1/x402/supported`.

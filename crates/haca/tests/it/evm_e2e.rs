@@ -533,6 +533,102 @@ fn a_settlement_reorganized_away_is_settled_again() {
     assert_eq!(on_chain(wallet.address()), U256::ZERO);
 }
 
+#[test]
+fn a_node_settling_on_chain_is_a_facilitator_for_other_gateways() {
+    let Some(bin) = anvil_bin("a_node_settling_on_chain_is_a_facilitator_for_other_gateways")
+    else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("gas.key");
+    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
+    let (token, _) = deploy(&anvil.url, &key_file);
+    let fac = Devnet::start(
+        &dir.path().join("fac"),
+        &[
+            "--price-per-request",
+            &PRICE.to_string(),
+            "--no-enclave",
+            "--evm-rpc",
+            &anvil.url,
+            "--evm-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &fac.url);
+    // A gateway without a chain of its own settles through that node's /v1/x402.
+    let gw = Devnet::start(
+        &dir.path().join("gw"),
+        &[
+            "--price-per-request",
+            &PRICE.to_string(),
+            "--no-enclave",
+            "--facilitator",
+            &format!("{}/v1/x402", fac.url),
+        ],
+    );
+    wait_ready(&http, &gw.url);
+    let wallet = fresh_signer();
+    let r = http
+        .post(format!("{}/v1/x402/faucet", fac.url))
+        .json(&json!({"address": wallet.address().to_checksum(None), "amount": PRICE.to_string()}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let chain = rt
+        .block_on(Sender::connect(
+            Arc::new(Rpc::new(&anvil.url, Duration::from_secs(5))),
+            parse_private_key(DEV_KEYS[1]).unwrap(),
+        ))
+        .unwrap();
+    let on_chain = |who: Address| -> U256 {
+        rt.block_on(chain.view(token, &IHacaToken::balanceOfCall { owner: who }))
+            .unwrap()
+    };
+    let payee: Address = haca_gateway::payment::DEVNET_PAY_TO.parse().unwrap();
+    let before = on_chain(payee);
+    let pay = |wallet: &PrivateKeySigner| {
+        let resp = http
+            .post(format!("{}/v1/infer", gw.url))
+            .json(&body())
+            .send()
+            .unwrap();
+        let required =
+            decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
+                .unwrap();
+        let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let p = build_payment(&sel, wallet, now, B256::from(rand::random::<[u8; 32]>()));
+        http.post(format!("{}/v1/infer", gw.url))
+            .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
+            .json(&body())
+            .send()
+            .unwrap()
+    };
+    let resp = pay(&wallet);
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
+    assert_eq!(on_chain(payee), before + U256::from(PRICE));
+    assert_eq!(on_chain(wallet.address()), U256::ZERO);
+    // The chain's balance is what the facilitator checks: an unfunded payer is refused.
+    let resp = pay(&wallet);
+    assert_eq!(resp.status(), 402);
+    let e: Value = resp.json().unwrap();
+    assert_eq!(e["error"]["code"], "facilitator_refused", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient_funds"),
+        "{e}"
+    );
+}
+
 /// Paid runs/s and latency with on-chain settlement, for BENCHMARKS.md (ignored: a
 /// measurement, not a check). Each configuration starts its own anvil and devnet and sends
 /// HACA_EVM_BENCH_RUNS (default 100) paid runs from 8 (or 32) threads, each with a fresh
