@@ -387,6 +387,42 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--evm-token: no contract"), "{err}");
+    // A token whose EIP-712 domain is not the one payers sign in ("USDC", not "USD Coin"):
+    // refused at start too, since every payment would revert.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "evm",
+            "deploy",
+            "--rpc",
+            &anvil.url,
+            "--token-name",
+            "USDC",
+            "--key",
+        ])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_str(&last_line(&out)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "devnet",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-llm",
+            "--no-enclave",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("bad-domain"))
+        .args(["--evm-rpc", &anvil.url, "--evm-key"])
+        .arg(&key_file)
+        .args(["--evm-token", v["token"].as_str().unwrap()])
+        .env("HACA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("EIP-712 domain separator"), "{err}");
 
     let node = Devnet::start(
         &dir.path().join("node"),
