@@ -31,8 +31,8 @@ const REPEAT_WINDOW: usize = 64;
 pub(crate) struct VocabFacts {
     /// End-of-generation tokens (end of turn, end of text).
     pub end: Vec<u32>,
-    /// Control tokens that are never sampled (everything control but the ends).
-    pub suppressed: Vec<u32>,
+    /// Control tokens that are never sampled (everything control but the ends), by token id.
+    pub suppressed: Vec<bool>,
     /// Each token's bytes as the model writes them (a byte token is one byte).
     pub bytes: Vec<Vec<u8>>,
     /// Each token's text (invalid UTF-8 as U+FFFD), for the JSON constraint.
@@ -119,7 +119,6 @@ struct Seq {
     started: Instant,
     prefill: Option<Duration>,
     decode_started: Instant,
-    scores: Vec<f32>,
 }
 
 /// How a step left a sequence.
@@ -144,6 +143,10 @@ pub(crate) fn run(
     loop {
         // Admit waiting jobs into free slots; with nothing to do, wait for one.
         if active.is_empty() {
+            // An idle cache starts over at its first cells: a sliding-window layer's cache is a
+            // ring, and where a request's tokens land in it changes the order attention adds
+            // them up in, so a greedy answer alone would not repeat in the last bits.
+            ctx.clear_kv_cache();
             match jobs.recv() {
                 Ok(job) => admit(job, &mut free, &mut active, model, context),
                 Err(_) => return,
@@ -288,7 +291,6 @@ fn admit(
         started: Instant::now(),
         prefill: None,
         decode_started: Instant::now(),
-        scores: Vec::new(),
     });
 }
 
@@ -303,27 +305,19 @@ impl Seq {
         if self.generated.len() >= self.budget {
             return Step::Finished(FinishReason::Length);
         }
-        self.scores.clear();
-        self.scores.extend_from_slice(logits);
-        for &s in &facts.suppressed {
-            self.scores[s as usize] = f32::NEG_INFINITY;
-        }
         let window = &self.generated[self.generated.len().saturating_sub(REPEAT_WINDOW)..];
-        for &t in window {
-            let s = &mut self.scores[t as usize];
-            *s = if *s >= 0.0 {
-                *s / REPEAT_PENALTY
-            } else {
-                *s * REPEAT_PENALTY
-            };
-        }
+        let scores = Scores {
+            logits,
+            suppressed: &facts.suppressed,
+            window,
+        };
         // Not before `min_tokens`, and never with nothing said.
         let too_early = self.generated.len() < self.params.min_tokens
             || (self.generated.is_empty() && self.out.text.is_empty());
         let next = {
             let json = &self.json;
             let grammar = &mut self.grammar;
-            pick(&self.scores, &self.params, &mut self.rng, &mut |id| {
+            pick(&scores, &self.params, &mut self.rng, &mut |id| {
                 let is_end = facts.end.contains(&id);
                 let fits = match json {
                     // A JSON answer ends only once the value is complete.
@@ -441,23 +435,97 @@ fn grammar_allows(g: &mut LlamaSampler, id: u32) -> bool {
     one.data[0].logit().is_finite()
 }
 
-/// The `k` highest finite scores' indices, highest first, in one pass (no copy of the
-/// vocabulary-sized index list).
-fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
+/// A sequence's scores for the next token: the model's logits, less the control tokens that
+/// are never sampled (-inf) and a repetition penalty on the tokens of the recent window. Read
+/// without copying the vocabulary-sized logits: only the head of the distribution is looked at.
+pub(crate) struct Scores<'a> {
+    pub logits: &'a [f32],
+    pub suppressed: &'a [bool],
+    /// Recent tokens, each occurrence penalized once.
+    pub window: &'a [u32],
+}
+
+impl Scores<'_> {
+    fn len(&self) -> usize {
+        self.logits.len()
+    }
+
+    /// The penalized score of `id` (-inf when suppressed).
+    fn of(&self, id: u32) -> f32 {
+        if self.suppressed.get(id as usize).copied().unwrap_or(false) {
+            return f32::NEG_INFINITY;
+        }
+        let mut s = self.logits[id as usize];
+        for _ in self.window.iter().filter(|&&t| t == id) {
+            s = if s >= 0.0 {
+                s / REPEAT_PENALTY
+            } else {
+                s * REPEAT_PENALTY
+            };
+        }
+        s
+    }
+
+    /// The `k` highest finite penalized scores, highest first (ties: lower id first).
+    /// The penalty only lowers a score, so these are among the `k + window` highest logits
+    /// that are not suppressed: only those are penalized and sorted.
+    fn top(&self, k: usize) -> Vec<(u32, f32)> {
+        let wide = top_k(self.logits, k + self.window.len(), self.suppressed);
+        let mut top: Vec<(u32, f32)> = wide
+            .into_iter()
+            .map(|id| (id, self.of(id)))
+            .filter(|(_, s)| s.is_finite())
+            .collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.truncate(k);
+        top
+    }
+
+    /// Every finite penalized score, highest first: the fallback when nothing in the head fits.
+    fn all(&self) -> Vec<(u32, f32)> {
+        let mut all: Vec<(u32, f32)> = (0..self.len() as u32)
+            .map(|id| (id, self.of(id)))
+            .filter(|(_, s)| s.is_finite())
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all
+    }
+}
+
+/// The `k` highest finite scores' indices that `blocked` does not mark, highest first, in one
+/// pass. Blocks whose maximum is under the k-th best so far are skipped whole, so once the
+/// head is found the pass runs at the speed of reading memory.
+fn top_k(scores: &[f32], k: usize, blocked: &[bool]) -> Vec<u32> {
+    const BLOCK: usize = 64;
     let mut top: Vec<u32> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return top;
+    }
     let mut floor = f32::NEG_INFINITY;
-    for (i, &s) in scores.iter().enumerate() {
-        // Until k are held the floor is -inf, so only masked (-inf) and NaN scores are skipped.
-        if s.partial_cmp(&floor) != Some(std::cmp::Ordering::Greater) {
+    for (b, block) in scores.chunks(BLOCK).enumerate() {
+        // NaN never raises the maximum, so a block of NaN and -inf is skipped.
+        let max = block
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m });
+        if max <= floor {
             continue;
         }
-        let at = top.partition_point(|&t| scores[t as usize] >= s);
-        top.insert(at, i as u32);
-        if top.len() > k {
-            top.pop();
-        }
-        if top.len() == k {
-            floor = scores[top[k - 1] as usize];
+        for (j, &s) in block.iter().enumerate() {
+            let i = b * BLOCK + j;
+            // Until k are held the floor is -inf, so only masked (-inf) and NaN scores are skipped.
+            if s.partial_cmp(&floor) != Some(std::cmp::Ordering::Greater)
+                || blocked.get(i).copied().unwrap_or(false)
+            {
+                continue;
+            }
+            let at = top.partition_point(|&t| scores[t as usize] >= s);
+            top.insert(at, i as u32);
+            if top.len() > k {
+                top.pop();
+            }
+            if top.len() == k {
+                floor = scores[top[k - 1] as usize];
+            }
         }
     }
     top
@@ -466,19 +534,16 @@ fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
 /// Picks the next token among those `valid` allows: greedy at temperature 0, else sampled from
 /// the top-k and top-p of the distribution, rejecting invalid draws.
 pub(crate) fn pick(
-    scores: &[f32],
+    scores: &Scores<'_>,
     params: &GenerateParams,
     rng: &mut rand::rngs::StdRng,
     valid: &mut dyn FnMut(u32) -> bool,
 ) -> Option<u32> {
-    let top = top_k(scores, TOP_K.min(scores.len()));
+    let top = scores.top(TOP_K.min(scores.len()));
     if params.temperature > 0.0 && !top.is_empty() {
         let t = params.temperature as f32;
-        let max = scores[top[0] as usize];
-        let mut w: Vec<f32> = top
-            .iter()
-            .map(|i| ((scores[*i as usize] - max) / t).exp())
-            .collect();
+        let max = top[0].1;
+        let mut w: Vec<f32> = top.iter().map(|(_, s)| ((s - max) / t).exp()).collect();
         let total: f32 = w.iter().sum();
         let mut acc = 0.0;
         let mut keep = w.len();
@@ -504,20 +569,20 @@ pub(crate) fn pick(
                 }
                 r -= x;
             }
-            if valid(top[chosen]) {
-                return Some(top[chosen]);
+            if valid(top[chosen].0) {
+                return Some(top[chosen].0);
             }
             w[chosen] = 0.0;
         }
-    } else if let Some(&id) = top.iter().find(|i| valid(**i)) {
+    } else if let Some(&(id, _)) = top.iter().find(|(id, _)| valid(*id)) {
         return Some(id);
     }
     // Nothing in the head of the distribution fits: scan every token, most likely first.
-    let mut all: Vec<u32> = (0..scores.len() as u32)
-        .filter(|i| scores[*i as usize].is_finite())
-        .collect();
-    all.sort_by(|a, b| scores[*b as usize].total_cmp(&scores[*a as usize]));
-    all.into_iter().find(|i| valid(*i))
+    scores
+        .all()
+        .into_iter()
+        .map(|(id, _)| id)
+        .find(|id| valid(*id))
 }
 
 /// Text released to the caller: everything generated so far, less what may still turn out to
@@ -643,11 +708,52 @@ mod tests {
         assert_eq!(take_utf8(&mut bad), "a\u{FFFD}b");
     }
 
+    proptest::proptest! {
+        /// The head read from the logits in place is the head of the scores made the long
+        /// way: copied, suppressed tokens masked, recent tokens penalized, then sorted.
+        #[test]
+        fn the_head_equals_the_head_of_the_penalized_copy(
+            logits in proptest::collection::vec(-8i8..8, 1..300),
+            suppressed in proptest::collection::vec(proptest::bool::weighted(0.1), 300),
+            window in proptest::collection::vec(0u32..300, 0..40),
+            k in 1usize..80,
+        ) {
+            let logits: Vec<f32> = logits.iter().map(|&x| x as f32 * 0.75).collect();
+            let window: Vec<u32> = window.into_iter().filter(|&t| (t as usize) < logits.len()).collect();
+            let suppressed = &suppressed[..logits.len()];
+            let mut copy = logits.clone();
+            for (i, s) in copy.iter_mut().enumerate() {
+                if suppressed[i] {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+            for &t in &window {
+                let s = &mut copy[t as usize];
+                *s = if *s >= 0.0 { *s / REPEAT_PENALTY } else { *s * REPEAT_PENALTY };
+            }
+            let mut naive: Vec<(u32, f32)> = copy.iter().enumerate()
+                .filter(|(_, s)| s.is_finite())
+                .map(|(i, &s)| (i as u32, s))
+                .collect();
+            naive.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let scores = Scores { logits: &logits, suppressed, window: &window };
+            naive.truncate(k);
+            proptest::prop_assert_eq!(scores.top(k), naive);
+        }
+    }
+
     #[test]
     fn top_k_is_the_highest_scores_in_order_and_skips_masked_ones() {
         let scores = [0.5, f32::NEG_INFINITY, 3.0, -1.0, 2.0, 3.0, 0.0];
-        assert_eq!(top_k(&scores, 3), vec![2, 5, 4]);
-        assert_eq!(top_k(&[f32::NEG_INFINITY, 1.0], 5), vec![1]);
+        assert_eq!(top_k(&scores, 3, &[]), vec![2, 5, 4]);
+        assert_eq!(top_k(&[f32::NEG_INFINITY, 1.0], 5, &[]), vec![1]);
+        assert_eq!(top_k(&scores, 2, &[false, false, true]), vec![5, 4]);
+        let bare = |logits| Scores {
+            logits,
+            suppressed: &[],
+            window: &[],
+        };
+        let scores = bare(&scores);
         let p = GenerateParams {
             max_tokens: 1,
             min_tokens: 0,

@@ -173,11 +173,33 @@ fn names_instruct(hints: &str) -> bool {
         })
 }
 
+include!("x86_features.rs");
+
+/// The x86 extensions llama.cpp was compiled to use (recorded by build.rs) that this CPU lacks.
+/// Checked before llama.cpp runs any code: a kernel built for a wider CPU would die on an
+/// illegal instruction.
+pub fn missing_cpu_features() -> Vec<&'static str> {
+    let here = x86_features();
+    env!("HACA_LLAMA_ISA")
+        .split(',')
+        .filter(|f| !f.is_empty() && !here.contains(f))
+        .collect()
+}
+
 /// llama.cpp's backend, initialized once per process.
 fn backend() -> Result<&'static LlamaBackend, LlmError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
+            let missing = missing_cpu_features();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "this binary's llama.cpp was compiled for its build machine's CPU, and this \
+                     CPU lacks {}: build haca on this machine, or build it with \
+                     HACA_LLAMA_PORTABLE=1 for any x86-64-v3 CPU",
+                    missing.join(", ")
+                ));
+            }
             install_log_capture();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
@@ -584,7 +606,7 @@ fn vocab_facts(model: &LlamaModel) -> VocabFacts {
     let vocab = model.vocab();
     let n = vocab.n_tokens().max(0) as u32;
     let mut end = Vec::new();
-    let mut suppressed = Vec::new();
+    let mut suppressed = vec![false; n as usize];
     let mut bytes = Vec::with_capacity(n as usize);
     let mut pieces = Vec::with_capacity(n as usize);
     for id in 0..n {
@@ -592,7 +614,7 @@ fn vocab_facts(model: &LlamaModel) -> VocabFacts {
         if vocab.is_eog(t) {
             end.push(id);
         } else if vocab.is_control(t) {
-            suppressed.push(id);
+            suppressed[id as usize] = true;
         }
         let b = vocab.token_to_piece(t, false, None);
         pieces.push(match std::str::from_utf8(&b) {
@@ -630,6 +652,10 @@ fn start_engine(
                 .with_n_ubatch(BATCH_TOKENS)
                 .with_n_seq_max(SLOTS as u32)
                 .with_kv_unified(false)
+                // The sliding-window layers keep their window, not the whole context: no
+                // request reuses another's cache, so nothing needs the full-size one, and it
+                // was most of the node's resident memory (4 slots x 4,096 tokens x 18 layers).
+                .with_swa_full(false)
                 .with_n_threads(n)
                 .with_n_threads_batch(n);
             let setup = LLAMA_SETUP.lock().unwrap_or_else(|e| e.into_inner());

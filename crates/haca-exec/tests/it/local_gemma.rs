@@ -190,3 +190,48 @@ fn a_file_that_is_not_gguf_is_refused_by_name() {
         "{e}"
     );
 }
+
+/// CPU seconds this process has spent (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// What batching saves: decoded tokens per CPU-second with 1 and with 4 sequences decoding
+/// together (64 tokens forced each). Run with `HACA_LLM_THREADS=1`, so that no thread
+/// spin-waits: `cargo test -p haca-exec --test it -- --ignored --nocapture batching_cpu_cost`.
+#[test]
+#[ignore = "a measurement: prints tokens per CPU-second alone and batched"]
+fn batching_cpu_cost() {
+    let Some(m) = llm() else { return };
+    let prompt = m
+        .chat_prompt(&user("Tell me about lighthouses."), None, &ToolChoice::None)
+        .unwrap();
+    let p = GenerateParams {
+        min_tokens: 64,
+        ..params(64)
+    };
+    m.generate(&prompt, &p, &mut |_| true).unwrap();
+    let counts = std::env::var("HACA_STREAMS").unwrap_or_else(|_| "1,4,1,4".into());
+    for streams in counts.split(',').map(|n| n.parse::<usize>().unwrap()) {
+        let c0 = cpu_seconds();
+        let t0 = std::time::Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..streams {
+                s.spawn(|| m.generate(&prompt, &p, &mut |_| true).unwrap());
+            }
+        });
+        let cpu = cpu_seconds() - c0;
+        println!(
+            "{streams} streams: {:.1} tokens/CPU-s, {:.1} tokens/s",
+            (streams * 64) as f64 / cpu,
+            (streams * 64) as f64 / t0.elapsed().as_secs_f64()
+        );
+    }
+}
