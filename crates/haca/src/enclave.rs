@@ -152,18 +152,31 @@ async fn supervise(
     }
 }
 
-/// The enclave protocol over loopback HTTP to the supervised process (`haca enclave`).
+/// Where the enclave process is.
+pub enum EnclaveAt {
+    /// The dev enclave this node supervises, on loopback.
+    Supervised(Arc<EnclaveSupervisor>),
+    /// An enclave process elsewhere (`--enclave URL`), such as `haca enclave --nsm` in an AWS
+    /// Nitro enclave behind a vsock proxy: this node trusts none of its answers on its word;
+    /// every document is checked against the chain's roots, as the dev enclave's are.
+    Remote(String),
+}
+
+/// The enclave protocol over HTTP to the enclave process (`haca enclave`).
 pub struct HttpEnclave {
-    pub supervisor: Arc<EnclaveSupervisor>,
+    pub at: EnclaveAt,
     pub http: reqwest::Client,
 }
 
 impl HttpEnclave {
     fn url(&self, path: &str) -> Result<String, TransportError> {
-        self.supervisor
-            .url()
-            .map(|u| format!("{u}{path}"))
-            .ok_or_else(|| TransportError::Down("the enclave is restarting; try again".into()))
+        match &self.at {
+            EnclaveAt::Supervised(s) => s
+                .url()
+                .map(|u| format!("{u}{path}"))
+                .ok_or_else(|| TransportError::Down("the enclave is restarting; try again".into())),
+            EnclaveAt::Remote(base) => Ok(format!("{}{path}", base.trim_end_matches('/'))),
+        }
     }
 
     /// Sends one request and reads its typed answer: a 4xx is a refusal (with the protocol's
@@ -193,7 +206,11 @@ impl HttpEnclave {
 #[async_trait::async_trait]
 impl EnclaveTransport for HttpEnclave {
     fn has_llm(&self) -> bool {
-        self.supervisor.has_llm
+        match &self.at {
+            EnclaveAt::Supervised(s) => s.has_llm,
+            // Its chat path is not offered: whether it holds a model is not known here.
+            EnclaveAt::Remote(_) => false,
+        }
     }
 
     async fn attestation(

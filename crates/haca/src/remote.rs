@@ -174,6 +174,24 @@ pub async fn push_outbox(remote: Arc<RemoteChain>, store: Arc<Store>, wake: Arc<
     }
 }
 
+/// Submits every record still in the outbox once, as a stopping gateway does: the records
+/// stay in the outbox (durable) until a block settles them, so this only saves the next
+/// start a round trip. Returns how many were sent.
+pub async fn flush_outbox(remote: &RemoteChain, store: Arc<Store>) -> Result<usize, String> {
+    let rows = tokio::task::spawn_blocking(move || store.outbox())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let records: Vec<RunRecord> = rows
+        .iter()
+        .filter_map(|(_, text)| RunRecord::from_json_slice(text.as_bytes()).ok())
+        .collect();
+    for chunk in records.chunks(PUSH_BATCH) {
+        remote.submit_records(chunk).await?;
+    }
+    Ok(records.len())
+}
+
 /// Applies the chain's committed blocks to `follower`, in order, each with its certificate
 /// checked.
 pub async fn follow(remote: Arc<RemoteChain>, follower: Arc<Validator>) {

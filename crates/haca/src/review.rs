@@ -97,6 +97,9 @@ pub type ReadSummary = Arc<dyn Fn() -> Result<String, ReviewError> + Send + Sync
 pub struct CaseWatch {
     /// The latest summary; `None` until the first change after the watch began.
     pub updates: tokio::sync::watch::Receiver<Option<String>>,
+    /// Becomes true when the node stops ([`Review::stop_watches`]): the view sends its
+    /// last event and ends, so that no open panel holds the node's shutdown.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     _slot: WatcherSlot,
 }
 
@@ -150,6 +153,8 @@ pub struct Review {
     watchers: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// Sends clearance webhooks.
     http: reqwest::Client,
+    /// Set once when the node stops: every live view ends.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A case with its runs' current receipts.
@@ -171,7 +176,14 @@ impl Review {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("an HTTP client builds"),
+            stopping: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Ends every live case view (each sends a final `shutdown` event), now and for views
+    /// opened from now on: called as the node stops.
+    pub fn stop_watches(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Watches case `case_id` for token `token`: the case's summary, read by `read` once per
@@ -206,6 +218,7 @@ impl Review {
             updates.borrow_and_update();
             return Ok(CaseWatch {
                 updates,
+                stopping: self.stopping.subscribe(),
                 _slot: slot,
             });
         }
@@ -215,6 +228,7 @@ impl Review {
         tokio::spawn(self.clone().feed(case_id.to_owned(), tx, heights, read));
         Ok(CaseWatch {
             updates: rx,
+            stopping: self.stopping.subscribe(),
             _slot: slot,
         })
     }

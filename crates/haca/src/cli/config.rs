@@ -57,6 +57,7 @@ pub struct NodeSection {
     pub data_allow: Option<Vec<String>>,
     pub gateway: Option<String>,
     pub api_key: Option<String>,
+    pub enclave: Option<String>,
 }
 
 /// `[payments]`: x402.
@@ -257,7 +258,7 @@ pub(super) struct NodeFlags<'a> {
     pub gateway: &'a mut Option<String>,
     pub api_key: &'a mut Option<String>,
     pub price_per_request: &'a mut u64,
-    pub model_price: &'a mut Vec<(String, u64)>,
+    pub model_price: &'a mut Vec<(String, super::ModelPrice)>,
     pub facilitator: &'a mut Option<String>,
     pub pay: &'a mut PayArgs,
 }
@@ -357,6 +358,7 @@ pub(super) fn apply_node(
         }
     }
     take!(*f.gateway, n.gateway, "gateway", some);
+    take!(s.enclave, n.enclave, "enclave", some);
     take!(*f.api_key, n.api_key, "api_key", some);
 
     let l = &file.limits;
@@ -379,7 +381,10 @@ pub(super) fn apply_node(
     );
     if let Some(prices) = &p.model_price {
         if !given(m, "model_price") {
-            *f.model_price = prices.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            *f.model_price = prices
+                .iter()
+                .map(|(k, v)| (k.clone(), super::ModelPrice::Run(*v)))
+                .collect();
         }
     }
     take!(*f.facilitator, p.facilitator, "facilitator", some);
@@ -422,6 +427,9 @@ provider = ["name=openai,url=https://api.openai.com/v1,models=gpt-4o-mini,key_en
 case_class = ["name=finance,claims=execution.signed;run.settled;payment.settled"]
 # The data role's allowed sources (--roles data).
 data_allow = ["https://api.example.com/v1"]
+# An enclave process elsewhere for tee work (`haca enclave --nsm` in an AWS Nitro enclave,
+# reached through a vsock proxy); absent: none (devnet supervises a dev enclave).
+# enclave = "http://127.0.0.1:7300"
 # The relay role (--roles relay): its gateway, and the API key it pays with.
 # gateway = "https://haca.example.com"
 # api_key = "hk_..."

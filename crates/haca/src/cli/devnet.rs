@@ -80,6 +80,10 @@ pub struct NodeConfig {
     /// Rate and concurrency limits and CORS around the routes, and `/metrics`
     /// (`server::ops`).
     pub ops: server::ops::OpsConfig,
+    /// An enclave process to run `tee` work in instead of a supervised dev enclave
+    /// (`--enclave URL`); with no dev enclave, the genesis a new chain gets trusts AWS's
+    /// Nitro root only.
+    pub enclave_url: Option<String>,
 }
 
 impl NodeConfig {
@@ -106,9 +110,13 @@ impl NodeConfig {
             memory_extractor: None,
             evm: None,
             ops: Default::default(),
+            enclave_url: None,
         }
     }
 }
+
+/// How long a stopping gateway spends sending its outbox to a remote chain.
+pub const OUTBOX_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// A node that is serving.
 pub struct RunningNode {
@@ -409,6 +417,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         let tee = if cfg.dev_enclave {
             let root = crate::enclave::dev_ca_root(&dev_ca_seed).map_err(StartError::Enclave)?;
             Some(devnet_tee_config(&root))
+        } else if cfg.enclave_url.is_some() {
+            Some(haca_core::settlement::TeeConfig {
+                registry: Default::default(),
+                dev_root_der_hex: None,
+            })
         } else {
             None
         };
@@ -516,7 +529,15 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             },
         })
     });
-    let enclave = if cfg.dev_enclave {
+    let enclave = if let Some(url) = &cfg.enclave_url {
+        Some(EnclaveClient::new(Arc::new(crate::enclave::HttpEnclave {
+            at: crate::enclave::EnclaveAt::Remote(url.clone()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("HTTP client"),
+        })))
+    } else if cfg.dev_enclave {
         let supervisor = crate::enclave::EnclaveSupervisor::start(
             &dev_ca_seed,
             cfg.llm_model.first().map(PathBuf::as_path),
@@ -524,7 +545,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .await
         .map_err(StartError::Enclave)?;
         Some(EnclaveClient::new(Arc::new(crate::enclave::HttpEnclave {
-            supervisor: Arc::new(supervisor),
+            at: crate::enclave::EnclaveAt::Supervised(Arc::new(supervisor)),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -682,6 +703,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let classes =
         haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;
     let review = Arc::new(crate::review::Review::new(classes, cfg.dev_enclave));
+    let stop_review = review.clone();
     // No run is in flight yet: a charge without its run was taken by a node that stopped
     // between the two, and goes back to its payer.
     match gateway.refund_orphan_charges().await {
@@ -754,9 +776,35 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         None => None,
     };
     let app = server::ops::wrap(app, &cfg.ops, gauges);
-    let task = tokio::spawn(server::serve(listener, app, cfg.limits, async move {
-        let _ = rx.await;
-    }));
+    // Stopping: live case views end with a last event, requests in flight finish (at most
+    // SHUTDOWN_GRACE), then a gateway on a remote chain sends its outbox once more.
+    let flush = remote.clone().map(|r| (r, store.clone()));
+    let limits = cfg.limits;
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = rx.await;
+            stop_review.stop_watches();
+        };
+        let served = server::serve(listener, app, limits, stopped).await;
+        if let Some((remote, store)) = flush {
+            let sent = tokio::time::timeout(
+                OUTBOX_FLUSH_LIMIT,
+                crate::remote::flush_outbox(&remote, store),
+            )
+            .await;
+            match sent {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!("stopping: sent the outbox's {n} records"),
+                Ok(Err(e)) => tracing::warn!(
+                    "stopping: the outbox was not sent ({e}); it is sent at the next start"
+                ),
+                Err(_) => tracing::warn!(
+                    "stopping: the outbox was not sent in time; it is sent at the next start"
+                ),
+            }
+        }
+        served
+    });
     Ok(RunningNode {
         url: format!("http://{addr}"),
         node_id,

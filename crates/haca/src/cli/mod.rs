@@ -146,8 +146,18 @@ struct ServeArgs {
     max_concurrent: Vec<(String, u32)>,
     /// An origin allowed to call the API from a browser (repeatable; `*`: any). None: same
     /// origin only (the panel served by the node itself).
-    #[arg(long, env = "HACA_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN")]
+    #[arg(
+        long,
+        env = "HACA_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
     cors_origin: Vec<String>,
+    /// Run `tee` work in the enclave process at this URL (`haca enclave`, such as `haca
+    /// enclave --nsm` in an AWS Nitro enclave behind a proxy) instead of a dev enclave
+    /// supervised here. Its documents are checked against the chain's roots like any other.
+    #[arg(long, env = "HACA_ENCLAVE", value_name = "URL")]
+    enclave: Option<String>,
 }
 
 /// `ROUTE=N` of `--max-concurrent`.
@@ -443,14 +453,19 @@ enum Command {
         )]
         api_key: Option<String>,
     },
-    /// The dev enclave process (devnet starts and supervises it): holds a run key that no
-    /// other process sees and proves it with dev-CA attestation documents.
+    /// The enclave process: holds a run key that no other process sees and proves it with
+    /// attestation documents: the dev CA's (devnet starts and supervises it), or with --nsm
+    /// the Nitro Secure Module's, as the process of an AWS Nitro enclave (feature `nsm`).
     Enclave {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
         /// The dev CA's seed (created on first use; the dev root stays the same across restarts).
-        #[arg(long)]
-        ca_seed_file: PathBuf,
+        #[arg(long, required_unless_present = "nsm")]
+        ca_seed_file: Option<PathBuf>,
+        /// Attest with the Nitro Secure Module (/dev/nsm) instead of a dev CA: documents
+        /// signed by AWS. Needs a build with `--features nsm`, inside a Nitro enclave.
+        #[arg(long, conflicts_with = "ca_seed_file")]
+        nsm: bool,
         /// A GGUF the enclave serves chat with (`POST /chat`), loaded on first use.
         #[arg(long)]
         llm_model: Option<PathBuf>,
@@ -775,6 +790,20 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         memory_extractor: a.memory_extractor.clone(),
         evm: None,
         ops: ops_config(a)?,
+        enclave_url: match &a.enclave {
+            None => None,
+            Some(u) => Some(
+                reqwest::Url::parse(u)
+                    .ok()
+                    .filter(|p| matches!(p.scheme(), "http" | "https"))
+                    .map(|_| u.clone())
+                    .ok_or_else(|| {
+                        CliError::Msg(format!(
+                            "--enclave (HACA_ENCLAVE): {u:?} is not an http(s) URL"
+                        ))
+                    })?,
+            ),
+        },
     })
 }
 
@@ -1148,9 +1177,18 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         Command::Enclave {
             listen,
             ca_seed_file,
+            nsm,
             llm_model,
         } => {
-            crate::server::enclave::serve(listen, &ca_seed_file, llm_model)
+            use crate::server::enclave::AttesterChoice;
+            let choice = match (&ca_seed_file, nsm) {
+                (_, true) => AttesterChoice::Nsm,
+                (Some(f), false) => AttesterChoice::Dev { ca_seed_file: f },
+                (None, false) => {
+                    return Err(CliError::Msg("give --ca-seed-file FILE or --nsm".into()))
+                }
+            };
+            crate::server::enclave::serve(listen, choice, llm_model)
                 .await
                 .map_err(CliError::Msg)?;
             Ok(ExitCode::SUCCESS)

@@ -51,7 +51,12 @@ const DOCUMENT_LIFETIME_MS: u64 = 10 * 60_000;
 struct Enclave {
     key: NodeKey,
     og: OgSigner,
-    attester: DevAttester,
+    /// The dev CA's attester, or (`haca enclave --nsm`, feature `nsm`) the Nitro Secure
+    /// Module's.
+    attester: Box<dyn Attester>,
+    /// The PCRs the attester's documents state, and the root they chain to.
+    pcrs: BTreeMap<u8, Vec<u8>>,
+    root_fingerprint: String,
     /// The current document binding `key` (bytes, time made).
     document: RwLock<(Vec<u8>, u64)>,
     models: Mutex<HashMap<BlobId, Arc<OnnxModel>>>,
@@ -124,9 +129,9 @@ async fn attestation(
     Ok(Json(wire::AttestationAnswer {
         document_b64: b64(&doc),
         enclave_key: e.key.node_id(),
-        pcrs: pcr_hex(e.attester.pcrs()),
-        root_fingerprint: e.attester.ca().root_fingerprint(),
-        dev: true,
+        pcrs: pcr_hex(&e.pcrs),
+        root_fingerprint: e.root_fingerprint.clone(),
+        dev: e.attester.is_dev(),
         tee_id: e.og.tee_id(),
         signing_key_pem: e.og.public_pem(),
     }))
@@ -247,7 +252,7 @@ async fn run(
     Ok(Json(wire::RunAnswer {
         output,
         signed,
-        pcrs: pcr_hex(e.attester.pcrs()),
+        pcrs: pcr_hex(&e.pcrs),
     }))
 }
 
@@ -317,17 +322,59 @@ async fn chat(
 }
 
 /// Runs the dev enclave until the process is stopped. Prints `enclave: URL` once serving.
+/// Where the enclave's attestation documents come from.
+pub enum AttesterChoice<'a> {
+    /// The dev CA whose seed is in this file (devnet).
+    Dev { ca_seed_file: &'a FsPath },
+    /// The Nitro Secure Module (`/dev/nsm`), inside an AWS Nitro enclave: documents signed
+    /// by AWS. Needs the `nsm` feature.
+    Nsm,
+}
+
+/// The attester, the PCRs its documents state and the root they chain to.
+type AttesterParts = (Box<dyn Attester>, BTreeMap<u8, Vec<u8>>, String);
+
+fn attester(choice: AttesterChoice<'_>) -> Result<AttesterParts, String> {
+    match choice {
+        AttesterChoice::Dev { ca_seed_file } => {
+            let seed = crate::enclave::dev_ca_seed(ca_seed_file)?;
+            // PCR0 measures the code that runs: this binary.
+            let image = std::env::current_exe()
+                .and_then(std::fs::read)
+                .map_err(|e| format!("cannot read this binary to measure it: {e}"))?;
+            let a = DevAttester::new(DevCa::from_seed(&seed), dev_pcrs(&image), crate::now_ms);
+            let (pcrs, root) = (a.pcrs().clone(), a.ca().root_fingerprint());
+            Ok((Box::new(a), pcrs, root))
+        }
+        #[cfg(feature = "nsm")]
+        AttesterChoice::Nsm => {
+            let a = haca_tee::attester::NsmAttester::open().map_err(|e| e.to_string())?;
+            // The module states the enclave image's PCRs in every document: read them, and
+            // the root, from a first one checked against AWS's root.
+            let doc = a.attest(None, None, None).map_err(|e| e.to_string())?;
+            let v = haca_tee::nitro::verify(&doc, &haca_tee::nitro::Policy::at(crate::now_ms(), haca_tee::nitro::DEFAULT_MAX_AGE_MS))
+                .map_err(|e| format!("the Nitro Secure Module's document does not verify: {e}"))?;
+            let pcrs = v
+                .pcrs
+                .iter()
+                .filter_map(|(i, h)| hex::decode(h).ok().map(|b| (*i, b)))
+                .collect();
+            Ok((Box::new(a), pcrs, v.root_fingerprint))
+        }
+        #[cfg(not(feature = "nsm"))]
+        AttesterChoice::Nsm => Err(
+            "--nsm: this haca was built without the nsm feature (cargo build -p haca --features nsm)"
+                .into(),
+        ),
+    }
+}
+
 pub async fn serve(
     listen: SocketAddr,
-    ca_seed_file: &FsPath,
+    choice: AttesterChoice<'_>,
     llm_model: Option<std::path::PathBuf>,
 ) -> Result<(), String> {
-    let seed = crate::enclave::dev_ca_seed(ca_seed_file)?;
-    // PCR0 measures the code that runs: this binary.
-    let image = std::env::current_exe()
-        .and_then(std::fs::read)
-        .map_err(|e| format!("cannot read this binary to measure it: {e}"))?;
-    let attester = DevAttester::new(DevCa::from_seed(&seed), dev_pcrs(&image), crate::now_ms);
+    let (attester, pcrs, root_fingerprint) = attester(choice)?;
     // The run key exists only in this process's memory: a restart makes a new one.
     let key = NodeKey::generate();
     let og = tokio::task::spawn_blocking(OgSigner::generate)
@@ -338,6 +385,8 @@ pub async fn serve(
         document: RwLock::new((Vec::new(), 0)),
         key,
         attester,
+        pcrs,
+        root_fingerprint,
         models: Mutex::new(HashMap::new()),
         llm_path: llm_model,
         llm: tokio::sync::OnceCell::new(),

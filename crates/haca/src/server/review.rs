@@ -306,14 +306,25 @@ pub async fn case_events(
         .to_string())
     });
     let watch = st.review.watch(&id, &who.id, heights, read)?;
-    // Every watcher of the case gets the one summary read per change.
-    let stream = futures_util::stream::unfold(watch, |mut watch| async move {
+    // Every watcher of the case gets the one summary read per change; when the node stops,
+    // a last `shutdown` event, and the stream ends (the panel reconnects to another node or
+    // once this one is back).
+    let stream = futures_util::stream::unfold(Some(watch), |watch| async move {
+        let mut watch = watch?;
         loop {
-            watch.updates.changed().await.ok()?;
+            tokio::select! {
+                changed = watch.updates.changed() => changed.ok()?,
+                _ = watch.stopping.wait_for(|s| *s) => {
+                    let event = Event::default()
+                        .event("shutdown")
+                        .data(r#"{"reason":"the node is stopping"}"#);
+                    return Some((Ok::<_, Infallible>(event), None));
+                }
+            }
             let text = watch.updates.borrow_and_update().clone();
             if let Some(data) = text {
                 let event = Event::default().event("case").data(data);
-                return Some((Ok::<_, Infallible>(event), watch));
+                return Some((Ok::<_, Infallible>(event), Some(watch)));
             }
         }
     });

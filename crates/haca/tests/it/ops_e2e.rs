@@ -566,3 +566,153 @@ fn a_route_at_its_concurrency_limit_answers_503_with_retry_after() {
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().unwrap());
 }
+
+/// SIGTERM with a panel's live case view open: the view gets a last `shutdown` event and
+/// ends, the node finishes and exits 0 well within its bound (SHUTDOWN_GRACE, 10 s, plus the
+/// runtime's 5 s), and the run it served is still there after a restart.
+#[test]
+fn sigterm_closes_live_views_with_a_final_event_and_exits_within_the_bound() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Devnet::start(dir.path(), &["--no-enclave"]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let token = common::last_line(&node.haca_ok(&["token", "create", "--role", "reviewer"]));
+    let run: Value = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(9)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let case: Value = http
+        .post(format!("{}/v1/cases", node.url))
+        .bearer_auth(&token)
+        .json(&json!({"runs": [run["run_id"]], "policy": "default"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let case_id = case["id"].as_str().unwrap().to_owned();
+
+    // The panel's live view, read on its own thread until it ends.
+    let events_url = format!("{}/v1/cases/{case_id}/events", node.url);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut resp = Client::builder()
+            .timeout(None)
+            .build()
+            .unwrap()
+            .get(events_url)
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        tx.send(()).unwrap();
+        let mut text = String::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match resp.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        text
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let t = std::time::Instant::now();
+    unsafe {
+        libc::kill(node.child.id() as i32, libc::SIGTERM);
+    }
+    let status = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = t.elapsed();
+    assert!(status.success(), "{status:?}");
+    // Nothing in flight but an open view: it ends at once rather than at the grace's end.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let text = reader.join().unwrap();
+    assert!(text.contains("event: shutdown"), "{text:?}");
+    assert!(text.contains("the node is stopping"), "{text:?}");
+
+    // What was served survived the stop.
+    drop(node);
+    let node = Devnet::start(dir.path(), &["--no-enclave"]);
+    let resp = http
+        .get(format!(
+            "{}/v1/runs/{}",
+            node.url,
+            run["run_id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// `--enclave URL`: the node runs `tee` work in an enclave process it does not supervise
+/// (here `haca enclave` under the devnet's dev CA; in production `haca enclave --nsm` in a
+/// Nitro enclave). Its document is checked like the supervised one's: the run's receipt
+/// names that enclave's key, and `enclave.genuine` holds against the dev root.
+#[test]
+fn a_node_runs_tee_work_in_a_remote_enclave_by_url() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let seed = dir.path().join("dev-enclave-ca.seed");
+    let mut child = Command::new(common::BIN)
+        .args(["enclave", "--listen", "127.0.0.1:0", "--ca-seed-file"])
+        .arg(&seed)
+        .env("HACA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap();
+    let url = url.strip_prefix("enclave: ").expect("its url").to_owned();
+    let key = lines.next().unwrap().unwrap();
+    let key = key
+        .strip_prefix("enclave key: ")
+        .expect("its key")
+        .to_owned();
+    let enclave = Proc {
+        child,
+        url: url.clone(),
+    };
+
+    let node = Devnet::start(dir.path(), &["--enclave", &enclave.url]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let resp = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(4), "mode": "tee"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
+    let ans: Value = resp.json().unwrap();
+    let att = &ans["receipt"]["boxes"]["attestation"]["evidence"];
+    assert_eq!(att["enclave_key"], key.as_str(), "{att}");
+    let file = dir.path().join("tee-receipt.json");
+    std::fs::write(&file, ans["receipt"].to_string()).unwrap();
+    let (_, text) = node.verify(&file, &["--allow-dev-root"]);
+    let line = common::claim_line(&text, "enclave.genuine");
+    assert!(line.contains("holds"), "{text}");
+
+    // No supervised enclave was started beside it.
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("enclave .*ca-seed-file {}", seed.display())])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "only the enclave this test started"
+    );
+}
