@@ -451,9 +451,25 @@ pub async fn watch_reorgs(f: std::sync::Weak<EvmFacilitator>) {
         };
         let mut done = Vec::new();
         let mut replaced = Vec::new();
+        // One block hash read per block (many settlements share one); a settlement is looked
+        // at on its own only when its block's hash moved.
+        let mut blocks: std::collections::BTreeMap<u64, Option<B256>> = Default::default();
         for (i, c) in watched {
+            if head >= c.block_number + REORG_WINDOW {
+                done.push(i);
+                continue;
+            }
+            let hash = match blocks.get(&c.block_number) {
+                Some(h) => *h,
+                None => match f.sender.rpc.block_hash(c.block_number).await {
+                    Ok(h) => *blocks.entry(c.block_number).or_insert(h),
+                    Err(_) => continue,
+                },
+            };
+            if hash == Some(c.block_hash) {
+                continue;
+            }
             match f.sender.still_on_chain(&c).await {
-                Ok(true) if head >= c.block_number + REORG_WINDOW => done.push(i),
                 Ok(true) | Err(_) => {}
                 Ok(false) => {
                     let (call, payer) = {
