@@ -179,8 +179,12 @@ include!("x86_features.rs");
 /// Checked before llama.cpp runs any code: a kernel built for a wider CPU would die on an
 /// illegal instruction.
 pub fn missing_cpu_features() -> Vec<&'static str> {
-    let here = x86_features();
-    env!("HACA_LLAMA_ISA")
+    missing_from(env!("HACA_LLAMA_ISA"), &x86_features())
+}
+
+/// The features of `built` (comma-separated) that are not in `here`.
+fn missing_from<'a>(built: &'a str, here: &[&str]) -> Vec<&'a str> {
+    built
         .split(',')
         .filter(|f| !f.is_empty() && !here.contains(f))
         .collect()
@@ -686,6 +690,32 @@ mod tests {
     fn info(meta: &[(&str, &str)], file: &str) -> ModelInfo {
         let f = tiny_gguf(meta, 0, 4);
         ModelInfo::from_header(&gguf::read_header(&f[..]).unwrap(), Path::new(file))
+    }
+
+    #[test]
+    fn a_cpu_without_what_llama_cpp_was_built_for_is_told_what_it_lacks() {
+        let built = "avx2,fma,avx512f,avx512vnni";
+        assert_eq!(
+            missing_from(built, &["avx2", "fma", "avx512f"]),
+            ["avx512vnni"]
+        );
+        assert!(missing_from(built, &["avx2", "fma", "avx512f", "avx512vnni"]).is_empty());
+        assert!(
+            missing_from("", &[]).is_empty(),
+            "a build that needs nothing"
+        );
+        // This build runs here: the tests run on the machine that built it.
+        assert!(
+            missing_cpu_features().is_empty(),
+            "{:?}",
+            missing_cpu_features()
+        );
+        if cfg!(target_arch = "x86_64") && x86_features().contains(&"avx2") {
+            assert!(
+                env!("HACA_LLAMA_ISA").contains("avx2"),
+                "x86-64-v3 at least"
+            );
+        }
     }
 
     #[test]

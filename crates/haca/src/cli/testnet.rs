@@ -12,6 +12,7 @@ use haca_chain::consensus::Fault;
 use haca_core::settlement::{Genesis, SettlementParams, Validator, ValidatorSet};
 use haca_core::NodeId;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -78,6 +79,45 @@ pub struct UpArgs {
     /// different blocks for one round). Repeatable; used only when creating the testnet.
     #[arg(long, value_name = "I=KIND", value_parser = parse_fault)]
     fault: Vec<(usize, Fault)>,
+    /// Validator I listens and is reached at the I-th of these addresses, on ports 7100
+    /// (HTTP) and 7200 (consensus), instead of free loopback ports: for validators on other
+    /// hosts or containers (deploy/compose.yaml). One per validator; used only when
+    /// creating the testnet.
+    #[arg(long, value_name = "IP")]
+    ip: Vec<std::net::IpAddr>,
+    /// Write the testnet's files and start nothing (each validator then runs as `haca node
+    /// --config DIR/vI/haca.toml` wherever it lives).
+    #[arg(long)]
+    no_start: bool,
+}
+
+/// The ports a validator at an `--ip` address listens on.
+pub const DEPLOY_HTTP_PORT: u16 = 7100;
+pub const DEPLOY_P2P_PORT: u16 = 7200;
+
+/// Writes a validator's config twice: `config.json` (what `haca testnet` reads back) and
+/// `haca.toml`, the node config file format with the same fields as its `[validator]`
+/// section (what `haca node --config` takes anywhere).
+fn write_validator_config(vdir: &Path, cfg: &ValidatorConfig) -> Result<(), CliError> {
+    write(
+        &vdir.join("config.json"),
+        &serde_json::to_string_pretty(cfg).expect("configs serialize"),
+    )?;
+    let file = crate::cli::config::FileConfig {
+        node: crate::cli::config::NodeSection {
+            roles: Some(vec!["validator".into()]),
+            ..Default::default()
+        },
+        validator: Some(cfg.clone()),
+        ..Default::default()
+    };
+    write(
+        &vdir.join("haca.toml"),
+        &format!(
+            "# A validator of this testnet: `haca node --config haca.toml` (paths are relative to this file).\n{}",
+            file.to_toml()
+        ),
+    )
 }
 
 fn parse_fault(s: &str) -> Result<(usize, Fault), String> {
@@ -125,6 +165,13 @@ fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
             a.validators
         )));
     }
+    if !a.ip.is_empty() && a.ip.len() != a.validators {
+        return Err(CliError::Msg(format!(
+            "--ip: give one address per validator ({} for --validators {})",
+            a.ip.len(),
+            a.validators
+        )));
+    }
     std::fs::create_dir_all(&a.dir)
         .map_err(|e| CliError::Msg(format!("{}: {e}", a.dir.display())))?;
     let mut members = Vec::new();
@@ -134,13 +181,23 @@ fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
             .map_err(|e| CliError::Msg(format!("{}: {e}", a.dir.join(&dir).display())))?;
         let key = haca_store::load_or_create_key(&a.dir.join(&dir).join("validator.key"))
             .map_err(|e| CliError::Msg(e.to_string()))?;
+        let (http, p2p) = match a.ip.get(i) {
+            Some(ip) => (
+                format!("http://{}", SocketAddr::new(*ip, DEPLOY_HTTP_PORT)),
+                SocketAddr::new(*ip, DEPLOY_P2P_PORT),
+            ),
+            None => (
+                format!("http://127.0.0.1:{}", free_port()?),
+                format!("127.0.0.1:{}", free_port()?)
+                    .parse()
+                    .expect("loopback address"),
+            ),
+        };
         members.push(TestnetValidator {
             index: i,
             validator_id: key.node_id(),
-            http: format!("http://127.0.0.1:{}", free_port()?),
-            p2p: format!("127.0.0.1:{}", free_port()?)
-                .parse()
-                .expect("loopback address"),
+            http,
+            p2p,
             dir,
         });
     }
@@ -210,10 +267,7 @@ fn create(a: &UpArgs) -> Result<TestnetFile, CliError> {
                 m.index
             );
         }
-        write(
-            &a.dir.join(&m.dir).join("config.json"),
-            &serde_json::to_string_pretty(&cfg).expect("configs serialize"),
-        )?;
+        write_validator_config(&a.dir.join(&m.dir), &cfg)?;
     }
     let file = TestnetFile {
         chain_id,
@@ -316,6 +370,14 @@ async fn up(a: UpArgs) -> Result<ExitCode, CliError> {
         );
         f
     };
+    if a.no_start {
+        println!(
+            "testnet {} written to {}; nothing started",
+            file.chain_id,
+            a.dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut started = Vec::new();
     for m in &file.validators {
         let vdir = a.dir.join(&m.dir);
@@ -509,10 +571,7 @@ async fn add(dir: &Path) -> Result<ExitCode, CliError> {
         timeouts_ms: template.timeouts_ms,
         fault: None,
     };
-    write(
-        &dir.join(&vdir).join("config.json"),
-        &serde_json::to_string_pretty(&cfg).expect("configs serialize"),
-    )?;
+    write_validator_config(&dir.join(&vdir), &cfg)?;
     // The others dial it too after their next restart.
     for o in &file.validators {
         let path = dir.join(&o.dir).join("config.json");
@@ -521,10 +580,7 @@ async fn add(dir: &Path) -> Result<ExitCode, CliError> {
             p2p: member.p2p,
             http: member.http.clone(),
         });
-        write(
-            &path,
-            &serde_json::to_string_pretty(&c).expect("configs serialize"),
-        )?;
+        write_validator_config(&dir.join(&o.dir), &c)?;
     }
     file.validators.push(member.clone());
     write(

@@ -716,3 +716,66 @@ fn a_node_runs_tee_work_in_a_remote_enclave_by_url() {
         "only the enclave this test started"
     );
 }
+
+/// `haca testnet up --no-start` writes each validator's config also as the node config
+/// file's `[validator]` section (`vI/haca.toml`), which `haca node --config` runs as is;
+/// `--ip` needs one address per validator.
+#[test]
+fn a_testnet_validator_runs_from_its_toml_config_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("net");
+    let out = Command::new(common::BIN)
+        .args(["testnet", "up", "--validators", "1", "--no-start", "--dir"])
+        .arg(&net)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml_file = net.join("v0/haca.toml");
+    let text = std::fs::read_to_string(&toml_file).unwrap();
+    assert!(text.contains("[validator]"), "{text}");
+    let v = spawn(&["node", "--config", toml_file.to_str().unwrap()], &[]);
+    let http = Client::new();
+    let t = std::time::Instant::now();
+    loop {
+        let s: Value = http
+            .get(format!("{}/v1/chain/status", v.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if s["height"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Its /metrics has the validator's gauges.
+    let m = http
+        .get(format!("{}/metrics", v.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("haca_consensus_height"), "{m}");
+
+    let out = Command::new(common::BIN)
+        .args([
+            "testnet",
+            "up",
+            "--validators",
+            "2",
+            "--ip",
+            "10.0.0.1",
+            "--no-start",
+            "--dir",
+        ])
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ip"));
+}
