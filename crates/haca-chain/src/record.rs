@@ -505,7 +505,7 @@ impl EvidenceVerifier for TeeEvidence {
 }
 
 /// A record's x402 payment, as the chain keys it: the authorization `(asset, payer,
-/// nonce)`, lowercase, which can settle once. Only `exact` payments that carry the payer's
+/// nonce)`, lowercase, which can settle once. Only `exact` and `upto` payments that carry the payer's
 /// signed authorization, in records that carry their receipt (not `private` ones).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordPayment {
@@ -519,7 +519,7 @@ impl RunRecord {
     /// The `exact` payment this record's receipt carries, if any (see [`RecordPayment`]).
     pub fn payment(&self) -> Option<RecordPayment> {
         let p = &self.receipt.as_ref()?["boxes"]["payment"]["evidence"];
-        if p["scheme"] != "exact" || p["authorization"].is_null() {
+        if !(p["scheme"] == "exact" || p["scheme"] == "upto") || p["authorization"].is_null() {
             return None;
         }
         let field = |k: &str| p[k].as_str().map(str::to_ascii_lowercase);

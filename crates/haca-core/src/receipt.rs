@@ -377,6 +377,24 @@ pub struct PaymentEvidence {
     pub verified_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<PaymentSettlement>,
+    /// x402 `upto`: the maximum the payer authorized (what the signature covers), the
+    /// per-token prices and the tokens served; `amount` is what settled, never above
+    /// `authorized`. Absent for `exact` and `apikey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upto: Option<UptoTerms>,
+}
+
+/// x402 `upto` terms of a payment box: what was authorized, at what prices, for what usage.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct UptoTerms {
+    /// Base units the payer's EIP-3009 authorization is for: the most the call could cost.
+    pub authorized: String,
+    /// Base units per 1,000 prompt tokens and per 1,000 completion tokens.
+    pub input_per_1k: String,
+    pub output_per_1k: String,
+    /// The tokens served, as the route reported them (the amount is priced from these).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 pub use crate::settlement::{SettlementEvidence, SettlementMode};

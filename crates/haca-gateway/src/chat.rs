@@ -11,7 +11,7 @@ use crate::builder::{Execution, ReceiptBuilder};
 use crate::enclave::{enclave_evidence, EnclaveClient, EnclaveEvidence};
 
 use crate::error::GatewayError;
-use crate::payment::{Covered, PendingPayment};
+use crate::payment::{Covered, PendingPayment, UptoPending};
 use crate::{now_ms, Charge, Gateway, RunToCommit};
 use haca_core::receipt::*;
 use haca_core::{Digest, RunId};
@@ -487,6 +487,14 @@ pub struct Served {
     pub conversation: Option<(String, u64)>,
     /// OpenGradient-compatible `tee_*` fields: answers made in the enclave only.
     pub tee: Option<haca_tee::og_compat::TeeFields>,
+    /// An `upto` call's `PAYMENT-RESPONSE` header (name, value): settled after the answer.
+    pub payment_header: Option<(&'static str, String)>,
+}
+
+/// How a call is paid: settled before it ran (or free), or x402 `upto`, settled after.
+enum CallPayment {
+    Paid(Option<PaymentEvidence>),
+    Upto(UptoPending),
 }
 
 impl Served {
@@ -532,6 +540,18 @@ impl ChatGateway {
         start: &CallStart,
         pending: Option<PendingPayment>,
     ) -> Result<Option<Charge>, GatewayError> {
+        let covered = self.covered(call, routes, start)?;
+        gw.take_payment(pending, covered).await
+    }
+
+    /// What a payment for `call` covers: its request, the local artifact when the local
+    /// model is the first route, the mode of that route and `max_tokens`.
+    fn covered(
+        &self,
+        call: &Call,
+        routes: &[Route],
+        start: &CallStart,
+    ) -> Result<Covered, GatewayError> {
         let first = routes
             .first()
             .ok_or_else(|| GatewayError::internal("a call with no planned route"))?;
@@ -553,7 +573,7 @@ impl ChatGateway {
             },
             max_tokens: call.sampling().max_tokens.map(u64::from),
         };
-        gw.take_payment(pending, covered).await
+        Ok(covered)
     }
 
     /// Tries `routes` in order and commits the served answer's receipt. A paid call that
@@ -579,7 +599,7 @@ impl ChatGateway {
                 routes,
                 start,
                 settlement,
-                payment,
+                CallPayment::Paid(payment),
                 conversation,
                 sink,
             )
@@ -595,6 +615,35 @@ impl ChatGateway {
         served
     }
 
+    /// [`serve`](Self::serve) for a call paid with x402 `upto`: nothing is charged before the
+    /// answer; once a route served, the tokens it served are priced and settled (never above
+    /// the authorization) before the receipt is signed. When every route failed, nothing
+    /// settles.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn serve_upto(
+        &self,
+        gw: &Gateway,
+        call: &Call,
+        routes: Vec<Route>,
+        start: CallStart,
+        settlement: haca_core::settlement::SettlementMode,
+        upto: UptoPending,
+        conversation: Option<String>,
+        sink: Option<Sink>,
+    ) -> Result<Served, Failed> {
+        self.serve_routes(
+            gw,
+            call,
+            routes,
+            start,
+            settlement,
+            CallPayment::Upto(upto),
+            conversation,
+            sink,
+        )
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn serve_routes(
         &self,
@@ -603,7 +652,7 @@ impl ChatGateway {
         routes: Vec<Route>,
         start: CallStart,
         settlement: haca_core::settlement::SettlementMode,
-        payment: Option<PaymentEvidence>,
+        payment: CallPayment,
         conversation: Option<String>,
         sink: Option<Sink>,
     ) -> Result<Served, Failed> {
@@ -676,6 +725,35 @@ impl ChatGateway {
             attempts: attempts.clone(),
         };
         let output_hash = hash_json(&output).map_err(|e| fail(e.into(), &attempts))?;
+        // `upto`: the answer is here, so its tokens are priced and settled now. A charge
+        // whose run is then not stored is refunded as it drops.
+        let mut upto_charge = None;
+        let payment = match payment {
+            CallPayment::Paid(p) => p,
+            CallPayment::Upto(u) => {
+                // A route that reported no usage is priced at the worst case authorized.
+                let (prompt, completion) =
+                    if produced.prompt_tokens == 0 && produced.completion_tokens == 0 {
+                        (u.prompt_bound, u.max_tokens)
+                    } else {
+                        (produced.prompt_tokens, produced.completion_tokens)
+                    };
+                let covered = self
+                    .covered(call, &routes, &start)
+                    .map_err(|e| fail(e, &attempts))?;
+                let settled = u
+                    .settle(covered, prompt, completion)
+                    .await
+                    .map_err(|e| fail(e, &attempts))?;
+                let charge = Charge {
+                    paid: Some(settled),
+                    refund: Some((gw.store.clone(), gw.log.clone(), start.run_id)),
+                };
+                let evidence = charge.paid().evidence.clone();
+                upto_charge = Some(charge);
+                Some(evidence)
+            }
+        };
         let tee = produced.enclave.as_ref().map(|e| e.tee.clone());
         let node = gw.key.node_id();
         let blob_id = produced
@@ -747,7 +825,9 @@ impl ChatGateway {
             )
             .await
             .map_err(|e| fail(e, &attempts))?;
+        let payment_header = upto_charge.map(|c| c.stored()).and_then(|p| p.header());
         Ok(Served {
+            payment_header,
             receipt,
             content: produced.content,
             tool_calls: produced.tool_calls,

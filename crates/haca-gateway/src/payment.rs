@@ -62,6 +62,8 @@ pub struct PaymentConfig {
     pub price: U256,
     /// Prices of one run by model label.
     pub model_prices: std::collections::BTreeMap<String, U256>,
+    /// Per-token prices of chat models (`provider/model`), for x402 `upto`.
+    pub token_prices: std::collections::BTreeMap<String, TokenPrice>,
     pub max_timeout_seconds: u64,
     /// A remote x402 facilitator's base URL (its `/verify`, `/settle` and `/supported`);
     /// `None` verifies and settles on this node's own ledger.
@@ -79,6 +81,7 @@ impl PaymentConfig {
             pay_to: DEVNET_PAY_TO.parse().expect("a valid address"),
             price,
             model_prices: Default::default(),
+            token_prices: Default::default(),
             max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECS,
             facilitator: None,
         }
@@ -166,6 +169,35 @@ pub async fn settle_on(
     run_id: Option<String>,
     verified_at: u64,
 ) -> Result<(B256, u64), PaymentError> {
+    settle_amount_on(
+        store,
+        v,
+        v.amount(),
+        resource,
+        request_hash,
+        run_id,
+        verified_at,
+    )
+    .await
+}
+
+/// [`settle_on`] moving `amount` (at most the authorization's value: an `upto` payment's
+/// actual cost) instead of the authorization's whole value.
+async fn settle_amount_on(
+    store: &Store,
+    v: &VerifiedPayment,
+    amount: U256,
+    resource: &str,
+    request_hash: Option<String>,
+    run_id: Option<String>,
+    verified_at: u64,
+) -> Result<(B256, u64), PaymentError> {
+    if amount > v.amount() {
+        return Err(PaymentError::Settlement(format!(
+            "{amount} is above the {} authorized",
+            v.amount()
+        )));
+    }
     // Checked again now: time passed since verification (the model may have been loading).
     haca_pay::check_window(v.authorization(), now_s(), 0)?;
     let settled_at = now_ms();
@@ -175,7 +207,7 @@ pub async fn settle_on(
         asset: v.asset().to_checksum(None),
         from: v.payer().to_checksum(None),
         to: v.pay_to().to_checksum(None),
-        amount: v.amount().to_string(),
+        amount: amount.to_string(),
         nonce: hex_b256(v.nonce()),
         resource: resource.into(),
         request_hash,
@@ -335,6 +367,7 @@ impl PendingPayment {
                             settled_at,
                             round: None,
                         }),
+                        upto: None,
                     },
                     response: Some((
                         v.settle_response(transaction),
@@ -404,6 +437,7 @@ impl PendingPayment {
                             settled_at,
                             round: None,
                         }),
+                        upto: None,
                     },
                     response: None,
                 })
@@ -745,4 +779,244 @@ pub struct PaymentOffer {
     pub x402: Option<(&'static str, Option<String>)>,
     /// The token of `Authorization: Bearer`.
     pub bearer: Option<String>,
+}
+
+/// Per-token prices of a chat model: base units per 1,000 prompt and per 1,000 completion
+/// tokens (`--model-price provider/model=IN_UNITS/OUT_UNITS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenPrice {
+    pub input: U256,
+    pub output: U256,
+}
+
+impl TokenPrice {
+    /// What `prompt` and `completion` tokens cost, each rounded up to a whole base unit.
+    pub fn cost(&self, prompt: u64, completion: u64) -> U256 {
+        use haca_pay::receipt_check::token_cost;
+        token_cost(self.input, prompt) + token_cost(self.output, completion)
+    }
+}
+
+/// `upto` authorizations whose calls are running: a second call with the same one is refused
+/// before any work, as it could not settle.
+static UPTO_IN_FLIGHT: std::sync::Mutex<Vec<B256>> = std::sync::Mutex::new(Vec::new());
+
+/// An x402 `upto` payment, verified before the call and settled after it, at what the call
+/// used. haca's `upto` is an EIP-3009 authorization of the maximum (OpenGradient's uses
+/// Permit2): the node's ledger moves only the actual amount, and nothing when every route
+/// failed (the authorization is then left unused).
+pub struct UptoPending {
+    verified: VerifiedPayment,
+    token_name: String,
+    token_version: String,
+    resource: String,
+    verified_at: u64,
+    store: Arc<Store>,
+    price: TokenPrice,
+    /// The prompt tokens the worst case was priced at (an upper bound on the prompt's).
+    pub prompt_bound: u64,
+    /// The completion tokens the worst case was priced at (the call's `max_tokens`).
+    pub max_tokens: u64,
+}
+
+impl Drop for UptoPending {
+    fn drop(&mut self) {
+        let digest = self.verified.digest();
+        if let Ok(mut f) = UPTO_IN_FLIGHT.lock() {
+            f.retain(|d| *d != digest);
+        }
+    }
+}
+
+impl UptoPending {
+    /// The most this call may settle: the authorization's value.
+    pub fn authorized(&self) -> U256 {
+        self.verified.amount()
+    }
+
+    /// What settles for the tokens served: their price, capped at the authorization, so a
+    /// settled amount above it cannot be produced.
+    pub fn amount_for(&self, prompt: u64, completion: u64) -> U256 {
+        self.price.cost(prompt, completion).min(self.authorized())
+    }
+
+    /// Settles the call's actual cost for `prompt` and `completion` tokens; the payment box
+    /// records the authorized maximum, the prices, the tokens and the settled amount.
+    pub async fn settle(
+        &self,
+        covered: Covered,
+        prompt: u64,
+        completion: u64,
+    ) -> Result<SettledPayment, GatewayError> {
+        let v = &self.verified;
+        let amount = self.amount_for(prompt, completion);
+        let (transaction, settled_at) = settle_amount_on(
+            &self.store,
+            v,
+            amount,
+            &self.resource,
+            Some(covered.request_hash.to_hex()),
+            Some(covered.run_id.to_string()),
+            self.verified_at,
+        )
+        .await
+        .map_err(|e| refused(&e))?;
+        let a = v.authorization();
+        let mut response = v.settle_response(transaction);
+        response.amount = Some(amount.to_string());
+        Ok(SettledPayment {
+            evidence: PaymentEvidence {
+                scheme: haca_pay::types::SCHEME_UPTO.into(),
+                network: v.network().into(),
+                asset: v.asset().to_checksum(None),
+                amount: amount.to_string(),
+                payer: v.payer().to_checksum(None),
+                nonce: hex_b256(v.nonce()),
+                resource: self.resource.clone(),
+                request_hash: covered.request_hash,
+                model: covered.model,
+                mode: Some(covered.mode),
+                max_tokens: covered.max_tokens,
+                authorization: Some(PaymentAuthorization {
+                    token_name: self.token_name.clone(),
+                    token_version: self.token_version.clone(),
+                    chain_id: v.chain_id(),
+                    pay_to: v.pay_to().to_checksum(None),
+                    valid_after: a.valid_after.saturating_to(),
+                    valid_before: a.valid_before.saturating_to(),
+                    signature: format!("0x{}", hex::encode(v.signature())),
+                }),
+                verified_at: self.verified_at,
+                settlement: Some(PaymentSettlement {
+                    transaction: hex_b256(transaction),
+                    settled_at,
+                    round: None,
+                }),
+                upto: Some(haca_core::receipt::UptoTerms {
+                    authorized: self.authorized().to_string(),
+                    input_per_1k: self.price.input.to_string(),
+                    output_per_1k: self.price.output.to_string(),
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                }),
+            },
+            response: Some((response, PAYMENT_RESPONSE_HEADER)),
+        })
+    }
+}
+
+impl PaymentOffer {
+    /// Whether the offered x402 payment names the `upto` scheme.
+    pub fn is_upto(&self) -> bool {
+        let Some((_, Some(text))) = &self.x402 else {
+            return false;
+        };
+        decode_payment_header(text)
+            .map(|p| p.scheme() == haca_pay::types::SCHEME_UPTO)
+            .unwrap_or(false)
+    }
+}
+
+impl Payments {
+    /// The per-token price of a chat model (`provider/model`), when it has one.
+    pub fn token_price(&self, name: &str) -> Option<TokenPrice> {
+        self.config.token_prices.get(name).copied()
+    }
+
+    /// The paywall's first half for x402 `upto` (version 2): the payer's EIP-3009
+    /// authorization of a maximum, checked as `exact` would check it (terms, window,
+    /// signature, nonce, balance) at its own value, which must cover `worst_case`: the call's
+    /// cost at `prompt_bound` prompt tokens and `max_tokens` completion tokens. Refused here,
+    /// before any work, when it does not.
+    pub async fn check_upto(
+        &self,
+        offer: &PaymentOffer,
+        resource: &str,
+        price: TokenPrice,
+        prompt_bound: u64,
+        max_tokens: u64,
+    ) -> Result<UptoPending, GatewayError> {
+        if self.facilitator.is_some() {
+            return Err(GatewayError::payment(
+                "unsupported_scheme",
+                "upto settles on this node's own ledger; this node settles through a remote facilitator: pay exact",
+            ));
+        }
+        let Some((name, Some(text))) = &offer.x402 else {
+            return Err(GatewayError::payment(
+                "invalid_payload",
+                "upto: no x402 payment header (PAYMENT-SIGNATURE)",
+            ));
+        };
+        let payload = decode_payment_header(text)
+            .map_err(|e| GatewayError::payment(e.code(), format!("header {name}: {e}")))?;
+        let AnyPaymentPayload::V2(mut p) = payload else {
+            return Err(GatewayError::payment(
+                "unsupported_scheme",
+                format!("header {name}: upto is served for x402 version 2 only"),
+            ));
+        };
+        let authorized = p.payload.authorization.value;
+        let worst_case = price.cost(prompt_bound, max_tokens);
+        if authorized < worst_case {
+            return Err(GatewayError::payment(
+                "upto_below_worst_case",
+                format!(
+                    "header {name}: the upto authorization is for {authorized} base units, below this call's worst case of {worst_case} ({max_tokens} max_tokens at {} per 1,000 completion tokens, a prompt of at most {prompt_bound} tokens at {} per 1,000): authorize at least {worst_case}; nothing was run or charged",
+                    price.output, price.input
+                ),
+            ));
+        }
+        // The signature covers (from, to, value, window, nonce), not the scheme: checked as an
+        // `exact` payment of the authorized value.
+        p.accepted.scheme = SCHEME_EXACT.into();
+        p.accepted.amount = authorized.to_string();
+        let config = PaymentConfig {
+            price: authorized,
+            ..self.config.clone()
+        };
+        let payload = AnyPaymentPayload::V2(p);
+        let requirements = AnyRequirements::V2(config.requirements());
+        let verified = self
+            .verify(&payload, &requirements, true)
+            .await
+            .map_err(|e| refused(&e))?;
+        {
+            let mut f = UPTO_IN_FLIGHT.lock().expect("in-flight lock");
+            if f.contains(&verified.digest()) {
+                return Err(GatewayError::payment(
+                    "nonce_in_use",
+                    format!("header {name}: this upto authorization pays for a call still running"),
+                ));
+            }
+            f.push(verified.digest());
+        }
+        Ok(UptoPending {
+            verified,
+            token_name: config.token_name.clone(),
+            token_version: config.token_version.clone(),
+            resource: resource.into(),
+            verified_at: now_ms(),
+            store: self.store.clone(),
+            price,
+            prompt_bound,
+            max_tokens,
+        })
+    }
+}
+
+#[cfg(test)]
+mod upto_tests {
+    use super::*;
+
+    #[test]
+    fn token_prices_round_up_per_part() {
+        let p = TokenPrice {
+            input: U256::from(300u64),
+            output: U256::from(1200u64),
+        };
+        // 10 prompt tokens: 3 units; 7 completion tokens: 8.4, so 9.
+        assert_eq!(p.cost(10, 7), U256::from(12u64));
+        assert_eq!(p.cost(0, 0), U256::ZERO);
+    }
 }

@@ -39,12 +39,26 @@ impl PaymentVerifier for X402Verifier {
             }
         }
         let payer: Address = field(&p.payer, "payer", "an address")?;
+        let amount = U256::from_str_radix(&p.amount, 10)
+            .map_err(|_| format!("payment box amount: {:?} is not a decimal amount", p.amount))?;
+        // `upto`: the signature covers the maximum; what settled is priced from the tokens
+        // served and never above it.
+        let signed_value = match &p.upto {
+            None => amount,
+            Some(u) => {
+                check_upto(&p.scheme, amount, u)?;
+                U256::from_str_radix(&u.authorized, 10).map_err(|_| {
+                    format!(
+                        "payment box upto.authorized: {:?} is not a decimal amount",
+                        u.authorized
+                    )
+                })?
+            }
+        };
         let authorization = Authorization {
             from: payer,
             to: field(&auth.pay_to, "authorization.pay_to", "an address")?,
-            value: U256::from_str_radix(&p.amount, 10).map_err(|_| {
-                format!("payment box amount: {:?} is not a decimal amount", p.amount)
-            })?,
+            value: signed_value,
             valid_after: U256::from(auth.valid_after),
             valid_before: U256::from(auth.valid_before),
             nonce: field::<B256>(&p.nonce, "nonce", "32 bytes of 0x hex")?,
@@ -68,11 +82,51 @@ impl PaymentVerifier for X402Verifier {
                 "the authorization was signed by {signer}, not by the payer {payer}"
             ));
         }
-        Ok(format!(
-            "{payer} signed {} base units of {} to {} (EIP-3009, chain {})",
-            p.amount, p.asset, auth.pay_to, auth.chain_id
-        ))
+        Ok(match &p.upto {
+            None => format!(
+                "{payer} signed {} base units of {} to {} (EIP-3009, chain {})",
+                p.amount, p.asset, auth.pay_to, auth.chain_id
+            ),
+            Some(u) => format!(
+                "{payer} signed up to {} base units of {} to {} (EIP-3009, chain {}); {} settled for {} prompt and {} completion tokens",
+                u.authorized, p.asset, auth.pay_to, auth.chain_id, p.amount, u.prompt_tokens, u.completion_tokens
+            ),
+        })
     }
+}
+
+/// Base units for `tokens` at `per_1k` base units per 1,000 tokens, rounded up.
+pub fn token_cost(per_1k: U256, tokens: u64) -> U256 {
+    (per_1k * U256::from(tokens)).div_ceil(U256::from(1000u64))
+}
+
+/// An `upto` box's own rules: its scheme says so, the amount is what its prices give for its
+/// tokens (capped at the authorization), and never above the authorization.
+fn check_upto(scheme: &str, amount: U256, u: &haca_core::receipt::UptoTerms) -> Result<(), String> {
+    if scheme != crate::types::SCHEME_UPTO {
+        return Err(format!(
+            "a payment box with upto terms has scheme {scheme:?}, not \"upto\""
+        ));
+    }
+    let n = |v: &str, name: &str| {
+        U256::from_str_radix(v, 10)
+            .map_err(|_| format!("payment box upto.{name}: {v:?} is not a decimal amount"))
+    };
+    let authorized = n(&u.authorized, "authorized")?;
+    if amount > authorized {
+        return Err(format!(
+            "{amount} base units settled, above the {authorized} authorized"
+        ));
+    }
+    let priced = token_cost(n(&u.input_per_1k, "input_per_1k")?, u.prompt_tokens)
+        + token_cost(n(&u.output_per_1k, "output_per_1k")?, u.completion_tokens);
+    if amount != priced.min(authorized) {
+        return Err(format!(
+            "{amount} base units settled; {} prompt and {} completion tokens at {}/{} per 1,000 cost {priced} (at most the {authorized} authorized)",
+            u.prompt_tokens, u.completion_tokens, u.input_per_1k, u.output_per_1k
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -99,6 +153,41 @@ mod tests {
         let (p, payer) = signed_box();
         let detail = PAYMENT_VERIFIER.verify(&p).unwrap();
         assert!(detail.contains(&payer.to_checksum(None)), "{detail}");
+    }
+
+    #[test]
+    fn an_upto_box_settles_its_priced_tokens_and_never_above_the_authorization() {
+        // The box's payer signed 1000 base units: as upto, that is the maximum authorized.
+        let (signed, _) = signed_box();
+        let upto = |amount: &str, prompt: u64| {
+            let mut p = signed.clone();
+            p.scheme = "upto".into();
+            p.amount = amount.into();
+            p.upto = Some(haca_core::receipt::UptoTerms {
+                authorized: "1000".into(),
+                input_per_1k: "1000".into(),
+                output_per_1k: "0".into(),
+                prompt_tokens: prompt,
+                completion_tokens: 9,
+            });
+            p
+        };
+        let detail = PAYMENT_VERIFIER.verify(&upto("5", 5)).unwrap();
+        assert!(detail.contains("signed up to 1000"), "{detail}");
+        // Tokens priced above the authorization settle the authorization, no more.
+        PAYMENT_VERIFIER.verify(&upto("1000", 5000)).unwrap();
+        let e = PAYMENT_VERIFIER.verify(&upto("1001", 5000)).unwrap_err();
+        assert!(e.contains("above the 1000 authorized"), "{e}");
+        // An amount the tokens do not give is refused too.
+        let e = PAYMENT_VERIFIER.verify(&upto("6", 5)).unwrap_err();
+        assert!(e.contains("cost 5"), "{e}");
+        // upto terms under another scheme, or a changed maximum, fail.
+        let mut p = upto("5", 5);
+        p.scheme = "exact".into();
+        assert!(PAYMENT_VERIFIER.verify(&p).is_err());
+        let mut p = upto("5", 5);
+        p.upto.as_mut().unwrap().authorized = "1001".into();
+        assert!(PAYMENT_VERIFIER.verify(&p).is_err());
     }
 
     #[test]

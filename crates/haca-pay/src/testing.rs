@@ -64,5 +64,6 @@ pub fn signed_payment(
             settled_at: verified_at,
             round: None,
         }),
+        upto: None,
     }
 }

@@ -20,6 +20,10 @@ use std::collections::BTreeMap;
 pub const X402_VERSIONS: [u32; 2] = [1, 2];
 /// The `exact` scheme: pay exactly the required amount (EIP-3009 on EVM).
 pub const SCHEME_EXACT: &str = "exact";
+/// x402's `upto` scheme: the payer authorizes a maximum, the amount settled after the answer
+/// is what it used (haca: an EIP-3009 authorization of the maximum, the actual amount moved
+/// on the node's ledger; OpenGradient's `upto` uses Permit2).
+pub const SCHEME_UPTO: &str = "upto";
 
 /// v2: the server's 402 carries a [`PaymentRequired`] in this header.
 pub const PAYMENT_REQUIRED_HEADER: &str = "PAYMENT-REQUIRED";

@@ -566,6 +566,7 @@ mod tests {
                     authorization: None,
                     verified_at: at,
                     settlement: None,
+                    upto: None,
                 },
                 BoxStatus::Claimed,
                 at,

@@ -219,6 +219,7 @@ fn payment_claims_check_what_the_payment_covered() {
                 settled_at: r.issued_at - 4,
                 round: None,
             }),
+            upto: None,
         };
         edit(&mut p);
         r.boxes.payment = EvidenceBox::with(p, BoxStatus::Claimed, r.issued_at);
@@ -303,6 +304,7 @@ fn memory_owned_needs_the_payer_to_own_every_sealed_row() {
                     authorization: None,
                     verified_at: r.issued_at - 5,
                     settlement: None,
+                    upto: None,
                 },
                 BoxStatus::Claimed,
                 r.issued_at,

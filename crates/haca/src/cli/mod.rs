@@ -223,7 +223,7 @@ struct PayArgs {
 fn payment_config(
     p: &PayArgs,
     price: u64,
-    model_price: Vec<(String, u64)>,
+    model_price: Vec<(String, ModelPrice)>,
     facilitator: Option<String>,
     devnet: bool,
 ) -> Result<Option<haca_gateway::payment::PaymentConfig>, CliError> {
@@ -291,10 +291,22 @@ fn payment_config(
     }
     cfg.max_timeout_seconds = p.max_timeout_secs;
     cfg.facilitator = facilitator;
-    cfg.model_prices = model_price
-        .into_iter()
-        .map(|(m, p)| (m, haca_pay::U256::from(p)))
-        .collect();
+    for (m, p) in model_price {
+        match p {
+            ModelPrice::Run(units) => {
+                cfg.model_prices.insert(m, haca_pay::U256::from(units));
+            }
+            ModelPrice::Tokens { input, output } => {
+                cfg.token_prices.insert(
+                    m,
+                    haca_gateway::payment::TokenPrice {
+                        input: haca_pay::U256::from(input),
+                        output: haca_pay::U256::from(output),
+                    },
+                );
+            }
+        }
+    }
     Ok(Some(cfg))
 }
 
@@ -374,9 +386,11 @@ enum Command {
         #[arg(long, env = "HACA_PRICE_PER_REQUEST", default_value_t = 1000)]
         price_per_request: u64,
         /// The price of one run of a model, by label, overriding --price-per-request for it
-        /// (repeatable): `--model-price example/mnist-mlp=2500`.
-        #[arg(long, value_name = "LABEL=UNITS", value_parser = parse_model_price)]
-        model_price: Vec<(String, u64)>,
+        /// (repeatable): `--model-price example/mnist-mlp=2500`; or a chat model's prices per
+        /// 1,000 prompt and completion tokens, which x402 `upto` payments settle from:
+        /// `--model-price openai/gpt-4o-mini=150/600`.
+        #[arg(long, value_name = "LABEL=UNITS|MODEL=IN/OUT", value_parser = parse_model_price)]
+        model_price: Vec<(String, ModelPrice)>,
         /// Verify and settle x402 payments with this remote facilitator (its base URL, such
         /// as another node's http://HOST:PORT/v1/x402) instead of this node's own ledger.
         #[arg(long, env = "HACA_FACILITATOR")]
@@ -430,8 +444,8 @@ enum Command {
         #[arg(long, env = "HACA_PRICE_PER_REQUEST", default_value_t = 0)]
         price_per_request: u64,
         /// The price of one run of a model, by label (repeatable), as on `haca devnet`.
-        #[arg(long, value_name = "LABEL=UNITS", value_parser = parse_model_price)]
-        model_price: Vec<(String, u64)>,
+        #[arg(long, value_name = "LABEL=UNITS|MODEL=IN/OUT", value_parser = parse_model_price)]
+        model_price: Vec<(String, ModelPrice)>,
         /// Verify and settle x402 payments with this remote facilitator (its base URL, such
         /// as https://x402.org/facilitator, or another haca node's http://HOST:PORT/v1/x402)
         /// instead of this node's own ledger.
@@ -911,6 +925,12 @@ async fn serve_until_ctrl_c(
         for (model, price) in &p.model_prices {
             println!("  price:     {model}: {price} base units per run");
         }
+        for (model, t) in &p.token_prices {
+            println!(
+                "  price:     {model}: {} / {} base units per 1,000 prompt / completion tokens (x402 upto)",
+                t.input, t.output
+            );
+        }
         if let Some(f) = &p.facilitator {
             println!("  settles:   with the x402 facilitator at {f}");
         }
@@ -1129,17 +1149,36 @@ async fn chain(c: ChainCommand) -> Result<ExitCode, CliError> {
 }
 
 /// `LABEL=UNITS` of `--model-price`.
-fn parse_model_price(s: &str) -> Result<(String, u64), String> {
-    let (label, units) = s
-        .rsplit_once('=')
-        .ok_or_else(|| format!("{s:?}: expected LABEL=UNITS, such as example/mnist-mlp=2500"))?;
+/// A `--model-price`: base units per run, or per 1,000 prompt / completion tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelPrice {
+    Run(u64),
+    /// A chat model's per-token prices (x402 `upto` settles from them).
+    Tokens {
+        input: u64,
+        output: u64,
+    },
+}
+
+fn parse_model_price(s: &str) -> Result<(String, ModelPrice), String> {
+    let (label, units) = s.rsplit_once('=').ok_or_else(|| {
+        format!("{s:?}: expected LABEL=UNITS (example/mnist-mlp=2500) or provider/model=IN_UNITS/OUT_UNITS per 1,000 tokens (openai/gpt-4o-mini=150/600)")
+    })?;
     if label.is_empty() {
         return Err(format!("{s:?}: the label is empty"));
     }
-    let units = units
-        .parse()
-        .map_err(|_| format!("{s:?}: {units:?} is not a whole number of base units"))?;
-    Ok((label.to_owned(), units))
+    let whole = |u: &str| {
+        u.parse::<u64>()
+            .map_err(|_| format!("{s:?}: {u:?} is not a whole number of base units"))
+    };
+    let price = match units.split_once('/') {
+        None => ModelPrice::Run(whole(units)?),
+        Some((i, o)) => ModelPrice::Tokens {
+            input: whole(i)?,
+            output: whole(o)?,
+        },
+    };
+    Ok((label.to_owned(), price))
 }
 
 async fn run(cmd: Command) -> Result<ExitCode, CliError> {

@@ -118,8 +118,47 @@ async fn serve(
             Some((limit, super::memory::user_of(&headers, &st)?))
         }
     };
+    // x402 `upto` (a maximum authorized, the actual cost settled after the answer): checked
+    // here against the call's worst case, before any work.
+    let offer = super::x402::payment_offer(&headers);
+    let mut upto = None;
     let pending = match &st.payments {
         None => None,
+        Some(p) if offer.is_upto() => {
+            let resource = st.public_url.resource(endpoint);
+            let flat = p.price_of_chat_model(call.model());
+            let Some(price) = p.token_price(call.model()) else {
+                let e = haca_gateway::GatewayError::payment(
+                    "unsupported_scheme",
+                    format!(
+                        "upto: model {} has no per-token price on this node (--model-price {}=IN/OUT): pay exact",
+                        call.model(),
+                        call.model()
+                    ),
+                );
+                return super::x402::refusal(p, &resource, flat, e);
+            };
+            let Some(max_tokens) = call.sampling().max_tokens else {
+                return Err(ApiError::bad_request(
+                    "invalid_input",
+                    "max_tokens: required when paying with upto (the maximum authorized covers it)",
+                )
+                .param("max_tokens"));
+            };
+            let raw = call.raw();
+            let input = raw.get("messages").unwrap_or(&raw["prompt"]);
+            // A token is at least one byte of the prompt's text: its JSON bounds it, with
+            // room for the chat template's own tokens.
+            let prompt_bound = input.to_string().len() as u64;
+            match p
+                .check_upto(&offer, &resource, price, prompt_bound, max_tokens.into())
+                .await
+            {
+                Ok(u) => upto = Some(u),
+                Err(e) => return super::x402::refusal(p, &resource, flat, e),
+            }
+            None
+        }
         Some(p) => {
             let price = p.price_of_chat_model(call.model());
             let resource = st.public_url.resource(endpoint);
@@ -181,20 +220,38 @@ async fn serve(
     };
     let public_model = call.model().to_owned();
 
+    let mut upto_header = None;
     let mut resp = if !call.stream() {
-        let served = chat
-            .serve(
-                &st.gateway,
-                &call,
-                routes,
-                start,
-                settlement,
-                payment,
-                conversation,
-                None,
-            )
-            .await
-            .map_err(failed_error)?;
+        let served = match upto {
+            Some(u) => {
+                chat.serve_upto(
+                    &st.gateway,
+                    &call,
+                    routes,
+                    start,
+                    settlement,
+                    u,
+                    conversation,
+                    None,
+                )
+                .await
+            }
+            None => {
+                chat.serve(
+                    &st.gateway,
+                    &call,
+                    routes,
+                    start,
+                    settlement,
+                    payment,
+                    conversation,
+                    None,
+                )
+                .await
+            }
+        }
+        .map_err(failed_error)?;
+        upto_header = served.payment_header.clone();
         if let Some(l) = learning {
             l.learn(served.receipt.run_id);
         }
@@ -226,18 +283,34 @@ async fn serve(
         let include_usage = call.include_usage();
         let run_id = start.run_id;
         tokio::spawn(async move {
-            let result = chat
-                .serve(
-                    &st.gateway,
-                    &call,
-                    routes,
-                    start,
-                    settlement,
-                    payment,
-                    conversation,
-                    Some(delta_tx),
-                )
-                .await;
+            let result = match upto {
+                Some(u) => {
+                    chat.serve_upto(
+                        &st.gateway,
+                        &call,
+                        routes,
+                        start,
+                        settlement,
+                        u,
+                        conversation,
+                        Some(delta_tx),
+                    )
+                    .await
+                }
+                None => {
+                    chat.serve(
+                        &st.gateway,
+                        &call,
+                        routes,
+                        start,
+                        settlement,
+                        payment,
+                        conversation,
+                        Some(delta_tx),
+                    )
+                    .await
+                }
+            };
             // Every delta is out before the final chunk.
             let _ = forward.await;
             match result {
@@ -248,6 +321,10 @@ async fn serve(
                     }
                     let mut last = chunk(json!({}), Some(&served.finish_reason));
                     last["haca"] = served.haca_fields();
+                    // upto settles after the answer, when the headers are long gone.
+                    if let Some((_, v)) = &served.payment_header {
+                        last["haca"]["payment_response"] = v.clone().into();
+                    }
                     add_tee_fields(&mut last, &served);
                     let _ = event_tx.send(last.to_string());
                     if include_usage {
@@ -278,7 +355,7 @@ async fn serve(
     for (k, v) in extra_headers {
         h.insert(k, v);
     }
-    if let Some((name, value)) = payment_header {
+    if let Some((name, value)) = payment_header.or(upto_header) {
         h.insert(
             name,
             HeaderValue::from_str(&value).expect("base64 is ASCII"),

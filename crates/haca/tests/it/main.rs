@@ -23,6 +23,7 @@ mod panel_browser;
 mod review_e2e;
 mod settlement_e2e;
 mod tee_e2e;
+mod upto_e2e;
 mod testnet_byzantine;
 mod testnet_faults;
 mod walrus_e2e;

@@ -88,6 +88,7 @@ fn memory_fixture() -> String {
                 authorization: None,
                 verified_at: at,
                 settlement: None,
+                upto: None,
             },
             BoxStatus::Claimed,
             at,
