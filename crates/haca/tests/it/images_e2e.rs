@@ -344,3 +344,69 @@ fn haca_image_writes_the_file_the_receipt_covers() {
     let (ok, out) = node.verify(&rfile, &["--image", out.to_str().unwrap()]);
     assert!(ok, "{out}");
 }
+
+/// Draws one 1024x1024 PNG (3 MiB, stored blocks), whatever the prompt.
+fn big_painter(_: &Value) -> Value {
+    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let b64 =
+        BIG.get_or_init(|| base64::engine::general_purpose::STANDARD.encode(png(1024, 1024, 7)));
+    json!({"created": 0, "data": [{"b64_json": b64}]})
+}
+
+/// BENCHMARKS.md's image route overhead: the same image server called directly and through
+/// the node (plan, hash, check, store, sign, commit), sequentially.
+/// `cargo test --release -p haca --test it bench_image_route_overhead -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_image_route_overhead() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = image_server(painter);
+    let big = image_server(big_painter);
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--provider",
+            &format!("name=small,url=http://127.0.0.1:{small}/v1,models=p,kind=image"),
+            "--provider",
+            &format!("name=big,url=http://127.0.0.1:{big}/v1,models=p,kind=image"),
+        ],
+    );
+    let http = client();
+    wait_ready(&http, &node.url);
+    let body = |m: &str| json!({"model": m, "prompt": "a kite", "response_format": "url"});
+    let pct = |mut v: Vec<f64>, q: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() - 1) as f64 * q) as usize]
+    };
+    for (name, port, runs) in [("small", small, 200), ("big", big, 30)] {
+        let mut direct = Vec::new();
+        let mut routed = Vec::new();
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            let r = http
+                .post(format!("http://127.0.0.1:{port}/v1/images/generations"))
+                .json(&json!({"model": "p", "prompt": "a kite", "response_format": "b64_json"}))
+                .send()
+                .unwrap();
+            let _ = r.bytes().unwrap();
+            direct.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
+            let r = http
+                .post(format!("{}/v1/images/generations", node.url))
+                .json(&body(&format!("{name}/p")))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().unwrap();
+            routed.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "{name}: {runs} runs; direct p50 {:.2} ms p95 {:.2} ms; through haca p50 {:.2} ms p95 {:.2} ms; overhead p50 {:.2} ms",
+            pct(direct.clone(), 0.5),
+            pct(direct.clone(), 0.95),
+            pct(routed.clone(), 0.5),
+            pct(routed.clone(), 0.95),
+            pct(routed, 0.5) - pct(direct, 0.5)
+        );
+    }
+}
