@@ -584,6 +584,7 @@ async function renderChat() {
     <h1>Chat</h1>
     <form id="chat-settings" class="filters" aria-label="Chat settings">
       <label>Model <select id="chat-model"><option>loading…</option></select></label>
+      <label>Image model <select id="chat-image-model"><option value="">none</option></select></label>
       <label>Privacy <select id="chat-privacy"><option value="any">any</option><option value="private">private</option><option value="tee">tee</option></select></label>
       <label>API key (when the node charges) <input id="chat-key" type="password" autocomplete="off" value="${esc(sessionStorage.getItem('haca.apikey') || '')}"></label>
     </form>
@@ -592,18 +593,27 @@ async function renderChat() {
     <form id="chat-form" class="stack">
       <label for="chat-input">Message</label>
       <textarea id="chat-input" rows="2" required></textarea>
-      <button type="submit" id="chat-send">Send</button>
+      <div class="row"><button type="submit" id="chat-send">Send</button>
+        <button type="button" id="chat-image" disabled title="Draw the message with the image model">Image</button></div>
     </form>
     <p id="chat-error" class="error" role="alert"></p>`;
   document.getElementById('chat-key').addEventListener('change', (e) => sessionStorage.setItem('haca.apikey', e.target.value.trim()));
   document.getElementById('chat-form').addEventListener('submit', sendChat);
+  document.getElementById('chat-image').addEventListener('click', sendImage);
   document.getElementById('chat-input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); document.getElementById('chat-form').requestSubmit(); }
   });
   focusHeading();
   try {
     const m = await api('/v1/models', { anonymous: true });
-    document.getElementById('chat-model').innerHTML = m.data.map((x) => `<option>${esc(x.id)}</option>`).join('');
+    const isImage = (x) => x.haca?.kind === 'image';
+    const opts = (xs) => xs.map((x) => `<option>${esc(x.id)}</option>`).join('');
+    document.getElementById('chat-model').innerHTML = opts(m.data.filter((x) => !isImage(x))) || '<option value="">none</option>';
+    const images = m.data.filter(isImage);
+    if (images.length) {
+      document.getElementById('chat-image-model').innerHTML = opts(images);
+      document.getElementById('chat-image').disabled = false;
+    }
   } catch (e) {
     document.getElementById('chat-model').innerHTML = '<option value="">none</option>';
     document.getElementById('chat-error').textContent = `This node serves no chat model: ${e.message}`;
@@ -691,6 +701,52 @@ async function sendChat(ev) {
   } finally {
     send.disabled = false;
     input.focus();
+  }
+}
+
+/** The image button: the message becomes an image prompt; the images come back with their
+ * own run, whose receipt's output hash covers each image's SHA-256, and its boxes beside. */
+async function sendImage() {
+  const input = document.getElementById('chat-input');
+  const prompt = input.value.trim();
+  const err = document.getElementById('chat-error');
+  err.textContent = '';
+  if (!prompt) { err.textContent = 'Write what to draw in the message box first.'; return; }
+  const model = document.getElementById('chat-image-model').value;
+  const privacy = document.getElementById('chat-privacy').value;
+  const key = document.getElementById('chat-key').value.trim();
+  const li = document.createElement('li');
+  li.className = 'turn';
+  li.innerHTML = `<div class="msg user"><span class="who">You (image)</span> <p></p></div>
+    <div class="msg assistant"><span class="who">${esc(model)}</span> <div class="images" aria-live="polite">drawing…</div><div class="route muted"></div></div>
+    <aside class="evidence" aria-label="Evidence for this image">${evidenceHtml(null)}</aside>`;
+  li.querySelector('.user p').textContent = prompt;
+  document.getElementById('turns').appendChild(li);
+  const button = document.getElementById('chat-image');
+  button.disabled = true;
+  try {
+    const headers = { 'Content-Type': 'application/json' };
+    if (key) headers.Authorization = `Bearer ${key}`;
+    const r = await fetch('/v1/images/generations', {
+      method: 'POST', headers, body: JSON.stringify({ model, prompt, privacy, response_format: 'url' }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body?.error?.message || `HTTP ${r.status}`);
+    const haca = body.haca;
+    li.querySelector('.images').innerHTML = haca.images.map((im, i) => `<figure>
+        <img src="/v1/runs/${encodeURIComponent(haca.run_id)}/images/${i}" alt="${esc(prompt)}" width="${Number(im.width) || ''}" style="max-width: 100%; height: auto">
+        <figcaption class="muted">${esc(im.media_type)}, ${esc(String(im.width))}×${esc(String(im.height))}, sha256 <code title="${esc(im.sha256)}">${esc(short(im.sha256, 16))}</code></figcaption></figure>`).join('');
+    const route = haca.route || {};
+    li.querySelector('.route').innerHTML = `served by ${esc(route.provider)} over ${esc(route.path)} (privacy asked: ${esc(route.policy)});
+      run <a href="/v1/runs/${encodeURIComponent(haca.run_id)}/receipt">${esc(short(haca.run_id))}</a>; its output hash covers these images' bytes`;
+    li.dataset.run = haca.run_id;
+    input.value = '';
+    watchRun(haca.run_id, li.querySelector('.evidence'));
+  } catch (e) {
+    err.textContent = `No image: ${e.message}`;
+    li.querySelector('.images').textContent = '(no image)';
+  } finally {
+    button.disabled = false;
   }
 }
 

@@ -32,8 +32,17 @@ fn chat_of(st: &AppState) -> Result<Arc<ChatGateway>, ApiError> {
     })
 }
 
+/// The chat models, and the image models (`haca.kind: "image"`) when the node has any.
 pub async fn models(State(st): S) -> Result<Json<Value>, ApiError> {
-    Ok(Json(chat_of(&st)?.models()))
+    let mut v = match (&st.chat, &st.images) {
+        (Some(c), _) => c.models(),
+        (None, Some(_)) => json!({"object": "list", "data": []}),
+        (None, None) => chat_of(&st)?.models(),
+    };
+    if let (Some(images), Some(data)) = (&st.images, v["data"].as_array_mut()) {
+        data.extend(images.models());
+    }
+    Ok(Json(v))
 }
 
 /// `transport` is set only by the OHTTP gateway ([`super::ohttp`]), on the request it

@@ -410,3 +410,32 @@ fn bench_image_route_overhead() {
         );
     }
 }
+
+/// The panel's image button in a real browser (web/tests/image_button.test.mjs), when Chromium
+/// and playwright-core are there (`.ci/run` installs both; CI requires them).
+#[test]
+fn the_panel_image_button_shows_the_image_with_its_hash_and_boxes() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let chromium = std::path::PathBuf::from(
+        std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+    );
+    if !(chromium.exists() && repo.join("web/node_modules/playwright-core").exists()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have Chromium and web/node_modules"
+        );
+        eprintln!("skipped: no Chromium or no web/node_modules (npm ci --prefix web)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let status = std::process::Command::new("node")
+        .arg(repo.join("web/tests/image_button.test.mjs"))
+        .current_dir(repo.join("web"))
+        .env("HACA_URL", &node.url)
+        .env("OUT", dir.path().join("shots"))
+        .env("CHROMIUM", &chromium)
+        .status()
+        .expect("run node");
+    assert!(status.success(), "the image button's browser test failed");
+}
