@@ -288,3 +288,39 @@ async fn registered_posters_post_roots_once_and_anyone_reads_them() {
         .unwrap();
     assert_eq!(none.rfc6962Root, B256::ZERO);
 }
+
+#[tokio::test]
+async fn a_transaction_waits_for_its_confirmations() {
+    let Some(anvil) = anvil().await else { return };
+    let mut owner = sender(&anvil.url, 0).await;
+    owner.confirmations = 3;
+    let rpc = Rpc::new(&anvil.url, Duration::from_secs(5));
+    let start_block = rpc.block_number().await.unwrap();
+    // anvil mines the transaction at once, then no block comes until asked for.
+    let miner = {
+        let url = anvil.url.clone();
+        tokio::spawn(async move {
+            let rpc = Rpc::new(&url, Duration::from_secs(5));
+            for _ in 0..2 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                rpc.call_raw("evm_mine", serde_json::json!([]))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let t = std::time::Instant::now();
+    let c = owner
+        .send(None, haca_evm::contracts::registry_init_code())
+        .await
+        .unwrap();
+    miner.await.unwrap();
+    assert_eq!(c.block_number, start_block + 1);
+    assert!(
+        t.elapsed() >= Duration::from_millis(550),
+        "confirmed before the two blocks on top were mined: {:?}",
+        t.elapsed()
+    );
+    assert!(rpc.block_number().await.unwrap() >= c.block_number + 2);
+    assert!(owner.still_on_chain(&c).await.unwrap());
+}
