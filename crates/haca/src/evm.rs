@@ -29,22 +29,22 @@ use std::time::Duration;
 pub struct EvmArgs {
     /// Settle x402 payments on this EVM chain's JSON-RPC (http://HOST:PORT) instead of the
     /// node's own ledger: the facilitator submits each transferWithAuthorization.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "HACA_EVM_RPC", value_name = "URL")]
     pub evm_rpc: Option<String>,
     /// The facilitator's gas key: a file holding 0x + 64 hex digits (with --evm-rpc). On a
     /// devnet chain it is also the token's minter (the faucet mints on chain).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "HACA_EVM_KEY", value_name = "FILE")]
     pub evm_key: Option<PathBuf>,
     /// The token contract [default: the payment asset; devnet's is where `haca evm deploy`
     /// from anvil's account 0 puts it].
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(long, env = "HACA_EVM_TOKEN", value_name = "ADDRESS")]
     pub evm_token: Option<String>,
     /// A SettlementRegistry to anchor each certified round's roots in (`haca evm deploy`
     /// prints it); the gas key must be a registered poster.
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(long, env = "HACA_EVM_REGISTRY", value_name = "ADDRESS")]
     pub evm_registry: Option<String>,
     /// Blocks a settlement waits for (1: its own block).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, env = "HACA_EVM_CONFIRMATIONS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub evm_confirmations: u64,
 }
 
