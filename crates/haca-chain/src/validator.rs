@@ -492,6 +492,17 @@ impl Validator {
             .and_then(|r| Some((r.trees.walrus_blob_id.clone()?, r.trees.dump.clone()))))
     }
 
+    /// The tree dump of the round the block at `height` closed, with its Walrus blob id;
+    /// `None` when that block closed no round (or is not stored).
+    pub fn round_dump_at(&self, height: u64) -> Result<Option<(String, Vec<u8>)>, ValidatorError> {
+        let Some(stored) = self.store.block(height)? else {
+            return Ok(None);
+        };
+        let block = Block::decode(&stored.block)
+            .map_err(|reason| ValidatorError::Replay { height, reason })?;
+        Ok(RoundTrees::build(&block).and_then(|t| Some((t.walrus_blob_id?, t.dump))))
+    }
+
     /// Picks the records for a block: everything waiting once the round is due (full, or
     /// its oldest record has waited the round interval), at most a round's worth, with the
     /// verdicts reached when they arrived.

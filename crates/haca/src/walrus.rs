@@ -144,9 +144,12 @@ impl WalrusClient {
     }
 }
 
-/// The node's own blobs by Walrus id: one file per blob under a directory.
+/// The node's own blobs by Walrus id: one file per blob under a directory, and the Walrus
+/// publisher the node also stores artifacts and tree dumps with, when it has one
+/// (`--walrus-publisher`).
 pub struct LocalBlobs {
     dir: PathBuf,
+    pub publisher: Option<WalrusClient>,
 }
 
 impl LocalBlobs {
@@ -154,7 +157,28 @@ impl LocalBlobs {
         std::fs::create_dir_all(dir)?;
         Ok(LocalBlobs {
             dir: dir.to_owned(),
+            publisher: None,
         })
+    }
+
+    /// Also stores artifacts and tree dumps with the Walrus publisher at `url`.
+    pub fn with_publisher(mut self, url: Option<String>) -> LocalBlobs {
+        self.publisher = url.map(|u| WalrusClient::new(Some(u), None));
+        self
+    }
+
+    /// Stores `bytes` (an uploaded artifact) with the publisher, off the caller's path; the
+    /// outcome is logged.
+    pub fn push(&self, what: String, bytes: Vec<u8>) {
+        let Some(p) = self.publisher.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            match p.store(bytes, None, &[]).await {
+                Ok(s) => tracing::info!("{what} stored on Walrus as {}", s.blob_id),
+                Err(e) => tracing::warn!("{what} not stored on Walrus: {e}"),
+            }
+        });
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -184,5 +208,47 @@ impl LocalBlobs {
             return None;
         }
         std::fs::read(self.path(id)).ok()
+    }
+}
+
+/// Keeps every settled round's tree dump among the node's blobs as its block commits (so
+/// `GET /v1/blobs/{id}` serves it at once), and stores it with a Walrus publisher too when
+/// one is set. Runs until the chain stops; a dump the publisher refuses is logged and kept
+/// locally.
+pub async fn mirror_rounds(
+    chain: std::sync::Arc<haca_chain::validator::Validator>,
+    blobs: std::sync::Arc<LocalBlobs>,
+) {
+    let publisher = blobs.publisher.clone();
+    let mut heights = chain.heights();
+    let mut done = *heights.borrow_and_update();
+    loop {
+        if heights.changed().await.is_err() {
+            return;
+        }
+        let tip = *heights.borrow_and_update();
+        for h in done + 1..=tip {
+            let c = chain.clone();
+            let dump = tokio::task::spawn_blocking(move || c.round_dump_at(h)).await;
+            let Ok(Ok(Some((id, bytes)))) = dump else {
+                continue;
+            };
+            match blobs.put_as(&id, &bytes) {
+                Ok(true) => {}
+                Ok(false) => continue, // kept (and pushed) by a receipt read already
+                Err(e) => tracing::warn!("the tree dump of height {h} ({id}) was not kept: {e}"),
+            }
+            if let Some(p) = &publisher {
+                match p.store(bytes, None, &[]).await {
+                    Ok(s) => {
+                        tracing::info!("round tree of height {h} stored on Walrus as {}", s.blob_id)
+                    }
+                    Err(e) => {
+                        tracing::warn!("round tree of height {h} ({id}) not stored on Walrus: {e}")
+                    }
+                }
+            }
+        }
+        done = tip;
     }
 }

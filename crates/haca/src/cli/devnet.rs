@@ -74,6 +74,9 @@ pub struct NodeConfig {
     /// The chat model that extracts memories from conversations (`--memory-extractor`);
     /// `None`: rules.
     pub memory_extractor: Option<String>,
+    /// A Walrus publisher the node stores uploaded artifacts and settled rounds' tree dumps
+    /// with (`--walrus-publisher`); `None`: they stay on the node (`GET /v1/blobs/{id}`).
+    pub walrus_publisher: Option<String>,
     /// Settle x402 on an EVM chain (and anchor round roots there) instead of the node's own
     /// ledger (`--evm-rpc`, issue 24); `None`: the node's ledger.
     pub evm: Option<crate::evm::EvmSettings>,
@@ -108,6 +111,7 @@ impl NodeConfig {
             data_allow: Some(Vec::new()),
             embed_model: None,
             memory_extractor: None,
+            walrus_publisher: None,
             evm: None,
             ops: Default::default(),
             enclave_url: None,
@@ -739,6 +743,20 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let payments_served = payments.as_ref().map(|p| p.config.clone());
     let mut gateway = gateway;
     gateway.anchors = anchor_book;
+    let blobs = Arc::new(
+        crate::walrus::LocalBlobs::open(&cfg.data_dir.join("walrus"))
+            .map_err(|source| haca_store::StoreError::Io {
+                path: cfg.data_dir.join("walrus"),
+                source,
+            })?
+            .with_publisher(cfg.walrus_publisher.clone()),
+    );
+    if let Some(chain) = &gateway.chain {
+        remote_tasks.push(tokio::spawn(crate::walrus::mirror_rounds(
+            chain.clone(),
+            blobs.clone(),
+        )));
+    }
     let state = Arc::new(AppState {
         memory,
         ohttp: Some(ohttp),
@@ -746,14 +764,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         review,
         chat,
         images,
-        blobs: Arc::new(
-            crate::walrus::LocalBlobs::open(&cfg.data_dir.join("walrus")).map_err(|source| {
-                haca_store::StoreError::Io {
-                    path: cfg.data_dir.join("walrus"),
-                    source,
-                }
-            })?,
-        ),
+        blobs: blobs.clone(),
         payments,
         gateway,
         operator_token,

@@ -116,6 +116,11 @@ struct ServeArgs {
     /// /v1/memories; each extraction is a run with its receipt. Default: rules.
     #[arg(long, env = "HACA_MEMORY_EXTRACTOR", value_name = "MODEL")]
     memory_extractor: Option<String>,
+    /// A Walrus publisher (its base URL; Walrus's `PUT /v1/blobs`) the node stores uploaded
+    /// artifacts and settled rounds' tree dumps with, each id checked against the bytes.
+    /// Without one they stay on the node, which serves them at `GET /v1/blobs/{id}`.
+    #[arg(long, env = "HACA_WALRUS_PUBLISHER", value_name = "URL")]
+    walrus_publisher: Option<String>,
     /// An upstream OpenAI-compatible provider (repeatable):
     /// name=NAME,url=BASE_URL,models=A;B[,key_env=VAR][,privacy=standard|tee]
     /// [,fallback=PROVIDER][,timeout=SECONDS][,kind=chat|image]. Its models are served as
@@ -802,6 +807,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         data_allow: None,
         embed_model: a.embed_model.clone(),
         memory_extractor: a.memory_extractor.clone(),
+        walrus_publisher: a.walrus_publisher.clone(),
         evm: None,
         ops: ops_config(a)?,
         enclave_url: match &a.enclave {

@@ -76,12 +76,28 @@ pub async fn get_receipt(st: S, Path(id): Path<String>) -> Result<Response, ApiE
         .map_err(|e| ApiError::internal(format!("reading the round: {e}")))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     if let Some((walrus, bytes)) = dump {
-        if let Err(e) = state.blobs.put_as(&walrus, &bytes) {
-            tracing::warn!("the tree dump {walrus} was not stored: {e}");
+        match state.blobs.put_as(&walrus, &bytes) {
+            Ok(true) => state
+                .blobs
+                .push(format!("the round tree dump {walrus}"), bytes),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("the tree dump {walrus} was not stored: {e}"),
         }
         if let Ok(v) = HeaderValue::from_str(&walrus) {
             resp.headers_mut().insert("x-settlement-walrus-blob-id", v);
         }
     }
     Ok(resp)
+}
+
+/// With `--walrus-publisher`, an uploaded artifact is stored on Walrus too (off the answer's
+/// path; the outcome is logged).
+pub fn push_artifact(st: &AppState, blob_id: &haca_core::BlobId) {
+    if st.blobs.publisher.is_none() {
+        return;
+    }
+    match st.gateway.hub.read_blob(blob_id) {
+        Ok(bytes) => st.blobs.push(format!("artifact {blob_id}"), bytes),
+        Err(e) => tracing::warn!("artifact {blob_id} not stored on Walrus: {e}"),
+    }
 }

@@ -207,3 +207,83 @@ fn a_settled_round_names_its_tree_dump_by_walrus_id() {
         "{out}"
     );
 }
+
+/// Waits until blob `id` was PUT to the node over `data_dir` (its Walrus blob directory
+/// holds it; up to 30 s), then reads it back with `GET {url}/v1/blobs/{id}`.
+fn wait_blob(http: &Client, url: &str, data_dir: &std::path::Path, id: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if data_dir.join("walrus").join(id).exists() {
+            let r = http.get(format!("{url}/v1/blobs/{id}")).send().unwrap();
+            assert_eq!(r.status(), 200);
+            return r.bytes().unwrap().to_vec();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "blob {id} never reached {url}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_node_with_a_walrus_publisher_stores_artifacts_and_tree_dumps_there() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Node A plays Walrus (its publisher and aggregator API); node B publishes to it.
+    let walrus = Devnet::start(dir_a.path(), &[]);
+    let http = Client::new();
+    wait_ready(&http, &walrus.url);
+    let node = Devnet::start(dir_b.path(), &["--walrus-publisher", &walrus.url]);
+    wait_ready(&http, &node.url);
+
+    // An uploaded artifact goes to the publisher under its Walrus id.
+    let models: Value = http
+        .get(format!("{}/v1/hub/models", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let m = &models["models"][0];
+    let bytes = http
+        .get(format!(
+            "{}/v1/hub/blobs/{}",
+            node.url,
+            m["blob_id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let file = dir_b.path().join("m.onnx");
+    std::fs::write(&file, &bytes).unwrap();
+    node.haca_ok(&["model", "upload", "team/mlp", file.to_str().unwrap()]);
+    let stored = wait_blob(
+        &http,
+        &walrus.url,
+        dir_a.path(),
+        m["walrus_blob_id"].as_str().unwrap(),
+    );
+    assert_eq!(stored, bytes.to_vec());
+
+    // A settled round's tree dump goes there too, without anyone reading the receipt.
+    let ans: Value = http
+        .post(format!("{}/v1/infer", node.url))
+        .json(&json!({"model": "example/mnist-mlp", "input": mlp_input(3)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let run = ans["run_id"].as_str().unwrap();
+    let out = node.haca_ok(&["receipt", run, "--wait", "settled", "--json"]);
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = receipt["boxes"]["settlement"]["evidence"]["walrus_blob_id"]
+        .as_str()
+        .expect("a tree dump id")
+        .to_owned();
+    let dump: Value =
+        serde_json::from_slice(&wait_blob(&http, &walrus.url, dir_a.path(), &id)).unwrap();
+    assert_eq!(
+        dump["tree"][0],
+        receipt["boxes"]["settlement"]["evidence"]["oz"]["root"]
+    );
+}
