@@ -416,8 +416,11 @@ impl Hub {
                 let format = checker
                     .check_file(staged.path())
                     .map_err(HubError::Refused)?;
-                let walrus = std::fs::read(staged.path())
-                    .ok()
+                // The encoding holds the blob and half again in memory: a large upload's id
+                // is computed off this process (the binary's `server::walrus`).
+                let walrus = (size <= WALRUS_INLINE_MAX)
+                    .then(|| std::fs::read(staged.path()).ok())
+                    .flatten()
                     .and_then(|bytes| walrus_id(&bytes));
                 if !path.exists() {
                     // Bytes first, then the database rows, as in `upload`.
@@ -650,6 +653,26 @@ impl Hub {
         Ok(bytes)
     }
 
+    /// Records the Walrus blob id of a stored artifact that has none (computed elsewhere, as
+    /// for a large upload); an id already recorded stays.
+    pub async fn set_walrus_id(&self, blob_id: BlobId, walrus: String) -> Result<(), HubError> {
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE blobs SET walrus_blob_id = ?2 WHERE blob_id = ?1 AND walrus_blob_id IS NULL",
+                    params![blob_id.to_string(), walrus],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The Walrus blob id of a stored artifact, when one is recorded.
+    pub fn walrus_id_of(&self, blob_id: &BlobId) -> Result<Option<String>, HubError> {
+        Ok(self.blob_row(blob_id)?.2)
+    }
+
     /// The artifact whose Walrus blob id is `walrus`, when the hub holds one.
     pub fn blob_by_walrus(&self, walrus: &str) -> Result<Option<BlobId>, HubError> {
         let found = self.store.read(|c| {
@@ -672,6 +695,11 @@ impl Hub {
         &self.blob_dir
     }
 }
+
+/// The largest artifact whose Walrus blob id the hub computes at upload, in process: the
+/// encoding holds the blob and about half again in memory, and uploads never sit in memory
+/// whole. Larger ones get theirs through [`Hub::set_walrus_id`].
+pub const WALRUS_INLINE_MAX: u64 = 4 << 20;
 
 /// The Walrus blob id of `bytes` at Walrus mainnet's shard count; `None` (logged) when the
 /// encoding refuses them.

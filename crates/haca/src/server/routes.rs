@@ -285,7 +285,7 @@ pub async fn upload_model(
         ));
     }
     let entry = hub.upload_file(&label, staged, &admin.0).await?;
-    super::walrus::push_artifact(&st, &entry.blob_id);
+    super::walrus::after_upload(&st, entry.blob_id);
     Ok((StatusCode::CREATED, Json(json!(entry))).into_response())
 }
 

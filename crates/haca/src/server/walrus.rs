@@ -90,14 +90,56 @@ pub async fn get_receipt(st: S, Path(id): Path<String>) -> Result<Response, ApiE
     Ok(resp)
 }
 
-/// With `--walrus-publisher`, an uploaded artifact is stored on Walrus too (off the answer's
-/// path; the outcome is logged).
-pub fn push_artifact(st: &AppState, blob_id: &haca_core::BlobId) {
-    if st.blobs.publisher.is_none() {
-        return;
+/// After an upload: the artifact's Walrus blob id, when the hub left it to be computed here
+/// (an upload over `haca_hub::WALRUS_INLINE_MAX`: computed by this binary's `haca blob id
+/// --walrus` in a child process, one at a time, so the node's memory never holds the
+/// encoding), then, with `--walrus-publisher`, the artifact stored on Walrus. Off the
+/// answer's path; failures are logged.
+pub fn after_upload(st: &Arc<AppState>, blob_id: haca_core::BlobId) {
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let st = st.clone();
+    tokio::spawn(async move {
+        let hub = &st.gateway.hub;
+        if matches!(hub.walrus_id_of(&blob_id), Ok(None)) {
+            let _turn = ONE_AT_A_TIME.acquire().await;
+            match walrus_id_in_child(&hub.blob_path(&blob_id)).await {
+                Ok(id) => {
+                    if let Err(e) = hub.set_walrus_id(blob_id, id.clone()).await {
+                        tracing::warn!(
+                            "artifact {blob_id}: its Walrus id {id} was not recorded: {e}"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("artifact {blob_id}: no Walrus id: {e}"),
+            }
+        }
+        if st.blobs.publisher.is_none() {
+            return;
+        }
+        match hub.read_blob(&blob_id) {
+            Ok(bytes) => st.blobs.push(format!("artifact {blob_id}"), bytes),
+            Err(e) => tracing::warn!("artifact {blob_id} not stored on Walrus: {e}"),
+        }
+    });
+}
+
+/// `haca blob id FILE --walrus` in a child process: the id on its last line.
+async fn walrus_id_in_child(file: &std::path::Path) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this binary: {e}"))?;
+    let out = tokio::process::Command::new(exe)
+        .args(["blob", "id", "--walrus"])
+        .arg(file)
+        .env("HACA_LOG", "warn")
+        .output()
+        .await
+        .map_err(|e| format!("haca blob id: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = text.lines().last().unwrap_or_default().trim().to_owned();
+    if !out.status.success() || !crate::walrus::is_walrus_id(&id) {
+        return Err(format!(
+            "haca blob id --walrus failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    match st.gateway.hub.read_blob(blob_id) {
-        Ok(bytes) => st.blobs.push(format!("artifact {blob_id}"), bytes),
-        Err(e) => tracing::warn!("artifact {blob_id} not stored on Walrus: {e}"),
-    }
+    Ok(id)
 }

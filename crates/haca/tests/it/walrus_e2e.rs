@@ -287,3 +287,66 @@ fn a_node_with_a_walrus_publisher_stores_artifacts_and_tree_dumps_there() {
         receipt["boxes"]["settlement"]["evidence"]["oz"]["root"]
     );
 }
+
+/// The example model with an unknown ONNX field of `pad` bytes appended: a valid model of
+/// any size (as hardening_inputs pads one).
+fn padded_model(pad: usize) -> Vec<u8> {
+    let mut bytes = haca::devnet::EXAMPLE_MODEL.to_vec();
+    for mut v in [(1000u64 << 3) | 2, pad as u64] {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                bytes.push(b);
+                break;
+            }
+            bytes.push(b | 0x80);
+        }
+    }
+    bytes.resize(bytes.len() + pad, 7);
+    bytes
+}
+
+#[test]
+fn a_large_upload_gets_its_walrus_id_outside_the_node_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Devnet::start(dir.path(), &[]);
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    // Over haca_hub::WALRUS_INLINE_MAX (4 MiB): computed by a child `haca blob id --walrus`.
+    let body = padded_model(6 << 20);
+    let file = dir.path().join("big.onnx");
+    std::fs::write(&file, &body).unwrap();
+    node.haca_ok(&["model", "upload", "big/w", file.to_str().unwrap()]);
+    let expected = crate::common::last_line(&node.haca_ok(&[
+        "blob",
+        "id",
+        file.to_str().unwrap(),
+        "--walrus",
+    ]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let models: Value = http
+            .get(format!("{}/v1/hub/models", node.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let m = models["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["label"] == "big/w")
+            .cloned()
+            .unwrap();
+        if let Some(id) = m["walrus_blob_id"].as_str() {
+            assert_eq!(id, expected);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Walrus id after 60 s: {m}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
