@@ -154,17 +154,16 @@ async fn serve(
                 )
                 .param("max_tokens"));
             };
-            let raw = call.raw();
-            let input = raw.get("messages").unwrap_or(&raw["prompt"]);
-            // A token is at least one byte of the prompt's text: its JSON bounds it, with
-            // room for the chat template's own tokens.
-            let prompt_bound = input.to_string().len() as u64;
+            let prompt_bound = prompt_bound(&call);
             match p
                 .check_upto(&offer, &resource, price, prompt_bound, max_tokens.into())
                 .await
             {
                 Ok(u) => upto = Some(u),
-                Err(e) => return super::x402::refusal(p, &resource, flat, e),
+                Err(e) => {
+                    return super::x402::refusal(p, &resource, flat, e)
+                        .map(|r| offer_upto(r, p, &call))
+                }
             }
             None
         }
@@ -176,7 +175,10 @@ async fn serve(
                 .await
             {
                 Ok(pending) => Some((p, pending, resource, price)),
-                Err(e) => return super::x402::refusal(p, &resource, price, e),
+                Err(e) => {
+                    return super::x402::refusal(p, &resource, price, e)
+                        .map(|r| offer_upto(r, p, &call))
+                }
             }
         }
     };
@@ -188,7 +190,10 @@ async fn serve(
                 .await
             {
                 Ok(paid) => paid,
-                Err(e) => return super::x402::refusal(p, &resource, price, e),
+                Err(e) => {
+                    return super::x402::refusal(p, &resource, price, e)
+                        .map(|r| offer_upto(r, p, &call))
+                }
             }
         }
     };
@@ -371,6 +376,53 @@ async fn serve(
         );
     }
     Ok(resp)
+}
+
+/// The most prompt tokens `call` can take: a token is at least one byte of the prompt's text,
+/// so its JSON bounds it, with room for the chat template's own tokens.
+fn prompt_bound(call: &Call) -> u64 {
+    let raw = call.raw();
+    let input = raw.get("messages").unwrap_or(&raw["prompt"]);
+    input.to_string().len() as u64
+}
+
+/// A 402 for a call whose model has per-token prices: its `PAYMENT-REQUIRED` lists an `upto`
+/// option after `exact`, for the call's worst case (`amount`; `extra` names the prices and
+/// `max_tokens`), when the call states `max_tokens` and this node settles on its own ledger.
+fn offer_upto(mut resp: Response, p: &haca_gateway::payment::Payments, call: &Call) -> Response {
+    use haca_pay::types::{AnyPaymentRequired, PAYMENT_REQUIRED_HEADER, SCHEME_UPTO};
+    let (Some(price), Some(max_tokens)) = (p.token_price(call.model()), call.sampling().max_tokens)
+    else {
+        return resp;
+    };
+    if p.facilitator.is_some() {
+        return resp;
+    }
+    let decoded = resp
+        .headers()
+        .get(PAYMENT_REQUIRED_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| haca_pay::decode_payment_required_header(h).ok());
+    let Some(AnyPaymentRequired::V2(mut required)) = decoded else {
+        return resp;
+    };
+    let worst = price.cost(prompt_bound(call), max_tokens.into());
+    let mut upto = haca_gateway::payment::PaymentConfig {
+        price: worst,
+        ..p.config.clone()
+    }
+    .requirements();
+    upto.scheme = SCHEME_UPTO.into();
+    upto.extra
+        .insert("inputPer1k".into(), price.input.to_string().into());
+    upto.extra
+        .insert("outputPer1k".into(), price.output.to_string().into());
+    upto.extra.insert("maxTokens".into(), max_tokens.into());
+    required.accepts.push(upto);
+    if let Ok(v) = HeaderValue::from_str(&haca_pay::encode_header(&required)) {
+        resp.headers_mut().insert(PAYMENT_REQUIRED_HEADER, v);
+    }
+    resp
 }
 
 /// OpenGradient-compatible `tee_*` fields beside the answer: only an enclave's answer has them.

@@ -161,6 +161,25 @@ fn upto_settles_what_the_tokens_cost_and_nothing_when_every_route_failed() {
     );
     assert_eq!(status, 402, "{v}");
     assert_eq!(v["error"]["code"], "upto_below_worst_case", "{v}");
+    // A call without payment is offered upto beside exact, at its worst case: the prompt's
+    // JSON (32 bytes) at 1,000 and 16 completion tokens at 2,000 per 1,000.
+    let r = http
+        .post(format!("{}/v1/chat/completions", node.url))
+        .json(&json!({"model": "up/m", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 402);
+    let required =
+        haca_pay::decode_payment_required_header(r.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
+            .unwrap();
+    let haca_pay::types::AnyPaymentRequired::V2(required) = required else {
+        panic!("a v2 PAYMENT-REQUIRED")
+    };
+    let schemes: Vec<&str> = required.accepts.iter().map(|a| a.scheme.as_str()).collect();
+    assert_eq!(schemes, ["exact", "upto"]);
+    assert_eq!(required.accepts[1].amount, "64");
+    assert_eq!(required.accepts[1].extra["outputPer1k"], "2000");
     // Without max_tokens there is no worst case: the field is named.
     let (status, v) = chat(
         &http,
