@@ -649,7 +649,26 @@ pub async fn anchor_rounds(
             }
         }
     };
+    // The highest height this task posted: the registry holding less means a reorg took
+    // posts back out, and they are posted again (posting is idempotent).
+    let mut posted = next - 1;
     loop {
+        if posted > 0 {
+            if let Ok(latest) = sender
+                .view(registry, &ISettlementRegistry::latestHeightCall {})
+                .await
+            {
+                if latest < posted {
+                    tracing::warn!(
+                        "anchoring: the registry's latest height is {latest}, {posted} was posted (a reorg took posts back out): posting again from {}",
+                        latest + 1
+                    );
+                    sender.forget_nonce().await;
+                    next = latest + 1;
+                    posted = latest;
+                }
+            }
+        }
         let committed = *heights.borrow_and_update();
         while next <= committed {
             let mut batch = Vec::new();
@@ -689,6 +708,7 @@ pub async fn anchor_rounds(
                         c.block_number
                     );
                     next = h;
+                    posted = posted.max(batch[batch.len() - 1].0);
                     pause = Duration::from_millis(500);
                     if let Err(e) = book.scan(c.block_number).await {
                         tracing::warn!("anchoring: reading the registry's posts: {e}");
@@ -712,8 +732,10 @@ pub async fn anchor_rounds(
                 }
             }
         }
-        if heights.changed().await.is_err() {
-            return;
+        // A new height, or a look at the registry every 2 s.
+        tokio::select! {
+            changed = heights.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
 }

@@ -489,7 +489,7 @@ fn a_settlement_reorganized_away_is_settled_again() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("gas.key");
     std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
-    let (token, _) = deploy(&anvil.url, &key_file);
+    let (token, registry) = deploy(&anvil.url, &key_file);
     let node = Devnet::start(
         &dir.path().join("node"),
         &[
@@ -500,6 +500,8 @@ fn a_settlement_reorganized_away_is_settled_again() {
             &anvil.url,
             "--evm-key",
             key_file.to_str().unwrap(),
+            "--evm-registry",
+            &registry.to_checksum(None),
         ],
     );
     let http = Client::new();
@@ -550,13 +552,44 @@ fn a_settlement_reorganized_away_is_settled_again() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(on_chain(payee), before + U256::from(PRICE));
+    let run = resp.json::<Value>().unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = node.haca_ok(&["receipt", &run, "--wait", "settled", "--json"]);
+    let settled: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let height = settled["boxes"]["settlement"]["evidence"]["header"]["height"]
+        .as_u64()
+        .unwrap();
+    let root_at = |h: u64| -> B256 {
+        rt.block_on(chain.view(registry, &ISettlementRegistry::rootAtCall { height: h }))
+            .unwrap()
+            .rfc6962Root
+    };
+    let wait_anchored = |what: &str| {
+        let start = Instant::now();
+        while root_at(height) == B256::ZERO {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "height {height} not anchored {what} in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_anchored("at first");
 
-    // The block holding the settlement is reorganized away (deeper than one confirmation).
+    // The blocks holding the settlement and the anchor are reorganized away (deeper than one
+    // confirmation).
     let reverted = rt
         .block_on(rpc.call_raw("evm_revert", json!([snapshot])))
         .unwrap();
     assert_eq!(reverted, json!(true));
     assert_eq!(on_chain(payee), before, "the reorg took the payment back");
+    assert_eq!(
+        root_at(height),
+        B256::ZERO,
+        "the reorg took the anchor back"
+    );
     // The node notices and settles the same authorization again.
     let start = Instant::now();
     while on_chain(payee) != before + U256::from(PRICE) {
@@ -567,6 +600,8 @@ fn a_settlement_reorganized_away_is_settled_again() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(on_chain(wallet.address()), U256::ZERO);
+    // And the round's roots are posted to the registry again.
+    wait_anchored("again after the reorg");
 }
 
 #[test]
