@@ -144,6 +144,16 @@ pub async fn connect(s: &EvmSettings, config: &mut PaymentConfig) -> Result<EvmC
             config.network
         ));
     }
+    let gas = rpc
+        .balance(sender.address())
+        .await
+        .map_err(|e| format!("--evm-rpc: {e}"))?;
+    if gas.is_zero() {
+        return Err(format!(
+            "--evm-key: the gas key {} holds no native currency on chain {chain_id}: it pays for every settlement, fund it first",
+            sender.address()
+        ));
+    }
     let token = s.token.unwrap_or(config.asset);
     config.asset = token;
     let code = rpc.code(token).await.map_err(|e| e.to_string())?;

@@ -387,6 +387,31 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--evm-token: no contract"), "{err}");
+    // A gas key without gas: refused at start, naming it.
+    let poor_key = dir.path().join("poor.key");
+    std::fs::write(
+        &poor_key,
+        format!("0x{}", hex::encode(fresh_signer().to_bytes())),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "devnet",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-llm",
+            "--no-enclave",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("poor"))
+        .args(["--evm-rpc", &anvil.url, "--evm-key"])
+        .arg(&poor_key)
+        .env("HACA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no native currency"), "{err}");
     // A token whose EIP-712 domain is not the one payers sign in ("USDC", not "USD Coin"):
     // refused at start too, since every payment would revert.
     let out = std::process::Command::new(BIN)
