@@ -800,6 +800,10 @@ pub enum EvmCommand {
         /// The token's ERC-20 symbol.
         #[arg(long, default_value = "USDC")]
         token_symbol: String,
+        /// Deploy the registry alone (a chain whose token exists, such as Base Sepolia's
+        /// USDC); `token` is then null.
+        #[arg(long)]
+        registry_only: bool,
     },
 }
 
@@ -812,6 +816,7 @@ pub async fn run(cmd: EvmCommand) -> Result<(), String> {
             token_name,
             token_version,
             token_symbol,
+            registry_only,
         } => {
             let signer = match haca_evm::parse_private_key(&key) {
                 Ok(k) => k,
@@ -829,6 +834,25 @@ pub async fn run(cmd: EvmCommand) -> Result<(), String> {
                 sender.address(),
                 sender.chain_id()
             );
+            if registry_only {
+                let r = sender
+                    .send(None, haca_evm::contracts::registry_init_code())
+                    .await
+                    .map_err(|e| format!("deploy: {e}"))?;
+                let registry = r
+                    .contract_address
+                    .ok_or("deploy: the receipt names no contract address")?;
+                println!("registry: {registry}");
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "token": null,
+                        "registry": registry.to_checksum(None),
+                        "chain_id": sender.chain_id(),
+                    })
+                );
+                return Ok(());
+            }
             let d = haca_evm::deploy(
                 &sender,
                 &haca_evm::TokenParams {
