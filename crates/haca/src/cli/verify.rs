@@ -44,6 +44,11 @@ pub struct VerifyArgs {
     /// a swapped or changed image fails.
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// The settled round's tree dump (`haca blob get ID --out FILE`, ID the settlement box's
+    /// `walrus_blob_id`): its Walrus id must be the box's, its root the box's OpenZeppelin
+    /// root (which `run.settled` ties to the certified header), and this run's leaf in it.
+    #[arg(long, value_name = "FILE")]
+    tree_dump: Option<PathBuf>,
     /// Also check, online, that the receipt's settlement round is anchored in the
     /// SettlementRegistry (--evm-registry) of the EVM chain at this JSON-RPC URL, with the
     /// receipt's roots. Without it nothing goes online.
@@ -124,6 +129,10 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
     if let Some(Err(p)) = &images {
         problems.push(p.clone());
     }
+    let tree = check_tree_dump(a.tree_dump.as_deref(), &parsed)?;
+    if let Some(Err(p)) = &tree {
+        problems.push(p.clone());
+    }
     let failed = outcomes
         .iter()
         .filter(|o| o.state == ClaimState::Fails)
@@ -137,6 +146,7 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
             "claims": outcomes,
             "problems": problems,
             "images": images.as_ref().map(|r| r.is_ok()),
+            "tree_dump": tree.as_ref().map(|r| r.is_ok()),
             "anchored": anchor.as_ref().map(|r| r.is_ok()),
             "ok": ok,
         });
@@ -161,6 +171,9 @@ fn check(a: &VerifyArgs) -> Result<ExitCode, CliError> {
         }
         if let Some(Ok(line)) = &images {
             println!("  images: {line}");
+        }
+        if let Some(Ok(line)) = &tree {
+            println!("  tree dump: {line}");
         }
         if let Some(Ok(line)) = &anchor {
             println!("  anchored: {line}");
@@ -278,4 +291,55 @@ fn check_images(
             exec.output_hash
         ))
     }))
+}
+
+/// `--tree-dump FILE` against the receipt's settlement box: `None` without a file; else what
+/// held, or the problem.
+fn check_tree_dump(
+    file: Option<&std::path::Path>,
+    parsed: &ParsedReceipt,
+) -> Result<Option<Result<String, String>>, CliError> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::Msg(format!("--tree-dump {}: {e}", path.display())))?;
+    let Some(ev) = parsed.receipt.boxes.settlement.evidence.as_ref() else {
+        return Ok(Some(Err(
+            "--tree-dump: the receipt has no settlement evidence yet".into(),
+        )));
+    };
+    let Some(named) = ev.walrus_blob_id.as_deref() else {
+        return Ok(Some(Err(
+            "--tree-dump: the settlement box names no tree dump".into(),
+        )));
+    };
+    let id = crate::walrus::walrus_id(&bytes).map_err(CliError::Msg)?;
+    if id != named {
+        return Ok(Some(Err(format!(
+            "--tree-dump: the file's Walrus id is {id}, the settlement box names {named}"
+        ))));
+    }
+    let dump: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return Ok(Some(Err(format!("--tree-dump: not JSON: {e}")))),
+    };
+    if dump["tree"][0].as_str() != Some(ev.oz.root.as_str()) {
+        return Ok(Some(Err(format!(
+            "--tree-dump: its root {} is not the round's {}",
+            dump["tree"][0], ev.oz.root
+        ))));
+    }
+    let leaf = serde_json::to_value(&ev.oz.leaf).unwrap_or_default();
+    let values = dump["values"].as_array().cloned().unwrap_or_default();
+    if !values.iter().any(|v| v["value"] == leaf) {
+        return Ok(Some(Err(
+            "--tree-dump: this run's leaf is not among its values".into(),
+        )));
+    }
+    Ok(Some(Ok(format!(
+        "Walrus blob {id}: the round's tree ({} leaves, root {}) holds this run",
+        values.len(),
+        ev.oz.root
+    ))))
 }

@@ -206,6 +206,17 @@ fn a_settled_round_names_its_tree_dump_by_walrus_id() {
         out.contains("run.settled") && out.contains("holds"),
         "{out}"
     );
+    // With the dump, offline: its Walrus id is the box's and it holds this run's leaf.
+    let d = dump_file.to_str().unwrap();
+    let (ok, out) = node.verify(&rfile, &["--tree-dump", d]);
+    assert!(ok && out.contains("tree dump: Walrus blob"), "{out}");
+    // Another dump (one byte changed) is not the one the box names.
+    let mut other = std::fs::read(&dump_file).unwrap();
+    let last = other.len() - 1;
+    other[last] = b' ';
+    std::fs::write(&dump_file, &other).unwrap();
+    let (ok, out) = node.verify(&rfile, &["--tree-dump", d]);
+    assert!(!ok && out.contains("the settlement box names"), "{out}");
 }
 
 /// Waits until blob `id` was PUT to the node over `data_dir` (its Walrus blob directory
