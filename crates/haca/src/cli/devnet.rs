@@ -620,6 +620,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
 
     let node_id = gateway.key.node_id();
     let chain_id = gateway.chain.as_ref().map(|v| v.genesis().chain_id.clone());
+    if cfg.evm.is_some() && cfg.payments.is_none() {
+        return Err(StartError::Facilitator(
+            "--evm-rpc settles the payments and anchors the rounds of a node that charges: this one serves for free (set --price-per-request)".into(),
+        ));
+    }
     let mut evm = None;
     let payments = match cfg.payments.clone() {
         None => None,

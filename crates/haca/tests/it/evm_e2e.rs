@@ -402,6 +402,26 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--evm-token: no contract"), "{err}");
+    // A node that serves for free has nothing to settle on chain: said at start.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "devnet",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-llm",
+            "--no-enclave",
+        ])
+        .args(["--price-per-request", "0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("free"))
+        .args(["--evm-rpc", &anvil.url, "--evm-key"])
+        .arg(&key_file)
+        .env("HACA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serves for free"), "{err}");
     // A gas key without gas: refused at start, naming it.
     let poor_key = dir.path().join("poor.key");
     std::fs::write(
