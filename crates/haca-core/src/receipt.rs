@@ -395,6 +395,18 @@ pub struct UptoTerms {
     /// The tokens served, as the route reported them (the amount is priced from these).
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Set when the maximum was authorized over Permit2 (x402's upto clients) rather than
+    /// EIP-3009: the spender and facilitator the payer's `PermitWitnessTransferFrom` named
+    /// (its deadline is the authorization's `valid_before`, its token the box's asset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit2: Option<Permit2Fields>,
+}
+
+/// The Permit2 fields of an `upto` authorization beyond what the payment box already says.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Permit2Fields {
+    pub spender: String,
+    pub facilitator: String,
 }
 
 pub use crate::settlement::{SettlementEvidence, SettlementMode};

@@ -802,13 +802,12 @@ impl TokenPrice {
 static UPTO_IN_FLIGHT: std::sync::Mutex<Vec<B256>> = std::sync::Mutex::new(Vec::new());
 
 /// An x402 `upto` payment, verified before the call and settled after it, at what the call
-/// used. haca's `upto` is an EIP-3009 authorization of the maximum (OpenGradient's uses
-/// Permit2): the node's ledger moves only the actual amount, and nothing when every route
-/// failed (the authorization is then left unused).
+/// used: an EIP-3009 authorization of the maximum, or a Permit2 `PermitWitnessTransferFrom`
+/// as x402's own upto clients sign it. Either way the node's ledger moves only the actual
+/// amount, and nothing when every route failed (the authorization is then left unused); no
+/// Permit2 contract is involved.
 pub struct UptoPending {
-    verified: VerifiedPayment,
-    token_name: String,
-    token_version: String,
+    auth: UptoAuth,
     resource: String,
     verified_at: u64,
     store: Arc<Store>,
@@ -819,9 +818,34 @@ pub struct UptoPending {
     pub max_tokens: u64,
 }
 
+/// How an `upto` maximum was authorized.
+enum UptoAuth {
+    Eip3009 {
+        verified: VerifiedPayment,
+        token_name: String,
+        token_version: String,
+    },
+    Permit2 {
+        terms: haca_pay::permit2::Permit2Terms,
+        signature: Vec<u8>,
+        chain_id: u64,
+        network: String,
+        digest: B256,
+    },
+}
+
+impl UptoAuth {
+    fn digest(&self) -> B256 {
+        match self {
+            UptoAuth::Eip3009 { verified, .. } => verified.digest(),
+            UptoAuth::Permit2 { digest, .. } => *digest,
+        }
+    }
+}
+
 impl Drop for UptoPending {
     fn drop(&mut self) {
-        let digest = self.verified.digest();
+        let digest = self.auth.digest();
         if let Ok(mut f) = UPTO_IN_FLIGHT.lock() {
             f.retain(|d| *d != digest);
         }
@@ -831,7 +855,10 @@ impl Drop for UptoPending {
 impl UptoPending {
     /// The most this call may settle: the authorization's value.
     pub fn authorized(&self) -> U256 {
-        self.verified.amount()
+        match &self.auth {
+            UptoAuth::Eip3009 { verified, .. } => verified.amount(),
+            UptoAuth::Permit2 { terms, .. } => terms.amount,
+        }
     }
 
     /// What settles for the tokens served: their price, capped at the authorization, so a
@@ -848,61 +875,171 @@ impl UptoPending {
         prompt: u64,
         completion: u64,
     ) -> Result<SettledPayment, GatewayError> {
-        let v = &self.verified;
         let amount = self.amount_for(prompt, completion);
-        let (transaction, settled_at) = settle_amount_on(
-            &self.store,
-            v,
-            amount,
-            &self.resource,
-            Some(covered.request_hash.to_hex()),
-            Some(covered.run_id.to_string()),
-            self.verified_at,
-        )
-        .await
-        .map_err(|e| refused(&e))?;
-        let a = v.authorization();
-        let mut response = v.settle_response(transaction);
-        response.amount = Some(amount.to_string());
-        Ok(SettledPayment {
-            evidence: PaymentEvidence {
-                scheme: haca_pay::types::SCHEME_UPTO.into(),
-                network: v.network().into(),
-                asset: v.asset().to_checksum(None),
-                amount: amount.to_string(),
-                payer: v.payer().to_checksum(None),
-                nonce: hex_b256(v.nonce()),
-                resource: self.resource.clone(),
-                request_hash: covered.request_hash,
-                model: covered.model,
-                mode: Some(covered.mode),
-                max_tokens: covered.max_tokens,
-                authorization: Some(PaymentAuthorization {
-                    token_name: self.token_name.clone(),
-                    token_version: self.token_version.clone(),
-                    chain_id: v.chain_id(),
-                    pay_to: v.pay_to().to_checksum(None),
-                    valid_after: a.valid_after.saturating_to(),
-                    valid_before: a.valid_before.saturating_to(),
-                    signature: format!("0x{}", hex::encode(v.signature())),
-                }),
-                verified_at: self.verified_at,
-                settlement: Some(PaymentSettlement {
-                    transaction: hex_b256(transaction),
+        let upto = |permit2| haca_core::receipt::UptoTerms {
+            authorized: self.authorized().to_string(),
+            input_per_1k: self.price.input.to_string(),
+            output_per_1k: self.price.output.to_string(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            permit2,
+        };
+        match &self.auth {
+            UptoAuth::Eip3009 {
+                verified: v,
+                token_name,
+                token_version,
+            } => {
+                let (transaction, settled_at) = settle_amount_on(
+                    &self.store,
+                    v,
+                    amount,
+                    &self.resource,
+                    Some(covered.request_hash.to_hex()),
+                    Some(covered.run_id.to_string()),
+                    self.verified_at,
+                )
+                .await
+                .map_err(|e| refused(&e))?;
+                let a = v.authorization();
+                let mut response = v.settle_response(transaction);
+                response.amount = Some(amount.to_string());
+                Ok(SettledPayment {
+                    evidence: PaymentEvidence {
+                        scheme: haca_pay::types::SCHEME_UPTO.into(),
+                        network: v.network().into(),
+                        asset: v.asset().to_checksum(None),
+                        amount: amount.to_string(),
+                        payer: v.payer().to_checksum(None),
+                        nonce: hex_b256(v.nonce()),
+                        resource: self.resource.clone(),
+                        request_hash: covered.request_hash,
+                        model: covered.model,
+                        mode: Some(covered.mode),
+                        max_tokens: covered.max_tokens,
+                        authorization: Some(PaymentAuthorization {
+                            token_name: token_name.clone(),
+                            token_version: token_version.clone(),
+                            chain_id: v.chain_id(),
+                            pay_to: v.pay_to().to_checksum(None),
+                            valid_after: a.valid_after.saturating_to(),
+                            valid_before: a.valid_before.saturating_to(),
+                            signature: format!("0x{}", hex::encode(v.signature())),
+                        }),
+                        verified_at: self.verified_at,
+                        settlement: Some(PaymentSettlement {
+                            transaction: hex_b256(transaction),
+                            settled_at,
+                            round: None,
+                        }),
+                        upto: Some(upto(None)),
+                    },
+                    response: Some((response, PAYMENT_RESPONSE_HEADER)),
+                })
+            }
+            UptoAuth::Permit2 {
+                terms,
+                signature,
+                chain_id,
+                network,
+                digest,
+            } => {
+                if U256::from(now_s()) >= terms.deadline {
+                    return Err(GatewayError::payment(
+                        "authorization_expired",
+                        format!(
+                            "payment refused: the Permit2 authorization's deadline {} has passed",
+                            terms.deadline
+                        ),
+                    ));
+                }
+                let settled_at = now_ms();
+                let (asset, payer) = (terms.token.to_checksum(None), terms.from.to_checksum(None));
+                let transfer = Transfer {
+                    transaction_id: hex_b256(*digest),
+                    network: network.clone(),
+                    asset: asset.clone(),
+                    from: payer.clone(),
+                    to: terms.to.to_checksum(None),
+                    amount: amount.to_string(),
+                    nonce: terms.nonce_hex(),
+                    resource: self.resource.clone(),
+                    request_hash: Some(covered.request_hash.to_hex()),
+                    run_id: Some(covered.run_id.to_string()),
+                    verified_at: self.verified_at,
                     settled_at,
-                    round: None,
-                }),
-                upto: Some(haca_core::receipt::UptoTerms {
-                    authorized: self.authorized().to_string(),
-                    input_per_1k: self.price.input.to_string(),
-                    output_per_1k: self.price.output.to_string(),
-                    prompt_tokens: prompt,
-                    completion_tokens: completion,
-                }),
-            },
-            response: Some((response, PAYMENT_RESPONSE_HEADER)),
-        })
+                };
+                match self.store.transfer_with_authorization(transfer).await? {
+                    Ok(()) => {}
+                    Err(TransferRefusal::NonceUsed { .. }) => {
+                        return Err(GatewayError::payment(
+                            "nonce_used",
+                            "payment refused: this Permit2 nonce was already settled",
+                        ))
+                    }
+                    Err(TransferRefusal::InsufficientFunds { balance, .. }) => {
+                        return Err(GatewayError::payment(
+                            "insufficient_funds",
+                            format!("payment refused: {payer} holds {balance} base units, the call costs {amount}"),
+                        ))
+                    }
+                }
+                let response = SettleResponse {
+                    success: true,
+                    error_reason: None,
+                    error_message: None,
+                    payer: Some(payer.clone()),
+                    transaction: digest.to_string(),
+                    network: network.clone(),
+                    amount: Some(amount.to_string()),
+                };
+                Ok(SettledPayment {
+                    evidence: PaymentEvidence {
+                        scheme: haca_pay::types::SCHEME_UPTO.into(),
+                        network: network.clone(),
+                        asset,
+                        amount: amount.to_string(),
+                        payer,
+                        nonce: terms.nonce_hex(),
+                        resource: self.resource.clone(),
+                        request_hash: covered.request_hash,
+                        model: covered.model,
+                        mode: Some(covered.mode),
+                        max_tokens: covered.max_tokens,
+                        authorization: Some(PaymentAuthorization {
+                            token_name: "Permit2".into(),
+                            token_version: String::new(),
+                            chain_id: *chain_id,
+                            pay_to: terms.to.to_checksum(None),
+                            valid_after: terms.valid_after.saturating_to(),
+                            valid_before: terms.deadline.saturating_to(),
+                            signature: format!("0x{}", hex::encode(signature)),
+                        }),
+                        verified_at: self.verified_at,
+                        settlement: Some(PaymentSettlement {
+                            transaction: hex_b256(*digest),
+                            settled_at,
+                            round: None,
+                        }),
+                        upto: Some(upto(Some(haca_core::receipt::Permit2Fields {
+                            spender: terms.spender.to_checksum(None),
+                            facilitator: terms.facilitator.to_checksum(None),
+                        }))),
+                    },
+                    response: Some((response, PAYMENT_RESPONSE_HEADER)),
+                })
+            }
+        }
     }
+}
+
+/// An x402 header's JSON (base64 of JSON), when it is one.
+fn header_json(text: &str) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 impl PaymentOffer {
@@ -911,9 +1048,7 @@ impl PaymentOffer {
         let Some((_, Some(text))) = &self.x402 else {
             return false;
         };
-        decode_payment_header(text)
-            .map(|p| p.scheme() == haca_pay::types::SCHEME_UPTO)
-            .unwrap_or(false)
+        header_json(text).is_some_and(|v| v["accepted"]["scheme"] == haca_pay::types::SCHEME_UPTO)
     }
 }
 
@@ -923,11 +1058,12 @@ impl Payments {
         self.config.token_prices.get(name).copied()
     }
 
-    /// The paywall's first half for x402 `upto` (version 2): the payer's EIP-3009
-    /// authorization of a maximum, checked as `exact` would check it (terms, window,
-    /// signature, nonce, balance) at its own value, which must cover `worst_case`: the call's
-    /// cost at `prompt_bound` prompt tokens and `max_tokens` completion tokens. Refused here,
-    /// before any work, when it does not.
+    /// The paywall's first half for x402 `upto` (version 2): the payer's authorization of a
+    /// maximum, either EIP-3009 (checked as `exact` would check it at its own value: terms,
+    /// window, signature, nonce, balance) or Permit2 as x402's upto clients sign it (token,
+    /// payee, spender, facilitator, window, signature, nonce, balance), which must cover
+    /// the call's cost at `prompt_bound` prompt tokens and `max_tokens` completion tokens.
+    /// Refused here, before any work, when it does not.
     pub async fn check_upto(
         &self,
         offer: &PaymentOffer,
@@ -948,53 +1084,78 @@ impl Payments {
                 "upto: no x402 payment header (PAYMENT-SIGNATURE)",
             ));
         };
-        let payload = decode_payment_header(text)
-            .map_err(|e| GatewayError::payment(e.code(), format!("header {name}: {e}")))?;
-        let AnyPaymentPayload::V2(mut p) = payload else {
-            return Err(GatewayError::payment(
-                "unsupported_scheme",
-                format!("header {name}: upto is served for x402 version 2 only"),
-            ));
-        };
-        let authorized = p.payload.authorization.value;
         let worst_case = price.cost(prompt_bound, max_tokens);
-        if authorized < worst_case {
-            return Err(GatewayError::payment(
+        let below = |authorized: U256| {
+            GatewayError::payment(
                 "upto_below_worst_case",
                 format!(
                     "header {name}: the upto authorization is for {authorized} base units, below this call's worst case of {worst_case} ({max_tokens} max_tokens at {} per 1,000 completion tokens, a prompt of at most {prompt_bound} tokens at {} per 1,000): authorize at least {worst_case}; nothing was run or charged",
                     price.output, price.input
                 ),
-            ));
-        }
-        // The signature covers (from, to, value, window, nonce), not the scheme: checked as an
-        // `exact` payment of the authorized value.
-        p.accepted.scheme = SCHEME_EXACT.into();
-        p.accepted.amount = authorized.to_string();
-        let config = PaymentConfig {
-            price: authorized,
-            ..self.config.clone()
+            )
         };
-        let payload = AnyPaymentPayload::V2(p);
-        let requirements = AnyRequirements::V2(config.requirements());
-        let verified = self
-            .verify(&payload, &requirements, true)
-            .await
-            .map_err(|e| refused(&e))?;
+        let json = header_json(text);
+        let auth = if json
+            .as_ref()
+            .is_some_and(|v| v["payload"].get("permit2Authorization").is_some())
+        {
+            let v = json.expect("checked");
+            let (terms, signature, chain_id, digest) = self.check_permit2(name, &v)?;
+            if terms.amount < worst_case {
+                return Err(below(terms.amount));
+            }
+            UptoAuth::Permit2 {
+                terms,
+                signature,
+                chain_id,
+                network: self.config.network.clone(),
+                digest,
+            }
+        } else {
+            let payload = decode_payment_header(text)
+                .map_err(|e| GatewayError::payment(e.code(), format!("header {name}: {e}")))?;
+            let AnyPaymentPayload::V2(mut p) = payload else {
+                return Err(GatewayError::payment(
+                    "unsupported_scheme",
+                    format!("header {name}: upto is served for x402 version 2 only"),
+                ));
+            };
+            let authorized = p.payload.authorization.value;
+            if authorized < worst_case {
+                return Err(below(authorized));
+            }
+            // The signature covers (from, to, value, window, nonce), not the scheme: checked
+            // as an `exact` payment of the authorized value.
+            p.accepted.scheme = SCHEME_EXACT.into();
+            p.accepted.amount = authorized.to_string();
+            let config = PaymentConfig {
+                price: authorized,
+                ..self.config.clone()
+            };
+            let payload = AnyPaymentPayload::V2(p);
+            let requirements = AnyRequirements::V2(config.requirements());
+            let verified = self
+                .verify(&payload, &requirements, true)
+                .await
+                .map_err(|e| refused(&e))?;
+            UptoAuth::Eip3009 {
+                verified,
+                token_name: config.token_name.clone(),
+                token_version: config.token_version.clone(),
+            }
+        };
         {
             let mut f = UPTO_IN_FLIGHT.lock().expect("in-flight lock");
-            if f.contains(&verified.digest()) {
+            if f.contains(&auth.digest()) {
                 return Err(GatewayError::payment(
                     "nonce_in_use",
                     format!("header {name}: this upto authorization pays for a call still running"),
                 ));
             }
-            f.push(verified.digest());
+            f.push(auth.digest());
         }
         Ok(UptoPending {
-            verified,
-            token_name: config.token_name.clone(),
-            token_version: config.token_version.clone(),
+            auth,
             resource: resource.into(),
             verified_at: now_ms(),
             store: self.store.clone(),
@@ -1002,6 +1163,138 @@ impl Payments {
             prompt_bound,
             max_tokens,
         })
+    }
+
+    /// A Permit2 upto payload's own checks: x402 version 2 on this node's network, this
+    /// node's token to this node's payee, the x402 upto proxy as spender, this node as the
+    /// facilitator (its payee address, which the 402 offers as `facilitatorAddress`), inside
+    /// its window, signed by its `from`, its nonce unused and the payer's balance enough.
+    fn check_permit2(
+        &self,
+        name: &str,
+        v: &serde_json::Value,
+    ) -> Result<(haca_pay::permit2::Permit2Terms, Vec<u8>, u64, B256), GatewayError> {
+        use haca_pay::permit2::{UptoPermit2Payload, UPTO_PROXY_ADDRESS};
+        let bad = |code: &'static str, why: String| {
+            GatewayError::payment(code, format!("header {name}: payment refused: {why}"))
+        };
+        if v["x402Version"] != 2 {
+            return Err(bad(
+                "unsupported_version",
+                "upto over Permit2 is x402 version 2".into(),
+            ));
+        }
+        let network = v["accepted"]["network"].as_str().unwrap_or_default();
+        if network != self.config.network {
+            return Err(bad(
+                "network_mismatch",
+                format!(
+                    "accepted.network {network:?} is not {}",
+                    self.config.network
+                ),
+            ));
+        }
+        let chain_id: u64 = network
+            .strip_prefix("eip155:")
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                bad(
+                    "network_mismatch",
+                    format!("{network:?} is not an EVM network"),
+                )
+            })?;
+        let payload: UptoPermit2Payload = serde_json::from_value(v["payload"].clone())
+            .map_err(|e| bad("invalid_payload", format!("payload: {e}")))?;
+        let terms = payload
+            .permit2_authorization
+            .terms()
+            .map_err(|e| bad("invalid_payload", e))?;
+        let c = &self.config;
+        for (ok, code, why) in [
+            (
+                terms.token == c.asset,
+                "asset_mismatch",
+                format!("permitted.token {} is not {}", terms.token, c.asset),
+            ),
+            (
+                terms.to == c.pay_to,
+                "recipient_mismatch",
+                format!("witness.to {} is not {}", terms.to, c.pay_to),
+            ),
+            (
+                terms.facilitator == c.pay_to,
+                "facilitator_mismatch",
+                format!(
+                    "witness.facilitator {} is not this node's {}",
+                    terms.facilitator, c.pay_to
+                ),
+            ),
+            (
+                terms.spender == UPTO_PROXY_ADDRESS,
+                "invalid_payload",
+                format!(
+                    "spender {} is not the x402 upto proxy {UPTO_PROXY_ADDRESS}",
+                    terms.spender
+                ),
+            ),
+        ] {
+            if !ok {
+                return Err(bad(code, why));
+            }
+        }
+        let now = U256::from(now_s());
+        if now < terms.valid_after {
+            return Err(bad(
+                "authorization_not_yet_valid",
+                format!("valid after {}", terms.valid_after),
+            ));
+        }
+        if now >= terms.deadline {
+            return Err(bad(
+                "authorization_expired",
+                format!("its deadline {} has passed", terms.deadline),
+            ));
+        }
+        let signature = payload
+            .signature
+            .strip_prefix("0x")
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| bad("invalid_signature", "signature: not 0x hex".into()))?;
+        let signer = terms
+            .recover(chain_id, &signature)
+            .map_err(|e| bad("invalid_signature", e))?;
+        if signer != terms.from {
+            return Err(bad(
+                "invalid_signature",
+                format!(
+                    "the Permit2 authorization recovers to {signer}, not to its from {}",
+                    terms.from
+                ),
+            ));
+        }
+        let ledger = StoreLedger(&self.store);
+        if ledger.nonce_used(
+            terms.token,
+            terms.from,
+            B256::from(terms.nonce.to_be_bytes::<32>()),
+        ) {
+            return Err(bad(
+                "nonce_used",
+                "this Permit2 nonce was already settled".into(),
+            ));
+        }
+        let balance = ledger.balance(terms.token, terms.from);
+        if balance < terms.amount {
+            return Err(bad(
+                "insufficient_funds",
+                format!(
+                    "{} holds {balance} base units, the authorization is for {}",
+                    terms.from, terms.amount
+                ),
+            ));
+        }
+        let digest = terms.signing_hash(chain_id);
+        Ok((terms, signature, chain_id, digest))
     }
 }
 

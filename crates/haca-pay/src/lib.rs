@@ -49,6 +49,7 @@ pub mod eip3009;
 pub mod facilitator;
 pub mod ledger;
 pub mod networks;
+pub mod permit2;
 pub mod price;
 pub mod proof;
 pub mod receipt_check;

@@ -47,6 +47,9 @@ impl PaymentVerifier for X402Verifier {
             None => amount,
             Some(u) => {
                 check_upto(&p.scheme, amount, u)?;
+                if let Some(p2) = &u.permit2 {
+                    return verify_permit2(p, auth, u, p2, payer);
+                }
                 U256::from_str_radix(&u.authorized, 10).map_err(|_| {
                     format!(
                         "payment box upto.authorized: {:?} is not a decimal amount",
@@ -93,6 +96,53 @@ impl PaymentVerifier for X402Verifier {
             ),
         })
     }
+}
+
+/// An `upto` box whose maximum was authorized over Permit2: the payer's
+/// `PermitWitnessTransferFrom` rebuilt from the box (token = asset, amount = authorized,
+/// deadline = valid_before, witness {to: pay_to, facilitator, validAfter: valid_after}) must
+/// recover to the payer.
+fn verify_permit2(
+    p: &PaymentEvidence,
+    auth: &haca_core::receipt::PaymentAuthorization,
+    u: &haca_core::receipt::UptoTerms,
+    p2: &haca_core::receipt::Permit2Fields,
+    payer: Address,
+) -> Result<String, String> {
+    let nonce: B256 = field(&p.nonce, "nonce", "32 bytes of 0x hex")?;
+    let terms = crate::permit2::Permit2Terms {
+        from: payer,
+        token: field(&p.asset, "asset", "an address")?,
+        amount: U256::from_str_radix(&u.authorized, 10).map_err(|_| {
+            format!(
+                "payment box upto.authorized: {:?} is not a decimal amount",
+                u.authorized
+            )
+        })?,
+        spender: field(&p2.spender, "upto.permit2.spender", "an address")?,
+        nonce: U256::from_be_bytes(nonce.0),
+        deadline: U256::from(auth.valid_before),
+        to: field(&auth.pay_to, "authorization.pay_to", "an address")?,
+        facilitator: field(&p2.facilitator, "upto.permit2.facilitator", "an address")?,
+        valid_after: U256::from(auth.valid_after),
+    };
+    let signature = auth
+        .signature
+        .strip_prefix("0x")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or("payment box authorization.signature: not 0x hex")?;
+    let signer = terms
+        .recover(auth.chain_id, &signature)
+        .map_err(|e| format!("the Permit2 authorization's signature: {e}"))?;
+    if signer != payer {
+        return Err(format!(
+            "the Permit2 authorization was signed by {signer}, not by the payer {payer}"
+        ));
+    }
+    Ok(format!(
+        "{payer} signed up to {} base units of {} to {} (Permit2, chain {}); {} settled for {} prompt and {} completion tokens",
+        u.authorized, p.asset, auth.pay_to, auth.chain_id, p.amount, u.prompt_tokens, u.completion_tokens
+    ))
 }
 
 /// Base units for `tokens` at `per_1k` base units per 1,000 tokens, rounded up.
@@ -169,6 +219,7 @@ mod tests {
                 output_per_1k: "0".into(),
                 prompt_tokens: prompt,
                 completion_tokens: 9,
+                permit2: None,
             });
             p
         };

@@ -418,6 +418,11 @@ fn offer_upto(mut resp: Response, p: &haca_gateway::payment::Payments, call: &Ca
     upto.extra
         .insert("outputPer1k".into(), price.output.to_string().into());
     upto.extra.insert("maxTokens".into(), max_tokens.into());
+    // x402's upto clients sign Permit2 with this node as the facilitator: its payee address.
+    upto.extra.insert(
+        "facilitatorAddress".into(),
+        p.config.pay_to.to_checksum(None).into(),
+    );
     required.accepts.push(upto);
     if let Ok(v) = HeaderValue::from_str(&haca_pay::encode_header(&required)) {
         resp.headers_mut().insert(PAYMENT_REQUIRED_HEADER, v);

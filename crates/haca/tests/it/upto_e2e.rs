@@ -220,3 +220,82 @@ fn upto_settles_what_the_tokens_cost_and_nothing_when_every_route_failed() {
     );
     assert_eq!(status, 402, "{v}");
 }
+
+/// The official Python `x402` client's upto (Permit2 `PermitWitnessTransferFrom`, as
+/// OpenGradient's SDK pays) against haca's offer: the maximum is the call's worst case, the
+/// settled amount what the tokens cost, and the receipt verifies offline.
+#[test]
+fn the_official_python_x402_upto_client_pays_a_metered_call() {
+    let Some(py) = crate::common::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let up = fake_upstream(|_| "hello".into());
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--price-per-request",
+            "1000",
+            "--provider",
+            &format!("name=up,url=http://127.0.0.1:{up}/v1,models=m"),
+            "--model-price",
+            "up/m=1000/2000",
+        ],
+    );
+    let http = Client::new();
+    wait_ready(&http, &node.url);
+    let signer = PrivateKeySigner::random();
+    let payer = signer.address().to_checksum(None);
+    let r = http
+        .post(format!("{}/v1/x402/faucet", node.url))
+        .json(&json!({"address": payer, "amount": "1000000"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body_file = dir.path().join("body.json");
+    std::fs::write(
+        &body_file,
+        json!({"model": "up/m", "max_tokens": 16,
+               "messages": [{"role": "user", "content": "hi"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tools/x402_upto_pay.py"
+        ))
+        .arg(format!("{}/v1/chat/completions", node.url))
+        .arg(format!("0x{}", hex::encode(signer.to_bytes())))
+        .arg(&body_file)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["payment_response"]["amount"], "11", "{v}");
+    // 5 + 6 moved of the 64 authorized (the worst case the 402 offered).
+    assert_eq!(balance(&http, &node.url, &payer), 1_000_000 - 11);
+    let run = v["body"]["haca"]["run_id"].as_str().unwrap();
+    let receipt: Value = http
+        .get(format!("{}/v1/runs/{run}/receipt", node.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let p = &receipt["boxes"]["payment"]["evidence"];
+    assert_eq!(p["upto"]["authorized"], "64", "{p}");
+    assert_eq!(
+        p["upto"]["permit2"]["spender"],
+        "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002"
+    );
+    let rfile = dir.path().join("r.json");
+    std::fs::write(&rfile, receipt.to_string()).unwrap();
+    let (ok, out) = node.verify(&rfile, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("(Permit2, chain 31337)"), "{out}");
+}
