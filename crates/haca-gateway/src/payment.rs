@@ -12,7 +12,9 @@
 //!
 //! The ledger is haca's own (no chain is involved): it models one EIP-3009 token per asset,
 //! whose money enters only through the faucet. Its settlement ids are the EIP-712 digests the
-//! payers signed.
+//! payers signed. With `--evm-rpc` the binary's `evm::EvmFacilitator` is the [`Facilitator`]
+//! instead ([`Facilitator::on_chain`]): the token contract is the ledger, and settlement ids
+//! are its transaction hashes.
 
 use crate::error::GatewayError;
 use crate::now_ms;
