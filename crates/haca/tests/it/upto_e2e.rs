@@ -131,12 +131,9 @@ fn upto_settles_what_the_tokens_cost_and_nothing_when_every_route_failed() {
     assert_eq!(balance(&http, &node.url, &payer), 1_000_000 - 11);
     assert_eq!(balance(&http, &node.url, DEVNET_PAY_TO), 11);
     let run = v["haca"]["run_id"].as_str().unwrap();
-    let receipt: Value = http
-        .get(format!("{}/v1/runs/{run}/receipt", node.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    // Validators check the upto box too: the run settles.
+    let out = node.haca_ok(&["receipt", run, "--wait", "settled", "--json"]);
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
     let p = &receipt["boxes"]["payment"]["evidence"];
     assert_eq!(p["scheme"], "upto", "{p}");
     assert_eq!(p["amount"], "11");
@@ -281,12 +278,9 @@ fn the_official_python_x402_upto_client_pays_a_metered_call() {
     // 5 + 6 moved of the 64 authorized (the worst case the 402 offered).
     assert_eq!(balance(&http, &node.url, &payer), 1_000_000 - 11);
     let run = v["body"]["haca"]["run_id"].as_str().unwrap();
-    let receipt: Value = http
-        .get(format!("{}/v1/runs/{run}/receipt", node.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    // Validators check the Permit2 box too: the run settles.
+    let out = node.haca_ok(&["receipt", run, "--wait", "settled", "--json"]);
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
     let p = &receipt["boxes"]["payment"]["evidence"];
     assert_eq!(p["upto"]["authorized"], "64", "{p}");
     assert_eq!(
