@@ -121,6 +121,49 @@ fn bench(c: &mut Criterion) {
     });
     rt.block_on(bare.stop()).unwrap();
 
+    // The ops layer's cost on that path (issue 23): the same no-chain node with no ops layer
+    // at all, and with every limit on (per-key and per-IP buckets too large to refuse, a
+    // concurrency limit on /v1/infer), each request carrying an API key; the default node
+    // above has the layer with no limits (/metrics, request ids, per-route counters).
+    let ops_node = |ops: haca::server::ops::OpsConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig::devnet("127.0.0.1:0".parse().unwrap(), dir.path().to_owned());
+        cfg.dev_enclave = false;
+        cfg.validator = false;
+        cfg.ops = ops;
+        (rt.block_on(devnet::start(cfg)).unwrap(), dir)
+    };
+    let (off, _off_dir) = ops_node(haca::server::ops::OpsConfig {
+        off: true,
+        ..Default::default()
+    });
+    let off_url = format!("{}/v1/infer", off.url);
+    c.bench_function("http_infer_mlp_no_chain_no_ops_layer", |b| {
+        b.iter(|| post_infer(&http, &off_url, &body, None))
+    });
+    rt.block_on(off.stop()).unwrap();
+    let (limited, _limited_dir) = ops_node(haca::server::ops::OpsConfig {
+        per_key: Some((1e9, u32::MAX)),
+        per_ip: Some((1e9, u32::MAX)),
+        max_concurrent: [("/v1/infer".to_owned(), 1024)].into(),
+        ..Default::default()
+    });
+    let limited_url = format!("{}/v1/infer", limited.url);
+    c.bench_function("http_infer_mlp_no_chain_all_limits", |b| {
+        b.iter(|| {
+            let resp = http
+                .post(&limited_url)
+                .header("content-type", "application/json")
+                .header("x-api-key", "hk_bench")
+                .body(body.clone())
+                .send()
+                .unwrap();
+            assert!(resp.status().is_success());
+            resp.bytes().unwrap()
+        })
+    });
+    rt.block_on(limited.stop()).unwrap();
+
     // The same run paid with x402 (`exact`, v2). The client's signature is made outside the
     // timing (`iter_batched` setup); the timed part adds the gateway's header decode, EIP-712
     // recovery and checks, and the ledger transaction that settles before the model runs.

@@ -9,6 +9,7 @@ pub mod enclave;
 pub mod evm;
 pub mod facilitator;
 pub mod forward;
+pub mod metrics;
 pub mod registry;
 pub mod remote;
 pub mod review;

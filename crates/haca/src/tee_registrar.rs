@@ -76,10 +76,10 @@ impl TeeRegistrar {
         if enabled(&self.validator.tee_registry().0) {
             let at_ms = crate::now_ms();
             let hb = self.enclave.heartbeat(at_ms).await.map_err(|e| {
-                crate::server::ops::metrics().enclave_heartbeat("failed");
+                crate::metrics::metrics().enclave_heartbeat("failed");
                 e.error.to_string()
             })?;
-            crate::server::ops::metrics().enclave_heartbeat("ok");
+            crate::metrics::metrics().enclave_heartbeat("ok");
             self.submit(Tx::EnclaveHeartbeat {
                 tee_id,
                 at_ms,

@@ -191,6 +191,7 @@ fn ops_config(a: &ServeArgs) -> Result<crate::server::ops::OpsConfig, CliError> 
         per_ip: bucket(a.rate_per_ip, a.burst_per_ip),
         max_concurrent: a.max_concurrent.iter().cloned().collect(),
         cors_origins: a.cors_origin.clone(),
+        off: false,
     };
     crate::server::ops::check(&cfg).map_err(|e| CliError::Msg(format!("limits: {e}")))?;
     Ok(cfg)

@@ -10,6 +10,7 @@
 //! (outbox, mempool, height, review queue) are read from it when `/metrics` is scraped.
 
 use super::error::ApiError;
+pub use crate::metrics::metrics;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -18,178 +19,17 @@ use axum::Router;
 use haca_chain::validator::Validator;
 use haca_store::Store;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
-
-type Labels = Vec<(&'static str, String)>;
-type Hist = Family<Labels, Histogram, fn() -> Histogram>;
 
 /// The request id header (taken from the client when it sends a sane one, else made here).
 pub const REQUEST_ID: &str = "x-request-id";
 /// How long a request waits for its route's concurrency slot before a 503.
 pub const SLOT_WAIT: Duration = Duration::from_secs(1);
-
-/// Every metric haca exports.
-pub struct Metrics {
-    registry: Registry,
-    requests: Family<Labels, Counter>,
-    latency: Hist,
-    runs: Family<Labels, Counter>,
-    tokens: Family<Labels, Counter>,
-    payments: Family<Labels, Counter>,
-    refused: Family<Labels, Counter>,
-    in_flight: Gauge,
-    enclave_heartbeats: Family<Labels, Counter>,
-    outbox: Gauge,
-    outbox_age: Gauge<f64, AtomicU64>,
-    mempool: Gauge,
-    height: Gauge,
-    cases: Family<Labels, Gauge>,
-}
-
-fn latency_histogram() -> Histogram {
-    // 1 ms .. ~65 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 2.0, 17,
-    ))
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("haca");
-        let m = Metrics {
-            requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
-            runs: Family::default(),
-            tokens: Family::default(),
-            payments: Family::default(),
-            refused: Family::default(),
-            in_flight: Gauge::default(),
-            enclave_heartbeats: Family::default(),
-            outbox: Gauge::default(),
-            outbox_age: Gauge::default(),
-            mempool: Gauge::default(),
-            height: Gauge::default(),
-            cases: Family::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route, method and status",
-            m.requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to the answer's head, by route and execution mode (streams: to the first byte)",
-            m.latency.clone(),
-        );
-        registry.register(
-            "http_requests_in_flight",
-            "Requests being served now",
-            m.in_flight.clone(),
-        );
-        registry.register(
-            "runs",
-            "Runs answered with a receipt, by route and mode",
-            m.runs.clone(),
-        );
-        registry.register(
-            "llm_tokens",
-            "LLM tokens served, by kind (prompt, completion)",
-            m.tokens.clone(),
-        );
-        registry.register(
-            "payments",
-            "Payments by outcome: settled (x402 answer carried a settlement), required (402)",
-            m.payments.clone(),
-        );
-        registry.register(
-            "requests_refused",
-            "Requests refused before their handler: rate_key, rate_ip (429), route_busy (503)",
-            m.refused.clone(),
-        );
-        registry.register(
-            "enclave_heartbeats",
-            "Enclave heartbeats sent to the TEE registry, by outcome",
-            m.enclave_heartbeats.clone(),
-        );
-        registry.register(
-            "outbox_records",
-            "Runs waiting in the outbox for settlement",
-            m.outbox.clone(),
-        );
-        registry.register(
-            "settlement_lag_seconds",
-            "Settlement lag: age of the oldest run in the outbox, waiting for its round (0 when none)",
-            m.outbox_age.clone(),
-        );
-        registry.register(
-            "mempool_records",
-            "Records in this node's validator mempool",
-            m.mempool.clone(),
-        );
-        registry.register(
-            "consensus_height",
-            "Height of the last block this node's chain copy committed",
-            m.height.clone(),
-        );
-        registry.register(
-            "review_cases",
-            "Review cases by state (open, cleared, rejected)",
-            m.cases.clone(),
-        );
-        Metrics { registry, ..m }
-    }
-
-    /// A run answered on `route` in `mode`.
-    pub fn run(&self, route: &str, mode: &str) {
-        self.runs
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("mode", mode.to_owned()),
-            ])
-            .inc();
-    }
-
-    /// Tokens an LLM call served.
-    pub fn tokens(&self, prompt: u64, completion: u64) {
-        self.tokens
-            .get_or_create(&vec![("kind", "prompt".to_owned())])
-            .inc_by(prompt);
-        self.tokens
-            .get_or_create(&vec![("kind", "completion".to_owned())])
-            .inc_by(completion);
-    }
-
-    /// A heartbeat the enclave registrar sent (`ok`) or could not (`failed`).
-    pub fn enclave_heartbeat(&self, outcome: &'static str) {
-        self.enclave_heartbeats
-            .get_or_create(&vec![("outcome", outcome.to_owned())])
-            .inc();
-    }
-
-    fn refused(&self, why: &'static str) {
-        self.refused
-            .get_or_create(&vec![("reason", why.to_owned())])
-            .inc();
-    }
-}
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(Metrics::new)
-}
 
 /// The mode a run was answered in, set by its handler on the response (a latency label).
 #[derive(Clone, Copy, Debug)]
@@ -206,6 +46,9 @@ pub struct OpsConfig {
     pub max_concurrent: BTreeMap<String, u32>,
     /// Origins allowed to call the API from a browser (`*`: any); empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// No ops layer at all (no `/metrics`, request ids or limits): the baseline the
+    /// receipt_path bench measures the layer against. No flag sets it.
+    pub off: bool,
 }
 
 /// Where `/metrics` reads one node's gauges from.
@@ -600,6 +443,9 @@ pub fn check(cfg: &OpsConfig) -> Result<(), String> {
 
 /// Puts `/metrics`, request ids, limits and CORS around `app`.
 pub fn wrap(app: Router, cfg: &OpsConfig, gauges: GaugeSources) -> Router {
+    if cfg.off {
+        return app;
+    }
     let ops = Arc::new(Ops {
         per_key: cfg.per_key.map(Buckets::new),
         per_ip: cfg.per_ip.map(Buckets::new),

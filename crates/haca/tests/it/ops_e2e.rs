@@ -779,3 +779,99 @@ fn a_testnet_validator_runs_from_its_toml_config_section() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ip"));
 }
+
+/// Not a test: the ops layer's cost on the receipt path (BENCHMARKS.md "Ops layer"). Three
+/// in-process gateways without a chain or enclave, one after another in rounds: no ops
+/// layer, the default layer (/metrics, request ids, per-route counters), and every limit on
+/// (key and IP buckets too large to refuse, a concurrency limit on /v1/infer; each request
+/// carries an API key). Prints each one's median and mean `POST /v1/infer` latency.
+/// `cargo test -p haca --test it ops_layer_overhead -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn ops_layer_overhead_on_the_receipt_path() {
+    use haca::devnet::{self, NodeConfig};
+    use haca::server::ops::OpsConfig;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let start = |ops: OpsConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig::devnet("127.0.0.1:0".parse().unwrap(), dir.path().to_owned());
+        cfg.dev_enclave = false;
+        cfg.validator = false;
+        cfg.ops = ops;
+        (rt.block_on(devnet::start(cfg)).unwrap(), dir)
+    };
+    let nodes = [
+        (
+            "no ops layer",
+            start(OpsConfig {
+                off: true,
+                ..Default::default()
+            }),
+        ),
+        (
+            "ops layer, no limits (default)",
+            start(OpsConfig::default()),
+        ),
+        (
+            "ops layer, every limit on",
+            start(OpsConfig {
+                per_key: Some((1e9, u32::MAX)),
+                per_ip: Some((1e9, u32::MAX)),
+                max_concurrent: [("/v1/infer".to_owned(), 1024)].into(),
+                ..Default::default()
+            }),
+        ),
+    ];
+    let http = Client::new();
+    let body =
+        serde_json::to_vec(&json!({"model": "example/mnist-mlp", "input": mlp_input(1)})).unwrap();
+    let one = |url: &str| {
+        let t = std::time::Instant::now();
+        let resp = http
+            .post(format!("{url}/v1/infer"))
+            .header("content-type", "application/json")
+            .header("x-api-key", "hk_bench")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success());
+        resp.bytes().unwrap();
+        t.elapsed().as_secs_f64() * 1e6
+    };
+    let rounds: usize = std::env::var("HACA_OPS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut samples = vec![Vec::new(); nodes.len()];
+    for (_, (node, _)) in &nodes {
+        for _ in 0..50 {
+            one(&node.url); // warm-up
+        }
+    }
+    for _ in 0..rounds {
+        for (i, (_, (node, _))) in nodes.iter().enumerate() {
+            for _ in 0..50 {
+                samples[i].push(one(&node.url));
+            }
+        }
+    }
+    let base = {
+        let mut s = samples[0].clone();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        s[s.len() / 2]
+    };
+    for (i, (name, _)) in nodes.iter().enumerate() {
+        let mut s = samples[i].clone();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let median = s[s.len() / 2];
+        let mean = s.iter().sum::<f64>() / s.len() as f64;
+        println!(
+            "{name}: n {} median {median:.0} us mean {mean:.0} us ({:+.1}% median vs no layer)",
+            s.len(),
+            (median / base - 1.0) * 100.0
+        );
+    }
+    for (_, (node, _)) in nodes {
+        rt.block_on(node.stop()).unwrap();
+    }
+}
