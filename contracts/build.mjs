@@ -12,7 +12,9 @@ const require = createRequire(import.meta.url);
 const solc = require('solc');
 const here = path.dirname(fileURLToPath(import.meta.url));
 const src = path.join(here, 'src');
-const out = path.join(here, 'build');
+// Output directory: contracts/build, or the first argument (haca-evm's test compiles into a
+// temporary one and compares it with the committed build).
+const out = process.argv[2] ? path.resolve(process.argv[2]) : path.join(here, 'build');
 
 const sources = {};
 for (const f of fs.readdirSync(src).filter((f) => f.endsWith('.sol')).sort()) {
@@ -55,6 +57,6 @@ for (const file of Object.keys(sources)) {
       bytecode: '0x' + c.evm.bytecode.object,
     };
     fs.writeFileSync(path.join(out, `${name}.json`), JSON.stringify(artifact, null, 1) + '\n');
-    console.log(`${name}: ${c.evm.bytecode.object.length / 2} bytes -> build/${name}.json`);
+    console.log(`${name}: ${c.evm.bytecode.object.length / 2} bytes -> ${path.join(out, name)}.json`);
   }
 }

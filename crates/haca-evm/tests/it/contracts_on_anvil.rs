@@ -324,3 +324,37 @@ async fn a_transaction_waits_for_its_confirmations() {
     assert!(rpc.block_number().await.unwrap() >= c.block_number + 2);
     assert!(owner.still_on_chain(&c).await.unwrap());
 }
+
+/// The committed build is what the committed sources compile to: `contracts/build.mjs` (npm
+/// solc 0.8.37, `npm ci --prefix contracts`, which `.ci/run` does) into a temporary directory,
+/// compared file by file. Skipped, saying so, without node or the npm packages; required in CI.
+#[test]
+fn the_committed_contract_build_is_what_the_sources_compile_to() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts");
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if !root.join("node_modules/solc").exists() {
+        assert!(
+            !ci,
+            "CI must have contracts/node_modules (.ci/run: npm ci --prefix contracts)"
+        );
+        eprintln!("SKIPPED: no contracts/node_modules (npm ci --prefix contracts)");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("haca-contracts-{}", std::process::id()));
+    let status = std::process::Command::new("node")
+        .arg(root.join("build.mjs"))
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "contracts/build.mjs failed");
+    for name in ["HacaToken.json", "SettlementRegistry.json"] {
+        let built = std::fs::read_to_string(out.join(name)).unwrap();
+        let committed = std::fs::read_to_string(root.join("build").join(name)).unwrap();
+        assert!(
+            built == committed,
+            "contracts/build/{name} is not what contracts/src compiles to: run node contracts/build.mjs and commit the result"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
