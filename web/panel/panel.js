@@ -728,13 +728,14 @@ async function sendImage() {
     const headers = { 'Content-Type': 'application/json' };
     if (key) headers.Authorization = `Bearer ${key}`;
     const r = await fetch('/v1/images/generations', {
-      method: 'POST', headers, body: JSON.stringify({ model, prompt, privacy, response_format: 'url' }),
+      // The bytes come in the answer: an <img> could not send the API key a run's images need.
+      method: 'POST', headers, body: JSON.stringify({ model, prompt, privacy, response_format: 'b64_json' }),
     });
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(body?.error?.message || `HTTP ${r.status}`);
     const haca = body.haca;
     li.querySelector('.images').innerHTML = haca.images.map((im, i) => `<figure>
-        <img src="/v1/runs/${encodeURIComponent(haca.run_id)}/images/${i}" alt="${esc(prompt)}" width="${Number(im.width) || ''}" style="max-width: 100%; height: auto">
+        <img src="data:${esc(im.media_type)};base64,${esc(body.data[i].b64_json)}" alt="${esc(prompt)}" width="${Number(im.width) || ''}" style="max-width: 100%; height: auto">
         <figcaption class="muted">${esc(im.media_type)}, ${esc(String(im.width))}×${esc(String(im.height))}, sha256 <code title="${esc(im.sha256)}">${esc(short(im.sha256, 16))}</code></figcaption></figure>`).join('');
     const route = haca.route || {};
     li.querySelector('.route').innerHTML = `served by ${esc(route.provider)} over ${esc(route.path)} (privacy asked: ${esc(route.policy)});
