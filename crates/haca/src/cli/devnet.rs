@@ -77,6 +77,8 @@ pub struct NodeConfig {
     /// A Walrus publisher the node stores uploaded artifacts and settled rounds' tree dumps
     /// with (`--walrus-publisher`); `None`: they stay on the node (`GET /v1/blobs/{id}`).
     pub walrus_publisher: Option<String>,
+    /// The largest image accepted from an image provider (`--max-image-bytes`).
+    pub max_image_bytes: usize,
     /// Settle x402 on an EVM chain (and anchor round roots there) instead of the node's own
     /// ledger (`--evm-rpc`, issue 24); `None`: the node's ledger.
     pub evm: Option<crate::evm::EvmSettings>,
@@ -112,6 +114,7 @@ impl NodeConfig {
             embed_model: None,
             memory_extractor: None,
             walrus_publisher: None,
+            max_image_bytes: haca_exec::image::DEFAULT_MAX_IMAGE_BYTES,
             evm: None,
             ops: Default::default(),
             enclave_url: None,
@@ -700,14 +703,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let images = if cfg.image_providers.is_empty() {
         None
     } else {
-        Some(Arc::new(
-            haca_gateway::image::ImageGateway::new(
-                cfg.image_providers.clone(),
-                &haca_exec::llm::upstream::UpstreamPool::new(),
-                cfg.data_dir.join("images"),
-            )
-            .map_err(StartError::Providers)?,
-        ))
+        let mut images = haca_gateway::image::ImageGateway::new(
+            cfg.image_providers.clone(),
+            &haca_exec::llm::upstream::UpstreamPool::new(),
+            cfg.data_dir.join("images"),
+        )
+        .map_err(StartError::Providers)?;
+        images.max_image_bytes = cfg.max_image_bytes;
+        Some(Arc::new(images))
     };
     let classes =
         haca_review::CaseClasses::new(cfg.case_classes.clone()).map_err(StartError::CaseClasses)?;

@@ -121,6 +121,10 @@ struct ServeArgs {
     /// Without one they stay on the node, which serves them at `GET /v1/blobs/{id}`.
     #[arg(long, env = "HACA_WALRUS_PUBLISHER", value_name = "URL")]
     walrus_publisher: Option<String>,
+    /// The largest image accepted from an image provider, in bytes; a larger one fails that
+    /// route and the next is tried.
+    #[arg(long, env = "HACA_MAX_IMAGE_BYTES", default_value_t = haca_exec::image::DEFAULT_MAX_IMAGE_BYTES)]
+    max_image_bytes: usize,
     /// An upstream OpenAI-compatible provider (repeatable):
     /// name=NAME,url=BASE_URL,models=A;B[,key_env=VAR][,privacy=standard|tee]
     /// [,fallback=PROVIDER][,timeout=SECONDS][,kind=chat|image]. Its models are served as
@@ -809,6 +813,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         embed_model: a.embed_model.clone(),
         memory_extractor: a.memory_extractor.clone(),
         walrus_publisher: a.walrus_publisher.clone(),
+        max_image_bytes: a.max_image_bytes,
         evm: None,
         ops: ops_config(a)?,
         enclave_url: match &a.enclave {

@@ -309,6 +309,36 @@ fn an_answer_that_is_not_an_image_is_refused_and_the_next_route_serves() {
 }
 
 #[test]
+fn an_image_over_the_size_limit_is_refused_and_the_next_route_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, big) = (image_server(painter), image_server(big_painter));
+    let node = Devnet::start(
+        dir.path(),
+        &[
+            "--max-image-bytes",
+            "1048576",
+            "--provider",
+            &format!("name=pix,url=http://127.0.0.1:{small}/v1,models=painter,kind=image"),
+            "--provider",
+            &format!(
+                "name=huge,url=http://127.0.0.1:{big}/v1,models=painter,kind=image,fallback=pix"
+            ),
+        ],
+    );
+    wait_ready(&client(), &node.url);
+    let (status, v) = generate(&node, json!({"model": "huge/painter", "prompt": "a kite"}));
+    assert_eq!(status, 200, "{v}");
+    let attempts = v["haca"]["route"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "failed");
+    let error = attempts[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("over the 1048576-byte limit") || error.contains("is over"),
+        "{error}"
+    );
+    assert_eq!(v["haca"]["route"]["provider"], "pix/painter");
+}
+
+#[test]
 fn haca_image_writes_the_file_the_receipt_covers() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
