@@ -73,6 +73,11 @@ pub struct PaymentsSection {
     pub token_version: Option<String>,
     pub pay_to: Option<String>,
     pub max_timeout_secs: Option<u64>,
+    pub evm_rpc: Option<String>,
+    pub evm_key: Option<PathBuf>,
+    pub evm_token: Option<String>,
+    pub evm_registry: Option<String>,
+    pub evm_confirmations: Option<u64>,
 }
 
 /// `[limits]`: rate limits, concurrency and CORS (see `server::guard`).
@@ -204,6 +209,11 @@ impl FileConfig {
                 .map_err(|e| bad(path, "payments", e))?;
             }
         }
+        if let Some(c) = p.evm_confirmations {
+            if !(1..=64).contains(&c) {
+                return Err(bad(path, "payments.evm_confirmations", "must be 1 to 64"));
+            }
+        }
         let l = &self.limits;
         for (k, v) in [
             ("rate_per_key", l.rate_per_key),
@@ -261,6 +271,7 @@ pub(super) struct NodeFlags<'a> {
     pub model_price: &'a mut Vec<(String, super::ModelPrice)>,
     pub facilitator: &'a mut Option<String>,
     pub pay: &'a mut PayArgs,
+    pub evm: &'a mut crate::evm::EvmArgs,
 }
 
 /// Fills in every flag of `f` that neither the command line nor its variable set, from the
@@ -395,6 +406,16 @@ pub(super) fn apply_node(
     take!(pay.token_version, p.token_version, "token_version", some);
     take!(pay.pay_to, p.pay_to, "pay_to", some);
     take!(pay.max_timeout_secs, p.max_timeout_secs, "max_timeout_secs");
+    let evm = f.evm;
+    take!(evm.evm_rpc, p.evm_rpc, "evm_rpc", some);
+    take!(evm.evm_key, p.evm_key, "evm_key", some);
+    take!(evm.evm_token, p.evm_token, "evm_token", some);
+    take!(evm.evm_registry, p.evm_registry, "evm_registry", some);
+    take!(
+        evm.evm_confirmations,
+        p.evm_confirmations,
+        "evm_confirmations"
+    );
     Ok(())
 }
 
@@ -447,6 +468,13 @@ network = "eip155:84532"
 # token_version = "2"
 pay_to = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 max_timeout_secs = 60
+# Settle x402 on an EVM chain instead of this node's ledger (the facilitator's gas key file,
+# the token [default: the asset], a SettlementRegistry for round roots, confirmations).
+# evm_rpc = "https://sepolia.base.org"
+# evm_key = "/etc/haca/evm.key"
+# evm_token = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+# evm_registry = "0x..."
+# evm_confirmations = 1
 
 [payments.model_price]
 "example/mnist-mlp" = 2500

@@ -1246,7 +1246,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
         }
         Command::Node {
             serve,
-            evm,
+            mut evm,
             roles,
             config,
             data_allow,
@@ -1283,6 +1283,7 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
                             model_price: &mut model_price,
                             facilitator: &mut facilitator,
                             pay: &mut pay,
+                            evm: &mut evm,
                         },
                     )?;
                     validator_section = file.validator;
