@@ -563,7 +563,7 @@ pub(crate) mod tests {
         let f = fixture::tiny_llama("Tiny Llama", "llama", Some("{{ messages }}"));
         let h = read_header(&f[..]).unwrap();
         assert_eq!(h.architecture(), Some("llama"));
-        assert_eq!(h.context_length(), Some(512));
+        assert_eq!(h.context_length(), Some(1536));
         assert_eq!(h.tensor_count, 3 + 2 * 9);
         assert_eq!(h.needs_bytes, f.len() as u64);
         assert!(
