@@ -163,9 +163,11 @@ impl Gateway {
                 "mode_unavailable",
                 "mode: \"tee\" is not available on this node (it runs no enclave); use \"vanilla\"",
             )),
-            (ExecMode::Zkml, _) if self.zk.is_some() => Ok(MlExecutor::Zkml {
-                zk: self.zk.as_deref().expect("checked"),
-            }),
+            (ExecMode::Zkml, _) if self.zk.is_some() => {
+                let zk = self.zk.as_deref().expect("checked");
+                zk.admit()?;
+                Ok(MlExecutor::Zkml { zk })
+            }
             (ExecMode::Zkml, _) => Err(GatewayError::invalid(
                 "mode_unavailable",
                 "mode: \"zkml\" is not available on this node (it runs no prover); use \"vanilla\" or \"tee\"",

@@ -43,7 +43,13 @@ pub struct ZkProver {
     keys: Mutex<HashMap<BlobId, Arc<ProvingKey>>>,
     queue: mpsc::UnboundedSender<String>,
     live: Mutex<Live>,
+    /// Runs queued or proving at most; a zkml run beyond is refused before payment
+    /// ([`ZkProver::admit`]).
+    max_queued: std::sync::atomic::AtomicUsize,
 }
+
+/// How many zkml runs may wait for their proofs by default.
+pub const DEFAULT_MAX_QUEUED: usize = 64;
 
 /// The runs queued or proving now: a counter for queue order, and per run id its place in the
 /// queue and when proving started.
@@ -79,6 +85,7 @@ impl ZkProver {
             keys: Mutex::new(HashMap::new()),
             queue: tx,
             live: Mutex::new((0, HashMap::new())),
+            max_queued: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_QUEUED),
         });
         let pending = zk.store.unfinished_zk_jobs()?;
         if !pending.is_empty() {
@@ -202,6 +209,28 @@ impl ZkProver {
             blob_id: blob_id.to_string(),
             input: serde_json::to_string(&x).expect("finite numbers serialize"),
         }
+    }
+
+    /// Sets how many runs may be queued or proving at once (at least 1).
+    pub fn set_max_queued(&self, n: usize) {
+        self.max_queued
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refuses a new zkml run while the proof queue is full: 503 `prover_busy` with
+    /// Retry-After, before anything is paid or run. (Runs admitted at once may pass the bound
+    /// by their number: a soft limit on what waits, not a reservation.)
+    pub fn admit(&self) -> Result<(), GatewayError> {
+        let max = self.max_queued.load(std::sync::atomic::Ordering::Relaxed);
+        let n = self.live.lock().expect("live lock").1.len();
+        if n >= max {
+            return Err(GatewayError::unavailable(
+                "prover_busy",
+                format!("{n} zkml runs wait for their proofs (at most {max}); retry later or use mode vanilla"),
+            )
+            .retry_after(5));
+        }
+        Ok(())
     }
 
     pub fn enqueue(&self, run_id: &str) {
@@ -356,5 +385,39 @@ async fn worker(zk: std::sync::Weak<ZkProver>, mut rx: mpsc::UnboundedReceiver<S
             tracing::error!("run {run_id}: proof job stopped: {}", e.message());
             zk.live.lock().expect("live lock").1.remove(&run_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    /// The worker runs only when the test yields, so what waits is exactly what was queued.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_proof_queue_refuses_new_zkml_runs_with_retry_after() {
+        let dir = std::env::temp_dir().join(format!("haca-zk-bound-{}", crate::random_hex(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(Store::open(dir.join("haca.db")).unwrap());
+        let hub = Arc::new(
+            Hub::open(
+                store.clone(),
+                dir.join("blobs"),
+                Arc::new(haca_exec::ModelCheck),
+            )
+            .unwrap(),
+        );
+        let zk = ZkProver::start(hub, store, None, None).unwrap();
+        zk.set_max_queued(2);
+        zk.admit().unwrap();
+        zk.enqueue("run-a");
+        zk.admit().unwrap();
+        zk.enqueue("run-b");
+        let e = zk.admit().unwrap_err();
+        assert_eq!(e.code(), "prover_busy");
+        assert!(e.message().contains("at most 2"), "{}", e.message());
+        zk.set_max_queued(3);
+        zk.admit().unwrap();
+        drop(zk);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -90,6 +90,7 @@ pub struct LimitsSection {
     pub burst_per_ip: Option<u32>,
     pub max_concurrent: Option<BTreeMap<String, u32>>,
     pub cors_origin: Option<Vec<String>>,
+    pub max_proof_queue: Option<u64>,
 }
 
 /// `[log]`.
@@ -215,6 +216,9 @@ impl FileConfig {
             }
         }
         let l = &self.limits;
+        if l.max_proof_queue == Some(0) {
+            return Err(bad(path, "limits.max_proof_queue", "must be at least 1"));
+        }
         for (k, v) in [
             ("rate_per_key", l.rate_per_key),
             ("rate_per_ip", l.rate_per_ip),
@@ -383,6 +387,7 @@ pub(super) fn apply_node(
         }
     }
     take!(s.cors_origin, l.cors_origin, "cors_origin");
+    take!(s.max_proof_queue, l.max_proof_queue, "max_proof_queue");
 
     let p = &file.payments;
     take!(
@@ -488,6 +493,9 @@ rate_per_ip = 50.0
 burst_per_ip = 100
 # Origins the panel's API answers cross-origin requests from (absent: same origin only).
 cors_origin = ["https://panel.example.com"]
+
+# zkml runs waiting for their proofs at most; beyond, 503 prover_busy with Retry-After.
+max_proof_queue = 64
 
 # Requests served at once per route; more wait for a slot up to a second, then 503.
 [limits.max_concurrent]

@@ -89,6 +89,8 @@ pub struct NodeConfig {
     /// (`--enclave URL`); with no dev enclave, the genesis a new chain gets trusts AWS's
     /// Nitro root only.
     pub enclave_url: Option<String>,
+    /// zkml runs that may wait for their proofs; more are refused (503 `prover_busy`).
+    pub max_proof_queue: usize,
 }
 
 impl NodeConfig {
@@ -118,6 +120,7 @@ impl NodeConfig {
             evm: None,
             ops: Default::default(),
             enclave_url: None,
+            max_proof_queue: haca_gateway::zk::DEFAULT_MAX_QUEUED,
         }
     }
 }
@@ -586,6 +589,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         remote_outbox.clone(),
     )
     .map_err(|e| StartError::Prover(e.message().to_string()))?;
+    zk.set_max_queued(cfg.max_proof_queue);
     let gateway = Gateway {
         enclave,
         evidence: Vec::new(),

@@ -167,6 +167,10 @@ struct ServeArgs {
     /// supervised here. Its documents are checked against the chain's roots like any other.
     #[arg(long, env = "HACA_ENCLAVE", value_name = "URL")]
     enclave: Option<String>,
+    /// zkml runs that may wait for their proofs at once; a zkml run beyond is refused before
+    /// payment with 503 `prover_busy` and Retry-After.
+    #[arg(long, env = "HACA_MAX_PROOF_QUEUE", default_value_t = haca_gateway::zk::DEFAULT_MAX_QUEUED as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_proof_queue: u64,
 }
 
 /// `ROUTE=N` of `--max-concurrent`.
@@ -816,6 +820,7 @@ fn serve_config(a: &ServeArgs, devnet: bool) -> Result<NodeConfig, CliError> {
         max_image_bytes: a.max_image_bytes,
         evm: None,
         ops: ops_config(a)?,
+        max_proof_queue: a.max_proof_queue as usize,
         enclave_url: match &a.enclave {
             None => None,
             Some(u) => Some(
