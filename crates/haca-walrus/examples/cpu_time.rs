@@ -26,7 +26,11 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("a size in MiB"))
         .collect();
-    let sizes = if sizes.is_empty() { vec![8, 64, 256] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![8, 64, 256]
+    } else {
+        sizes
+    };
     for mib in sizes {
         let data: Vec<u8> = (0..mib << 20).map(|i| ((i * 31 + 7) % 251) as u8).collect();
         let mut runs: Vec<(f64, f64)> = (0..3)

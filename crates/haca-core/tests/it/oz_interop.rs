@@ -78,6 +78,9 @@ fn openzeppelin_agrees_on_roots_and_proofs() {
         assert!(!verified[n], "OpenZeppelin accepted a tampered leaf");
         // The round's tree dump is OpenZeppelin's own: it loads, and equals its dump.
         assert_eq!(got["dumpRoot"], format!("0x{}", tree.root()), "{n} leaves");
-        assert_eq!(got["dumpSame"], true, "{n} leaves: the dump differs from OpenZeppelin's");
+        assert_eq!(
+            got["dumpSame"], true,
+            "{n} leaves: the dump differs from OpenZeppelin's"
+        );
     }
 }
