@@ -211,10 +211,9 @@ impl LocalBlobs {
     }
 }
 
-/// Keeps every settled round's tree dump among the node's blobs as its block commits (so
-/// `GET /v1/blobs/{id}` serves it at once), and stores it with a Walrus publisher too when
-/// one is set. Runs until the chain stops; a dump the publisher refuses is logged and kept
-/// locally.
+/// With a Walrus publisher set: stores every settled round's tree dump with it as its block
+/// commits, and keeps it among the node's blobs (so `GET /v1/blobs/{id}` serves it at once).
+/// Runs until the chain stops; a dump the publisher refuses is logged and kept locally.
 pub async fn mirror_rounds(
     chain: std::sync::Arc<haca_chain::validator::Validator>,
     blobs: std::sync::Arc<LocalBlobs>,
