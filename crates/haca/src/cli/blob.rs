@@ -38,6 +38,8 @@ pub struct PutArgs {
 
 #[derive(Args)]
 pub struct GetArgs {
+    /// The Walrus blob id. URL-safe base64 may begin with `-`, so it is never taken for a flag.
+    #[arg(allow_hyphen_values = true)]
     blob_id: String,
     /// Where to write the bytes.
     #[arg(long)]
@@ -112,5 +114,28 @@ pub async fn run(cmd: &BlobCommand) -> Result<ExitCode, CliError> {
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BlobCommand;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Blob {
+        #[command(subcommand)]
+        command: BlobCommand,
+    }
+
+    #[test]
+    fn a_walrus_id_that_begins_with_a_dash_is_an_id_not_a_flag() {
+        let id = "-bO37zpsH1fJ_xx-DcAbOpxzbPhOhSCNKaq_QMaalmE";
+        let parsed = Blob::try_parse_from(["blob", "get", id, "--out", "tree.json"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let BlobCommand::Get(args) = parsed.command else {
+            panic!("not get")
+        };
+        assert_eq!(args.blob_id, id);
     }
 }
