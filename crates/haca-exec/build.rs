@@ -1,6 +1,6 @@
 //! Records the x86 extensions llama.cpp is compiled to use, as `HACA_LLAMA_ISA`, so that the
 //! local LLM engine refuses to start on a CPU without them instead of dying on an illegal
-//! instruction. With the native launcher (`tools/native-cc`, set in .cargo/config.toml) that is
+//! instruction. With the native launcher (the `sh -c` line in .cargo/config.toml) that is
 //! everything the build machine has; otherwise the x86-64-v3 baseline of the `GGML_*` flags.
 
 include!("src/llm/x86_features.rs");
