@@ -172,6 +172,9 @@ impl Mempool {
     }
 }
 
+/// How many rounds' tree-dump Walrus ids a validator keeps (about 60 bytes each).
+const WALRUS_IDS_KEPT: usize = 4096;
+
 /// A committed round, decoded, with its trees built.
 struct CachedRound {
     height: u64,
@@ -196,6 +199,9 @@ pub struct Validator {
     checked: Mutex<HashMap<Digest, (Block, ChainState)>>,
     height: watch::Sender<u64>,
     round_cache: Mutex<Option<Arc<CachedRound>>>,
+    /// Recent rounds' tree-dump Walrus ids by height: receipts of several rounds read in turn
+    /// rebuild their trees, and the id is the one costly part of that.
+    walrus_ids: Mutex<VecDeque<(u64, String)>>,
     /// Deliberate misbehaviour for fault tests ([`Validator::with_fault`]); `None` in
     /// production.
     fault: Option<Fault>,
@@ -285,6 +291,7 @@ impl Validator {
             checked: Mutex::new(HashMap::new()),
             height,
             round_cache: Mutex::new(None),
+            walrus_ids: Mutex::new(VecDeque::new()),
             fault: None,
         })
     }
@@ -458,7 +465,7 @@ impl Validator {
                 let block = Block::decode(&stored.block).map_err(corrupt)?;
                 let certificate: Certificate = serde_json::from_str(&stored.certificate)
                     .map_err(|e| corrupt(format!("stored certificate: {e}")))?;
-                let trees = RoundTrees::build(&block)
+                let trees = RoundTrees::build_with(&block, |d| self.walrus_id_at(row.height, d))
                     .ok_or_else(|| corrupt("the block closes no settlement round".into()))?;
                 let r = Arc::new(CachedRound {
                     height: row.height,
@@ -500,7 +507,32 @@ impl Validator {
         };
         let block = Block::decode(&stored.block)
             .map_err(|reason| ValidatorError::Replay { height, reason })?;
-        Ok(RoundTrees::build(&block).and_then(|t| Some((t.walrus_blob_id?, t.dump))))
+        Ok(
+            RoundTrees::build_with(&block, |d| self.walrus_id_at(height, d))
+                .and_then(|t| Some((t.walrus_blob_id?, t.dump))),
+        )
+    }
+
+    /// The Walrus id of the tree dump of the round at `height`, computed once per height
+    /// among the last [`WALRUS_IDS_KEPT`] asked for.
+    fn walrus_id_at(&self, height: u64, dump: &[u8]) -> Option<String> {
+        let known = |ids: &VecDeque<(u64, String)>| {
+            ids.iter()
+                .find(|(h, _)| *h == height)
+                .map(|(_, id)| id.clone())
+        };
+        if let Some(id) = known(&self.walrus_ids.lock().expect("walrus ids lock")) {
+            return Some(id);
+        }
+        let id = crate::state::walrus_id(dump)?;
+        let mut ids = self.walrus_ids.lock().expect("walrus ids lock");
+        if known(&ids).is_none() {
+            if ids.len() == WALRUS_IDS_KEPT {
+                ids.pop_front();
+            }
+            ids.push_back((height, id.clone()));
+        }
+        Some(id)
     }
 
     /// Picks the records for a block: everything waiting once the round is due (full, or

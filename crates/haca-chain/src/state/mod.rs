@@ -14,7 +14,7 @@ mod tee;
 mod tx;
 
 pub use governance::{governance_message, Approval, GovAction};
-pub use rounds::{Outcome, Outcomes, RoundTrees, SharedMap, SpentPayment};
+pub use rounds::{walrus_id, Outcome, Outcomes, RoundTrees, SharedMap, SpentPayment};
 pub use tee::{TeeConfig, CHAIN_DEV_ROOT_LABEL};
 pub use tx::{label_message, LabelRevision, Tx};
 
