@@ -17,7 +17,6 @@ pub struct KnownNetwork {
     pub caip2: &'static str,
     /// x402 v1's name for it (`base`).
     pub name: &'static str,
-    pub chain_id: u64,
     /// USDC's contract.
     pub usdc: &'static str,
     /// USDC's EIP-712 domain name and version.
@@ -29,7 +28,6 @@ pub struct KnownNetwork {
 pub const BASE: KnownNetwork = KnownNetwork {
     caip2: "eip155:8453",
     name: "base",
-    chain_id: 8453,
     usdc: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
     token_name: "USD Coin",
     token_version: "2",
@@ -39,7 +37,6 @@ pub const BASE: KnownNetwork = KnownNetwork {
 pub const BASE_SEPOLIA: KnownNetwork = KnownNetwork {
     caip2: "eip155:84532",
     name: "base-sepolia",
-    chain_id: 84532,
     usdc: "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
     token_name: "USDC",
     token_version: "2",
@@ -138,10 +135,7 @@ pub fn resolve(
 
 /// `0x` + 40 hex digits (any case; checksums are not required).
 pub fn parse_address(s: &str) -> Option<Address> {
-    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
-    (hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| hex.parse().ok())
-        .flatten()
+    crate::types::parse_address(s).ok()
 }
 
 #[cfg(test)]

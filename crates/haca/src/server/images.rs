@@ -13,7 +13,6 @@ use base64::Engine as _;
 use haca_core::settlement::SettlementMode;
 use haca_core::Digest;
 use haca_exec::image::{ImageFormat, ImageRequest};
-use haca_gateway::chat::Failed;
 use haca_gateway::image::{ImageGateway, ImageStart};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -72,7 +71,7 @@ pub async fn generations(
     let served = images
         .serve(&st.gateway, &req, routes, start, settlement, charge)
         .await
-        .map_err(failed_error)?;
+        .map_err(super::llm::failed_error)?;
     let run_id = served.receipt.run_id.to_string();
     let mut data = Vec::new();
     let mut listed = Vec::new();
@@ -126,26 +125,6 @@ pub async fn generations(
     Ok(resp)
 }
 
-/// The error of a request that failed after routes were tried, naming each attempt.
-fn failed_error(f: Failed) -> ApiError {
-    let mut e = ApiError::from(f.error);
-    if f.attempts.len() > 1 {
-        let tried: Vec<String> = f
-            .attempts
-            .iter()
-            .map(|a| {
-                format!(
-                    "{}: {}",
-                    a.provider,
-                    a.error.as_deref().unwrap_or(&a.outcome)
-                )
-            })
-            .collect();
-        e.message = format!("every route failed ({})", tried.join("; "));
-    }
-    e
-}
-
 /// A run's image `i`: the bytes whose SHA-256 the run's output lists at `i`, for whoever may
 /// read the run ([`super::access`]).
 pub async fn get_image(
@@ -188,7 +167,10 @@ pub async fn get_image(
         .as_str()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| ApiError::internal("stored image list is damaged"))?;
-    let bytes = images.read_image(&sha)?;
+    // Up to the image size limit read and hashed again: off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || images.read_image(&sha))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the image: {e}")))??;
     let media = entry["media_type"]
         .as_str()
         .unwrap_or("application/octet-stream");

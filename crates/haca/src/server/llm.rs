@@ -441,7 +441,7 @@ fn add_tee_fields(body: &mut Value, served: &Served) {
 }
 
 /// The error of a failed call, with each attempt named in its message.
-fn failed_error(f: Failed) -> ApiError {
+pub(super) fn failed_error(f: Failed) -> ApiError {
     let mut e = ApiError::from(f.error);
     if f.attempts.len() > 1 {
         let tried: Vec<String> = f

@@ -85,7 +85,11 @@ impl Buckets {
             let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
         }
-        let (tokens, at) = map.entry(key.to_owned()).or_insert((self.burst, now));
+        // A known key (the usual case) is found without allocating its name.
+        if !map.contains_key(key) {
+            map.insert(key.to_owned(), (self.burst, now));
+        }
+        let (tokens, at) = map.get_mut(key).expect("inserted above");
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
@@ -169,7 +173,7 @@ struct Ctx {
 async fn guard(State(ops): State<Arc<Ops>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let rate_limited = !exempt(req.uri().path());
     let id = request_id(&req);
     let span = tracing::info_span!(
         "request",
@@ -190,7 +194,7 @@ async fn guard(State(ops): State<Arc<Ops>>, mut req: Request, next: Next) -> Res
     async move {
         let m = metrics();
         let mut resp = 'answer: {
-            if !exempt(&path) {
+            if rate_limited {
                 if let (Some(b), Some(key)) = (&ops.per_key, api_key(&req)) {
                     if let Err(wait) = b.take(key) {
                         break 'answer too_many("rate_key", wait);
