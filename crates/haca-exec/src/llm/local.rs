@@ -9,6 +9,7 @@
 use super::chat::{ChatMessage, ResponseFormat, ToolChoice};
 use super::engine::{self, Admission, Event, Job, VocabFacts};
 use super::gguf::{self, GgufHeader};
+use super::head;
 use super::template::{chatml, gemma_chat, jinja_chat, Segment};
 use super::LlmError;
 use haca_core::{BlobId, Digest};
@@ -21,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -266,6 +267,7 @@ pub struct LocalLlm {
     facts: Arc<VocabFacts>,
     jobs: mpsc::Sender<Job>,
     admission: Admission,
+    rows_scored_here: Arc<AtomicU64>,
     bos: Option<u32>,
     bos_text: String,
     eos_text: String,
@@ -350,13 +352,14 @@ impl LocalLlm {
             String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
         };
         let (bos_text, eos_text) = (text_of(vocab.bos()), text_of(vocab.eos()));
-        let (jobs, admission) =
+        let (jobs, admission, rows_scored_here) =
             start_engine(backend, &model, &facts, info.context).map_err(load)?;
         Ok(LocalLlm {
             model,
             facts,
             jobs,
             admission,
+            rows_scored_here,
             bos,
             bos_text,
             eos_text,
@@ -365,6 +368,11 @@ impl LocalLlm {
             blob_id,
             size,
         })
+    }
+
+    /// Output rows of batched steps that haca scored itself (see `head`), not llama.cpp.
+    pub fn rows_scored_here(&self) -> u64 {
+        self.rows_scored_here.load(Ordering::Relaxed)
     }
 
     /// Positions served per request (prompt and answer).
@@ -642,8 +650,10 @@ fn start_engine(
     model: &Arc<LlamaModel>,
     facts: &Arc<VocabFacts>,
     context: usize,
-) -> Result<(mpsc::Sender<Job>, Admission), String> {
+) -> Result<(mpsc::Sender<Job>, Admission, Arc<AtomicU64>), String> {
     let (jobs, rx) = mpsc::channel::<Job>();
+    let tap = head::HeadTap::new(threads() as usize);
+    let rows_scored_here = tap.rows.clone();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (model, facts) = (model.clone(), facts.clone());
     let n = threads();
@@ -655,31 +665,40 @@ fn start_engine(
                 .with_n_batch(BATCH_TOKENS)
                 .with_n_ubatch(BATCH_TOKENS)
                 .with_n_seq_max(SLOTS as u32)
-                .with_kv_unified(false)
+                // One cache for all slots. With a cache per slot, llama.cpp batches only
+                // sequences whose ids run consecutively (0,1,2 but not 0,2): as requests came
+                // and went, a step fell apart into several passes over the weights. Attention
+                // skips the other sequences' cells by their mask.
+                .with_kv_unified(true)
                 // The sliding-window layers keep their window, not the whole context: no
                 // request reuses another's cache, so nothing needs the full-size one, and it
                 // was most of the node's resident memory (4 slots x 4,096 tokens x 18 layers).
                 .with_swa_full(false)
                 .with_n_threads(n)
                 .with_n_threads_batch(n);
+            // The tap outlives the context: it is freed after `engine::run` drops the context.
+            let tap = Box::into_raw(Box::new(tap));
+            let params = head::with_tap(params, tap);
             let setup = LLAMA_SETUP.lock().unwrap_or_else(|e| e.into_inner());
             let ctx = match model.new_context(backend, params) {
                 Ok(c) => c,
                 Err(e) => {
                     let why = take_llama_errors();
                     let _ = ready_tx.send(Err(format!("llama.cpp context: {e} {why}")));
+                    drop(unsafe { Box::from_raw(tap) });
                     return;
                 }
             };
             drop(setup);
             let _ = ready_tx.send(Ok(()));
             engine::run(ctx, &model, &facts, rx, SLOTS, context);
+            drop(unsafe { Box::from_raw(tap) });
         })
         .map_err(|e| format!("engine thread: {e}"))?;
     ready_rx
         .recv()
         .map_err(|_| "the engine thread stopped while starting".to_owned())??;
-    Ok((jobs, Admission::new(SLOTS + QUEUE)))
+    Ok((jobs, Admission::new(SLOTS + QUEUE), rows_scored_here))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod call;
 pub mod chat;
 mod engine;
 pub mod gguf;
+mod head;
 pub mod json_prefix;
 pub mod local;
 pub mod model_home;

@@ -91,7 +91,8 @@ fn greedy_decoding_is_the_same_alone_and_batched_with_others() {
             g.text
         })
         .collect();
-    // The same four at once: one engine batch holds all of them.
+    // The same four at once: one engine batch holds all of them, and haca scores its rows.
+    let scored = m.rows_scored_here();
     let together: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = prompts
             .iter()
@@ -100,6 +101,10 @@ fn greedy_decoding_is_the_same_alone_and_batched_with_others() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(alone, together);
+    assert!(
+        m.rows_scored_here() >= scored + 2,
+        "batched steps' outputs were scored by haca, not llama.cpp"
+    );
 }
 
 /// Checks `v` against the schema the test uses (no JSON Schema crate: the few rules by hand).
