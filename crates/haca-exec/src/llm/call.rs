@@ -351,16 +351,14 @@ fn prefix_rules(grammar: &str, prefix: &str) -> String {
     out
 }
 
-/// `grammar`'s root renamed, followed by the `}` that closes a tool call's object.
+/// `grammar` renamed apart (`args-…`), followed by the `}` that closes a tool call's object.
+/// Every rule is renamed, references too, so a rule that refers back to the schema's root
+/// (a recursive schema) still means the arguments, not the whole call.
 fn then_closing_brace(grammar: &str) -> String {
-    let body: Vec<String> = grammar
-        .lines()
-        .map(|l| match l.strip_prefix("root ::=") {
-            Some(rest) => format!("haca-arguments ::={rest}"),
-            None => l.to_owned(),
-        })
-        .collect();
-    format!("root ::= haca-arguments \"}}\"\n{}", body.join("\n"))
+    format!(
+        "root ::= args-root \"}}\"\n{}",
+        prefix_rules(grammar, "args-")
+    )
 }
 
 /// The prompt of `call` on `llm`, as tokens.
@@ -515,11 +513,29 @@ mod tests {
 
     #[test]
     fn a_tool_grammar_closes_the_call_after_its_arguments() {
-        let g = then_closing_brace("root ::= \"{\" space \"}\"\nspace ::= \" \"?");
+        let g =
+            then_closing_brace("root ::= \"{\" space item? \"}\"\nitem ::= root\nspace ::= \" \"?");
         assert_eq!(
             g,
-            "root ::= haca-arguments \"}\"\nhaca-arguments ::= \"{\" space \"}\"\nspace ::= \" \"?"
+            "root ::= args-root \"}\"\nargs-root ::= \"{\" args-space args-item? \"}\"\nargs-item ::= args-root\nargs-space ::= \" \"?\n"
         );
+    }
+
+    #[test]
+    fn a_recursive_schemas_rules_stay_inside_the_arguments() {
+        // llama.cpp's converter refuses `{"$ref": "#"}`; recursion goes through `$defs`.
+        let tree = json!({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object",
+            "properties": {"name": {"type": "string"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}});
+        let g = then_closing_brace(&convert(&tree, "parameters").unwrap());
+        let mut lines = g.lines();
+        assert_eq!(lines.next(), Some("root ::= args-root \"}\""));
+        let refers_to_root = |l: &str| {
+            l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .any(|w| w == "root")
+        };
+        assert!(!lines.any(refers_to_root), "{g}");
+        assert!(g.contains("args-root ::="), "{g}");
     }
 
     #[test]
