@@ -46,16 +46,11 @@ impl PaymentVerifier for X402Verifier {
         let signed_value = match &p.upto {
             None => amount,
             Some(u) => {
-                check_upto(&p.scheme, amount, u)?;
+                let authorized = check_upto(&p.scheme, amount, u)?;
                 if let Some(p2) = &u.permit2 {
-                    return verify_permit2(p, auth, u, p2, payer);
+                    return verify_permit2(p, auth, u, p2, payer, authorized);
                 }
-                U256::from_str_radix(&u.authorized, 10).map_err(|_| {
-                    format!(
-                        "payment box upto.authorized: {:?} is not a decimal amount",
-                        u.authorized
-                    )
-                })?
+                authorized
             }
         };
         let authorization = Authorization {
@@ -72,13 +67,8 @@ impl PaymentVerifier for X402Verifier {
             chain_id: auth.chain_id,
             verifying_contract: field(&p.asset, "asset", "an address")?,
         };
-        let signature = auth
-            .signature
-            .strip_prefix("0x")
-            .and_then(|h| hex::decode(h).ok())
-            .ok_or("payment box authorization.signature: not 0x hex")?;
         let signer = domain
-            .recover(&authorization, &signature)
+            .recover(&authorization, &signature_bytes(auth)?)
             .map_err(|e| format!("the authorization's signature: {e}"))?;
         if signer != payer {
             return Err(format!(
@@ -108,17 +98,13 @@ fn verify_permit2(
     u: &haca_core::receipt::UptoTerms,
     p2: &haca_core::receipt::Permit2Fields,
     payer: Address,
+    authorized: U256,
 ) -> Result<String, String> {
     let nonce: B256 = field(&p.nonce, "nonce", "32 bytes of 0x hex")?;
     let terms = crate::permit2::Permit2Terms {
         from: payer,
         token: field(&p.asset, "asset", "an address")?,
-        amount: U256::from_str_radix(&u.authorized, 10).map_err(|_| {
-            format!(
-                "payment box upto.authorized: {:?} is not a decimal amount",
-                u.authorized
-            )
-        })?,
+        amount: authorized,
         spender: field(&p2.spender, "upto.permit2.spender", "an address")?,
         nonce: U256::from_be_bytes(nonce.0),
         deadline: U256::from(auth.valid_before),
@@ -126,13 +112,8 @@ fn verify_permit2(
         facilitator: field(&p2.facilitator, "upto.permit2.facilitator", "an address")?,
         valid_after: U256::from(auth.valid_after),
     };
-    let signature = auth
-        .signature
-        .strip_prefix("0x")
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or("payment box authorization.signature: not 0x hex")?;
     let signer = terms
-        .recover(auth.chain_id, &signature)
+        .recover(auth.chain_id, &signature_bytes(auth)?)
         .map_err(|e| format!("the Permit2 authorization's signature: {e}"))?;
     if signer != payer {
         return Err(format!(
@@ -145,14 +126,27 @@ fn verify_permit2(
     ))
 }
 
+/// The authorization's signature bytes.
+fn signature_bytes(auth: &haca_core::receipt::PaymentAuthorization) -> Result<Vec<u8>, String> {
+    auth.signature
+        .strip_prefix("0x")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| "payment box authorization.signature: not 0x hex".to_owned())
+}
+
 /// Base units for `tokens` at `per_1k` base units per 1,000 tokens, rounded up.
 pub fn token_cost(per_1k: U256, tokens: u64) -> U256 {
     (per_1k * U256::from(tokens)).div_ceil(U256::from(1000u64))
 }
 
 /// An `upto` box's own rules: its scheme says so, the amount is what its prices give for its
-/// tokens (capped at the authorization), and never above the authorization.
-fn check_upto(scheme: &str, amount: U256, u: &haca_core::receipt::UptoTerms) -> Result<(), String> {
+/// tokens (capped at the authorization), and never above the authorization. Returns the
+/// authorized maximum.
+fn check_upto(
+    scheme: &str,
+    amount: U256,
+    u: &haca_core::receipt::UptoTerms,
+) -> Result<U256, String> {
     if scheme != crate::types::SCHEME_UPTO {
         return Err(format!(
             "a payment box with upto terms has scheme {scheme:?}, not \"upto\""
@@ -176,7 +170,7 @@ fn check_upto(scheme: &str, amount: U256, u: &haca_core::receipt::UptoTerms) -> 
             u.prompt_tokens, u.completion_tokens, u.input_per_1k, u.output_per_1k
         ));
     }
-    Ok(())
+    Ok(authorized)
 }
 
 #[cfg(test)]
