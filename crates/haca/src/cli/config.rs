@@ -157,18 +157,25 @@ impl FileConfig {
         if let Some(u) = &n.public_url {
             super::parse_public_url(u).map_err(|e| bad(path, "node.public_url", e))?;
         }
-        for (i, s) in n.provider.iter().flatten().enumerate() {
-            super::parse_provider_arg(s)
-                .map_err(|e| bad(path, &format!("node.provider[{i}]"), e))?;
-        }
-        for (i, s) in n.case_class.iter().flatten().enumerate() {
-            super::parse_case_class(s)
-                .map_err(|e| bad(path, &format!("node.case_class[{i}]"), e))?;
-        }
-        for (i, s) in n.data_allow.iter().flatten().enumerate() {
-            super::parse_allow_rule(s)
-                .map_err(|e| bad(path, &format!("node.data_allow[{i}]"), e))?;
-        }
+        let none = Vec::new();
+        parse_each(
+            path,
+            "node.provider",
+            n.provider.as_ref().unwrap_or(&none),
+            super::parse_provider_arg,
+        )?;
+        parse_each(
+            path,
+            "node.case_class",
+            n.case_class.as_ref().unwrap_or(&none),
+            super::parse_case_class,
+        )?;
+        parse_each(
+            path,
+            "node.data_allow",
+            n.data_allow.as_ref().unwrap_or(&none),
+            super::parse_allow_rule,
+        )?;
         for (k, v) in [
             ("header_timeout_secs", n.header_timeout_secs),
             ("body_timeout_secs", n.body_timeout_secs),
@@ -280,6 +287,21 @@ pub(super) struct NodeFlags<'a> {
 
 /// Fills in every flag of `f` that neither the command line nor its variable set, from the
 /// file (already checked by [`FileConfig::load`]).
+/// Each entry of the list at `key`, parsed as its flag parses it; an error names the entry
+/// (`key[i]`).
+fn parse_each<T, E: std::fmt::Display>(
+    path: &Path,
+    key: &str,
+    items: &[String],
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Vec<T>, CliError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse(item).map_err(|e| bad(path, &format!("{key}[{i}]"), e)))
+        .collect()
+}
+
 pub(super) fn apply_node(
     file: &FileConfig,
     path: &Path,
@@ -338,38 +360,17 @@ pub(super) fn apply_node(
     );
     if let Some(specs) = &n.provider {
         if !given(m, "provider") {
-            s.provider = specs
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    super::parse_provider_arg(p)
-                        .map_err(|e| bad(path, &format!("node.provider[{i}]"), e))
-                })
-                .collect::<Result<_, _>>()?;
+            s.provider = parse_each(path, "node.provider", specs, super::parse_provider_arg)?;
         }
     }
     if let Some(specs) = &n.case_class {
         if !given(m, "case_class") {
-            s.case_class = specs
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    super::parse_case_class(c)
-                        .map_err(|e| bad(path, &format!("node.case_class[{i}]"), e))
-                })
-                .collect::<Result<_, _>>()?;
+            s.case_class = parse_each(path, "node.case_class", specs, super::parse_case_class)?;
         }
     }
     if let Some(rules) = &n.data_allow {
         if !given(m, "data_allow") {
-            *f.data_allow = rules
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    super::parse_allow_rule(r)
-                        .map_err(|e| bad(path, &format!("node.data_allow[{i}]"), e))
-                })
-                .collect::<Result<_, _>>()?;
+            *f.data_allow = parse_each(path, "node.data_allow", rules, super::parse_allow_rule)?;
         }
     }
     take!(*f.gateway, n.gateway, "gateway", some);
