@@ -2,15 +2,20 @@
 """Pay a haca node's x402 paywall with the official Python `x402` client.
 
 Usage:
-    python tools/x402_pay.py URL PRIVATE_KEY BODY_FILE [MAX_AMOUNT]
+    python tools/x402_pay.py [--upto] URL PRIVATE_KEY BODY_FILE [MAX_AMOUNT]
 
 Posts BODY_FILE (JSON) to URL (e.g. http://127.0.0.1:7070/v1/infer) without payment,
 expects a 402 whose `PAYMENT-REQUIRED` header the x402 package decodes, lets the package's
-client (x402ClientSync + the exact EVM scheme over an eth_account LocalAccount) sign a
-payment for it, posts again with `PAYMENT-SIGNATURE`, and prints one JSON line:
-`{"status", "payment_response", "body"}`. Exits 1 when the paid request did not succeed.
+client (x402ClientSync over an eth_account LocalAccount) sign a payment for it, posts again
+with `PAYMENT-SIGNATURE`, and prints one JSON line: `{"status", "payment_response", "body"}`.
+Exits 1 when the paid request did not succeed.
 
-Needs: pip install 'x402[evm]' (eth_account, web3). Used by crates/haca/tests/it/x402_e2e.rs.
+The scheme registered is `exact` (EIP-3009), or with `--upto` only `upto`: a Permit2
+PermitWitnessTransferFrom of the maximum, as OpenGradient's SDK pays an LLM call (BODY_FILE a
+chat completion with max_tokens; the 402 must offer upto).
+
+Needs: pip install 'x402[evm]' (eth_account, web3). Used by crates/haca/tests/it/x402_e2e.rs,
+evm_e2e.rs and upto_e2e.rs.
 """
 
 import json
@@ -26,6 +31,7 @@ from x402.http.utils import (
     encode_payment_signature_header,
 )
 from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.mechanisms.evm.upto import UptoEvmScheme
 
 
 def post(url, body, headers):
@@ -48,8 +54,11 @@ def header(headers, name):
 
 
 def main():
-    url, key, body_file = sys.argv[1:4]
-    max_amount = sys.argv[4] if len(sys.argv) > 4 else "1000000"
+    args = sys.argv[1:]
+    upto = "--upto" in args
+    args = [a for a in args if a != "--upto"]
+    url, key, body_file = args[:3]
+    max_amount = args[3] if len(args) > 3 else "1000000"
     with open(body_file, "rb") as f:
         body = f.read()
 
@@ -60,7 +69,13 @@ def main():
     required = decode_payment_required_header(header(headers, "PAYMENT-REQUIRED"))
 
     client = x402ClientSync()
-    register_exact_evm_client(client, Account.from_key(key))
+    if upto:
+        if not any(r.scheme == "upto" for r in required.accepts):
+            print(f"the 402 offers no upto: {[r.scheme for r in required.accepts]}", file=sys.stderr)
+            return 1
+        client.register("eip155:*", UptoEvmScheme(Account.from_key(key)))
+    else:
+        register_exact_evm_client(client, Account.from_key(key))
     # The package's spend controls allow only well-known tokens by default; a devnet's token
     # is opted in here, capped at MAX_AMOUNT base units per payment.
     client.set_spend_controls(

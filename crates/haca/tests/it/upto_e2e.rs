@@ -260,8 +260,9 @@ fn the_official_python_x402_upto_client_pays_a_metered_call() {
     let out = std::process::Command::new(&py)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../tools/x402_upto_pay.py"
+            "/../../tools/x402_pay.py"
         ))
+        .arg("--upto")
         .arg(format!("{}/v1/chat/completions", node.url))
         .arg(format!("0x{}", hex::encode(signer.to_bytes())))
         .arg(&body_file)
