@@ -5,7 +5,7 @@
 //! refused by the node and by the chain. Needs anvil (`.ci/run` installs npm
 //! `@foundry-rs/anvil` and sets HACA_ANVIL); elsewhere it skips, saying so.
 
-use crate::common::{self, last_line, mlp_input, python, wait_ready, Devnet, BIN};
+use crate::common::{self, last_line, mlp_input, python, python_pay, wait_ready, Devnet, BIN};
 use haca_evm::anvil::{find_anvil, Anvil, DEV_KEYS};
 use haca_evm::contracts::{IHacaToken, ISettlementRegistry};
 use haca_evm::{parse_private_key, Rpc, SendError, Sender};
@@ -143,25 +143,11 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
     assert_eq!(on_chain(wallet.address()), U256::from(3 * PRICE));
 
     // The official Python client pays a run (required in CI; elsewhere haca-pay's client).
-    let body_file = dir.path().join("body.json");
-    std::fs::write(&body_file, body().to_string()).unwrap();
     let answer: Value = match python() {
         Some(py) => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/x402_pay.py");
-            let out = std::process::Command::new(&py)
-                .arg(script)
-                .arg(format!("{}/v1/infer", node.url))
-                .arg(format!("0x{}", hex::encode(wallet.to_bytes())))
-                .arg(&body_file)
-                .output()
-                .expect("run python");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+            let url = format!("{}/v1/infer", node.url);
+            let key = format!("0x{}", hex::encode(wallet.to_bytes()));
+            let v = python_pay(&py, &url, &key, &body(), false);
             assert_eq!(v["status"], 200, "{v}");
             assert_eq!(v["payment_response"]["success"], true);
             v["body"].clone()

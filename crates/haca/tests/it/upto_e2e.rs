@@ -3,7 +3,7 @@
 //! answer; an authorization below the call's worst case is refused before any work, and a
 //! call whose every route failed settles nothing.
 
-use crate::common::{fake_upstream, wait_ready, Devnet};
+use crate::common::{fake_upstream, python_pay, wait_ready, Devnet};
 use haca_gateway::payment::{DEVNET_ASSET, DEVNET_PAY_TO, DEVNET_TOKEN_NAME, DEVNET_TOKEN_VERSION};
 use haca_pay::types::{Authorization, ExactEvmPayload, PaymentPayload, PaymentRequirements};
 use haca_pay::{
@@ -249,32 +249,11 @@ fn the_official_python_x402_upto_client_pays_a_metered_call() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let body_file = dir.path().join("body.json");
-    std::fs::write(
-        &body_file,
-        json!({"model": "up/m", "max_tokens": 16,
-               "messages": [{"role": "user", "content": "hi"}]})
-        .to_string(),
-    )
-    .unwrap();
-    let out = std::process::Command::new(&py)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tools/x402_pay.py"
-        ))
-        .arg("--upto")
-        .arg(format!("{}/v1/chat/completions", node.url))
-        .arg(format!("0x{}", hex::encode(signer.to_bytes())))
-        .arg(&body_file)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let body = json!({"model": "up/m", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let url = format!("{}/v1/chat/completions", node.url);
+    let key = format!("0x{}", hex::encode(signer.to_bytes()));
+    let v = python_pay(&py, &url, &key, &body, true);
     assert_eq!(v["payment_response"]["amount"], "11", "{v}");
     // 5 + 6 moved of the 64 authorized (the worst case the 402 offered).
     assert_eq!(balance(&http, &node.url, &payer), 1_000_000 - 11);

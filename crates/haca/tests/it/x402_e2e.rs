@@ -3,7 +3,7 @@
 //! once, balances surviving kill -9, the official Python `x402` client paying, and `haca infer`
 //! paying from its own wallet (funded by the devnet faucet; `haca wallet`, `haca wallet fund`).
 
-use crate::common::{self, mlp_input, python, wait_ready, Devnet};
+use crate::common::{self, mlp_input, python, python_pay, wait_ready, Devnet};
 use haca_pay::types::{
     PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
     X_PAYMENT_RESPONSE_HEADER,
@@ -396,23 +396,9 @@ fn the_official_python_x402_client_pays_a_devnet() {
     wait_ready(&http, &node.url);
     let wallet = fresh_signer();
     fund(&http, &node.url, wallet.address(), PRICE);
-    let body_file = dir.path().join("body.json");
-    std::fs::write(&body_file, body().to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/x402_pay.py");
-    let out = std::process::Command::new(&py)
-        .arg(script)
-        .arg(format!("{}/v1/infer", node.url))
-        .arg(format!("0x{}", hex::encode(wallet.to_bytes())))
-        .arg(&body_file)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let url = format!("{}/v1/infer", node.url);
+    let key = format!("0x{}", hex::encode(wallet.to_bytes()));
+    let v = python_pay(&py, &url, &key, &body(), false);
     assert_eq!(v["status"], 200);
     assert_eq!(v["payment_response"]["success"], true);
     assert_eq!(v["body"]["output"]["output"]["shape"], json!([1, 10]));

@@ -187,6 +187,37 @@ pub fn python() -> Option<PathBuf> {
     }
 }
 
+/// Pays `url` with the official Python x402 client (`tools/x402_pay.py`; `--upto` signs a
+/// Permit2 maximum instead of an exact EIP-3009 payment) as the 0x-hex private key `key`,
+/// posting `body`. Returns the script's JSON line, `{status, payment_response, body}`, once it
+/// has said the paid request succeeded.
+pub fn python_pay(py: &Path, url: &str, key: &str, body: &Value, upto: bool) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, body.to_string()).unwrap();
+    let mut cmd = Command::new(py);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tools/x402_pay.py"
+    ));
+    if upto {
+        cmd.arg("--upto");
+    }
+    let out = cmd
+        .arg(url)
+        .arg(key)
+        .arg(&body_file)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
 /// `CI` is set (and not `false` or `0`).
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
