@@ -225,6 +225,55 @@ pub fn parse_provider(spec: &str) -> Result<(Provider, Duration), String> {
     ))
 }
 
+/// A paid request's charge once its routes were tried: kept when one served, refunded (the
+/// reason naming `what` was asked for) when none did.
+pub(crate) async fn keep_or_refund<T>(
+    charge: Option<Charge>,
+    served: &Result<T, Failed>,
+    what: &str,
+) {
+    match (served, charge) {
+        (Ok(_), Some(c)) => drop(c.stored()),
+        (Err(f), Some(c)) => {
+            c.refund(format!("no route served {what}: {}", f.error.message()))
+                .await
+        }
+        (_, None) => {}
+    }
+}
+
+/// Adds the `upstream` providers to `providers`, each name once, with a client for each that
+/// calls out, and checks that every provider's fallback is one of them (else `--provider
+/// NAME: fallback=F ` + `unknown_fallback`). Chat and images configure their providers so.
+pub(crate) fn add_upstreams(
+    providers: &mut Vec<Provider>,
+    upstream: Vec<(Provider, Duration)>,
+    pool: &UpstreamPool,
+    unknown_fallback: &str,
+) -> Result<HashMap<String, Upstream>, String> {
+    let mut upstreams = HashMap::new();
+    for (p, timeout) in upstream {
+        if providers.iter().any(|q| q.name == p.name) {
+            return Err(format!("--provider: {} is configured twice", p.name));
+        }
+        if let Some(up) = Upstream::for_provider(&p, timeout, pool)? {
+            upstreams.insert(p.name.clone(), up);
+        }
+        providers.push(p);
+    }
+    for p in providers.iter() {
+        if let Some(f) = &p.fallback {
+            if !providers.iter().any(|q| &q.name == f) {
+                return Err(format!(
+                    "--provider {}: fallback={f} {unknown_fallback}",
+                    p.name
+                ));
+            }
+        }
+    }
+    Ok(upstreams)
+}
+
 impl ChatGateway {
     /// The node's providers: the local model when it has one, and `upstream` ones.
     pub fn new(
@@ -257,26 +306,7 @@ impl ChatGateway {
                 fallback: None,
             });
         }
-        let mut upstreams = HashMap::new();
-        for (p, timeout) in upstream {
-            if providers.iter().any(|q: &Provider| q.name == p.name) {
-                return Err(format!("--provider: {} is configured twice", p.name));
-            }
-            if let Some(up) = Upstream::for_provider(&p, timeout, pool)? {
-                upstreams.insert(p.name.clone(), up);
-            }
-            providers.push(p);
-        }
-        for p in &providers {
-            if let Some(f) = &p.fallback {
-                if !providers.iter().any(|q| &q.name == f) {
-                    return Err(format!(
-                        "--provider {}: fallback={f} is not configured",
-                        p.name
-                    ));
-                }
-            }
-        }
+        let upstreams = add_upstreams(&mut providers, upstream, pool, "is not configured")?;
         Ok(ChatGateway {
             providers,
             upstreams,
@@ -587,7 +617,7 @@ impl ChatGateway {
         routes: Vec<Route>,
         start: CallStart,
         settlement: haca_core::settlement::SettlementMode,
-        mut charge: Option<Charge>,
+        charge: Option<Charge>,
         conversation: Option<String>,
         sink: Option<Sink>,
     ) -> Result<Served, Failed> {
@@ -604,14 +634,7 @@ impl ChatGateway {
                 sink,
             )
             .await;
-        match (&served, charge.take()) {
-            (Ok(_), Some(c)) => drop(c.stored()),
-            (Err(f), Some(c)) => {
-                c.refund(format!("no route served the call: {}", f.error.message()))
-                    .await
-            }
-            (_, None) => {}
-        }
+        keep_or_refund(charge, &served, "the call").await;
         served
     }
 
@@ -1131,5 +1154,38 @@ fn path_name(p: PrivacyPath) -> &'static str {
         PrivacyPath::Direct => "direct",
         PrivacyPath::Ohttp => "ohttp",
         PrivacyPath::Tee => "tee",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn openai(name: &str, fallback: Option<&str>) -> (Provider, Duration) {
+        let p = Provider {
+            name: name.into(),
+            kind: ProviderKind::OpenAi {
+                base_url: "http://127.0.0.1:9/v1".into(),
+                key_env: None,
+            },
+            models: vec!["m".into()],
+            paths: vec![PathClass::Standard],
+            fallback: fallback.map(Into::into),
+        };
+        (p, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn providers_are_named_once_and_fall_back_only_to_configured_ones() {
+        let pool = UpstreamPool::new();
+        let add = |list: Vec<(Provider, Duration)>| {
+            add_upstreams(&mut Vec::new(), list, &pool, "is not configured")
+        };
+        let both = add(vec![openai("a", Some("b")), openai("b", None)]).unwrap();
+        assert_eq!(both.len(), 2, "a client for each upstream");
+        let twice = add(vec![openai("a", None), openai("a", None)]).unwrap_err();
+        assert_eq!(twice, "--provider: a is configured twice");
+        let lost = add(vec![openai("a", Some("c"))]).unwrap_err();
+        assert_eq!(lost, "--provider a: fallback=c is not configured");
     }
 }

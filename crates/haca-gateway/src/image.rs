@@ -11,7 +11,7 @@
 //! came back.
 
 use crate::builder::{Execution, ReceiptBuilder};
-use crate::chat::Failed;
+use crate::chat::{add_upstreams, keep_or_refund, Failed};
 use crate::error::GatewayError;
 use crate::payment::{Covered, PendingPayment};
 use crate::{now_ms, Charge, Gateway, RunToCommit};
@@ -81,26 +81,12 @@ impl ImageGateway {
         dir: PathBuf,
     ) -> Result<ImageGateway, String> {
         let mut providers: Vec<Provider> = Vec::new();
-        let mut upstreams = HashMap::new();
-        for (p, timeout) in upstream {
-            if providers.iter().any(|q| q.name == p.name) {
-                return Err(format!("--provider: {} is configured twice", p.name));
-            }
-            if let Some(up) = Upstream::for_provider(&p, timeout, pool)? {
-                upstreams.insert(p.name.clone(), up);
-            }
-            providers.push(p);
-        }
-        for p in &providers {
-            if let Some(f) = &p.fallback {
-                if !providers.iter().any(|q| &q.name == f) {
-                    return Err(format!(
-                        "--provider {}: fallback={f} is not an image provider on this node",
-                        p.name
-                    ));
-                }
-            }
-        }
+        let upstreams = add_upstreams(
+            &mut providers,
+            upstream,
+            pool,
+            "is not an image provider on this node",
+        )?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("image directory {}: {e}", dir.display()))?;
         Ok(ImageGateway {
@@ -191,20 +177,13 @@ impl ImageGateway {
         routes: Vec<Route>,
         start: ImageStart,
         settlement: SettlementMode,
-        mut charge: Option<Charge>,
+        charge: Option<Charge>,
     ) -> Result<ImagesServed, Failed> {
         let payment = charge.as_ref().map(|c| c.paid().evidence.clone());
         let served = self
             .serve_routes(gw, req, routes, start, settlement, payment)
             .await;
-        match (&served, charge.take()) {
-            (Ok(_), Some(c)) => drop(c.stored()),
-            (Err(f), Some(c)) => {
-                c.refund(format!("no route served the images: {}", f.error.message()))
-                    .await
-            }
-            (_, None) => {}
-        }
+        keep_or_refund(charge, &served, "the images").await;
         served
     }
 
