@@ -48,6 +48,16 @@ pub enum RpcError {
     },
 }
 
+/// Whether `e` is the node refusing a request as asked (what a too-long `eth_getLogs` range
+/// gets: a JSON-RPC error, or a 4xx other than 429), not the node being unavailable.
+fn refuses_range(e: &RpcError) -> bool {
+    match e {
+        RpcError::Node { .. } => true,
+        RpcError::Http { status, .. } => (400..500).contains(status) && *status != 429,
+        _ => false,
+    }
+}
+
 impl RpcError {
     /// Whether trying again later may succeed: the node was down or answered garbage (not a
     /// refusal or a revert, which would be refused again).
@@ -384,6 +394,39 @@ impl Rpc {
             .collect()
     }
 
+    /// [`logs`](Self::logs) over `from..=to`, asked for in windows of at most `*window`
+    /// blocks. Providers cap an `eth_getLogs` range (from 500 to 10,000 blocks, or a count of
+    /// results) and refuse a longer one, so a window the node refuses is halved and asked
+    /// again, down to one block; `*window` keeps the size that last worked, for the next call.
+    /// A node that is down or overloaded (a transient error) ends the call with that error.
+    pub async fn logs_windowed(
+        &self,
+        address: Address,
+        topic0: B256,
+        from: u64,
+        to: u64,
+        window: &mut u64,
+    ) -> Result<Vec<Log>, RpcError> {
+        let mut out = Vec::new();
+        let mut lo = from;
+        while lo <= to {
+            *window = (*window).max(1);
+            let hi = lo.saturating_add(*window - 1).min(to);
+            match self.logs(address, topic0, lo, hi).await {
+                Ok(mut logs) => {
+                    out.append(&mut logs);
+                    match hi.checked_add(1) {
+                        Some(next) => lo = next,
+                        None => break,
+                    }
+                }
+                Err(e) if *window > 1 && refuses_range(&e) => *window /= 2,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// The receipt of `hash`, `None` while it is not in a block.
     pub async fn receipt(&self, hash: B256) -> Result<Option<TxReceipt>, RpcError> {
         let m = "eth_getTransactionReceipt";
@@ -410,6 +453,8 @@ impl Rpc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A one-shot HTTP server answering every request with `status` and `body`.
@@ -428,6 +473,112 @@ mod tests {
             }
         });
         url
+    }
+
+    /// A JSON-RPC node that answers `eth_getLogs` with one log at each block of `at`, and
+    /// refuses a range longer than `cap` blocks as providers do; it counts the calls.
+    async fn logs_node(cap: u64, at: Vec<u64>) -> (String, Arc<AtomicU64>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let calls = Arc::new(AtomicU64::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let (at, counted) = (at.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    // One request per connection: read until its body is whole.
+                    let req: Value = loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = s.read(&mut chunk).await.unwrap();
+                        assert!(n > 0, "the request ended early");
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf);
+                        if let Some((_, body)) = text.split_once("\r\n\r\n") {
+                            if let Ok(v) = serde_json::from_str(body) {
+                                break v;
+                            }
+                        }
+                    };
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    let block = |k: &str| {
+                        let h = req["params"][0][k].as_str().unwrap();
+                        u64::from_str_radix(h.trim_start_matches("0x"), 16).unwrap()
+                    };
+                    let (from, to) = (block("fromBlock"), block("toBlock"));
+                    let answer = if to - from + 1 > cap {
+                        json!({"jsonrpc": "2.0", "id": req["id"],
+                               "error": {"code": -32005, "message": "block range too large"}})
+                    } else {
+                        let logs: Vec<Value> = at
+                            .iter()
+                            .filter(|b| (from..=to).contains(b))
+                            .map(|b| {
+                                json!({"topics": [format!("0x{:064x}", 7)], "data": "0x",
+                                "transactionHash": format!("0x{b:064x}"),
+                                "blockNumber": format!("{b:#x}")})
+                            })
+                            .collect();
+                        json!({"jsonrpc": "2.0", "id": req["id"], "result": logs})
+                    };
+                    let body = answer.to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn logs_are_read_in_windows_the_node_accepts() {
+        let at = vec![0, 999, 1_000, 4_321, 9_999, 10_000, 25_000];
+        let (url, calls) = logs_node(700, at.clone()).await;
+        let rpc = Rpc::new(&url, Duration::from_secs(5));
+        let mut window = 10_000;
+        let topic = B256::with_last_byte(7);
+        let logs = rpc
+            .logs_windowed(Address::ZERO, topic, 0, 20_000, &mut window)
+            .await
+            .unwrap();
+        let blocks: Vec<u64> = logs.iter().map(|l| l.block_number).collect();
+        assert_eq!(blocks, &at[..6], "every log in range, once each, in order");
+        assert!(
+            window <= 700,
+            "the window shrank to what the node accepts: {window}"
+        );
+        let asked = calls.load(Ordering::Relaxed);
+        // 10,000 halved four times (625 blocks) refused 4 times, then 20,001 blocks in
+        // windows of 625: 33 more.
+        assert_eq!(asked, 4 + 33, "{asked} calls");
+        // The next call starts at the size that worked: no refusal.
+        calls.store(0, Ordering::Relaxed);
+        let more = rpc
+            .logs_windowed(Address::ZERO, topic, 20_001, 25_000, &mut window)
+            .await
+            .unwrap();
+        assert_eq!(more.len(), 1);
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            8,
+            "4,999 blocks in windows of 625"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_that_refuses_even_one_block_is_an_error() {
+        let (url, _) = logs_node(0, vec![]).await;
+        let rpc = Rpc::new(&url, Duration::from_secs(5));
+        let mut window = 8;
+        let e = rpc
+            .logs_windowed(Address::ZERO, B256::ZERO, 5, 9, &mut window)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RpcError::Node { code: -32005, .. }), "{e}");
+        assert_eq!(window, 1);
     }
 
     #[tokio::test]

@@ -556,7 +556,12 @@ pub struct EvmAnchors {
     network: String,
     registry: Address,
     known: std::sync::Mutex<std::collections::BTreeMap<u64, (B256, u64)>>,
+    /// The `eth_getLogs` range, in blocks, the RPC last accepted.
+    window: std::sync::atomic::AtomicU64,
 }
+
+/// The first `eth_getLogs` range asked for: the cap of the common providers.
+const LOG_WINDOW: u64 = 10_000;
 
 impl EvmAnchors {
     pub fn new(f: &EvmFacilitator, registry: Address) -> Arc<Self> {
@@ -565,23 +570,53 @@ impl EvmAnchors {
             network: f.network.clone(),
             registry,
             known: Default::default(),
+            window: LOG_WINDOW.into(),
         })
     }
 
-    /// Reads the registry's `RootPosted` events from block `from` on.
+    /// The block to read the registry's posts from at start: the one that holds height 1's
+    /// post (the first a registry gets: posting starts after its latest height), or the
+    /// current head when nothing is posted yet. Not block 0: on a long chain that is
+    /// millions of blocks of windowed `eth_getLogs` before anything is found.
+    async fn first_post_block(&self) -> Result<u64, haca_evm::RpcError> {
+        let latest = self
+            .sender
+            .view(self.registry, &ISettlementRegistry::latestHeightCall {})
+            .await?;
+        if latest == 0 {
+            return self.sender.rpc.block_number().await;
+        }
+        let first = self
+            .sender
+            .view(
+                self.registry,
+                &ISettlementRegistry::rootAtCall { height: 1 },
+            )
+            .await?;
+        // A registry whose height 1 someone else skipped: read it all.
+        Ok(first.postedAtBlock)
+    }
+
+    /// Reads the registry's `RootPosted` events from block `from` on, in windows the RPC
+    /// accepts.
     async fn scan(&self, from: u64) -> Result<(), haca_evm::RpcError> {
         use alloy_sol_types::SolEvent;
+        use std::sync::atomic::Ordering;
         let head = self.sender.rpc.block_number().await?;
+        let mut window = self.window.load(Ordering::Relaxed);
         let logs = self
             .sender
             .rpc
-            .logs(
+            .logs_windowed(
                 self.registry,
                 ISettlementRegistry::RootPosted::SIGNATURE_HASH,
                 from,
                 head,
+                &mut window,
             )
-            .await?;
+            .await;
+        self.window.store(window, Ordering::Relaxed);
+        let logs = logs?;
         let mut known = self.known.lock().expect("the anchor map is never poisoned");
         for l in logs {
             if let Some(t) = l.topics.get(1) {
@@ -641,7 +676,12 @@ pub async fn anchor_rounds(
 ) {
     let mut heights = validator.heights();
     let mut pause = Duration::from_millis(500);
-    while let Err(e) = book.scan(0).await {
+    loop {
+        let scanned = match book.first_post_block().await {
+            Ok(from) => book.scan(from).await,
+            Err(e) => Err(e),
+        };
+        let Err(e) = scanned else { break };
         tracing::warn!("anchoring: reading the registry's posts: {e}");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(30));
