@@ -210,13 +210,8 @@ fn a_data_only_node_fetches_allowed_sources_and_refuses_the_rest() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let l = lines.next().expect("the node printed its url").unwrap();
-        if let Some(u) = l.trim().strip_prefix("url:") {
-            break u.trim().to_owned();
-        }
-    };
+    let url = common::printed(&mut child, "url:", std::time::Duration::from_secs(60))
+        .expect("the node printed its url");
     let key = haca_store::load_or_create_key(&dir.path().join("data.key")).unwrap();
     let run = |args: &[&str]| {
         Command::new(common::BIN)

@@ -5,7 +5,7 @@
 use crate::common::{self, wait_ready, BIN};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,18 +31,9 @@ impl Node {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn haca");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("url:") {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(90)) {
-            Ok(url) => url,
-            Err(_) => panic!(
+        let url = match common::printed(&mut child, "url:", Duration::from_secs(90)) {
+            Some(url) => url,
+            None => panic!(
                 "haca {subcommand} did not print its url within 90 s; its log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             ),

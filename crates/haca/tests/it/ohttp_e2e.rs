@@ -34,16 +34,7 @@ impl Drop for Proc {
 
 /// The value of the first line the child prints starting with `prefix`.
 fn printed(child: &mut Child, prefix: &'static str) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(v) = line.trim().strip_prefix(prefix) {
-                let _ = tx.send(v.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
+    crate::common::printed(child, prefix, Duration::from_secs(60))
         .expect("the process printed its URL within 60 s")
 }
 

@@ -40,17 +40,7 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn haca");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("url:") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
+    let url = common::printed(&mut child, "url:", Duration::from_secs(60))
         .expect("the node printed its url within 60 s");
     Proc { child, url }
 }

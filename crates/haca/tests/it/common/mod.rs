@@ -42,17 +42,7 @@ impl Devnet {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn haca devnet");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("url:") {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
+        let url = printed(&mut child, "url:", Duration::from_secs(60))
             .expect("devnet printed its url within 60 s");
         Devnet {
             child,
@@ -171,6 +161,22 @@ pub fn wait_ready(client: &reqwest::blocking::Client, url: &str) {
     panic!("node at {url} did not become ready");
 }
 pub mod testnet;
+
+/// The first word after `prefix` on a line `child` prints (`url:` for a node's address),
+/// within `within`; `None` when no such line comes in time. Takes `child`'s stdout and keeps
+/// reading it, so the process never blocks on a full pipe.
+pub fn printed(child: &mut Child, prefix: &'static str, within: Duration) -> Option<String> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(v) = line.trim().strip_prefix(prefix) {
+                let _ = tx.send(v.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(within).ok()
+}
 
 /// `HACA_PYTHON`: a Python with the packages the interop tests drive (`x402`, `openai`;
 /// .ci/run installs them). Required in CI; elsewhere its absence skips the Python part.
