@@ -18,6 +18,8 @@
 
 pub mod anvil;
 pub mod contracts;
+#[cfg(test)]
+mod fake_node;
 pub mod rpc;
 pub mod sender;
 pub mod tx;

@@ -453,8 +453,6 @@ impl Rpc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A one-shot HTTP server answering every request with `status` and `body`.
@@ -476,61 +474,28 @@ mod tests {
     }
 
     /// A JSON-RPC node that answers `eth_getLogs` with one log at each block of `at`, and
-    /// refuses a range longer than `cap` blocks as providers do; it counts the calls.
-    async fn logs_node(cap: u64, at: Vec<u64>) -> (String, Arc<AtomicU64>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        let calls = Arc::new(AtomicU64::new(0));
-        let counted = calls.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let (at, counted) = (at.clone(), counted.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    // One request per connection: read until its body is whole.
-                    let req: Value = loop {
-                        let mut chunk = [0u8; 4096];
-                        let n = s.read(&mut chunk).await.unwrap();
-                        assert!(n > 0, "the request ended early");
-                        buf.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buf);
-                        if let Some((_, body)) = text.split_once("\r\n\r\n") {
-                            if let Ok(v) = serde_json::from_str(body) {
-                                break v;
-                            }
-                        }
-                    };
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    let block = |k: &str| {
-                        let h = req["params"][0][k].as_str().unwrap();
-                        u64::from_str_radix(h.trim_start_matches("0x"), 16).unwrap()
-                    };
-                    let (from, to) = (block("fromBlock"), block("toBlock"));
-                    let answer = if to - from + 1 > cap {
-                        json!({"jsonrpc": "2.0", "id": req["id"],
-                               "error": {"code": -32005, "message": "block range too large"}})
-                    } else {
-                        let logs: Vec<Value> = at
-                            .iter()
-                            .filter(|b| (from..=to).contains(b))
-                            .map(|b| {
-                                json!({"topics": [format!("0x{:064x}", 7)], "data": "0x",
-                                "transactionHash": format!("0x{b:064x}"),
-                                "blockNumber": format!("{b:#x}")})
-                            })
-                            .collect();
-                        json!({"jsonrpc": "2.0", "id": req["id"], "result": logs})
-                    };
-                    let body = answer.to_string();
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
+    /// refuses a range longer than `cap` blocks as providers do.
+    async fn logs_node(cap: u64, at: Vec<u64>) -> (String, crate::fake_node::Calls) {
+        crate::fake_node::serve(move |req| {
+            let block = |k: &str| {
+                let h = req["params"][0][k].as_str().unwrap();
+                u64::from_str_radix(h.trim_start_matches("0x"), 16).unwrap()
+            };
+            let (from, to) = (block("fromBlock"), block("toBlock"));
+            if to - from + 1 > cap {
+                return Err(json!({"code": -32005, "message": "block range too large"}));
             }
-        });
-        (url, calls)
+            Ok(at
+                .iter()
+                .filter(|b| (from..=to).contains(b))
+                .map(|b| {
+                    json!({"topics": [format!("0x{:064x}", 7)], "data": "0x",
+                        "transactionHash": format!("0x{b:064x}"),
+                        "blockNumber": format!("{b:#x}")})
+                })
+                .collect())
+        })
+        .await
     }
 
     #[tokio::test]
@@ -550,19 +515,19 @@ mod tests {
             window <= 700,
             "the window shrank to what the node accepts: {window}"
         );
-        let asked = calls.load(Ordering::Relaxed);
+        let asked = crate::fake_node::count(&calls, "eth_getLogs");
         // 10,000 halved four times (625 blocks) refused 4 times, then 20,001 blocks in
         // windows of 625: 33 more.
         assert_eq!(asked, 4 + 33, "{asked} calls");
         // The next call starts at the size that worked: no refusal.
-        calls.store(0, Ordering::Relaxed);
+        let before = crate::fake_node::count(&calls, "eth_getLogs");
         let more = rpc
             .logs_windowed(Address::ZERO, topic, 20_001, 25_000, &mut window)
             .await
             .unwrap();
         assert_eq!(more.len(), 1);
         assert_eq!(
-            calls.load(Ordering::Relaxed),
+            crate::fake_node::count(&calls, "eth_getLogs") - before,
             8,
             "4,999 blocks in windows of 625"
         );

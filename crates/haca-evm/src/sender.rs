@@ -62,8 +62,18 @@ pub struct Sender {
     pub confirmations: u64,
     pub poll: Duration,
     pub timeout: Duration,
+    /// How long fees asked of the chain are reused (see [`FEES_FOR`]).
+    pub fees_for: Duration,
     next_nonce: Mutex<Option<u64>>,
+    /// The last fees asked, and when.
+    fees: std::sync::Mutex<Option<(std::time::Instant, (u128, u128))>>,
 }
+
+/// How long a sender reuses the fees it asked for: about a block on the chains haca settles on
+/// (Base: 2 s), where the max fee's headroom (twice the base fee) covers several blocks of
+/// EIP-1559's rise (12.5% at most a block). Saves two RPC round trips per transaction when
+/// settlements come faster than blocks.
+pub const FEES_FOR: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +96,9 @@ impl Sender {
             confirmations: 1,
             poll: Duration::from_millis(100),
             timeout: Duration::from_secs(120),
+            fees_for: FEES_FOR,
             next_nonce: Mutex::new(None),
+            fees: std::sync::Mutex::new(None),
         })
     }
 
@@ -140,7 +152,20 @@ impl Sender {
         self.wait(&signed).await
     }
 
+    /// (max fee, tip) per gas: the chain's, asked at most once per `fees_for`.
     async fn fees(&self) -> Result<(u128, u128), RpcError> {
+        let fresh = |at: &std::time::Instant| at.elapsed() < self.fees_for;
+        if let Some((at, fees)) = *self.fees.lock().expect("never poisoned") {
+            if fresh(&at) {
+                return Ok(fees);
+            }
+        }
+        let fees = self.ask_fees().await?;
+        *self.fees.lock().expect("never poisoned") = Some((std::time::Instant::now(), fees));
+        Ok(fees)
+    }
+
+    async fn ask_fees(&self) -> Result<(u128, u128), RpcError> {
         let tip = match self.rpc.max_priority_fee().await {
             Ok(t) => t,
             Err(e) if e.is_transient() => return Err(e),
@@ -292,5 +317,44 @@ impl Sender {
                     .await?
                     .is_some_and(|r| r.block_hash == c.block_hash),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_node::{count, serve};
+    use serde_json::{json, Value};
+
+    #[tokio::test]
+    async fn fees_are_asked_once_per_block_time() {
+        let (url, calls) = serve(|req: &Value| match req["method"].as_str().unwrap() {
+            "eth_chainId" => Ok(json!("0x2105")),
+            "eth_maxPriorityFeePerGas" => Ok(json!("0x3b9aca00")),
+            "eth_getBlockByNumber" => Ok(json!({"number": "0x10", "baseFeePerGas": "0x64"})),
+            m => Err(json!({"code": -32601, "message": format!("no {m}")})),
+        })
+        .await;
+        let rpc = Arc::new(Rpc::new(&url, Duration::from_secs(5)));
+        let key = crate::parse_private_key(&format!("0x{}", "11".repeat(32))).unwrap();
+        let mut sender = Sender::connect(rpc, key).await.unwrap();
+        sender.fees_for = Duration::from_millis(300);
+        let expect = (2 * 100 + 1_000_000_000, 1_000_000_000);
+        assert_eq!(sender.fees().await.unwrap(), expect);
+        assert_eq!(sender.fees().await.unwrap(), expect);
+        assert_eq!(
+            count(&calls, "eth_maxPriorityFeePerGas"),
+            1,
+            "the second is reused"
+        );
+        assert_eq!(count(&calls, "eth_getBlockByNumber"), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        sender.fees().await.unwrap();
+        assert_eq!(
+            count(&calls, "eth_maxPriorityFeePerGas"),
+            2,
+            "asked again once stale"
+        );
+        assert_eq!(count(&calls, "eth_getBlockByNumber"), 2);
     }
 }
