@@ -61,6 +61,79 @@ fn deploy(rpc: &str, key_file: &std::path::Path) -> (Address, Address) {
     )
 }
 
+/// anvil, with haca's token and registry deployed from its account 0, whose key is in
+/// `key_file`.
+struct Chain {
+    anvil: Anvil,
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    key_file: std::path::PathBuf,
+    token: Address,
+    registry: Address,
+}
+
+impl Chain {
+    /// `None` (the test skips) where anvil is not installed, outside CI.
+    fn start(test: &str) -> Option<Chain> {
+        let bin = anvil_bin(test)?;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("gas.key");
+        std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
+        let (token, registry) = deploy(&anvil.url, &key_file);
+        Some(Chain {
+            anvil,
+            rt,
+            dir,
+            key_file,
+            token,
+            registry,
+        })
+    }
+
+    /// A devnet in `dir/name` charging `PRICE` a run, that settles on this chain with the gas
+    /// key and, when `anchored`, posts its rounds' roots to the registry.
+    fn devnet(&self, name: &str, anchored: bool) -> Devnet {
+        let (price, registry) = (PRICE.to_string(), self.registry.to_checksum(None));
+        let mut flags = vec![
+            "--price-per-request",
+            &price,
+            "--no-enclave",
+            "--evm-rpc",
+            &self.anvil.url,
+            "--evm-key",
+            self.key_file.to_str().unwrap(),
+        ];
+        if anchored {
+            flags.extend(["--evm-registry", &registry]);
+        }
+        Devnet::start(&self.dir.path().join(name), &flags)
+    }
+}
+
+/// A payment `wallet` signs for what `url`'s `/v1/infer` asks in its 402.
+fn signed_payment(
+    http: &Client,
+    url: &str,
+    wallet: &PrivateKeySigner,
+) -> haca_pay::AnyPaymentPayload {
+    let resp = http
+        .post(format!("{url}/v1/infer"))
+        .json(&body())
+        .send()
+        .unwrap();
+    let required =
+        decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
+            .unwrap();
+    let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    build_payment(&sel, wallet, now, B256::from(rand::random::<[u8; 32]>()))
+}
+
 /// The `transferWithAuthorization` call of a signed x402 payload, as the facilitator sends it.
 fn transfer_call(p: &haca_pay::AnyPaymentPayload) -> Vec<u8> {
     use alloy_sol_types::SolCall;
@@ -83,16 +156,13 @@ fn transfer_call(p: &haca_pay::AnyPaymentPayload) -> Vec<u8> {
 
 #[test]
 fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
-    let Some(bin) = anvil_bin("x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry")
+    let Some(c) =
+        Chain::start("x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry")
     else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("gas.key");
-    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
-    let (token, registry) = deploy(&anvil.url, &key_file);
+    let (rt, anvil, dir, key_file) = (&c.rt, &c.anvil, &c.dir, &c.key_file);
+    let (token, registry) = (c.token, c.registry);
     assert_eq!(
         token,
         haca_gateway::payment::DEVNET_ASSET
@@ -101,19 +171,7 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
         "a fresh anvil's first deployment is devnet's asset"
     );
 
-    let (price, registry_hex) = (PRICE.to_string(), registry.to_checksum(None));
-    let flags = [
-        "--price-per-request",
-        &price,
-        "--no-enclave",
-        "--evm-rpc",
-        &anvil.url,
-        "--evm-key",
-        key_file.to_str().unwrap(),
-        "--evm-registry",
-        &registry_hex,
-    ];
-    let node = Devnet::start(&dir.path().join("node"), &flags);
+    let node = c.devnet("node", true);
     let http = Client::new();
     wait_ready(&http, &node.url);
     let chain = rt
@@ -152,21 +210,7 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
             v["body"].clone()
         }
         None => {
-            let resp = http
-                .post(format!("{}/v1/infer", node.url))
-                .json(&body())
-                .send()
-                .unwrap();
-            let required = decode_payment_required_header(
-                resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap(),
-            )
-            .unwrap();
-            let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            let p = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+            let p = signed_payment(&http, &node.url, &wallet);
             let resp = http
                 .post(format!("{}/v1/infer", node.url))
                 .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
@@ -287,7 +331,7 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
             &anvil.url,
             "--key",
         ])
-        .arg(&key_file)
+        .arg(key_file)
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -307,20 +351,7 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
     assert!(text.contains("nothing is anchored for height"), "{text}");
 
     // A replayed authorization: the node refuses it, and so does the chain.
-    let resp = http
-        .post(format!("{}/v1/infer", node.url))
-        .json(&body())
-        .send()
-        .unwrap();
-    let required =
-        decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
-            .unwrap();
-    let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let once = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+    let once = signed_payment(&http, &node.url, &wallet);
     let header = encode_header(&once);
     let paid = |h: &str| {
         http.post(format!("{}/v1/infer", node.url))
@@ -359,7 +390,7 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
     node.kill9();
     rt.block_on(chain.rpc.call_raw("anvil_mine", json!(["0x1f4"])))
         .unwrap();
-    let node = Devnet::start(&dir.path().join("node"), &flags);
+    let node = c.devnet("node", true);
     wait_ready(&http, &node.url);
     let start = Instant::now();
     loop {
@@ -378,17 +409,19 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
 
 #[test]
 fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_nothing() {
-    let Some(bin) = anvil_bin(
+    let Some(c) = Chain::start(
         "an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_nothing",
     ) else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("gas.key");
-    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
-    deploy(&anvil.url, &key_file);
+    // Owned: the chain is stopped halfway.
+    let Chain {
+        anvil,
+        dir,
+        key_file,
+        ..
+    } = c;
+    let key_file = &key_file;
     // A token address where no contract lives is refused at start, naming the flag.
     let out = std::process::Command::new(BIN)
         .args([
@@ -401,7 +434,7 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
         .arg("--data-dir")
         .arg(dir.path().join("bad"))
         .args(["--evm-rpc", &anvil.url, "--evm-key"])
-        .arg(&key_file)
+        .arg(key_file)
         .args(["--evm-token", &Address::repeat_byte(0x42).to_checksum(None)])
         .env("HACA_LOG", "warn")
         .output()
@@ -422,7 +455,7 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
         .arg("--data-dir")
         .arg(dir.path().join("free"))
         .args(["--evm-rpc", &anvil.url, "--evm-key"])
-        .arg(&key_file)
+        .arg(key_file)
         .env("HACA_LOG", "warn")
         .output()
         .unwrap();
@@ -466,7 +499,7 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
             "USDC",
             "--key",
         ])
-        .arg(&key_file)
+        .arg(key_file)
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -482,7 +515,7 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
         .arg("--data-dir")
         .arg(dir.path().join("bad-domain"))
         .args(["--evm-rpc", &anvil.url, "--evm-key"])
-        .arg(&key_file)
+        .arg(key_file)
         .args(["--evm-token", v["token"].as_str().unwrap()])
         .env("HACA_LOG", "warn")
         .output()
@@ -512,20 +545,7 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let resp = http
-        .post(format!("{}/v1/infer", node.url))
-        .json(&body())
-        .send()
-        .unwrap();
-    let required =
-        decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
-            .unwrap();
-    let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let p = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+    let p = signed_payment(&http, &node.url, &wallet);
     // The chain goes away: the payment is neither served nor charged.
     drop(anvil);
     let resp = http
@@ -548,29 +568,12 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
 
 #[test]
 fn a_settlement_reorganized_away_is_settled_again() {
-    let Some(bin) = anvil_bin("a_settlement_reorganized_away_is_settled_again") else {
+    let Some(c) = Chain::start("a_settlement_reorganized_away_is_settled_again") else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("gas.key");
-    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
-    let (token, registry) = deploy(&anvil.url, &key_file);
-    let node = Devnet::start(
-        &dir.path().join("node"),
-        &[
-            "--price-per-request",
-            &PRICE.to_string(),
-            "--no-enclave",
-            "--evm-rpc",
-            &anvil.url,
-            "--evm-key",
-            key_file.to_str().unwrap(),
-            "--evm-registry",
-            &registry.to_checksum(None),
-        ],
-    );
+    let (rt, anvil) = (&c.rt, &c.anvil);
+    let (token, registry) = (c.token, c.registry);
+    let node = c.devnet("node", true);
     let http = Client::new();
     wait_ready(&http, &node.url);
     let rpc = Rpc::new(&anvil.url, Duration::from_secs(5));
@@ -597,20 +600,7 @@ fn a_settlement_reorganized_away_is_settled_again() {
         .block_on(rpc.call_raw("evm_snapshot", json!([])))
         .unwrap();
 
-    let resp = http
-        .post(format!("{}/v1/infer", node.url))
-        .json(&body())
-        .send()
-        .unwrap();
-    let required =
-        decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
-            .unwrap();
-    let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let p = build_payment(&sel, &wallet, now, B256::from(rand::random::<[u8; 32]>()));
+    let p = signed_payment(&http, &node.url, &wallet);
     let resp = http
         .post(format!("{}/v1/infer", node.url))
         .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
@@ -673,28 +663,13 @@ fn a_settlement_reorganized_away_is_settled_again() {
 
 #[test]
 fn a_node_settling_on_chain_is_a_facilitator_for_other_gateways() {
-    let Some(bin) = anvil_bin("a_node_settling_on_chain_is_a_facilitator_for_other_gateways")
+    let Some(c) = Chain::start("a_node_settling_on_chain_is_a_facilitator_for_other_gateways")
     else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let anvil = rt.block_on(Anvil::start(&bin, None)).expect("anvil starts");
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("gas.key");
-    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
-    let (token, _) = deploy(&anvil.url, &key_file);
-    let fac = Devnet::start(
-        &dir.path().join("fac"),
-        &[
-            "--price-per-request",
-            &PRICE.to_string(),
-            "--no-enclave",
-            "--evm-rpc",
-            &anvil.url,
-            "--evm-key",
-            key_file.to_str().unwrap(),
-        ],
-    );
+    let (rt, anvil, dir) = (&c.rt, &c.anvil, &c.dir);
+    let token = c.token;
+    let fac = c.devnet("fac", false);
     let http = Client::new();
     wait_ready(&http, &fac.url);
     // A gateway without a chain of its own settles through that node's /v1/x402.
@@ -729,20 +704,7 @@ fn a_node_settling_on_chain_is_a_facilitator_for_other_gateways() {
     let payee: Address = haca_gateway::payment::DEVNET_PAY_TO.parse().unwrap();
     let before = on_chain(payee);
     let pay = |wallet: &PrivateKeySigner| {
-        let resp = http
-            .post(format!("{}/v1/infer", gw.url))
-            .json(&body())
-            .send()
-            .unwrap();
-        let required =
-            decode_payment_required_header(resp.headers()["PAYMENT-REQUIRED"].to_str().unwrap())
-                .unwrap();
-        let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let p = build_payment(&sel, wallet, now, B256::from(rand::random::<[u8; 32]>()));
+        let p = signed_payment(&http, &gw.url, wallet);
         http.post(format!("{}/v1/infer", gw.url))
             .header(PAYMENT_SIGNATURE_HEADER, encode_header(&p))
             .json(&body())
