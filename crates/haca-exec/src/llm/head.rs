@@ -88,6 +88,13 @@ unsafe extern "C" fn eval_callback(t: *mut sys::ggml_tensor, ask: bool, data: *m
         tap.norm_ready = std::ptr::eq(t, tap.norm);
         return true;
     }
+    // A node still muted here means the compute that muted it failed before it was done (the
+    // graph may be freed since: forget the pointer); a reused graph's projection node is put
+    // back below, by its name.
+    tap.muted = None;
+    if name_of(node) == b"result_output" && node.op == sys::GGML_OP_NONE {
+        node.op = sys::GGML_OP_MUL_MAT;
+    }
     if name_of(node) == b"result_norm" {
         // One row is llama.cpp's one-row kernel already: no need to stop there.
         let several = node.ne[1] >= 2;
