@@ -20,6 +20,8 @@ pub struct Metrics {
     pub(crate) latency: Hist,
     pub(crate) runs: Family<Labels, Counter>,
     pub(crate) tokens: Family<Labels, Counter>,
+    pub(crate) batched_steps: Counter,
+    pub(crate) batched_rows: Counter,
     pub(crate) payments: Family<Labels, Counter>,
     pub(crate) refused: Family<Labels, Counter>,
     pub(crate) in_flight: Gauge,
@@ -46,6 +48,8 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram),
             runs: Family::default(),
             tokens: Family::default(),
+            batched_steps: Counter::default(),
+            batched_rows: Counter::default(),
             payments: Family::default(),
             refused: Family::default(),
             in_flight: Gauge::default(),
@@ -81,6 +85,16 @@ impl Metrics {
             "llm_tokens",
             "LLM tokens served, by kind (prompt, completion)",
             m.tokens.clone(),
+        );
+        registry.register(
+            "llm_batched_steps",
+            "Local LLM steps that decoded two or more sequences at once (their vocabulary scored by haca)",
+            m.batched_steps.clone(),
+        );
+        registry.register(
+            "llm_batched_rows",
+            "Sequences decoded in those steps (over llm_batched_steps: the mean batch)",
+            m.batched_rows.clone(),
         );
         registry.register(
             "payments",

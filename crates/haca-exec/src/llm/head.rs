@@ -23,6 +23,17 @@ use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Steps this process scored here, and the rows (sequences) in them, over every model: what
+/// the node's `/metrics` shows of batching.
+static STEPS: AtomicU64 = AtomicU64::new(0);
+static ROWS: AtomicU64 = AtomicU64::new(0);
+
+/// (steps, rows) scored here so far by every local model of this process: rows over steps is
+/// the mean number of sequences a batched step decoded.
+pub fn batched_totals() -> (u64, u64) {
+    (STEPS.load(Ordering::Relaxed), ROWS.load(Ordering::Relaxed))
+}
+
 /// Bytes of weight rows scored together against every hidden state: well inside L1.
 const TILE_BYTES: usize = 16 * 1024;
 
@@ -114,6 +125,8 @@ unsafe extern "C" fn eval_callback(t: *mut sys::ggml_tensor, ask: bool, data: *m
     let rows = node.ne[1] as usize;
     unsafe { projection.score(&*norm, node.data.cast(), rows, tap.threads) };
     tap.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    STEPS.fetch_add(1, Ordering::Relaxed);
+    ROWS.fetch_add(rows as u64, Ordering::Relaxed);
     tap.muted = Some((t, node.op));
     node.op = sys::GGML_OP_NONE;
     true

@@ -20,6 +20,7 @@ pub use chat::{
     ChatMessage, ChatRequest, CompletionRequest, Privacy, ResponseFormat, Role, ToolChoice,
 };
 pub use engine::SlotPermit;
+pub use head::batched_totals;
 pub use local::{
     FinishReason, GenerateParams, Generation, GgufCheck, LocalLlm, ModelInfo, CONTEXT_LIMIT,
     LLM_RUNTIME, QUEUE, SLOTS,

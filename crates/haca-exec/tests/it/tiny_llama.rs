@@ -93,6 +93,7 @@ fn greedy_decoding_is_the_same_alone_and_batched_with_others() {
         .collect();
     // The same four at once: one engine batch holds all of them, and haca scores its rows.
     let scored = m.rows_scored_here();
+    let (steps, rows) = haca_exec::llm::batched_totals();
     let together: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = prompts
             .iter()
@@ -104,6 +105,12 @@ fn greedy_decoding_is_the_same_alone_and_batched_with_others() {
     assert!(
         m.rows_scored_here() >= scored + 2,
         "batched steps' outputs were scored by haca, not llama.cpp"
+    );
+    // And counted for the node's /metrics (process-wide: other tests may add to it).
+    let (steps_now, rows_now) = haca_exec::llm::batched_totals();
+    assert!(
+        steps_now > steps && rows_now > rows,
+        "{steps}->{steps_now}, {rows}->{rows_now}"
     );
 }
 

@@ -360,6 +360,12 @@ async fn scrape(State(ops): State<Arc<Ops>>) -> Response {
             Err(e) => tracing::warn!("metrics: the store's counts: {e}"),
         }
     }
+    // The local engines count in haca_exec; the counters catch up to their totals.
+    let (steps, rows) = haca_exec::llm::batched_totals();
+    m.batched_steps
+        .inc_by(steps.saturating_sub(m.batched_steps.get()));
+    m.batched_rows
+        .inc_by(rows.saturating_sub(m.batched_rows.get()));
     if let Some(v) = &ops.gauges.chain {
         m.mempool.set(v.pending() as i64);
         m.height.set(*v.heights().borrow() as i64);

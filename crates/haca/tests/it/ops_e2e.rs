@@ -362,6 +362,8 @@ fn metrics_scraped_during_a_load_parse_and_count_runs_by_route_and_mode() {
         "haca_mempool_records",
         "haca_consensus_height",
         "haca_review_cases",
+        "haca_llm_batched_steps_total",
+        "haca_llm_batched_rows_total",
     ] {
         assert!(last.contains(name), "{name} missing:\n{last}");
     }
