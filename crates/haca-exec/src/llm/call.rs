@@ -522,23 +522,6 @@ mod tests {
     }
 
     #[test]
-    fn a_recursive_schemas_rules_stay_inside_the_arguments() {
-        // llama.cpp's converter refuses `{"$ref": "#"}`; recursion goes through `$defs`.
-        let tree = json!({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object",
-            "properties": {"name": {"type": "string"},
-                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}});
-        let g = then_closing_brace(&convert(&tree, "parameters").unwrap());
-        let mut lines = g.lines();
-        assert_eq!(lines.next(), Some("root ::= args-root \"}\""));
-        let refers_to_root = |l: &str| {
-            l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-                .any(|w| w == "root")
-        };
-        assert!(!lines.any(refers_to_root), "{g}");
-        assert!(g.contains("args-root ::="), "{g}");
-    }
-
-    #[test]
     fn rules_are_renamed_apart_but_literals_and_classes_are_not() {
         let g = "root ::= \"{\" space \"\\\"space\\\"\" [a-z\\]space] value\nvalue ::= \"x\"\nspace ::= \" \"?";
         assert_eq!(

@@ -103,10 +103,15 @@ unsafe extern "C" fn eval_callback(t: *mut sys::ggml_tensor, ask: bool, data: *m
     // graph may be freed since: forget the pointer); a reused graph's projection node is put
     // back below, by its name.
     tap.muted = None;
-    if name_of(node) == b"result_output" && node.op == sys::GGML_OP_NONE {
+    let (output, final_norm) = match name_of(node) {
+        b"result_output" => (true, false),
+        b"result_norm" => (false, true),
+        _ => (false, false),
+    };
+    if output && node.op == sys::GGML_OP_NONE {
         node.op = sys::GGML_OP_MUL_MAT;
     }
-    if name_of(node) == b"result_norm" {
+    if final_norm {
         // One row is llama.cpp's one-row kernel already: no need to stop there.
         let several = node.ne[1] >= 2;
         tap.norm = if several { t } else { std::ptr::null() };
@@ -115,7 +120,7 @@ unsafe extern "C" fn eval_callback(t: *mut sys::ggml_tensor, ask: bool, data: *m
     }
     // Only the node right after a computed `result_norm` is taken over.
     let norm = std::mem::replace(&mut tap.norm, std::ptr::null());
-    if !std::mem::take(&mut tap.norm_ready) || name_of(node) != b"result_output" {
+    if !std::mem::take(&mut tap.norm_ready) || !output {
         return false;
     }
     // SAFETY: the graph's nodes and the model's weights outlive this call.

@@ -652,11 +652,11 @@ fn start_engine(
     context: usize,
 ) -> Result<(mpsc::Sender<Job>, Admission, Arc<AtomicU64>), String> {
     let (jobs, rx) = mpsc::channel::<Job>();
-    let tap = head::HeadTap::new(threads() as usize);
+    let n = threads();
+    let tap = head::HeadTap::new(n as usize);
     let rows_scored_here = tap.rows.clone();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (model, facts) = (model.clone(), facts.clone());
-    let n = threads();
     std::thread::Builder::new()
         .name("local-llm-engine".into())
         .spawn(move || {

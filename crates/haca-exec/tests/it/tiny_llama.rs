@@ -215,6 +215,42 @@ fn a_forced_tool_calls_arguments_are_held_to_its_parameters_schema() {
     }
 }
 
+/// A recursive parameters schema (through `$defs`; llama.cpp's converter refuses `$ref: "#"`):
+/// its rules, renamed apart under the call's wrapper, compile in llama.cpp's grammar parser
+/// (a rule referenced but not defined would refuse the request) and hold the answer to it.
+#[test]
+fn a_recursive_tool_schema_compiles_and_holds_the_arguments() {
+    let m = llm();
+    let tree = json!({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object",
+        "additionalProperties": false, "required": ["name"],
+        "properties": {"name": {"type": "string", "maxLength": 4},
+            "children": {"type": "array", "maxItems": 1, "items": {"$ref": "#/$defs/node"}}}}}});
+    let call = Call::Chat(
+        ChatRequest::parse(json!({"model": "local/tiny-llama", "max_tokens": 80,
+            "temperature": 0.0, "seed": 1,
+            "messages": [{"role": "user", "content": "a tree"}],
+            "tools": [{"type": "function", "function": {"name": "tree", "parameters": tree}}],
+            "tool_choice": {"type": "function", "function": {"name": "tree"}}}))
+        .unwrap(),
+    );
+    let g = schema_grammar(&call).unwrap().unwrap();
+    let mut lines = g.lines();
+    assert_eq!(lines.next(), Some("root ::= args-root \"}\""));
+    assert!(
+        lines.all(|l| l.starts_with("args-")),
+        "every rule renamed apart:\n{g}"
+    );
+    let a = generate_local(m, &call, "", None, &Cancel::new()).expect("the grammar compiles");
+    if a.finish_reason == "tool_calls" {
+        let args: Value =
+            serde_json::from_str(a.tool_calls[0]["function"]["arguments"].as_str().unwrap())
+                .unwrap();
+        assert!(args["name"].is_string(), "{args}");
+    } else {
+        assert_eq!(a.finish_reason, "length", "{:?}", a.content);
+    }
+}
+
 #[test]
 fn a_required_tool_call_names_one_of_the_tools_and_holds_to_its_schema() {
     let m = llm();
