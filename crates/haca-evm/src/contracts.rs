@@ -209,11 +209,6 @@ pub fn domain_separator(name: &str, version: &str, chain_id: u64, token: Address
     .separator()
 }
 
-/// Whether `code` (from `eth_getCode`) is a deployed contract.
-pub fn is_contract(code: &[u8]) -> bool {
-    !code.is_empty()
-}
-
 /// The selector of each function and error in an artifact's ABI, as `name(types)` ->
 /// selector: used to check this module's interfaces against the committed build.
 pub fn abi_selectors(artifact: &str) -> Vec<(String, [u8; 4])> {

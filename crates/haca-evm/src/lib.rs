@@ -63,9 +63,6 @@ pub fn caip2_chain_id(network: &str) -> Option<u64> {
     network.strip_prefix("eip155:")?.parse().ok()
 }
 
-/// anvil's (and hardhat's) well-known dev account 0 key: a test key, never for real money.
-pub const ANVIL_KEY_0: &str = anvil::DEV_KEYS[0];
-
 /// Where `deploy` put the contracts.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Deployed {
@@ -127,7 +124,7 @@ mod tests {
 
     #[test]
     fn anvil_account_0_key_is_its_address() {
-        let k = parse_private_key(ANVIL_KEY_0).unwrap();
+        let k = parse_private_key(anvil::DEV_KEYS[0]).unwrap();
         assert_eq!(
             k.address(),
             "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"

@@ -54,12 +54,6 @@ pub fn sign_eip1559(req: &TxRequest, key: &PrivateKeySigner) -> SignedTx {
     }
 }
 
-/// The address a contract deployed by `deployer` at `nonce` lands at:
-/// keccak256(rlp([deployer, nonce]))[12..].
-pub fn create_address(deployer: Address, nonce: u64) -> Address {
-    deployer.create(nonce)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,7 +63,7 @@ mod tests {
     use alloy_primitives::keccak256;
 
     fn key() -> PrivateKeySigner {
-        crate::parse_private_key(crate::ANVIL_KEY_0).unwrap()
+        crate::parse_private_key(crate::anvil::DEV_KEYS[0]).unwrap()
     }
 
     fn req() -> TxRequest {
@@ -125,13 +119,13 @@ mod tests {
     fn deployments_land_where_anvil_puts_them() {
         // anvil's account 0, nonce 0: the devnet asset's address.
         assert_eq!(
-            create_address(key().address(), 0),
+            key().address().create(0),
             "0x5FbDB2315678afecb367f032d93F642f64180aa3"
                 .parse::<Address>()
                 .unwrap()
         );
         assert_eq!(
-            create_address(key().address(), 1),
+            key().address().create(1),
             "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
                 .parse::<Address>()
                 .unwrap()

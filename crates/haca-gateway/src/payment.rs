@@ -227,7 +227,9 @@ async fn settle_amount_on(
             Err(PaymentError::InsufficientFunds {
                 payer: v.payer(),
                 balance: U256::from_str_radix(&balance, 10).unwrap_or_default(),
-                required: v.amount(),
+                // What this settlement moves (for upto, the price of the tokens served, not
+                // the authorized maximum).
+                required: amount,
             })
         }
         Err(e) => Err(PaymentError::Settlement(format!("the ledger failed: {e}"))),

@@ -704,8 +704,8 @@ pub const WALRUS_INLINE_MAX: u64 = 4 << 20;
 /// The Walrus blob id of `bytes` at Walrus mainnet's shard count; `None` (logged) when the
 /// encoding refuses them.
 fn walrus_id(bytes: &[u8]) -> Option<String> {
-    match haca_walrus::blob_id(bytes, haca_walrus::MAINNET_SHARDS) {
-        Ok(id) => Some(id.to_string()),
+    match haca_walrus::mainnet_blob_id(bytes) {
+        Ok(id) => Some(id),
         Err(e) => {
             tracing::warn!(
                 "hub: no Walrus blob id for a {}-byte artifact: {e}",

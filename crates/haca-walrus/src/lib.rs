@@ -193,6 +193,12 @@ pub fn blob_id(bytes: &[u8], n_shards: u16) -> Result<BlobId, WalrusError> {
     Ok(metadata(bytes, n_shards)?.blob_id)
 }
 
+/// The blob id of `bytes` at Walrus mainnet's (and testnet's) shard count, as Walrus writes it
+/// (URL-safe base64, no padding): the id haca names artifacts and tree dumps by.
+pub fn mainnet_blob_id(bytes: &[u8]) -> Result<String, WalrusError> {
+    blob_id(bytes, MAINNET_SHARDS).map(|id| id.to_string())
+}
+
 /// The blob id with the metadata root and the encoding's symbol size.
 pub fn metadata(bytes: &[u8], n_shards: u16) -> Result<BlobMetadata, WalrusError> {
     let enc = Encoding::new(n_shards)?;

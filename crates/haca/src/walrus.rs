@@ -4,26 +4,20 @@
 //! dumps on Walrus, and tests run against a haca node.
 //!
 //! Every id is checked, not trusted: the client computes the Walrus blob id of what it stores
-//! (haca-walrus, RS2 over [`SHARDS`]) and refuses a publisher that names another, and an
+//! (haca-walrus, RS2 over mainnet's 1,000 shards) and refuses a publisher that names another, and an
 //! aggregator's bytes must give the id they were asked by.
 
 use std::path::{Path, PathBuf};
 
-/// The shard count ids are computed at: Walrus mainnet's (and testnet's) 1,000.
-pub const SHARDS: u16 = haca_walrus::MAINNET_SHARDS;
-
-/// The Walrus blob id of `bytes`, displayed as Walrus does (URL-safe base64, no padding).
+/// The Walrus blob id of `bytes` at mainnet's shard count.
 pub fn walrus_id(bytes: &[u8]) -> Result<String, String> {
-    haca_walrus::blob_id(bytes, SHARDS)
-        .map(|id| id.to_string())
-        .map_err(|e| e.to_string())
+    haca_walrus::mainnet_blob_id(bytes).map_err(|e| e.to_string())
 }
 
-/// A Walrus id's text: 43 characters of URL-safe base64 (32 bytes), no padding.
+/// Whether `s` is a Walrus id's text (so also safe as a file name): 32 bytes in URL-safe
+/// base64, no padding.
 pub fn is_walrus_id(s: &str) -> bool {
-    s.len() == 43
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.parse::<haca_walrus::BlobId>().is_ok()
 }
 
 /// A Walrus publisher and aggregator (either may be absent: a read-only or write-only use).

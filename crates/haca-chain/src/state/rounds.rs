@@ -99,9 +99,7 @@ impl RoundTrees {
 
 /// The Walrus blob id of a round's tree dump, at Walrus mainnet's shard count.
 pub fn walrus_id(dump: &[u8]) -> Option<String> {
-    haca_walrus::blob_id(dump, haca_walrus::MAINNET_SHARDS)
-        .ok()
-        .map(|id| id.to_string())
+    haca_walrus::mainnet_blob_id(dump).ok()
 }
 
 /// Where a run's record ended up.

@@ -23,8 +23,17 @@ alloy_sol_types::sol! {
     }
 }
 
+/// `CI` is set (and not `false` or `0`): what is skipped elsewhere is required.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 async fn anvil() -> Option<Anvil> {
     let Some(bin) = find_anvil() else {
+        assert!(
+            !in_ci(),
+            "CI must have anvil (.ci/run installs it and sets HACA_ANVIL)"
+        );
         eprintln!("SKIPPED: anvil is not installed (set HACA_ANVIL, or run .ci/run, which installs npm @foundry-rs/anvil)");
         return None;
     };
@@ -331,10 +340,9 @@ async fn a_transaction_waits_for_its_confirmations() {
 #[test]
 fn the_committed_contract_build_is_what_the_sources_compile_to() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts");
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
     if !root.join("node_modules/solc").exists() {
         assert!(
-            !ci,
+            !in_ci(),
             "CI must have contracts/node_modules (.ci/run: npm ci --prefix contracts)"
         );
         eprintln!("SKIPPED: no contracts/node_modules (npm ci --prefix contracts)");

@@ -69,7 +69,11 @@ pub async fn run(cmd: &BlobCommand) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::Msg(format!("reading {}: {e}", a.file.display())))?;
             let publisher = a.publisher.clone().unwrap_or_else(|| a.node.node.clone());
             let client = crate::walrus::WalrusClient::new(Some(publisher), None);
-            let auth = a.node.token.as_ref().map(|t| format!("Bearer {t}"));
+            // The node's operator token goes to the node only, never to another publisher.
+            let auth = (a.publisher.is_none())
+                .then_some(a.node.token.as_ref())
+                .flatten()
+                .map(|t| format!("Bearer {t}"));
             let headers: Vec<(&str, &str)> = auth
                 .as_deref()
                 .map(|v| ("authorization", v))

@@ -285,8 +285,6 @@ pub(super) struct NodeFlags<'a> {
     pub evm: &'a mut crate::evm::EvmArgs,
 }
 
-/// Fills in every flag of `f` that neither the command line nor its variable set, from the
-/// file (already checked by [`FileConfig::load`]).
 /// Each entry of the list at `key`, parsed as its flag parses it; an error names the entry
 /// (`key[i]`).
 fn parse_each<T, E: std::fmt::Display>(
@@ -302,6 +300,8 @@ fn parse_each<T, E: std::fmt::Display>(
         .collect()
 }
 
+/// Fills in every flag of `f` that neither the command line nor its variable set, from the
+/// file (already checked by [`FileConfig::load`]).
 pub(super) fn apply_node(
     file: &FileConfig,
     path: &Path,

@@ -206,16 +206,15 @@ async fn guard(State(ops): State<Arc<Ops>>, mut req: Request, next: Next) -> Res
                     }
                 }
             }
-            m.in_flight.inc();
-            let resp = match &outer_route {
+            // A guard, not a dec() after the await: a client that goes away drops this future.
+            let _in_flight = InFlight::start(&m.in_flight);
+            match &outer_route {
                 Some(route) => {
                     tracing::Span::current().record("route", route.as_str());
                     limited(&ops, route, req, next).await
                 }
                 None => next.run(req).await,
-            };
-            m.in_flight.dec();
-            resp
+            }
         };
         let route = ctx
             .route
@@ -335,6 +334,22 @@ impl hyper::body::Body for PermitBody {
     }
 }
 
+/// One request being served, counted in the in-flight gauge until dropped.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn start(g: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// `GET /metrics`: the OpenMetrics text format, this node's gauges read now.
 async fn scrape(State(ops): State<Arc<Ops>>) -> Response {
     let m = metrics();
@@ -362,10 +377,13 @@ async fn scrape(State(ops): State<Arc<Ops>>) -> Response {
     }
     // The local engines count in haca_exec; the counters catch up to their totals.
     let (steps, rows) = haca_exec::llm::batched_totals();
+    // fetch_max, not a difference added: two scrapes at once cannot count one step twice.
     m.batched_steps
-        .inc_by(steps.saturating_sub(m.batched_steps.get()));
+        .inner()
+        .fetch_max(steps, std::sync::atomic::Ordering::Relaxed);
     m.batched_rows
-        .inc_by(rows.saturating_sub(m.batched_rows.get()));
+        .inner()
+        .fetch_max(rows, std::sync::atomic::Ordering::Relaxed);
     if let Some(v) = &ops.gauges.chain {
         m.mempool.set(v.pending() as i64);
         m.height.set(*v.heights().borrow() as i64);
