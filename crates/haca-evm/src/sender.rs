@@ -25,6 +25,18 @@ pub struct Confirmed {
     pub contract_address: Option<Address>,
 }
 
+impl From<&TxReceipt> for Confirmed {
+    fn from(r: &TxReceipt) -> Confirmed {
+        Confirmed {
+            hash: r.transaction_hash,
+            block_number: r.block_number,
+            block_hash: r.block_hash,
+            gas_used: r.gas_used,
+            contract_address: r.contract_address,
+        }
+    }
+}
+
 /// Why a transaction did not get confirmed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {
@@ -243,6 +255,9 @@ impl Sender {
         // Polls quickly first (an instantly mining chain answers within milliseconds), then
         // backs off to `poll`.
         let mut pause = Duration::from_millis(5).min(self.poll);
+        // The block the transaction was last seen in: a receipt gone since means a reorg took
+        // it out, and it is broadcast again.
+        let mut seen_in: Option<u64> = None;
         loop {
             if start.elapsed() > self.timeout {
                 return Err(SendError::Timeout {
@@ -260,6 +275,13 @@ impl Sender {
                 Err(e) => return Err(rpc_err(e)),
             };
             let Some(r) = receipt else {
+                if let Some(block) = seen_in.take() {
+                    tracing::warn!(
+                        "transaction {hash} left block {block} (reorg): broadcasting it again"
+                    );
+                    // Already known or already mined again: either is fine.
+                    let _ = self.rpc.send_raw(&signed.raw).await;
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(self.poll);
                 continue;
@@ -270,40 +292,28 @@ impl Sender {
                     block: r.block_number,
                 });
             }
-            match self.confirmed(&r).await.map_err(rpc_err)? {
-                Some(c) => return Ok(c),
-                None => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(self.poll);
-                    if self.rpc.receipt(hash).await.map_err(rpc_err)?.is_none() {
-                        tracing::warn!(
-                            "transaction {hash} left block {} (reorg): broadcasting it again",
-                            r.block_number
-                        );
-                        // Already known or already mined again: either is fine.
-                        let _ = self.rpc.send_raw(&signed.raw).await;
-                    }
-                }
+            if let Some(c) = self.confirmed(&r).await.map_err(rpc_err)? {
+                return Ok(c);
             }
+            seen_in = Some(r.block_number);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.poll);
         }
     }
 
     /// `Some` once `r`'s block is still on the chain with enough blocks on top.
-    async fn confirmed(&self, r: &TxReceipt) -> Result<Option<Confirmed>, RpcError> {
-        let head = self.rpc.block_number().await?;
-        if head + 1 < r.block_number + self.confirmations.max(1) {
-            return Ok(None);
+    pub async fn confirmed(&self, r: &TxReceipt) -> Result<Option<Confirmed>, RpcError> {
+        // With one confirmation the receipt's own block is enough: no need to ask the head.
+        if self.confirmations > 1 {
+            let head = self.rpc.block_number().await?;
+            if head + 1 < r.block_number + self.confirmations {
+                return Ok(None);
+            }
         }
         if self.rpc.block_hash(r.block_number).await? != Some(r.block_hash) {
             return Ok(None);
         }
-        Ok(Some(Confirmed {
-            hash: r.transaction_hash,
-            block_number: r.block_number,
-            block_hash: r.block_hash,
-            gas_used: r.gas_used,
-            contract_address: r.contract_address,
-        }))
+        Ok(Some(Confirmed::from(r)))
     }
 
     /// Whether a confirmed transaction's block is still on the chain (`false` after a reorg

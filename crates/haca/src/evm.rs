@@ -276,12 +276,40 @@ impl EvmFacilitator {
         }
     }
 
-    /// A transaction broadcast earlier whose outcome was unknown: confirmed now?
-    async fn earlier(&self, hash: B256) -> Option<haca_evm::TxReceipt> {
+    /// A transaction broadcast earlier whose outcome was unknown: confirmed now (with the
+    /// confirmations asked, as a settlement sent this try would be)?
+    async fn earlier(&self, hash: B256) -> Option<haca_evm::Confirmed> {
         match self.sender.rpc.receipt(hash).await {
-            Ok(Some(r)) if r.success => Some(r),
+            Ok(Some(r)) if r.success => self.sender.confirmed(&r).await.ok().flatten(),
             _ => None,
         }
+    }
+
+    /// A confirmed settlement: logged, watched for reorgs, answered.
+    fn record(
+        &self,
+        a: &haca_pay::Authorization,
+        call: &[u8],
+        c: haca_evm::Confirmed,
+    ) -> SettleResponse {
+        tracing::info!(
+            "x402 settled on chain: {} paid {} to {} in {} (block {})",
+            a.from,
+            a.value,
+            a.to,
+            c.hash,
+            c.block_number
+        );
+        let hash = c.hash;
+        self.recent
+            .lock()
+            .expect("the watch list is never poisoned")
+            .push(Watched {
+                call: call.to_vec(),
+                confirmed: c,
+                payer: a.from,
+            });
+        settled(self, a.from, a.value, hash)
     }
 }
 
@@ -343,8 +371,8 @@ impl Facilitator for EvmFacilitator {
                 // A transaction broadcast by an earlier try may have landed: then it is the
                 // settlement (the authorization's nonce is spent, a new try would revert).
                 if let Some(h) = sent {
-                    if let Some(r) = self.earlier(h).await {
-                        return Ok(settled(self, a.from, a.value, r.transaction_hash));
+                    if let Some(c) = self.earlier(h).await {
+                        return Ok(self.record(a, &data, c));
                     }
                 }
             }
@@ -353,26 +381,7 @@ impl Facilitator for EvmFacilitator {
                 .send(Some(self.token), data.clone().into())
                 .await
             {
-                Ok(c) => {
-                    tracing::info!(
-                        "x402 settled on chain: {} paid {} to {} in {} (block {})",
-                        a.from,
-                        a.value,
-                        a.to,
-                        c.hash,
-                        c.block_number
-                    );
-                    let hash = c.hash;
-                    self.recent
-                        .lock()
-                        .expect("the watch list is never poisoned")
-                        .push(Watched {
-                            call: data.clone(),
-                            confirmed: c,
-                            payer: a.from,
-                        });
-                    return Ok(settled(self, a.from, a.value, hash));
-                }
+                Ok(c) => return Ok(self.record(a, &data, c)),
                 Err(SendError::Refused(r)) => {
                     return Ok(self.failed(request, r.code, r.message));
                 }
@@ -402,8 +411,8 @@ impl Facilitator for EvmFacilitator {
             }
         }
         if let Some(h) = sent {
-            if let Some(r) = self.earlier(h).await {
-                return Ok(settled(self, a.from, a.value, r.transaction_hash));
+            if let Some(c) = self.earlier(h).await {
+                return Ok(self.record(a, &data, c));
             }
         }
         Err(unavailable("settling the payment on chain", last))
@@ -442,6 +451,9 @@ impl Facilitator for EvmFacilitator {
 /// has not seen spent; one [`REORG_WINDOW`] blocks deep is final and dropped. Ends when the
 /// facilitator is dropped.
 pub async fn watch_reorgs(f: std::sync::Weak<EvmFacilitator>) {
+    // The chain's head at the last full pass: with the same head block (whose hash commits to
+    // every block below it) nothing watched can have moved, and the pass is skipped.
+    let mut last_head: Option<(u64, B256)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(f) = f.upgrade() else { return };
@@ -459,6 +471,11 @@ pub async fn watch_reorgs(f: std::sync::Weak<EvmFacilitator>) {
         let Ok(head) = f.sender.rpc.block_number().await else {
             continue;
         };
+        let tip = f.sender.rpc.block_hash(head).await.ok().flatten();
+        if tip.is_some() && last_head == tip.map(|t| (head, t)) {
+            continue;
+        }
+        let mut complete = true;
         let mut done = Vec::new();
         let mut replaced = Vec::new();
         // One block hash read per block (many settlements share one); a settlement is looked
@@ -473,15 +490,21 @@ pub async fn watch_reorgs(f: std::sync::Weak<EvmFacilitator>) {
                 Some(h) => *h,
                 None => match f.sender.rpc.block_hash(c.block_number).await {
                     Ok(h) => *blocks.entry(c.block_number).or_insert(h),
-                    Err(_) => continue,
+                    Err(_) => {
+                        complete = false;
+                        continue;
+                    }
                 },
             };
             if hash == Some(c.block_hash) {
                 continue;
             }
-            match f.sender.still_on_chain(&c).await {
-                Ok(true) | Err(_) => {}
-                Ok(false) => {
+            // Its block is gone. Mined again in another block of the new chain: watched there.
+            // Not on the chain at all: settled again.
+            match f.sender.rpc.receipt(c.hash).await {
+                Err(_) => complete = false,
+                Ok(Some(r)) if r.success => replaced.push((i, haca_evm::Confirmed::from(&r))),
+                Ok(_) => {
                     let (call, payer) = {
                         let list = f.recent.lock().expect("the watch list is never poisoned");
                         (list[i].call.clone(), list[i].payer)
@@ -519,11 +542,15 @@ pub async fn watch_reorgs(f: std::sync::Weak<EvmFacilitator>) {
                             done.push(i);
                         }
                         Err(e) => {
+                            complete = false;
                             tracing::warn!("x402 settlement {} not settled again yet: {e}", c.hash)
                         }
                     }
                 }
             }
+        }
+        if complete && replaced.is_empty() {
+            last_head = tip.map(|t| (head, t));
         }
         let mut list = f.recent.lock().expect("the watch list is never poisoned");
         for (i, c) in replaced {
