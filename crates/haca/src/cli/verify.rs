@@ -324,6 +324,34 @@ fn check_tree_dump(
         Ok(v) => v,
         Err(e) => return Ok(Some(Err(format!("--tree-dump: not JSON: {e}")))),
     };
+    // The tree is recomputed from its values: the file must be exactly the dump of that tree
+    // (so every node, the root included, follows from the values), not merely name the root.
+    let values = dump["values"].as_array().cloned().unwrap_or_default();
+    let pairs: Result<Vec<(haca_core::Digest, haca_core::Digest)>, String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let part = |k: usize| {
+                v["value"][k]
+                    .as_str()
+                    .and_then(|h| h.parse().ok())
+                    .ok_or_else(|| format!("values[{i}].value[{k}]: not a 32-byte hex digest"))
+            };
+            Ok((part(0)?, part(1)?))
+        })
+        .collect();
+    let pairs = match pairs {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(Err(format!("--tree-dump: {e}")))),
+    };
+    let rebuilt = haca_core::oz::StandardTree::build(&pairs)
+        .and_then(|t| haca_core::canonical::to_vec(&t.dump(&pairs)).ok());
+    if rebuilt.as_deref() != Some(&bytes[..]) {
+        return Ok(Some(Err(
+            "--tree-dump: it is not the tree its values make (a node, the root or the layout differs)"
+                .into(),
+        )));
+    }
     if dump["tree"][0].as_str() != Some(ev.oz.root.as_str()) {
         return Ok(Some(Err(format!(
             "--tree-dump: its root {} is not the round's {}",
@@ -331,7 +359,6 @@ fn check_tree_dump(
         ))));
     }
     let leaf = serde_json::to_value(&ev.oz.leaf).unwrap_or_default();
-    let values = dump["values"].as_array().cloned().unwrap_or_default();
     if !values.iter().any(|v| v["value"] == leaf) {
         return Ok(Some(Err(
             "--tree-dump: this run's leaf is not among its values".into(),

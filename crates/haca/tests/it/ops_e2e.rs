@@ -759,14 +759,19 @@ fn a_testnet_validator_runs_from_its_toml_config_section() {
         assert!(t.elapsed() < Duration::from_secs(30), "{s}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Its /metrics has the validator's gauges.
+    // Its /metrics reads the validator's chain: the height it committed, not a gauge left at 0.
     let m = http
         .get(format!("{}/metrics", v.url))
         .send()
         .unwrap()
         .text()
         .unwrap();
-    assert!(m.contains("haca_consensus_height"), "{m}");
+    let height: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("haca_consensus_height "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no haca_consensus_height:\n{m}"));
+    assert!(height >= 2.0, "{height}");
 
     let out = Command::new(common::BIN)
         .args([

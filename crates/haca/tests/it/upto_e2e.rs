@@ -141,7 +141,7 @@ fn upto_settles_what_the_tokens_cost_and_nothing_when_every_route_failed() {
     assert_eq!(p["upto"]["prompt_tokens"], 5);
     assert_eq!(p["upto"]["completion_tokens"], 3);
     // Offline, the payer's signature over the maximum verifies and the amount follows from
-    // the tokens; a box claiming more than was authorized does not.
+    // the tokens (a box claiming more than was authorized: haca-pay's receipt_check tests).
     let rfile = dir.path().join("r.json");
     std::fs::write(&rfile, receipt.to_string()).unwrap();
     let (ok, out) = node.verify(&rfile, &[]);
@@ -216,6 +216,15 @@ fn upto_settles_what_the_tokens_cost_and_nothing_when_every_route_failed() {
         &upto_header(&signer, 10_000, 1),
     );
     assert_eq!(status, 402, "{v}");
+    assert_eq!(
+        v["error"]["code"], "invalid_exact_evm_nonce_already_used",
+        "{v}"
+    );
+    assert_eq!(
+        balance(&http, &node.url, &payer),
+        1_000_000 - 22,
+        "nothing moved"
+    );
 }
 
 /// The official Python `x402` client's upto (Permit2 `PermitWitnessTransferFrom`, as
