@@ -1037,22 +1037,14 @@ impl UptoPending {
     }
 }
 
-/// An x402 header's JSON (base64 of JSON), when it is one.
-fn header_json(text: &str) -> Option<serde_json::Value> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 impl PaymentOffer {
     /// Whether the offered x402 payment names the `upto` scheme.
     pub fn is_upto(&self) -> bool {
         let Some((_, Some(text))) = &self.x402 else {
             return false;
         };
-        header_json(text).is_some_and(|v| v["accepted"]["scheme"] == haca_pay::types::SCHEME_UPTO)
+        haca_pay::types::decode_payment_header_json(text)
+            .is_ok_and(|v| v["accepted"]["scheme"] == haca_pay::types::SCHEME_UPTO)
     }
 }
 
@@ -1098,12 +1090,11 @@ impl Payments {
                 ),
             )
         };
-        let json = header_json(text);
-        let auth = if json
-            .as_ref()
-            .is_some_and(|v| v["payload"].get("permit2Authorization").is_some())
-        {
-            let v = json.expect("checked");
+        let undecodable = |e: haca_pay::DecodeError| {
+            GatewayError::payment(e.code(), format!("header {name}: {e}"))
+        };
+        let v = haca_pay::types::decode_payment_header_json(text).map_err(undecodable)?;
+        let auth = if v["payload"].get("permit2Authorization").is_some() {
             let (terms, signature, chain_id, digest) = self.check_permit2(name, &v)?;
             if terms.amount < worst_case {
                 return Err(below(terms.amount));
@@ -1116,8 +1107,7 @@ impl Payments {
                 digest,
             }
         } else {
-            let payload = decode_payment_header(text)
-                .map_err(|e| GatewayError::payment(e.code(), format!("header {name}: {e}")))?;
+            let payload = haca_pay::types::payment_payload_from_json(v).map_err(undecodable)?;
             let AnyPaymentPayload::V2(mut p) = payload else {
                 return Err(GatewayError::payment(
                     "unsupported_scheme",

@@ -472,9 +472,19 @@ pub fn encode_header<T: Serialize>(message: &T) -> String {
 /// Decode a `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) header. The version comes from the
 /// JSON's `x402Version`; a header without one is read as v2, as the Python package does.
 pub fn decode_payment_header(header: &str) -> Result<AnyPaymentPayload, DecodeError> {
-    const WHAT: &str = "payment header";
-    let value = header_json(WHAT, header)?;
-    payment_payload_from(WHAT, "", value, Some(2))
+    payment_payload_from_json(decode_payment_header_json(header)?)
+}
+
+/// A payment header's JSON, read as [`decode_payment_header`] reads it (its size bound,
+/// base64 with or without padding): for a caller that looks at the JSON before choosing how
+/// to read it (an `upto` authorization over Permit2 is not an EIP-3009 payload).
+pub fn decode_payment_header_json(header: &str) -> Result<Value, DecodeError> {
+    header_json("payment header", header)
+}
+
+/// The payment a header's JSON (from [`decode_payment_header_json`]) holds.
+pub fn payment_payload_from_json(value: Value) -> Result<AnyPaymentPayload, DecodeError> {
+    payment_payload_from("payment header", "", value, Some(2))
 }
 
 /// Decode a `PAYMENT-REQUIRED` header (v2; a v1 message is also read).
