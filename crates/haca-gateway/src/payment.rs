@@ -1095,7 +1095,15 @@ impl Payments {
         };
         let v = haca_pay::types::decode_payment_header_json(text).map_err(undecodable)?;
         let auth = if v["payload"].get("permit2Authorization").is_some() {
-            let (terms, signature, chain_id, digest) = self.check_permit2(name, &v)?;
+            // Off the async workers, as `verify` runs `exact`'s checks.
+            let (config, store, header) = (self.config.clone(), self.store.clone(), *name);
+            let (terms, signature, chain_id, digest) = tokio::task::spawn_blocking(move || {
+                Self::check_permit2(&config, &store, header, &v)
+            })
+            .await
+            .map_err(|e| {
+                GatewayError::internal(format!("checking the Permit2 authorization stopped: {e}"))
+            })??;
             if terms.amount < worst_case {
                 return Err(below(terms.amount));
             }
@@ -1163,8 +1171,10 @@ impl Payments {
     /// node's token to this node's payee, the x402 upto proxy as spender, this node as the
     /// facilitator (its payee address, which the 402 offers as `facilitatorAddress`), inside
     /// its window, signed by its `from`, its nonce unused and the payer's balance enough.
+    /// Blocking (a signature recovery, ledger reads): run on the blocking pool.
     fn check_permit2(
-        &self,
+        config: &PaymentConfig,
+        store: &Arc<Store>,
         name: &str,
         v: &serde_json::Value,
     ) -> Result<(haca_pay::permit2::Permit2Terms, Vec<u8>, u64, B256), GatewayError> {
@@ -1179,13 +1189,10 @@ impl Payments {
             ));
         }
         let network = v["accepted"]["network"].as_str().unwrap_or_default();
-        if network != self.config.network {
+        if network != config.network {
             return Err(bad(
                 "network_mismatch",
-                format!(
-                    "accepted.network {network:?} is not {}",
-                    self.config.network
-                ),
+                format!("accepted.network {network:?} is not {}", config.network),
             ));
         }
         let chain_id: u64 = network
@@ -1203,7 +1210,7 @@ impl Payments {
             .permit2_authorization
             .terms()
             .map_err(|e| bad("invalid_payload", e))?;
-        let c = &self.config;
+        let c = &config;
         for (ok, code, why) in [
             (
                 terms.token == c.asset,
@@ -1266,7 +1273,7 @@ impl Payments {
                 ),
             ));
         }
-        let ledger = StoreLedger(&self.store);
+        let ledger = StoreLedger(store);
         if ledger.nonce_used(
             terms.token,
             terms.from,
