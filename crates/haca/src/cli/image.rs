@@ -64,26 +64,43 @@ pub async fn run(a: ImageArgs) -> Result<ExitCode, CliError> {
     }
     let run_id = v["haca"]["run_id"].as_str().unwrap_or("run").to_owned();
     let data = v["data"].as_array().cloned().unwrap_or_default();
-    let listed = v["haca"]["images"].as_array().cloned().unwrap_or_default();
+    let receipt_path = v["haca"]["receipt"].as_str().unwrap_or("");
     println!("run {run_id}");
-    println!("receipt {}", v["haca"]["receipt"].as_str().unwrap_or(""));
+    println!("receipt {receipt_path}");
     if let Some(p) = v["haca"]["route"]["provider"].as_str() {
         println!("route {p}");
     }
-    let mut written = Vec::new();
+    let mut images = Vec::new();
     for (i, item) in data.iter().enumerate() {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(item["b64_json"].as_str().unwrap_or_default())
             .map_err(|e| CliError::Msg(format!("image {i}: b64_json: {e}")))?;
         let facts = haca_exec::image::check_image(&bytes, usize::MAX)
             .map_err(|e| CliError::Msg(format!("image {i} {e}")))?;
-        let claimed = listed.get(i).and_then(|l| l["sha256"].as_str());
-        if claimed != Some(facts.sha256.to_hex().as_str()) {
-            return Err(CliError::Msg(format!(
-                "image {i}: its bytes hash to {}, the node listed {claimed:?}",
-                facts.sha256
-            )));
-        }
+        images.push((bytes, facts));
+    }
+    // Before any file is written: the images are the ones the run's signed receipt covers.
+    let receipt_url = format!("{}{receipt_path}", a.node.trim_end_matches('/'));
+    let receipt: Value = reqwest::get(&receipt_url)
+        .await
+        .map_err(|e| CliError::Msg(format!("{receipt_url}: {e}")))?
+        .json()
+        .await
+        .map_err(|e| CliError::Msg(format!("{receipt_url}: the receipt is not JSON: {e}")))?;
+    let signed = receipt["boxes"]["execution"]["evidence"]["output_hash"]
+        .as_str()
+        .and_then(|h| h.parse::<haca_core::Digest>().ok())
+        .ok_or_else(|| CliError::Msg(format!("{receipt_url}: no execution output hash")))?;
+    let facts: Vec<_> = images.iter().map(|(_, f)| f.clone()).collect();
+    let got = haca_exec::image::output_hash(&facts);
+    if got != signed {
+        return Err(CliError::Msg(format!(
+            "the {} image(s) give output hash {got}, the run's receipt signed {signed}: not the images the run served; nothing written",
+            facts.len()
+        )));
+    }
+    let mut written = Vec::new();
+    for (i, (bytes, facts)) in images.iter().enumerate() {
         let path = match &a.out {
             Some(p) if data.len() == 1 => p.clone(),
             Some(p) => {
@@ -98,7 +115,7 @@ pub async fn run(a: ImageArgs) -> Result<ExitCode, CliError> {
             }
             None => PathBuf::from(format!("{run_id}-{i}.{}", facts.kind.extension())),
         };
-        std::fs::write(&path, &bytes)
+        std::fs::write(&path, bytes)
             .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
         println!(
             "image {i}: {} ({}, {}x{}, {} bytes, sha256 {})",

@@ -204,7 +204,7 @@ fn upto_settles_what_the_tokens_cost_and_nothing_when_every_route_failed() {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut json = b64.decode(upto_header(&signer, 10_000, 4)).unwrap();
-        if json.len() % 3 == 0 {
+        if json.len().is_multiple_of(3) {
             json.push(b' ');
         }
         let text = b64.encode(&json);
