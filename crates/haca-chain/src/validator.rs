@@ -487,18 +487,6 @@ impl Validator {
         Ok(RunSettlement::Settled(Box::new(ev)))
     }
 
-    /// The tree dump of the round that settled `run`, with its Walrus blob id (what the
-    /// settlement box's `walrus_blob_id` names); `None` while the run is not settled.
-    pub fn round_dump(&self, run: &RunId) -> Result<Option<(String, Vec<u8>)>, ValidatorError> {
-        let RunSettlement::Settled(ev) = self.settlement(run)? else {
-            return Ok(None);
-        };
-        let cached = self.round_cache.lock().expect("round cache lock").clone();
-        Ok(cached
-            .filter(|r| r.height == ev.header.height)
-            .and_then(|r| Some((r.trees.walrus_blob_id.clone()?, r.trees.dump.clone()))))
-    }
-
     /// The tree dump of the round the block at `height` closed, with its Walrus blob id;
     /// `None` when that block closed no round (or is not stored).
     pub fn round_dump_at(&self, height: u64) -> Result<Option<(String, Vec<u8>)>, ValidatorError> {

@@ -766,7 +766,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     // A round's Walrus id costs about 0.1 s of CPU at 1,000 shards whatever the dump's size
     // (a million symbol leaves): computed at every commit it took a tenth of a core from a
     // busy node. Without a publisher, a round's dump is made and kept when one of its receipts
-    // is first read (server::walrus::get_receipt), which is when anyone learns its id.
+    // is first read (server::routes::get_receipt), which is when anyone learns its id.
     if let (Some(chain), Some(_)) = (&gateway.chain, &cfg.walrus_publisher) {
         remote_tasks.push(tokio::spawn(crate::walrus::mirror_rounds(
             chain.clone(),

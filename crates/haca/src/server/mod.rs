@@ -146,7 +146,7 @@ pub fn router(state: Arc<AppState>, chain: Option<Arc<chain::ChainApi>>) -> Rout
         )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{run_id}", get(routes::get_run))
-        .route("/v1/runs/{run_id}/receipt", get(walrus::get_receipt))
+        .route("/v1/runs/{run_id}/receipt", get(routes::get_receipt))
         .route("/v1/runs/{run_id}/settlement", get(routes::get_settlement))
         .route("/v1/runs/{run_id}/proof", get(routes::get_proof))
         .route("/v1/log", get(routes::log_head))

@@ -194,11 +194,25 @@ pub async fn get_run(
 /// settlement box lies outside the signed view, so this keeps the gateway's signature).
 pub async fn get_receipt(State(st): S, Path(id): Path<String>) -> Result<Response, ApiError> {
     let r = load_run(&st, &id)?;
-    match st.gateway.settled_receipt(&r)? {
-        Some(receipt) => Ok(Json(receipt).into_response()),
+    let Some(receipt) = st.gateway.settled_receipt(&r)? else {
         // Until its round commits the stored text is the receipt: send it as it is.
-        None => Ok(([(header::CONTENT_TYPE, "application/json")], r.receipt).into_response()),
+        return Ok(([(header::CONTENT_TYPE, "application/json")], r.receipt).into_response());
+    };
+    // A settled round's tree dump, by the Walrus id its settlement box names.
+    let dump = receipt
+        .boxes
+        .settlement
+        .evidence
+        .as_ref()
+        .and_then(|e| Some((e.walrus_blob_id.clone()?, e.header.height)));
+    let mut resp = Json(receipt).into_response();
+    if let Some((walrus, height)) = dump {
+        super::walrus::keep_round_dump(&st, &walrus, height).await;
+        if let Ok(v) = HeaderValue::from_str(&walrus) {
+            resp.headers_mut().insert("x-settlement-walrus-blob-id", v);
+        }
     }
+    Ok(resp)
 }
 
 /// Where a run's settlement stands: `pending`, `settled` (round, height) or `rejected`

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::extract::{body_bytes, Admin};
 use super::AppState;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -62,32 +62,28 @@ pub async fn get_blob(State(st): S, Path(id): Path<String>) -> Result<Response, 
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// The receipt (as `routes::get_receipt` answers it), with `x-settlement-walrus-blob-id`
-/// once its round settled; the round's tree dump is then stored here, under that id.
-pub async fn get_receipt(st: S, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let state = st.0.clone();
-    let mut resp = super::routes::get_receipt(st, Path(id.clone())).await?;
-    let (Some(chain), Ok(run)) = (state.gateway.chain.clone(), id.parse::<haca_core::RunId>())
-    else {
-        return Ok(resp);
+/// Keeps the tree dump that settlement box names `walrus` (the round at `height`) among this
+/// node's blobs, and stores it with the publisher, the first time a receipt of that round is
+/// read (when anyone first learns its id); a dump kept already costs a file check.
+pub async fn keep_round_dump(st: &Arc<AppState>, walrus: &str, height: u64) {
+    let Some(chain) = st.gateway.chain.clone() else {
+        return;
     };
-    let dump = tokio::task::spawn_blocking(move || chain.round_dump(&run))
-        .await
-        .map_err(|e| ApiError::internal(format!("reading the round: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    if let Some((walrus, bytes)) = dump {
-        match state.blobs.put_as(&walrus, &bytes) {
-            Ok(true) => state
-                .blobs
-                .push(format!("the round tree dump {walrus}"), bytes),
-            Ok(false) => {}
-            Err(e) => tracing::warn!("the tree dump {walrus} was not stored: {e}"),
-        }
-        if let Ok(v) = HeaderValue::from_str(&walrus) {
-            resp.headers_mut().insert("x-settlement-walrus-blob-id", v);
-        }
+    if st.blobs.has(walrus) {
+        return;
     }
-    Ok(resp)
+    let dump = tokio::task::spawn_blocking(move || chain.round_dump_at(height)).await;
+    let Ok(Ok(Some((id, bytes)))) = dump else {
+        tracing::warn!("the tree dump of height {height} ({walrus}) could not be made");
+        return;
+    };
+    match st.blobs.put_as(&id, &bytes) {
+        Ok(true) => st
+            .blobs
+            .push(format!("the round tree dump {id}"), id, bytes),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("the tree dump {id} was not stored: {e}"),
+    }
 }
 
 /// After an upload: the artifact's Walrus blob id, when the hub left it to be computed here
@@ -116,9 +112,14 @@ pub fn after_upload(st: &Arc<AppState>, blob_id: haca_core::BlobId) {
         if st.blobs.publisher.is_none() {
             return;
         }
-        match hub.read_blob(&blob_id) {
-            Ok(bytes) => st.blobs.push(format!("artifact {blob_id}"), bytes),
-            Err(e) => tracing::warn!("artifact {blob_id} not stored on Walrus: {e}"),
+        match (hub.walrus_id_of(&blob_id), hub.read_blob(&blob_id)) {
+            (Ok(Some(id)), Ok(bytes)) => st.blobs.push(format!("artifact {blob_id}"), id, bytes),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("artifact {blob_id} not stored on Walrus: {e}")
+            }
+            (Ok(None), _) => {
+                tracing::warn!("artifact {blob_id} not stored on Walrus: no Walrus id")
+            }
         }
     });
 }
