@@ -3,7 +3,7 @@
 //! is the node's public URL whatever the `Host` header says; model uploads stream to disk
 //! instead of memory.
 
-use crate::common::{mlp_input, wait_ready, Devnet, BIN};
+use crate::common::{mlp_input, padded_model, peak_rss, reset_peak_rss, wait_ready, Devnet, BIN};
 use base64::Engine as _;
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
@@ -235,59 +235,6 @@ fn a_public_url_with_a_path_query_or_another_scheme_is_refused() {
 }
 
 /// A field of /proc/PID/status in bytes (`VmRSS`, `VmHWM`).
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    kb * 1024
-}
-
-/// Starts measuring the node's peak resident memory from now: resets its VmHWM to its
-/// current RSS (`5` into /proc/PID/clear_refs) and returns that. Where the reset is not
-/// allowed, the peak so far.
-/// Resets the node's peak RSS and returns its RSS now: the baseline the upload's peak is
-/// measured against. Where the kernel refuses the reset, the baseline is the peak so far,
-/// which can hide a spike below it: said out loud, so that a pass there is read as weaker.
-fn reset_peak_rss(pid: u32) -> u64 {
-    match std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
-        Ok(()) => proc_kb(pid, "VmRSS"),
-        Err(e) => {
-            eprintln!(
-                "WARNING: cannot reset the node's peak RSS ({e}); measuring against its earlier \
-                 peak, which can hide a spike below it"
-            );
-            proc_kb(pid, "VmHWM")
-        }
-    }
-}
-
-fn peak_rss(pid: u32) -> u64 {
-    proc_kb(pid, "VmHWM")
-}
-
-/// The example model with `pad` bytes of `fill` appended as an unknown protobuf field
-/// (number 1000, length-delimited), which ONNX parsers skip: a valid model of any size.
-fn padded_model(pad: usize, fill: u8) -> Vec<u8> {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                return out.push(b);
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let mut bytes = haca::devnet::EXAMPLE_MODEL.to_vec();
-    varint((1000 << 3) | 2, &mut bytes);
-    varint(pad as u64, &mut bytes);
-    bytes.resize(bytes.len() + pad, fill);
-    bytes
-}
-
 fn blob_files(data_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(data_dir.join("blobs"))
         .unwrap()

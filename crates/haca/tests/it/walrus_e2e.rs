@@ -2,7 +2,7 @@
 //! same id `haca blob id --walrus` computes offline, and the one the receipt's artifact box
 //! names).
 
-use crate::common::{mlp_input, wait_ready, Devnet};
+use crate::common::{mlp_input, padded_model, peak_rss, reset_peak_rss, wait_ready, Devnet};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
@@ -310,25 +310,6 @@ fn a_node_with_a_walrus_publisher_stores_artifacts_and_tree_dumps_there() {
     assert_eq!(dump["tree"][0], evidence["oz"]["root"]);
 }
 
-/// The example model with an unknown ONNX field of `pad` bytes appended: a valid model of
-/// any size (as hardening_inputs pads one).
-fn padded_model(pad: usize) -> Vec<u8> {
-    let mut bytes = haca::devnet::EXAMPLE_MODEL.to_vec();
-    for mut v in [(1000u64 << 3) | 2, pad as u64] {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                bytes.push(b);
-                break;
-            }
-            bytes.push(b | 0x80);
-        }
-    }
-    bytes.resize(bytes.len() + pad, 7);
-    bytes
-}
-
 #[test]
 fn a_large_upload_gets_its_walrus_id_outside_the_node_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -336,7 +317,11 @@ fn a_large_upload_gets_its_walrus_id_outside_the_node_process() {
     let http = Client::new();
     wait_ready(&http, &node.url);
     // Over haca_hub::WALRUS_INLINE_MAX (4 MiB): computed by a child `haca blob id --walrus`.
-    let body = padded_model(6 << 20);
+    // 48 MiB: encoded in the node, it would add half again as much to its resident memory.
+    let size = 48 << 20;
+    let pid = node.child.id();
+    let before = reset_peak_rss(pid);
+    let body = padded_model(size, 7);
     let file = dir.path().join("big.onnx");
     std::fs::write(&file, &body).unwrap();
     node.haca_ok(&["model", "upload", "big/w", file.to_str().unwrap()]);
@@ -371,4 +356,11 @@ fn a_large_upload_gets_its_walrus_id_outside_the_node_process() {
         );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+    let grew = peak_rss(pid).saturating_sub(before);
+    assert!(
+        grew < (size / 2) as u64,
+        "the node's peak RSS grew by {} MiB for a {} MiB artifact's Walrus id",
+        grew >> 20,
+        size >> 20
+    );
 }

@@ -314,3 +314,55 @@ pub fn fake_upstream(answer: fn(&Value) -> String) -> u16 {
     });
     port
 }
+
+/// A size field (`VmRSS`, `VmHWM`) of /proc/PID/status, in bytes.
+fn proc_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kb * 1024
+}
+
+/// Resets the node's peak RSS and returns its RSS now: the baseline the upload's peak is
+/// measured against. Where the kernel refuses the reset, the baseline is the peak so far,
+/// which can hide a spike below it: said out loud, so that a pass there is read as weaker.
+pub fn reset_peak_rss(pid: u32) -> u64 {
+    match std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        Ok(()) => proc_kb(pid, "VmRSS"),
+        Err(e) => {
+            eprintln!(
+                "WARNING: cannot reset the node's peak RSS ({e}); measuring against its earlier \
+                 peak, which can hide a spike below it"
+            );
+            proc_kb(pid, "VmHWM")
+        }
+    }
+}
+
+/// The process's peak resident memory (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    proc_kb(pid, "VmHWM")
+}
+
+/// The example model with `pad` bytes of `fill` appended as an unknown protobuf field
+/// (number 1000, length-delimited), which ONNX parsers skip: a valid model of any size.
+pub fn padded_model(pad: usize, fill: u8) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                return out.push(b);
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut bytes = haca::devnet::EXAMPLE_MODEL.to_vec();
+    varint((1000 << 3) | 2, &mut bytes);
+    varint(pad as u64, &mut bytes);
+    bytes.resize(bytes.len() + pad, fill);
+    bytes
+}
