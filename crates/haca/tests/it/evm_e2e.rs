@@ -29,14 +29,6 @@ fn anvil_bin(test: &str) -> Option<std::path::PathBuf> {
     )
 }
 
-fn fresh_signer() -> PrivateKeySigner {
-    loop {
-        if let Ok(s) = PrivateKeySigner::from_bytes(&B256::from(rand::random::<[u8; 32]>())) {
-            return s;
-        }
-    }
-}
-
 fn body() -> Value {
     json!({"model": "example/mnist-mlp", "input": mlp_input(3)})
 }
@@ -188,7 +180,7 @@ fn x402_settles_on_anvil_and_round_roots_are_anchored_in_the_registry() {
     let payee_before = on_chain(payee);
 
     // The faucet mints on chain.
-    let wallet = fresh_signer();
+    let wallet = PrivateKeySigner::random();
     let v: Value = http
         .post(format!("{}/v1/x402/faucet", node.url))
         .json(&json!({"address": wallet.address().to_checksum(None), "amount": (3 * PRICE).to_string()}))
@@ -466,7 +458,7 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
     let poor_key = dir.path().join("poor.key");
     std::fs::write(
         &poor_key,
-        format!("0x{}", hex::encode(fresh_signer().to_bytes())),
+        format!("0x{}", hex::encode(PrivateKeySigner::random().to_bytes())),
     )
     .unwrap();
     let out = std::process::Command::new(BIN)
@@ -538,13 +530,8 @@ fn an_evm_rpc_that_is_down_refuses_payments_with_a_clear_status_and_charges_noth
     );
     let http = Client::new();
     wait_ready(&http, &node.url);
-    let wallet = fresh_signer();
-    let r = http
-        .post(format!("{}/v1/x402/faucet", node.url))
-        .json(&json!({"address": wallet.address().to_checksum(None), "amount": PRICE.to_string()}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let wallet = PrivateKeySigner::random();
+    common::fund(&http, &node.url, wallet.address(), PRICE);
     let p = signed_payment(&http, &node.url, &wallet);
     // The chain goes away: the payment is neither served nor charged.
     drop(anvil);
@@ -588,13 +575,8 @@ fn a_settlement_reorganized_away_is_settled_again() {
             .unwrap()
     };
     let payee: Address = haca_gateway::payment::DEVNET_PAY_TO.parse().unwrap();
-    let wallet = fresh_signer();
-    let r = http
-        .post(format!("{}/v1/x402/faucet", node.url))
-        .json(&json!({"address": wallet.address().to_checksum(None), "amount": PRICE.to_string()}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let wallet = PrivateKeySigner::random();
+    common::fund(&http, &node.url, wallet.address(), PRICE);
     let before = on_chain(payee);
     let snapshot = rt
         .block_on(rpc.call_raw("evm_snapshot", json!([])))
@@ -684,13 +666,8 @@ fn a_node_settling_on_chain_is_a_facilitator_for_other_gateways() {
         ],
     );
     wait_ready(&http, &gw.url);
-    let wallet = fresh_signer();
-    let r = http
-        .post(format!("{}/v1/x402/faucet", fac.url))
-        .json(&json!({"address": wallet.address().to_checksum(None), "amount": PRICE.to_string()}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let wallet = PrivateKeySigner::random();
+    common::fund(&http, &fac.url, wallet.address(), PRICE);
     let chain = rt
         .block_on(Sender::connect(
             Arc::new(Rpc::new(&anvil.url, Duration::from_secs(5))),
@@ -779,7 +756,7 @@ fn bench_paid_runs_on_chain() {
             .build()
             .unwrap();
         wait_ready(&http, &node.url);
-        let wallet = fresh_signer();
+        let wallet = PrivateKeySigner::random();
         let r = http
             .post(format!("{}/v1/x402/faucet", node.url))
             .json(&json!({"address": wallet.address().to_checksum(None), "amount": (PRICE * runs as u64).to_string()}))

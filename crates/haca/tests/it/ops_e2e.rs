@@ -60,21 +60,6 @@ pub fn runnable_example(data_dir: &Path) -> FileConfig {
     cfg
 }
 
-fn fresh_signer() -> PrivateKeySigner {
-    loop {
-        if let Ok(s) = PrivateKeySigner::from_bytes(&B256::from(rand::random::<[u8; 32]>())) {
-            return s;
-        }
-    }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Uploads the example model to a `haca node` with its operator token.
 pub fn upload_example(http: &Client, url: &str, data_dir: &Path) {
     let token = std::fs::read_to_string(data_dir.join("operator.token")).unwrap();
@@ -171,7 +156,7 @@ fn a_node_configured_by_file_for_base_sepolia_settles_through_a_haca_facilitator
     );
 
     // Funded on the facilitator's ledger; paid to the gateway; settled by the facilitator.
-    let wallet = fresh_signer();
+    let wallet = PrivateKeySigner::random();
     let resp = http
         .post(format!("{}/v1/x402/faucet", fac.url))
         .json(&json!({"address": wallet.address().to_checksum(None), "amount": "6000"}))
@@ -179,7 +164,12 @@ fn a_node_configured_by_file_for_base_sepolia_settles_through_a_haca_facilitator
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
     let sel = select_requirement(&required, &PayPolicy::default()).unwrap();
-    let payment = build_payment(&sel, &wallet, now(), B256::from(rand::random::<[u8; 32]>()));
+    let payment = build_payment(
+        &sel,
+        &wallet,
+        common::now_s(),
+        B256::from(rand::random::<[u8; 32]>()),
+    );
     let resp = http
         .post(format!("{}/v1/infer", gw.url))
         .header(PAYMENT_SIGNATURE_HEADER, encode_header(&payment))

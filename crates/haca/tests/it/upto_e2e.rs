@@ -3,7 +3,7 @@
 //! answer; an authorization below the call's worst case is refused before any work, and a
 //! call whose every route failed settles nothing.
 
-use crate::common::{fake_upstream, python_pay, wait_ready, Devnet};
+use crate::common::{balance, fake_upstream, fund, python_pay, wait_ready, Devnet};
 use haca_gateway::payment::{DEVNET_ASSET, DEVNET_PAY_TO, DEVNET_TOKEN_NAME, DEVNET_TOKEN_VERSION};
 use haca_pay::types::{Authorization, ExactEvmPayload, PaymentPayload, PaymentRequirements};
 use haca_pay::{
@@ -57,16 +57,6 @@ fn upto_header(signer: &PrivateKeySigner, max: u64, nonce: u8) -> String {
     }))
 }
 
-fn balance(http: &Client, url: &str, who: &str) -> u64 {
-    let v: Value = http
-        .get(format!("{url}/v1/x402/balance/{who}"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    v["balance"].as_str().unwrap().parse().unwrap()
-}
-
 fn chat(
     http: &Client,
     url: &str,
@@ -111,12 +101,7 @@ fn upto_settles_what_the_tokens_cost_and_nothing_when_every_route_failed() {
     wait_ready(&http, &node.url);
     let signer = PrivateKeySigner::random();
     let payer = signer.address().to_checksum(None);
-    let r = http
-        .post(format!("{}/v1/x402/faucet", node.url))
-        .json(&json!({"address": payer, "amount": "1000000"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    fund(&http, &node.url, signer.address(), 1_000_000);
 
     // Up to 10,000 authorized; 5 prompt tokens at 1,000 per 1,000 and 3 completion tokens at
     // 2,000 per 1,000 cost 5 + 6 = 11, which is all that moves.
@@ -259,12 +244,7 @@ fn the_official_python_x402_upto_client_pays_a_metered_call() {
     wait_ready(&http, &node.url);
     let signer = PrivateKeySigner::random();
     let payer = signer.address().to_checksum(None);
-    let r = http
-        .post(format!("{}/v1/x402/faucet", node.url))
-        .json(&json!({"address": payer, "amount": "1000000"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    fund(&http, &node.url, signer.address(), 1_000_000);
     let body = json!({"model": "up/m", "max_tokens": 16,
                       "messages": [{"role": "user", "content": "hi"}]});
     let url = format!("{}/v1/chat/completions", node.url);

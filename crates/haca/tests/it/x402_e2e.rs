@@ -3,7 +3,7 @@
 //! once, balances surviving kill -9, the official Python `x402` client paying, and `haca infer`
 //! paying from its own wallet (funded by the devnet faucet; `haca wallet`, `haca wallet fund`).
 
-use crate::common::{self, mlp_input, python, python_pay, wait_ready, Devnet};
+use crate::common::{self, balance, fund, mlp_input, python, python_pay, wait_ready, Devnet};
 use haca_pay::types::{
     PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
     X_PAYMENT_RESPONSE_HEADER,
@@ -22,21 +22,6 @@ const PRICE: u64 = 1000;
 /// A change to a valid payment that one check must catch.
 type Tamper = Box<dyn Fn(&mut AnyPaymentPayload)>;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn fresh_signer() -> PrivateKeySigner {
-    loop {
-        if let Ok(s) = PrivateKeySigner::from_bytes(&B256::from(rand::random::<[u8; 32]>())) {
-            return s;
-        }
-    }
-}
-
 fn body() -> Value {
     json!({"model": "example/mnist-mlp", "input": mlp_input(1)})
 }
@@ -47,25 +32,6 @@ fn infer(http: &Client, url: &str, header: Option<(&str, &str)>) -> Response {
         req = req.header(k, v);
     }
     req.send().unwrap()
-}
-
-fn fund(http: &Client, url: &str, who: Address, amount: u64) {
-    let resp = http
-        .post(format!("{url}/v1/x402/faucet"))
-        .json(&json!({"address": who.to_checksum(None), "amount": amount.to_string()}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
-}
-
-fn balance(http: &Client, url: &str, who: &str) -> u64 {
-    let v: Value = http
-        .get(format!("{url}/v1/x402/balance/{who}"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    v["balance"].as_str().unwrap().parse().unwrap()
 }
 
 /// A 402 refusal: its code and message; it always carries a decodable `PAYMENT-REQUIRED`.
@@ -133,9 +99,9 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
 
     // A funded wallet pays and gets its answer, the settlement and a receipt with a
     // payment box.
-    let wallet = fresh_signer();
+    let wallet = PrivateKeySigner::random();
     fund(&http, &url, wallet.address(), 10 * PRICE);
-    let paid = pay(&req_v2, &wallet, now());
+    let paid = pay(&req_v2, &wallet, common::now_s());
     let header = encode_header(&paid);
     let resp = infer(&http, &url, Some((PAYMENT_SIGNATURE_HEADER, &header)));
     assert_eq!(resp.status(), 200);
@@ -246,7 +212,7 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
         ),
     ];
     for (what, tamper, want) in cases {
-        let mut p = pay(&req_v2, &wallet, now());
+        let mut p = pay(&req_v2, &wallet, common::now_s());
         tamper(&mut p);
         let (code, msg) = refusal(infer(
             &http,
@@ -256,7 +222,7 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
         assert_eq!(code, want, "{what}: {msg}");
     }
     // Expired: signed two hours ago for a 60 s window.
-    let old = pay(&req_v2, &wallet, now() - 7200);
+    let old = pay(&req_v2, &wallet, common::now_s() - 7200);
     let (code, msg) = refusal(infer(
         &http,
         &url,
@@ -267,7 +233,7 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
         "{msg}"
     );
     // Insufficient balance: a wallet nobody funded.
-    let broke = pay(&req_v2, &fresh_signer(), now());
+    let broke = pay(&req_v2, &PrivateKeySigner::random(), common::now_s());
     let (code, msg) = refusal(infer(
         &http,
         &url,
@@ -282,7 +248,7 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
     ));
     assert_eq!(code, "invalid_payload", "{msg}");
     assert!(msg.contains(PAYMENT_SIGNATURE_HEADER), "{msg}");
-    let mut bad = serde_json::to_value(pay(&req_v2, &wallet, now())).unwrap();
+    let mut bad = serde_json::to_value(pay(&req_v2, &wallet, common::now_s())).unwrap();
     bad["payload"]["authorization"]["value"] = json!("ten");
     let (code, msg) = refusal(infer(
         &http,
@@ -295,7 +261,7 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
     assert_eq!(balance(&http, &url, &pay_to), PRICE);
 
     // x402 version 1: X-PAYMENT against the v1 body's requirements, X-PAYMENT-RESPONSE back.
-    let p1 = pay(&req_v1, &wallet, now());
+    let p1 = pay(&req_v1, &wallet, common::now_s());
     assert!(matches!(p1, AnyPaymentPayload::V1(_)));
     let resp = infer(&http, &url, Some((X_PAYMENT_HEADER, &encode_header(&p1))));
     assert_eq!(resp.status(), 200);
@@ -306,7 +272,7 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
     assert_eq!(balance(&http, &url, &pay_to), 2 * PRICE);
 
     // 100 concurrent replays of one fresh authorization: exactly one is served.
-    let once = encode_header(&pay(&req_v2, &wallet, now()));
+    let once = encode_header(&pay(&req_v2, &wallet, common::now_s()));
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..100)
             .map(|_| {
@@ -343,7 +309,7 @@ fn devnet_with_a_price_charges_each_run_with_x402() {
     let AnyPaymentRequired::V2(r) = &req_v2 else {
         unreachable!()
     };
-    let fresh = pay(&req_v2, &wallet, now());
+    let fresh = pay(&req_v2, &wallet, common::now_s());
     let freq =
         json!({"x402Version": 2, "paymentPayload": fresh, "paymentRequirements": r.accepts[0]});
     let v: Value = http
@@ -394,7 +360,7 @@ fn the_official_python_x402_client_pays_a_devnet() {
     let node = Devnet::start(dir.path(), &["--price-per-request", &PRICE.to_string()]);
     let http = Client::new();
     wait_ready(&http, &node.url);
-    let wallet = fresh_signer();
+    let wallet = PrivateKeySigner::random();
     fund(&http, &node.url, wallet.address(), PRICE);
     let url = format!("{}/v1/infer", node.url);
     let key = format!("0x{}", hex::encode(wallet.to_bytes()));
@@ -497,7 +463,7 @@ fn haca_infer_pays_from_a_wallet_the_devnet_faucet_funds() {
     assert!(text.contains("0.998000"), "{text}");
 
     // `haca wallet fund` is the faucet for any address.
-    let other = fresh_signer().address().to_checksum(None);
+    let other = PrivateKeySigner::random().address().to_checksum(None);
     let before = balance(&http, &url, &other);
     let out = node.haca_env(&["wallet", "fund", &other, "5000"], &env);
     assert!(out.status.success(), "{}", stderr_of(&out));
@@ -679,9 +645,9 @@ fn a_node_settles_through_a_remote_facilitator() {
     let (req_v2, _) = required(&http, &gw.url);
 
     // Funded on the facilitator's ledger only: the gateway's own ledger is never consulted.
-    let wallet = fresh_signer();
+    let wallet = PrivateKeySigner::random();
     fund(&http, &fac.url, wallet.address(), 3 * PRICE);
-    let paid = encode_header(&pay(&req_v2, &wallet, now()));
+    let paid = encode_header(&pay(&req_v2, &wallet, common::now_s()));
     let resp = infer(&http, &gw.url, Some((PAYMENT_SIGNATURE_HEADER, &paid)));
     assert_eq!(resp.status(), 200);
     let settled =
@@ -706,13 +672,13 @@ fn a_node_settles_through_a_remote_facilitator() {
     assert_eq!(code, "facilitator_refused", "{msg}");
     assert!(msg.contains("nonce"), "{msg}");
     // An unfunded payer: refused by the facilitator, as insufficient funds.
-    let poor = fresh_signer();
+    let poor = PrivateKeySigner::random();
     let (code, msg) = refusal(infer(
         &http,
         &gw.url,
         Some((
             PAYMENT_SIGNATURE_HEADER,
-            &encode_header(&pay(&req_v2, &poor, now())),
+            &encode_header(&pay(&req_v2, &poor, common::now_s())),
         )),
     ));
     assert_eq!(code, "facilitator_refused", "{msg}");
@@ -725,7 +691,7 @@ fn a_node_settles_through_a_remote_facilitator() {
         &gw.url,
         Some((
             PAYMENT_SIGNATURE_HEADER,
-            &encode_header(&pay(&req_v2, &wallet, now())),
+            &encode_header(&pay(&req_v2, &wallet, common::now_s())),
         )),
     );
     assert_eq!(resp.status(), 503);
@@ -800,9 +766,9 @@ fn a_model_costs_its_own_price_by_label_or_by_blob() {
         panic!("v2")
     };
     assert_eq!(again.accepts[0].amount, "2500");
-    let wallet = fresh_signer();
+    let wallet = PrivateKeySigner::random();
     fund(&http, &url, wallet.address(), 10_000);
-    let paid = encode_header(&pay(&req_v2, &wallet, now()));
+    let paid = encode_header(&pay(&req_v2, &wallet, common::now_s()));
     let resp = http
         .post(format!("{url}/v1/infer"))
         .header(PAYMENT_SIGNATURE_HEADER, paid)

@@ -366,3 +366,32 @@ pub fn padded_model(pad: usize, fill: u8) -> Vec<u8> {
     bytes.resize(bytes.len() + pad, fill);
     bytes
 }
+
+/// Seconds since the Unix epoch.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Mints `amount` base units to `who` with a devnet's x402 faucet.
+pub fn fund(http: &reqwest::blocking::Client, url: &str, who: haca_pay::Address, amount: u64) {
+    let resp = http
+        .post(format!("{url}/v1/x402/faucet"))
+        .json(&json!({"address": who.to_checksum(None), "amount": amount.to_string()}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
+}
+
+/// `who`'s balance on a node's ledger, in base units.
+pub fn balance(http: &reqwest::blocking::Client, url: &str, who: &str) -> u64 {
+    let v: Value = http
+        .get(format!("{url}/v1/x402/balance/{who}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["balance"].as_str().unwrap().parse().unwrap()
+}
