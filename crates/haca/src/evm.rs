@@ -601,17 +601,17 @@ impl EvmAnchors {
         })
     }
 
-    /// The block to read the registry's posts from at start: the one that holds height 1's
-    /// post (the first a registry gets: posting starts after its latest height), or the
-    /// current head when nothing is posted yet. Not block 0: on a long chain that is
-    /// millions of blocks of windowed `eth_getLogs` before anything is found.
-    async fn first_post_block(&self) -> Result<u64, haca_evm::RpcError> {
+    /// The registry's latest height, and the block to read its posts from at start: the one
+    /// that holds height 1's post (the first a registry gets: posting starts after its latest
+    /// height), or the current head when nothing is posted yet. Not block 0: on a long chain
+    /// that is millions of blocks of windowed `eth_getLogs` before anything is found.
+    async fn latest_and_first_block(&self) -> Result<(u64, u64), haca_evm::RpcError> {
         let latest = self
             .sender
             .view(self.registry, &ISettlementRegistry::latestHeightCall {})
             .await?;
         if latest == 0 {
-            return self.sender.rpc.block_number().await;
+            return Ok((0, self.sender.rpc.block_number().await?));
         }
         let first = self
             .sender
@@ -621,7 +621,7 @@ impl EvmAnchors {
             )
             .await?;
         // A registry whose height 1 someone else skipped: read it all.
-        Ok(first.postedAtBlock)
+        Ok((latest, first.postedAtBlock))
     }
 
     /// Reads the registry's `RootPosted` events from block `from` on, in windows the RPC
@@ -695,42 +695,33 @@ fn roots_of(store: &haca_store::Store, height: u64) -> Result<Option<RoundRoots>
 /// until it lands. Starts after the registry's latest height, so a restart posts only what
 /// is missing; a post of roots the registry already holds is a no-op there.
 pub async fn anchor_rounds(
-    sender: Arc<Sender>,
-    registry: Address,
     validator: Arc<haca_chain::validator::Validator>,
     store: Arc<haca_store::Store>,
     book: Arc<EvmAnchors>,
 ) {
+    let (sender, registry) = (&book.sender, book.registry);
     let mut heights = validator.heights();
     let mut pause = Duration::from_millis(500);
-    loop {
-        let scanned = match book.first_post_block().await {
-            Ok(from) => book.scan(from).await,
+    let latest = loop {
+        let scanned = match book.latest_and_first_block().await {
+            Ok((latest, from)) => book.scan(from).await.map(|()| latest),
             Err(e) => Err(e),
         };
-        let Err(e) = scanned else { break };
-        tracing::warn!("anchoring: reading the registry's posts: {e}");
+        match scanned {
+            Ok(latest) => break latest,
+            Err(e) => tracing::warn!("anchoring: reading the registry's posts: {e}"),
+        }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(30));
-    }
-    let mut next = loop {
-        match sender
-            .view(registry, &ISettlementRegistry::latestHeightCall {})
-            .await
-        {
-            Ok(h) => break h + 1,
-            Err(e) => {
-                tracing::warn!("anchoring: reading the registry's latest height: {e}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-        }
     };
+    let mut next = latest + 1;
     // The highest height this task posted: the registry holding less means a reorg took
-    // posts back out, and they are posted again (posting is idempotent).
-    let mut posted = next - 1;
+    // posts back out, and they are posted again (posting is idempotent). Just read: no
+    // need to read it again on the first pass.
+    let mut posted = latest;
+    let mut first_pass = true;
     loop {
-        if posted > 0 {
+        if posted > 0 && !std::mem::take(&mut first_pass) {
             if let Ok(latest) = sender
                 .view(registry, &ISettlementRegistry::latestHeightCall {})
                 .await

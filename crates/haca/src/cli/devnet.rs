@@ -667,14 +667,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         }
     };
     let mut anchor_book: Option<Arc<dyn haca_gateway::AnchorBook>> = None;
-    if let (Some(c), Some(registry)) = (&evm, evm.as_ref().and_then(|c| c.registry)) {
+    if let Some((c, registry)) = evm.as_ref().and_then(|c| Some((c, c.registry?))) {
         match &gateway.chain {
             Some(v) if remote.is_none() => {
                 let book = crate::evm::EvmAnchors::new(&c.facilitator, registry);
                 anchor_book = Some(book.clone());
                 remote_tasks.push(tokio::spawn(crate::evm::anchor_rounds(
-                    c.facilitator.sender.clone(),
-                    registry,
                     v.clone(),
                     store.clone(),
                     book,
