@@ -98,6 +98,33 @@ pub fn token_init_code(name: &str, version: &str, symbol: &str) -> Bytes {
 }
 
 /// The init code deploying a SettlementRegistry (owner and first poster: the deployer).
+/// The `transferWithAuthorization` call of an EIP-3009 authorization (from, to, value,
+/// valid after, valid before, nonce) and its signature (r, s, v: 65 bytes); `None` for a
+/// signature of another length.
+pub fn transfer_with_authorization(
+    (from, to, value): (Address, Address, alloy_primitives::U256),
+    (valid_after, valid_before): (alloy_primitives::U256, alloy_primitives::U256),
+    nonce: B256,
+    signature: &[u8],
+) -> Option<Vec<u8>> {
+    use alloy_sol_types::SolCall;
+    let sig: &[u8; 65] = signature.try_into().ok()?;
+    Some(
+        IHacaToken::transferWithAuthorizationCall {
+            from,
+            to,
+            value,
+            validAfter: valid_after,
+            validBefore: valid_before,
+            nonce,
+            v: sig[64],
+            r: B256::from_slice(&sig[..32]),
+            s: B256::from_slice(&sig[32..64]),
+        }
+        .abi_encode(),
+    )
+}
+
 pub fn registry_init_code() -> Bytes {
     artifact_bytecode(REGISTRY_ARTIFACT).0
 }

@@ -230,26 +230,19 @@ impl EvmFacilitator {
     /// s)` call of a payment, or why its signature has no such form.
     fn call_data(&self, request: &FacilitatorRequest) -> Result<Vec<u8>, (String, String)> {
         let p = request.payment_payload.exact();
-        let sig = p.signature.as_ref();
-        if sig.len() != 65 {
-            return Err((
+        let (a, sig) = (&p.authorization, p.signature.as_ref());
+        haca_evm::contracts::transfer_with_authorization(
+            (a.from, a.to, a.value),
+            (a.valid_after, a.valid_before),
+            a.nonce,
+            sig,
+        )
+        .ok_or_else(|| {
+            (
                 "invalid_exact_evm_payload_signature".into(),
                 format!("signature: 65 bytes expected, got {}", sig.len()),
-            ));
-        }
-        let a = &p.authorization;
-        Ok(IHacaToken::transferWithAuthorizationCall {
-            from: a.from,
-            to: a.to,
-            value: a.value,
-            validAfter: a.valid_after,
-            validBefore: a.valid_before,
-            nonce: a.nonce,
-            v: sig[64],
-            r: B256::from_slice(&sig[..32]),
-            s: B256::from_slice(&sig[32..64]),
-        }
-        .abi_encode())
+            )
+        })
     }
 
     fn failed(

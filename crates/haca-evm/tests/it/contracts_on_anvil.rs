@@ -77,19 +77,13 @@ fn signed_call(
         verifying_contract: token,
     };
     let sig = key.sign_hash_sync(&a.eip712_signing_hash(&domain)).unwrap();
-    let raw = sig.as_bytes();
-    IHacaToken::transferWithAuthorizationCall {
-        from: a.from,
-        to: a.to,
-        value: a.value,
-        validAfter: a.validAfter,
-        validBefore: a.validBefore,
-        nonce: a.nonce,
-        v: raw[64],
-        r: B256::from_slice(&raw[..32]),
-        s: B256::from_slice(&raw[32..64]),
-    }
-    .abi_encode()
+    haca_evm::contracts::transfer_with_authorization(
+        (a.from, a.to, a.value),
+        (a.validAfter, a.validBefore),
+        a.nonce,
+        &sig.as_bytes(),
+    )
+    .expect("65 bytes")
     .into()
 }
 

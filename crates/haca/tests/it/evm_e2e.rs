@@ -128,22 +128,15 @@ fn signed_payment(
 
 /// The `transferWithAuthorization` call of a signed x402 payload, as the facilitator sends it.
 fn transfer_call(p: &haca_pay::AnyPaymentPayload) -> Vec<u8> {
-    use alloy_sol_types::SolCall;
     let e = p.exact();
     let a = &e.authorization;
-    let s = e.signature.as_ref();
-    IHacaToken::transferWithAuthorizationCall {
-        from: a.from,
-        to: a.to,
-        value: a.value,
-        validAfter: a.valid_after,
-        validBefore: a.valid_before,
-        nonce: a.nonce,
-        v: s[64],
-        r: B256::from_slice(&s[..32]),
-        s: B256::from_slice(&s[32..64]),
-    }
-    .abi_encode()
+    haca_evm::contracts::transfer_with_authorization(
+        (a.from, a.to, a.value),
+        (a.valid_after, a.valid_before),
+        a.nonce,
+        e.signature.as_ref(),
+    )
+    .expect("a 65-byte signature")
 }
 
 #[test]
