@@ -785,21 +785,8 @@ pub struct PaymentOffer {
     pub bearer: Option<String>,
 }
 
-/// Per-token prices of a chat model: base units per 1,000 prompt and per 1,000 completion
-/// tokens (`--model-price provider/model=IN_UNITS/OUT_UNITS`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TokenPrice {
-    pub input: U256,
-    pub output: U256,
-}
-
-impl TokenPrice {
-    /// What `prompt` and `completion` tokens cost, each rounded up to a whole base unit.
-    pub fn cost(&self, prompt: u64, completion: u64) -> U256 {
-        use haca_pay::receipt_check::token_cost;
-        token_cost(self.input, prompt) + token_cost(self.output, completion)
-    }
-}
+/// Per-token prices of a chat model (`--model-price provider/model=IN_UNITS/OUT_UNITS`).
+pub use haca_pay::price::TokenPrice;
 
 /// `upto` authorizations whose calls are running: a second call with the same one is refused
 /// before any work, as it could not settle.

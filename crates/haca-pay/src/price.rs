@@ -16,6 +16,27 @@ pub enum Price {
     PerToken(U256),
 }
 
+/// Per-token prices of a chat model, as x402 `upto` charges it: base units per 1,000 prompt
+/// and per 1,000 completion tokens. One rule for the node that settles and the validators
+/// that check its `upto` boxes: they must price a call alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenPrice {
+    pub input: U256,
+    pub output: U256,
+}
+
+impl TokenPrice {
+    /// What `prompt` and `completion` tokens cost, each rounded up to a whole base unit.
+    pub fn cost(&self, prompt: u64, completion: u64) -> U256 {
+        per_1k(self.input, prompt) + per_1k(self.output, completion)
+    }
+}
+
+/// Base units for `tokens` at `per_1k` base units per 1,000 tokens, rounded up.
+fn per_1k(per_1k: U256, tokens: u64) -> U256 {
+    (per_1k * U256::from(tokens)).div_ceil(U256::from(1000u64))
+}
+
 /// Why a price could not be computed or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PriceError {

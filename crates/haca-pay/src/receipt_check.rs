@@ -134,11 +134,6 @@ fn signature_bytes(auth: &haca_core::receipt::PaymentAuthorization) -> Result<Ve
         .ok_or_else(|| "payment box authorization.signature: not 0x hex".to_owned())
 }
 
-/// Base units for `tokens` at `per_1k` base units per 1,000 tokens, rounded up.
-pub fn token_cost(per_1k: U256, tokens: u64) -> U256 {
-    (per_1k * U256::from(tokens)).div_ceil(U256::from(1000u64))
-}
-
 /// An `upto` box's own rules: its scheme says so, the amount is what its prices give for its
 /// tokens (capped at the authorization), and never above the authorization. Returns the
 /// authorized maximum.
@@ -162,8 +157,11 @@ fn check_upto(
             "{amount} base units settled, above the {authorized} authorized"
         ));
     }
-    let priced = token_cost(n(&u.input_per_1k, "input_per_1k")?, u.prompt_tokens)
-        + token_cost(n(&u.output_per_1k, "output_per_1k")?, u.completion_tokens);
+    let price = crate::price::TokenPrice {
+        input: n(&u.input_per_1k, "input_per_1k")?,
+        output: n(&u.output_per_1k, "output_per_1k")?,
+    };
+    let priced = price.cost(u.prompt_tokens, u.completion_tokens);
     if amount != priced.min(authorized) {
         return Err(format!(
             "{amount} base units settled; {} prompt and {} completion tokens at {}/{} per 1,000 cost {priced} (at most the {authorized} authorized)",
