@@ -225,6 +225,27 @@ pub fn parse_provider(spec: &str) -> Result<(Provider, Duration), String> {
     ))
 }
 
+/// How a failed upstream call answers the client, and whether another route may take over
+/// (chat and images alike): a timeout or a provider's failure is the provider's; a request
+/// the provider refused as such is the client's to fix.
+pub(crate) fn upstream_failure(e: &UpstreamError) -> (GatewayError, bool) {
+    let error = match e {
+        UpstreamError::Timeout { .. } => GatewayError::Upstream {
+            code: "upstream_timeout",
+            message: e.to_string(),
+            timed_out: true,
+        },
+        _ if e.refused_request() => GatewayError::invalid("upstream_refused", e.to_string()),
+        UpstreamError::Cancelled => GatewayError::invalid("client_gone", e.to_string()),
+        _ => GatewayError::Upstream {
+            code: "upstream_failed",
+            message: e.to_string(),
+            timed_out: false,
+        },
+    };
+    (error, e.retryable())
+}
+
 /// A paid request's charge once its routes were tried: kept when one served, refunded (the
 /// reason naming `what` was asked for) when none did.
 pub(crate) async fn keep_or_refund<T>(
@@ -1082,23 +1103,7 @@ async fn attempt_upstream(
             enclave: None,
         }),
         Err(e) => {
-            let retryable = e.retryable();
-            let error = match &e {
-                UpstreamError::Timeout { .. } => GatewayError::Upstream {
-                    code: "upstream_timeout",
-                    message: e.to_string(),
-                    timed_out: true,
-                },
-                _ if e.refused_request() => {
-                    GatewayError::invalid("upstream_refused", e.to_string())
-                }
-                UpstreamError::Cancelled => GatewayError::invalid("client_gone", e.to_string()),
-                _ => GatewayError::Upstream {
-                    code: "upstream_failed",
-                    message: e.to_string(),
-                    timed_out: false,
-                },
-            };
+            let (error, retryable) = upstream_failure(&e);
             Err(AttemptFailure {
                 error,
                 retryable,

@@ -11,7 +11,7 @@
 //! came back.
 
 use crate::builder::{Execution, ReceiptBuilder};
-use crate::chat::{add_upstreams, keep_or_refund, Failed};
+use crate::chat::{add_upstreams, keep_or_refund, upstream_failure, Failed};
 use crate::error::GatewayError;
 use crate::payment::{Covered, PendingPayment};
 use crate::{now_ms, Charge, Gateway, RunToCommit};
@@ -21,7 +21,7 @@ use haca_core::settlement::SettlementMode;
 use haca_core::{Digest, RunId};
 use haca_exec::image::{check_image, output_hash, output_json, ImageFacts, ImageRequest};
 use haca_exec::llm::router::{self, Provider, Route, RouteError};
-use haca_exec::llm::upstream::{Upstream, UpstreamPool};
+use haca_exec::llm::upstream::{Upstream, UpstreamError, UpstreamPool};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -321,6 +321,7 @@ impl ImageGateway {
                 true,
             )
         })?;
+        // What the answer carried was not images: the provider's failure, another may serve.
         let failed = |message: String, timed_out: bool| {
             (
                 GatewayError::Upstream {
@@ -336,6 +337,8 @@ impl ImageGateway {
             )
         };
         let name = &up.name;
+        // The call itself failed: classified as chat's upstream calls are.
+        let upstream = |e: UpstreamError| upstream_failure(&e);
         let url = format!("{}/images/generations", up.base_url.trim_end_matches('/'));
         let mut call = up.http.post(&url).json(&req.upstream_body(&route.model));
         if let Some(key) = &up.api_key {
@@ -344,12 +347,17 @@ impl ImageGateway {
         let resp = tokio::time::timeout(up.timeout, call.send())
             .await
             .map_err(|_| {
-                failed(
-                    format!("{name} sent nothing for {} s", up.timeout.as_secs()),
-                    true,
-                )
+                upstream(UpstreamError::Timeout {
+                    provider: name.clone(),
+                    seconds: up.timeout.as_secs(),
+                })
             })?
-            .map_err(|e| failed(format!("{name} could not be reached: {e}"), false))?;
+            .map_err(|e| {
+                upstream(UpstreamError::Unreachable {
+                    provider: name.clone(),
+                    reason: e.to_string(),
+                })
+            })?;
         let status = resp.status().as_u16();
         // The images' base64 is a third larger than the images; a little room for JSON.
         let limit = self.max_image_bytes * 4 / 3 * req.n as usize + (64 << 10);
@@ -357,16 +365,11 @@ impl ImageGateway {
             .await
             .map_err(|e| failed(format!("{name}: {e}"), false))?;
         if status != 200 {
-            let message = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-            let e = failed(format!("{name} answered HTTP {status}: {message}"), false);
-            // A request the provider refused as such is the client's to fix.
-            if (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 429) {
-                return Err((
-                    GatewayError::invalid("upstream_refused", e.0.message().to_owned()),
-                    false,
-                ));
-            }
-            return Err(e);
+            return Err(upstream(UpstreamError::Status {
+                provider: name.clone(),
+                status,
+                message: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            }));
         }
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| failed(format!("{name}'s answer is not JSON: {e}"), false))?;
