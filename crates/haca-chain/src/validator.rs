@@ -465,8 +465,9 @@ impl Validator {
                 let block = Block::decode(&stored.block).map_err(corrupt)?;
                 let certificate: Certificate = serde_json::from_str(&stored.certificate)
                     .map_err(|e| corrupt(format!("stored certificate: {e}")))?;
-                let trees = RoundTrees::build_with(&block, |d| self.walrus_id_at(row.height, d))
-                    .ok_or_else(|| corrupt("the block closes no settlement round".into()))?;
+                let trees =
+                    RoundTrees::build_with(&block, |dump| self.walrus_id_at(row.height, dump))
+                        .ok_or_else(|| corrupt("the block closes no settlement round".into()))?;
                 let r = Arc::new(CachedRound {
                     height: row.height,
                     block,
@@ -496,14 +497,14 @@ impl Validator {
         let block = Block::decode(&stored.block)
             .map_err(|reason| ValidatorError::Replay { height, reason })?;
         Ok(
-            RoundTrees::build_with(&block, |d| self.walrus_id_at(height, d))
-                .and_then(|t| Some((t.walrus_blob_id?, t.dump))),
+            RoundTrees::build_with(&block, |dump| self.walrus_id_at(height, dump))
+                .and_then(|t| Some((t.walrus_blob_id.clone()?, t.dump(&block)))),
         )
     }
 
     /// The Walrus id of the tree dump of the round at `height`, computed once per height
     /// among the last [`WALRUS_IDS_KEPT`] asked for.
-    fn walrus_id_at(&self, height: u64, dump: &[u8]) -> Option<String> {
+    fn walrus_id_at(&self, height: u64, dump: &dyn Fn() -> Vec<u8>) -> Option<String> {
         let known = |ids: &VecDeque<(u64, String)>| {
             ids.iter()
                 .find(|(h, _)| *h == height)
@@ -512,7 +513,7 @@ impl Validator {
         if let Some(id) = known(&self.walrus_ids.lock().expect("walrus ids lock")) {
             return Some(id);
         }
-        let id = crate::state::walrus_id(dump)?;
+        let id = crate::state::walrus_id(&dump())?;
         let mut ids = self.walrus_ids.lock().expect("walrus ids lock");
         if known(&ids).is_none() {
             if ids.len() == WALRUS_IDS_KEPT {
