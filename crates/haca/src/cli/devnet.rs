@@ -539,14 +539,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             },
         })
     });
-    let enclave = if let Some(url) = &cfg.enclave_url {
-        Some(EnclaveClient::new(Arc::new(crate::enclave::HttpEnclave {
-            at: crate::enclave::EnclaveAt::Remote(url.clone()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("HTTP client"),
-        })))
+    let enclave_at = if let Some(url) = &cfg.enclave_url {
+        Some(crate::enclave::EnclaveAt::Remote(url.clone()))
     } else if cfg.dev_enclave {
         let supervisor = crate::enclave::EnclaveSupervisor::start(
             &dev_ca_seed,
@@ -554,16 +548,19 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         )
         .await
         .map_err(StartError::Enclave)?;
-        Some(EnclaveClient::new(Arc::new(crate::enclave::HttpEnclave {
-            at: crate::enclave::EnclaveAt::Supervised(Arc::new(supervisor)),
+        Some(crate::enclave::EnclaveAt::Supervised(Arc::new(supervisor)))
+    } else {
+        None
+    };
+    let enclave = enclave_at.map(|at| {
+        EnclaveClient::new(Arc::new(crate::enclave::HttpEnclave {
+            at,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("HTTP client"),
-        })))
-    } else {
-        None
-    };
+        }))
+    });
     if let (Some(enclave), Some(validator)) = (&enclave, &chain) {
         let registrar = crate::tee_registrar::TeeRegistrar {
             validator: validator.clone(),
