@@ -188,20 +188,14 @@ impl FileConfig {
             return Err(bad(path, "node.max_connections", "must be at least 1"));
         }
         let p = &self.payments;
-        if let Some(a) = &p.pay_to {
-            if haca_pay::networks::parse_address(a).is_none() {
+        for (k, a) in [("pay_to", &p.pay_to), ("asset", &p.asset)] {
+            if let Some(a) = a
+                .as_ref()
+                .filter(|a| haca_pay::networks::parse_address(a).is_none())
+            {
                 return Err(bad(
                     path,
-                    "payments.pay_to",
-                    format!("{a:?} is not an address (0x + 40 hex digits)"),
-                ));
-            }
-        }
-        if let Some(a) = &p.asset {
-            if haca_pay::networks::parse_address(a).is_none() {
-                return Err(bad(
-                    path,
-                    "payments.asset",
+                    &format!("payments.{k}"),
                     format!("{a:?} is not an address (0x + 40 hex digits)"),
                 ));
             }
@@ -238,21 +232,10 @@ impl FileConfig {
                 ));
             }
         }
+        // As --max-concurrent ROUTE=N reads it.
         for (route, n) in l.max_concurrent.iter().flatten() {
-            if !route.starts_with('/') {
-                return Err(bad(
-                    path,
-                    &format!("limits.max_concurrent.{route:?}"),
-                    "a route starts with /",
-                ));
-            }
-            if *n == 0 {
-                return Err(bad(
-                    path,
-                    &format!("limits.max_concurrent.{route:?}"),
-                    "must be at least 1",
-                ));
-            }
+            super::parse_route_limit(&format!("{route}={n}"))
+                .map_err(|e| bad(path, &format!("limits.max_concurrent.{route:?}"), e))?;
         }
         Ok(())
     }
@@ -567,6 +550,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("payments.pay_to"), "{e}");
+        let e = FileConfig::parse("[payments]\nasset = \"usdc\"\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("payments.asset"), "{e}");
+        let e = FileConfig::parse("[limits.max_concurrent]\n\"v1/infer\" = 8\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.max_concurrent") && e.contains("starts with /"),
+            "{e}"
+        );
+        let e = FileConfig::parse("[limits.max_concurrent]\n\"/v1/infer\" = 0\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 1"), "{e}");
         let e = FileConfig::parse("[node]\nprovider = [\"nope\"]\n", path)
             .unwrap_err()
             .to_string();
