@@ -43,29 +43,14 @@ pub struct ImageRequest {
     pub raw: Value,
 }
 
-fn bad(field: &str, reason: impl Into<String>) -> ExecError {
-    ExecError::Input {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
+use crate::llm::chat::{bad, boolean, non_empty_string, object, opt, privacy};
 
 impl ImageRequest {
     pub fn parse(body: Value) -> Result<ImageRequest, ExecError> {
-        let o = body
-            .as_object()
-            .ok_or_else(|| bad("body", "must be a JSON object"))?;
-        let get = |k: &str| o.get(k).filter(|v| !v.is_null());
-        let model = match get("model") {
-            None => return Err(bad("model", "missing")),
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(_) => return Err(bad("model", "must be a non-empty string")),
-        };
-        let prompt = match get("prompt") {
-            None => return Err(bad("prompt", "missing")),
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(_) => return Err(bad("prompt", "must be a non-empty string")),
-        };
+        let o = object(&body)?;
+        let get = |k: &str| opt(o, k);
+        let model = non_empty_string(o, "model")?;
+        let prompt = non_empty_string(o, "prompt")?;
         if prompt.len() > 32_000 {
             return Err(bad("prompt", "is over 32000 bytes"));
         }
@@ -96,14 +81,8 @@ impl ImageRequest {
             Some(Some("b64_json")) => ImageFormat::B64Json,
             Some(_) => return Err(bad("response_format", "must be \"url\" or \"b64_json\"")),
         };
-        let privacy = match get("privacy") {
-            None => Privacy::Any,
-            Some(v) => v
-                .as_str()
-                .and_then(Privacy::parse)
-                .ok_or_else(|| bad("privacy", "must be \"any\", \"private\" or \"tee\""))?,
-        };
-        if get("stream").and_then(Value::as_bool) == Some(true) {
+        let privacy = privacy(o)?;
+        if boolean(o, "stream")? {
             return Err(bad(
                 "stream",
                 "image generation answers whole; stream is not served",

@@ -129,31 +129,41 @@ pub struct CompletionRequest {
     pub raw: Value,
 }
 
-fn bad(field: impl Into<String>, reason: impl Into<String>) -> ExecError {
+// The field readers below are shared with image requests (`crate::image`), which are read
+// by the same rules.
+pub(crate) fn bad(field: impl Into<String>, reason: impl Into<String>) -> ExecError {
     ExecError::Input {
         field: field.into(),
         reason: reason.into(),
     }
 }
 
-fn object(body: &Value) -> Result<&serde_json::Map<String, Value>, ExecError> {
+pub(crate) fn object(body: &Value) -> Result<&serde_json::Map<String, Value>, ExecError> {
     body.as_object()
         .ok_or_else(|| bad("body", "must be a JSON object"))
 }
 
-fn opt<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn opt<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
     o.get(key).filter(|v| !v.is_null())
 }
 
 fn model(o: &serde_json::Map<String, Value>) -> Result<String, ExecError> {
-    match opt(o, "model") {
-        None => Err(bad("model", "missing")),
+    non_empty_string(o, "model")
+}
+
+/// A required field that must be a string with more than whitespace.
+pub(crate) fn non_empty_string(
+    o: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<String, ExecError> {
+    match opt(o, key) {
+        None => Err(bad(key, "missing")),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(_) => Err(bad("model", "must be a non-empty string")),
+        Some(_) => Err(bad(key, "must be a non-empty string")),
     }
 }
 
-fn privacy(o: &serde_json::Map<String, Value>) -> Result<Privacy, ExecError> {
+pub(crate) fn privacy(o: &serde_json::Map<String, Value>) -> Result<Privacy, ExecError> {
     match opt(o, "privacy") {
         None => Ok(Privacy::Any),
         Some(v) => v
@@ -163,7 +173,7 @@ fn privacy(o: &serde_json::Map<String, Value>) -> Result<Privacy, ExecError> {
     }
 }
 
-fn boolean(o: &serde_json::Map<String, Value>, key: &str) -> Result<bool, ExecError> {
+pub(crate) fn boolean(o: &serde_json::Map<String, Value>, key: &str) -> Result<bool, ExecError> {
     match opt(o, key) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
