@@ -161,8 +161,13 @@ async fn serve(
             {
                 Ok(u) => upto = Some(u),
                 Err(e) => {
-                    return super::x402::refusal(p, &resource, flat, e)
-                        .map(|r| offer_upto(r, p, &call))
+                    return super::x402::refusal_with(
+                        p,
+                        &resource,
+                        flat,
+                        e,
+                        upto_requirement(p, &call),
+                    )
                 }
             }
             None
@@ -170,14 +175,16 @@ async fn serve(
         Some(p) => {
             let price = p.price_of_chat_model(call.model());
             let resource = st.public_url.resource(endpoint);
-            match p
-                .check(&super::x402::payment_offer(&headers), &resource, price)
-                .await
-            {
+            match p.check(&offer, &resource, price).await {
                 Ok(pending) => Some((p, pending, resource, price)),
                 Err(e) => {
-                    return super::x402::refusal(p, &resource, price, e)
-                        .map(|r| offer_upto(r, p, &call))
+                    return super::x402::refusal_with(
+                        p,
+                        &resource,
+                        price,
+                        e,
+                        upto_requirement(p, &call),
+                    )
                 }
             }
         }
@@ -191,8 +198,13 @@ async fn serve(
             {
                 Ok(paid) => paid,
                 Err(e) => {
-                    return super::x402::refusal(p, &resource, price, e)
-                        .map(|r| offer_upto(r, p, &call))
+                    return super::x402::refusal_with(
+                        p,
+                        &resource,
+                        price,
+                        e,
+                        upto_requirement(p, &call),
+                    )
                 }
             }
         }
@@ -386,33 +398,27 @@ fn prompt_bound(call: &Call) -> u64 {
     input.to_string().len() as u64
 }
 
-/// A 402 for a call whose model has per-token prices: its `PAYMENT-REQUIRED` lists an `upto`
-/// option after `exact`, for the call's worst case (`amount`; `extra` names the prices and
-/// `max_tokens`), when the call states `max_tokens` and this node settles on its own ledger.
-fn offer_upto(mut resp: Response, p: &haca_gateway::payment::Payments, call: &Call) -> Response {
-    use haca_pay::types::{AnyPaymentRequired, PAYMENT_REQUIRED_HEADER, SCHEME_UPTO};
+/// The `upto` option a 402 offers after `exact` for a call whose model has per-token prices,
+/// at the call's worst case (`amount`; `extra` names the prices and `max_tokens`), when the
+/// call states `max_tokens` and this node settles on its own ledger.
+fn upto_requirement(
+    p: &haca_gateway::payment::Payments,
+    call: &Call,
+) -> Option<haca_pay::types::PaymentRequirements> {
     let (Some(price), Some(max_tokens)) = (p.token_price(call.model()), call.sampling().max_tokens)
     else {
-        return resp;
+        return None;
     };
     if p.facilitator.is_some() {
-        return resp;
+        return None;
     }
-    let decoded = resp
-        .headers()
-        .get(PAYMENT_REQUIRED_HEADER)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| haca_pay::decode_payment_required_header(h).ok());
-    let Some(AnyPaymentRequired::V2(mut required)) = decoded else {
-        return resp;
-    };
     let worst = price.cost(prompt_bound(call), max_tokens.into());
     let mut upto = haca_gateway::payment::PaymentConfig {
         price: worst,
         ..p.config.clone()
     }
     .requirements();
-    upto.scheme = SCHEME_UPTO.into();
+    upto.scheme = haca_pay::types::SCHEME_UPTO.into();
     upto.extra
         .insert("inputPer1k".into(), price.input.to_string().into());
     upto.extra
@@ -423,11 +429,7 @@ fn offer_upto(mut resp: Response, p: &haca_gateway::payment::Payments, call: &Ca
         "facilitatorAddress".into(),
         p.config.pay_to.to_checksum(None).into(),
     );
-    required.accepts.push(upto);
-    if let Ok(v) = HeaderValue::from_str(&haca_pay::encode_header(&required)) {
-        resp.headers_mut().insert(PAYMENT_REQUIRED_HEADER, v);
-    }
-    resp
+    Some(upto)
 }
 
 /// OpenGradient-compatible `tee_*` fields beside the answer: only an enclave's answer has them.

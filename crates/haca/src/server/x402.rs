@@ -104,8 +104,19 @@ pub fn refusal(
     price: U256,
     e: haca_gateway::GatewayError,
 ) -> Result<Response, ApiError> {
+    refusal_with(p, resource, price, e, None)
+}
+
+/// [`refusal`] whose 402 also offers `also` after `exact` (an `upto` option).
+pub fn refusal_with(
+    p: &Payments,
+    resource: &str,
+    price: U256,
+    e: haca_gateway::GatewayError,
+    also: Option<haca_pay::types::PaymentRequirements>,
+) -> Result<Response, ApiError> {
     if e.is_payment_required() {
-        Ok(payment_required(p, resource, e.into(), price))
+        Ok(payment_required_with(p, resource, e.into(), price, also))
     } else {
         Err(e.into())
     }
@@ -115,6 +126,16 @@ pub fn refusal(
 /// `{x402Version: 1, error, accepts}` when no payment was sent, else `{error: {code,
 /// message}}` saying which check failed.
 pub fn payment_required(p: &Payments, resource: &str, err: ApiError, price: U256) -> Response {
+    payment_required_with(p, resource, err, price, None)
+}
+
+fn payment_required_with(
+    p: &Payments,
+    resource: &str,
+    err: ApiError,
+    price: U256,
+    also: Option<haca_pay::types::PaymentRequirements>,
+) -> Response {
     let config = PaymentConfig {
         price,
         ..p.config.clone()
@@ -127,7 +148,7 @@ pub fn payment_required(p: &Payments, resource: &str, err: ApiError, price: U256
             description: Some("one haca inference run".into()),
             mime_type: Some("application/json".into()),
         }),
-        accepts: vec![config.requirements()],
+        accepts: std::iter::once(config.requirements()).chain(also).collect(),
         extensions: None,
     };
     let body = if err.code == PAYMENT_REQUIRED_CODE {
