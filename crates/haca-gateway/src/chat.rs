@@ -548,6 +548,14 @@ enum CallPayment {
     Upto(UptoPending),
 }
 
+/// How a chat call is paid: charged before the answer (or free: `None`), or with an x402
+/// `upto` authorization settled after it. One per call, moved once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum ChatPayment {
+    Charged(Option<Charge>),
+    Upto(UptoPending),
+}
+
 impl Served {
     /// The `haca` object of an answer: run, receipt, route and conversation.
     pub fn haca_fields(&self) -> Value {
@@ -627,9 +635,12 @@ impl ChatGateway {
         Ok(covered)
     }
 
-    /// Tries `routes` in order and commits the served answer's receipt. A paid call that
-    /// fails, or is dropped because its client went away, is refunded as its [`Charge`]
-    /// drops (its run is never stored).
+    /// Tries `routes` in order and commits the served answer's receipt. A call charged up
+    /// front that fails, or is dropped because its client went away, is refunded as its
+    /// [`Charge`] drops (its run is never stored). A call paid with x402 `upto` is charged
+    /// nothing before the answer: once a route served, the tokens it served are priced and
+    /// settled (never above the authorization) before the receipt is signed; when every
+    /// route failed, nothing settles.
     #[allow(clippy::too_many_arguments)]
     pub async fn serve(
         &self,
@@ -638,11 +649,17 @@ impl ChatGateway {
         routes: Vec<Route>,
         start: CallStart,
         settlement: haca_core::settlement::SettlementMode,
-        charge: Option<Charge>,
+        payment: ChatPayment,
         conversation: Option<String>,
         sink: Option<Sink>,
     ) -> Result<Served, Failed> {
-        let payment = charge.as_ref().map(|c| c.paid().evidence.clone());
+        let (charge, payment) = match payment {
+            ChatPayment::Charged(charge) => {
+                let evidence = charge.as_ref().map(|c| c.paid().evidence.clone());
+                (charge, CallPayment::Paid(evidence))
+            }
+            ChatPayment::Upto(u) => (None, CallPayment::Upto(u)),
+        };
         let served = self
             .serve_routes(
                 gw,
@@ -650,42 +667,13 @@ impl ChatGateway {
                 routes,
                 start,
                 settlement,
-                CallPayment::Paid(payment),
+                payment,
                 conversation,
                 sink,
             )
             .await;
         keep_or_refund(charge, &served, "the call").await;
         served
-    }
-
-    /// [`serve`](Self::serve) for a call paid with x402 `upto`: nothing is charged before the
-    /// answer; once a route served, the tokens it served are priced and settled (never above
-    /// the authorization) before the receipt is signed. When every route failed, nothing
-    /// settles.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn serve_upto(
-        &self,
-        gw: &Gateway,
-        call: &Call,
-        routes: Vec<Route>,
-        start: CallStart,
-        settlement: haca_core::settlement::SettlementMode,
-        upto: UptoPending,
-        conversation: Option<String>,
-        sink: Option<Sink>,
-    ) -> Result<Served, Failed> {
-        self.serve_routes(
-            gw,
-            call,
-            routes,
-            start,
-            settlement,
-            CallPayment::Upto(upto),
-            conversation,
-            sink,
-        )
-        .await
     }
 
     #[allow(clippy::too_many_arguments)]

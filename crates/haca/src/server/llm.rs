@@ -247,36 +247,24 @@ async fn serve(
     let public_model = call.model().to_owned();
 
     let mut upto_header = None;
+    let pay = match upto {
+        Some(u) => haca_gateway::chat::ChatPayment::Upto(u),
+        None => haca_gateway::chat::ChatPayment::Charged(payment),
+    };
     let mut resp = if !call.stream() {
-        let served = match upto {
-            Some(u) => {
-                chat.serve_upto(
-                    &st.gateway,
-                    &call,
-                    routes,
-                    start,
-                    settlement,
-                    u,
-                    conversation,
-                    None,
-                )
-                .await
-            }
-            None => {
-                chat.serve(
-                    &st.gateway,
-                    &call,
-                    routes,
-                    start,
-                    settlement,
-                    payment,
-                    conversation,
-                    None,
-                )
-                .await
-            }
-        }
-        .map_err(failed_error)?;
+        let served = chat
+            .serve(
+                &st.gateway,
+                &call,
+                routes,
+                start,
+                settlement,
+                pay,
+                conversation,
+                None,
+            )
+            .await
+            .map_err(failed_error)?;
         upto_header = served.payment_header.clone();
         if let Some(l) = learning {
             l.learn(served.receipt.run_id);
@@ -309,34 +297,18 @@ async fn serve(
         let include_usage = call.include_usage();
         let run_id = start.run_id;
         tokio::spawn(async move {
-            let result = match upto {
-                Some(u) => {
-                    chat.serve_upto(
-                        &st.gateway,
-                        &call,
-                        routes,
-                        start,
-                        settlement,
-                        u,
-                        conversation,
-                        Some(delta_tx),
-                    )
-                    .await
-                }
-                None => {
-                    chat.serve(
-                        &st.gateway,
-                        &call,
-                        routes,
-                        start,
-                        settlement,
-                        payment,
-                        conversation,
-                        Some(delta_tx),
-                    )
-                    .await
-                }
-            };
+            let result = chat
+                .serve(
+                    &st.gateway,
+                    &call,
+                    routes,
+                    start,
+                    settlement,
+                    pay,
+                    conversation,
+                    Some(delta_tx),
+                )
+                .await;
             // Every delta is out before the final chunk.
             let _ = forward.await;
             match result {

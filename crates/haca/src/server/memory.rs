@@ -230,7 +230,7 @@ async fn extract_with_model(
             start,
             // The answer is the user's memories in plaintext: a private run keeps only hashes.
             haca_core::settlement::SettlementMode::Private,
-            None,
+            haca_gateway::chat::ChatPayment::Charged(None),
             None,
             None,
         )
