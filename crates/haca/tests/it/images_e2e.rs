@@ -8,7 +8,6 @@ use base64::Engine as _;
 use haca_exec::image::crc32;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 fn client() -> Client {
@@ -71,47 +70,14 @@ pub fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
 /// An OpenAI-compatible `/images/generations` server: each request's answer is
 /// `answer(request body)`, as JSON with HTTP 200.
 fn image_server(answer: fn(&Value) -> Value) -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut s) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
-                let mut path = String::new();
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if path.is_empty() {
-                        path = line.split(' ').nth(1).unwrap_or_default().to_owned();
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let out = if path.ends_with("/images/generations") {
-                    answer(&req).to_string()
-                } else {
-                    json!({"error": {"message": format!("no route {path}")}}).to_string()
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{out}",
-                    out.len()
-                );
-            });
-        }
-    });
-    port
+    crate::common::http_server(move |path, req| {
+        let out = if path.ends_with("/images/generations") {
+            answer(req)
+        } else {
+            json!({"error": {"message": format!("no route {path}")}})
+        };
+        ("application/json", out.to_string().into_bytes())
+    })
 }
 
 /// Draws `n` PNGs, each from the prompt's length and its index.

@@ -68,28 +68,7 @@ fn hub_artifacts_carry_their_walrus_blob_id_beside_sha256() {
 
 /// A server that answers every request with `body` (HTTP 200): an aggregator that lies.
 fn fixed_server(body: &'static [u8]) -> u16 {
-    use std::io::{BufRead, BufReader, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(body);
-        }
-    });
-    port
+    crate::common::http_server(move |_, _| ("application/octet-stream", body.to_vec()))
 }
 
 #[test]

@@ -263,19 +263,52 @@ pub fn embed_model(test: &str) -> Option<PathBuf> {
 /// An OpenAI-compatible upstream whose answer to each chat call is `answer(request body)`,
 /// streamed as one chunk.
 pub fn fake_upstream(answer: fn(&Value) -> String) -> u16 {
+    http_server(move |_, req| {
+        let content = answer(req);
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": req["model"],
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+            )
+        };
+        let sse = format!(
+            "{}{}data: [DONE]\n\n",
+            chunk(
+                json!({"role": "assistant", "content": content}),
+                Value::Null
+            ),
+            chunk(json!({}), json!("stop"))
+        );
+        ("text/event-stream", sse.into_bytes())
+    })
+}
+
+/// An HTTP/1.1 server on a loopback port, one thread a connection: each request's path and
+/// JSON body (`null` when it has none or it is not JSON) go to `respond`, whose content type
+/// and bytes are answered with HTTP 200.
+pub fn http_server(
+    respond: impl Fn(&str, &Value) -> (&'static str, Vec<u8>) + Send + Sync + 'static,
+) -> u16 {
     use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
+    let respond = std::sync::Arc::new(respond);
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut s) = conn else { continue };
+            let respond = respond.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
+                let (mut len, mut path) = (0usize, String::new());
                 loop {
                     let mut line = String::new();
                     if r.read_line(&mut line).unwrap_or(0) == 0 {
                         return;
+                    }
+                    if path.is_empty() {
+                        path = line.split(' ').nth(1).unwrap_or_default().to_owned();
                     }
                     if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap_or(0);
@@ -287,28 +320,13 @@ pub fn fake_upstream(answer: fn(&Value) -> String) -> u16 {
                 let mut body = vec![0; len];
                 let _ = r.read_exact(&mut body);
                 let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let content = answer(&req);
-                let chunk = |delta: Value, finish: Value| {
-                    format!(
-                        "data: {}\n\n",
-                        json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": req["model"],
-                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-                    )
-                };
-                let sse = format!(
-                    "{}{}data: [DONE]\n\n",
-                    chunk(
-                        json!({"role": "assistant", "content": content}),
-                        Value::Null
-                    ),
-                    chunk(json!({}), json!("stop"))
-                );
+                let (content_type, out) = respond(&path, &req);
                 let _ = write!(
                     s,
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{sse}",
-                    sse.len()
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    out.len()
                 );
+                let _ = s.write_all(&out);
             });
         }
     });
