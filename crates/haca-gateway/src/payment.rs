@@ -342,37 +342,15 @@ impl PendingPayment {
                         (tx, now_ms())
                     }
                 };
-                let a = v.authorization();
                 Ok(SettledPayment {
-                    evidence: PaymentEvidence {
-                        scheme: SCHEME_EXACT.into(),
-                        network: v.network().into(),
-                        asset: v.asset().to_checksum(None),
-                        amount: v.amount().to_string(),
-                        payer: v.payer().to_checksum(None),
-                        nonce: hex_b256(v.nonce()),
-                        resource: self.resource.clone(),
-                        request_hash: covered.request_hash,
-                        model: covered.model,
-                        mode: Some(covered.mode),
-                        max_tokens: covered.max_tokens,
-                        authorization: Some(PaymentAuthorization {
-                            token_name: token_name.clone(),
-                            token_version: token_version.clone(),
-                            chain_id: v.chain_id(),
-                            pay_to: v.pay_to().to_checksum(None),
-                            valid_after: a.valid_after.saturating_to(),
-                            valid_before: a.valid_before.saturating_to(),
-                            signature: format!("0x{}", hex::encode(v.signature())),
-                        }),
-                        verified_at: self.verified_at,
-                        settlement: Some(PaymentSettlement {
-                            transaction: hex_b256(transaction),
-                            settled_at,
-                            round: None,
-                        }),
-                        upto: None,
-                    },
+                    evidence: eip3009_box(
+                        v,
+                        (token_name, token_version),
+                        &self.resource,
+                        covered,
+                        self.verified_at,
+                        (transaction, settled_at),
+                    ),
                     response: Some((
                         v.settle_response(transaction),
                         if v.x402_version() == 1 {
@@ -447,6 +425,48 @@ impl PendingPayment {
                 })
             }
         }
+    }
+}
+
+/// The payment box of an EIP-3009 authorization (`exact`, its amount) settled by
+/// `transaction` at `settled_at`.
+fn eip3009_box(
+    v: &VerifiedPayment,
+    (token_name, token_version): (&str, &str),
+    resource: &str,
+    covered: Covered,
+    verified_at: u64,
+    (transaction, settled_at): (B256, u64),
+) -> PaymentEvidence {
+    let a = v.authorization();
+    PaymentEvidence {
+        scheme: SCHEME_EXACT.into(),
+        network: v.network().into(),
+        asset: v.asset().to_checksum(None),
+        amount: v.amount().to_string(),
+        payer: v.payer().to_checksum(None),
+        nonce: hex_b256(v.nonce()),
+        resource: resource.into(),
+        request_hash: covered.request_hash,
+        model: covered.model,
+        mode: Some(covered.mode),
+        max_tokens: covered.max_tokens,
+        authorization: Some(PaymentAuthorization {
+            token_name: token_name.into(),
+            token_version: token_version.into(),
+            chain_id: v.chain_id(),
+            pay_to: v.pay_to().to_checksum(None),
+            valid_after: a.valid_after.saturating_to(),
+            valid_before: a.valid_before.saturating_to(),
+            signature: format!("0x{}", hex::encode(v.signature())),
+        }),
+        verified_at,
+        settlement: Some(PaymentSettlement {
+            transaction: hex_b256(transaction),
+            settled_at,
+            round: None,
+        }),
+        upto: None,
     }
 }
 
@@ -892,39 +912,22 @@ impl UptoPending {
                 )
                 .await
                 .map_err(|e| refused(&e))?;
-                let a = v.authorization();
                 let mut response = v.settle_response(transaction);
                 response.amount = Some(amount.to_string());
+                // The box exact would write for this authorization, but for the amount settled.
+                let mut evidence = eip3009_box(
+                    v,
+                    (token_name, token_version),
+                    &self.resource,
+                    covered,
+                    self.verified_at,
+                    (transaction, settled_at),
+                );
+                evidence.scheme = haca_pay::types::SCHEME_UPTO.into();
+                evidence.amount = amount.to_string();
+                evidence.upto = Some(upto(None));
                 Ok(SettledPayment {
-                    evidence: PaymentEvidence {
-                        scheme: haca_pay::types::SCHEME_UPTO.into(),
-                        network: v.network().into(),
-                        asset: v.asset().to_checksum(None),
-                        amount: amount.to_string(),
-                        payer: v.payer().to_checksum(None),
-                        nonce: hex_b256(v.nonce()),
-                        resource: self.resource.clone(),
-                        request_hash: covered.request_hash,
-                        model: covered.model,
-                        mode: Some(covered.mode),
-                        max_tokens: covered.max_tokens,
-                        authorization: Some(PaymentAuthorization {
-                            token_name: token_name.clone(),
-                            token_version: token_version.clone(),
-                            chain_id: v.chain_id(),
-                            pay_to: v.pay_to().to_checksum(None),
-                            valid_after: a.valid_after.saturating_to(),
-                            valid_before: a.valid_before.saturating_to(),
-                            signature: format!("0x{}", hex::encode(v.signature())),
-                        }),
-                        verified_at: self.verified_at,
-                        settlement: Some(PaymentSettlement {
-                            transaction: hex_b256(transaction),
-                            settled_at,
-                            round: None,
-                        }),
-                        upto: Some(upto(None)),
-                    },
+                    evidence,
                     response: Some((response, PAYMENT_RESPONSE_HEADER)),
                 })
             }
