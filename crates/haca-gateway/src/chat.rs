@@ -777,10 +777,7 @@ impl ChatGateway {
                     .settle(covered, prompt, completion)
                     .await
                     .map_err(|e| fail(e, &attempts))?;
-                let charge = Charge {
-                    paid: Some(settled),
-                    refund: Some((gw.store.clone(), gw.log.clone(), start.run_id)),
-                };
+                let charge = gw.charge(start.run_id, settled);
                 let evidence = charge.paid().evidence.clone();
                 upto_charge = Some(charge);
                 Some(evidence)

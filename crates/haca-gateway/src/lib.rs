@@ -107,10 +107,15 @@ impl Gateway {
             return Ok(None);
         };
         let run_id = covered.run_id;
-        Ok(Some(Charge {
-            paid: Some(p.settle(covered).await?),
+        Ok(Some(self.charge(run_id, p.settle(covered).await?)))
+    }
+
+    /// A payment settled for `run_id`, refunded if the run is never stored.
+    pub(crate) fn charge(&self, run_id: haca_core::RunId, paid: payment::SettledPayment) -> Charge {
+        Charge {
+            paid: Some(paid),
             refund: Some((self.store.clone(), self.log.clone(), run_id)),
-        }))
+        }
     }
 
     /// Signs `receipt`, stores the run with its settlement record (and chat turn) in one
