@@ -13,29 +13,13 @@ fn hub_artifacts_carry_their_walrus_blob_id_beside_sha256() {
     let http = Client::new();
     wait_ready(&http, &node.url);
 
-    let models: Value = http
-        .get(format!("{}/v1/hub/models", node.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let m = &models["models"][0];
+    let (m, bytes) = example_artifact(&http, &node.url);
     assert_eq!(m["label"], "example/mnist-mlp");
     let walrus = m["walrus_blob_id"]
         .as_str()
         .expect("a Walrus id")
         .to_owned();
     // The artifact's bytes give the same id offline.
-    let bytes = http
-        .get(format!(
-            "{}/v1/hub/blobs/{}",
-            node.url,
-            m["blob_id"].as_str().unwrap()
-        ))
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
     let file = dir.path().join("model.onnx");
     std::fs::write(&file, &bytes).unwrap();
     let out = node.haca_ok(&["blob", "id", file.to_str().unwrap(), "--walrus"]);
@@ -115,18 +99,13 @@ fn the_node_speaks_walrus_blob_api_and_the_client_checks_every_id() {
     assert!(err.contains(&format!("not {id}")), "{err}");
 
     // A Model Hub artifact is served by its Walrus id too.
-    let models: Value = Client::new()
-        .get(format!("{}/v1/hub/models", node.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let walrus = models["models"][0]["walrus_blob_id"].as_str().unwrap();
+    let models = hub_models(&Client::new(), &node.url);
+    let walrus = models[0]["walrus_blob_id"].as_str().unwrap();
     let model = dir.path().join("m.onnx");
     node.haca_ok(&["blob", "get", walrus, "--out", model.to_str().unwrap()]);
     assert_eq!(
         crate::common::last_line(&node.haca_ok(&["blob", "id", model.to_str().unwrap()])),
-        models["models"][0]["blob_id"]
+        models[0]["blob_id"]
             .as_str()
             .unwrap()
             .trim_start_matches("sha256:")
@@ -198,6 +177,33 @@ fn a_settled_round_names_its_tree_dump_by_walrus_id() {
     assert!(!ok && out.contains("the settlement box names"), "{out}");
 }
 
+/// The node's Model Hub artifacts, as `GET /v1/hub/models` lists them.
+fn hub_models(http: &Client, url: &str) -> Vec<Value> {
+    let v: Value = http
+        .get(format!("{url}/v1/hub/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["models"].as_array().cloned().unwrap_or_default()
+}
+
+/// The node's first artifact (the example model) and its bytes.
+fn example_artifact(http: &Client, url: &str) -> (Value, Vec<u8>) {
+    let m = hub_models(http, url).swap_remove(0);
+    let bytes = http
+        .get(format!(
+            "{url}/v1/hub/blobs/{}",
+            m["blob_id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .to_vec();
+    (m, bytes)
+}
+
 /// Waits until blob `id` was PUT to the node over `data_dir` (its Walrus blob directory
 /// holds it; up to 30 s), then reads it back with `GET {url}/v1/blobs/{id}`.
 fn wait_blob(http: &Client, url: &str, data_dir: &std::path::Path, id: &str) -> Vec<u8> {
@@ -227,23 +233,7 @@ fn a_node_with_a_walrus_publisher_stores_artifacts_and_tree_dumps_there() {
     wait_ready(&http, &node.url);
 
     // An uploaded artifact goes to the publisher under its Walrus id.
-    let models: Value = http
-        .get(format!("{}/v1/hub/models", node.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let m = &models["models"][0];
-    let bytes = http
-        .get(format!(
-            "{}/v1/hub/blobs/{}",
-            node.url,
-            m["blob_id"].as_str().unwrap()
-        ))
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let (m, bytes) = example_artifact(&http, &node.url);
     let file = dir_b.path().join("m.onnx");
     std::fs::write(&file, &bytes).unwrap();
     node.haca_ok(&["model", "upload", "team/mlp", file.to_str().unwrap()]);
@@ -312,18 +302,9 @@ fn a_large_upload_gets_its_walrus_id_outside_the_node_process() {
     ]));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let models: Value = http
-            .get(format!("{}/v1/hub/models", node.url))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let m = models["models"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let m = hub_models(&http, &node.url)
+            .into_iter()
             .find(|m| m["label"] == "big/w")
-            .cloned()
             .unwrap();
         if let Some(id) = m["walrus_blob_id"].as_str() {
             assert_eq!(id, expected);
